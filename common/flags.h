@@ -1,0 +1,28 @@
+// Command-line flags for every pszero binary, on CLI11.
+//
+// MakeApp() gives an app whose --help lists every flag with its default and which knows
+// --version. ParseFlags() turns CLI11's outcome into pszero's contract: --help and
+// --version exit 0; an unknown flag or a bad value prints exactly one line naming the
+// flag and why, and exits 2. Not thread-safe (called once, from main).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace pszero {
+
+inline constexpr int kExitUsage = 2;
+
+std::unique_ptr<CLI::App> MakeApp(const std::string& name, const std::string& description);
+
+// Parses argv into `app`. Returns std::nullopt when the program should go on, or the
+// exit code it should return now (0 after --help/--version, kExitUsage after an error,
+// with the one-line message already written to stderr).
+std::optional<int> ParseFlags(CLI::App& app, int argc, const char* const* argv);
+
+// The version string printed by --version ("pszero 0.1.0 (cuda on)").
+std::string VersionString();
+
+}  // namespace pszero

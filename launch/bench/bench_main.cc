@@ -1,0 +1,20 @@
+// pszero-bench: measures what pszero is made of. Subcommands so far: stream.
+#include <vector>
+
+#include "common/flags.h"
+#include "common/logging.h"
+#include "launch/bench/command.h"
+
+int main(int argc, char** argv) {
+  pszero::InitLogging(argv[0], "bench");
+  auto app = pszero::MakeApp("pszero-bench", "pszero-bench: benchmarks for pszero");
+  app->require_subcommand(1, 1);
+  std::vector<pszero::bench::BenchCommand> commands = {
+      pszero::bench::AddStreamCommand(*app),
+  };
+  if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
+  for (const auto& command : commands) {
+    if (command.app->parsed()) return command.run();
+  }
+  return pszero::kExitUsage;
+}

@@ -1,0 +1,19 @@
+// One pszero-bench subcommand: its CLI11 sub-app (flags bound to the command's own
+// options) and the function that runs it once flags are parsed. Each subcommand lives
+// in its own file and is added to the root app by bench_main.cc.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <memory>
+
+namespace pszero::bench {
+
+struct BenchCommand {
+  CLI::App* app = nullptr;
+  std::function<int()> run;  // returns the process exit code
+};
+
+BenchCommand AddStreamCommand(CLI::App& root);
+
+}  // namespace pszero::bench

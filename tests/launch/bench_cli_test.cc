@@ -1,0 +1,89 @@
+// The real pszero-bench binary: flag errors (exit 2, one line naming the flag), --help,
+// --version, and a small STREAM run whose JSON is checked.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/support/subprocess.h"
+
+namespace pszero {
+namespace {
+
+using testing::BinaryPath;
+using testing::ProcessResult;
+using testing::RunProcess;
+
+int CountLines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+void ExpectUsageError(const std::vector<std::string>& args, const std::string& flag) {
+  std::vector<std::string> argv = {BinaryPath("pszero-bench")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  ProcessResult r = RunProcess(argv);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(CountLines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find(flag), std::string::npos)
+      << "message does not name " << flag << ": " << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
+TEST(BenchCliTest, UnknownFlag) { ExpectUsageError({"stream", "--bogus"}, "--bogus"); }
+
+TEST(BenchCliTest, NonNumericValue) { ExpectUsageError({"stream", "--iters", "abc"}, "--iters"); }
+
+TEST(BenchCliTest, OutOfRangeValue) { ExpectUsageError({"stream", "--iters", "0"}, "--iters"); }
+
+TEST(BenchCliTest, BadListValue) { ExpectUsageError({"stream", "--threads", "1,0"}, "--threads"); }
+
+TEST(BenchCliTest, UnknownSubcommand) { ExpectUsageError({"teleport"}, "teleport"); }
+
+TEST(BenchCliTest, MissingSubcommand) { ExpectUsageError({}, "subcommand"); }
+
+TEST(BenchCliTest, HelpListsFlagsWithDefaults) {
+  ProcessResult r = RunProcess({BinaryPath("pszero-bench"), "stream", "--help"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  for (const char* flag : {"--threads", "--iters", "--array-mb", "--json", "--output"}) {
+    EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
+  }
+  EXPECT_NE(r.out.find("=10"), std::string::npos) << "default of --iters not shown:\n" << r.out;
+}
+
+TEST(BenchCliTest, Version) {
+  ProcessResult r = RunProcess({BinaryPath("pszero-bench"), "--version"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out.rfind("pszero ", 0), 0u) << r.out;
+}
+
+TEST(BenchCliTest, StreamJson) {
+  ProcessResult r = RunProcess({BinaryPath("pszero-bench"), "stream", "--array-mb", "4", "--iters",
+                                "3", "--threads", "1,2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["benchmark"], "stream");
+  EXPECT_TRUE(j["valid"].get<bool>());
+  ASSERT_EQ(j["runs"].size(), 2u);
+  EXPECT_EQ(j["runs"][1]["threads"], 2);
+  EXPECT_EQ(j["runs"][0]["array_bytes"], 4 << 20);
+  ASSERT_EQ(j["runs"][0]["kernels"].size(), 4u);
+  for (const auto& k : j["runs"][0]["kernels"]) {
+    EXPECT_GT(k["best_gbps"].get<double>(), 0) << k.dump();
+    EXPECT_GE(k["best_gbps"].get<double>(), k["median_gbps"].get<double>());
+    EXPECT_EQ(k["seconds"]["count"], 3);
+  }
+  EXPECT_EQ(j["runs"][0]["kernels"][3]["name"], "triad");
+  EXPECT_EQ(j["runs"][0]["kernels"][3]["bytes"], 24 * (4 << 20) / 8);
+}
+
+TEST(BenchCliTest, StreamTable) {
+  ProcessResult r = RunProcess(
+      {BinaryPath("pszero-bench"), "stream", "--array-mb", "2", "--iters", "2", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("triad"), std::string::npos);
+  EXPECT_NE(r.out.find("validation: passed"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace pszero
