@@ -15,6 +15,7 @@ PACKAGES=(
   libopenblas-dev
   libssl-dev
   clang libclang-rt-14-dev clang-format
+  openmpi-bin libopenmpi-dev
   iproute2 procps
   python3 python3-matplotlib
 )
