@@ -507,6 +507,10 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void OnLeave(uint64_t id) {
+    if (!world_complete_) {  // gave up waiting for the others: no longer counts
+      members_.erase(id);
+      return UpdateSnapshot();
+    }
     Member& m = members_.at(id);
     m.state = MemberState::kLeft;
     ++left_;
