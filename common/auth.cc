@@ -13,8 +13,7 @@ namespace pszero {
 
 Result<std::string> SecureRandomBytes(size_t n) {
   std::string out(n, '\0');
-  if (n > 0 &&
-      RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) {
+  if (n > 0 && RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) {
     return Status::Internal("RAND_bytes failed: the system has no usable entropy source");
   }
   return out;
@@ -35,8 +34,8 @@ Result<std::string> LoadClusterToken(const std::string& token_file) {
   std::string token;
   if (!token_file.empty()) {
     PSZERO_ASSIGN_OR_RETURN(token, ReadFile(token_file));
-    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' ||
-                              token.back() == ' ' || token.back() == '\t')) {
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' ||
+                              token.back() == '\t')) {
       token.pop_back();
     }
     if (token.empty()) return Status::NotFound("token file " + token_file + " is empty");

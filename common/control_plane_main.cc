@@ -75,15 +75,14 @@ class Rounds {
 
   Status Run() {
     PSZERO_RETURN_IF_ERROR(Barrier("joined"));
-    PSZERO_RETURN_IF_ERROR(
-        client_.Set(GreetingKey(client_.role(), client_.rank()),
-                    Greeting(client_.role(), client_.rank()), timeout_));
+    PSZERO_RETURN_IF_ERROR(client_.Set(GreetingKey(client_.role(), client_.rank()),
+                                       Greeting(client_.role(), client_.rank()), timeout_));
     PSZERO_RETURN_IF_ERROR(Barrier("published"));
     for (const wire::MemberInfo& m : client_.members()) {
       const int rank = static_cast<int>(m.rank);
       PSZERO_ASSIGN_OR_RETURN(std::string blob, client_.PeerBlob(m.role, rank, timeout_));
-      const std::string want = BlobFor(m.role, static_cast<int>(m.node_rank),
-                                       static_cast<int>(m.local_rank));
+      const std::string want =
+          BlobFor(m.role, static_cast<int>(m.node_rank), static_cast<int>(m.local_rank));
       if (blob != want) {
         return Status::Corruption("blob of " + PeerName(m.role, rank) + " is '" + blob +
                                   "', expected '" + want + "'");
@@ -157,8 +156,8 @@ int ControlPlaneMain(Role role, int argc, char** argv) {
       RendezvousClient::Join(options, milliseconds(flags.join_timeout_ms));
   if (!client.ok()) {
     if (client.status().code() == StatusCode::kUnauthenticated) {
-      LOG(ERROR) << "authentication failed: the rendezvous service at " << flags.master_addr
-                 << ":" << flags.master_port << " refused the cluster token";
+      LOG(ERROR) << "authentication failed: the rendezvous service at " << flags.master_addr << ":"
+                 << flags.master_port << " refused the cluster token";
     } else {
       LOG(ERROR) << "cannot join the job: " << client.status().ToString();
     }
@@ -166,8 +165,8 @@ int ControlPlaneMain(Role role, int argc, char** argv) {
   }
   RendezvousClient& c = **client;
   SetLogTag(PeerTag(role, c.rank()));
-  LOG(INFO) << "joined as " << PeerName(role, c.rank()) << " (" << c.num_servers()
-            << " servers, " << c.num_workers() << " workers)";
+  LOG(INFO) << "joined as " << PeerName(role, c.rank()) << " (" << c.num_servers() << " servers, "
+            << c.num_workers() << " workers)";
 
   Status s = Rounds(c, milliseconds(flags.wait_timeout_ms)).Run();
   if (!s.ok()) {

@@ -63,12 +63,10 @@ class RendezvousClient::Impl {
     thread_ = std::thread([this] { io_.run(); });
     asio::post(io_, [this] { Connect(); });
     std::unique_lock lock(mu_);
-    const bool done = cv_.wait_until(
-        lock, deadline, [&] { return welcome_.has_value() || !failure_.empty(); });
+    cv_.wait_until(lock, deadline, [&] { return welcome_.has_value() || !failure_.empty(); });
     if (welcome_.has_value()) return Status::Ok();
     if (!join_error_.ok()) return join_error_;
     if (!failure_.empty()) return Status::Unavailable(failure_);
-    (void)done;
     std::string what = "joining the rendezvous service at " + Endpoint() + ": ";
     if (!connected_) {
       what += "could not connect within " + Ms(timeout);
@@ -148,6 +146,11 @@ class RendezvousClient::Impl {
     work_.reset();
     io_.stop();
     thread_.join();
+    // If the goodbye could not be written in time, callers still must not wait on it.
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    if (failure_.empty()) failure_ = "this process has left the job";
+    cv_.notify_all();
   }
 
  private:
@@ -162,8 +165,8 @@ class RendezvousClient::Impl {
     resolver_.async_resolve(
         options_.master_addr, std::to_string(options_.master_port),
         [this](const boost::system::error_code& ec, const tcp::resolver::results_type& results) {
-          if (ec) return RetryConnect("cannot resolve " + options_.master_addr + ": " +
-                                      ec.message());
+          if (ec)
+            return RetryConnect("cannot resolve " + options_.master_addr + ": " + ec.message());
           asio::async_connect(socket_, results,
                               [this](const boost::system::error_code& ec2, const tcp::endpoint&) {
                                 if (ec2) return RetryConnect(ec2.message());
@@ -196,22 +199,21 @@ class RendezvousClient::Impl {
   }
 
   void ReadHeader() {
-    asio::async_read(socket_, asio::buffer(header_),
-                     [this](const boost::system::error_code& ec, size_t) {
-                       if (ec) return ConnectionLost(ec);
-                       Result<wire::FrameHeader> h = wire::DecodeHeader(
-                           std::string_view(header_.data(), header_.size()),
-                           options_.max_payload_bytes);
-                       if (!h.ok()) return ProtocolFailure(h.status());
-                       type_ = h->type;
-                       payload_.resize(h->payload_bytes);
-                       if (payload_.empty()) return OnPayload();
-                       asio::async_read(socket_, asio::buffer(payload_),
-                                        [this](const boost::system::error_code& ec2, size_t) {
-                                          if (ec2) return ConnectionLost(ec2);
-                                          OnPayload();
-                                        });
-                     });
+    asio::async_read(
+        socket_, asio::buffer(header_), [this](const boost::system::error_code& ec, size_t) {
+          if (ec) return ConnectionLost(ec);
+          Result<wire::FrameHeader> h = wire::DecodeHeader(
+              std::string_view(header_.data(), header_.size()), options_.max_payload_bytes);
+          if (!h.ok()) return ProtocolFailure(h.status());
+          type_ = h->type;
+          payload_.resize(h->payload_bytes);
+          if (payload_.empty()) return OnPayload();
+          asio::async_read(socket_, asio::buffer(payload_),
+                           [this](const boost::system::error_code& ec2, size_t) {
+                             if (ec2) return ConnectionLost(ec2);
+                             OnPayload();
+                           });
+        });
   }
 
   void OnPayload() {
@@ -223,7 +225,10 @@ class RendezvousClient::Impl {
   // Returns false when the connection is finished.
   bool Handle(wire::Message message) {
     if (auto* challenge = std::get_if<wire::Challenge>(&message)) {
-      if (join_sent_) return ProtocolFailure(Status::Corruption("second challenge")), false;
+      if (join_sent_) {
+        ProtocolFailure(Status::Corruption("second challenge"));
+        return false;
+      }
       join_sent_ = true;
       wire::Join join;
       join.role = options_.role;
@@ -429,8 +434,7 @@ Status RendezvousClient::Set(const std::string& key, std::string_view value) {
   return Set(key, value, milliseconds(60000));
 }
 
-Status RendezvousClient::Set(const std::string& key, std::string_view value,
-                             milliseconds timeout) {
+Status RendezvousClient::Set(const std::string& key, std::string_view value, milliseconds timeout) {
   const uint64_t id = impl_->NextId();
   Result<wire::Reply> r =
       impl_->Call(wire::Set{id, key, std::string(value)}, id, timeout, "set of key '" + key + "'");
@@ -439,9 +443,8 @@ Status RendezvousClient::Set(const std::string& key, std::string_view value,
 
 Result<std::string> RendezvousClient::Get(const std::string& key, milliseconds timeout) {
   const uint64_t id = impl_->NextId();
-  PSZERO_ASSIGN_OR_RETURN(
-      wire::Reply reply,
-      impl_->Call(wire::Get{id, key}, id, timeout, "key '" + key + "' not published"));
+  PSZERO_ASSIGN_OR_RETURN(wire::Reply reply, impl_->Call(wire::Get{id, key}, id, timeout,
+                                                         "key '" + key + "' not published"));
   return std::move(reply.value);
 }
 

@@ -290,9 +290,7 @@ Status CheckBound(const char* field, size_t size, size_t max_bytes) {
 
 }  // namespace
 
-MessageType TypeOf(const Message& message) {
-  return static_cast<MessageType>(message.index() + 1);
-}
+MessageType TypeOf(const Message& message) { return static_cast<MessageType>(message.index() + 1); }
 
 std::string_view MessageTypeName(MessageType type) {
   switch (type) {
@@ -364,8 +362,8 @@ Result<Message> DecodeFrame(std::string_view bytes, size_t* consumed, uint32_t m
                               std::to_string(header.payload_bytes) + " bytes, " +
                               std::to_string(bytes.size() - kHeaderBytes) + " present");
   }
-  PSZERO_ASSIGN_OR_RETURN(Message m, DecodePayload(header.type,
-                                                   bytes.substr(kHeaderBytes, header.payload_bytes)));
+  PSZERO_ASSIGN_OR_RETURN(
+      Message m, DecodePayload(header.type, bytes.substr(kHeaderBytes, header.payload_bytes)));
   *consumed = kHeaderBytes + header.payload_bytes;
   return m;
 }

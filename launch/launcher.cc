@@ -79,9 +79,12 @@ struct Child {
   bool signalled_by_launcher = false;
 
   std::string Name() const { return PeerName(role, rank) + " (pid " + std::to_string(pid) + ")"; }
-  bool Failed() const { return exited && !(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0); }
+  bool Failed() const {
+    return exited && !(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0);
+  }
   std::string DescribeExit() const {
-    if (WIFEXITED(wait_status)) return "exited with code " + std::to_string(WEXITSTATUS(wait_status));
+    if (WIFEXITED(wait_status))
+      return "exited with code " + std::to_string(WEXITSTATUS(wait_status));
     if (WIFSIGNALED(wait_status)) {
       const int sig = WTERMSIG(wait_status);
       return "was killed by signal " + std::to_string(sig) + " (" + SignalName(sig) + ")";
@@ -196,7 +199,8 @@ class LocalJob {
     envp.push_back(nullptr);
 
     int out[2], err[2];
-    if (::pipe2(out, O_CLOEXEC) != 0) return Status::IoError(std::string("pipe: ") + std::strerror(errno));
+    if (::pipe2(out, O_CLOEXEC) != 0)
+      return Status::IoError(std::string("pipe: ") + std::strerror(errno));
     if (::pipe2(err, O_CLOEXEC) != 0) {
       const int saved = errno;
       ::close(out[0]);
@@ -216,14 +220,15 @@ class LocalJob {
     sigemptyset(&defaults);
     for (int sig : {SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGHUP}) sigaddset(&defaults, sig);
     sigemptyset(&empty);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF |
-                                        POSIX_SPAWN_SETSIGMASK);
+    posix_spawnattr_setflags(
+        &attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
     posix_spawnattr_setpgroup(&attr, 0);
     posix_spawnattr_setsigdefault(&attr, &defaults);
     posix_spawnattr_setsigmask(&attr, &empty);
 
     std::vector<char*> argv = {const_cast<char*>(program.c_str()), nullptr};
-    const int rc = posix_spawn(&child.pid, program.c_str(), &actions, &attr, argv.data(), envp.data());
+    const int rc =
+        posix_spawn(&child.pid, program.c_str(), &actions, &attr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attr);
     ::close(out[1]);
@@ -342,8 +347,7 @@ class LocalJob {
   void OnTimeout() {
     timed_out_ = true;
     LOG(ERROR) << "the job ran past --timeout ("
-               << std::chrono::duration<double>(options_.timeout).count()
-               << " s); stopping it";
+               << std::chrono::duration<double>(options_.timeout).count() << " s); stopping it";
     SignalAll(SIGTERM);
     ScheduleKill(kTermToKill);
   }
@@ -358,8 +362,8 @@ class LocalJob {
       if (ec || done_) return;
       for (const Child& c : children_) {
         if (!c.exited) {
-          LOG(WARNING) << c.Name() << " still running "
-                       << options_.grace.count() << " ms after the failure; sending SIGTERM";
+          LOG(WARNING) << c.Name() << " still running " << options_.grace.count()
+                       << " ms after the failure; sending SIGTERM";
         }
       }
       SignalAll(SIGTERM);

@@ -19,9 +19,9 @@ struct LaunchOptions {
   int num_workers = 1;
   int num_servers = 0;
   std::string master_addr = "127.0.0.1";
-  uint16_t master_port = 0;  // 0: a free port, printed
-  std::string token;         // the cluster token handed to the children
-  std::string bin_dir;       // where pszero-worker and pszero-server are
+  uint16_t master_port = 0;              // 0: a free port, printed
+  std::string token;                     // the cluster token handed to the children
+  std::string bin_dir;                   // where pszero-worker and pszero-server are
   std::chrono::milliseconds timeout{0};  // whole job; 0: none
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds heartbeat_timeout{2000};

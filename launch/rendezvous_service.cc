@@ -28,6 +28,10 @@ namespace {
 constexpr uint32_t kMaxPreJoinPayloadBytes =
     1 + 4 + 4 + 4 + 4 + wire::kMaxHostBytes + 4 + wire::kMaxBlobBytes + wire::kMacBytes;
 
+// The welcome frame lists every member; 4096 members with 200-byte host names still fit
+// the default 1 MiB frame.
+constexpr int kMaxWorldSize = 4096;
+
 std::string Ms(milliseconds t) { return std::to_string(t.count()) + " ms"; }
 
 }  // namespace
@@ -154,10 +158,10 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
   // ---- connections --------------------------------------------------------------------
 
   void Accept() {
-    acceptor_.async_accept([self = shared_from_this()](const boost::system::error_code& ec,
-                                                       tcp::socket socket) {
-      self->OnAccept(ec, std::move(socket));
-    });
+    acceptor_.async_accept(
+        [self = shared_from_this()](const boost::system::error_code& ec, tcp::socket socket) {
+          self->OnAccept(ec, std::move(socket));
+        });
   }
 
   void OnAccept(const boost::system::error_code& ec, tcp::socket socket) {
@@ -166,9 +170,10 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
       // Out of descriptors and the like: try again shortly rather than spin.
       LOG(WARNING) << "rendezvous: accept failed: " << ec.message();
       accept_retry_timer_.expires_after(milliseconds(100));
-      accept_retry_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
-        if (!e && !self->stopped_) self->Accept();
-      });
+      accept_retry_timer_.async_wait(
+          [self = shared_from_this()](const boost::system::error_code& e) {
+            if (!e && !self->stopped_) self->Accept();
+          });
       return;
     }
     auto conn = std::make_shared<Connection>(std::move(socket), io_);
@@ -184,14 +189,15 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
     } else {
       conn->nonce = std::move(nonce).value();
       conn->handshake_timer.expires_after(options_.handshake_timeout);
-      conn->handshake_timer.async_wait(
-          [self = shared_from_this(), conn](const boost::system::error_code& e) {
-            if (!e && conn->member == 0 && !conn->closed) {
-              self->Reject(conn, Status::DeadlineExceeded("no join within " +
-                                                          Ms(self->options_.handshake_timeout)),
-                           &self->protocol_errors_);
-            }
-          });
+      conn->handshake_timer.async_wait([self = shared_from_this(),
+                                        conn](const boost::system::error_code& e) {
+        if (!e && conn->member == 0 && !conn->closed) {
+          self->Reject(
+              conn,
+              Status::DeadlineExceeded("no join within " + Ms(self->options_.handshake_timeout)),
+              &self->protocol_errors_);
+        }
+      });
       Send(conn, wire::Challenge{conn->nonce});
       ReadHeader(conn);
     }
@@ -205,12 +211,11 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
         [self = shared_from_this(), conn](const boost::system::error_code& ec, size_t) {
           if (ec) return self->Disconnect(conn, "connection closed (" + ec.message() + ")");
           if (conn->closing || conn->closed) return;
-          const uint32_t limit = conn->member == 0
-                                     ? std::min(self->options_.max_payload_bytes,
-                                                kMaxPreJoinPayloadBytes)
-                                     : self->options_.max_payload_bytes;
-          Result<wire::FrameHeader> h = wire::DecodeHeader(
-              std::string_view(conn->header.data(), conn->header.size()), limit);
+          const uint32_t limit = conn->member == 0 ? std::min(self->options_.max_payload_bytes,
+                                                              kMaxPreJoinPayloadBytes)
+                                                   : self->options_.max_payload_bytes;
+          Result<wire::FrameHeader> h =
+              wire::DecodeHeader(std::string_view(conn->header.data(), conn->header.size()), limit);
           if (!h.ok()) return self->Reject(conn, h.status(), &self->protocol_errors_);
           conn->type = h->type;
           conn->payload.resize(h->payload_bytes);
@@ -218,8 +223,8 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
           asio::async_read(conn->socket, asio::buffer(conn->payload),
                            [self, conn](const boost::system::error_code& ec2, size_t) {
                              if (ec2) {
-                               return self->Disconnect(
-                                   conn, "connection closed (" + ec2.message() + ")");
+                               return self->Disconnect(conn,
+                                                       "connection closed (" + ec2.message() + ")");
                              }
                              self->OnPayload(conn);
                            });
@@ -346,10 +351,10 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void OnJoin(const ConnPtr& conn, const wire::Join& join) {
-    if (!MacEquals(join.mac, JoinMac(options_.token, conn->nonce, join.role,
-                                     join.requested_rank))) {
-      LOG(WARNING) << "rendezvous: authentication failed for a " << RoleName(join.role)
-                   << " from " << conn->peer;
+    if (!MacEquals(join.mac,
+                   JoinMac(options_.token, conn->nonce, join.role, join.requested_rank))) {
+      LOG(WARNING) << "rendezvous: authentication failed for a " << RoleName(join.role) << " from "
+                   << conn->peer;
       ++auth_failures_;
       Send(conn, wire::Error{StatusCode::kUnauthenticated,
                              "authentication failed: the cluster token does not match"});
@@ -439,8 +444,8 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
     welcome.num_workers = static_cast<uint32_t>(options_.num_workers);
     welcome.heartbeat_timeout_ms = static_cast<uint32_t>(options_.heartbeat_timeout.count());
     for (auto& [id, m] : members_) {
-      welcome.members.push_back(wire::MemberInfo{m.role, static_cast<uint32_t>(m.rank),
-                                                 m.node_rank, m.local_rank, m.host});
+      welcome.members.push_back(wire::MemberInfo{m.role, static_cast<uint32_t>(m.rank), m.node_rank,
+                                                 m.local_rank, m.host});
       Publish(wire::BlobKey(m.role, m.rank), std::move(m.blob));
       m.blob.clear();
     }
@@ -535,7 +540,8 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
       const std::string why =
           "barrier '" + it->first + "' cannot complete: " + missing + " has left the job";
       for (const Waiter& w : it->second.waiters) {
-        if (auto c = w.conn.lock()) Send(c, wire::Reply{w.request_id, StatusCode::kUnavailable, why, ""});
+        if (auto c = w.conn.lock())
+          Send(c, wire::Reply{w.request_id, StatusCode::kUnavailable, why, ""});
       }
       it = barriers_.erase(it);
     }
@@ -575,7 +581,8 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
     for (auto& [name, b] : barriers_) {
       for (const Waiter& w : b.waiters) {
         if (auto c = w.conn.lock()) {
-          Send(c, wire::Reply{w.request_id, StatusCode::kUnavailable, "barrier '" + name + "' " + why, ""});
+          Send(c, wire::Reply{w.request_id, StatusCode::kUnavailable,
+                              "barrier '" + name + "' " + why, ""});
         }
       }
     }
@@ -583,7 +590,8 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
     for (auto& [key, waiters] : get_waiters_) {
       for (const Waiter& w : waiters) {
         if (auto c = w.conn.lock()) {
-          Send(c, wire::Reply{w.request_id, StatusCode::kUnavailable, "lookup of '" + key + "' " + why, ""});
+          Send(c, wire::Reply{w.request_id, StatusCode::kUnavailable,
+                              "lookup of '" + key + "' " + why, ""});
         }
       }
     }
@@ -593,8 +601,7 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void ScheduleHeartbeatCheck() {
-    const milliseconds period =
-        std::max(milliseconds(10), options_.heartbeat_timeout / 4);
+    const milliseconds period = std::max(milliseconds(10), options_.heartbeat_timeout / 4);
     heartbeat_timer_.expires_after(period);
     heartbeat_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
       if (ec || self->stopped_) return;
@@ -613,8 +620,8 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
     }
     for (uint64_t id : silent) {
       const auto quiet = std::chrono::duration_cast<milliseconds>(now - members_.at(id).last_seen);
-      const std::string reason = "no heartbeat for " + Ms(quiet) + " (timeout " +
-                                 Ms(options_.heartbeat_timeout) + ")";
+      const std::string reason =
+          "no heartbeat for " + Ms(quiet) + " (timeout " + Ms(options_.heartbeat_timeout) + ")";
       if (world_complete_) {
         Lose(id, reason);
       } else {
@@ -680,9 +687,9 @@ Result<std::unique_ptr<RendezvousService>> RendezvousService::Start(
   if (options.token.empty()) return Status::InvalidArgument("the cluster token is empty");
   if (options.num_servers < 0 || options.num_workers < 0 ||
       options.num_servers + options.num_workers < 1 ||
-      options.num_servers + options.num_workers > static_cast<int>(wire::kMaxMembers)) {
-    return Status::InvalidArgument("a job needs between 1 and " +
-                                   std::to_string(wire::kMaxMembers) + " processes");
+      options.num_servers + options.num_workers > kMaxWorldSize) {
+    return Status::InvalidArgument("a job needs between 1 and " + std::to_string(kMaxWorldSize) +
+                                   " processes");
   }
   if (options.heartbeat_timeout.count() <= 0) {
     return Status::InvalidArgument("heartbeat timeout must be positive");
@@ -709,8 +716,7 @@ bool RendezvousService::WaitUntil(const std::function<bool(const RendezvousSnaps
 
 // ---- RendezvousServiceThread --------------------------------------------------------------
 
-RendezvousServiceThread::RendezvousServiceThread()
-    : io_(std::make_unique<asio::io_context>()) {}
+RendezvousServiceThread::RendezvousServiceThread() : io_(std::make_unique<asio::io_context>()) {}
 
 Result<std::unique_ptr<RendezvousServiceThread>> RendezvousServiceThread::Start(
     RendezvousServiceOptions options) {

@@ -53,13 +53,13 @@ struct RendezvousServiceOptions {
 
 // What the service has seen so far; for tests, the launcher's messages and the benchmark.
 struct RendezvousSnapshot {
-  int connections = 0;         // open TCP connections
-  int joined = 0;              // authenticated members (before and after the world is complete)
+  int connections = 0;  // open TCP connections
+  int joined = 0;       // authenticated members (before and after the world is complete)
   bool world_complete = false;
-  int auth_failures = 0;       // joins refused for a wrong token
-  int protocol_errors = 0;     // connections dropped for malformed or unexpected frames
-  int refused_joins = 0;       // authenticated joins refused (duplicate, world full, ...)
-  int left = 0;                // members that said goodbye
+  int auth_failures = 0;    // joins refused for a wrong token
+  int protocol_errors = 0;  // connections dropped for malformed or unexpected frames
+  int refused_joins = 0;    // authenticated joins refused (duplicate, world full, ...)
+  int left = 0;             // members that said goodbye
   std::vector<PeerLost> lost;
   std::map<std::string, int> barrier_arrivals;  // pending barriers and their arrivals
 };

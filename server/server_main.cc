@@ -3,4 +3,6 @@
 // exit); see common/control_plane_main.h.
 #include "common/control_plane_main.h"
 
-int main(int argc, char** argv) { return pszero::ControlPlaneMain(pszero::Role::kServer, argc, argv); }
+int main(int argc, char** argv) {
+  return pszero::ControlPlaneMain(pszero::Role::kServer, argc, argv);
+}

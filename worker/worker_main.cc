@@ -3,4 +3,6 @@
 // common/control_plane_main.h.
 #include "common/control_plane_main.h"
 
-int main(int argc, char** argv) { return pszero::ControlPlaneMain(pszero::Role::kWorker, argc, argv); }
+int main(int argc, char** argv) {
+  return pszero::ControlPlaneMain(pszero::Role::kWorker, argc, argv);
+}

@@ -75,8 +75,7 @@ Result<Sample> MeasureOnce(int n, int barriers) {
         errors[static_cast<size_t>(i)] = (*client)->Barrier("bench", milliseconds(120000));
       }
       barrier_ms[static_cast<size_t>(i)] =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-              .count() /
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
           barriers;
     });
   }

@@ -5,7 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <random>
+#include <set>
+#include <sstream>
 
 #include "common/auth.h"
 
@@ -47,10 +51,10 @@ TEST(WireTest, HeaderLayout) {
   const std::string frame = EncodeFrame(Cancel{0x0102030405060708});
   ASSERT_EQ(frame.size(), kHeaderBytes + 8);
   EXPECT_EQ(frame.substr(0, 4), "PSZ0");
-  EXPECT_EQ(frame[4], 1);                                      // version
+  EXPECT_EQ(frame[4], 1);                                        // version
   EXPECT_EQ(frame[5], static_cast<char>(MessageType::kCancel));  // type
-  EXPECT_EQ(frame[8], 8);                                      // length, little-endian
-  EXPECT_EQ(frame[kHeaderBytes], 0x08);                        // request id, little-endian
+  EXPECT_EQ(frame[8], 8);                                        // length, little-endian
+  EXPECT_EQ(frame[kHeaderBytes], 0x08);                          // request id, little-endian
 }
 
 TEST(WireTest, EveryTruncationIsCorruption) {
@@ -186,6 +190,26 @@ TEST(WireTest, NamesAndKeys) {
   EXPECT_EQ(BlobKey(Role::kWorker, 12), "pszero/blob/w12");
 }
 
+// The fuzzer's seeds (tests/fuzz/wire_seeds) are valid frames of every type, so that it
+// starts from inputs that reach every decoder.
+TEST(WireTest, FuzzSeedsAreValidFramesOfEveryType) {
+  std::set<MessageType> types;
+  for (const auto& entry : std::filesystem::directory_iterator(PSZERO_FUZZ_SEEDS_DIR)) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string_view rest = ss.view();
+    while (!rest.empty()) {
+      size_t consumed = 0;
+      Result<Message> m = DecodeFrame(rest, &consumed);
+      ASSERT_TRUE(m.ok()) << entry.path() << ": " << m.status().ToString();
+      types.insert(TypeOf(*m));
+      rest.remove_prefix(consumed);
+    }
+  }
+  EXPECT_EQ(types.size(), std::variant_size_v<Message>);
+}
+
 TEST(AuthTest, JoinMacBindsTokenNonceRoleAndRank) {
   const std::string nonce(kNonceBytes, 'n');
   const std::string mac = JoinMac("token", nonce, Role::kWorker, 3);
@@ -207,9 +231,10 @@ TEST(AuthTest, RfcVectorOfHmacSha256) {
   const std::string nonce = data.substr(0, data.size() - 5);
   const int32_t rank = 'i' | ('n' << 8) | ('g' << 16) | ('?' << 24);
   const std::string mac = JoinMac("Jefe", nonce, static_cast<Role>('h'), rank);
-  static const unsigned char kWant[] = {
-      0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e, 0x6a, 0x04, 0x24, 0x26, 0x08, 0x95, 0x75, 0xc7,
-      0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83, 0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec, 0x38, 0x43};
+  static const unsigned char kWant[] = {0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e,
+                                        0x6a, 0x04, 0x24, 0x26, 0x08, 0x95, 0x75, 0xc7,
+                                        0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83,
+                                        0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec, 0x38, 0x43};
   EXPECT_EQ(mac, std::string(reinterpret_cast<const char*>(kWant), sizeof kWant));
 }
 

@@ -24,10 +24,10 @@ std::unique_ptr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>
                                                   const std::vector<std::string>& unset) {
   static std::atomic<int> counter{0};
   std::unique_ptr<ChildProcess> child(new ChildProcess());
-  child->output_path_ = (std::filesystem::temp_directory_path() /
-                         ("pszero-child-" + std::to_string(::getpid()) + "-" +
-                          std::to_string(counter++) + ".log"))
-                            .string();
+  child->output_path_ =
+      (std::filesystem::temp_directory_path() /
+       ("pszero-child-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".log"))
+          .string();
   std::vector<std::string> env_storage;
   for (char** e = environ; *e != nullptr; ++e) {
     const std::string entry(*e);

@@ -22,9 +22,9 @@ ProcessResult RunClean(const std::vector<std::string>& argv, const std::vector<s
 }
 
 TEST(LaunchFaultTest, KilledWorkerFailsTheJobAndEverySurvivorNamesIt) {
-  ProcessResult r = RunClean({BinaryPath("pszero-launch"), "--servers", "1", "--workers", "4",
-                         "--timeout", "60"},
-                        {"PSZERO_FAULT_INJECT=sigkill:w2:published"});
+  ProcessResult r =
+      RunClean({BinaryPath("pszero-launch"), "--servers", "1", "--workers", "4", "--timeout", "60"},
+               {"PSZERO_FAULT_INJECT=sigkill:w2:published"});
   EXPECT_EQ(r.exit_code, kExitFailure) << r.err;
   EXPECT_FALSE(r.timed_out);
   EXPECT_NE(r.err.find("job failed: worker 2 (pid "), std::string::npos) << r.err;
@@ -47,9 +47,9 @@ TEST(LaunchFaultTest, WorkerWithWrongOrNoTokenExitsWithTheAuthCode) {
   TestService ts(0, 1);
   for (const std::vector<std::string>& env :
        {std::vector<std::string>{"PSZERO_TOKEN=wrong"}, std::vector<std::string>{}}) {
-    ProcessResult r = RunClean({BinaryPath("pszero-worker"), "--master-port", std::to_string(ts.port()),
-                           "--join-timeout-ms", "30000"},
-                          env);
+    ProcessResult r = RunClean({BinaryPath("pszero-worker"), "--master-port",
+                                std::to_string(ts.port()), "--join-timeout-ms", "30000"},
+                               env);
     EXPECT_EQ(r.exit_code, kExitAuthFailed) << r.err;
     EXPECT_NE(r.err.find("authentication failed"), std::string::npos) << r.err;
   }
@@ -61,9 +61,9 @@ TEST(LaunchFaultTest, TokenFileIsAccepted) {
   TestService ts(0, 1);
   const std::string path = ::testing::TempDir() + "/pszero-token-" + std::to_string(::getpid());
   std::ofstream(path) << ts.token << "\n";
-  ProcessResult r = RunClean({BinaryPath("pszero-worker"), "--master-port", std::to_string(ts.port()),
-                         "--token-file", path},
-                        {"PSZERO_TOKEN=wrong"});  // the file wins over the environment
+  ProcessResult r = RunClean({BinaryPath("pszero-worker"), "--master-port",
+                              std::to_string(ts.port()), "--token-file", path},
+                             {"PSZERO_TOKEN=wrong"});  // the file wins over the environment
   std::remove(path.c_str());
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("[w0]"), std::string::npos) << r.err;

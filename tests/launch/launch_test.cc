@@ -17,13 +17,16 @@ namespace {
 
 using std::chrono::milliseconds;
 
-int CountLines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+int CountLines(const std::string& s) {
+  return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
+}
 
 // Environment variables a developer's shell might carry into the test.
 const std::vector<std::string> kCleanEnv = {"PSZERO_TOKEN", "PSZERO_FAULT_INJECT",
                                             "PSZERO_MASTER_PORT", "PSZERO_MASTER_ADDR"};
 
-ProcessResult RunClean(const std::vector<std::string>& argv, const std::vector<std::string>& env = {}) {
+ProcessResult RunClean(const std::vector<std::string>& argv,
+                       const std::vector<std::string>& env = {}) {
   // RunProcess adds to the environment; clear the variables that would change behaviour.
   for (const auto& v : kCleanEnv) ::unsetenv(v.c_str());
   return RunProcess(argv, std::chrono::seconds(90), env);
@@ -40,8 +43,8 @@ void ExpectUsageError(const std::string& binary, const std::vector<std::string>&
 }
 
 TEST(LaunchTest, OneServerFourWorkersRunTheControlPlaneAndExitZero) {
-  ProcessResult r = RunClean({BinaryPath("pszero-launch"), "--servers", "1", "--workers", "4",
-                         "--timeout", "60"});
+  ProcessResult r = RunClean(
+      {BinaryPath("pszero-launch"), "--servers", "1", "--workers", "4", "--timeout", "60"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("rendezvous service listening on 127.0.0.1:"), std::string::npos);
   for (const char* tag : {"[s0]", "[w0]", "[w1]", "[w2]", "[w3]"}) {
@@ -86,8 +89,8 @@ class FakeWorkers {
 
 TEST(LaunchTest, TimeoutStopsTheJob) {
   FakeWorkers fake("echo started; exec sleep 120");
-  ProcessResult r = RunClean({BinaryPath("pszero-launch"), "--workers", "2", "--timeout", "1",
-                         "--bin-dir", fake.dir()});
+  ProcessResult r = RunClean(
+      {BinaryPath("pszero-launch"), "--workers", "2", "--timeout", "1", "--bin-dir", fake.dir()});
   EXPECT_EQ(r.exit_code, 124) << r.err;
   EXPECT_NE(r.err.find("--timeout"), std::string::npos) << r.err;
   // Plain output lines of the children get their prefix.
@@ -96,9 +99,10 @@ TEST(LaunchTest, TimeoutStopsTheJob) {
 }
 
 TEST(LaunchTest, FailingChildIsNamedWithItsExitCode) {
-  FakeWorkers fake("if [ \"$PSZERO_LOCAL_RANK\" = 1 ]; then echo bye >&2; exit 7; fi; exec sleep 120");
+  FakeWorkers fake(
+      "if [ \"$PSZERO_LOCAL_RANK\" = 1 ]; then echo bye >&2; exit 7; fi; exec sleep 120");
   ProcessResult r = RunClean({BinaryPath("pszero-launch"), "--workers", "3", "--grace-ms", "100",
-                         "--timeout", "60", "--bin-dir", fake.dir()});
+                              "--timeout", "60", "--bin-dir", fake.dir()});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("[w1] bye"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("job failed: worker 1 (pid "), std::string::npos) << r.err;

@@ -5,12 +5,12 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <gtest/gtest.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
 #include <thread>
 
 #include "tests/launch/child_process.h"
@@ -134,8 +134,8 @@ TEST(RendezvousFaultTest, MalformedFramesAreRejectedWhileOthersAreServed) {
 TEST(RendezvousFaultTest, KilledWorkerInABarrierIsReportedToEverySurvivorWithin5s) {
   TestService ts(1, 4);
   auto child = ChildProcess::Spawn(
-      {BinaryPath("pszero-worker"), "--master-port", std::to_string(ts.port()), "--local-rank",
-       "2", "--heartbeat-ms", "100"},
+      {BinaryPath("pszero-worker"), "--master-port", std::to_string(ts.port()), "--local-rank", "2",
+       "--heartbeat-ms", "100"},
       {"PSZERO_TOKEN=" + ts.token}, {"PSZERO_FAULT_INJECT", "PSZERO_MASTER_PORT"});
   ASSERT_TRUE(child);
   std::vector<RendezvousOptions> opts = {ts.Client(Role::kServer, 0), ts.Client(Role::kWorker, 0),

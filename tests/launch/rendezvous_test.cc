@@ -70,8 +70,8 @@ TEST(RendezvousTest, OneServerFourWorkersExchangeBlobsAndPassThreeBarriers) {
       }
       // After the barrier everyone's value of this round is there: no waiting needed.
       for (const wire::MemberInfo& m : c.members()) {
-        const std::string k = "round" + std::to_string(round) + "/" +
-                              PeerTag(m.role, static_cast<int>(m.rank));
+        const std::string k =
+            "round" + std::to_string(round) + "/" + PeerTag(m.role, static_cast<int>(m.rank));
         Result<std::string> v = c.Get(k, kWait);
         if (!v.ok() || *v != "value of " + k) problems[i] += "bad " + k + "; ";
       }
@@ -138,7 +138,8 @@ TEST(RendezvousTest, BarrierDeadlineThenTheSameBarrierStillWorks) {
   EXPECT_EQ(alone.code(), StatusCode::kDeadlineExceeded) << alone.ToString();
   EXPECT_NE(alone.message().find("sync"), std::string::npos);
   // The cancelled arrival must not count: both must arrive for the next one.
-  ASSERT_TRUE(ts.service().WaitUntil([](const auto& s) { return s.barrier_arrivals.empty(); }, kWait));
+  ASSERT_TRUE(
+      ts.service().WaitUntil([](const auto& s) { return s.barrier_arrivals.empty(); }, kWait));
   OnEach(2, [&](size_t i) { EXPECT_TRUE(clients[i]->Barrier("sync", kWait).ok()); });
   // Names are reusable once a barrier completed.
   OnEach(2, [&](size_t i) { EXPECT_TRUE(clients[i]->Barrier("sync", kWait).ok()); });
