@@ -26,11 +26,11 @@ ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" -L "unit|integratio
 # clang + libFuzzer in its own build directory, building only the fuzz target. Inputs
 # libFuzzer finds go to build-fuzz/corpus, never into the source tree.
 fuzz_dir=${PSZERO_FUZZ_BUILD_DIR:-build-fuzz}
-cmake -S . -B "$fuzz_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPSZERO_CUDA=OFF -DPSZERO_FUZZ=ON \
-  -DPSZERO_WERROR=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >"$fuzz_dir.configure.log" \
-  || { cat "$fuzz_dir.configure.log"; exit 1; }
-cmake --build "$fuzz_dir" -j "$jobs" --target wire_fuzzer
 mkdir -p "$fuzz_dir/corpus"
+cmake -S . -B "$fuzz_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPSZERO_CUDA=OFF -DPSZERO_FUZZ=ON \
+  -DPSZERO_WERROR=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  >"$fuzz_dir/configure.log" || { cat "$fuzz_dir/configure.log"; exit 1; }
+cmake --build "$fuzz_dir" -j "$jobs" --target wire_fuzzer
 if ! "$fuzz_dir/bin/wire_fuzzer" -runs=1000000 -seed=1 -max_len=4096 \
   "$fuzz_dir/corpus" tests/fuzz/wire_seeds >"$fuzz_dir/fuzz.log" 2>&1; then
   tail -n 40 "$fuzz_dir/fuzz.log"
