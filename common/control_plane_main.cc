@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <utility>
 
 #include "common/auth.h"
 #include "common/exit_codes.h"
@@ -108,11 +109,13 @@ class Rounds {
   void MaybeInjectFault(const std::string& barrier) {
     const char* fault = std::getenv("PSZERO_FAULT_INJECT");
     if (fault == nullptr) return;
-    const std::string want = "sigkill:" + PeerTag(client_.role(), client_.rank()) + ":" + barrier;
-    if (want == fault) {
-      LOG(WARNING) << "fault injection: SIGKILL on entering barrier '" << barrier << "'";
-      google::FlushLogFiles(google::GLOG_INFO);
-      ::raise(SIGKILL);
+    const std::string where = ":" + PeerTag(client_.role(), client_.rank()) + ":" + barrier;
+    for (const auto& [action, sig] :
+         {std::pair{"sigkill", SIGKILL}, std::pair{"sigstop", SIGSTOP}}) {
+      if (fault == action + where) {
+        LOG(WARNING) << "fault injection: " << action << " on entering barrier '" << barrier << "'";
+        ::raise(sig);
+      }
     }
   }
 
@@ -124,7 +127,10 @@ class Rounds {
 
 int ControlPlaneMain(Role role, int argc, char** argv) {
   const std::string name = role == Role::kServer ? "pszero-server" : "pszero-worker";
-  InitLogging(argv[0], std::string(RoleName(role)));
+  // Under pszero-launch the tag is known before the rank (local mode assigns rank =
+  // local rank), so early lines carry it too.
+  const char* tag = std::getenv("PSZERO_LOG_TAG");
+  InitLogging(argv[0], tag != nullptr && *tag != '\0' ? tag : std::string(RoleName(role)));
   auto app = MakeApp(name, name + ": a pszero " + std::string(RoleName(role)) +
                                " process (started by pszero-launch)");
   ControlPlaneFlags flags;

@@ -8,7 +8,8 @@
 // lost, 4 a wait ran past its deadline, 5 authentication failed, 1 anything else.
 //
 // Fault injection for tests: PSZERO_FAULT_INJECT="sigkill:<tag>:<barrier>" makes the
-// process tagged <tag> ("w2") kill itself with SIGKILL as it enters that barrier.
+// process tagged <tag> ("w2") kill itself with SIGKILL as it enters that barrier;
+// "sigstop:<tag>:<barrier>" makes it stop (hang) there instead.
 #pragma once
 
 #include "common/wire.h"

@@ -192,6 +192,7 @@ class LocalJob {
     set("PSZERO_NUM_WORKERS", std::to_string(options_.num_workers));
     set("PSZERO_HEARTBEAT_MS", std::to_string(options_.heartbeat_interval.count()));
     set("PSZERO_JOIN_TIMEOUT_MS", std::to_string(options_.join_timeout.count()));
+    set("PSZERO_LOG_TAG", child.tag);  // its log prefix until it knows its rank
     // Fault injection for tests passes through unchanged (docs/launch.md).
     if (const char* fault = std::getenv("PSZERO_FAULT_INJECT")) set("PSZERO_FAULT_INJECT", fault);
     std::vector<char*> envp;
@@ -327,7 +328,8 @@ class LocalJob {
     } else {
       LOG(ERROR) << c.Name() << " " << c.DescribeExit();
     }
-    service_->ReportLost(c.role, c.rank, c.DescribeExit());
+    // A consequence is no news: the job has already failed.
+    if (!c.IsConsequence()) service_->ReportLost(c.role, c.rank, c.DescribeExit());
     StartGrace();
   }
 
@@ -389,6 +391,8 @@ class LocalJob {
       if (c.exited) continue;
       if (sig == SIGTERM || sig == SIGKILL) c.signalled_by_launcher = true;
       ::kill(c.pid, sig);
+      // A stopped process acts on SIGTERM only once continued.
+      if (sig == SIGTERM) ::kill(c.pid, SIGCONT);
     }
   }
 

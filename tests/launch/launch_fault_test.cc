@@ -43,6 +43,30 @@ TEST(LaunchFaultTest, KilledWorkerFailsTheJobAndEverySurvivorNamesIt) {
   EXPECT_NE(r.err.find("exited with code 3"), std::string::npos) << r.err;
 }
 
+// Worker 2 hangs (SIGSTOP) in a barrier: its heartbeats stop, the service declares it
+// lost, the survivors exit on their own, and the launcher kills the hung process after
+// the grace period and names it with the reason.
+TEST(LaunchFaultTest, HungWorkerIsLostByHeartbeatAndKilled) {
+  ProcessResult r =
+      RunClean({BinaryPath("pszero-launch"), "--servers", "1", "--workers", "3", "--heartbeat-ms",
+                "100", "--heartbeat-timeout-ms", "1000", "--grace-ms", "200", "--timeout", "60"},
+               {"PSZERO_FAULT_INJECT=sigstop:w2:published"});
+  EXPECT_EQ(r.exit_code, kExitFailure) << r.err;
+  EXPECT_NE(r.err.find("job failed: worker 2 lost: no heartbeat"), std::string::npos) << r.err;
+  for (const char* tag : {"[s0]", "[w0]", "[w1]"}) {
+    bool reported = false;
+    std::istringstream lines(r.err);
+    for (std::string line; std::getline(lines, line);) {
+      reported =
+          reported || (line.rfind(tag, 0) == 0 &&
+                       line.find("stopping: worker 2 lost: no heartbeat") != std::string::npos);
+    }
+    EXPECT_TRUE(reported) << tag << " did not report the hung worker:\n" << r.err;
+  }
+  EXPECT_NE(r.err.find("worker 2 (pid"), std::string::npos);
+  EXPECT_NE(r.err.find("was killed by signal 15 (SIGTERM)"), std::string::npos) << r.err;
+}
+
 TEST(LaunchFaultTest, WorkerWithWrongOrNoTokenExitsWithTheAuthCode) {
   TestService ts(0, 1);
   for (const std::vector<std::string>& env :

@@ -109,6 +109,23 @@ TEST(LaunchTest, FailingChildIsNamedWithItsExitCode) {
   EXPECT_NE(r.err.find("exited with code 7"), std::string::npos) << r.err;
 }
 
+// Worker 1 dies before it joins; the others, real workers waiting for the job to be
+// complete, hear of it from the launcher through the service and exit on their own.
+TEST(LaunchTest, ChildDyingBeforeItJoinsFailsTheJobAndTheOthersExitOnTheirOwn) {
+  FakeWorkers fake("if [ \"$PSZERO_LOCAL_RANK\" = 1 ]; then exit 9; fi; exec " +
+                   BinaryPath("pszero-worker") + " \"$@\"");
+  ProcessResult r = RunClean(
+      {BinaryPath("pszero-launch"), "--workers", "3", "--timeout", "60", "--bin-dir", fake.dir()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("job failed: worker 1 (pid "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("exited with code 9"), std::string::npos) << r.err;
+  for (const char* tag : {"[w0] E", "[w2] E"}) {
+    EXPECT_NE(r.err.find(std::string(tag)), std::string::npos) << tag << "\n" << r.err;
+  }
+  EXPECT_NE(r.err.find("worker 1 lost: exited with code 9"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("sending SIGTERM"), std::string::npos) << r.err;
+}
+
 TEST(LaunchTest, SigtermIsForwardedAndEveryChildReaped) {
   FakeWorkers fake("echo ready; exec sleep 120");
   auto launcher = ChildProcess::Spawn(
