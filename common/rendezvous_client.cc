@@ -431,7 +431,7 @@ const std::vector<wire::MemberInfo>& RendezvousClient::members() const {
 }
 
 Status RendezvousClient::Set(const std::string& key, std::string_view value) {
-  return Set(key, value, milliseconds(60000));
+  return Set(key, value, kDefaultSetTimeout);
 }
 
 Status RendezvousClient::Set(const std::string& key, std::string_view value, milliseconds timeout) {

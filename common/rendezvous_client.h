@@ -68,10 +68,13 @@ class RendezvousClient final : public KeyValueStore {
   int num_workers() const;
   const std::vector<wire::MemberInfo>& members() const;
 
-  // KeyValueStore: Set returns once the service stored the value.
+  // KeyValueStore. Set returns once the service has stored the value (so a peer that
+  // passes a later barrier with this process finds it); the two-argument form waits up
+  // to kDefaultSetTimeout. Keys up to wire::kMaxKeyBytes, values up to wire::kMaxBlobBytes.
+  static constexpr std::chrono::milliseconds kDefaultSetTimeout{60000};
   Status Set(const std::string& key, std::string_view value) override;
-  Result<std::string> Get(const std::string& key, std::chrono::milliseconds timeout) override;
   Status Set(const std::string& key, std::string_view value, std::chrono::milliseconds timeout);
+  Result<std::string> Get(const std::string& key, std::chrono::milliseconds timeout) override;
 
   // The blob `role` `rank` announced when it joined.
   Result<std::string> PeerBlob(Role role, int rank, std::chrono::milliseconds timeout);

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "tests/launch/child_process.h"
 #include "tests/support/subprocess.h"
@@ -181,6 +182,25 @@ TEST(LaunchTest, HelpListsEveryFlag) {
   r = RunClean({BinaryPath("pszero-worker"), "--help"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.out.find("PSZERO_MASTER_PORT"), std::string::npos) << r.out;
+}
+
+TEST(LaunchTest, BenchRendezvousJsonAndFlagErrors) {
+  ProcessResult r = RunClean({BinaryPath("pszero-bench"), "rendezvous", "--clients", "2,5",
+                              "--repeats", "2", "--barriers", "3", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json doc = nlohmann::json::parse(r.out);
+  EXPECT_EQ(doc["benchmark"], "rendezvous");
+  ASSERT_EQ(doc["runs"].size(), 2u);
+  EXPECT_EQ(doc["runs"][1]["clients"], 5);
+  for (const char* what : {"join_ms", "barrier_ms"}) {
+    const auto& m = doc["runs"][1][what];
+    EXPECT_EQ(m["samples"].size(), 2u);
+    EXPECT_GT(m["min"].get<double>(), 0.0);
+    EXPECT_LE(m["min"].get<double>(), m["median"].get<double>());
+    EXPECT_LE(m["median"].get<double>(), m["max"].get<double>());
+  }
+  ExpectUsageError("pszero-bench", {"rendezvous", "--clients", "0"}, "--clients");
+  ExpectUsageError("pszero-bench", {"rendezvous", "--repeats", "x"}, "--repeats");
 }
 
 }  // namespace
