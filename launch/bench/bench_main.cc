@@ -1,4 +1,4 @@
-// pszero-bench: measures what pszero is made of. Subcommands so far: stream, rendezvous.
+// pszero-bench: measures what pszero is made of. Subcommands so far: stream.
 #include <vector>
 
 #include "common/flags.h"
