@@ -78,6 +78,7 @@ class RendezvousClient::Impl {
   }
 
   const wire::Welcome& welcome() const { return *welcome_; }
+  int rank() const { return rank_; }
   const RendezvousOptions& options() const { return options_; }
 
   Result<wire::Reply> Call(wire::Message request, uint64_t id, milliseconds timeout,
@@ -243,7 +244,19 @@ class RendezvousClient::Impl {
       return true;
     }
     if (auto* welcome = std::get_if<wire::Welcome>(&message)) {
+      int rank = -1;
+      for (const wire::MemberInfo& m : welcome->members) {
+        if (m.role == options_.role && m.node_rank == static_cast<uint32_t>(options_.node_rank) &&
+            m.local_rank == static_cast<uint32_t>(options_.local_rank)) {
+          rank = static_cast<int>(m.rank);
+        }
+      }
+      if (rank < 0) {
+        ProtocolFailure(Status::Corruption("the welcome does not list this process"));
+        return false;
+      }
       std::lock_guard lock(mu_);
+      rank_ = rank;
       welcome_ = std::move(*welcome);
       cv_.notify_all();
       return true;
@@ -390,7 +403,8 @@ class RendezvousClient::Impl {
   std::condition_variable cv_;
   bool connected_ = false;
   std::string last_connect_error_;
-  std::optional<wire::Welcome> welcome_;
+  std::optional<wire::Welcome> welcome_;  // set once; immutable afterwards
+  int rank_ = -1;
   Status join_error_;
   std::map<uint64_t, std::optional<wire::Reply>> pending_;
   std::string failure_;  // empty while healthy
@@ -423,7 +437,7 @@ Result<std::unique_ptr<RendezvousClient>> RendezvousClient::Join(const Rendezvou
 }
 
 Role RendezvousClient::role() const { return impl_->options().role; }
-int RendezvousClient::rank() const { return static_cast<int>(impl_->welcome().rank); }
+int RendezvousClient::rank() const { return impl_->rank(); }
 int RendezvousClient::num_servers() const { return static_cast<int>(impl_->welcome().num_servers); }
 int RendezvousClient::num_workers() const { return static_cast<int>(impl_->welcome().num_workers); }
 const std::vector<wire::MemberInfo>& RendezvousClient::members() const {

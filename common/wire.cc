@@ -147,7 +147,6 @@ void EncodeBody(const Join& m, Writer& w) {
   w.Fixed(m.mac);
 }
 void EncodeBody(const Welcome& m, Writer& w) {
-  w.U32(m.rank);
   w.U32(m.num_servers);
   w.U32(m.num_workers);
   w.U32(m.heartbeat_timeout_ms);
@@ -207,7 +206,6 @@ Status DecodeBody(Reader& r, Join* m) {
   return r.Fixed("join mac", kMacBytes, &m->mac);
 }
 Status DecodeBody(Reader& r, Welcome* m) {
-  PSZERO_RETURN_IF_ERROR(r.U32("welcome rank", &m->rank));
   PSZERO_RETURN_IF_ERROR(r.U32("welcome servers", &m->num_servers));
   PSZERO_RETURN_IF_ERROR(r.U32("welcome workers", &m->num_workers));
   PSZERO_RETURN_IF_ERROR(r.U32("welcome heartbeat timeout", &m->heartbeat_timeout_ms));

@@ -92,9 +92,10 @@ struct MemberInfo {
   friend bool operator==(const MemberInfo&, const MemberInfo&) = default;
 };
 
-// service → client, once the whole world has joined.
+// service → client, once the whole world has joined. The same frame goes to every
+// member (encoded once, whatever the job's size); a member finds its own rank in
+// `members` by its role, node rank and local rank, which the service keeps unique.
 struct Welcome {
-  uint32_t rank = 0;
   uint32_t num_servers = 0;
   uint32_t num_workers = 0;
   uint32_t heartbeat_timeout_ms = 0;

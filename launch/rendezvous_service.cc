@@ -115,7 +115,7 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
     std::array<char, wire::kHeaderBytes> header{};
     wire::MessageType type = wire::MessageType::kHeartbeat;
     std::string payload;
-    std::deque<std::string> out;
+    std::deque<std::shared_ptr<const std::string>> out;  // frames, possibly shared
     bool writing = false;
     bool closing = false;  // close once the queue is written
     bool closed = false;
@@ -241,14 +241,19 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
 
   void Send(const ConnPtr& conn, const wire::Message& message) {
     if (conn->closed) return;
-    conn->out.push_back(wire::EncodeFrame(message));
+    SendFrame(conn, std::make_shared<const std::string>(wire::EncodeFrame(message)));
+  }
+
+  void SendFrame(const ConnPtr& conn, std::shared_ptr<const std::string> frame) {
+    if (conn->closed) return;
+    conn->out.push_back(std::move(frame));
     if (!conn->writing) WriteNext(conn);
   }
 
   void WriteNext(const ConnPtr& conn) {
     conn->writing = true;
     asio::async_write(
-        conn->socket, asio::buffer(conn->out.front()),
+        conn->socket, asio::buffer(*conn->out.front()),
         [self = shared_from_this(), conn](const boost::system::error_code& ec, size_t) {
           conn->writing = false;
           if (ec) return self->Disconnect(conn, "connection closed (" + ec.message() + ")");
@@ -453,10 +458,8 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
               [](const wire::MemberInfo& a, const wire::MemberInfo& b) {
                 return std::tie(a.role, a.rank) < std::tie(b.role, b.rank);
               });
-    for (auto& [id, m] : members_) {
-      welcome.rank = static_cast<uint32_t>(m.rank);
-      Send(m.conn, welcome);
-    }
+    const auto frame = std::make_shared<const std::string>(wire::EncodeFrame(welcome));
+    for (auto& [id, m] : members_) SendFrame(m.conn, frame);
     LOG(INFO) << "rendezvous: all " << world_size() << " processes joined (" << options_.num_servers
               << " servers, " << options_.num_workers << " workers); ranks assigned";
   }

@@ -17,7 +17,7 @@ namespace pszero::wire {
 namespace {
 
 std::vector<Message> Samples() {
-  Welcome welcome{3, 1, 4, 2000, {}};
+  Welcome welcome{1, 4, 2000, {}};
   welcome.members.push_back({Role::kServer, 0, 0, 0, "host-a"});
   welcome.members.push_back({Role::kWorker, 3, 1, 2, "host-b"});
   return {Challenge{std::string(kNonceBytes, 'n')},
@@ -109,7 +109,7 @@ TEST(WireTest, OversizeFieldIsRefused) {
 }
 
 TEST(WireTest, HugeMemberCountDoesNotAllocate) {
-  std::string frame = EncodeFrame(Welcome{0, 0, 1, 2000, {}});
+  std::string frame = EncodeFrame(Welcome{0, 1, 2000, {}});
   // The member count is the last field: claim 4 billion members with no bytes behind.
   for (int i = 1; i <= 4; ++i) frame[frame.size() - i] = static_cast<char>(0xff);
   size_t consumed = 0;

@@ -180,6 +180,28 @@ TEST(RendezvousTest, DuplicateAndSurplusJoinsAreRefused) {
   EXPECT_TRUE(ts.service().WaitUntil([](const auto& s) { return s.refused_joins == 2; }, kWait));
 }
 
+TEST(RendezvousTest, ServiceRefusesBadOptions) {
+  auto start = [](auto change) {
+    RendezvousServiceOptions o;
+    o.token = "t";
+    change(o);
+    return RendezvousServiceThread::Start(o).status();
+  };
+  EXPECT_TRUE(start([](auto&) {}).ok());
+  EXPECT_EQ(start([](auto& o) { o.token.clear(); }).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(start([](auto& o) { o.num_workers = 0; }).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(start([](auto& o) { o.num_workers = 4097; }).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(start([](auto& o) { o.heartbeat_timeout = milliseconds(0); }).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(start([](auto& o) { o.address = "not-an-address"; }).code(),
+            StatusCode::kInvalidArgument);
+  // A port in use: the first service holds it.
+  TestService held(0, 1);
+  Status busy = start([&](auto& o) { o.port = held.port(); });
+  EXPECT_EQ(busy.code(), StatusCode::kIoError) << busy.ToString();
+  EXPECT_NE(busy.message().find(std::to_string(held.port())), std::string::npos);
+}
+
 TEST(RendezvousTest, TwoHundredFiftySixClientsJoinAndPassABarrier) {
   constexpr int kClients = 256;
   TestService ts(0, kClients, milliseconds(10000));
