@@ -1,0 +1,191 @@
+#include "common/control_plane_main.h"
+
+#include <glog/logging.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <utility>
+
+#include "common/auth.h"
+#include "common/exit_codes.h"
+#include "common/flags.h"
+#include "common/logging.h"
+#include "common/rendezvous_client.h"
+
+namespace pszero {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+struct ControlPlaneFlags {
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;
+  std::string token_file;
+  int node_rank = 0;
+  int local_rank = 0;
+  int rank = -1;
+  int heartbeat_ms = 500;
+  int join_timeout_ms = 60000;
+  int wait_timeout_ms = 60000;
+};
+
+void AddFlags(CLI::App& app, ControlPlaneFlags& f) {
+  app.add_option("--master-addr", f.master_addr, "Address of the rendezvous service")
+      ->envname("PSZERO_MASTER_ADDR");
+  app.add_option("--master-port", f.master_port, "Port of the rendezvous service")
+      ->envname("PSZERO_MASTER_PORT")
+      ->required()
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--token-file", f.token_file,
+                 "File holding the cluster token (default: $PSZERO_TOKEN)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--node-rank", f.node_rank, "Rank of this machine in the job")
+      ->envname("PSZERO_NODE_RANK")
+      ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--local-rank", f.local_rank, "Rank of this process on its machine")
+      ->envname("PSZERO_LOCAL_RANK")
+      ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--rank", f.rank, "Rank to ask for (-1: assigned by the service)")
+      ->envname("PSZERO_RANK")
+      ->check(CLI::Range(-1, 1 << 20));
+  app.add_option("--heartbeat-ms", f.heartbeat_ms, "Heartbeat interval")
+      ->envname("PSZERO_HEARTBEAT_MS")
+      ->check(CLI::Range(10, 60000));
+  app.add_option("--join-timeout-ms", f.join_timeout_ms, "Deadline for the whole job to join")
+      ->envname("PSZERO_JOIN_TIMEOUT_MS")
+      ->check(CLI::Range(1, 86400000));
+  app.add_option("--wait-timeout-ms", f.wait_timeout_ms, "Deadline of each barrier and lookup")
+      ->envname("PSZERO_WAIT_TIMEOUT_MS")
+      ->check(CLI::Range(1, 86400000));
+}
+
+std::string BlobFor(Role role, int node_rank, int local_rank) {
+  return std::string(RoleName(role)) + " node " + std::to_string(node_rank) + " local " +
+         std::to_string(local_rank);
+}
+
+std::string GreetingKey(Role role, int rank) { return "pszero/hello/" + PeerTag(role, rank); }
+std::string Greeting(Role role, int rank) { return "hello from " + PeerTag(role, rank); }
+
+class Rounds {
+ public:
+  Rounds(RendezvousClient& client, milliseconds timeout) : client_(client), timeout_(timeout) {}
+
+  Status Run() {
+    PSZERO_RETURN_IF_ERROR(Barrier("joined"));
+    PSZERO_RETURN_IF_ERROR(client_.Set(GreetingKey(client_.role(), client_.rank()),
+                                       Greeting(client_.role(), client_.rank()), timeout_));
+    PSZERO_RETURN_IF_ERROR(Barrier("published"));
+    for (const wire::MemberInfo& m : client_.members()) {
+      const int rank = static_cast<int>(m.rank);
+      PSZERO_ASSIGN_OR_RETURN(std::string blob, client_.PeerBlob(m.role, rank, timeout_));
+      const std::string want =
+          BlobFor(m.role, static_cast<int>(m.node_rank), static_cast<int>(m.local_rank));
+      if (blob != want) {
+        return Status::Corruption("blob of " + PeerName(m.role, rank) + " is '" + blob +
+                                  "', expected '" + want + "'");
+      }
+      PSZERO_ASSIGN_OR_RETURN(std::string hello, client_.Get(GreetingKey(m.role, rank), timeout_));
+      if (hello != Greeting(m.role, rank)) {
+        return Status::Corruption("greeting of " + PeerName(m.role, rank) + " is '" + hello + "'");
+      }
+    }
+    LOG(INFO) << "looked up the blobs and greetings of all " << client_.members().size()
+              << " processes";
+    return Barrier("done");
+  }
+
+ private:
+  Status Barrier(const std::string& name) {
+    MaybeInjectFault(name);
+    PSZERO_RETURN_IF_ERROR(client_.Barrier(name, timeout_));
+    LOG(INFO) << "passed barrier '" << name << "'";
+    return Status::Ok();
+  }
+
+  void MaybeInjectFault(const std::string& barrier) {
+    const char* fault = std::getenv("PSZERO_FAULT_INJECT");
+    if (fault == nullptr) return;
+    const std::string where = ":" + PeerTag(client_.role(), client_.rank()) + ":" + barrier;
+    for (const auto& [action, sig] :
+         {std::pair{"sigkill", SIGKILL}, std::pair{"sigstop", SIGSTOP}}) {
+      if (fault == action + where) {
+        LOG(WARNING) << "fault injection: " << action << " on entering barrier '" << barrier << "'";
+        ::raise(sig);
+      }
+    }
+  }
+
+  RendezvousClient& client_;
+  milliseconds timeout_;
+};
+
+}  // namespace
+
+int ControlPlaneMain(Role role, int argc, char** argv) {
+  const std::string name = role == Role::kServer ? "pszero-server" : "pszero-worker";
+  // Under pszero-launch the tag is known before the rank (local mode assigns rank =
+  // local rank), so early lines carry it too.
+  const char* tag = std::getenv("PSZERO_LOG_TAG");
+  InitLogging(argv[0], tag != nullptr && *tag != '\0' ? tag : std::string(RoleName(role)));
+  auto app = MakeApp(name, name + ": a pszero " + std::string(RoleName(role)) +
+                               " process (started by pszero-launch)");
+  ControlPlaneFlags flags;
+  AddFlags(*app, flags);
+  if (auto code = ParseFlags(*app, argc, argv)) return *code;
+
+  RendezvousOptions options;
+  options.master_addr = flags.master_addr;
+  options.master_port = static_cast<uint16_t>(flags.master_port);
+  options.role = role;
+  options.node_rank = flags.node_rank;
+  options.local_rank = flags.local_rank;
+  options.requested_rank = flags.rank;
+  options.heartbeat_interval = milliseconds(flags.heartbeat_ms);
+  options.blob = BlobFor(role, flags.node_rank, flags.local_rank);
+  // A missing token is not fatal here: the service refuses the join, and the process
+  // reports "authentication failed" like any other wrong token.
+  Result<std::string> token = LoadClusterToken(flags.token_file);
+  if (token.ok()) {
+    options.token = *token;
+  } else if (!flags.token_file.empty()) {
+    LOG(ERROR) << token.status().ToString();
+    return kExitFailure;
+  } else {
+    LOG(WARNING) << token.status().message();
+  }
+
+  Result<std::unique_ptr<RendezvousClient>> client =
+      RendezvousClient::Join(options, milliseconds(flags.join_timeout_ms));
+  if (!client.ok()) {
+    if (client.status().code() == StatusCode::kUnauthenticated) {
+      LOG(ERROR) << "authentication failed: the rendezvous service at " << flags.master_addr << ":"
+                 << flags.master_port << " refused the cluster token";
+    } else {
+      LOG(ERROR) << "cannot join the job: " << client.status().ToString();
+    }
+    return ExitCodeFor(client.status());
+  }
+  RendezvousClient& c = **client;
+  SetLogTag(PeerTag(role, c.rank()));
+  LOG(INFO) << "joined as " << PeerName(role, c.rank()) << " (" << c.num_servers() << " servers, "
+            << c.num_workers() << " workers)";
+
+  Status s = Rounds(c, milliseconds(flags.wait_timeout_ms)).Run();
+  if (!s.ok()) {
+    if (auto lost = c.peer_lost()) {
+      LOG(ERROR) << "stopping: " << lost->ToString();
+    } else {
+      LOG(ERROR) << "stopping: " << s.ToString();
+    }
+    return ExitCodeFor(s);
+  }
+  LOG(INFO) << "control plane done; leaving";
+  c.Leave();
+  return kExitOk;
+}
+
+}  // namespace pszero

@@ -1,0 +1,22 @@
+// The control-plane part of a pszero-worker's and a pszero-server's life, shared by both
+// mains until later issues give them their work: flags (each with a PSZERO_* environment
+// variable, which pszero-launch sets), join with the cluster token, then three rounds over
+// the whole job: barrier "joined"; publish a greeting and barrier "published"; look up
+// every peer's join blob and greeting, checking both; barrier "done"; leave.
+//
+// Exit codes (common/exit_codes.h): 0 done, 2 bad flag, 3 a peer or the service was
+// lost, 4 a wait ran past its deadline, 5 authentication failed, 1 anything else.
+//
+// Fault injection for tests: PSZERO_FAULT_INJECT="sigkill:<tag>:<barrier>" makes the
+// process tagged <tag> ("w2") kill itself with SIGKILL as it enters that barrier;
+// "sigstop:<tag>:<barrier>" makes it stop (hang) there instead.
+#pragma once
+
+#include "common/wire.h"
+
+namespace pszero {
+
+// The whole main() of pszero-worker (role kWorker) and pszero-server (kServer).
+int ControlPlaneMain(Role role, int argc, char** argv);
+
+}  // namespace pszero

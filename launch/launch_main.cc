@@ -1,0 +1,88 @@
+// pszero-launch: runs a whole pszero job on this machine (local mode). See
+// docs/launch.md for flags, environment variables and exit codes.
+#include <glog/logging.h>
+
+#include <iostream>
+
+#include "common/auth.h"
+#include "common/exit_codes.h"
+#include "common/flags.h"
+#include "common/logging.h"
+#include "launch/launcher.h"
+
+namespace {
+
+struct LaunchFlags {
+  int workers = 1;
+  int servers = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;
+  std::string token_file;
+  double timeout_s = 0;
+  int heartbeat_ms = 500;
+  int heartbeat_timeout_ms = 2000;
+  int join_timeout_ms = 60000;
+  int grace_ms = 5000;
+  std::string bin_dir;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using std::chrono::milliseconds;
+  pszero::InitLogging(argv[0], "launch");
+  auto app = pszero::MakeApp("pszero-launch", "pszero-launch: runs a pszero job on this machine");
+  LaunchFlags f;
+  app->add_option("--workers", f.workers, "Number of pszero-worker processes")
+      ->check(CLI::Range(1, 4096));
+  app->add_option("--servers", f.servers, "Number of pszero-server processes")
+      ->check(CLI::Range(0, 4096));
+  app->add_option("--master-addr", f.master_addr, "Address the rendezvous service binds");
+  app->add_option("--master-port", f.master_port, "Port of the rendezvous service (0: any free)")
+      ->check(CLI::Range(0, 65535));
+  app->add_option("--token-file", f.token_file,
+                  "Cluster token file (default: $PSZERO_TOKEN, else a fresh random token)")
+      ->check(CLI::ExistingFile);
+  app->add_option("--timeout", f.timeout_s, "Seconds the whole job may run (0: no limit)")
+      ->check(CLI::Range(0.0, 1e7));
+  app->add_option("--heartbeat-ms", f.heartbeat_ms, "Heartbeat interval of every process")
+      ->check(CLI::Range(10, 60000));
+  app->add_option("--heartbeat-timeout-ms", f.heartbeat_timeout_ms,
+                  "Silence after which a process is declared lost")
+      ->check(CLI::Range(20, 600000));
+  app->add_option("--join-timeout-ms", f.join_timeout_ms, "Deadline for every process to join")
+      ->check(CLI::Range(1, 86400000));
+  app->add_option("--grace-ms", f.grace_ms,
+                  "After a failure, how long the others may take to exit before SIGTERM")
+      ->check(CLI::Range(0, 3600000));
+  app->add_option("--bin-dir", f.bin_dir,
+                  "Directory of pszero-worker and pszero-server (default: beside pszero-launch)")
+      ->check(CLI::ExistingDirectory);
+  if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
+  if (f.heartbeat_timeout_ms <= f.heartbeat_ms) {
+    std::cerr << "pszero-launch: error: --heartbeat-timeout-ms (" << f.heartbeat_timeout_ms
+              << ") must be longer than --heartbeat-ms (" << f.heartbeat_ms << ")\n";
+    return pszero::kExitUsage;
+  }
+
+  pszero::LaunchOptions options;
+  options.num_workers = f.workers;
+  options.num_servers = f.servers;
+  options.master_addr = f.master_addr;
+  options.master_port = static_cast<uint16_t>(f.master_port);
+  options.timeout = milliseconds(static_cast<int64_t>(f.timeout_s * 1000));
+  options.heartbeat_interval = milliseconds(f.heartbeat_ms);
+  options.heartbeat_timeout = milliseconds(f.heartbeat_timeout_ms);
+  options.join_timeout = milliseconds(f.join_timeout_ms);
+  options.grace = milliseconds(f.grace_ms);
+  options.bin_dir = f.bin_dir.empty() ? pszero::ExecutableDir() : f.bin_dir;
+
+  pszero::Result<std::string> token = pszero::LoadClusterToken(f.token_file);
+  if (!token.ok() && f.token_file.empty()) token = pszero::GenerateClusterToken();
+  if (!token.ok()) {
+    LOG(ERROR) << token.status().ToString();
+    return pszero::kExitLaunchError;
+  }
+  options.token = *token;
+  return pszero::RunLocalJob(options);
+}

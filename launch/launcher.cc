@@ -1,0 +1,477 @@
+#include "launch/launcher.h"
+
+#include <fcntl.h>
+#include <glog/logging.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "common/exit_codes.h"
+#include "launch/rendezvous_service.h"
+
+extern char** environ;
+
+namespace pszero {
+
+namespace asio = boost::asio;
+using std::chrono::milliseconds;
+
+std::string ExecutableDir() {
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  return exe.parent_path().string();
+}
+
+namespace {
+
+// How long stopped children get between SIGTERM and SIGKILL.
+constexpr milliseconds kTermToKill{2000};
+
+std::string SignalName(int sig) {
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev != nullptr ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
+// Writes all of `data` to `fd`; the launcher's own output failing is not worth dying for.
+void WriteAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+// One stream (stdout or stderr) of a child, copied line by line with the child's prefix.
+struct OutputPipe {
+  OutputPipe(asio::io_context& io, int fd, int target) : stream(io, fd), target_fd(target) {}
+  asio::posix::stream_descriptor stream;
+  int target_fd;
+  std::array<char, 4096> buffer{};
+  std::string partial;
+  bool open = true;
+};
+
+struct Child {
+  Role role = Role::kWorker;
+  int rank = 0;
+  std::string tag;  // "w3"
+  pid_t pid = -1;
+  std::vector<std::unique_ptr<OutputPipe>> pipes;
+  bool exited = false;
+  int wait_status = 0;
+  bool signalled_by_launcher = false;
+
+  std::string Name() const { return PeerName(role, rank) + " (pid " + std::to_string(pid) + ")"; }
+  bool Failed() const {
+    return exited && !(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0);
+  }
+  std::string DescribeExit() const {
+    if (WIFEXITED(wait_status))
+      return "exited with code " + std::to_string(WEXITSTATUS(wait_status));
+    if (WIFSIGNALED(wait_status)) {
+      const int sig = WTERMSIG(wait_status);
+      return "was killed by signal " + std::to_string(sig) + " (" + SignalName(sig) + ")";
+    }
+    return "ended with wait status " + std::to_string(wait_status);
+  }
+  // A child that stopped because another was lost, or that the launcher itself stopped.
+  bool IsConsequence() const {
+    return signalled_by_launcher ||
+           (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == kExitPeerLost);
+  }
+};
+
+class LocalJob {
+ public:
+  explicit LocalJob(const LaunchOptions& options)
+      : options_(options),
+        signals_(io_),
+        timeout_timer_(io_),
+        grace_timer_(io_),
+        kill_timer_(io_) {}
+
+  ~LocalJob() {
+    // Error paths: never leave a child behind.
+    for (Child& c : children_) {
+      if (c.pid > 0 && !c.exited) {
+        ::kill(c.pid, SIGKILL);
+        int st = 0;
+        while (::waitpid(c.pid, &st, 0) < 0 && errno == EINTR) {
+        }
+      }
+    }
+  }
+
+  int Run() {
+    boost::system::error_code ec;
+    signals_.add(SIGINT, ec);
+    signals_.add(SIGTERM, ec);
+    signals_.add(SIGCHLD, ec);
+    if (ec) {
+      LOG(ERROR) << "cannot install signal handlers: " << ec.message();
+      return kExitLaunchError;
+    }
+    ::signal(SIGPIPE, SIG_IGN);
+
+    RendezvousServiceOptions so;
+    so.address = options_.master_addr;
+    so.port = options_.master_port;
+    so.num_servers = options_.num_servers;
+    so.num_workers = options_.num_workers;
+    so.token = options_.token;
+    so.heartbeat_timeout = options_.heartbeat_timeout;
+    so.on_peer_lost = [this](const PeerLost& news) { OnPeerLost(news); };
+    Result<std::unique_ptr<RendezvousService>> service = RendezvousService::Start(io_, so);
+    if (!service.ok()) {
+      LOG(ERROR) << "cannot start the rendezvous service: " << service.status().ToString();
+      return kExitLaunchError;
+    }
+    service_ = std::move(service).value();
+    port_ = service_->port();
+    LOG(INFO) << "rendezvous service listening on " << options_.master_addr << ":" << port_;
+    children_.reserve(static_cast<size_t>(options_.num_servers + options_.num_workers));
+
+    for (int r = 0; r < options_.num_servers; ++r) {
+      if (Status s = Spawn(Role::kServer, r); !s.ok()) return SpawnFailed(s);
+    }
+    for (int r = 0; r < options_.num_workers; ++r) {
+      if (Status s = Spawn(Role::kWorker, r); !s.ok()) return SpawnFailed(s);
+    }
+    LOG(INFO) << "started " << options_.num_servers << " servers and " << options_.num_workers
+              << " workers";
+    WaitSignal();
+    Reap();  // a child may have exited before the handler was armed
+    if (options_.timeout.count() > 0) {
+      timeout_timer_.expires_after(options_.timeout);
+      timeout_timer_.async_wait([this](const boost::system::error_code& e) {
+        if (!e) OnTimeout();
+      });
+    }
+    io_.run();
+    return Finish();
+  }
+
+ private:
+  Status Spawn(Role role, int rank) {
+    Child child;
+    child.role = role;
+    child.rank = rank;
+    child.tag = PeerTag(role, rank);
+    const std::string program = (std::filesystem::path(options_.bin_dir) /
+                                 (role == Role::kServer ? "pszero-server" : "pszero-worker"))
+                                    .string();
+
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+      if (std::strncmp(*e, "PSZERO_", 7) != 0) env.emplace_back(*e);
+    }
+    auto set = [&](const std::string& k, const std::string& v) { env.push_back(k + "=" + v); };
+    set("PSZERO_MASTER_ADDR", options_.master_addr);
+    set("PSZERO_MASTER_PORT", std::to_string(port_));
+    set("PSZERO_TOKEN", options_.token);
+    set("PSZERO_NODE_RANK", "0");
+    set("PSZERO_LOCAL_RANK", std::to_string(rank));
+    set("PSZERO_NUM_SERVERS", std::to_string(options_.num_servers));
+    set("PSZERO_NUM_WORKERS", std::to_string(options_.num_workers));
+    set("PSZERO_HEARTBEAT_MS", std::to_string(options_.heartbeat_interval.count()));
+    set("PSZERO_JOIN_TIMEOUT_MS", std::to_string(options_.join_timeout.count()));
+    set("PSZERO_LOG_TAG", child.tag);  // its log prefix until it knows its rank
+    // Fault injection for tests passes through unchanged (docs/launch.md).
+    if (const char* fault = std::getenv("PSZERO_FAULT_INJECT")) set("PSZERO_FAULT_INJECT", fault);
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+
+    int out[2], err[2];
+    if (::pipe2(out, O_CLOEXEC) != 0)
+      return Status::IoError(std::string("pipe: ") + std::strerror(errno));
+    if (::pipe2(err, O_CLOEXEC) != 0) {
+      const int saved = errno;
+      ::close(out[0]);
+      ::close(out[1]);
+      return Status::IoError(std::string("pipe: ") + std::strerror(saved));
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    // Own process group: a terminal's Ctrl-C reaches only the launcher, which forwards it
+    // once. Signals the launcher handles or ignores are back to default in the child.
+    sigset_t defaults, empty;
+    sigemptyset(&defaults);
+    for (int sig : {SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGHUP}) sigaddset(&defaults, sig);
+    sigemptyset(&empty);
+    posix_spawnattr_setflags(
+        &attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setsigmask(&attr, &empty);
+
+    std::vector<char*> argv = {const_cast<char*>(program.c_str()), nullptr};
+    const int rc =
+        posix_spawn(&child.pid, program.c_str(), &actions, &attr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    ::close(out[1]);
+    ::close(err[1]);
+    if (rc != 0) {
+      ::close(out[0]);
+      ::close(err[0]);
+      return Status::IoError("cannot start " + program + ": " + std::strerror(rc));
+    }
+    child.pipes.push_back(std::make_unique<OutputPipe>(io_, out[0], STDOUT_FILENO));
+    child.pipes.push_back(std::make_unique<OutputPipe>(io_, err[0], STDERR_FILENO));
+    children_.push_back(std::move(child));
+    const size_t index = children_.size() - 1;
+    for (size_t p = 0; p < children_[index].pipes.size(); ++p) ReadPipe(index, p);
+    VLOG(1) << "started " << children_[index].Name();
+    return Status::Ok();
+  }
+
+  int SpawnFailed(const Status& status) {
+    LOG(ERROR) << status.ToString();
+    return kExitLaunchError;  // the destructor kills and reaps what was started
+  }
+
+  void ReadPipe(size_t index, size_t p) {
+    OutputPipe& pipe = *children_[index].pipes[p];
+    pipe.stream.async_read_some(
+        asio::buffer(pipe.buffer), [this, index, p](const boost::system::error_code& ec, size_t n) {
+          Child& child = children_[index];
+          OutputPipe& pipe = *child.pipes[p];
+          if (n > 0) {
+            pipe.partial.append(pipe.buffer.data(), n);
+            size_t start = 0;
+            for (size_t nl; (nl = pipe.partial.find('\n', start)) != std::string::npos;
+                 start = nl + 1) {
+              EmitLine(child.tag, std::string_view(pipe.partial).substr(start, nl - start),
+                       pipe.target_fd);
+            }
+            pipe.partial.erase(0, start);
+          }
+          if (ec) {
+            if (!pipe.partial.empty()) EmitLine(child.tag, pipe.partial, pipe.target_fd);
+            pipe.partial.clear();
+            pipe.open = false;
+            boost::system::error_code ignored;
+            pipe.stream.close(ignored);
+            return CheckDone();
+          }
+          ReadPipe(index, p);
+        });
+  }
+
+  // glog lines of a child already carry its tag; everything else gets it here.
+  static void EmitLine(const std::string& tag, std::string_view line, int fd) {
+    const std::string prefix = "[" + tag + "]";
+    std::string out;
+    if (line.substr(0, prefix.size()) != prefix) out = prefix + " ";
+    out.append(line);
+    out.push_back('\n');
+    WriteAll(fd, out);
+  }
+
+  void WaitSignal() {
+    signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      if (sig == SIGCHLD) {
+        Reap();
+      } else {
+        OnInterrupt(sig);
+      }
+      if (!done_) WaitSignal();
+    });
+  }
+
+  void Reap() {
+    for (Child& c : children_) {
+      if (c.exited) continue;
+      int st = 0;
+      const pid_t r = ::waitpid(c.pid, &st, WNOHANG);
+      if (r == c.pid) {
+        c.exited = true;
+        c.wait_status = st;
+        OnExit(c);
+      }
+    }
+    CheckDone();
+  }
+
+  void OnExit(Child& c) {
+    if (!c.Failed()) {
+      VLOG(1) << c.Name() << " exited with code 0";
+      return;
+    }
+    failures_.push_back(&c - children_.data());
+    if (c.IsConsequence()) {
+      LOG(WARNING) << c.Name() << " " << c.DescribeExit();
+    } else {
+      LOG(ERROR) << c.Name() << " " << c.DescribeExit();
+    }
+    // A consequence is no news: the job has already failed.
+    if (!c.IsConsequence()) service_->ReportLost(c.role, c.rank, c.DescribeExit());
+    StartGrace();
+  }
+
+  void OnPeerLost(const PeerLost& news) {
+    LOG(WARNING) << news.ToString();
+    if (!first_news_) first_news_ = news;
+    StartGrace();
+  }
+
+  void OnInterrupt(int sig) {
+    if (interrupted_ == 0) interrupted_ = sig;
+    LOG(WARNING) << "received " << SignalName(sig) << "; forwarding it to the running processes";
+    SignalAll(sig);
+    ScheduleKill(options_.grace);
+  }
+
+  void OnTimeout() {
+    timed_out_ = true;
+    LOG(ERROR) << "the job ran past --timeout ("
+               << std::chrono::duration<double>(options_.timeout).count() << " s); stopping it";
+    SignalAll(SIGTERM);
+    ScheduleKill(kTermToKill);
+  }
+
+  // After a failure the others should exit on their own once they hear of it; those
+  // still running after the grace period are stopped.
+  void StartGrace() {
+    if (grace_started_ || done_) return;
+    grace_started_ = true;
+    grace_timer_.expires_after(options_.grace);
+    grace_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec || done_) return;
+      for (const Child& c : children_) {
+        if (!c.exited) {
+          LOG(WARNING) << c.Name() << " still running " << options_.grace.count()
+                       << " ms after the failure; sending SIGTERM";
+        }
+      }
+      SignalAll(SIGTERM);
+      ScheduleKill(kTermToKill);
+    });
+  }
+
+  void ScheduleKill(milliseconds delay) {
+    if (kill_scheduled_) return;
+    kill_scheduled_ = true;
+    kill_timer_.expires_after(delay);
+    kill_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec || done_) return;
+      for (const Child& c : children_) {
+        if (!c.exited) LOG(WARNING) << c.Name() << " did not stop; sending SIGKILL";
+      }
+      SignalAll(SIGKILL);
+    });
+  }
+
+  void SignalAll(int sig) {
+    for (Child& c : children_) {
+      if (c.exited) continue;
+      if (sig == SIGTERM || sig == SIGKILL) c.signalled_by_launcher = true;
+      ::kill(c.pid, sig);
+      // A stopped process acts on SIGTERM only once continued.
+      if (sig == SIGTERM) ::kill(c.pid, SIGCONT);
+    }
+  }
+
+  void CheckDone() {
+    if (done_) return;
+    for (const Child& c : children_) {
+      if (!c.exited) return;
+      for (const auto& p : c.pipes) {
+        if (p->open) return;
+      }
+    }
+    done_ = true;
+    boost::system::error_code ignored;
+    signals_.cancel(ignored);
+    timeout_timer_.cancel();
+    grace_timer_.cancel();
+    kill_timer_.cancel();
+    service_->Stop();
+    io_.stop();
+  }
+
+  int Finish() {
+    // The cause: the first failure that is not a reaction to another one.
+    const Child* cause = nullptr;
+    for (size_t i : failures_) {
+      if (!children_[i].IsConsequence()) {
+        cause = &children_[i];
+        break;
+      }
+    }
+    if (timed_out_) {
+      LOG(ERROR) << "job failed: it ran past --timeout of "
+                 << std::chrono::duration<double>(options_.timeout).count() << " s";
+      return kExitTimeout;
+    }
+    if (interrupted_ != 0) {
+      LOG(ERROR) << "job interrupted by " << SignalName(interrupted_);
+      return 128 + interrupted_;
+    }
+    if (cause != nullptr) {
+      LOG(ERROR) << "job failed: " << cause->Name() << " " << cause->DescribeExit();
+      return kExitFailure;
+    }
+    if (first_news_) {
+      LOG(ERROR) << "job failed: " << first_news_->ToString();
+      return kExitFailure;
+    }
+    if (!failures_.empty()) {
+      const Child& c = children_[failures_.front()];
+      LOG(ERROR) << "job failed: " << c.Name() << " " << c.DescribeExit();
+      return kExitFailure;
+    }
+    LOG(INFO) << "all " << children_.size() << " processes exited with code 0";
+    return kExitOk;
+  }
+
+  const LaunchOptions& options_;
+  asio::io_context io_;
+  asio::signal_set signals_;
+  asio::steady_timer timeout_timer_;
+  asio::steady_timer grace_timer_;
+  asio::steady_timer kill_timer_;
+  std::unique_ptr<RendezvousService> service_;
+  uint16_t port_ = 0;
+  std::vector<Child> children_;
+  std::vector<size_t> failures_;  // indices into children_, in exit order
+  std::optional<PeerLost> first_news_;
+  int interrupted_ = 0;
+  bool timed_out_ = false;
+  bool grace_started_ = false;
+  bool kill_scheduled_ = false;
+  bool done_ = false;
+};
+
+}  // namespace
+
+int RunLocalJob(const LaunchOptions& options) {
+  LocalJob job(options);
+  return job.Run();
+}
+
+}  // namespace pszero

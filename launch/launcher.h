@@ -1,0 +1,38 @@
+// The local launcher behind `pszero-launch`: one job on this machine.
+//
+// RunLocalJob() starts the rendezvous service in-process, spawns S pszero-server and W
+// pszero-worker children with the job's environment (the cluster token travels only
+// there), prefixes every line they print with their tag ("[s0] ", "[w3] "), forwards
+// SIGINT and SIGTERM to them, and reaps each by pid. When a child fails it tells the
+// others through the service, gives them `grace` to exit on their own, then stops the
+// rest (SIGTERM, then SIGKILL). Everything runs on one thread and one io_context.
+// Exit codes are those of common/exit_codes.h; docs/launch.md lists them.
+// Call once per process (it installs signal handlers for its duration).
+#pragma once
+
+#include <chrono>
+#include <string>
+
+namespace pszero {
+
+struct LaunchOptions {
+  int num_workers = 1;
+  int num_servers = 0;
+  std::string master_addr = "127.0.0.1";
+  uint16_t master_port = 0;              // 0: a free port, printed
+  std::string token;                     // the cluster token handed to the children
+  std::string bin_dir;                   // where pszero-worker and pszero-server are
+  std::chrono::milliseconds timeout{0};  // whole job; 0: none
+  std::chrono::milliseconds heartbeat_interval{500};
+  std::chrono::milliseconds heartbeat_timeout{2000};
+  std::chrono::milliseconds join_timeout{60000};
+  std::chrono::milliseconds grace{5000};  // after a failure, before SIGTERM
+};
+
+// Runs the job to its end and returns the launcher's exit code.
+int RunLocalJob(const LaunchOptions& options);
+
+// Directory of the running executable (from /proc/self/exe); empty when unknown.
+std::string ExecutableDir();
+
+}  // namespace pszero
