@@ -1,0 +1,127 @@
+// Communicator: collectives over a group of ranks (the world, or a subgroup made by
+// Split, as MPI_Comm_split), written only against the Transport interface.
+//
+// Ops: AllReduce (in place), ReduceScatter, AllGather, Broadcast, AllToAll(V), Barrier,
+// on host tensors of fp32, bf16, fp16 (fp32 arithmetic), int32, int64 with sum, avg, max.
+// Algorithms (docs/collectives.md):
+//  * ring for large messages: the array is cut into N chunks and each chunk into segments;
+//    every segment travels its own ring, several segments are in flight at once, and the
+//    reduction of one segment overlaps the transfer of the others. Each rank sends
+//    2(N-1)/N * S bytes for an all-reduce of S bytes, (N-1)/N * S for reduce-scatter and
+//    all-gather.
+//  * direct (one round, latency-optimal on a host) at or below small_message_bytes.
+//  * deterministic: every element summed in ascending rank order in fp32 (reduce-scatter
+//    by direct exchange, then the ring all-gather): bit-identical on every rank and for
+//    every segment size, at the ring's byte count.
+//
+// Threading: a Communicator is used by the thread that uses its Transport (one at a
+// time). Every rank of the group must call the same ops in the same order (as in MPI and
+// NCCL); communicators made from one World share a comm-id allocator so their messages
+// never match each other's. Every op has a deadline; a failure names the op, the step and
+// the peer (Unavailable when a peer died, DeadlineExceeded when one is stuck).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/memory.h"
+#include "common/tensor.h"
+#include "common/transport.h"
+#include "worker/collectives/local_reduce.h"
+
+namespace pszero::collectives {
+
+struct CommunicatorOptions {
+  // Deadline of one whole op.
+  std::chrono::milliseconds timeout{120000};
+  // Pipelining unit of the ring and of broadcast.
+  size_t segment_bytes = size_t{512} << 10;
+  // Segment rings (or broadcast segments) in flight at once.
+  int segments_in_flight = 4;
+  // Messages of at most this many bytes (the whole array) use the direct algorithms.
+  size_t small_message_bytes = size_t{32} << 10;
+  // Sums in ascending rank order (see above).
+  bool deterministic = false;
+  // Where scratch (comm buffer) memory is accounted; may be null.
+  MemoryTracker* tracker = nullptr;
+};
+
+class Communicator {
+ public:
+  // The group of all transport ranks, comm id 0. Create one World per transport.
+  static Result<std::unique_ptr<Communicator>> World(Transport* transport,
+                                                     const CommunicatorOptions& options = {});
+
+  // Collective over this communicator: ranks passing the same color form a new
+  // communicator, ordered by (key, rank here). A negative color takes part but gets
+  // nullptr (MPI_UNDEFINED).
+  Result<std::unique_ptr<Communicator>> Split(int color, int key);
+
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return static_cast<int>(ranks_.size()); }
+  // Transport rank of group rank `r`.
+  int global_rank(int r) const { return ranks_[r]; }
+  uint32_t id() const { return id_; }
+  const CommunicatorOptions& options() const { return options_; }
+  void set_options(const CommunicatorOptions& options) { options_ = options; }
+  Transport* transport() const { return transport_; }
+
+  // In place on `data`.
+  Status AllReduce(const Tensor& data, ReduceOp op);
+  // input.numel() == size() * output.numel(); rank r gets block r of the reduction.
+  Status ReduceScatter(const Tensor& input, const Tensor& output, ReduceOp op);
+  // output.numel() == size() * input.numel(); block r of output is rank r's input. The
+  // input may be block rank() of output (in place).
+  Status AllGather(const Tensor& input, const Tensor& output);
+  // data of `root` to everyone.
+  Status Broadcast(const Tensor& data, int root);
+  // Block p of input goes to rank p and arrives as block rank() of its output; both
+  // numel divisible by size().
+  Status AllToAll(const Tensor& input, const Tensor& output);
+  // Packed blocks: send_counts[p] elements to rank p, recv_counts[p] from rank p.
+  Status AllToAllV(const Tensor& input, std::span<const int64_t> send_counts,
+                   const Tensor& output, std::span<const int64_t> recv_counts);
+  Status Barrier();
+
+ private:
+  struct IdAllocator;
+  struct OpContext;
+
+  Communicator(Transport* transport, std::vector<int> ranks, int rank, uint32_t id,
+               std::shared_ptr<IdAllocator> ids, const CommunicatorOptions& options);
+
+  OpContext BeginOp(const char* name);
+  // Scratch memory of at least `bytes`, reused across ops.
+  Result<std::byte*> Scratch(size_t bytes);
+
+  Status RingReduceScatterAllGather(OpContext& op, const std::byte* input, std::byte* rs_out,
+                                    std::byte* ag_buf, int64_t count, DType dtype,
+                                    ReduceOp reduce, bool do_rs, bool do_ag);
+  Status DirectAllReduce(OpContext& op, std::byte* data, int64_t count, DType dtype,
+                         ReduceOp reduce);
+  Status DirectAllGather(OpContext& op, const std::byte* input, std::byte* output,
+                         int64_t block_count, DType dtype);
+  Status DirectReduceScatter(OpContext& op, const std::byte* input, std::byte* output,
+                             int64_t count, DType dtype, ReduceOp reduce);
+  Status Exchange(OpContext& op, const std::byte* input, std::span<const int64_t> send_bytes,
+                  std::byte* output, std::span<const int64_t> recv_bytes);
+
+  Transport* transport_;
+  std::vector<int> ranks_;  // transport rank of each group rank
+  int rank_;
+  uint32_t id_;
+  uint32_t op_seq_ = 0;
+  std::shared_ptr<IdAllocator> ids_;
+  CommunicatorOptions options_;
+  Tensor scratch_;
+};
+
+}  // namespace pszero::collectives
