@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <regex>
 #include <set>
@@ -181,9 +182,12 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxTransportOpt
 
   std::map<std::string, std::string> defaults;
   defaults["KEEPALIVE_INTERVAL"] = std::to_string(options.keepalive_interval.count()) + "ms";
-  if (options.shm_error_handling) {
-    defaults["POSIX_ERROR_HANDLING"] = "y";
-    defaults["SYSV_ERROR_HANDLING"] = "y";
+  // UCX_POSIX_ERROR_HANDLING and UCX_SYSV_ERROR_HANDLING are per-transport aliases of the
+  // shared-memory base option MM_ERROR_HANDLING; only the base name is accepted by
+  // ucp_config_modify (the aliases are reported as "invalid configuration" and ignored).
+  if (options.shm_error_handling && std::getenv("UCX_POSIX_ERROR_HANDLING") == nullptr &&
+      std::getenv("UCX_SYSV_ERROR_HANDLING") == nullptr) {
+    defaults["MM_ERROR_HANDLING"] = "y";
   }
   PSZERO_ASSIGN_OR_RETURN(transport->context_, UcxContext::Create(defaults));
   PSZERO_ASSIGN_OR_RETURN(transport->worker_, UcxWorker::Create(transport->context_));
@@ -432,8 +436,10 @@ Result<Request> UcxTransport::Recv(int peer, uint64_t tag, void* data, size_t by
 
   ucp_tag_recv_info_t info{};
   ucp_request_param_t param{};
-  param.op_attr_mask =
-      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_RECV_INFO;
+  // UCX 1.13 leaves recv_info.tag_info unfilled when a receive completes in place (the
+  // message was already waiting), so the received length would be lost: ask for a request.
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                       UCP_OP_ATTR_FIELD_RECV_INFO | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
   param.cb.recv = &UcxTransport::OnRecvDone;
   param.user_data = op.get();
   param.recv_info.tag_info = &info;
