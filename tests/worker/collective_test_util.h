@@ -24,6 +24,7 @@ class CommRanks {
       o.rank = r;
       o.world_size = world;
       o.key_prefix = "coll";
+      if (getenv("PSZERO_TEST_SPIN")) o.progress_mode = ucx::ProgressMode::kSpin;
       auto t = ucx::UcxTransport::Create(o, &store_);
       EXPECT_TRUE(t.ok()) << t.status().ToString();
       if (!t.ok()) return;

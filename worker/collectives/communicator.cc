@@ -1,5 +1,7 @@
 #include "worker/collectives/communicator.h"
 
+#include "worker/collectives/nccl_backend.h"
+
 #include <algorithm>
 #include <cstring>
 #include <functional>
@@ -48,12 +50,13 @@ int SegmentsFor(int64_t largest_piece_bytes, size_t segment_bytes) {
 
 Status CheckTensor(const Tensor& t, const char* what) {
   if (t.device() != Device::kHost) {
-    return Status::InvalidArgument(std::string(what) + " must be a host tensor (device tensors "
-                                   "go through the NCCL backend)");
+    return Status::Internal(std::string(what) + ": device tensor on the host path");
   }
   if (!t.is_contiguous()) return Status::InvalidArgument(std::string(what) + " must be contiguous");
   return Status::Ok();
 }
+
+bool OnDevice(const Tensor& t) { return t.device() == Device::kCuda; }
 
 }  // namespace
 
@@ -428,6 +431,11 @@ Status Communicator::Exchange(OpContext& op, const std::byte* input,
 // Public ops
 
 Status Communicator::AllReduce(const Tensor& data, ReduceOp reduce) {
+  if (OnDevice(data)) {
+    PSZERO_RETURN_IF_ERROR(CheckReduce(data.dtype(), reduce));
+    if (UseNccl(data)) return nccl_->AllReduce(data, reduce, options_.timeout);
+    return StagedAllReduce(data, reduce);
+  }
   PSZERO_RETURN_IF_ERROR(CheckTensor(data, "allreduce data"));
   PSZERO_RETURN_IF_ERROR(CheckReduce(data.dtype(), reduce));
   OpContext op = BeginOp("allreduce");
@@ -450,6 +458,13 @@ Status Communicator::AllReduce(const Tensor& data, ReduceOp reduce) {
 }
 
 Status Communicator::ReduceScatter(const Tensor& input, const Tensor& output, ReduceOp reduce) {
+  if (OnDevice(input) || OnDevice(output)) {
+    PSZERO_RETURN_IF_ERROR(CheckReduce(input.dtype(), reduce));
+    if (UseNccl(input) && UseNccl(output) && input.numel() == output.numel() * size()) {
+      return nccl_->ReduceScatter(input, output, reduce, options_.timeout);
+    }
+    return StagedReduceScatter(input, output, reduce);
+  }
   PSZERO_RETURN_IF_ERROR(CheckTensor(input, "reduce_scatter input"));
   PSZERO_RETURN_IF_ERROR(CheckTensor(output, "reduce_scatter output"));
   PSZERO_RETURN_IF_ERROR(CheckReduce(input.dtype(), reduce));
@@ -474,6 +489,12 @@ Status Communicator::ReduceScatter(const Tensor& input, const Tensor& output, Re
 }
 
 Status Communicator::AllGather(const Tensor& input, const Tensor& output) {
+  if (OnDevice(input) || OnDevice(output)) {
+    if (UseNccl(input) && UseNccl(output) && output.numel() == input.numel() * size()) {
+      return nccl_->AllGather(input, output, options_.timeout);
+    }
+    return StagedAllGather(input, output);
+  }
   PSZERO_RETURN_IF_ERROR(CheckTensor(input, "allgather input"));
   PSZERO_RETURN_IF_ERROR(CheckTensor(output, "allgather output"));
   if (input.dtype() != output.dtype() || output.numel() != input.numel() * size()) {
@@ -494,10 +515,14 @@ Status Communicator::AllGather(const Tensor& input, const Tensor& output) {
 }
 
 Status Communicator::Broadcast(const Tensor& data, int root) {
-  PSZERO_RETURN_IF_ERROR(CheckTensor(data, "broadcast data"));
   if (root < 0 || root >= size()) {
     return Status::InvalidArgument("broadcast root " + std::to_string(root) + " out of range");
   }
+  if (OnDevice(data)) {
+    if (UseNccl(data)) return nccl_->Broadcast(data, root, options_.timeout);
+    return StagedBroadcast(data, root);
+  }
+  PSZERO_RETURN_IF_ERROR(CheckTensor(data, "broadcast data"));
   OpContext op = BeginOp("broadcast");
   const int n = size();
   if (n == 1 || data.nbytes() == 0) return Status::Ok();
@@ -567,9 +592,18 @@ Status Communicator::AllToAll(const Tensor& input, const Tensor& output) {
 
 Status Communicator::AllToAllV(const Tensor& input, std::span<const int64_t> send_counts,
                                const Tensor& output, std::span<const int64_t> recv_counts) {
+  const int n = size();
+  if (OnDevice(input) || OnDevice(output)) {
+    if (static_cast<int>(send_counts.size()) != n || static_cast<int>(recv_counts.size()) != n) {
+      return Status::InvalidArgument("alltoallv: one count per rank needed");
+    }
+    if (UseNccl(input) && UseNccl(output)) {
+      return nccl_->AllToAllV(input, send_counts, output, recv_counts, options_.timeout);
+    }
+    return StagedAllToAllV(input, send_counts, output, recv_counts);
+  }
   PSZERO_RETURN_IF_ERROR(CheckTensor(input, "alltoallv input"));
   PSZERO_RETURN_IF_ERROR(CheckTensor(output, "alltoallv output"));
-  const int n = size();
   if (static_cast<int>(send_counts.size()) != n || static_cast<int>(recv_counts.size()) != n ||
       input.dtype() != output.dtype()) {
     return Status::InvalidArgument("alltoallv: one count per rank and matching dtypes needed");
@@ -619,6 +653,66 @@ Status Communicator::Barrier() {
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
   return RunPipeline(transport_, op.where, op.deadline, spec);
+}
+
+// ---------------------------------------------------------------------------------------
+// Device tensors
+
+Status Communicator::EnableNccl(KeyValueStore* store, const std::string& job_key,
+                                int cuda_device) {
+  if (store == nullptr) return Status::InvalidArgument("EnableNccl without a key-value store");
+  PSZERO_ASSIGN_OR_RETURN(nccl_, NcclBackend::Create(store, job_key + "/comm" + std::to_string(id_),
+                                                     rank_, size(), cuda_device,
+                                                     options_.timeout));
+  return Status::Ok();
+}
+
+bool Communicator::UseNccl(const Tensor& t) const {
+  return nccl_ != nullptr && OnDevice(t) && t.is_contiguous() && !options_.deterministic;
+}
+
+Result<Tensor> Communicator::HostCopy(const Tensor& t) {
+  return t.Clone(MemoryCategory::kCommBuffers, options_.tracker, Device::kHost);
+}
+
+Result<Tensor> Communicator::HostBuffer(const Tensor& like) {
+  return Tensor::Empty(like.shape(), like.dtype(), MemoryCategory::kCommBuffers,
+                       options_.tracker, Device::kHost);
+}
+
+Status Communicator::StagedAllReduce(const Tensor& data, ReduceOp op) {
+  PSZERO_ASSIGN_OR_RETURN(Tensor host, HostCopy(data));
+  PSZERO_RETURN_IF_ERROR(AllReduce(host, op));
+  return Tensor(data).CopyFrom(host);
+}
+
+Status Communicator::StagedReduceScatter(const Tensor& input, const Tensor& output,
+                                         ReduceOp op) {
+  PSZERO_ASSIGN_OR_RETURN(Tensor in, HostCopy(input));
+  PSZERO_ASSIGN_OR_RETURN(Tensor out, HostBuffer(output));
+  PSZERO_RETURN_IF_ERROR(ReduceScatter(in, out, op));
+  return Tensor(output).CopyFrom(out);
+}
+
+Status Communicator::StagedAllGather(const Tensor& input, const Tensor& output) {
+  PSZERO_ASSIGN_OR_RETURN(Tensor in, HostCopy(input));
+  PSZERO_ASSIGN_OR_RETURN(Tensor out, HostBuffer(output));
+  PSZERO_RETURN_IF_ERROR(AllGather(in, out));
+  return Tensor(output).CopyFrom(out);
+}
+
+Status Communicator::StagedBroadcast(const Tensor& data, int root) {
+  PSZERO_ASSIGN_OR_RETURN(Tensor host, HostCopy(data));
+  PSZERO_RETURN_IF_ERROR(Broadcast(host, root));
+  return Tensor(data).CopyFrom(host);
+}
+
+Status Communicator::StagedAllToAllV(const Tensor& input, std::span<const int64_t> send_counts,
+                                     const Tensor& output, std::span<const int64_t> recv_counts) {
+  PSZERO_ASSIGN_OR_RETURN(Tensor in, HostCopy(input));
+  PSZERO_ASSIGN_OR_RETURN(Tensor out, HostBuffer(output));
+  PSZERO_RETURN_IF_ERROR(AllToAllV(in, send_counts, out, recv_counts));
+  return Tensor(output).CopyFrom(out);
 }
 
 Result<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {

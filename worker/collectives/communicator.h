@@ -2,7 +2,10 @@
 // Split, as MPI_Comm_split), written only against the Transport interface.
 //
 // Ops: AllReduce (in place), ReduceScatter, AllGather, Broadcast, AllToAll(V), Barrier,
-// on host tensors of fp32, bf16, fp16 (fp32 arithmetic), int32, int64 with sum, avg, max.
+// on tensors of fp32, bf16, fp16 (fp32 arithmetic), int32, int64 with sum, avg, max.
+// Host tensors take the UCX algorithms below. Device (CUDA) tensors go through NCCL once
+// EnableNccl was called, and are otherwise staged through host memory (as they are under
+// `deterministic`, which NCCL cannot honour).
 // Algorithms (docs/collectives.md):
 //  * ring for large messages: the array is cut into N chunks and each chunk into segments;
 //    every segment travels its own ring, several segments are in flight at once, and the
@@ -28,12 +31,15 @@
 #include <string>
 #include <vector>
 
+#include "common/kv_store.h"
 #include "common/memory.h"
 #include "common/tensor.h"
 #include "common/transport.h"
 #include "worker/collectives/local_reduce.h"
 
 namespace pszero::collectives {
+
+class NcclBackend;
 
 struct CommunicatorOptions {
   // Deadline of one whole op.
@@ -73,6 +79,12 @@ class Communicator {
   const CommunicatorOptions& options() const { return options_; }
   void set_options(const CommunicatorOptions& options) { options_ = options; }
   Transport* transport() const { return transport_; }
+
+  // Collective: creates the NCCL communicator for this group on `cuda_device`, swapping
+  // NCCL's unique id through `store` under a key made of `job_key` and this comm's id.
+  // InvalidArgument in a build without CUDA.
+  Status EnableNccl(KeyValueStore* store, const std::string& job_key, int cuda_device);
+  bool nccl_enabled() const { return nccl_ != nullptr; }
 
   // In place on `data`.
   Status AllReduce(const Tensor& data, ReduceOp op);
@@ -114,7 +126,20 @@ class Communicator {
   Status Exchange(OpContext& op, const std::byte* input, std::span<const int64_t> send_bytes,
                   std::byte* output, std::span<const int64_t> recv_bytes);
 
+  // Device tensors without NCCL (or under `deterministic`): host copies, the host op,
+  // copies back.
+  bool UseNccl(const Tensor& t) const;
+  Status StagedAllReduce(const Tensor& data, ReduceOp op);
+  Status StagedReduceScatter(const Tensor& input, const Tensor& output, ReduceOp op);
+  Status StagedAllGather(const Tensor& input, const Tensor& output);
+  Status StagedBroadcast(const Tensor& data, int root);
+  Status StagedAllToAllV(const Tensor& input, std::span<const int64_t> send_counts,
+                         const Tensor& output, std::span<const int64_t> recv_counts);
+  Result<Tensor> HostCopy(const Tensor& t);
+  Result<Tensor> HostBuffer(const Tensor& like);
+
   Transport* transport_;
+  std::unique_ptr<NcclBackend> nccl_;
   std::vector<int> ranks_;  // transport rank of each group rank
   int rank_;
   uint32_t id_;
