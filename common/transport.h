@@ -190,6 +190,13 @@ class Transport {
   // first request still pending. Invalid (empty) requests are skipped.
   virtual Status WaitAll(std::span<Request> requests, std::chrono::milliseconds timeout) = 0;
 
+  // Creates the connection to `peer` now (fetching its address if needed), so that later
+  // operations do not pay for the first contact and a failure of that peer is noticed
+  // even before any operation with it is pending.
+  virtual Status Connect(int peer) = 0;
+  // Ok while `peer` is healthy; Unavailable naming it once the transport knows it failed.
+  virtual Status PeerStatus(int peer) const = 0;
+
   virtual PeerByteCounters Counters(int peer) const = 0;
   // Sum over all peers.
   virtual PeerByteCounters TotalCounters() const = 0;

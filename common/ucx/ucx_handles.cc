@@ -72,12 +72,13 @@ Result<std::string> UcxWorker::Address() const {
 Result<std::unique_ptr<UcxEndpoint>> UcxEndpoint::Create(UcxWorker* worker,
                                                          std::string_view address,
                                                          ucp_err_handler_cb_t on_error,
-                                                         void* error_arg) {
+                                                         void* error_arg,
+                                                         bool peer_error_handling) {
   ucp_ep_params_t params{};
   params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                       UCP_EP_PARAM_FIELD_ERR_HANDLER;
   params.address = reinterpret_cast<const ucp_address_t*>(address.data());
-  params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  params.err_mode = peer_error_handling ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
   params.err_handler.cb = on_error;
   params.err_handler.arg = error_arg;
   ucp_ep_h handle = nullptr;

@@ -64,14 +64,16 @@ class UcxWorker {
   int event_fd_;
 };
 
-// An endpoint to one remote worker with error-handling mode "peer". Close() flushes (or,
+// An endpoint to one remote worker, in error-handling mode "peer" unless told otherwise
+// (mode "none" exists only to measure what "peer" costs). Close() flushes (or,
 // after a peer failure, force-closes) within a deadline; the destructor force-closes an
 // endpoint that was not closed, progressing the worker for a bounded time.
 class UcxEndpoint {
  public:
   static Result<std::unique_ptr<UcxEndpoint>> Create(UcxWorker* worker, std::string_view address,
                                                      ucp_err_handler_cb_t on_error,
-                                                     void* error_arg);
+                                                     void* error_arg,
+                                                     bool peer_error_handling = true);
   ~UcxEndpoint();
   UcxEndpoint(const UcxEndpoint&) = delete;
   UcxEndpoint& operator=(const UcxEndpoint&) = delete;

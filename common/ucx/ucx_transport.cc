@@ -1,5 +1,6 @@
 #include "common/ucx/ucx_transport.h"
 
+#include <sched.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -269,7 +270,8 @@ Result<UcxEndpoint*> UcxTransport::Endpoint(int peer) {
     }
     PSZERO_ASSIGN_OR_RETURN(std::string address, HexDecode(*hex));
     Result<std::unique_ptr<UcxEndpoint>> ep =
-        UcxEndpoint::Create(worker_.get(), address, &UcxTransport::OnEndpointError, &p);
+        UcxEndpoint::Create(worker_.get(), address, &UcxTransport::OnEndpointError, &p,
+                            options_.peer_error_handling);
     if (!ep.ok()) {
       return Status::Unavailable("peer rank " + std::to_string(peer) + ": " +
                                  ep.status().ToString());
@@ -390,6 +392,7 @@ Result<Request> UcxTransport::Track(std::unique_ptr<PendingOp> op, ucs_status_pt
     return handle;
   }
   op->request = UcxRequest(request);
+  if (op->kind != PendingOp::Kind::kRecv) ++outgoing_;
   PendingOp* key = op.get();
   pending_.emplace(key, std::move(op));
   return handle;
@@ -584,6 +587,7 @@ int UcxTransport::FinishCompleted() {
       if (it == pending_.end()) continue;  // already finished
       std::unique_ptr<PendingOp> owned = std::move(it->second);
       pending_.erase(it);
+      if (owned->kind != PendingOp::Kind::kRecv) --outgoing_;
       Finish(owned.get());
       ++events;
     }
@@ -696,6 +700,7 @@ int UcxTransport::DispatchAm() {
       Finish(op.get());
     } else {
       op->request = UcxRequest(r);
+      ++outgoing_;
       PendingOp* key = op.get();
       pending_.emplace(key, std::move(op));
     }
@@ -717,6 +722,13 @@ Result<int> UcxTransport::Progress() {
 }
 
 void UcxTransport::Block(std::chrono::steady_clock::duration timeout) {
+  // Shared-memory transports raise wake-up events when a message arrives, but not when a
+  // send that waits for room in the peer's FIFO could move on: while this rank has data
+  // going out, it keeps progressing, yielding the CPU between rounds instead of sleeping.
+  if (outgoing_ > 0) {
+    sched_yield();
+    return;
+  }
   ucs_status_t st = ucp_worker_arm(worker_->get());
   if (st == UCS_ERR_BUSY) return;  // events are waiting: progress instead of sleeping
   if (st != UCS_OK) return;        // cannot arm: fall back to polling

@@ -35,7 +35,9 @@
 namespace pszero::ucx {
 
 enum class ProgressMode {
-  kSpinThenBlock,  // spin for spin_budget, then ucp_worker_arm + epoll on the event fd
+  // Spin for spin_budget, then ucp_worker_arm + epoll on the event fd; while this rank has
+  // sends in flight, yield the CPU between progress rounds instead of sleeping.
+  kSpinThenBlock,
   kSpin,           // busy-poll until done (lowest latency, steals the CPU; for benchmarks)
 };
 
@@ -57,6 +59,10 @@ struct UcxTransportOptions {
   // UCX_POSIX_ERROR_HANDLING / UCX_SYSV_ERROR_HANDLING default: Debian's UCX 1.13 leaves
   // them off, and then "peer" endpoints cannot use shared memory at all.
   bool shm_error_handling = true;
+  // Error-handling mode "peer" on every endpoint. Turning it off (mode "none") exists only
+  // to measure its cost (`pszero-bench p2p --err-mode none`): a dead peer then hangs or
+  // aborts the process, as UCX decides.
+  bool peer_error_handling = true;
 };
 
 class UcxTransport final : public Transport {
@@ -84,9 +90,8 @@ class UcxTransport final : public Transport {
   PeerByteCounters Counters(int peer) const override;
   PeerByteCounters TotalCounters() const override;
 
-  // Makes sure the endpoint to `peer` exists (fetching its address if needed), so that
-  // later operations do not pay for the first contact. Optional.
-  Status Connect(int peer);
+  Status Connect(int peer) override;
+  Status PeerStatus(int peer) const override { return CheckPeer(peer); }
   const UcxTransportOptions& options() const { return options_; }
   // Names of the UCX transports (lanes) the endpoint to `peer` uses, e.g. "posix/memory
   // cma/memory" (for logs and the benchmark); empty before the endpoint exists.
@@ -137,6 +142,7 @@ class UcxTransport final : public Transport {
   std::deque<std::unique_ptr<AmArrival>> am_arrivals_;
   std::unordered_map<uint16_t, AmHandler> am_handlers_;
   std::map<uintptr_t, std::weak_ptr<Registration>> registrations_;  // by start address
+  int outgoing_ = 0;  // pending sends, AM sends and AM payload fetches
 };
 
 }  // namespace pszero::ucx

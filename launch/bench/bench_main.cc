@@ -1,4 +1,4 @@
-// pszero-bench: measures what pszero is made of. Subcommands so far: stream.
+// pszero-bench: measures what pszero is made of. Subcommands so far: stream, p2p.
 #include <vector>
 
 #include "common/flags.h"
@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   app->require_subcommand(1, 1);
   std::vector<pszero::bench::BenchCommand> commands = {
       pszero::bench::AddStreamCommand(*app),
+      pszero::bench::AddP2pCommand(*app),
   };
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
   for (const auto& command : commands) {

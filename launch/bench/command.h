@@ -15,5 +15,6 @@ struct BenchCommand {
 };
 
 BenchCommand AddStreamCommand(CLI::App& root);
+BenchCommand AddP2pCommand(CLI::App& root);
 
 }  // namespace pszero::bench
