@@ -94,9 +94,39 @@ Result<std::unique_ptr<Communicator>> Communicator::World(Transport* transport,
   if (transport == nullptr) return Status::InvalidArgument("Communicator::World without transport");
   std::vector<int> ranks(transport->world_size());
   std::iota(ranks.begin(), ranks.end(), 0);
-  return std::unique_ptr<Communicator>(new Communicator(transport, std::move(ranks),
-                                                        transport->rank(), 0,
-                                                        std::make_shared<IdAllocator>(), options));
+  std::unique_ptr<Communicator> comm(new Communicator(transport, std::move(ranks),
+                                                      transport->rank(), 0,
+                                                      std::make_shared<IdAllocator>(), options));
+  PSZERO_RETURN_IF_ERROR(comm->ConnectMembers());
+  return comm;
+}
+
+Status Communicator::ConnectMembers() {
+  for (int p = 0; p < size(); ++p) {
+    if (p == rank_) continue;
+    PSZERO_RETURN_IF_ERROR(transport_->Connect(ranks_[p]).WithContext(
+        "communicator " + std::to_string(id_) + ": connecting to rank " + std::to_string(p)));
+  }
+  return Status::Ok();
+}
+
+void Communicator::Abort(const Status& reason) {
+  std::lock_guard lock(abort_mu_);
+  if (aborted_) return;
+  abort_reason_ = reason.ok() ? Status::Unavailable("communicator aborted") : reason;
+  aborted_ = true;
+}
+
+Status Communicator::Health() const {
+  if (aborted_) {
+    std::lock_guard lock(abort_mu_);
+    return abort_reason_;
+  }
+  for (int p = 0; p < size(); ++p) {
+    if (p == rank_) continue;
+    PSZERO_RETURN_IF_ERROR(transport_->PeerStatus(ranks_[p]));
+  }
+  return Status::Ok();
 }
 
 Result<std::byte*> Communicator::Scratch(size_t bytes) {
@@ -146,8 +176,9 @@ std::string PendingDescription(const std::vector<Lane>& lanes) {
   return out;
 }
 
-Status RunPipeline(Transport* transport, const std::string& where,
-                          Clock::time_point deadline, const PipelineSpec& spec) {
+Status RunPipeline(Transport* transport, const std::string& where, Clock::time_point deadline,
+                   const std::function<Status()>& health, const PipelineSpec& spec) {
+  PSZERO_RETURN_IF_ERROR(health().WithContext(where));
   std::vector<Lane> lanes(std::max(1, std::min(spec.lanes, spec.segments)));
   int next = 0, finished = 0;
   auto post = [&](Lane& lane) -> Status {
@@ -192,6 +223,7 @@ Status RunPipeline(Transport* transport, const std::string& where,
       }
     }
     if (advanced || finished == spec.segments) continue;
+    PSZERO_RETURN_IF_ERROR(health().WithContext(where));
     const auto left = deadline - Clock::now();
     if (left <= Clock::duration::zero()) {
       return Status::DeadlineExceeded(where + ": no progress before the deadline; " +
@@ -281,7 +313,7 @@ Status Communicator::RingReduceScatterAllGather(OpContext& op, const std::byte* 
     }
     return Status::Ok();
   };
-  return RunPipeline(transport_, op.where, op.deadline, spec);
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 // Everyone sends its whole array to everyone and reduces all N in rank order: one round,
@@ -314,7 +346,7 @@ Status Communicator::DirectAllReduce(OpContext& op, std::byte* data, int64_t cou
                   reduce == ReduceOp::kAvg ? 1.0 / n : 1.0);
     return Status::Ok();
   };
-  return RunPipeline(transport_, op.where, op.deadline, spec);
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 // Segment g of chunk p goes straight to rank p, which sums the N contributions in rank
@@ -365,7 +397,7 @@ Status Communicator::DirectReduceScatter(OpContext& op, const std::byte* input,
                   reduce == ReduceOp::kAvg ? 1.0 / n : 1.0);
     return Status::Ok();
   };
-  return RunPipeline(transport_, op.where, op.deadline, spec);
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 Status Communicator::DirectAllGather(OpContext& op, const std::byte* input, std::byte* output,
@@ -389,7 +421,7 @@ Status Communicator::DirectAllGather(OpContext& op, const std::byte* input, std:
     return Status::Ok();
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
-  return RunPipeline(transport_, op.where, op.deadline, spec);
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 // Packed blocks: send_bytes[p] from input to rank p, recv_bytes[p] from rank p.
@@ -424,7 +456,7 @@ Status Communicator::Exchange(OpContext& op, const std::byte* input,
     return Status::Ok();
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
-  return RunPipeline(transport_, op.where, op.deadline, spec);
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -546,7 +578,7 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
       return Status::Ok();
     };
     spec.finish = [](int, int, int) { return Status::Ok(); };
-    return RunPipeline(transport_, op.where, op.deadline, spec);
+    return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
   }
   // Pipelined chain root → root+1 → ... : each rank receives a segment and forwards it.
   const int pos = Mod(rank_ - root, n);
@@ -573,7 +605,7 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
     return Status::Ok();
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
-  return RunPipeline(transport_, op.where, op.deadline, spec);
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 Status Communicator::AllToAll(const Tensor& input, const Tensor& output) {
@@ -652,7 +684,7 @@ Status Communicator::Barrier() {
     return Status::Ok();
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
-  return RunPipeline(transport_, op.where, op.deadline, spec);
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -750,8 +782,10 @@ Result<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {
     if (here == rank_) my_rank = static_cast<int>(ranks.size());
     ranks.push_back(global);
   }
-  return std::unique_ptr<Communicator>(
+  std::unique_ptr<Communicator> comm(
       new Communicator(transport_, std::move(ranks), my_rank, id, ids_, options_));
+  PSZERO_RETURN_IF_ERROR(comm->ConnectMembers());
+  return comm;
 }
 
 }  // namespace pszero::collectives

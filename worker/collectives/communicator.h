@@ -22,11 +22,18 @@
 // NCCL); communicators made from one World share a comm-id allocator so their messages
 // never match each other's. Every op has a deadline; a failure names the op, the step and
 // the peer (Unavailable when a peer died, DeadlineExceeded when one is stuck).
+//
+// Failure of any member, not only of a ring neighbour, ends every op of the group: a
+// communicator connects to all its members when it is made (so the transport watches
+// each of them), checks their health whenever it waits, and Abort() lets the control
+// plane's failure news end a pending op from another thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -103,6 +110,10 @@ class Communicator {
                    const Tensor& output, std::span<const int64_t> recv_counts);
   Status Barrier();
 
+  // Ends every pending and later op with `reason` (thread-safe; e.g. from the control
+  // plane's PeerLost news).
+  void Abort(const Status& reason);
+
  private:
   struct IdAllocator;
   struct OpContext;
@@ -111,6 +122,10 @@ class Communicator {
                std::shared_ptr<IdAllocator> ids, const CommunicatorOptions& options);
 
   OpContext BeginOp(const char* name);
+  // Connects to every member (collective only in the sense that all must exist).
+  Status ConnectMembers();
+  // Ok, or why the group cannot go on (an aborted communicator, a failed member).
+  Status Health() const;
   // Scratch memory of at least `bytes`, reused across ops.
   Result<std::byte*> Scratch(size_t bytes);
 
@@ -147,6 +162,9 @@ class Communicator {
   std::shared_ptr<IdAllocator> ids_;
   CommunicatorOptions options_;
   Tensor scratch_;
+  mutable std::mutex abort_mu_;
+  std::atomic<bool> aborted_{false};
+  Status abort_reason_;
 };
 
 }  // namespace pszero::collectives
