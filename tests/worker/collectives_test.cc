@@ -387,6 +387,35 @@ TEST(CollectivesSplitTest, TwoByTwoGroups) {
   EXPECT_EQ(some[0]->size(), 3);
 }
 
+// 64 MiB arrays through the default options (ring, 512 KiB segments): allreduce,
+// reduce-scatter and all-gather against the serial double-precision reference.
+TEST(CollectivesLargeTest, SixtyFourMiB) {
+  for (int n : {2, 4}) {
+    CommRanks ranks(n, {});
+    const int64_t count = (int64_t{64} << 20) / 4;
+    std::vector<Tensor> data(n), block(n);
+    for (int r = 0; r < n; ++r) {
+      data[r] = Inputs(r, count, DType::kFloat32);
+      block[r] = Make(count / n, DType::kFloat32);
+    }
+    CommRanks::ExpectAllOk(ranks.Run([&](int r) -> Status {
+      PSZERO_RETURN_IF_ERROR(ranks.comm(r).AllReduce(data[r], ReduceOp::kSum));
+      // Reduce-scatter the reduced array again (each block becomes n times the sum) and
+      // gather the blocks back.
+      PSZERO_RETURN_IF_ERROR(ranks.comm(r).ReduceScatter(data[r], block[r], ReduceOp::kSum));
+      return ranks.comm(r).AllGather(block[r], data[r]);
+    }));
+    for (int r = 0; r < n; ++r) {
+      for (int64_t i = 0; i < count; i += 997) {
+        const double ref = n * Reference(n, i, DType::kFloat32, ReduceOp::kSum);
+        ASSERT_NEAR(Load(data[r].data(), i, DType::kFloat32), ref,
+                    2 * n * Tolerance(DType::kFloat32, n, i))
+            << "n " << n << " rank " << r << " element " << i;
+      }
+    }
+  }
+}
+
 TEST(CollectivesBytesTest, RingMovesExactlyTheBound) {
   for (int n : {2, 3, 4}) {
     CommunicatorOptions options;
