@@ -1,4 +1,4 @@
-// pszero-bench: measures what pszero is made of. Subcommands so far: stream.
+// pszero-bench: measures what pszero is made of. Subcommands so far: stream, p2p, collective.
 #include <vector>
 
 #include "common/flags.h"
@@ -12,6 +12,8 @@ int main(int argc, char** argv) {
   std::vector<pszero::bench::BenchCommand> commands = {
       pszero::bench::AddStreamCommand(*app),
       pszero::bench::AddRendezvousCommand(*app),
+      pszero::bench::AddP2pCommand(*app),
+      pszero::bench::AddCollectiveCommand(*app),
   };
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
   for (const auto& command : commands) {

@@ -16,5 +16,7 @@ struct BenchCommand {
 
 BenchCommand AddStreamCommand(CLI::App& root);
 BenchCommand AddRendezvousCommand(CLI::App& root);
+BenchCommand AddP2pCommand(CLI::App& root);
+BenchCommand AddCollectiveCommand(CLI::App& root);
 
 }  // namespace pszero::bench

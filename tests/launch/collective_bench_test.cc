@@ -1,0 +1,61 @@
+// `pszero-bench collective` end to end: N processes, every op checked (#wrong = 0), the
+// bus bandwidth formula, and rank 0's bytes per op equal to the ring bound.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/support/subprocess.h"
+
+namespace pszero {
+namespace {
+
+nlohmann::json RunBench(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {testing::BinaryPath("pszero-bench"), "collective"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back("--json");
+  testing::ProcessResult r = testing::RunProcess(argv, std::chrono::seconds(240));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  if (r.exit_code != 0) return {};
+  return nlohmann::json::parse(r.out);
+}
+
+TEST(CollectiveBenchTest, EveryOpIsCheckedAndRight) {
+  for (const char* op : {"allreduce", "reduce_scatter", "allgather", "broadcast", "alltoall"}) {
+    nlohmann::json j = RunBench({"--op", op, "--ranks", "3", "--min-bytes", "12", "--max-bytes",
+                                 "192K", "--step-factor", "16", "--iters", "2", "--warmup", "1",
+                                 "--check", "--segment-kb", "8"});
+    ASSERT_TRUE(j.contains("rows")) << op;
+    ASSERT_EQ(j["rows"].size(), 4u) << op;  // 12, 192, 3K, 48K... up to 192K
+    for (const auto& row : j["rows"]) {
+      EXPECT_EQ(row["wrong"], 0) << op << " " << row.dump();
+      EXPECT_EQ(row["count"].get<int64_t>() % 3, 0) << op;
+      const double factor = std::string(op) == "allreduce" ? 4.0 / 3
+                            : std::string(op) == "broadcast" ? 1.0
+                                                             : 2.0 / 3;
+      EXPECT_NEAR(row["busbw_gbps"].get<double>(), row["algbw_gbps"].get<double>() * factor,
+                  1e-9 * row["algbw_gbps"].get<double>() + 1e-12);
+    }
+  }
+}
+
+TEST(CollectiveBenchTest, RingBytesPerRankAreTheBound) {
+  nlohmann::json j = RunBench({"--op", "allreduce", "--ranks", "4", "--min-bytes", "1M",
+                               "--max-bytes", "1M", "--iters", "3", "--warmup", "1",
+                               "--small-kb", "0"});
+  ASSERT_EQ(j["rows"].size(), 1u);
+  const int64_t s = j["rows"][0]["bytes"];
+  EXPECT_EQ(j["rows"][0]["bytes_sent_rank0"].get<int64_t>(), 2 * 3 * s / 4);
+}
+
+TEST(CollectiveBenchTest, BadFlagsExit2NamingTheFlag) {
+  for (auto [flag, value] : {std::pair{"--op", "gather"}, std::pair{"--ranks", "0"},
+                             std::pair{"--min-bytes", "lots"}, std::pair{"--dtype", "fp8"}}) {
+    testing::ProcessResult r =
+        testing::RunProcess({testing::BinaryPath("pszero-bench"), "collective", flag, value});
+    EXPECT_EQ(r.exit_code, 2) << flag;
+    EXPECT_NE(r.err.find(flag), std::string::npos) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace pszero

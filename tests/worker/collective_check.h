@@ -1,0 +1,64 @@
+// Checked collective iterations shared by the multi-process tests (test process and
+// collective_peer): every rank runs the same sequence, and every result is compared
+// exactly with the value it must have (all inputs are small integers in fp32).
+#pragma once
+
+#include <string>
+
+#include "common/kv_store.h"
+#include "common/tensor.h"
+#include "worker/collectives/communicator.h"
+
+namespace pszero::testing {
+
+// Value rank r holds at element j in iteration i.
+inline float CheckInput(int r, int i, int64_t j) {
+  return static_cast<float>((r + 1) * (i + 1) + j % 7);
+}
+
+// Runs `iterations` rounds (0: until an op fails) of allreduce, reduce_scatter and
+// allgather on `count` floats; after the first round the rank publishes
+// "job/progress/<rank>" in `store` (may be null).
+inline Status RunCheckedIterations(collectives::Communicator& comm, int iterations, int64_t count,
+                                   KeyValueStore* store) {
+  const int n = comm.size(), r = comm.rank();
+  count = count / n * n;
+  PSZERO_ASSIGN_OR_RETURN(Tensor data,
+                          Tensor::Empty({count}, DType::kFloat32, MemoryCategory::kOther, nullptr));
+  PSZERO_ASSIGN_OR_RETURN(Tensor block, Tensor::Empty({count / n}, DType::kFloat32,
+                                                      MemoryCategory::kOther, nullptr));
+  float* d = data.data<float>();
+  float* b = block.data<float>();
+  for (int i = 0; iterations == 0 || i < iterations; ++i) {
+    auto expected = [&](int64_t j) {
+      return static_cast<float>(n * (n + 1) / 2 * (i + 1) + n * (j % 7));
+    };
+    for (int64_t j = 0; j < count; ++j) d[j] = CheckInput(r, i, j);
+    PSZERO_RETURN_IF_ERROR(comm.AllReduce(data, collectives::ReduceOp::kSum));
+    for (int64_t j = 0; j < count; ++j) {
+      if (d[j] != expected(j)) {
+        return Status::Internal("allreduce iteration " + std::to_string(i) + " element " +
+                                std::to_string(j) + " wrong");
+      }
+    }
+    for (int64_t j = 0; j < count; ++j) d[j] = CheckInput(r, i, j);
+    PSZERO_RETURN_IF_ERROR(comm.ReduceScatter(data, block, collectives::ReduceOp::kSum));
+    for (int64_t j = 0; j < count / n; ++j) {
+      if (b[j] != expected(r * (count / n) + j)) {
+        return Status::Internal("reduce_scatter iteration " + std::to_string(i) + " wrong");
+      }
+    }
+    PSZERO_RETURN_IF_ERROR(comm.AllGather(block, data));
+    for (int64_t j = 0; j < count; ++j) {
+      if (d[j] != expected(j)) {
+        return Status::Internal("allgather iteration " + std::to_string(i) + " wrong");
+      }
+    }
+    if (i == 0 && store != nullptr) {
+      PSZERO_RETURN_IF_ERROR(store->Set("job/progress/" + std::to_string(r), "1"));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace pszero::testing

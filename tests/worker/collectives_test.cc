@@ -1,0 +1,512 @@
+// Every collective, dtype and reduction with ranks as threads, against a serial
+// double-precision reference; the deterministic variant bit-equal to a serial
+// left-to-right fp32 sum; subgroups; bytes per rank equal to the ring bound.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "common/half.h"
+#include "tests/worker/collective_test_util.h"
+#include "worker/collectives/communicator.h"
+#include "worker/collectives/stream.h"
+
+namespace pszero::collectives {
+namespace {
+
+using testing::CommRanks;
+
+// Value of element i on rank r, exactly representable in every dtype under test.
+double InputValue(int r, int64_t i, DType dtype) {
+  uint64_t x = (static_cast<uint64_t>(r) + 1) * 0x9E3779B97F4A7C15ull ^
+               (static_cast<uint64_t>(i) * 0xBF58476D1CE4E5B9ull);
+  x ^= x >> 31;
+  const int v = static_cast<int>(x % 2001) - 1000;  // -1000..1000
+  switch (dtype) {
+    case DType::kInt32:
+    case DType::kInt64:
+      return v;
+    case DType::kFloat32:
+      return v / 1024.0 + 1.0 / 3;  // needs rounding, so summation order shows
+    default:                       // bf16 / fp16: 8 significant bits
+      return v / 64.0;
+  }
+}
+
+void Store(void* base, int64_t i, DType dtype, double v) {
+  switch (dtype) {
+    case DType::kFloat32:
+      static_cast<float*>(base)[i] = static_cast<float>(v);
+      break;
+    case DType::kBFloat16:
+      static_cast<uint16_t*>(base)[i] = FloatToBf16Bits(static_cast<float>(v));
+      break;
+    case DType::kFloat16:
+      static_cast<uint16_t*>(base)[i] = FloatToFp16Bits(static_cast<float>(v));
+      break;
+    case DType::kInt32:
+      static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v);
+      break;
+    case DType::kInt64:
+      static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v);
+      break;
+    case DType::kUInt8:
+      static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(v);
+      break;
+  }
+}
+
+double Load(const void* base, int64_t i, DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return static_cast<const float*>(base)[i];
+    case DType::kBFloat16:
+      return Bf16BitsToFloat(static_cast<const uint16_t*>(base)[i]);
+    case DType::kFloat16:
+      return Fp16BitsToFloat(static_cast<const uint16_t*>(base)[i]);
+    case DType::kInt32:
+      return static_cast<const int32_t*>(base)[i];
+    case DType::kInt64:
+      return static_cast<double>(static_cast<const int64_t*>(base)[i]);
+    case DType::kUInt8:
+      return static_cast<const uint8_t*>(base)[i];
+  }
+  return 0;
+}
+
+// The element as the rank holds it (after rounding to dtype).
+double Held(int r, int64_t i, DType dtype) {
+  uint64_t bits = 0;
+  Store(&bits, 0, dtype, InputValue(r, i, dtype));
+  return Load(&bits, 0, dtype);
+}
+
+double Reference(int n, int64_t i, DType dtype, ReduceOp op) {
+  double acc = Held(0, i, dtype);
+  for (int r = 1; r < n; ++r) {
+    acc = op == ReduceOp::kMax ? std::max(acc, Held(r, i, dtype)) : acc + Held(r, i, dtype);
+  }
+  return op == ReduceOp::kAvg ? acc / n : acc;
+}
+
+// Rounding error bound of a sum of n held values of element i computed in any order with
+// a rounding to dtype after each addition: n roundings of at most half an ulp of a
+// partial sum, each bounded by the sum of magnitudes.
+double Tolerance(DType dtype, int n, int64_t i) {
+  double magnitude = 1;
+  for (int r = 0; r < n; ++r) magnitude += std::fabs(Held(r, i, dtype));
+  switch (dtype) {
+    case DType::kFloat32:
+      return std::ldexp(1.0, -24) * n * magnitude;
+    case DType::kBFloat16:
+      return std::ldexp(1.0, -8) * n * magnitude;
+    case DType::kFloat16:
+      return std::ldexp(1.0, -11) * n * magnitude;
+    default:
+      return 0;
+  }
+}
+
+Tensor Make(int64_t count, DType dtype) {
+  Result<Tensor> t = Tensor::Zeros({count}, dtype, MemoryCategory::kOther, nullptr);
+  EXPECT_TRUE(t.ok());
+  return std::move(t).value();
+}
+
+Tensor Inputs(int r, int64_t count, DType dtype) {
+  Tensor t = Make(count, dtype);
+  for (int64_t i = 0; i < count; ++i) Store(t.data(), i, dtype, InputValue(r, i, dtype));
+  return t;
+}
+
+struct Config {
+  const char* name;
+  CommunicatorOptions options;
+};
+
+std::vector<Config> Configs() {
+  CommunicatorOptions direct;
+  direct.small_message_bytes = size_t{1} << 40;
+  CommunicatorOptions ring;
+  ring.small_message_bytes = 0;
+  ring.segment_bytes = 96;  // many segments, uneven ones included
+  ring.segments_in_flight = 3;
+  CommunicatorOptions det = ring;
+  det.deterministic = true;
+  return {{"direct", direct}, {"ring", ring}, {"deterministic", det}};
+}
+
+std::vector<int64_t> Counts(int n) {
+  std::vector<int64_t> c = {0, 1, n - 1, 1009};
+  c.erase(std::unique(c.begin(), c.end()), c.end());
+  return c;
+}
+
+const DType kDTypes[] = {DType::kFloat32, DType::kBFloat16, DType::kFloat16, DType::kInt32,
+                         DType::kInt64};
+const int kWorldSizes[] = {1, 2, 3, 4, 5, 8};
+
+class CollectivesTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(CollectivesTest, AllReduceEveryDTypeOpAndAlgorithm) {
+  const int n = GetParam();
+  for (const Config& config : Configs()) {
+    CommRanks ranks(n, config.options);
+    ASSERT_EQ(ranks.size(), n);
+    for (DType dtype : kDTypes) {
+      for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
+        if (!CheckReduce(dtype, op).ok()) continue;
+        for (int64_t count : Counts(n)) {
+          std::vector<Tensor> data(n);
+          for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, dtype);
+          CommRanks::ExpectAllOk(
+              ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], op); }));
+          for (int r = 0; r < n; ++r) {
+            for (int64_t i = 0; i < count; ++i) {
+              const double ref = Reference(n, i, dtype, op);
+              ASSERT_NEAR(Load(data[r].data(), i, dtype), ref, Tolerance(dtype, n, i))
+                  << config.name << " " << DTypeName(dtype) << " " << ReduceOpName(op)
+                  << " count " << count << " rank " << r << " element " << i;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(CollectivesTest, ReduceScatterAndAllGather) {
+  const int n = GetParam();
+  for (const Config& config : Configs()) {
+    CommRanks ranks(n, config.options);
+    for (DType dtype : {DType::kFloat32, DType::kBFloat16, DType::kInt64}) {
+      for (int64_t block : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{257}}) {
+        std::vector<Tensor> in(n), out(n);
+        for (int r = 0; r < n; ++r) {
+          in[r] = Inputs(r, block * n, dtype);
+          out[r] = Make(block, dtype);
+        }
+        CommRanks::ExpectAllOk(ranks.Run(
+            [&](int r) { return ranks.comm(r).ReduceScatter(in[r], out[r], ReduceOp::kSum); }));
+        for (int r = 0; r < n; ++r) {
+          for (int64_t i = 0; i < block; ++i) {
+            const double ref = Reference(n, r * block + i, dtype, ReduceOp::kSum);
+            ASSERT_NEAR(Load(out[r].data(), i, dtype), ref, Tolerance(dtype, n, r * block + i))
+                << config.name << " reduce_scatter " << DTypeName(dtype) << " block " << block
+                << " rank " << r << " element " << i;
+          }
+        }
+        // All-gather the blocks back: every rank gets every rank's input block r.
+        std::vector<Tensor> gathered(n);
+        for (int r = 0; r < n; ++r) {
+          gathered[r] = Make(block * n, dtype);
+          in[r] = Inputs(r, block, dtype);
+        }
+        CommRanks::ExpectAllOk(
+            ranks.Run([&](int r) { return ranks.comm(r).AllGather(in[r], gathered[r]); }));
+        for (int r = 0; r < n; ++r) {
+          for (int p = 0; p < n; ++p) {
+            for (int64_t i = 0; i < block; ++i) {
+              ASSERT_EQ(Load(gathered[r].data(), p * block + i, dtype), Held(p, i, dtype))
+                  << config.name << " allgather rank " << r << " block " << p << " elem " << i;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(CollectivesTest, BroadcastFromEveryRoot) {
+  const int n = GetParam();
+  for (const Config& config : Configs()) {
+    CommRanks ranks(n, config.options);
+    for (int root = 0; root < n; ++root) {
+      for (int64_t count : {int64_t{0}, int64_t{1}, int64_t{1009}}) {
+        std::vector<Tensor> data(n);
+        for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, DType::kFloat32);
+        CommRanks::ExpectAllOk(
+            ranks.Run([&](int r) { return ranks.comm(r).Broadcast(data[r], root); }));
+        for (int r = 0; r < n; ++r) {
+          ASSERT_EQ(std::memcmp(data[r].data(), data[root].data(), data[r].nbytes()), 0)
+              << config.name << " root " << root << " rank " << r;
+          for (int64_t i = 0; i < count; ++i) {
+            ASSERT_EQ(Load(data[r].data(), i, DType::kFloat32), Held(root, i, DType::kFloat32));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(CollectivesTest, AllToAllAndV) {
+  const int n = GetParam();
+  CommRanks ranks(n, {});
+  const int64_t block = 33;
+  std::vector<Tensor> in(n), out(n);
+  for (int r = 0; r < n; ++r) {
+    in[r] = Make(block * n, DType::kInt32);
+    out[r] = Make(block * n, DType::kInt32);
+    for (int64_t i = 0; i < block * n; ++i) in[r].data<int32_t>()[i] = r * 100000 + i;
+  }
+  CommRanks::ExpectAllOk(ranks.Run([&](int r) { return ranks.comm(r).AllToAll(in[r], out[r]); }));
+  for (int r = 0; r < n; ++r) {
+    for (int p = 0; p < n; ++p) {
+      for (int64_t i = 0; i < block; ++i) {
+        ASSERT_EQ(out[r].data<int32_t>()[p * block + i], p * 100000 + r * block + i);
+      }
+    }
+  }
+  // V form: rank r sends (r + p) % 3 + p elements to rank p.
+  auto count = [](int from, int to) { return static_cast<int64_t>((from + to) % 3 + to); };
+  std::vector<Tensor> vin(n), vout(n);
+  for (int r = 0; r < n; ++r) {
+    vin[r] = Make(64 * n, DType::kInt64);
+    vout[r] = Make(64 * n, DType::kInt64);
+    int64_t off = 0;
+    for (int p = 0; p < n; ++p) {
+      for (int64_t i = 0; i < count(r, p); ++i) vin[r].data<int64_t>()[off++] = r * 1000 + p * 10 + i;
+    }
+  }
+  CommRanks::ExpectAllOk(ranks.Run([&](int r) {
+    std::vector<int64_t> sc(n), rc(n);
+    for (int p = 0; p < n; ++p) {
+      sc[p] = count(r, p);
+      rc[p] = count(p, r);
+    }
+    return ranks.comm(r).AllToAllV(vin[r], sc, vout[r], rc);
+  }));
+  for (int r = 0; r < n; ++r) {
+    int64_t off = 0;
+    for (int p = 0; p < n; ++p) {
+      for (int64_t i = 0; i < count(p, r); ++i) {
+        ASSERT_EQ(vout[r].data<int64_t>()[off++], p * 1000 + r * 10 + i);
+      }
+    }
+  }
+}
+
+TEST_P(CollectivesTest, DeterministicIsBitEqualToSerialSumForEverySegmentSize) {
+  const int n = GetParam();
+  const int64_t count = 4099;
+  for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
+    // Serial left-to-right fp32 sum, rounded once.
+    Tensor expected = Make(count, dtype);
+    for (int64_t i = 0; i < count; ++i) {
+      float acc = static_cast<float>(Held(0, i, dtype));
+      for (int r = 1; r < n; ++r) acc += static_cast<float>(Held(r, i, dtype));
+      Store(expected.data(), i, dtype, acc);
+    }
+    for (size_t segment : {size_t{64}, size_t{1000}, size_t{1} << 20}) {
+      for (size_t small : {size_t{0}, size_t{1} << 30}) {
+        CommunicatorOptions options;
+        options.deterministic = true;
+        options.segment_bytes = segment;
+        options.small_message_bytes = small;
+        CommRanks ranks(n, options);
+        std::vector<Tensor> data(n);
+        for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, dtype);
+        CommRanks::ExpectAllOk(
+            ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+        for (int r = 0; r < n; ++r) {
+          ASSERT_EQ(std::memcmp(data[r].data(), expected.data(), expected.nbytes()), 0)
+              << DTypeName(dtype) << " segment " << segment << " small " << small << " rank "
+              << r;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(CollectivesTest, BarrierAndRepeatedOps) {
+  const int n = GetParam();
+  CommRanks ranks(n, {});
+  CommRanks::ExpectAllOk(ranks.Run([&](int r) -> Status {
+    for (int i = 0; i < 20; ++i) {
+      PSZERO_RETURN_IF_ERROR(ranks.comm(r).Barrier());
+      Tensor t = Make(3, DType::kInt64);
+      t.data<int64_t>()[0] = r;
+      t.data<int64_t>()[1] = i;
+      t.data<int64_t>()[2] = 1;
+      PSZERO_RETURN_IF_ERROR(ranks.comm(r).AllReduce(t, ReduceOp::kSum));
+      if (t.data<int64_t>()[0] != n * (n - 1) / 2 || t.data<int64_t>()[1] != i * n ||
+          t.data<int64_t>()[2] != n) {
+        return Status::Internal("wrong sum in iteration " + std::to_string(i));
+      }
+    }
+    return Status::Ok();
+  }));
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, CollectivesTest, ::testing::ValuesIn(kWorldSizes),
+                         [](const auto& info) { return "N" + std::to_string(info.param); });
+
+TEST(CollectivesSplitTest, TwoByTwoGroups) {
+  CommRanks ranks(4, {});
+  std::vector<std::unique_ptr<Communicator>> rows(4), cols(4);
+  CommRanks::ExpectAllOk(ranks.Run([&](int r) -> Status {
+    PSZERO_ASSIGN_OR_RETURN(rows[r], ranks.comm(r).Split(r / 2, r));
+    PSZERO_ASSIGN_OR_RETURN(cols[r], ranks.comm(r).Split(r % 2, -r));  // reversed order
+    return Status::Ok();
+  }));
+  for (int r = 0; r < 4; ++r) {
+    ASSERT_EQ(rows[r]->size(), 2);
+    EXPECT_EQ(rows[r]->rank(), r % 2);
+    EXPECT_EQ(cols[r]->rank(), 1 - r / 2);  // key -r puts the higher rank first
+    EXPECT_NE(rows[r]->id(), cols[r]->id());
+    EXPECT_NE(rows[r]->id(), 0u);
+  }
+  // Both splits in flight in an interleaved order; each sums only its own group.
+  std::vector<Tensor> a(4), b(4);
+  CommRanks::ExpectAllOk(ranks.Run([&](int r) -> Status {
+    a[r] = Make(5000, DType::kFloat32);
+    b[r] = Make(5000, DType::kFloat32);
+    for (int i = 0; i < 5000; ++i) {
+      a[r].data<float>()[i] = static_cast<float>(r + 1);
+      b[r].data<float>()[i] = static_cast<float>(10 * (r + 1));
+    }
+    PSZERO_RETURN_IF_ERROR(rows[r]->AllReduce(a[r], ReduceOp::kSum));
+    return cols[r]->AllReduce(b[r], ReduceOp::kSum);
+  }));
+  for (int r = 0; r < 4; ++r) {
+    const float row_sum = r < 2 ? 1 + 2 : 3 + 4;
+    const float col_sum = r % 2 == 0 ? 10 + 30 : 20 + 40;
+    EXPECT_EQ(a[r].data<float>()[4999], row_sum);
+    EXPECT_EQ(b[r].data<float>()[0], col_sum);
+  }
+  // A negative color takes part but gets no communicator.
+  std::vector<std::unique_ptr<Communicator>> some(4);
+  CommRanks::ExpectAllOk(ranks.Run([&](int r) -> Status {
+    PSZERO_ASSIGN_OR_RETURN(some[r], ranks.comm(r).Split(r == 3 ? -1 : 0, r));
+    return Status::Ok();
+  }));
+  EXPECT_EQ(some[3], nullptr);
+  EXPECT_EQ(some[0]->size(), 3);
+}
+
+// 64 MiB arrays through the default options (ring, 512 KiB segments): allreduce,
+// reduce-scatter and all-gather against the serial double-precision reference.
+TEST(CollectivesLargeTest, SixtyFourMiB) {
+  for (int n : {2, 4}) {
+    CommRanks ranks(n, {});
+    const int64_t count = (int64_t{64} << 20) / 4;
+    std::vector<Tensor> data(n), block(n);
+    for (int r = 0; r < n; ++r) {
+      data[r] = Inputs(r, count, DType::kFloat32);
+      block[r] = Make(count / n, DType::kFloat32);
+    }
+    CommRanks::ExpectAllOk(ranks.Run([&](int r) -> Status {
+      PSZERO_RETURN_IF_ERROR(ranks.comm(r).AllReduce(data[r], ReduceOp::kSum));
+      // Reduce-scatter the reduced array again (each block becomes n times the sum) and
+      // gather the blocks back.
+      PSZERO_RETURN_IF_ERROR(ranks.comm(r).ReduceScatter(data[r], block[r], ReduceOp::kSum));
+      return ranks.comm(r).AllGather(block[r], data[r]);
+    }));
+    for (int r = 0; r < n; ++r) {
+      for (int64_t i = 0; i < count; i += 997) {
+        const double ref = n * Reference(n, i, DType::kFloat32, ReduceOp::kSum);
+        ASSERT_NEAR(Load(data[r].data(), i, DType::kFloat32), ref,
+                    2 * n * Tolerance(DType::kFloat32, n, i))
+            << "n " << n << " rank " << r << " element " << i;
+      }
+    }
+  }
+}
+
+TEST(CollectivesBytesTest, RingMovesExactlyTheBound) {
+  for (int n : {2, 3, 4}) {
+    CommunicatorOptions options;
+    options.small_message_bytes = 0;
+    options.segment_bytes = 4096;
+    CommRanks ranks(n, options);
+    const int64_t count = 3 * 4 * 5 * 1024;  // divisible by every n
+    const uint64_t s = static_cast<uint64_t>(count) * 4;
+    std::vector<Tensor> data(n), out(n);
+    std::vector<PeerByteCounters> before(n);
+    for (int r = 0; r < n; ++r) {
+      data[r] = Inputs(r, count, DType::kFloat32);
+      out[r] = Make(count / n, DType::kFloat32);
+      before[r] = ranks.transport(r).TotalCounters();
+    }
+    CommRanks::ExpectAllOk(
+        ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+    for (int r = 0; r < n; ++r) {
+      const PeerByteCounters after = ranks.transport(r).TotalCounters();
+      EXPECT_EQ(after.bytes_sent - before[r].bytes_sent, 2 * (n - 1) * s / n) << "n " << n;
+      EXPECT_EQ(after.bytes_received - before[r].bytes_received, 2 * (n - 1) * s / n);
+      before[r] = after;
+    }
+    CommRanks::ExpectAllOk(ranks.Run(
+        [&](int r) { return ranks.comm(r).ReduceScatter(data[r], out[r], ReduceOp::kSum); }));
+    for (int r = 0; r < n; ++r) {
+      const PeerByteCounters after = ranks.transport(r).TotalCounters();
+      EXPECT_EQ(after.bytes_sent - before[r].bytes_sent, (n - 1) * s / n) << "n " << n;
+    }
+  }
+}
+
+// Buckets all-reduced asynchronously on a stream while the issuing thread goes on; they
+// complete in issue order with the right sums.
+TEST(CollectiveStreamTest, AsyncOpsCompleteInIssueOrder) {
+  const int n = 3;
+  CommRanks ranks(n, {});
+  constexpr int kBuckets = 12;
+  std::vector<std::vector<Tensor>> buckets(n, std::vector<Tensor>(kBuckets));
+  std::vector<std::vector<int>> order(n);
+  CommRanks::ExpectAllOk(ranks.Run([&](int r) -> Status {
+    CollectiveStream stream;
+    std::vector<Work> works;
+    for (int b = 0; b < kBuckets; ++b) {
+      buckets[r][b] = Make(1000 + 977 * b, DType::kFloat32);  // small and ring-sized
+      std::fill_n(buckets[r][b].data<float>(), buckets[r][b].numel(), float(r + b));
+      works.push_back(stream.Enqueue("bucket " + std::to_string(b), [&, r, b] {
+        order[r].push_back(b);
+        return ranks.comm(r).AllReduce(buckets[r][b], ReduceOp::kSum);
+      }));
+    }
+    for (int b = 0; b < kBuckets; ++b) {
+      PSZERO_RETURN_IF_ERROR(works[b].Wait(std::chrono::seconds(60)));
+      for (int earlier = 0; earlier < b; ++earlier) {
+        if (!works[earlier].Done()) return Status::Internal("bucket done before an earlier one");
+      }
+    }
+    return stream.Synchronize(std::chrono::seconds(60));
+  }));
+  for (int r = 0; r < n; ++r) {
+    ASSERT_EQ(order[r].size(), static_cast<size_t>(kBuckets));
+    for (int b = 0; b < kBuckets; ++b) {
+      EXPECT_EQ(order[r][b], b);
+      EXPECT_EQ(buckets[r][b].data<float>()[buckets[r][b].numel() - 1], float(3 * b + 0 + 1 + 2));
+    }
+  }
+}
+
+TEST(CollectiveStreamTest, FailureIsReportedByWorkAndSynchronize) {
+  CollectiveStream stream;
+  Work ok = stream.Enqueue("first", [] { return Status::Ok(); });
+  Work bad = stream.Enqueue("second", [] { return Status::Unavailable("rank 2 lost"); });
+  EXPECT_TRUE(ok.Wait(std::chrono::seconds(10)).ok());
+  Status s = bad.Wait(std::chrono::seconds(10));
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(s.message(), "second: rank 2 lost");
+  EXPECT_EQ(stream.Synchronize(std::chrono::seconds(10)).message(), "second: rank 2 lost");
+}
+
+TEST(CollectivesErrorsTest, BadArgumentsAreInvalidArgument) {
+  CommRanks ranks(1, {});
+  Communicator& c = ranks.comm(0);
+  Tensor ints = Make(4, DType::kInt32);
+  EXPECT_EQ(c.AllReduce(ints, ReduceOp::kAvg).code(), StatusCode::kInvalidArgument);
+  Tensor a = Make(4, DType::kFloat32), b = Make(3, DType::kFloat32);
+  EXPECT_EQ(c.ReduceScatter(a, b, ReduceOp::kSum).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.AllGather(a, b).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.Broadcast(a, 1).code(), StatusCode::kInvalidArgument);
+  Tensor m = *Tensor::Zeros({4, 4}, DType::kFloat32, MemoryCategory::kOther, nullptr);
+  EXPECT_EQ(c.AllReduce(*m.Transpose(0, 1), ReduceOp::kSum).code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace pszero::collectives

@@ -1,0 +1,791 @@
+#include "worker/collectives/communicator.h"
+
+#include "worker/collectives/nccl_backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <string>
+#include <tuple>
+
+namespace pszero::collectives {
+
+// Comm ids of every communicator made from one World, shared by them (one rank's view).
+// A new communicator takes the largest next id of its members, so its id differs from
+// every id any of its members already uses.
+struct Communicator::IdAllocator {
+  uint32_t next = 1;  // 0 is the World
+};
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int Mod(int a, int n) { return ((a % n) + n) % n; }
+
+// N chunks of a count, each cut into `segments` segments; balanced (sizes differ by at
+// most one element, larger ones first).
+struct Layout {
+  int64_t count;
+  int n;
+  int segments;
+
+  int64_t ChunkBegin(int c) const {
+    const int64_t q = count / n, rem = count % n;
+    return c * q + std::min<int64_t>(c, rem);
+  }
+  int64_t ChunkSize(int c) const { return ChunkBegin(c + 1) - ChunkBegin(c); }
+  int64_t SegBegin(int c, int g) const {
+    const int64_t cs = ChunkSize(c), q = cs / segments, rem = cs % segments;
+    return ChunkBegin(c) + g * q + std::min<int64_t>(g, rem);
+  }
+  int64_t SegSize(int c, int g) const { return SegBegin(c, g + 1) - SegBegin(c, g); }
+};
+
+int SegmentsFor(int64_t largest_piece_bytes, size_t segment_bytes) {
+  const int64_t seg = std::max<int64_t>(1, static_cast<int64_t>(segment_bytes));
+  return static_cast<int>(std::max<int64_t>(1, (largest_piece_bytes + seg - 1) / seg));
+}
+
+Status CheckTensor(const Tensor& t, const char* what) {
+  if (t.device() != Device::kHost) {
+    return Status::Internal(std::string(what) + ": device tensor on the host path");
+  }
+  if (!t.is_contiguous()) return Status::InvalidArgument(std::string(what) + " must be contiguous");
+  return Status::Ok();
+}
+
+bool OnDevice(const Tensor& t) { return t.device() == Device::kCuda; }
+
+}  // namespace
+
+// One op in progress: its name, tag sequence and deadline, and how it names itself.
+struct Communicator::OpContext {
+  const char* name;
+  uint32_t seq;
+  Clock::time_point deadline;
+  std::string where;  // "allreduce #12 on comm 0 (rank 1 of 4)"
+
+  uint64_t Tag(uint32_t comm_id, uint32_t segment) const { return MakeTag(comm_id, seq, segment); }
+};
+
+Communicator::OpContext Communicator::BeginOp(const char* name) {
+  OpContext op{name, op_seq_++, Clock::now() + options_.timeout, {}};
+  op.where = std::string(name) + " #" + std::to_string(op.seq) + " on comm " +
+             std::to_string(id_) + " (rank " + std::to_string(rank_) + " of " +
+             std::to_string(size()) + ")";
+  return op;
+}
+
+Communicator::Communicator(Transport* transport, std::vector<int> ranks, int rank, uint32_t id,
+                           std::shared_ptr<IdAllocator> ids, const CommunicatorOptions& options)
+    : transport_(transport),
+      ranks_(std::move(ranks)),
+      rank_(rank),
+      id_(id),
+      ids_(std::move(ids)),
+      options_(options) {}
+
+Communicator::~Communicator() = default;
+
+Result<std::unique_ptr<Communicator>> Communicator::World(Transport* transport,
+                                                          const CommunicatorOptions& options) {
+  if (transport == nullptr) return Status::InvalidArgument("Communicator::World without transport");
+  std::vector<int> ranks(transport->world_size());
+  std::iota(ranks.begin(), ranks.end(), 0);
+  std::unique_ptr<Communicator> comm(new Communicator(transport, std::move(ranks),
+                                                      transport->rank(), 0,
+                                                      std::make_shared<IdAllocator>(), options));
+  PSZERO_RETURN_IF_ERROR(comm->ConnectMembers());
+  return comm;
+}
+
+Status Communicator::ConnectMembers() {
+  for (int p = 0; p < size(); ++p) {
+    if (p == rank_) continue;
+    PSZERO_RETURN_IF_ERROR(transport_->Connect(ranks_[p]).WithContext(
+        "communicator " + std::to_string(id_) + ": connecting to rank " + std::to_string(p)));
+  }
+  return Status::Ok();
+}
+
+void Communicator::Abort(const Status& reason) {
+  std::lock_guard lock(abort_mu_);
+  if (aborted_) return;
+  abort_reason_ = reason.ok() ? Status::Unavailable("communicator aborted") : reason;
+  aborted_ = true;
+}
+
+Status Communicator::Health() const {
+  if (aborted_) {
+    std::lock_guard lock(abort_mu_);
+    return abort_reason_;
+  }
+  for (int p = 0; p < size(); ++p) {
+    if (p == rank_) continue;
+    PSZERO_RETURN_IF_ERROR(transport_->PeerStatus(ranks_[p]));
+  }
+  return Status::Ok();
+}
+
+Result<std::byte*> Communicator::Scratch(size_t bytes) {
+  if (scratch_.nbytes() < bytes) {
+    scratch_ = Tensor();  // release before allocating the larger one
+    PSZERO_ASSIGN_OR_RETURN(scratch_, Tensor::Empty({static_cast<int64_t>(bytes)}, DType::kUInt8,
+                                                    MemoryCategory::kCommBuffers,
+                                                    options_.tracker));
+  }
+  return static_cast<std::byte*>(scratch_.data());
+}
+
+// ---------------------------------------------------------------------------------------
+// The segment pipeline every algorithm runs on: `segments` independent segments, each a
+// sequence of `rounds`; a round posts some requests and, once all of them completed,
+// finishes (e.g. reduces what arrived). At most `lanes` segments are in flight.
+
+namespace {
+
+struct PipelineSpec {
+  int segments = 1;
+  int rounds = 1;
+  int lanes = 1;
+  // Posts round `round` of segment `g` (running on lane `lane`) into `requests`.
+  std::function<Status(int lane, int g, int round, std::vector<Request>& requests)> post;
+  // Called after every request of the round completed successfully.
+  std::function<Status(int lane, int g, int round)> finish;
+};
+
+struct Lane {
+  int g = -1;  // -1: idle
+  int round = 0;
+  std::vector<Request> requests;
+};
+
+std::string PendingDescription(const std::vector<Lane>& lanes) {
+  std::string out;
+  for (const Lane& lane : lanes) {
+    if (lane.g < 0) continue;
+    for (const Request& r : lane.requests) {
+      if (!r.valid() || r.done()) continue;
+      if (!out.empty()) out += "; ";
+      out += "segment " + std::to_string(lane.g) + " round " + std::to_string(lane.round) +
+             " waiting on " + r.completion()->kind + " with rank " + std::to_string(r.peer());
+    }
+  }
+  return out;
+}
+
+Status RunPipeline(Transport* transport, const std::string& where, Clock::time_point deadline,
+                   const std::function<Status()>& health, const PipelineSpec& spec) {
+  PSZERO_RETURN_IF_ERROR(health().WithContext(where));
+  std::vector<Lane> lanes(std::max(1, std::min(spec.lanes, spec.segments)));
+  int next = 0, finished = 0;
+  auto post = [&](Lane& lane) -> Status {
+    lane.requests.clear();
+    return spec.post(static_cast<int>(&lane - lanes.data()), lane.g, lane.round, lane.requests)
+        .WithContext(where);
+  };
+  while (finished < spec.segments) {
+    bool advanced = false;
+    for (Lane& lane : lanes) {
+      if (lane.g < 0) {
+        if (next >= spec.segments) continue;
+        lane.g = next++;
+        lane.round = 0;
+        PSZERO_RETURN_IF_ERROR(post(lane));
+        advanced = true;
+      }
+      bool all_done = true;
+      for (const Request& r : lane.requests) {
+        if (!r.valid()) continue;
+        if (!r.done()) {
+          all_done = false;
+          continue;
+        }
+        Status s = r.status();
+        if (!s.ok()) {
+          return s.WithContext(where + ", segment " + std::to_string(lane.g) + " round " +
+                               std::to_string(lane.round));
+        }
+      }
+      if (!all_done) continue;
+      const int lane_index = static_cast<int>(&lane - lanes.data());
+      PSZERO_RETURN_IF_ERROR(spec.finish(lane_index, lane.g, lane.round).WithContext(where));
+      advanced = true;
+      if (++lane.round == spec.rounds) {
+        lane.g = -1;
+        lane.requests.clear();
+        ++finished;
+        // The lane picks up the next segment on the next pass.
+      } else {
+        PSZERO_RETURN_IF_ERROR(post(lane));
+      }
+    }
+    if (advanced || finished == spec.segments) continue;
+    PSZERO_RETURN_IF_ERROR(health().WithContext(where));
+    const auto left = deadline - Clock::now();
+    if (left <= Clock::duration::zero()) {
+      return Status::DeadlineExceeded(where + ": no progress before the deadline; " +
+                                      PendingDescription(lanes));
+    }
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(left);
+    PSZERO_ASSIGN_OR_RETURN(int events, transport->Poll(std::max(wait, std::chrono::milliseconds(1))));
+    (void)events;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Ring reduce-scatter and/or all-gather, segment by segment.
+//
+// Reduce-scatter step k (0..N-2): send chunk r-k-1, receive chunk r-k-2 from the left;
+// after the last step rank r holds chunk r fully reduced. The partial sums travel in two
+// scratch slots per lane, so the input is never written. All-gather step j (0..N-2):
+// send chunk r-j, receive chunk r-j-1 into place.
+
+Status Communicator::RingReduceScatterAllGather(OpContext& op, const std::byte* input,
+                                                std::byte* rs_out, std::byte* ag_buf,
+                                                int64_t count, DType dtype, ReduceOp reduce,
+                                                bool do_rs, bool do_ag) {
+  const int n = size();
+  const int r = rank_;
+  const size_t es = DTypeSize(dtype);
+  Layout layout{count, n, 1};
+  layout.segments =
+      SegmentsFor(layout.ChunkSize(0) * static_cast<int64_t>(es), options_.segment_bytes);
+  const int rs_steps = do_rs ? n - 1 : 0;
+  const int ag_steps = do_ag ? n - 1 : 0;
+  const int lanes = std::max(1, options_.segments_in_flight);
+  const int64_t max_seg_bytes = layout.SegSize(0, 0) * static_cast<int64_t>(es);
+  std::byte* slots = nullptr;
+  if (do_rs) {
+    PSZERO_ASSIGN_OR_RETURN(slots, Scratch(static_cast<size_t>(2 * lanes * max_seg_bytes)));
+  }
+  auto slot = [&](int lane, int k) { return slots + (2 * lane + (k % 2)) * max_seg_bytes; };
+  const double scale = reduce == ReduceOp::kAvg ? 1.0 / n : 1.0;
+  const int left = global_rank(Mod(r - 1, n));
+  const int right = global_rank(Mod(r + 1, n));
+  auto at = [&](const std::byte* base, int c, int g) {
+    return base + layout.SegBegin(c, g) * static_cast<int64_t>(es);
+  };
+  auto bytes = [&](int c, int g) { return static_cast<size_t>(layout.SegSize(c, g)) * es; };
+
+  PipelineSpec spec;
+  spec.segments = layout.segments;
+  spec.rounds = rs_steps + ag_steps;
+  spec.lanes = lanes;
+  spec.post = [&](int lane, int g, int k, std::vector<Request>& reqs) -> Status {
+    const uint64_t tag = op.Tag(id_, static_cast<uint32_t>(g));
+    const void* send_ptr;
+    void* recv_ptr;
+    int sc, rc;
+    if (k < rs_steps) {
+      sc = Mod(r - k - 1, n);
+      rc = Mod(r - k - 2, n);
+      send_ptr = k == 0 ? at(input, sc, g) : slot(lane, k - 1);
+      recv_ptr = slot(lane, k);
+    } else {
+      const int j = k - rs_steps;
+      sc = Mod(r - j, n);
+      rc = Mod(r - j - 1, n);
+      send_ptr = at(ag_buf, sc, g);
+      recv_ptr = const_cast<std::byte*>(at(ag_buf, rc, g));
+    }
+    PSZERO_ASSIGN_OR_RETURN(Request recv, transport_->Recv(left, tag, recv_ptr, bytes(rc, g)));
+    reqs.push_back(std::move(recv));
+    PSZERO_ASSIGN_OR_RETURN(Request send, transport_->Send(right, tag, send_ptr, bytes(sc, g)));
+    reqs.push_back(std::move(send));
+    return Status::Ok();
+  };
+  spec.finish = [&](int lane, int g, int k) -> Status {
+    if (k >= rs_steps) return Status::Ok();
+    const int rc = Mod(r - k - 2, n);
+    std::byte* partial = slot(lane, k);
+    if (k < rs_steps - 1) {
+      ReduceInto(partial, at(input, rc, g), layout.SegSize(rc, g), dtype, reduce);
+    } else {  // rc == r: the chunk this rank owns
+      const void* inputs[2] = {partial, at(input, r, g)};
+      std::byte* out = rs_out + (layout.SegBegin(r, g) - layout.ChunkBegin(r)) * es;
+      ReduceOrdered(out, inputs, 2, layout.SegSize(r, g), dtype, reduce, scale);
+    }
+    return Status::Ok();
+  };
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+}
+
+// Everyone sends its whole array to everyone and reduces all N in rank order: one round,
+// so latency-optimal for small arrays, and deterministic.
+Status Communicator::DirectAllReduce(OpContext& op, std::byte* data, int64_t count, DType dtype,
+                                     ReduceOp reduce) {
+  const int n = size();
+  const size_t bytes = static_cast<size_t>(count) * DTypeSize(dtype);
+  PSZERO_ASSIGN_OR_RETURN(std::byte * scratch, Scratch(bytes * static_cast<size_t>(n)));
+  PipelineSpec spec;
+  spec.post = [&](int, int, int, std::vector<Request>& reqs) -> Status {
+    const uint64_t tag = op.Tag(id_, 0);
+    for (int p = 0; p < n; ++p) {
+      if (p == rank_) continue;
+      PSZERO_ASSIGN_OR_RETURN(Request recv,
+                              transport_->Recv(global_rank(p), tag, scratch + p * bytes, bytes));
+      reqs.push_back(std::move(recv));
+    }
+    for (int i = 1; i < n; ++i) {  // staggered, so that not everyone hits rank 0 first
+      const int p = Mod(rank_ + i, n);
+      PSZERO_ASSIGN_OR_RETURN(Request send, transport_->Send(global_rank(p), tag, data, bytes));
+      reqs.push_back(std::move(send));
+    }
+    return Status::Ok();
+  };
+  spec.finish = [&](int, int, int) -> Status {
+    std::vector<const void*> inputs(n);
+    for (int p = 0; p < n; ++p) inputs[p] = p == rank_ ? data : scratch + p * bytes;
+    ReduceOrdered(data, inputs.data(), n, count, dtype, reduce,
+                  reduce == ReduceOp::kAvg ? 1.0 / n : 1.0);
+    return Status::Ok();
+  };
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+}
+
+// Segment g of chunk p goes straight to rank p, which sums the N contributions in rank
+// order into its chunk of `output`: the deterministic reduce-scatter, (N-1)/N * S bytes
+// per rank like the ring. Chunks are the balanced split of `count`.
+Status Communicator::DirectReduceScatter(OpContext& op, const std::byte* input,
+                                         std::byte* output, int64_t count, DType dtype,
+                                         ReduceOp reduce) {
+  const int n = size();
+  const size_t es = DTypeSize(dtype);
+  Layout layout{count, n, 1};
+  layout.segments =
+      SegmentsFor(layout.ChunkSize(0) * static_cast<int64_t>(es), options_.segment_bytes);
+  const int lanes = std::max(1, options_.segments_in_flight);
+  const int64_t max_seg_bytes = layout.SegSize(0, 0) * static_cast<int64_t>(es);
+  PSZERO_ASSIGN_OR_RETURN(std::byte * slots,
+                          Scratch(static_cast<size_t>(lanes * n * max_seg_bytes)));
+  auto slot = [&](int lane, int p) { return slots + (lane * n + p) * max_seg_bytes; };
+  auto at = [&](const std::byte* base, int c, int g) {
+    return base + layout.SegBegin(c, g) * static_cast<int64_t>(es);
+  };
+  PipelineSpec spec;
+  spec.segments = layout.segments;
+  spec.lanes = lanes;
+  spec.post = [&](int lane, int g, int, std::vector<Request>& reqs) -> Status {
+    const uint64_t tag = op.Tag(id_, static_cast<uint32_t>(g));
+    const size_t mine = static_cast<size_t>(layout.SegSize(rank_, g)) * es;
+    for (int p = 0; p < n; ++p) {
+      if (p == rank_) continue;
+      PSZERO_ASSIGN_OR_RETURN(Request recv,
+                              transport_->Recv(global_rank(p), tag, slot(lane, p), mine));
+      reqs.push_back(std::move(recv));
+    }
+    for (int i = 1; i < n; ++i) {
+      const int p = Mod(rank_ + i, n);
+      const size_t theirs = static_cast<size_t>(layout.SegSize(p, g)) * es;
+      PSZERO_ASSIGN_OR_RETURN(Request send,
+                              transport_->Send(global_rank(p), tag, at(input, p, g), theirs));
+      reqs.push_back(std::move(send));
+    }
+    return Status::Ok();
+  };
+  spec.finish = [&](int lane, int g, int) -> Status {
+    std::vector<const void*> inputs(n);
+    for (int p = 0; p < n; ++p) inputs[p] = p == rank_ ? at(input, rank_, g) : slot(lane, p);
+    std::byte* out = output + (layout.SegBegin(rank_, g) - layout.ChunkBegin(rank_)) * es;
+    ReduceOrdered(out, inputs.data(), n, layout.SegSize(rank_, g), dtype, reduce,
+                  reduce == ReduceOp::kAvg ? 1.0 / n : 1.0);
+    return Status::Ok();
+  };
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+}
+
+Status Communicator::DirectAllGather(OpContext& op, const std::byte* input, std::byte* output,
+                                     int64_t block_count, DType dtype) {
+  const int n = size();
+  const size_t bytes = static_cast<size_t>(block_count) * DTypeSize(dtype);
+  PipelineSpec spec;
+  spec.post = [&](int, int, int, std::vector<Request>& reqs) -> Status {
+    const uint64_t tag = op.Tag(id_, 0);
+    for (int p = 0; p < n; ++p) {
+      if (p == rank_) continue;
+      PSZERO_ASSIGN_OR_RETURN(Request r,
+                              transport_->Recv(global_rank(p), tag, output + p * bytes, bytes));
+      reqs.push_back(std::move(r));
+    }
+    for (int i = 1; i < n; ++i) {
+      const int p = Mod(rank_ + i, n);
+      PSZERO_ASSIGN_OR_RETURN(Request s, transport_->Send(global_rank(p), tag, input, bytes));
+      reqs.push_back(std::move(s));
+    }
+    return Status::Ok();
+  };
+  spec.finish = [](int, int, int) { return Status::Ok(); };
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+}
+
+// Packed blocks: send_bytes[p] from input to rank p, recv_bytes[p] from rank p.
+Status Communicator::Exchange(OpContext& op, const std::byte* input,
+                              std::span<const int64_t> send_bytes, std::byte* output,
+                              std::span<const int64_t> recv_bytes) {
+  const int n = size();
+  std::vector<int64_t> send_off(n + 1, 0), recv_off(n + 1, 0);
+  for (int p = 0; p < n; ++p) {
+    send_off[p + 1] = send_off[p] + send_bytes[p];
+    recv_off[p + 1] = recv_off[p] + recv_bytes[p];
+  }
+  std::memcpy(output + recv_off[rank_], input + send_off[rank_],
+              static_cast<size_t>(std::min(send_bytes[rank_], recv_bytes[rank_])));
+  PipelineSpec spec;
+  spec.post = [&](int, int, int, std::vector<Request>& reqs) -> Status {
+    const uint64_t tag = op.Tag(id_, 0);
+    for (int i = 1; i < n; ++i) {
+      const int p = Mod(rank_ - i, n);
+      PSZERO_ASSIGN_OR_RETURN(
+          Request r, transport_->Recv(global_rank(p), tag, output + recv_off[p],
+                                      static_cast<size_t>(recv_bytes[p])));
+      reqs.push_back(std::move(r));
+    }
+    for (int i = 1; i < n; ++i) {
+      const int p = Mod(rank_ + i, n);
+      PSZERO_ASSIGN_OR_RETURN(
+          Request s, transport_->Send(global_rank(p), tag, input + send_off[p],
+                                      static_cast<size_t>(send_bytes[p])));
+      reqs.push_back(std::move(s));
+    }
+    return Status::Ok();
+  };
+  spec.finish = [](int, int, int) { return Status::Ok(); };
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+}
+
+// ---------------------------------------------------------------------------------------
+// Public ops
+
+Status Communicator::AllReduce(const Tensor& data, ReduceOp reduce) {
+  if (OnDevice(data)) {
+    PSZERO_RETURN_IF_ERROR(CheckReduce(data.dtype(), reduce));
+    if (UseNccl(data)) return nccl_->AllReduce(data, reduce, options_.timeout);
+    return StagedAllReduce(data, reduce);
+  }
+  PSZERO_RETURN_IF_ERROR(CheckTensor(data, "allreduce data"));
+  PSZERO_RETURN_IF_ERROR(CheckReduce(data.dtype(), reduce));
+  OpContext op = BeginOp("allreduce");
+  const int n = size();
+  const int64_t count = data.numel();
+  auto* buf = static_cast<std::byte*>(data.data());
+  if (n == 1 || count == 0) return Status::Ok();
+  if (data.nbytes() <= options_.small_message_bytes) {
+    return DirectAllReduce(op, buf, count, data.dtype(), reduce);
+  }
+  Layout layout{count, n, 1};
+  std::byte* own = buf + layout.ChunkBegin(rank_) * static_cast<int64_t>(data.element_size());
+  if (options_.deterministic) {
+    PSZERO_RETURN_IF_ERROR(DirectReduceScatter(op, buf, own, count, data.dtype(), reduce));
+    return RingReduceScatterAllGather(op, buf, own, buf, count, data.dtype(), reduce,
+                                      /*do_rs=*/false, /*do_ag=*/true);
+  }
+  return RingReduceScatterAllGather(op, buf, own, buf, count, data.dtype(), reduce,
+                                    /*do_rs=*/true, /*do_ag=*/true);
+}
+
+Status Communicator::ReduceScatter(const Tensor& input, const Tensor& output, ReduceOp reduce) {
+  if (OnDevice(input) || OnDevice(output)) {
+    PSZERO_RETURN_IF_ERROR(CheckReduce(input.dtype(), reduce));
+    if (UseNccl(input) && UseNccl(output) && input.numel() == output.numel() * size()) {
+      return nccl_->ReduceScatter(input, output, reduce, options_.timeout);
+    }
+    return StagedReduceScatter(input, output, reduce);
+  }
+  PSZERO_RETURN_IF_ERROR(CheckTensor(input, "reduce_scatter input"));
+  PSZERO_RETURN_IF_ERROR(CheckTensor(output, "reduce_scatter output"));
+  PSZERO_RETURN_IF_ERROR(CheckReduce(input.dtype(), reduce));
+  if (input.dtype() != output.dtype() || input.numel() != output.numel() * size()) {
+    return Status::InvalidArgument("reduce_scatter: input " + input.ToString() +
+                                   " must hold size() x output " + output.ToString());
+  }
+  OpContext op = BeginOp("reduce_scatter");
+  const int64_t block = output.numel();
+  auto* in = static_cast<const std::byte*>(input.data());
+  auto* out = static_cast<std::byte*>(output.data());
+  if (size() == 1) {
+    if (in != out) std::memcpy(out, in, output.nbytes());
+    return Status::Ok();
+  }
+  if (block == 0) return Status::Ok();
+  if (options_.deterministic || input.nbytes() <= options_.small_message_bytes) {
+    return DirectReduceScatter(op, in, out, input.numel(), input.dtype(), reduce);
+  }
+  return RingReduceScatterAllGather(op, in, out, nullptr, input.numel(), input.dtype(), reduce,
+                                    /*do_rs=*/true, /*do_ag=*/false);
+}
+
+Status Communicator::AllGather(const Tensor& input, const Tensor& output) {
+  if (OnDevice(input) || OnDevice(output)) {
+    if (UseNccl(input) && UseNccl(output) && output.numel() == input.numel() * size()) {
+      return nccl_->AllGather(input, output, options_.timeout);
+    }
+    return StagedAllGather(input, output);
+  }
+  PSZERO_RETURN_IF_ERROR(CheckTensor(input, "allgather input"));
+  PSZERO_RETURN_IF_ERROR(CheckTensor(output, "allgather output"));
+  if (input.dtype() != output.dtype() || output.numel() != input.numel() * size()) {
+    return Status::InvalidArgument("allgather: output " + output.ToString() +
+                                   " must hold size() x input " + input.ToString());
+  }
+  OpContext op = BeginOp("allgather");
+  const size_t block_bytes = input.nbytes();
+  auto* out = static_cast<std::byte*>(output.data());
+  std::byte* own = out + rank_ * block_bytes;
+  if (input.data() != own && block_bytes > 0) std::memcpy(own, input.data(), block_bytes);
+  if (size() == 1 || block_bytes == 0) return Status::Ok();
+  if (output.nbytes() <= options_.small_message_bytes) {
+    return DirectAllGather(op, own, out, input.numel(), input.dtype());
+  }
+  return RingReduceScatterAllGather(op, nullptr, nullptr, out, output.numel(), input.dtype(),
+                                    ReduceOp::kSum, /*do_rs=*/false, /*do_ag=*/true);
+}
+
+Status Communicator::Broadcast(const Tensor& data, int root) {
+  if (root < 0 || root >= size()) {
+    return Status::InvalidArgument("broadcast root " + std::to_string(root) + " out of range");
+  }
+  if (OnDevice(data)) {
+    if (UseNccl(data)) return nccl_->Broadcast(data, root, options_.timeout);
+    return StagedBroadcast(data, root);
+  }
+  PSZERO_RETURN_IF_ERROR(CheckTensor(data, "broadcast data"));
+  OpContext op = BeginOp("broadcast");
+  const int n = size();
+  if (n == 1 || data.nbytes() == 0) return Status::Ok();
+  auto* buf = static_cast<std::byte*>(data.data());
+  const size_t bytes = data.nbytes();
+  PipelineSpec spec;
+  if (bytes <= options_.small_message_bytes) {
+    // Root sends to everyone directly.
+    spec.post = [&](int, int, int, std::vector<Request>& reqs) -> Status {
+      const uint64_t tag = op.Tag(id_, 0);
+      if (rank_ == root) {
+        for (int i = 1; i < n; ++i) {
+          PSZERO_ASSIGN_OR_RETURN(Request s, transport_->Send(global_rank(Mod(root + i, n)), tag,
+                                                              buf, bytes));
+          reqs.push_back(std::move(s));
+        }
+      } else {
+        PSZERO_ASSIGN_OR_RETURN(Request r, transport_->Recv(global_rank(root), tag, buf, bytes));
+        reqs.push_back(std::move(r));
+      }
+      return Status::Ok();
+    };
+    spec.finish = [](int, int, int) { return Status::Ok(); };
+    return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  }
+  // Pipelined chain root → root+1 → ... : each rank receives a segment and forwards it.
+  const int pos = Mod(rank_ - root, n);
+  const int prev = global_rank(Mod(rank_ - 1, n));
+  const int next = global_rank(Mod(rank_ + 1, n));
+  const bool receives = pos != 0, forwards = pos != n - 1;
+  Layout layout{data.numel(), 1, 1};
+  const size_t es = data.element_size();
+  layout.segments = SegmentsFor(static_cast<int64_t>(bytes), options_.segment_bytes);
+  spec.segments = layout.segments;
+  spec.lanes = std::max(1, options_.segments_in_flight);
+  spec.rounds = (receives ? 1 : 0) + (forwards ? 1 : 0);
+  spec.post = [&](int, int g, int round, std::vector<Request>& reqs) -> Status {
+    const uint64_t tag = op.Tag(id_, static_cast<uint32_t>(g));
+    std::byte* ptr = buf + layout.SegBegin(0, g) * static_cast<int64_t>(es);
+    const size_t len = static_cast<size_t>(layout.SegSize(0, g)) * es;
+    if (receives && round == 0) {
+      PSZERO_ASSIGN_OR_RETURN(Request r, transport_->Recv(prev, tag, ptr, len));
+      reqs.push_back(std::move(r));
+    } else {
+      PSZERO_ASSIGN_OR_RETURN(Request s, transport_->Send(next, tag, ptr, len));
+      reqs.push_back(std::move(s));
+    }
+    return Status::Ok();
+  };
+  spec.finish = [](int, int, int) { return Status::Ok(); };
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+}
+
+Status Communicator::AllToAll(const Tensor& input, const Tensor& output) {
+  PSZERO_RETURN_IF_ERROR(CheckTensor(input, "alltoall input"));
+  PSZERO_RETURN_IF_ERROR(CheckTensor(output, "alltoall output"));
+  const int n = size();
+  if (input.dtype() != output.dtype() || input.numel() != output.numel() ||
+      input.numel() % n != 0) {
+    return Status::InvalidArgument("alltoall: input " + input.ToString() + " and output " +
+                                   output.ToString() + " must match and divide by " +
+                                   std::to_string(n));
+  }
+  std::vector<int64_t> counts(n, input.numel() / n);
+  return AllToAllV(input, counts, output, counts);
+}
+
+Status Communicator::AllToAllV(const Tensor& input, std::span<const int64_t> send_counts,
+                               const Tensor& output, std::span<const int64_t> recv_counts) {
+  const int n = size();
+  if (OnDevice(input) || OnDevice(output)) {
+    if (static_cast<int>(send_counts.size()) != n || static_cast<int>(recv_counts.size()) != n) {
+      return Status::InvalidArgument("alltoallv: one count per rank needed");
+    }
+    if (UseNccl(input) && UseNccl(output)) {
+      return nccl_->AllToAllV(input, send_counts, output, recv_counts, options_.timeout);
+    }
+    return StagedAllToAllV(input, send_counts, output, recv_counts);
+  }
+  PSZERO_RETURN_IF_ERROR(CheckTensor(input, "alltoallv input"));
+  PSZERO_RETURN_IF_ERROR(CheckTensor(output, "alltoallv output"));
+  if (static_cast<int>(send_counts.size()) != n || static_cast<int>(recv_counts.size()) != n ||
+      input.dtype() != output.dtype()) {
+    return Status::InvalidArgument("alltoallv: one count per rank and matching dtypes needed");
+  }
+  const int64_t es = static_cast<int64_t>(input.element_size());
+  std::vector<int64_t> send_bytes(n), recv_bytes(n);
+  int64_t send_total = 0, recv_total = 0;
+  for (int p = 0; p < n; ++p) {
+    if (send_counts[p] < 0 || recv_counts[p] < 0) {
+      return Status::InvalidArgument("alltoallv: negative count");
+    }
+    send_bytes[p] = send_counts[p] * es;
+    recv_bytes[p] = recv_counts[p] * es;
+    send_total += send_counts[p];
+    recv_total += recv_counts[p];
+  }
+  if (send_total > input.numel() || recv_total > output.numel()) {
+    return Status::InvalidArgument("alltoallv: counts exceed the tensors");
+  }
+  if (send_counts[rank_] != recv_counts[rank_]) {
+    return Status::InvalidArgument("alltoallv: send and receive counts to self differ");
+  }
+  OpContext op = BeginOp("alltoall");
+  return Exchange(op, static_cast<const std::byte*>(input.data()), send_bytes,
+                  static_cast<std::byte*>(output.data()), recv_bytes);
+}
+
+Status Communicator::Barrier() {
+  OpContext op = BeginOp("barrier");
+  const int n = size();
+  if (n == 1) return Status::Ok();
+  // Dissemination: round k talks to ranks ±2^k; ceil(log2 n) rounds of one-byte messages.
+  int rounds = 0;
+  while ((1 << rounds) < n) ++rounds;
+  std::byte out{1}, in{0};
+  PipelineSpec spec;
+  spec.rounds = rounds;
+  spec.post = [&](int, int, int k, std::vector<Request>& reqs) -> Status {
+    const uint64_t tag = op.Tag(id_, static_cast<uint32_t>(k));
+    PSZERO_ASSIGN_OR_RETURN(Request r,
+                            transport_->Recv(global_rank(Mod(rank_ - (1 << k), n)), tag, &in, 1));
+    reqs.push_back(std::move(r));
+    PSZERO_ASSIGN_OR_RETURN(Request s,
+                            transport_->Send(global_rank(Mod(rank_ + (1 << k), n)), tag, &out, 1));
+    reqs.push_back(std::move(s));
+    return Status::Ok();
+  };
+  spec.finish = [](int, int, int) { return Status::Ok(); };
+  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+}
+
+// ---------------------------------------------------------------------------------------
+// Device tensors
+
+Status Communicator::EnableNccl(KeyValueStore* store, const std::string& job_key,
+                                int cuda_device) {
+  if (store == nullptr) return Status::InvalidArgument("EnableNccl without a key-value store");
+  PSZERO_ASSIGN_OR_RETURN(nccl_, NcclBackend::Create(store, job_key + "/comm" + std::to_string(id_),
+                                                     rank_, size(), cuda_device,
+                                                     options_.timeout));
+  return Status::Ok();
+}
+
+bool Communicator::UseNccl(const Tensor& t) const {
+  return nccl_ != nullptr && OnDevice(t) && t.is_contiguous() && !options_.deterministic;
+}
+
+Result<Tensor> Communicator::HostCopy(const Tensor& t) {
+  return t.Clone(MemoryCategory::kCommBuffers, options_.tracker, Device::kHost);
+}
+
+Result<Tensor> Communicator::HostBuffer(const Tensor& like) {
+  return Tensor::Empty(like.shape(), like.dtype(), MemoryCategory::kCommBuffers,
+                       options_.tracker, Device::kHost);
+}
+
+Status Communicator::StagedAllReduce(const Tensor& data, ReduceOp op) {
+  PSZERO_ASSIGN_OR_RETURN(Tensor host, HostCopy(data));
+  PSZERO_RETURN_IF_ERROR(AllReduce(host, op));
+  return Tensor(data).CopyFrom(host);
+}
+
+Status Communicator::StagedReduceScatter(const Tensor& input, const Tensor& output,
+                                         ReduceOp op) {
+  PSZERO_ASSIGN_OR_RETURN(Tensor in, HostCopy(input));
+  PSZERO_ASSIGN_OR_RETURN(Tensor out, HostBuffer(output));
+  PSZERO_RETURN_IF_ERROR(ReduceScatter(in, out, op));
+  return Tensor(output).CopyFrom(out);
+}
+
+Status Communicator::StagedAllGather(const Tensor& input, const Tensor& output) {
+  PSZERO_ASSIGN_OR_RETURN(Tensor in, HostCopy(input));
+  PSZERO_ASSIGN_OR_RETURN(Tensor out, HostBuffer(output));
+  PSZERO_RETURN_IF_ERROR(AllGather(in, out));
+  return Tensor(output).CopyFrom(out);
+}
+
+Status Communicator::StagedBroadcast(const Tensor& data, int root) {
+  PSZERO_ASSIGN_OR_RETURN(Tensor host, HostCopy(data));
+  PSZERO_RETURN_IF_ERROR(Broadcast(host, root));
+  return Tensor(data).CopyFrom(host);
+}
+
+Status Communicator::StagedAllToAllV(const Tensor& input, std::span<const int64_t> send_counts,
+                                     const Tensor& output, std::span<const int64_t> recv_counts) {
+  PSZERO_ASSIGN_OR_RETURN(Tensor in, HostCopy(input));
+  PSZERO_ASSIGN_OR_RETURN(Tensor out, HostBuffer(output));
+  PSZERO_RETURN_IF_ERROR(AllToAllV(in, send_counts, out, recv_counts));
+  return Tensor(output).CopyFrom(out);
+}
+
+Result<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {
+  const int n = size();
+  PSZERO_ASSIGN_OR_RETURN(Tensor mine, Tensor::Empty({3}, DType::kInt64, MemoryCategory::kOther,
+                                                     nullptr));
+  PSZERO_ASSIGN_OR_RETURN(Tensor all, Tensor::Empty({3 * n}, DType::kInt64,
+                                                    MemoryCategory::kOther, nullptr));
+  mine.data<int64_t>()[0] = color;
+  mine.data<int64_t>()[1] = key;
+  mine.data<int64_t>()[2] = ids_->next;
+  PSZERO_RETURN_IF_ERROR(AllGather(mine, all).WithContext("split"));
+  const int64_t* v = all.data<int64_t>();
+  // The new id is above every id any member of the new group has used.
+  std::vector<std::tuple<int64_t, int, int>> members;  // (key, rank here, global rank)
+  uint32_t id = 0;
+  for (int p = 0; p < n; ++p) {
+    if (v[3 * p] != color) continue;
+    members.emplace_back(v[3 * p + 1], p, global_rank(p));
+    id = std::max(id, static_cast<uint32_t>(v[3 * p + 2]));
+  }
+  // Every rank's allocator moves past the largest id handed out in this split, so later
+  // splits of any group never reuse it.
+  uint32_t top = ids_->next;
+  for (int p = 0; p < n; ++p) top = std::max(top, static_cast<uint32_t>(v[3 * p + 2]));
+  ids_->next = top + 1;
+  if (color < 0) return std::unique_ptr<Communicator>();
+  if (id >= (1u << kTagCommBits)) {
+    return Status::Internal("split: out of communicator ids (" + std::to_string(id) + ")");
+  }
+  std::sort(members.begin(), members.end());
+  std::vector<int> ranks;
+  int my_rank = -1;
+  for (const auto& [k, here, global] : members) {
+    if (here == rank_) my_rank = static_cast<int>(ranks.size());
+    ranks.push_back(global);
+  }
+  std::unique_ptr<Communicator> comm(
+      new Communicator(transport_, std::move(ranks), my_rank, id, ids_, options_));
+  PSZERO_RETURN_IF_ERROR(comm->ConnectMembers());
+  return comm;
+}
+
+}  // namespace pszero::collectives

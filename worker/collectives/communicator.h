@@ -1,0 +1,170 @@
+// Communicator: collectives over a group of ranks (the world, or a subgroup made by
+// Split, as MPI_Comm_split), written only against the Transport interface.
+//
+// Ops: AllReduce (in place), ReduceScatter, AllGather, Broadcast, AllToAll(V), Barrier,
+// on tensors of fp32, bf16, fp16 (fp32 arithmetic), int32, int64 with sum, avg, max.
+// Host tensors take the UCX algorithms below. Device (CUDA) tensors go through NCCL once
+// EnableNccl was called, and are otherwise staged through host memory (as they are under
+// `deterministic`, which NCCL cannot honour).
+// Algorithms (docs/collectives.md):
+//  * ring for large messages: the array is cut into N chunks and each chunk into segments;
+//    every segment travels its own ring, several segments are in flight at once, and the
+//    reduction of one segment overlaps the transfer of the others. Each rank sends
+//    2(N-1)/N * S bytes for an all-reduce of S bytes, (N-1)/N * S for reduce-scatter and
+//    all-gather.
+//  * direct (one round, latency-optimal on a host) at or below small_message_bytes.
+//  * deterministic: every element summed in ascending rank order in fp32 (reduce-scatter
+//    by direct exchange, then the ring all-gather): bit-identical on every rank and for
+//    every segment size, at the ring's byte count.
+//
+// Threading: a Communicator is used by the thread that uses its Transport (one at a
+// time). Every rank of the group must call the same ops in the same order (as in MPI and
+// NCCL); communicators made from one World share a comm-id allocator so their messages
+// never match each other's. Every op has a deadline; a failure names the op, the step and
+// the peer (Unavailable when a peer died, DeadlineExceeded when one is stuck).
+//
+// Failure of any member, not only of a ring neighbour, ends every op of the group: a
+// communicator connects to all its members when it is made (so the transport watches
+// each of them), checks their health whenever it waits, and Abort() lets the control
+// plane's failure news end a pending op from another thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/kv_store.h"
+#include "common/memory.h"
+#include "common/tensor.h"
+#include "common/transport.h"
+#include "worker/collectives/local_reduce.h"
+
+namespace pszero::collectives {
+
+class NcclBackend;
+
+struct CommunicatorOptions {
+  // Deadline of one whole op.
+  std::chrono::milliseconds timeout{120000};
+  // Pipelining unit of the ring and of broadcast.
+  size_t segment_bytes = size_t{512} << 10;
+  // Segment rings (or broadcast segments) in flight at once.
+  int segments_in_flight = 4;
+  // Messages of at most this many bytes (the whole array) use the direct algorithms.
+  size_t small_message_bytes = size_t{32} << 10;
+  // Sums in ascending rank order (see above).
+  bool deterministic = false;
+  // Where scratch (comm buffer) memory is accounted; may be null.
+  MemoryTracker* tracker = nullptr;
+};
+
+class Communicator {
+ public:
+  // The group of all transport ranks, comm id 0. Create one World per transport.
+  static Result<std::unique_ptr<Communicator>> World(Transport* transport,
+                                                     const CommunicatorOptions& options = {});
+
+  // Collective over this communicator: ranks passing the same color form a new
+  // communicator, ordered by (key, rank here). A negative color takes part but gets
+  // nullptr (MPI_UNDEFINED).
+  Result<std::unique_ptr<Communicator>> Split(int color, int key);
+
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return static_cast<int>(ranks_.size()); }
+  // Transport rank of group rank `r`.
+  int global_rank(int r) const { return ranks_[r]; }
+  uint32_t id() const { return id_; }
+  const CommunicatorOptions& options() const { return options_; }
+  void set_options(const CommunicatorOptions& options) { options_ = options; }
+  Transport* transport() const { return transport_; }
+
+  // Collective: creates the NCCL communicator for this group on `cuda_device`, swapping
+  // NCCL's unique id through `store` under a key made of `job_key` and this comm's id.
+  // InvalidArgument in a build without CUDA.
+  Status EnableNccl(KeyValueStore* store, const std::string& job_key, int cuda_device);
+  bool nccl_enabled() const { return nccl_ != nullptr; }
+
+  // In place on `data`.
+  Status AllReduce(const Tensor& data, ReduceOp op);
+  // input.numel() == size() * output.numel(); rank r gets block r of the reduction.
+  Status ReduceScatter(const Tensor& input, const Tensor& output, ReduceOp op);
+  // output.numel() == size() * input.numel(); block r of output is rank r's input. The
+  // input may be block rank() of output (in place).
+  Status AllGather(const Tensor& input, const Tensor& output);
+  // data of `root` to everyone.
+  Status Broadcast(const Tensor& data, int root);
+  // Block p of input goes to rank p and arrives as block rank() of its output; both
+  // numel divisible by size().
+  Status AllToAll(const Tensor& input, const Tensor& output);
+  // Packed blocks: send_counts[p] elements to rank p, recv_counts[p] from rank p.
+  Status AllToAllV(const Tensor& input, std::span<const int64_t> send_counts,
+                   const Tensor& output, std::span<const int64_t> recv_counts);
+  Status Barrier();
+
+  // Ends every pending and later op with `reason` (thread-safe; e.g. from the control
+  // plane's PeerLost news).
+  void Abort(const Status& reason);
+
+ private:
+  struct IdAllocator;
+  struct OpContext;
+
+  Communicator(Transport* transport, std::vector<int> ranks, int rank, uint32_t id,
+               std::shared_ptr<IdAllocator> ids, const CommunicatorOptions& options);
+
+  OpContext BeginOp(const char* name);
+  // Connects to every member (collective only in the sense that all must exist).
+  Status ConnectMembers();
+  // Ok, or why the group cannot go on (an aborted communicator, a failed member).
+  Status Health() const;
+  // Scratch memory of at least `bytes`, reused across ops.
+  Result<std::byte*> Scratch(size_t bytes);
+
+  Status RingReduceScatterAllGather(OpContext& op, const std::byte* input, std::byte* rs_out,
+                                    std::byte* ag_buf, int64_t count, DType dtype,
+                                    ReduceOp reduce, bool do_rs, bool do_ag);
+  Status DirectAllReduce(OpContext& op, std::byte* data, int64_t count, DType dtype,
+                         ReduceOp reduce);
+  Status DirectAllGather(OpContext& op, const std::byte* input, std::byte* output,
+                         int64_t block_count, DType dtype);
+  Status DirectReduceScatter(OpContext& op, const std::byte* input, std::byte* output,
+                             int64_t count, DType dtype, ReduceOp reduce);
+  Status Exchange(OpContext& op, const std::byte* input, std::span<const int64_t> send_bytes,
+                  std::byte* output, std::span<const int64_t> recv_bytes);
+
+  // Device tensors without NCCL (or under `deterministic`): host copies, the host op,
+  // copies back.
+  bool UseNccl(const Tensor& t) const;
+  Status StagedAllReduce(const Tensor& data, ReduceOp op);
+  Status StagedReduceScatter(const Tensor& input, const Tensor& output, ReduceOp op);
+  Status StagedAllGather(const Tensor& input, const Tensor& output);
+  Status StagedBroadcast(const Tensor& data, int root);
+  Status StagedAllToAllV(const Tensor& input, std::span<const int64_t> send_counts,
+                         const Tensor& output, std::span<const int64_t> recv_counts);
+  Result<Tensor> HostCopy(const Tensor& t);
+  Result<Tensor> HostBuffer(const Tensor& like);
+
+  Transport* transport_;
+  std::unique_ptr<NcclBackend> nccl_;
+  std::vector<int> ranks_;  // transport rank of each group rank
+  int rank_;
+  uint32_t id_;
+  uint32_t op_seq_ = 0;
+  std::shared_ptr<IdAllocator> ids_;
+  CommunicatorOptions options_;
+  Tensor scratch_;
+  mutable std::mutex abort_mu_;
+  std::atomic<bool> aborted_{false};
+  Status abort_reason_;
+};
+
+}  // namespace pszero::collectives

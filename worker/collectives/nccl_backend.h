@@ -1,0 +1,51 @@
+// NcclBackend: the communicator's path for device (CUDA) tensors, on NCCL.
+//
+// One NCCL communicator over the same group of ranks as its Communicator. Group rank 0
+// creates the NCCL unique id and publishes it in the job's KeyValueStore; the others look
+// it up (the rendezvous swaps it, like UCX addresses). Ops run on the backend's own CUDA
+// stream and are waited for with a deadline: while waiting, NCCL's asynchronous error is
+// polled, and on an error or an expired deadline the NCCL communicator is aborted so that
+// no rank hangs (Unavailable / DeadlineExceeded naming the op). In a build without CUDA,
+// Create returns InvalidArgument and the class has no other use.
+// Used by the thread that uses its Communicator.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "common/kv_store.h"
+#include "common/tensor.h"
+#include "worker/collectives/local_reduce.h"
+
+namespace pszero::collectives {
+
+class NcclBackend {
+ public:
+  // `key` must be the same on every rank of the group and unique in the job.
+  static Result<std::unique_ptr<NcclBackend>> Create(KeyValueStore* store, const std::string& key,
+                                                     int rank, int size, int cuda_device,
+                                                     std::chrono::milliseconds timeout);
+  ~NcclBackend();
+  NcclBackend(const NcclBackend&) = delete;
+  NcclBackend& operator=(const NcclBackend&) = delete;
+
+  // Same contracts as the Communicator ops, on device tensors.
+  Status AllReduce(const Tensor& data, ReduceOp op, std::chrono::milliseconds timeout);
+  Status ReduceScatter(const Tensor& input, const Tensor& output, ReduceOp op,
+                       std::chrono::milliseconds timeout);
+  Status AllGather(const Tensor& input, const Tensor& output, std::chrono::milliseconds timeout);
+  Status Broadcast(const Tensor& data, int root, std::chrono::milliseconds timeout);
+  Status AllToAllV(const Tensor& input, std::span<const int64_t> send_counts,
+                   const Tensor& output, std::span<const int64_t> recv_counts,
+                   std::chrono::milliseconds timeout);
+
+  struct Impl;
+
+ private:
+  explicit NcclBackend(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pszero::collectives
