@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   app->require_subcommand(1, 1);
   std::vector<pszero::bench::BenchCommand> commands = {
       pszero::bench::AddStreamCommand(*app),
+      pszero::bench::AddKernelsCommand(*app),
   };
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
   for (const auto& command : commands) {

@@ -15,5 +15,6 @@ struct BenchCommand {
 };
 
 BenchCommand AddStreamCommand(CLI::App& root);
+BenchCommand AddKernelsCommand(CLI::App& root);
 
 }  // namespace pszero::bench

@@ -1,0 +1,65 @@
+// The kernel benchmark behind `pszero-bench kernels`: each memory-bound kernel of
+// kernels/ on arrays of one size, as effective bandwidth (bytes the kernel must move /
+// time) and as a fraction of STREAM triad measured in the same run on arrays of the same
+// size; and the GEMM wrapper's GFLOP/s next to OpenBLAS's cblas_sgemm called directly.
+//
+// Bytes count what the kernel must read and write once (no write-allocate traffic), as
+// STREAM counts triad. Each kernel runs one untimed round and `iters` timed rounds; best
+// and median are reported, and ratios use the best of both sides (STREAM's convention).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/stats.h"
+#include "common/status.h"
+#include "kernels/context.h"
+
+namespace pszero::bench {
+
+struct KernelBenchOptions {
+  int64_t array_bytes = int64_t{64} << 20;  // per fp32 array (bf16 arrays: half)
+  std::vector<int> threads = {1};
+  int iters = 5;
+  kernels::CpuIsa isa = kernels::CpuIsa::kAuto;
+  std::vector<int64_t> gemm_sizes = {1024, 2048};  // square m = n = k
+};
+
+struct KernelBenchRow {
+  std::string name;
+  double bytes_per_element = 0;
+  Summary seconds;
+  double best_gbps = 0;
+  double median_gbps = 0;
+  double triad_best_gbps = 0;  // STREAM triad measured just before this kernel
+  double ratio_to_triad = 0;   // best / triad_best_gbps
+};
+
+struct GemmBenchRow {
+  int64_t size = 0;
+  double wrapper_gflops = 0;   // best
+  double openblas_gflops = 0;  // best
+  double ratio = 0;            // wrapper / openblas
+};
+
+struct KernelBenchRun {
+  int threads = 1;
+  double triad_best_gbps = 0;  // first triad of the run, for the table's reference line
+  double triad_median_gbps = 0;
+  std::vector<KernelBenchRow> kernels;
+  std::vector<GemmBenchRow> gemm;
+};
+
+struct KernelBenchResult {
+  KernelBenchOptions options;
+  int64_t elements = 0;  // per array
+  std::vector<KernelBenchRun> runs;
+};
+
+Result<KernelBenchResult> RunKernelBench(const KernelBenchOptions& options);
+
+nlohmann::json ToJson(const KernelBenchResult& result);
+
+}  // namespace pszero::bench
