@@ -65,6 +65,11 @@ struct CpuKernels {
   void (*mse_backward)(const float* pred, const float* target, int64_t n, float coef, float* dpred);
 };
 
+// Outputs of at least this many elements per call and thread (Sum without accumulation,
+// casts, Add) are written with non-temporal stores, bypassing the cache; see
+// kernels_impl.inc.
+inline constexpr int64_t kStreamingMinElements = int64_t{1} << 22;
+
 const CpuKernels& ScalarKernels();
 const CpuKernels& Avx2Kernels();
 const CpuKernels& Avx512Kernels();

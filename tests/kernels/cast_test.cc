@@ -9,6 +9,7 @@
 #include <random>
 
 #include "common/half.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace pszero::kernels {
@@ -82,6 +83,47 @@ TEST(CastTest, AwkwardSizesRoundTrip) {
       EXPECT_EQ(h[n], 0xabcd) << "wrote past the end";
       ASSERT_TRUE(Cast(h.data(), DType::kBFloat16, back.data(), DType::kFloat32, n, ctx).ok());
       for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(back[i], x[i], std::fabs(x[i]) / 256);
+    }
+  }
+}
+
+// Casts of cpu::kStreamingMinElements and more (one thread) leave through non-temporal
+// stores.
+TEST(CastTest, LargeCastsMatchReference) {
+  const int64_t n = cpu::kStreamingMinElements + 77;
+  std::vector<uint16_t> in(n + 2);
+  std::mt19937 rng(9);
+  for (auto& h : in) h = static_cast<uint16_t>(rng());
+  for (CpuIsa isa : AvailableCpuIsas()) {
+    const KernelContext ctx = KernelContext::Host(1, isa);
+    for (int offset : {0, 1}) {
+      SCOPED_TRACE(Describe(ctx) + " offset " + std::to_string(offset));
+      std::vector<float> bf(n + 1), hf(n + 1);
+      ASSERT_TRUE(
+          Cast(in.data() + offset, DType::kBFloat16, bf.data() + offset, DType::kFloat32, n, ctx)
+              .ok());
+      ASSERT_TRUE(
+          Cast(in.data() + offset, DType::kFloat16, hf.data() + offset, DType::kFloat32, n, ctx)
+              .ok());
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = in[i + offset];
+        ASSERT_EQ(std::bit_cast<uint32_t>(bf[i + offset]),
+                  std::bit_cast<uint32_t>(Bf16BitsToFloat(h)));
+        ASSERT_EQ(std::bit_cast<uint32_t>(hf[i + offset]),
+                  std::bit_cast<uint32_t>(Fp16BitsToFloat(h)));
+      }
+      // And back: narrowing casts of as many elements stream too.
+      std::vector<uint16_t> bf_back(n + 1), hf_back(n + 1);
+      ASSERT_TRUE(Cast(bf.data() + offset, DType::kFloat32, bf_back.data() + offset,
+                       DType::kBFloat16, n, ctx)
+                      .ok());
+      ASSERT_TRUE(Cast(hf.data() + offset, DType::kFloat32, hf_back.data() + offset,
+                       DType::kFloat16, n, ctx)
+                      .ok());
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(bf_back[i + offset], FloatToBf16Bits(bf[i + offset])) << i;
+        ASSERT_EQ(hf_back[i + offset], FloatToFp16Bits(hf[i + offset])) << i;
+      }
     }
   }
 }

@@ -8,6 +8,8 @@
 #include <cmath>
 
 #include "common/half.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/elementwise.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace pszero::kernels {
@@ -75,6 +77,45 @@ TEST(SumTest, Bf16AccumulateInPlace) {
   RunSum<uint16_t, uint16_t>(DType::kBFloat16, DType::kBFloat16, true);
 }
 TEST(SumTest, Fp32ToBf16) { RunSum<float, uint16_t>(DType::kFloat32, DType::kBFloat16, false); }
+
+// Outputs of cpu::kStreamingMinElements and more (one thread) leave through non-temporal
+// stores: the same bits, from every output alignment.
+TEST(SumTest, LargeOutputsKeepTheCanonicalOrder) {
+  const int64_t n = cpu::kStreamingMinElements + 29;
+  std::vector<std::vector<float>> in;
+  for (int j = 0; j < 3; ++j) in.push_back(RandomFloats(n + 3, 200 + j));
+  for (CpuIsa isa : AvailableCpuIsas()) {
+    const KernelContext ctx = KernelContext::Host(1, isa);
+    for (int offset : {0, 1, 3}) {
+      SCOPED_TRACE(Describe(ctx) + " offset " + std::to_string(offset));
+      std::vector<const void*> ptrs;
+      for (const auto& v : in) ptrs.push_back(v.data() + offset);
+      std::vector<float> out(n + 3, -7.0f);
+      ASSERT_TRUE(
+          Sum(ptrs, DType::kFloat32, out.data() + offset, DType::kFloat32, n, false, ctx).ok());
+      for (int64_t i = 0; i < n; ++i) {
+        const float want = in[0][i + offset] + in[1][i + offset] + in[2][i + offset];
+        ASSERT_EQ(out[i + offset], want) << "element " << i;
+      }
+      for (int i = 0; i < offset; ++i) EXPECT_EQ(out[i], -7.0f);
+      for (int64_t i = n + offset; i < n + 3; ++i) EXPECT_EQ(out[i], -7.0f);
+      // bf16 output and the residual Add take the same streaming path.
+      std::vector<uint16_t> out16(n + 3, 0xabcd);
+      ASSERT_TRUE(
+          Sum(ptrs, DType::kFloat32, out16.data() + offset, DType::kBFloat16, n, false, ctx).ok());
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(out16[i + offset],
+                  FloatToBf16Bits(in[0][i + offset] + in[1][i + offset] + in[2][i + offset]));
+      }
+      for (int i = 0; i < offset; ++i) EXPECT_EQ(out16[i], 0xabcd);
+      ASSERT_TRUE(
+          Add(in[0].data() + offset, in[1].data() + offset, out.data() + offset, n, ctx).ok());
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(out[i + offset], in[0][i + offset] + in[1][i + offset]) << "element " << i;
+      }
+    }
+  }
+}
 
 TEST(SumTest, AccumulateAddsOneInput) {
   std::vector<float> out = {1, 2, 3}, in = {10, 20, 30};
