@@ -270,7 +270,7 @@ TEST_F(CudaTwinTest, TransformerOpsForwardAndBackward) {
     ExpectAllClose(Down<float>(ogg), gg, 1e-4, 1e-4);
     ExpectAllClose(Down<float>(ogb), gbeta, 1e-4, 1e-4);
   }
-  // Causal softmax: rows = 64 = a whole number of [cols?] matrices only for square shapes.
+  // Causal softmax over four whole [32, 32] score matrices.
   {
     const int64_t s = 32, r = 4 * s;
     const std::vector<float> sx = RandomFloats(r * s, 54, -5.0f, 5.0f),
