@@ -123,85 +123,10 @@ Result<KernelBenchRun> RunOne(const KernelBenchOptions& o, int64_t n, int thread
   }
   const kernels::KernelContext ctx = kernels::KernelContext::Host(threads, o.isa);
   float scalar = 0;
-  auto ptrs = [&](int k) {
-    std::vector<const void*> p;
-    for (int j = 0; j < k; ++j) p.push_back(arr[1 + j].data());
-    return p;
-  };
-  const std::vector<const void*> in2 = ptrs(2), in4 = ptrs(4), in8 = ptrs(8);
-  kernels::AdamWParams adam;
-  kernels::SgdParams sgd;
-  sgd.nesterov = true;
-  // arr[0..3]: p, g, m, v for the optimizers; arr[4] also hosts the bf16 copy.
-  struct Case {
-    const char* name;
-    double bytes_per_element;
-    std::function<Status()> fn;
-  };
-  const std::vector<Case> cases = {
-      {"adamw fp32", 28,
-       [&] {
-         return kernels::AdamW(adam, arr[0].f32(), arr[1].f32(), DType::kFloat32, arr[2].f32(),
-                               arr[3].f32(), nullptr, n, ctx);
-       }},
-      {"adamw fp32 + bf16 copy", 30,
-       [&] {
-         return kernels::AdamW(adam, arr[0].f32(), arr[1].f32(), DType::kFloat32, arr[2].f32(),
-                               arr[3].f32(), static_cast<bf16_t*>(arr[4].data()), n, ctx);
-       }},
-      {"adamw bf16 grad", 26,
-       [&] {
-         return kernels::AdamW(adam, arr[0].f32(), arr[5].data(), DType::kBFloat16, arr[2].f32(),
-                               arr[3].f32(), nullptr, n, ctx);
-       }},
-      {"sgd nesterov", 20,
-       [&] {
-         return kernels::Sgd(sgd, arr[0].f32(), arr[1].f32(), DType::kFloat32, arr[2].f32(),
-                             nullptr, n, ctx);
-       }},
-      {"sum k=2 fp32", 12,
-       [&] {
-         return kernels::Sum(in2, DType::kFloat32, arr[0].data(), DType::kFloat32, n, false, ctx);
-       }},
-      {"sum k=4 fp32", 20,
-       [&] {
-         return kernels::Sum(in4, DType::kFloat32, arr[0].data(), DType::kFloat32, n, false, ctx);
-       }},
-      {"sum k=8 fp32", 36,
-       [&] {
-         return kernels::Sum(in8, DType::kFloat32, arr[0].data(), DType::kFloat32, n, false, ctx);
-       }},
-      {"accumulate fp32", 12,
-       [&] {
-         return kernels::Accumulate(arr[1].data(), DType::kFloat32, arr[0].data(), DType::kFloat32,
-                                    n, ctx);
-       }},
-      {"sum k=4 bf16->bf16", 10,
-       [&] {
-         return kernels::Sum(in4, DType::kBFloat16, arr[0].data(), DType::kBFloat16, n, false, ctx);
-       }},
-      {"squared norm fp32", 4,
-       [&] { return kernels::SquaredNorm(arr[1].data(), DType::kFloat32, n, &scalar, ctx); }},
-      {"cast fp32->bf16", 6,
-       [&] {
-         return kernels::Cast(arr[1].data(), DType::kFloat32, arr[0].data(), DType::kBFloat16, n,
-                              ctx);
-       }},
-      {"cast bf16->fp32", 6,
-       [&] {
-         return kernels::Cast(arr[1].data(), DType::kBFloat16, arr[0].data(), DType::kFloat32, n,
-                              ctx);
-       }},
-      {"cast fp32->fp16", 6,
-       [&] {
-         return kernels::Cast(arr[1].data(), DType::kFloat32, arr[0].data(), DType::kFloat16, n,
-                              ctx);
-       }},
-      {"residual add", 12,
-       [&] { return kernels::Add(arr[1].f32(), arr[2].f32(), arr[0].f32(), n, ctx); }},
-      {"gelu forward", 8, [&] { return kernels::GeluForward(arr[1].f32(), arr[0].f32(), n, ctx); }},
-  };
-  for (const Case& c : cases) {
+  std::vector<void*> pointers;
+  for (const HostArray& a : arr) pointers.push_back(a.data());
+  const std::vector<KernelCase> cases = MemoryBoundKernelCases(pointers, n, ctx, &scalar);
+  for (const KernelCase& c : cases) {
     PSZERO_ASSIGN_OR_RETURN(const StreamKernelResult adjacent, triad());
     Timing t = TimeIt(o.iters, c.fn);
     if (!t.status.ok()) return t.status.WithContext(c.name);
@@ -222,6 +147,80 @@ Result<KernelBenchRun> RunOne(const KernelBenchOptions& o, int64_t n, int thread
 }
 
 }  // namespace
+
+std::vector<KernelCase> MemoryBoundKernelCases(const std::vector<void*>& arrays, int64_t n,
+                                               const kernels::KernelContext& ctx, float* scalar) {
+  auto F = [](void* p) { return static_cast<float*>(p); };
+  auto ptrs = [arrays](int k) {
+    std::vector<const void*> p;
+    for (int j = 0; j < k; ++j) p.push_back(arrays[1 + j]);
+    return p;
+  };
+  const std::vector<const void*> in2 = ptrs(2), in4 = ptrs(4), in8 = ptrs(8);
+  kernels::AdamWParams adam;
+  kernels::SgdParams sgd;
+  sgd.nesterov = true;
+  // arrays[0..3]: p, g, m, v for the optimizers; arrays[4] takes the bf16 copy.
+  return {
+      {"adamw fp32", 28,
+       [=] {
+         return kernels::AdamW(adam, F(arrays[0]), F(arrays[1]), DType::kFloat32, F(arrays[2]),
+                               F(arrays[3]), nullptr, n, ctx);
+       }},
+      {"adamw fp32 + bf16 copy", 30,
+       [=] {
+         return kernels::AdamW(adam, F(arrays[0]), F(arrays[1]), DType::kFloat32, F(arrays[2]),
+                               F(arrays[3]), static_cast<bf16_t*>(arrays[4]), n, ctx);
+       }},
+      {"adamw bf16 grad", 26,
+       [=] {
+         return kernels::AdamW(adam, F(arrays[0]), arrays[5], DType::kBFloat16, F(arrays[2]),
+                               F(arrays[3]), nullptr, n, ctx);
+       }},
+      {"sgd nesterov", 20,
+       [=] {
+         return kernels::Sgd(sgd, F(arrays[0]), F(arrays[1]), DType::kFloat32, F(arrays[2]),
+                             nullptr, n, ctx);
+       }},
+      {"sum k=2 fp32", 12,
+       [=] {
+         return kernels::Sum(in2, DType::kFloat32, arrays[0], DType::kFloat32, n, false, ctx);
+       }},
+      {"sum k=4 fp32", 20,
+       [=] {
+         return kernels::Sum(in4, DType::kFloat32, arrays[0], DType::kFloat32, n, false, ctx);
+       }},
+      {"sum k=8 fp32", 36,
+       [=] {
+         return kernels::Sum(in8, DType::kFloat32, arrays[0], DType::kFloat32, n, false, ctx);
+       }},
+      {"accumulate fp32", 12,
+       [=] {
+         return kernels::Accumulate(arrays[1], DType::kFloat32, arrays[0], DType::kFloat32, n, ctx);
+       }},
+      {"sum k=4 bf16->bf16", 10,
+       [=] {
+         return kernels::Sum(in4, DType::kBFloat16, arrays[0], DType::kBFloat16, n, false, ctx);
+       }},
+      {"squared norm fp32", 4,
+       [=] { return kernels::SquaredNorm(arrays[1], DType::kFloat32, n, scalar, ctx); }},
+      {"cast fp32->bf16", 6,
+       [=] {
+         return kernels::Cast(arrays[1], DType::kFloat32, arrays[0], DType::kBFloat16, n, ctx);
+       }},
+      {"cast bf16->fp32", 6,
+       [=] {
+         return kernels::Cast(arrays[1], DType::kBFloat16, arrays[0], DType::kFloat32, n, ctx);
+       }},
+      {"cast fp32->fp16", 6,
+       [=] {
+         return kernels::Cast(arrays[1], DType::kFloat32, arrays[0], DType::kFloat16, n, ctx);
+       }},
+      {"residual add", 12,
+       [=] { return kernels::Add(F(arrays[1]), F(arrays[2]), F(arrays[0]), n, ctx); }},
+      {"gelu forward", 8, [=] { return kernels::GeluForward(F(arrays[1]), F(arrays[0]), n, ctx); }},
+  };
+}
 
 Result<KernelBenchResult> RunKernelBench(const KernelBenchOptions& options) {
   KernelBenchResult result;

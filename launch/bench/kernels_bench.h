@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -60,6 +61,46 @@ struct KernelBenchResult {
 
 Result<KernelBenchResult> RunKernelBench(const KernelBenchOptions& options);
 
+// One memory-bound kernel call, as the benchmarks time it.
+struct KernelCase {
+  std::string name;
+  double bytes_per_element = 0;  // bytes the kernel must move per element
+  std::function<Status()> fn;
+};
+
+// The memory-bound kernels both benchmarks (host and CUDA) run: on 9 arrays of n fp32
+// elements on ctx.device (arrays[0..3] are the optimizers' param, grad, m, v); `scalar`
+// is a float on ctx.device for reductions. The arrays must outlive the cases.
+std::vector<KernelCase> MemoryBoundKernelCases(const std::vector<void*>& arrays, int64_t n,
+                                               const kernels::KernelContext& ctx, float* scalar);
+
 nlohmann::json ToJson(const KernelBenchResult& result);
+
+// The same memory-bound kernels on CUDA device 0, timed with CUDA events on the kernels'
+// stream; the yardstick is a device-to-device cudaMemcpyAsync of one array (counted as
+// read + write), measured right before each kernel. GEMM: the wrapper next to
+// cublasGemmEx called directly, fp32 and bf16 inputs, interleaved call by call.
+// options.threads and options.isa do not apply. kUnavailable without a CUDA device.
+struct CudaGemmBenchRow {
+  int64_t size = 0;
+  std::string dtype;          // fp32 | bf16 (inputs; fp32 output and compute)
+  double wrapper_tflops = 0;  // best
+  double cublas_tflops = 0;   // best
+  double ratio = 0;           // wrapper / cublas
+};
+
+struct CudaKernelBenchResult {
+  KernelBenchOptions options;
+  int64_t elements = 0;
+  std::string device_name;
+  double copy_best_gbps = 0;  // first copy of the run, for the table's reference line
+  double copy_median_gbps = 0;
+  std::vector<KernelBenchRow> kernels;  // triad_* fields hold the adjacent copy
+  std::vector<CudaGemmBenchRow> gemm;
+};
+
+Result<CudaKernelBenchResult> RunCudaKernelBench(const KernelBenchOptions& options);
+
+nlohmann::json ToJson(const CudaKernelBenchResult& result);
 
 }  // namespace pszero::bench

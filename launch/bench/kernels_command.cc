@@ -19,10 +19,54 @@ struct KernelsFlags {
   int iters = 5;
   double array_mb = 64;
   std::string isa = "auto";
+  std::string device = "host";
   std::vector<int64_t> gemm_sizes = {1024, 2048};
   bool json = false;
   std::string output;
 };
+
+int RunCudaKernelsCommand(const KernelsFlags& flags, const KernelBenchOptions& options) {
+  Result<CudaKernelBenchResult> r = RunCudaKernelBench(options);
+  if (!r.ok()) {
+    std::cerr << "pszero-bench kernels: " << r.status().ToString() << "\n";
+    return 1;
+  }
+  const nlohmann::json doc = ToJson(*r);
+  if (flags.json) {
+    std::cout << doc.dump(2) << "\n";
+  } else {
+    std::printf(
+        "# pszero-bench kernels --device cuda: %s, fp32 arrays of %lld bytes, %d timed "
+        "iterations (CUDA events)\n",
+        r->device_name.c_str(), static_cast<long long>(r->options.array_bytes), r->options.iters);
+    std::printf(
+        "# copy = device-to-device cudaMemcpyAsync of one array (read + write), measured "
+        "just before the kernel; vs copy = best / copy\n");
+    std::printf("# %-24s  %6s  %10s  %11s  %10s  %8s\n", "kernel", "B/elem", "best GB/s",
+                "median GB/s", "copy GB/s", "vs copy");
+    std::printf("  %-24s  %6d  %10.1f  %11.1f  %10.1f  %8.2f\n", "cudaMemcpy d2d", 8,
+                r->copy_best_gbps, r->copy_median_gbps, r->copy_best_gbps, 1.0);
+    for (const auto& k : r->kernels) {
+      std::printf("  %-24s  %6.0f  %10.1f  %11.1f  %10.1f  %8.2f\n", k.name.c_str(),
+                  k.bytes_per_element, k.best_gbps, k.median_gbps, k.triad_best_gbps,
+                  k.ratio_to_triad);
+    }
+    std::printf("# %-6s  %-12s  %16s  %15s  %6s\n", "dtype", "gemm m=n=k", "wrapper TFLOP/s",
+                "cublas TFLOP/s", "ratio");
+    for (const auto& g : r->gemm) {
+      std::printf("  %-6s  %-12lld  %16.1f  %15.1f  %6.3f\n", g.dtype.c_str(),
+                  static_cast<long long>(g.size), g.wrapper_tflops, g.cublas_tflops, g.ratio);
+    }
+  }
+  if (!flags.output.empty()) {
+    Status s = WriteJsonAtomic(flags.output, doc);
+    if (!s.ok()) {
+      std::cerr << "pszero-bench kernels: " << s.ToString() << "\n";
+      return 1;
+    }
+  }
+  return 0;
+}
 
 int RunKernelsCommand(const KernelsFlags& flags) {
   KernelBenchOptions options;
@@ -35,6 +79,7 @@ int RunKernelsCommand(const KernelsFlags& flags) {
                               kernels::CpuIsa::kAvx2, kernels::CpuIsa::kAvx512}) {
     if (kernels::CpuIsaName(isa) == flags.isa) options.isa = isa;
   }
+  if (flags.device == "cuda") return RunCudaKernelsCommand(flags, options);
   Result<KernelBenchResult> r = RunKernelBench(options);
   if (!r.ok()) {
     std::cerr << "pszero-bench kernels: " << r.status().ToString() << "\n";
@@ -96,6 +141,10 @@ BenchCommand AddKernelsCommand(CLI::App& root) {
       ->check(CLI::Range(1, 100000));
   app->add_option("--array-mb", flags->array_mb, "MiB per fp32 array")
       ->check(CLI::Range(0.001, 65536.0));
+  app->add_option("--device", flags->device,
+                  "host: CPU kernels vs STREAM triad; cuda: CUDA kernels on device 0 vs "
+                  "device-to-device copy, GEMM vs cuBLAS")
+      ->check(CLI::IsMember({"host", "cuda"}));
   app->add_option("--isa", flags->isa, "Host code path")
       ->check(CLI::IsMember({"auto", "scalar", "avx2", "avx512"}));
   app->add_option("--gemm-sizes", flags->gemm_sizes, "Square sgemm sizes, comma-separated")

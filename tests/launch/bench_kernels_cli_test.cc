@@ -50,6 +50,24 @@ TEST(BenchKernelsCliTest, TablePrintsHeaderAndTriad) {
   EXPECT_NE(r.out.find("openblas GFLOP/s"), std::string::npos) << r.out;
 }
 
+// With a CUDA device the CUDA table comes back as JSON; without one (or in a CPU build)
+// the command fails with one line saying why, never with a table of zeros.
+TEST(BenchKernelsCliTest, CudaDeviceRunsOrExplains) {
+  ProcessResult r = RunProcess({BinaryPath("pszero-bench"), "kernels", "--device", "cuda", "--json",
+                                "--array-mb", "1", "--iters", "1", "--gemm-sizes", "64"});
+  if (r.exit_code == 0) {
+    const nlohmann::json doc = nlohmann::json::parse(r.out);
+    EXPECT_EQ(doc["device"], "cuda");
+    EXPECT_GT(doc["copy_best_gbps"].get<double>(), 0);
+    EXPECT_EQ(doc["gemm"].size(), 2u);  // fp32 and bf16
+    for (const auto& k : doc["kernels"]) EXPECT_GT(k["best_gbps"].get<double>(), 0) << k["name"];
+  } else {
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("CUDA"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+}
+
 TEST(BenchKernelsCliTest, BadIsaIsAUsageError) {
   ProcessResult r = RunProcess({BinaryPath("pszero-bench"), "kernels", "--isa", "sse9"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
