@@ -4,10 +4,10 @@
 // op(A) is [m, k] and op(B) is [k, n]; transpose_a means A is stored [k, m]. dtype kFloat32:
 // A, B, C fp32. dtype kBFloat16: A and B bf16, C fp32, fp32 accumulation (bf16 tensor cores
 // on CUDA; on the host the operands are widened to fp32, exactly, since Debian's OpenBLAS
-// has no cblas_sbgemm). Host: OpenBLAS cblas_sgemm, with
-// ctx.threads as OpenBLAS's thread count (a process-wide OpenBLAS setting: one worker per
-// process keeps this sound). CUDA: cublasGemmStridedBatchedEx on ctx.cuda's handle, fp32
-// compute without TF32. Pointers live on ctx.device.
+// has no cblas_sbgemm). Host: OpenBLAS cblas_sgemm, with ctx.threads as OpenBLAS's thread
+// count (a process-wide OpenBLAS setting: one worker per process keeps this sound). CUDA:
+// cublasGemmEx / cublasGemmStridedBatchedEx on ctx.cuda's handle, fp32 compute without
+// TF32. Pointers live on ctx.device.
 #pragma once
 
 #include <cstdint>

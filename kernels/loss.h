@@ -5,9 +5,10 @@
 // targets in [0, vocab). Forward writes lse[r] = log(sum_j exp(logits[r, j])) (kept for
 // backward) and *mean_loss = mean over rows of lse[r] - logits[r, target[r]]. Backward:
 // dlogits = (softmax(logits) - onehot(target)) * dloss / rows; dlogits may equal logits.
-// The host checks targets (kInvalidArgument); the CUDA twin cannot report, and gives NaN
-// losses and no gradient for out-of-range targets. MSE: *loss = mean (pred - target)^2,
-// dpred = 2 (pred - target) dloss / n. Scalars are written to floats on ctx.device.
+// The host checks targets (kInvalidArgument); the CUDA twin cannot report, and gives a NaN
+// mean loss and no one-hot term for out-of-range targets. MSE: *loss = mean (pred -
+// target)^2, dpred = 2 (pred - target) dloss / n. Means over zero rows or elements are 0.
+// Scalars are written to floats on ctx.device.
 #pragma once
 
 #include <cstdint>
