@@ -125,10 +125,10 @@ __global__ void SoftmaxKernel(const float* x, float* y, int64_t cols, int64_t ld
   for (int64_t c = threadIdx.x; c < valid; c += blockDim.x) m = fmaxf(m, xr[c] * scale);
   m = BlockMax(m, shared);
   float s = 0;
-  for (int64_t c = threadIdx.x; c < valid; c += blockDim.x) s += __expf(xr[c] * scale - m);
+  for (int64_t c = threadIdx.x; c < valid; c += blockDim.x) s += expf(xr[c] * scale - m);
   const float inv = 1.0f / BlockSum(s, shared);
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    yr[c] = c < valid ? __expf(xr[c] * scale - m) * inv : 0.0f;
+    yr[c] = c < valid ? expf(xr[c] * scale - m) * inv : 0.0f;
   }
 }
 
