@@ -6,6 +6,9 @@
 // Bytes count what the kernel must read and write once (no write-allocate traffic), as
 // STREAM counts triad. Each kernel runs one untimed round and `iters` timed rounds; best
 // and median are reported, and ratios use the best of both sides (STREAM's convention).
+// Triad (3 timed rounds) is re-measured right before each kernel, so that a ratio compares
+// two measurements under the same machine load. GEMM calls alternate between the wrapper
+// and cblas_sgemm (which goes first alternates too), at least 10 rounds each.
 #pragma once
 
 #include <cstdint>
