@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
       pszero::bench::AddRendezvousCommand(*app),
       pszero::bench::AddP2pCommand(*app),
       pszero::bench::AddCollectiveCommand(*app),
+      pszero::bench::AddKernelsCommand(*app),
   };
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
   for (const auto& command : commands) {

@@ -18,5 +18,6 @@ BenchCommand AddStreamCommand(CLI::App& root);
 BenchCommand AddRendezvousCommand(CLI::App& root);
 BenchCommand AddP2pCommand(CLI::App& root);
 BenchCommand AddCollectiveCommand(CLI::App& root);
+BenchCommand AddKernelsCommand(CLI::App& root);
 
 }  // namespace pszero::bench

@@ -1,0 +1,338 @@
+// CUDA twins of the transformer ops (elementwise.h, layernorm.h, softmax.h, loss.h,
+// embedding.h). Pointwise ops are grid-stride loops; row ops give one block to a row and
+// reduce within it; column sums (dbias, dgamma, dbeta, embedding gradient) give one thread
+// to a column and walk the rows in order, so they are deterministic without atomics.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace pszero::kernels::cuda {
+
+namespace {
+
+constexpr float kGeluK0 = 0.7978845608028654f;
+constexpr float kGeluK1 = 0.044715f;
+
+#define PSZERO_GRID_STRIDE(i, n)                                                         \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+__global__ void BiasAddKernel(const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy,
+                              int64_t rows, int64_t cols) {
+  PSZERO_GRID_STRIDE(i, rows * cols) {
+    const int64_t r = i / cols, c = i % cols;
+    y[r * ldy + c] = x[r * ldx + c] + bias[c];
+  }
+}
+
+__global__ void ColSumAccKernel(const float* dy, int64_t ld, int64_t rows, int64_t cols,
+                                float* acc) {
+  PSZERO_GRID_STRIDE(c, cols) {
+    float s = 0;
+    for (int64_t r = 0; r < rows; ++r) s += dy[r * ld + c];
+    acc[c] += s;
+  }
+}
+
+__global__ void AddKernel(const float* a, const float* b, float* out, int64_t n) {
+  PSZERO_GRID_STRIDE(i, n) { out[i] = a[i] + b[i]; }
+}
+
+__global__ void GeluKernel(const float* x, float* y, int64_t n) {
+  PSZERO_GRID_STRIDE(i, n) {
+    const float xi = x[i];
+    const float t = tanhf(kGeluK0 * (xi + kGeluK1 * xi * xi * xi));
+    y[i] = 0.5f * xi * (1.0f + t);
+  }
+}
+
+__global__ void GeluBackwardKernel(const float* x, const float* dy, float* dx, int64_t n) {
+  PSZERO_GRID_STRIDE(i, n) {
+    const float xi = x[i];
+    const float t = tanhf(kGeluK0 * (xi + kGeluK1 * xi * xi * xi));
+    const float dt = kGeluK0 * (1.0f + 3.0f * kGeluK1 * xi * xi);
+    dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * xi * (1.0f - t * t) * dt);
+  }
+}
+
+__global__ void LayerNormKernel(const float* x, int64_t ldx, const float* gamma, const float* beta,
+                                float eps, float* y, int64_t ldy, float* mean, float* rstd,
+                                int64_t cols) {
+  __shared__ float shared[32];
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * ldx;
+  float* yr = y + r * ldy;
+  float s = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += xr[c];
+  const float mu = BlockSum(s, shared) / static_cast<float>(cols);
+  float q = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) q += (xr[c] - mu) * (xr[c] - mu);
+  const float rs = rsqrtf(BlockSum(q, shared) / static_cast<float>(cols) + eps);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    yr[c] = (xr[c] - mu) * rs * gamma[c] + beta[c];
+  }
+  if (threadIdx.x == 0) {
+    mean[r] = mu;
+    rstd[r] = rs;
+  }
+}
+
+__global__ void LayerNormBackwardKernel(const float* dy, int64_t lddy, const float* x, int64_t ldx,
+                                        const float* gamma, const float* mean, const float* rstd,
+                                        float* dx, int64_t lddx, int64_t cols) {
+  __shared__ float shared[32];
+  const int64_t r = blockIdx.x;
+  const float* dyr = dy + r * lddy;
+  const float* xr = x + r * ldx;
+  float* dxr = dx + r * lddx;
+  const float mu = mean[r], rs = rstd[r];
+  float s1 = 0, s2 = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float gdy = dyr[c] * gamma[c];
+    s1 += gdy;
+    s2 += gdy * (xr[c] - mu) * rs;
+  }
+  s1 = BlockSum(s1, shared) / static_cast<float>(cols);
+  s2 = BlockSum(s2, shared) / static_cast<float>(cols);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float xhat = (xr[c] - mu) * rs;
+    dxr[c] = rs * (dyr[c] * gamma[c] - s1 - xhat * s2);
+  }
+}
+
+__global__ void LayerNormParamGradKernel(const float* dy, int64_t lddy, const float* x, int64_t ldx,
+                                         const float* mean, const float* rstd, float* dgamma,
+                                         float* dbeta, int64_t rows, int64_t cols) {
+  PSZERO_GRID_STRIDE(c, cols) {
+    float g = 0, b = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float d = dy[r * lddy + c];
+      g += d * (x[r * ldx + c] - mean[r]) * rstd[r];
+      b += d;
+    }
+    dgamma[c] += g;
+    dbeta[c] += b;
+  }
+}
+
+__global__ void SoftmaxKernel(const float* x, float* y, int64_t cols, int64_t ld, float scale,
+                              bool causal) {
+  __shared__ float shared[32];
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * ld;
+  float* yr = y + r * ld;
+  const int64_t valid = causal ? r % cols + 1 : cols;
+  float m = -INFINITY;
+  for (int64_t c = threadIdx.x; c < valid; c += blockDim.x) m = fmaxf(m, xr[c] * scale);
+  m = BlockMax(m, shared);
+  float s = 0;
+  for (int64_t c = threadIdx.x; c < valid; c += blockDim.x) s += expf(xr[c] * scale - m);
+  const float inv = 1.0f / BlockSum(s, shared);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    yr[c] = c < valid ? expf(xr[c] * scale - m) * inv : 0.0f;
+  }
+}
+
+__global__ void SoftmaxBackwardKernel(const float* y, const float* dy, float* dx, int64_t cols,
+                                      int64_t ld, float scale) {
+  __shared__ float shared[32];
+  const int64_t r = blockIdx.x;
+  const float* yr = y + r * ld;
+  const float* dyr = dy + r * ld;
+  float* dxr = dx + r * ld;
+  float dot = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dot += yr[c] * dyr[c];
+  dot = BlockSum(dot, shared);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    dxr[c] = scale * yr[c] * (dyr[c] - dot);
+  }
+}
+
+__global__ void LogSumExpKernel(const float* logits, int64_t ld, int64_t vocab, float* lse) {
+  __shared__ float shared[32];
+  const int64_t r = blockIdx.x;
+  const float* xr = logits + r * ld;
+  float m = -INFINITY;
+  for (int64_t c = threadIdx.x; c < vocab; c += blockDim.x) m = fmaxf(m, xr[c]);
+  m = BlockMax(m, shared);
+  float s = 0;
+  for (int64_t c = threadIdx.x; c < vocab; c += blockDim.x) s += expf(xr[c] - m);
+  s = BlockSum(s, shared);
+  if (threadIdx.x == 0) lse[r] = m + logf(s);
+}
+
+// One block: mean over rows of lse[r] - logits[r, target[r]], in double.
+__global__ void CrossEntropyMeanKernel(const float* logits, int64_t ld, const int32_t* targets,
+                                       const float* lse, int64_t rows, int64_t vocab,
+                                       float* mean_loss) {
+  __shared__ double sums[kThreads];
+  double s = 0;
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
+    const int32_t t = targets[r];
+    s += (t >= 0 && t < vocab) ? static_cast<double>(lse[r]) - logits[r * ld + t] : NAN;
+  }
+  sums[threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double total = 0;
+    for (int i = 0; i < static_cast<int>(blockDim.x); ++i) total += sums[i];
+    *mean_loss = rows > 0 ? static_cast<float>(total / static_cast<double>(rows)) : 0.0f;
+  }
+}
+
+__global__ void CrossEntropyBackwardKernel(const float* logits, int64_t ld, const int32_t* targets,
+                                           const float* lse, int64_t vocab, float coef,
+                                           float* dlogits, int64_t ldd) {
+  const int64_t r = blockIdx.x;
+  const float* xr = logits + r * ld;
+  float* dr = dlogits + r * ldd;
+  const float l = lse[r];
+  const int32_t t = targets[r];
+  for (int64_t c = threadIdx.x; c < vocab; c += blockDim.x) {
+    dr[c] = (expf(xr[c] - l) - (c == t ? 1.0f : 0.0f)) * coef;
+  }
+}
+
+__global__ void MseBackwardKernel(const float* pred, const float* target, int64_t n, float coef,
+                                  float* dpred) {
+  PSZERO_GRID_STRIDE(i, n) { dpred[i] = coef * (pred[i] - target[i]); }
+}
+
+__global__ void EmbeddingForwardKernel(const float* table, int64_t vocab, int64_t dim,
+                                       const int32_t* ids, int64_t n, float* out) {
+  PSZERO_GRID_STRIDE(i, n * dim) {
+    const int64_t row = i / dim, c = i % dim;
+    const int32_t id = ids[row];
+    out[i] = (id >= 0 && id < vocab) ? table[static_cast<int64_t>(id) * dim + c] : 0.0f;
+  }
+}
+
+__global__ void EmbeddingBackwardKernel(const float* dout, const int32_t* ids, int64_t n,
+                                        int64_t vocab, int64_t dim, float* dtable) {
+  PSZERO_GRID_STRIDE(c, dim) {
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t id = ids[i];
+      if (id >= 0 && id < vocab) dtable[static_cast<int64_t>(id) * dim + c] += dout[i * dim + c];
+    }
+  }
+}
+
+#undef PSZERO_GRID_STRIDE
+
+// Row kernels launch one block per row; grids are limited to 2^31-1 blocks.
+Status CheckRows(int64_t rows, const char* what) {
+  if (rows > 0x7fffffff) return Status::InvalidArgument(std::string(what) + ": too many rows");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status BiasAdd(const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy, int64_t rows,
+               int64_t cols, void* stream) {
+  BiasAddKernel<<<GridFor(rows * cols), kThreads, 0, AsStream(stream)>>>(x, ldx, bias, y, ldy, rows,
+                                                                         cols);
+  return LaunchStatus("BiasAdd");
+}
+
+Status BiasAddBackward(const float* dy, int64_t lddy, int64_t rows, int64_t cols, float* dbias,
+                       void* stream) {
+  ColSumAccKernel<<<GridFor(cols), kThreads, 0, AsStream(stream)>>>(dy, lddy, rows, cols, dbias);
+  return LaunchStatus("BiasAddBackward");
+}
+
+Status Add(const float* a, const float* b, float* out, int64_t n, void* stream) {
+  AddKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(a, b, out, n);
+  return LaunchStatus("Add");
+}
+
+Status GeluForward(const float* x, float* y, int64_t n, void* stream) {
+  GeluKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(x, y, n);
+  return LaunchStatus("GeluForward");
+}
+
+Status GeluBackward(const float* x, const float* dy, float* dx, int64_t n, void* stream) {
+  GeluBackwardKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(x, dy, dx, n);
+  return LaunchStatus("GeluBackward");
+}
+
+Status LayerNormForward(const float* x, int64_t ldx, const float* gamma, const float* beta,
+                        float eps, float* y, int64_t ldy, float* mean, float* rstd, int64_t rows,
+                        int64_t cols, void* stream) {
+  PSZERO_RETURN_IF_ERROR(CheckRows(rows, "LayerNormForward"));
+  LayerNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, AsStream(stream)>>>(
+      x, ldx, gamma, beta, eps, y, ldy, mean, rstd, cols);
+  return LaunchStatus("LayerNormForward");
+}
+
+Status LayerNormBackward(const float* dy, int64_t lddy, const float* x, int64_t ldx,
+                         const float* gamma, const float* mean, const float* rstd, float* dx,
+                         int64_t lddx, float* dgamma, float* dbeta, int64_t rows, int64_t cols,
+                         void* stream) {
+  PSZERO_RETURN_IF_ERROR(CheckRows(rows, "LayerNormBackward"));
+  // Parameter gradients first: dx may overwrite dy.
+  LayerNormParamGradKernel<<<GridFor(cols), kThreads, 0, AsStream(stream)>>>(
+      dy, lddy, x, ldx, mean, rstd, dgamma, dbeta, rows, cols);
+  LayerNormBackwardKernel<<<static_cast<unsigned>(rows), kThreads, 0, AsStream(stream)>>>(
+      dy, lddy, x, ldx, gamma, mean, rstd, dx, lddx, cols);
+  return LaunchStatus("LayerNormBackward");
+}
+
+Status SoftmaxForward(const float* x, float* y, int64_t rows, int64_t cols, int64_t ld, float scale,
+                      bool causal, void* stream) {
+  PSZERO_RETURN_IF_ERROR(CheckRows(rows, "SoftmaxForward"));
+  SoftmaxKernel<<<static_cast<unsigned>(rows), kThreads, 0, AsStream(stream)>>>(x, y, cols, ld,
+                                                                                scale, causal);
+  return LaunchStatus("SoftmaxForward");
+}
+
+Status SoftmaxBackward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols,
+                       int64_t ld, float scale, void* stream) {
+  PSZERO_RETURN_IF_ERROR(CheckRows(rows, "SoftmaxBackward"));
+  SoftmaxBackwardKernel<<<static_cast<unsigned>(rows), kThreads, 0, AsStream(stream)>>>(
+      y, dy, dx, cols, ld, scale);
+  return LaunchStatus("SoftmaxBackward");
+}
+
+Status CrossEntropyForward(const float* logits, int64_t ld, const int32_t* targets, int64_t rows,
+                           int64_t vocab, float* lse, float* mean_loss, void* stream) {
+  PSZERO_RETURN_IF_ERROR(CheckRows(rows, "CrossEntropyForward"));
+  if (rows > 0) {
+    LogSumExpKernel<<<static_cast<unsigned>(rows), kThreads, 0, AsStream(stream)>>>(logits, ld,
+                                                                                    vocab, lse);
+  }
+  CrossEntropyMeanKernel<<<1, kThreads, 0, AsStream(stream)>>>(logits, ld, targets, lse, rows,
+                                                               vocab, mean_loss);
+  return LaunchStatus("CrossEntropyForward");
+}
+
+Status CrossEntropyBackward(const float* logits, int64_t ld, const int32_t* targets,
+                            const float* lse, int64_t rows, int64_t vocab, float dloss,
+                            float* dlogits, int64_t ld_dlogits, void* stream) {
+  PSZERO_RETURN_IF_ERROR(CheckRows(rows, "CrossEntropyBackward"));
+  const float coef = dloss / static_cast<float>(rows);
+  CrossEntropyBackwardKernel<<<static_cast<unsigned>(rows), kThreads, 0, AsStream(stream)>>>(
+      logits, ld, targets, lse, vocab, coef, dlogits, ld_dlogits);
+  return LaunchStatus("CrossEntropyBackward");
+}
+
+Status MseLossBackward(const float* pred, const float* target, int64_t n, float dloss, float* dpred,
+                       void* stream) {
+  const float coef = 2.0f * dloss / static_cast<float>(n);
+  MseBackwardKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(pred, target, n, coef, dpred);
+  return LaunchStatus("MseLossBackward");
+}
+
+Status EmbeddingForward(const float* table, int64_t vocab, int64_t dim, const int32_t* ids,
+                        int64_t n, float* out, void* stream) {
+  EmbeddingForwardKernel<<<GridFor(n * dim), kThreads, 0, AsStream(stream)>>>(table, vocab, dim,
+                                                                              ids, n, out);
+  return LaunchStatus("EmbeddingForward");
+}
+
+Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t n, int64_t vocab,
+                         int64_t dim, float* dtable, void* stream) {
+  EmbeddingBackwardKernel<<<GridFor(dim), kThreads, 0, AsStream(stream)>>>(dout, ids, n, vocab, dim,
+                                                                           dtable);
+  return LaunchStatus("EmbeddingBackward");
+}
+
+}  // namespace pszero::kernels::cuda

@@ -1,0 +1,75 @@
+#include "kernels/cuda_resources.h"
+
+#include <string>
+
+#ifdef PSZERO_HAVE_CUDA
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace pszero::kernels {
+
+#ifdef PSZERO_HAVE_CUDA
+
+int CudaDeviceCount() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return count;
+}
+
+Result<std::unique_ptr<CudaResources>> CudaResources::Create(int device_ordinal) {
+  if (device_ordinal < 0 || device_ordinal >= CudaDeviceCount()) {
+    return Status::Unavailable("no CUDA device " + std::to_string(device_ordinal) + " (" +
+                               std::to_string(CudaDeviceCount()) + " visible)");
+  }
+  std::unique_ptr<CudaResources> r(new CudaResources());
+  r->device_ = device_ordinal;
+  cudaError_t err = cudaSetDevice(device_ordinal);
+  if (err != cudaSuccess)
+    return Status::Unavailable(std::string("cudaSetDevice: ") + cudaGetErrorString(err));
+  cudaStream_t stream = nullptr;
+  err = cudaStreamCreate(&stream);
+  if (err != cudaSuccess) {
+    return Status::Unavailable(std::string("cudaStreamCreate: ") + cudaGetErrorString(err));
+  }
+  r->stream_ = stream;
+  cublasHandle_t handle = nullptr;
+  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
+    return Status::Unavailable("cublasCreate failed");
+  }
+  r->cublas_ = handle;
+  if (cublasSetStream(handle, stream) != CUBLAS_STATUS_SUCCESS) {
+    return Status::Internal("cublasSetStream failed");
+  }
+  return r;
+}
+
+CudaResources::~CudaResources() {
+  if (cublas_ != nullptr) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
+  if (stream_ != nullptr) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
+}
+
+Status CudaResources::Synchronize() {
+  cudaError_t err = cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
+  if (err != cudaSuccess) return Status::Internal(std::string("CUDA: ") + cudaGetErrorString(err));
+  return Status::Ok();
+}
+
+#else  // CPU build
+
+int CudaDeviceCount() { return 0; }
+
+Result<std::unique_ptr<CudaResources>> CudaResources::Create(int) {
+  return Status::Unavailable("CUDA kernels need a CUDA build (built with PSZERO_CUDA=OFF)");
+}
+
+CudaResources::~CudaResources() = default;
+
+Status CudaResources::Synchronize() { return Status::Ok(); }
+
+#endif
+
+}  // namespace pszero::kernels

@@ -1,0 +1,38 @@
+// CudaResources: one CUDA stream and one cuBLAS handle bound to one device, owned (RAII).
+//
+// A worker creates one and points its KernelContext at it; kernels are enqueued on its
+// stream in call order. Not thread-safe: one thread enqueues at a time. In a CPU build
+// (PSZERO_CUDA=OFF) Create() returns kUnavailable and CudaDeviceCount() is 0. The handle
+// types are kept opaque (void*) so that users of this header need no CUDA headers.
+#pragma once
+
+#include <memory>
+
+#include "common/status.h"
+
+namespace pszero::kernels {
+
+// CUDA devices visible to this process; 0 in a CPU build or when the driver finds none.
+int CudaDeviceCount();
+
+class CudaResources {
+ public:
+  static Result<std::unique_ptr<CudaResources>> Create(int device_ordinal = 0);
+  ~CudaResources();
+  CudaResources(const CudaResources&) = delete;
+  CudaResources& operator=(const CudaResources&) = delete;
+
+  int device() const { return device_; }
+  void* stream() const { return stream_; }  // cudaStream_t
+  void* cublas() const { return cublas_; }  // cublasHandle_t
+  // Waits for everything enqueued so far; reports the first asynchronous error.
+  Status Synchronize();
+
+ private:
+  CudaResources() = default;
+  int device_ = 0;
+  void* stream_ = nullptr;
+  void* cublas_ = nullptr;
+};
+
+}  // namespace pszero::kernels

@@ -1,0 +1,99 @@
+#include "kernels/elementwise.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/parallel.h"
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda_resources.h"
+#include "kernels/internal.h"
+
+namespace pszero::kernels {
+
+Status BiasAdd(const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy, int64_t rows,
+               int64_t cols, const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("BiasAdd", {rows, cols}, {x, bias, y}));
+  PSZERO_RETURN_IF_ERROR(internal::CheckLd("BiasAdd", ldx, cols));
+  PSZERO_RETURN_IF_ERROR(internal::CheckLd("BiasAdd", ldy, cols));
+  if (rows == 0 || cols == 0) return Status::Ok();
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(cuda::BiasAdd(x, ldx, bias, y, ldy, rows, cols, ctx.cuda->stream()));
+  }
+  const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
+  const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / cols);
+  cpu::ParallelFor(ctx.threads, rows, min_rows, [&](int, int64_t b, int64_t e) {
+    k.bias_add(x + b * ldx, ldx, bias, y + b * ldy, ldy, e - b, cols);
+  });
+  return Status::Ok();
+}
+
+Status BiasAddBackward(const float* dy, int64_t lddy, int64_t rows, int64_t cols, float* dbias,
+                       const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("BiasAddBackward", {rows, cols}, {dy, dbias}));
+  PSZERO_RETURN_IF_ERROR(internal::CheckLd("BiasAddBackward", lddy, cols));
+  if (rows == 0 || cols == 0) return Status::Ok();
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(
+        cuda::BiasAddBackward(dy, lddy, rows, cols, dbias, ctx.cuda->stream()));
+  }
+  const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
+  const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / cols);
+  const int t = cpu::PlanThreads(ctx.threads, rows, min_rows);
+  if (t <= 1) {
+    k.col_sum_acc(dy, lddy, rows, cols, dbias);
+    return Status::Ok();
+  }
+  // Per-thread column sums, added in thread order: deterministic for a thread count.
+  std::vector<float> partial(static_cast<size_t>(t * cols), 0.0f);
+  cpu::ParallelFor(ctx.threads, rows, min_rows, [&](int id, int64_t b, int64_t e) {
+    k.col_sum_acc(dy + b * lddy, lddy, e - b, cols, partial.data() + id * cols);
+  });
+  for (int id = 0; id < t; ++id) k.add(dbias, partial.data() + id * cols, dbias, cols);
+  return Status::Ok();
+}
+
+Status Add(const float* a, const float* b, float* out, int64_t n, const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("Add", {n}, {a, b, out}));
+  if (n == 0) return Status::Ok();
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(cuda::Add(a, b, out, n, ctx.cuda->stream()));
+  }
+  const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
+  cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread,
+                   [&](int, int64_t s, int64_t e) { k.add(a + s, b + s, out + s, e - s); });
+  return Status::Ok();
+}
+
+Status GeluForward(const float* x, float* y, int64_t n, const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("GeluForward", {n}, {x, y}));
+  if (n == 0) return Status::Ok();
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(cuda::GeluForward(x, y, n, ctx.cuda->stream()));
+  }
+  const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
+  cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread / 4,
+                   [&](int, int64_t s, int64_t e) { k.gelu(x + s, y + s, e - s); });
+  return Status::Ok();
+}
+
+Status GeluBackward(const float* x, const float* dy, float* dx, int64_t n,
+                    const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("GeluBackward", {n}, {x, dy, dx}));
+  if (n == 0) return Status::Ok();
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(cuda::GeluBackward(x, dy, dx, n, ctx.cuda->stream()));
+  }
+  const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
+  cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread / 4, [&](int, int64_t s, int64_t e) {
+    k.gelu_backward(x + s, dy + s, dx + s, e - s);
+  });
+  return Status::Ok();
+}
+
+}  // namespace pszero::kernels

@@ -1,0 +1,34 @@
+// Pointwise transformer ops, forward and backward: bias add, residual add, GELU (tanh
+// form, as GPT-2). fp32, row-major.
+//
+// Convention for every transformer op in kernels/: activation gradients are written
+// (overwritten); parameter gradients (dbias, dgamma, dbeta, dtable) are accumulated (+=),
+// so the caller zeroes them once per step and micro-batches add up. Pointers live on
+// ctx.device. An output may alias its input where a comment says so.
+#pragma once
+
+#include <cstdint>
+
+#include "common/status.h"
+#include "kernels/context.h"
+
+namespace pszero::kernels {
+
+// y[r, c] = x[r, c] + bias[c] for a [rows, cols] matrix; y may equal x (same ld).
+Status BiasAdd(const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy, int64_t rows,
+               int64_t cols, const KernelContext& ctx);
+// dbias[c] += sum over r of dy[r, c]. (dx = dy: nothing to compute.)
+Status BiasAddBackward(const float* dy, int64_t lddy, int64_t rows, int64_t cols, float* dbias,
+                       const KernelContext& ctx);
+
+// out[i] = a[i] + b[i] (residual add; its backward is the identity on both inputs, i.e.
+// Add(dresidual, dy, dresidual)). out may equal a or b.
+Status Add(const float* a, const float* b, float* out, int64_t n, const KernelContext& ctx);
+
+// y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); y may equal x.
+Status GeluForward(const float* x, float* y, int64_t n, const KernelContext& ctx);
+// dx = dy * GELU'(x); dx may equal dy.
+Status GeluBackward(const float* x, const float* dy, float* dx, int64_t n,
+                    const KernelContext& ctx);
+
+}  // namespace pszero::kernels

@@ -1,0 +1,75 @@
+#include "kernels/embedding.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/parallel.h"
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda_resources.h"
+#include "kernels/internal.h"
+
+namespace pszero::kernels {
+
+namespace {
+
+Status CheckIds(const int32_t* ids, int64_t n, int64_t vocab) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab) {
+      return Status::InvalidArgument("embedding id " + std::to_string(ids[i]) + " at " +
+                                     std::to_string(i) + " outside [0, " + std::to_string(vocab) +
+                                     ")");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+// Row copies and adds are memcpy-shaped: the compiler's baseline vectorization is enough,
+// so these have no per-ISA table entry.
+Status EmbeddingForward(const float* table, int64_t vocab, int64_t dim, const int32_t* ids,
+                        int64_t n, float* out, const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("EmbeddingForward", {n, dim}, {table, ids, out}));
+  if (vocab < 0) return Status::InvalidArgument("EmbeddingForward: negative vocab");
+  if (n == 0 || dim == 0) return Status::Ok();
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(
+        cuda::EmbeddingForward(table, vocab, dim, ids, n, out, ctx.cuda->stream()));
+  }
+  PSZERO_RETURN_IF_ERROR(CheckIds(ids, n, vocab));
+  const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / dim);
+  cpu::ParallelFor(ctx.threads, n, min_rows, [&](int, int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      std::memcpy(out + i * dim, table + static_cast<int64_t>(ids[i]) * dim,
+                  static_cast<size_t>(dim) * sizeof(float));
+    }
+  });
+  return Status::Ok();
+}
+
+Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t n, int64_t vocab,
+                         int64_t dim, float* dtable, const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("EmbeddingBackward", {n, dim}, {dout, ids, dtable}));
+  if (vocab < 0) return Status::InvalidArgument("EmbeddingBackward: negative vocab");
+  if (n == 0 || dim == 0) return Status::Ok();
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(
+        cuda::EmbeddingBackward(dout, ids, n, vocab, dim, dtable, ctx.cuda->stream()));
+  }
+  PSZERO_RETURN_IF_ERROR(CheckIds(ids, n, vocab));
+  // Threads split the columns, so each element of dtable is added to by one thread, in
+  // ascending i: the same bits for every thread count.
+  const int64_t min_cols = std::max<int64_t>(16, cpu::kMinElementsPerThread / n);
+  cpu::ParallelFor(ctx.threads, dim, min_cols, [&](int, int64_t b, int64_t e) {
+    for (int64_t i = 0; i < n; ++i) {
+      float* __restrict row = dtable + static_cast<int64_t>(ids[i]) * dim;
+      const float* __restrict g = dout + i * dim;
+      for (int64_t c = b; c < e; ++c) row[c] += g[c];
+    }
+  });
+  return Status::Ok();
+}
+
+}  // namespace pszero::kernels

@@ -1,0 +1,23 @@
+// Embedding lookup and its scatter-add gradient (fp32 table [vocab, dim], int32 ids).
+//
+// Forward: out[i, :] = table[ids[i], :], out [n, dim] contiguous. Backward:
+// dtable[ids[i], :] += dout[i, :], added in ascending i on every device and thread count
+// (no atomics), so repeated ids give the same bits everywhere. The host checks ids
+// (kInvalidArgument); the CUDA twin skips out-of-range ids (forward writes zeros).
+// Pointers live on ctx.device.
+#pragma once
+
+#include <cstdint>
+
+#include "common/status.h"
+#include "kernels/context.h"
+
+namespace pszero::kernels {
+
+Status EmbeddingForward(const float* table, int64_t vocab, int64_t dim, const int32_t* ids,
+                        int64_t n, float* out, const KernelContext& ctx);
+
+Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t n, int64_t vocab,
+                         int64_t dim, float* dtable, const KernelContext& ctx);
+
+}  // namespace pszero::kernels

@@ -1,0 +1,74 @@
+#include "kernels/layernorm.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/parallel.h"
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda_resources.h"
+#include "kernels/internal.h"
+
+namespace pszero::kernels {
+
+Status LayerNormForward(const float* x, int64_t ldx, const float* gamma, const float* beta,
+                        float eps, float* y, int64_t ldy, float* mean, float* rstd, int64_t rows,
+                        int64_t cols, const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(
+      internal::CheckArgs("LayerNormForward", {rows, cols}, {x, gamma, beta, y, mean, rstd}));
+  PSZERO_RETURN_IF_ERROR(internal::CheckLd("LayerNormForward", ldx, cols));
+  PSZERO_RETURN_IF_ERROR(internal::CheckLd("LayerNormForward", ldy, cols));
+  if (rows == 0 || cols == 0) return Status::Ok();
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(cuda::LayerNormForward(x, ldx, gamma, beta, eps, y, ldy, mean, rstd,
+                                                    rows, cols, ctx.cuda->stream()));
+  }
+  const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
+  const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / cols);
+  cpu::ParallelFor(ctx.threads, rows, min_rows, [&](int, int64_t b, int64_t e) {
+    k.layernorm(x + b * ldx, ldx, gamma, beta, eps, y + b * ldy, ldy, mean + b, rstd + b, e - b,
+                cols);
+  });
+  return Status::Ok();
+}
+
+Status LayerNormBackward(const float* dy, int64_t lddy, const float* x, int64_t ldx,
+                         const float* gamma, const float* mean, const float* rstd, float* dx,
+                         int64_t lddx, float* dgamma, float* dbeta, int64_t rows, int64_t cols,
+                         const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("LayerNormBackward", {rows, cols},
+                                             {dy, x, gamma, mean, rstd, dx, dgamma, dbeta}));
+  PSZERO_RETURN_IF_ERROR(internal::CheckLd("LayerNormBackward", lddy, cols));
+  PSZERO_RETURN_IF_ERROR(internal::CheckLd("LayerNormBackward", ldx, cols));
+  PSZERO_RETURN_IF_ERROR(internal::CheckLd("LayerNormBackward", lddx, cols));
+  if (rows == 0 || cols == 0) return Status::Ok();
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(cuda::LayerNormBackward(dy, lddy, x, ldx, gamma, mean, rstd, dx, lddx,
+                                                     dgamma, dbeta, rows, cols,
+                                                     ctx.cuda->stream()));
+  }
+  const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
+  const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / cols);
+  const int t = cpu::PlanThreads(ctx.threads, rows, min_rows);
+  if (t <= 1) {
+    k.layernorm_backward(dy, lddy, x, ldx, gamma, mean, rstd, dx, lddx, dgamma, dbeta, rows, cols);
+    return Status::Ok();
+  }
+  // Per-thread dgamma/dbeta partials, added in thread order.
+  std::vector<float> partial(static_cast<size_t>(2 * t * cols), 0.0f);
+  cpu::ParallelFor(ctx.threads, rows, min_rows, [&](int id, int64_t b, int64_t e) {
+    float* pg = partial.data() + 2 * id * cols;
+    k.layernorm_backward(dy + b * lddy, lddy, x + b * ldx, ldx, gamma, mean + b, rstd + b,
+                         dx + b * lddx, lddx, pg, pg + cols, e - b, cols);
+  });
+  for (int id = 0; id < t; ++id) {
+    const float* pg = partial.data() + 2 * id * cols;
+    k.add(dgamma, pg, dgamma, cols);
+    k.add(dbeta, pg + cols, dbeta, cols);
+  }
+  return Status::Ok();
+}
+
+}  // namespace pszero::kernels

@@ -1,0 +1,377 @@
+// Every CUDA twin against its CPU twin on the same inputs (label gpu). Without a CUDA
+// device (a CPU build, or no GPU) every test is skipped with a message saying so.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+
+#include "common/tensor.h"
+#include "kernels/attention.h"
+#include "kernels/cast.h"
+#include "kernels/cuda_resources.h"
+#include "kernels/elementwise.h"
+#include "kernels/embedding.h"
+#include "kernels/gemm.h"
+#include "kernels/layernorm.h"
+#include "kernels/loss.h"
+#include "kernels/optimizer.h"
+#include "kernels/reduce.h"
+#include "kernels/softmax.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace pszero::kernels {
+namespace {
+
+using testing::ExpectAllClose;
+using testing::RandomFloats;
+
+// GPU math (fused multiply-add, __expf, tanhf, other summation trees) against the host.
+constexpr double kRtol = 1e-5, kAtol = 1e-5;
+
+template <typename T>
+DType DTypeFor() {
+  if constexpr (std::is_same_v<T, float>) return DType::kFloat32;
+  if constexpr (std::is_same_v<T, uint16_t>) return DType::kBFloat16;  // 16-bit storage
+  if constexpr (std::is_same_v<T, int32_t>) return DType::kInt32;
+}
+
+class CudaTwinTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (CudaDeviceCount() == 0) {
+      GTEST_SKIP() << "no CUDA device present (CPU build or no GPU): CUDA twins not run";
+    }
+    auto r = CudaResources::Create(0);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    res_ = std::move(r).value();
+  }
+
+  KernelContext Gpu() const { return KernelContext::Cuda(res_.get()); }
+  static KernelContext Cpu() { return KernelContext::Host(); }
+
+  template <typename T>
+  Tensor Up(const std::vector<T>& v) {
+    auto t = Tensor::Empty({static_cast<int64_t>(v.size())}, DTypeFor<T>(), MemoryCategory::kOther,
+                           nullptr, Device::kCuda);
+    EXPECT_TRUE(t.ok()) << t.status().ToString();
+    EXPECT_TRUE(t->CopyFrom(Tensor::Wrap(const_cast<T*>(v.data()), {static_cast<int64_t>(v.size())},
+                                         DTypeFor<T>()))
+                    .ok());
+    return std::move(t).value();
+  }
+
+  template <typename T>
+  std::vector<T> Down(const Tensor& t) {
+    EXPECT_TRUE(res_->Synchronize().ok());
+    std::vector<T> v(static_cast<size_t>(t.numel()));
+    Tensor host = Tensor::Wrap(v.data(), {t.numel()}, DTypeFor<T>());
+    EXPECT_TRUE(host.CopyFrom(t).ok());
+    return v;
+  }
+
+  template <typename T>
+  static T* P(const Tensor& t) {
+    return static_cast<T*>(t.data());
+  }
+
+  std::unique_ptr<CudaResources> res_;
+};
+
+TEST_F(CudaTwinTest, AdamWAndSgd) {
+  for (int64_t n : {1, 7, 1023, 100003}) {
+    for (bool bf16 : {false, true}) {
+      const std::vector<float> g = RandomFloats(n, 1), p = RandomFloats(n, 2);
+      const std::vector<float> m = RandomFloats(n, 3, -0.1f, 0.1f),
+                               v = RandomFloats(n, 4, 0, 0.01f);
+      const std::vector<uint16_t> gb = testing::ToBf16(g);
+      AdamWParams hp;
+      hp.step = 3;
+      std::vector<float> hp_p = p, hp_m = m, hp_v = v;
+      std::vector<bf16_t> hcopy(n);
+      const void* hg = bf16 ? static_cast<const void*>(gb.data()) : g.data();
+      const DType gd = bf16 ? DType::kBFloat16 : DType::kFloat32;
+      ASSERT_TRUE(
+          AdamW(hp, hp_p.data(), hg, gd, hp_m.data(), hp_v.data(), hcopy.data(), n, Cpu()).ok());
+      Tensor dp = Up(p), dm = Up(m), dv = Up(v), dg = bf16 ? Up(gb) : Up(g);
+      Tensor dcopy = Up(std::vector<uint16_t>(n));
+      ASSERT_TRUE(AdamW(hp, P<float>(dp), dg.data(), gd, P<float>(dm), P<float>(dv),
+                        static_cast<bf16_t*>(dcopy.data()), n, Gpu())
+                      .ok());
+      ExpectAllClose(Down<float>(dp), hp_p, kRtol, 1e-7);
+      ExpectAllClose(Down<float>(dm), hp_m, kRtol, 1e-7);
+      ExpectAllClose(Down<float>(dv), hp_v, kRtol, 1e-7);
+      const std::vector<float> gp = Down<float>(dp);
+      const std::vector<uint16_t> gcopy = Down<uint16_t>(dcopy);
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(gcopy[i], FloatToBf16Bits(gp[i]));
+
+      SgdParams sp;
+      sp.nesterov = true;
+      sp.weight_decay = 0.01f;
+      std::vector<float> sp_p = p, sp_b = m;
+      ASSERT_TRUE(Sgd(sp, sp_p.data(), hg, gd, sp_b.data(), nullptr, n, Cpu()).ok());
+      Tensor sdp = Up(p), sdb = Up(m);
+      ASSERT_TRUE(Sgd(sp, P<float>(sdp), dg.data(), gd, P<float>(sdb), nullptr, n, Gpu()).ok());
+      ExpectAllClose(Down<float>(sdp), sp_p, kRtol, 1e-7);
+      ExpectAllClose(Down<float>(sdb), sp_b, kRtol, 1e-7);
+    }
+  }
+}
+
+TEST_F(CudaTwinTest, SumIsBitIdenticalToHost) {
+  for (int64_t n : {1, 7, 1023, 100003}) {
+    for (int k : {2, 5, 8}) {
+      std::vector<std::vector<float>> in;
+      std::vector<Tensor> din;
+      std::vector<const void*> hp, dp;
+      for (int j = 0; j < k; ++j) in.push_back(RandomFloats(n, 10 + j));
+      for (int j = 0; j < k; ++j) {
+        din.push_back(Up(in[j]));
+        hp.push_back(in[j].data());
+        dp.push_back(din[j].data());
+      }
+      std::vector<float> hout(n);
+      ASSERT_TRUE(Sum(hp, DType::kFloat32, hout.data(), DType::kFloat32, n, false, Cpu()).ok());
+      Tensor dout = Up(std::vector<float>(n));
+      ASSERT_TRUE(Sum(dp, DType::kFloat32, dout.data(), DType::kFloat32, n, false, Gpu()).ok());
+      EXPECT_EQ(Down<float>(dout), hout);
+      // bf16 in, bf16 out, accumulating.
+      std::vector<std::vector<uint16_t>> inb;
+      std::vector<Tensor> dinb;
+      std::vector<const void*> hpb, dpb;
+      for (int j = 0; j < k; ++j) inb.push_back(testing::ToBf16(in[j]));
+      for (int j = 0; j < k; ++j) {
+        dinb.push_back(Up(inb[j]));
+        hpb.push_back(inb[j].data());
+        dpb.push_back(dinb[j].data());
+      }
+      std::vector<uint16_t> hacc = testing::ToBf16(RandomFloats(n, 99));
+      Tensor dacc = Up(hacc);
+      ASSERT_TRUE(Sum(hpb, DType::kBFloat16, hacc.data(), DType::kBFloat16, n, true, Cpu()).ok());
+      ASSERT_TRUE(Sum(dpb, DType::kBFloat16, dacc.data(), DType::kBFloat16, n, true, Gpu()).ok());
+      EXPECT_EQ(Down<uint16_t>(dacc), hacc);
+    }
+  }
+}
+
+TEST_F(CudaTwinTest, NormMaxAndMse) {
+  for (int64_t n : {0, 1, 1023, 1000003}) {
+    const std::vector<float> x = RandomFloats(n, 20), y = RandomFloats(n, 21);
+    float hn = 0, hm = 0, hl = 0;
+    ASSERT_TRUE(SquaredNorm(x.data(), DType::kFloat32, n, &hn, Cpu()).ok());
+    ASSERT_TRUE(Max(x.data(), n, &hm, Cpu()).ok());
+    ASSERT_TRUE(MseLossForward(x.data(), y.data(), n, &hl, Cpu()).ok());
+    Tensor dx = Up(x), dy = Up(y), out = Up(std::vector<float>(3));
+    ASSERT_TRUE(SquaredNorm(dx.data(), DType::kFloat32, n, P<float>(out), Gpu()).ok());
+    ASSERT_TRUE(Max(P<float>(dx), n, P<float>(out) + 1, Gpu()).ok());
+    ASSERT_TRUE(MseLossForward(P<float>(dx), P<float>(dy), n, P<float>(out) + 2, Gpu()).ok());
+    const std::vector<float> got = Down<float>(out);
+    EXPECT_NEAR(got[0], hn, 1e-5 * hn);
+    EXPECT_EQ(got[1], hm);
+    EXPECT_NEAR(got[2], hl, 1e-5 * hl);
+  }
+}
+
+TEST_F(CudaTwinTest, CastsAreBitIdentical) {
+  std::vector<float> x = RandomFloats(100003, 30, -70000.0f, 70000.0f);
+  for (uint32_t b = 0; b < 65536; ++b) x.push_back(std::bit_cast<float>(b << 13 | (b & 7)));
+  const int64_t n = static_cast<int64_t>(x.size());
+  Tensor dx = Up(x);
+  for (DType half : {DType::kBFloat16, DType::kFloat16}) {
+    std::vector<uint16_t> h(n);
+    ASSERT_TRUE(Cast(x.data(), DType::kFloat32, h.data(), half, n, Cpu()).ok());
+    Tensor dh = Up(std::vector<uint16_t>(n));
+    ASSERT_TRUE(Cast(dx.data(), DType::kFloat32, dh.data(), half, n, Gpu()).ok());
+    EXPECT_EQ(Down<uint16_t>(dh), h);
+    std::vector<float> back(n);
+    ASSERT_TRUE(Cast(h.data(), half, back.data(), DType::kFloat32, n, Cpu()).ok());
+    Tensor dback = Up(std::vector<float>(n));
+    ASSERT_TRUE(Cast(dh.data(), half, dback.data(), DType::kFloat32, n, Gpu()).ok());
+    const std::vector<float> gb = Down<float>(dback);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(gb[i]), std::bit_cast<uint32_t>(back[i])) << i;
+    }
+  }
+}
+
+TEST_F(CudaTwinTest, GemmFp32AndBf16) {
+  const int64_t m = 70, n = 33, k = 129, batch = 3;
+  std::vector<float> a = RandomFloats(batch * m * k, 40), b = RandomFloats(batch * k * n, 41);
+  for (DType dt : {DType::kFloat32, DType::kBFloat16}) {
+    for (bool tb : {false, true}) {
+      std::vector<uint16_t> ab = testing::ToBf16(a), bb = testing::ToBf16(b);
+      const void* ha = dt == DType::kFloat32 ? static_cast<const void*>(a.data()) : ab.data();
+      const void* hb = dt == DType::kFloat32 ? static_cast<const void*>(b.data()) : bb.data();
+      const int64_t ldb = tb ? k : n;
+      const GemmBatch gb = {batch, m * k, k * n, m * n};
+      std::vector<float> hc(batch * m * n, 1.0f);
+      ASSERT_TRUE(GemmStridedBatched(false, tb, m, n, k, 1.0f, ha, k, hb, ldb, 0.5f, hc.data(), n,
+                                     gb, dt, Cpu())
+                      .ok());
+      Tensor da = dt == DType::kFloat32 ? Up(a) : Up(ab),
+             db = dt == DType::kFloat32 ? Up(b) : Up(bb);
+      Tensor dc = Up(std::vector<float>(batch * m * n, 1.0f));
+      ASSERT_TRUE(GemmStridedBatched(false, tb, m, n, k, 1.0f, da.data(), k, db.data(), ldb, 0.5f,
+                                     P<float>(dc), n, gb, dt, Gpu())
+                      .ok());
+      ExpectAllClose(Down<float>(dc), hc, 1e-4, 1e-4);
+    }
+  }
+}
+
+TEST_F(CudaTwinTest, TransformerOpsForwardAndBackward) {
+  const int64_t rows = 64, cols = 257, n = rows * cols;
+  const std::vector<float> x = RandomFloats(n, 50, -3.0f, 3.0f), dy = RandomFloats(n, 51);
+  const std::vector<float> g = RandomFloats(cols, 52), b = RandomFloats(cols, 53);
+  Tensor dx = Up(x), ddy = Up(dy), dg = Up(g), db = Up(b);
+  // GELU, bias add, residual add.
+  {
+    std::vector<float> h(n), h2(n);
+    ASSERT_TRUE(GeluForward(x.data(), h.data(), n, Cpu()).ok());
+    ASSERT_TRUE(GeluBackward(x.data(), dy.data(), h2.data(), n, Cpu()).ok());
+    Tensor o = Up(std::vector<float>(n)), o2 = Up(std::vector<float>(n));
+    ASSERT_TRUE(GeluForward(P<float>(dx), P<float>(o), n, Gpu()).ok());
+    ASSERT_TRUE(GeluBackward(P<float>(dx), P<float>(ddy), P<float>(o2), n, Gpu()).ok());
+    ExpectAllClose(Down<float>(o), h, kRtol, kAtol);
+    ExpectAllClose(Down<float>(o2), h2, kRtol, kAtol);
+    ASSERT_TRUE(BiasAdd(x.data(), cols, b.data(), h.data(), cols, rows, cols, Cpu()).ok());
+    ASSERT_TRUE(
+        BiasAdd(P<float>(dx), cols, P<float>(db), P<float>(o), cols, rows, cols, Gpu()).ok());
+    ExpectAllClose(Down<float>(o), h, 0, 0);
+    std::vector<float> hb(cols, 0.0f);
+    Tensor ob = Up(hb);
+    ASSERT_TRUE(BiasAddBackward(dy.data(), cols, rows, cols, hb.data(), Cpu()).ok());
+    ASSERT_TRUE(BiasAddBackward(P<float>(ddy), cols, rows, cols, P<float>(ob), Gpu()).ok());
+    ExpectAllClose(Down<float>(ob), hb, kRtol, kAtol);
+    ASSERT_TRUE(Add(x.data(), dy.data(), h.data(), n, Cpu()).ok());
+    ASSERT_TRUE(Add(P<float>(dx), P<float>(ddy), P<float>(o), n, Gpu()).ok());
+    ExpectAllClose(Down<float>(o), h, 0, 0);
+  }
+  // LayerNorm.
+  {
+    std::vector<float> y(n), mean(rows), rstd(rows), gx(n), gg(cols, 0), gbeta(cols, 0);
+    ASSERT_TRUE(LayerNormForward(x.data(), cols, g.data(), b.data(), 1e-5f, y.data(), cols,
+                                 mean.data(), rstd.data(), rows, cols, Cpu())
+                    .ok());
+    ASSERT_TRUE(LayerNormBackward(dy.data(), cols, x.data(), cols, g.data(), mean.data(),
+                                  rstd.data(), gx.data(), cols, gg.data(), gbeta.data(), rows, cols,
+                                  Cpu())
+                    .ok());
+    Tensor oy = Up(y), om = Up(mean), orr = Up(rstd), ogx = Up(gx),
+           ogg = Up(std::vector<float>(cols)), ogb = Up(std::vector<float>(cols));
+    ASSERT_TRUE(LayerNormForward(P<float>(dx), cols, P<float>(dg), P<float>(db), 1e-5f,
+                                 P<float>(oy), cols, P<float>(om), P<float>(orr), rows, cols, Gpu())
+                    .ok());
+    ASSERT_TRUE(LayerNormBackward(P<float>(ddy), cols, P<float>(dx), cols, P<float>(dg),
+                                  P<float>(om), P<float>(orr), P<float>(ogx), cols, P<float>(ogg),
+                                  P<float>(ogb), rows, cols, Gpu())
+                    .ok());
+    ExpectAllClose(Down<float>(oy), y, kRtol, kAtol);
+    ExpectAllClose(Down<float>(ogx), gx, 1e-4, 1e-4);
+    ExpectAllClose(Down<float>(ogg), gg, 1e-4, 1e-4);
+    ExpectAllClose(Down<float>(ogb), gbeta, 1e-4, 1e-4);
+  }
+  // Causal softmax over four whole [32, 32] score matrices.
+  {
+    const int64_t s = 32, r = 4 * s;
+    const std::vector<float> sx = RandomFloats(r * s, 54, -5.0f, 5.0f),
+                             sdy = RandomFloats(r * s, 55);
+    std::vector<float> y(r * s), gx(r * s);
+    ASSERT_TRUE(SoftmaxForward(sx.data(), y.data(), r, s, s, 0.3f, true, Cpu()).ok());
+    ASSERT_TRUE(SoftmaxBackward(y.data(), sdy.data(), gx.data(), r, s, s, 0.3f, Cpu()).ok());
+    Tensor dsx = Up(sx), dsdy = Up(sdy), oy = Up(y), ogx = Up(gx);
+    ASSERT_TRUE(SoftmaxForward(P<float>(dsx), P<float>(oy), r, s, s, 0.3f, true, Gpu()).ok());
+    ASSERT_TRUE(
+        SoftmaxBackward(P<float>(oy), P<float>(dsdy), P<float>(ogx), r, s, s, 0.3f, Gpu()).ok());
+    ExpectAllClose(Down<float>(oy), y, kRtol, kAtol);
+    ExpectAllClose(Down<float>(ogx), gx, 1e-4, kAtol);
+  }
+  // Cross-entropy and MSE backward.
+  {
+    std::vector<int32_t> t(rows);
+    for (int64_t i = 0; i < rows; ++i) t[i] = static_cast<int32_t>((i * 37) % cols);
+    std::vector<float> lse(rows), dl(n), dm(n);
+    float loss = 0;
+    ASSERT_TRUE(
+        CrossEntropyForward(x.data(), cols, t.data(), rows, cols, lse.data(), &loss, Cpu()).ok());
+    ASSERT_TRUE(CrossEntropyBackward(x.data(), cols, t.data(), lse.data(), rows, cols, 1.0f,
+                                     dl.data(), cols, Cpu())
+                    .ok());
+    ASSERT_TRUE(MseLossBackward(x.data(), dy.data(), n, 1.0f, dm.data(), Cpu()).ok());
+    Tensor dt = Up(t), olse = Up(lse), oloss = Up(std::vector<float>(1)), odl = Up(dl),
+           odm = Up(dm);
+    ASSERT_TRUE(CrossEntropyForward(P<float>(dx), cols, P<int32_t>(dt), rows, cols, P<float>(olse),
+                                    P<float>(oloss), Gpu())
+                    .ok());
+    ASSERT_TRUE(CrossEntropyBackward(P<float>(dx), cols, P<int32_t>(dt), P<float>(olse), rows, cols,
+                                     1.0f, P<float>(odl), cols, Gpu())
+                    .ok());
+    ASSERT_TRUE(MseLossBackward(P<float>(dx), P<float>(ddy), n, 1.0f, P<float>(odm), Gpu()).ok());
+    EXPECT_NEAR(Down<float>(oloss)[0], loss, 1e-5 * std::fabs(loss));
+    ExpectAllClose(Down<float>(olse), lse, kRtol, kAtol);
+    ExpectAllClose(Down<float>(odl), dl, 1e-4, 1e-7);
+    ExpectAllClose(Down<float>(odm), dm, kRtol, 1e-9);
+  }
+}
+
+TEST_F(CudaTwinTest, AttentionAndEmbedding) {
+  const AttentionShape s{2, 16, 3, 8};
+  const int64_t d = s.heads * s.head_dim, tokens = s.batch * s.seq, n = tokens * d;
+  const std::vector<float> q = RandomFloats(n, 60), k = RandomFloats(n, 61),
+                           v = RandomFloats(n, 62);
+  const std::vector<float> dout = RandomFloats(n, 63);
+  const int64_t np = s.batch * s.heads * s.seq * s.seq;
+  std::vector<float> probs(np), dprobs(np), out(n), dq(n), dk(n), dv(n);
+  ASSERT_TRUE(
+      AttentionForward(s, q.data(), k.data(), v.data(), d, probs.data(), out.data(), d, Cpu())
+          .ok());
+  ASSERT_TRUE(AttentionBackward(s, q.data(), k.data(), v.data(), d, probs.data(), dout.data(), d,
+                                dprobs.data(), dq.data(), dk.data(), dv.data(), d, Cpu())
+                  .ok());
+  Tensor gq = Up(q), gk = Up(k), gv = Up(v), gdo = Up(dout), gp = Up(probs), gdp = Up(dprobs),
+         go = Up(out), gdq = Up(dq), gdk = Up(dk), gdv = Up(dv);
+  ASSERT_TRUE(AttentionForward(s, P<float>(gq), P<float>(gk), P<float>(gv), d, P<float>(gp),
+                               P<float>(go), d, Gpu())
+                  .ok());
+  ASSERT_TRUE(AttentionBackward(s, P<float>(gq), P<float>(gk), P<float>(gv), d, P<float>(gp),
+                                P<float>(gdo), d, P<float>(gdp), P<float>(gdq), P<float>(gdk),
+                                P<float>(gdv), d, Gpu())
+                  .ok());
+  ExpectAllClose(Down<float>(go), out, 1e-4, 1e-5);
+  ExpectAllClose(Down<float>(gdq), dq, 1e-4, 1e-5);
+  ExpectAllClose(Down<float>(gdk), dk, 1e-4, 1e-5);
+  ExpectAllClose(Down<float>(gdv), dv, 1e-4, 1e-5);
+
+  const int64_t vocab = 50, dim = 24, m = 300;
+  const std::vector<float> table = RandomFloats(vocab * dim, 64), gout = RandomFloats(m * dim, 65);
+  std::vector<int32_t> ids(m);
+  for (int64_t i = 0; i < m; ++i) ids[i] = static_cast<int32_t>((i * 7) % vocab);
+  std::vector<float> emb(m * dim), dtable(vocab * dim, 0.0f);
+  ASSERT_TRUE(EmbeddingForward(table.data(), vocab, dim, ids.data(), m, emb.data(), Cpu()).ok());
+  ASSERT_TRUE(EmbeddingBackward(gout.data(), ids.data(), m, vocab, dim, dtable.data(), Cpu()).ok());
+  Tensor gt = Up(table), gids = Up(ids), gemb = Up(emb), ggo = Up(gout),
+         gdt = Up(std::vector<float>(vocab * dim, 0.0f));
+  ASSERT_TRUE(
+      EmbeddingForward(P<float>(gt), vocab, dim, P<int32_t>(gids), m, P<float>(gemb), Gpu()).ok());
+  ASSERT_TRUE(
+      EmbeddingBackward(P<float>(ggo), P<int32_t>(gids), m, vocab, dim, P<float>(gdt), Gpu()).ok());
+  EXPECT_EQ(Down<float>(gemb), emb);
+  EXPECT_EQ(Down<float>(gdt), dtable);  // same order of additions on both devices
+}
+
+TEST(CudaAvailabilityTest, CreateFailsCleanlyWithoutDevice) {
+  if (CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present: nothing to check here";
+  auto r = CudaResources::Create(0);
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  float x = 0;
+  EXPECT_EQ(Add(&x, &x, &x, 1, KernelContext::Cuda(nullptr)).code(),
+#ifdef PSZERO_HAVE_CUDA
+            StatusCode::kInvalidArgument
+#else
+            StatusCode::kUnavailable
+#endif
+  );
+}
+
+}  // namespace
+}  // namespace pszero::kernels
