@@ -25,22 +25,23 @@ Status Cast(const void* in, DType in_dtype, void* out, DType out_dtype, int64_t 
     PSZERO_KERNELS_CUDA_CALL(cuda::Cast(in, in_dtype, out, out_dtype, n, ctx.cuda->stream()));
   }
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
+  const bool stream = n >= cpu::kStreamingMinElements;
   cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread, [&](int, int64_t b, int64_t e) {
     const auto* f = static_cast<const float*>(in) + b;
     const auto* h = static_cast<const uint16_t*>(in) + b;
     if (from_f32) {
       auto* o = static_cast<uint16_t*>(out) + b;
       if (out_dtype == DType::kBFloat16) {
-        k.f32_to_bf16(f, o, e - b);
+        k.f32_to_bf16(f, o, e - b, stream);
       } else {
-        k.f32_to_fp16(f, o, e - b);
+        k.f32_to_fp16(f, o, e - b, stream);
       }
     } else {
       auto* o = static_cast<float*>(out) + b;
       if (in_dtype == DType::kBFloat16) {
-        k.bf16_to_f32(h, o, e - b);
+        k.bf16_to_f32(h, o, e - b, stream);
       } else {
-        k.fp16_to_f32(h, o, e - b);
+        k.fp16_to_f32(h, o, e - b, stream);
       }
     }
   });

@@ -41,17 +41,17 @@ Status BiasAddBackward(const float* dy, int64_t lddy, int64_t rows, int64_t cols
   }
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
   const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / cols);
-  const int t = cpu::PlanThreads(ctx.threads, rows, min_rows);
-  if (t <= 1) {
+  const int chunks = cpu::PlanChunks(ctx.threads, rows, min_rows);
+  if (chunks <= 1) {
     k.col_sum_acc(dy, lddy, rows, cols, dbias);
     return Status::Ok();
   }
-  // Per-thread column sums, added in thread order: deterministic for a thread count.
-  std::vector<float> partial(static_cast<size_t>(t * cols), 0.0f);
+  // Per-chunk column sums, added in chunk order: deterministic for a thread count.
+  std::vector<float> partial(static_cast<size_t>(chunks * cols), 0.0f);
   cpu::ParallelFor(ctx.threads, rows, min_rows, [&](int id, int64_t b, int64_t e) {
     k.col_sum_acc(dy + b * lddy, lddy, e - b, cols, partial.data() + id * cols);
   });
-  for (int id = 0; id < t; ++id) k.add(dbias, partial.data() + id * cols, dbias, cols);
+  for (int id = 0; id < chunks; ++id) k.add(dbias, partial.data() + id * cols, dbias, cols, false);
   return Status::Ok();
 }
 
@@ -63,8 +63,9 @@ Status Add(const float* a, const float* b, float* out, int64_t n, const KernelCo
     PSZERO_KERNELS_CUDA_CALL(cuda::Add(a, b, out, n, ctx.cuda->stream()));
   }
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
+  const bool stream = n >= cpu::kStreamingMinElements;
   cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread,
-                   [&](int, int64_t s, int64_t e) { k.add(a + s, b + s, out + s, e - s); });
+                   [&](int, int64_t s, int64_t e) { k.add(a + s, b + s, out + s, e - s, stream); });
   return Status::Ok();
 }
 

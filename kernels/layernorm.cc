@@ -51,22 +51,22 @@ Status LayerNormBackward(const float* dy, int64_t lddy, const float* x, int64_t 
   }
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
   const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / cols);
-  const int t = cpu::PlanThreads(ctx.threads, rows, min_rows);
-  if (t <= 1) {
+  const int chunks = cpu::PlanChunks(ctx.threads, rows, min_rows);
+  if (chunks <= 1) {
     k.layernorm_backward(dy, lddy, x, ldx, gamma, mean, rstd, dx, lddx, dgamma, dbeta, rows, cols);
     return Status::Ok();
   }
-  // Per-thread dgamma/dbeta partials, added in thread order.
-  std::vector<float> partial(static_cast<size_t>(2 * t * cols), 0.0f);
+  // Per-chunk dgamma/dbeta partials, added in chunk order.
+  std::vector<float> partial(static_cast<size_t>(2 * chunks * cols), 0.0f);
   cpu::ParallelFor(ctx.threads, rows, min_rows, [&](int id, int64_t b, int64_t e) {
     float* pg = partial.data() + 2 * id * cols;
     k.layernorm_backward(dy + b * lddy, lddy, x + b * ldx, ldx, gamma, mean + b, rstd + b,
                          dx + b * lddx, lddx, pg, pg + cols, e - b, cols);
   });
-  for (int id = 0; id < t; ++id) {
+  for (int id = 0; id < chunks; ++id) {
     const float* pg = partial.data() + 2 * id * cols;
-    k.add(dgamma, pg, dgamma, cols);
-    k.add(dbeta, pg + cols, dbeta, cols);
+    k.add(dgamma, pg, dgamma, cols, false);
+    k.add(dbeta, pg + cols, dbeta, cols, false);
   }
   return Status::Ok();
 }

@@ -41,7 +41,7 @@ Status CrossEntropyForward(const float* logits, int64_t ld, const int32_t* targe
   PSZERO_RETURN_IF_ERROR(CheckTargets(targets, rows, vocab));
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
   const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / 4 / vocab);
-  std::vector<double> partial(cpu::PlanThreads(ctx.threads, rows, min_rows), 0.0);
+  std::vector<double> partial(cpu::PlanChunks(ctx.threads, rows, min_rows), 0.0);
   cpu::ParallelFor(ctx.threads, rows, min_rows, [&](int t, int64_t b, int64_t e) {
     partial[t] = k.cross_entropy(logits + b * ld, ld, targets + b, e - b, vocab, lse + b);
   });
@@ -85,7 +85,7 @@ Status MseLossForward(const float* pred, const float* target, int64_t n, float* 
     PSZERO_KERNELS_CUDA_CALL(cuda::MseLossForward(pred, target, n, loss, ctx.cuda->stream()));
   }
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
-  std::vector<double> partial(cpu::PlanThreads(ctx.threads, n, cpu::kMinElementsPerThread), 0.0);
+  std::vector<double> partial(cpu::PlanChunks(ctx.threads, n, cpu::kMinElementsPerThread), 0.0);
   cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread, [&](int t, int64_t b, int64_t e) {
     partial[t] = k.mse_sum(pred + b, target + b, e - b);
   });

@@ -42,10 +42,11 @@ Status Sum(std::span<const void* const> inputs, DType in_dtype, void* out, DType
   }
   const auto fn = cpu::KernelsFor(ctx.isa).sum[in_bf16][out_bf16];
   const size_t in_size = DTypeSize(in_dtype), out_size = DTypeSize(out_dtype);
+  const bool stream = n >= cpu::kStreamingMinElements;
   cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread, [&](int, int64_t b, int64_t e) {
     const void* in[kMaxSumInputs];
     for (int j = 0; j < k; ++j) in[j] = static_cast<const char*>(inputs[j]) + b * in_size;
-    fn(in, k, static_cast<char*>(out) + b * out_size, accumulate, e - b);
+    fn(in, k, static_cast<char*>(out) + b * out_size, accumulate, stream, e - b);
   });
   return Status::Ok();
 }
@@ -66,7 +67,7 @@ Status SquaredNorm(const void* x, DType dtype, int64_t n, float* out, const Kern
     PSZERO_KERNELS_CUDA_CALL(cuda::SquaredNorm(x, bf16, n, out, ctx.cuda->stream()));
   }
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
-  std::vector<double> partial(cpu::PlanThreads(ctx.threads, n, cpu::kMinElementsPerThread), 0.0);
+  std::vector<double> partial(cpu::PlanChunks(ctx.threads, n, cpu::kMinElementsPerThread), 0.0);
   cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread, [&](int t, int64_t b, int64_t e) {
     partial[t] = bf16 ? k.sqnorm_bf16(static_cast<const uint16_t*>(x) + b, e - b)
                       : k.sqnorm_f32(static_cast<const float*>(x) + b, e - b);
@@ -85,7 +86,7 @@ Status Max(const float* x, int64_t n, float* out, const KernelContext& ctx) {
     PSZERO_KERNELS_CUDA_CALL(cuda::Max(x, n, out, ctx.cuda->stream()));
   }
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
-  std::vector<float> partial(cpu::PlanThreads(ctx.threads, n, cpu::kMinElementsPerThread),
+  std::vector<float> partial(cpu::PlanChunks(ctx.threads, n, cpu::kMinElementsPerThread),
                              -INFINITY);
   cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread,
                    [&](int t, int64_t b, int64_t e) { partial[t] = k.max_f32(x + b, e - b); });

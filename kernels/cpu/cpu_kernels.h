@@ -29,15 +29,17 @@ struct CpuKernels {
   void (*sgd_bf16)(const SgdConsts&, float* p, const uint16_t* g, float* buf, uint16_t* p_bf16,
                    int64_t n);
   // [in is bf16][out is bf16]
-  void (*sum[2][2])(const void* const* in, int k, void* out, bool accumulate, int64_t n);
+  // stream: write the output with non-temporal stores (see kStreamingMinElements).
+  void (*sum[2][2])(const void* const* in, int k, void* out, bool accumulate, bool stream,
+                    int64_t n);
   double (*sqnorm_f32)(const float* x, int64_t n);
   double (*sqnorm_bf16)(const uint16_t* x, int64_t n);
   float (*max_f32)(const float* x, int64_t n);  // -inf for n == 0, NaN if any NaN
-  void (*f32_to_bf16)(const float* in, uint16_t* out, int64_t n);
-  void (*f32_to_fp16)(const float* in, uint16_t* out, int64_t n);
-  void (*bf16_to_f32)(const uint16_t* in, float* out, int64_t n);
-  void (*fp16_to_f32)(const uint16_t* in, float* out, int64_t n);
-  void (*add)(const float* a, const float* b, float* out, int64_t n);
+  void (*f32_to_bf16)(const float* in, uint16_t* out, int64_t n, bool stream);
+  void (*f32_to_fp16)(const float* in, uint16_t* out, int64_t n, bool stream);
+  void (*bf16_to_f32)(const uint16_t* in, float* out, int64_t n, bool stream);
+  void (*fp16_to_f32)(const uint16_t* in, float* out, int64_t n, bool stream);
+  void (*add)(const float* a, const float* b, float* out, int64_t n, bool stream);
   void (*bias_add)(const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy,
                    int64_t rows, int64_t cols);
   void (*col_sum_acc)(const float* dy, int64_t ld, int64_t rows, int64_t cols, float* acc);
@@ -65,9 +67,8 @@ struct CpuKernels {
   void (*mse_backward)(const float* pred, const float* target, int64_t n, float coef, float* dpred);
 };
 
-// Outputs of at least this many elements per call and thread (Sum without accumulation,
-// casts, Add) are written with non-temporal stores, bypassing the cache; see
-// kernels_impl.inc.
+// Outputs of at least this many elements per call (Sum without accumulation, casts, Add)
+// are written with non-temporal stores, bypassing the cache; see kernels_impl.inc.
 inline constexpr int64_t kStreamingMinElements = int64_t{1} << 22;
 
 const CpuKernels& ScalarKernels();

@@ -87,15 +87,16 @@ TEST(CastTest, AwkwardSizesRoundTrip) {
   }
 }
 
-// Casts of cpu::kStreamingMinElements and more (one thread) leave through non-temporal
+// Casts of cpu::kStreamingMinElements and more (per call) leave through non-temporal
 // stores.
 TEST(CastTest, LargeCastsMatchReference) {
   const int64_t n = cpu::kStreamingMinElements + 77;
   std::vector<uint16_t> in(n + 2);
   std::mt19937 rng(9);
   for (auto& h : in) h = static_cast<uint16_t>(rng());
-  for (CpuIsa isa : AvailableCpuIsas()) {
-    const KernelContext ctx = KernelContext::Host(1, isa);
+  std::vector<KernelContext> contexts = {KernelContext::Host(3)};
+  for (CpuIsa isa : AvailableCpuIsas()) contexts.push_back(KernelContext::Host(1, isa));
+  for (const KernelContext& ctx : contexts) {
     for (int offset : {0, 1}) {
       SCOPED_TRACE(Describe(ctx) + " offset " + std::to_string(offset));
       std::vector<float> bf(n + 1), hf(n + 1);

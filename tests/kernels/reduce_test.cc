@@ -78,14 +78,15 @@ TEST(SumTest, Bf16AccumulateInPlace) {
 }
 TEST(SumTest, Fp32ToBf16) { RunSum<float, uint16_t>(DType::kFloat32, DType::kBFloat16, false); }
 
-// Outputs of cpu::kStreamingMinElements and more (one thread) leave through non-temporal
+// Outputs of cpu::kStreamingMinElements and more (per call) leave through non-temporal
 // stores: the same bits, from every output alignment.
 TEST(SumTest, LargeOutputsKeepTheCanonicalOrder) {
   const int64_t n = cpu::kStreamingMinElements + 29;
   std::vector<std::vector<float>> in;
   for (int j = 0; j < 3; ++j) in.push_back(RandomFloats(n + 3, 200 + j));
-  for (CpuIsa isa : AvailableCpuIsas()) {
-    const KernelContext ctx = KernelContext::Host(1, isa);
+  std::vector<KernelContext> contexts = {KernelContext::Host(3)};
+  for (CpuIsa isa : AvailableCpuIsas()) contexts.push_back(KernelContext::Host(1, isa));
+  for (const KernelContext& ctx : contexts) {
     for (int offset : {0, 1, 3}) {
       SCOPED_TRACE(Describe(ctx) + " offset " + std::to_string(offset));
       std::vector<const void*> ptrs;
