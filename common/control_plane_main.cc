@@ -126,6 +126,10 @@ class Rounds {
 }  // namespace
 
 int ControlPlaneMain(Role role, int argc, char** argv) {
+  return ControlPlaneMain(role, argc, argv, ProcessWork{});
+}
+
+int ControlPlaneMain(Role role, int argc, char** argv, const ProcessWork& work) {
   const std::string name = role == Role::kServer ? "pszero-server" : "pszero-worker";
   // Under pszero-launch the tag is known before the rank (local mode assigns rank =
   // local rank), so early lines carry it too.
@@ -135,7 +139,16 @@ int ControlPlaneMain(Role role, int argc, char** argv) {
                                " process (started by pszero-launch)");
   ControlPlaneFlags flags;
   AddFlags(*app, flags);
+  if (work.add_flags) work.add_flags(*app);
   if (auto code = ParseFlags(*app, argc, argv)) return *code;
+  if (work.check_flags) {
+    const Status s = work.check_flags();
+    if (!s.ok()) {
+      std::cerr << name << ": error: " << s.message() << "\n";
+      return kExitUsage;
+    }
+  }
+  const bool run_work = work.run && (!work.enabled || work.enabled());
 
   RendezvousOptions options;
   options.master_addr = flags.master_addr;
@@ -174,8 +187,12 @@ int ControlPlaneMain(Role role, int argc, char** argv) {
   LOG(INFO) << "joined as " << PeerName(role, c.rank()) << " (" << c.num_servers() << " servers, "
             << c.num_workers() << " workers)";
 
-  Status s = Rounds(c, milliseconds(flags.wait_timeout_ms)).Run();
+  Status s = run_work ? work.run(c) : Rounds(c, milliseconds(flags.wait_timeout_ms)).Run();
   if (!s.ok()) {
+    if (s.code() == StatusCode::kInvalidArgument) {
+      std::cerr << name << ": error: " << s.message() << "\n";
+      return kExitUsage;
+    }
     if (auto lost = c.peer_lost()) {
       LOG(ERROR) << "stopping: " << lost->ToString();
     } else {
@@ -183,7 +200,7 @@ int ControlPlaneMain(Role role, int argc, char** argv) {
     }
     return ExitCodeFor(s);
   }
-  LOG(INFO) << "control plane done; leaving";
+  LOG(INFO) << (run_work ? "work done; leaving" : "control plane done; leaving");
   c.Leave();
   return kExitOk;
 }

@@ -12,11 +12,32 @@
 // "sigstop:<tag>:<barrier>" makes it stop (hang) there instead.
 #pragma once
 
+#include <CLI/CLI.hpp>
+#include <functional>
+
+#include "common/status.h"
 #include "common/wire.h"
 
 namespace pszero {
 
+class RendezvousClient;
+
+// What a process does once it has joined, instead of the three rounds (pszero-worker's
+// training). Every member may be empty.
+struct ProcessWork {
+  // Adds the process's own flags to the app before parsing.
+  std::function<void(CLI::App&)> add_flags;
+  // After parsing, before joining: a non-ok Status is a bad flag (its message names the
+  // flag; exit 2 with that one line).
+  std::function<Status()> check_flags;
+  // Whether `run` replaces the rounds for this invocation.
+  std::function<bool()> enabled;
+  // The work; its Status maps to the exit code as the rounds' does (InvalidArgument: 2).
+  std::function<Status(RendezvousClient&)> run;
+};
+
 // The whole main() of pszero-worker (role kWorker) and pszero-server (kServer).
 int ControlPlaneMain(Role role, int argc, char** argv);
+int ControlPlaneMain(Role role, int argc, char** argv, const ProcessWork& work);
 
 }  // namespace pszero

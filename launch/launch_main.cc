@@ -9,6 +9,7 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "launch/launcher.h"
+#include "worker/train/train_flags.h"
 
 namespace {
 
@@ -58,7 +59,13 @@ int main(int argc, char** argv) {
   app->add_option("--bin-dir", f.bin_dir,
                   "Directory of pszero-worker and pszero-server (default: beside pszero-launch)")
       ->check(CLI::ExistingDirectory);
+  pszero::train::TrainFlags train;
+  pszero::train::AddTrainFlags(*app, train);
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
+  if (pszero::Status s = pszero::train::CheckTrainFlags(train, f.workers); !s.ok()) {
+    std::cerr << "pszero-launch: error: " << s.message() << "\n";
+    return pszero::kExitUsage;
+  }
   if (f.heartbeat_timeout_ms <= f.heartbeat_ms) {
     std::cerr << "pszero-launch: error: --heartbeat-timeout-ms (" << f.heartbeat_timeout_ms
               << ") must be longer than --heartbeat-ms (" << f.heartbeat_ms << ")\n";
@@ -75,6 +82,7 @@ int main(int argc, char** argv) {
   options.heartbeat_timeout = milliseconds(f.heartbeat_timeout_ms);
   options.join_timeout = milliseconds(f.join_timeout_ms);
   options.grace = milliseconds(f.grace_ms);
+  options.worker_args = pszero::train::TrainArgs(train);
   options.bin_dir = f.bin_dir.empty() ? pszero::ExecutableDir() : f.bin_dir;
 
   pszero::Result<std::string> token = pszero::LoadClusterToken(f.token_file);

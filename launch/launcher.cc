@@ -227,7 +227,12 @@ class LocalJob {
     posix_spawnattr_setsigdefault(&attr, &defaults);
     posix_spawnattr_setsigmask(&attr, &empty);
 
-    std::vector<char*> argv = {const_cast<char*>(program.c_str()), nullptr};
+    std::vector<char*> argv = {const_cast<char*>(program.c_str())};
+    if (role == Role::kWorker) {
+      for (const std::string& a : options_.worker_args)
+        argv.push_back(const_cast<char*>(a.c_str()));
+    }
+    argv.push_back(nullptr);
     const int rc =
         posix_spawn(&child.pid, program.c_str(), &actions, &attr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 namespace pszero {
 
@@ -27,6 +28,7 @@ struct LaunchOptions {
   std::chrono::milliseconds heartbeat_timeout{2000};
   std::chrono::milliseconds join_timeout{60000};
   std::chrono::milliseconds grace{5000};  // after a failure, before SIGTERM
+  std::vector<std::string> worker_args;   // appended to every pszero-worker's command line
 };
 
 // Runs the job to its end and returns the launcher's exit code.

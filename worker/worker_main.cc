@@ -1,8 +1,22 @@
-// pszero-worker: one worker process of a job. For now it lives only the control-plane
-// part of its life (join, barriers, publish/lookup, heartbeats, clean exit); see
-// common/control_plane_main.h.
+// pszero-worker: one worker process of a job. It joins the job (common/control_plane_main.h);
+// with --model it then trains its shard (worker/train/train_worker.h), otherwise it lives
+// only the control-plane rounds.
 #include "common/control_plane_main.h"
+#include "common/exit_codes.h"
+#include "worker/train/train_flags.h"
+#include "worker/train/train_worker.h"
 
 int main(int argc, char** argv) {
-  return pszero::ControlPlaneMain(pszero::Role::kWorker, argc, argv);
+  pszero::train::TrainFlags flags;
+  pszero::ProcessWork work;
+  work.add_flags = [&](CLI::App& app) { pszero::train::AddTrainFlags(app, flags); };
+  work.check_flags = [&]() -> pszero::Status {
+    // The world size is known only after the join; check the rest now.
+    return pszero::train::CheckTrainFlags(flags, flags.tp);
+  };
+  work.enabled = [&] { return !flags.model.empty(); };
+  work.run = [&](pszero::RendezvousClient& client) {
+    return pszero::train::RunTrainingWorker(flags, client);
+  };
+  return pszero::ControlPlaneMain(pszero::Role::kWorker, argc, argv, work);
 }

@@ -1,4 +1,4 @@
-// pszero-bench: measures what pszero is made of. Subcommands so far: stream, p2p, collective.
+// pszero-bench: measures what pszero is made of. Subcommands so far: stream, p2p, collective, kernels, train.
 #include <vector>
 
 #include "common/flags.h"
@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
       pszero::bench::AddP2pCommand(*app),
       pszero::bench::AddCollectiveCommand(*app),
       pszero::bench::AddKernelsCommand(*app),
+      pszero::bench::AddTrainCommand(*app),
   };
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
   for (const auto& command : commands) {

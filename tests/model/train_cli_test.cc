@@ -1,0 +1,95 @@
+// pszero-launch and pszero-worker with training flags, as real processes on 127.0.0.1:
+// an end-to-end TP = 2 job whose printed losses equal an in-process T = 1 run, and flag
+// errors (bad --data, shapes that do not split) that exit 2 with one line naming the flag.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+
+#include "tests/model/model_test_util.h"
+#include "tests/support/subprocess.h"
+
+namespace pszero::model {
+namespace {
+
+using testing::BinaryPath;
+using testing::RunProcess;
+
+const std::vector<std::string> kCustom = {"--model", "custom", "--layers", "1", "--d-model", "32",
+                                          "--heads", "4",      "--seq",    "8", "--batch",   "2",
+                                          "--vocab", "64",     "--seed",   "42"};
+
+std::vector<std::string> Launch(std::vector<std::string> extra) {
+  std::vector<std::string> argv = {BinaryPath("pszero-launch"), "--timeout", "90"};
+  argv.insert(argv.end(), kCustom.begin(), kCustom.end());
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+int CountLines(const std::string& s) {
+  return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
+}
+
+TEST(TrainCliTest, LaunchTp2TrainsAndMatchesT1) {
+  const auto r = RunProcess(Launch({"--workers", "2", "--tp", "2", "--steps", "3"}),
+                            std::chrono::seconds(120));
+  ASSERT_FALSE(r.timed_out);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  // The T = 1 reference, in this process.
+  ModelConfig c = testing::SmallGpt();
+  c.layers = 1;
+  TensorParallel tp;
+  testing::RunResult ref;
+  ASSERT_TRUE(testing::TrainSteps(c, &tp, false, 3, 42, "", &ref).ok());
+  const std::regex line(R"(step (\d+)/3 loss ([0-9.]+))");
+  int found = 0;
+  const std::string all = r.out + r.err;
+  for (std::sregex_iterator it(all.begin(), all.end(), line), end; it != end; ++it) {
+    const int step = std::stoi((*it)[1]);
+    const double loss = std::stod((*it)[2]);
+    ASSERT_GE(step, 1);
+    ASSERT_LE(step, 3);
+    EXPECT_NEAR(loss, ref.losses[step - 1], 1e-5 * ref.losses[step - 1] + 1e-6) << "step " << step;
+    ++found;
+  }
+  EXPECT_EQ(found, 3) << all;
+}
+
+TEST(TrainCliTest, BadDataExitsTwoWithOneLine) {
+  const std::string empty = ::testing::TempDir() + "/empty-data.bin";
+  std::ofstream(empty).close();
+  for (const std::string& path : {empty, ::testing::TempDir() + "/missing-data.bin"}) {
+    const auto r = RunProcess(Launch({"--workers", "1", "--data", path}));
+    EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+    EXPECT_EQ(CountLines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("--data"), std::string::npos) << r.err;
+    // The worker checks the same before joining anything.
+    std::vector<std::string> w = {BinaryPath("pszero-worker"), "--master-port", "1", "--data",
+                                  path};
+    w.insert(w.end(), kCustom.begin(), kCustom.end());
+    const auto rw = RunProcess(w);
+    EXPECT_EQ(rw.exit_code, 2) << rw.out << rw.err;
+    EXPECT_NE(rw.err.find("--data"), std::string::npos) << rw.err;
+  }
+}
+
+TEST(TrainCliTest, ShapesThatDoNotSplitExitTwo) {
+  // 4 heads over 3 TP ranks.
+  auto r = RunProcess(Launch({"--workers", "3", "--tp", "3"}));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--tp"), std::string::npos) << r.err;
+  // Two replicas: not until the data-parallel modes.
+  r = RunProcess(Launch({"--workers", "4", "--tp", "2"}));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--workers"), std::string::npos) << r.err;
+  // Shape flags belong to --model custom.
+  r = RunProcess({BinaryPath("pszero-launch"), "--model", "gpt-tiny", "--layers", "2"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--layers"), std::string::npos) << r.err;
+  r = RunProcess({BinaryPath("pszero-launch"), "--model", "gpt-huge"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--model"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace pszero::model

@@ -1,0 +1,232 @@
+#include "worker/model/gpt.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/elementwise.h"
+#include "kernels/loss.h"
+
+namespace pszero::model {
+
+namespace {
+
+float ResidualStd(const ModelConfig& c) {
+  return 0.02f / std::sqrt(2.0f * static_cast<float>(c.layers));
+}
+
+Status Hook(LayerHooks* hooks, Status (LayerHooks::*fn)(int), int unit) {
+  return hooks == nullptr ? Status::Ok() : (hooks->*fn)(unit);
+}
+
+}  // namespace
+
+// ---- GPT ----
+
+Status GptModel::Declare() {
+  const ModelConfig& c = config_;
+  params_.BeginUnit("embed");
+  PSZERO_ASSIGN_OR_RETURN(
+      wte_, params_.Add({"wte.weight", {c.vocab, c.d_model}, 0, 1, ParamInit::kNormal, 0.02f}));
+  PSZERO_ASSIGN_OR_RETURN(
+      wpe_, params_.Add({"wpe.weight", {c.seq, c.d_model}, -1, 1, ParamInit::kNormal, 0.01f}));
+  attn_.resize(c.layers);
+  mlp_.resize(c.layers);
+  for (int64_t l = 0; l < c.layers; ++l) {
+    const std::string name = "h." + std::to_string(l);
+    params_.BeginUnit(name);
+    PSZERO_RETURN_IF_ERROR(attn_[l].Declare(params_, name, c.d_model, c.heads, ResidualStd(c)));
+    PSZERO_RETURN_IF_ERROR(
+        mlp_[l].Declare(params_, name, c.d_model, c.d_model * c.ffn_mult, ResidualStd(c)));
+  }
+  params_.BeginUnit("ln_f");
+  return ln_f_.Declare(params_, "ln_f", c.d_model);
+}
+
+Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
+  const ModelConfig& c = config_;
+  const int64_t n = c.batch * c.seq;
+  const int64_t d = c.d_model;
+  const int64_t vl = c.vocab / ctx_.tp->size();
+  const int64_t v0 = vl * ctx_.tp->rank();
+  if (static_cast<int64_t>(batch.tokens.size()) != n ||
+      static_cast<int64_t>(batch.targets.size()) != n) {
+    return Status::InvalidArgument("batch holds " + std::to_string(batch.tokens.size()) +
+                                   " tokens, the model takes " + std::to_string(n));
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (batch.tokens[i] < 0 || batch.tokens[i] >= c.vocab || batch.targets[i] < 0 ||
+        batch.targets[i] >= c.vocab) {
+      return Status::InvalidArgument("token id out of [0, " + std::to_string(c.vocab) + ")");
+    }
+  }
+  batch_ = batch;
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(xs_, (c.layers + 1) * n * d, ctx_));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(mids_, c.layers * n * d, ctx_));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(hf_, n * d, ctx_));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(logits_local_, n * vl, ctx_));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(logits_, n * c.vocab, ctx_));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(lse_, n, ctx_));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(loss_, 1, ctx_));
+
+  // Vocab-parallel embedding: this rank's rows, zeros elsewhere, then reduce; + positions.
+  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, 0));
+  float* x0 = xs_.data<float>();
+  const float* wte = params_.param(wte_);
+  const float* wpe = params_.param(wpe_);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t id = batch.tokens[i] - v0;
+    float* row = x0 + i * d;
+    if (id >= 0 && id < vl) {
+      std::memcpy(row, wte + id * d, d * sizeof(float));
+    } else {
+      std::fill(row, row + d, 0.0f);
+    }
+  }
+  PSZERO_RETURN_IF_ERROR(ctx_.tp->ReduceForward(x0, n * d));
+  for (int64_t i = 0; i < n; ++i) {
+    const float* pos = wpe + (i % c.seq) * d;
+    float* row = x0 + i * d;
+    for (int64_t j = 0; j < d; ++j) row[j] += pos[j];
+  }
+
+  for (int64_t l = 0; l < c.layers; ++l) {
+    PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, static_cast<int>(l) + 1));
+    float* x = xs_.data<float>() + l * n * d;
+    float* mid = mids_.data<float>() + l * n * d;
+    PSZERO_RETURN_IF_ERROR(attn_[l].Forward(ctx_, params_, x, c.batch, c.seq, mid));
+    PSZERO_RETURN_IF_ERROR(mlp_[l].Forward(ctx_, params_, mid, n, x + n * d));
+  }
+  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, static_cast<int>(c.layers) + 1));
+  PSZERO_RETURN_IF_ERROR(
+      ln_f_.Forward(ctx_, params_, xs_.data<float>() + c.layers * n * d, n, hf_.data<float>()));
+  // Tied head: column-parallel on the embedding shard (copy: identity forward), gathered.
+  PSZERO_RETURN_IF_ERROR(MatmulWeightT(ctx_, hf_.data<float>(), n, d, wte, params_.param_bf16(wte_),
+                                       vl, logits_local_.data<float>(), hf_bf16_));
+  PSZERO_RETURN_IF_ERROR(
+      ctx_.tp->GatherLastDimForward(logits_local_.data<float>(), n, vl, logits_.data<float>()));
+  PSZERO_RETURN_IF_ERROR(
+      kernels::CrossEntropyForward(logits_.data<float>(), c.vocab, batch_.targets.data(), n,
+                                   c.vocab, lse_.data<float>(), loss_.data<float>(), ctx_.kernels));
+  return *loss_.data<float>();
+}
+
+Status GptModel::Backward(LayerHooks* hooks) {
+  const ModelConfig& c = config_;
+  const int64_t n = c.batch * c.seq;
+  const int64_t d = c.d_model;
+  const int64_t vl = c.vocab / ctx_.tp->size();
+  const int64_t v0 = vl * ctx_.tp->rank();
+  const int last = static_cast<int>(c.layers) + 1;
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dlogits_local_, n * vl, ctx_));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(grad_a_, n * d, ctx_));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(grad_b_, n * d, ctx_));
+
+  // dlogits over the full vocabulary (in place), then gather's backward: this rank's slice.
+  float* logits = logits_.data<float>();
+  PSZERO_RETURN_IF_ERROR(kernels::CrossEntropyBackward(logits, c.vocab, batch_.targets.data(),
+                                                       lse_.data<float>(), n, c.vocab, 1.0f, logits,
+                                                       c.vocab, ctx_.kernels));
+  ctx_.tp->SliceLastDim(logits, n, vl, dlogits_local_.data<float>());
+  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, last));
+  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, 0));
+  float* dh = grad_a_.data<float>();
+  PSZERO_RETURN_IF_ERROR(MatmulWeightBackward(
+      ctx_, dlogits_local_.data<float>(), n, vl, params_.param(wte_), params_.param_bf16(wte_), d,
+      hf_bf16_, hf_.data<float>(), params_.grad(wte_), dh, dlogits_bf16_));
+  PSZERO_RETURN_IF_ERROR(ctx_.tp->CopyBackward(dh, n * d));
+  float* dx = grad_b_.data<float>();
+  PSZERO_RETURN_IF_ERROR(ln_f_.Backward(ctx_, params_, dh, n, dx));
+  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::GradientsReady, last));
+
+  for (int64_t l = c.layers - 1; l >= 0; --l) {
+    const int unit = static_cast<int>(l) + 1;
+    PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, unit));
+    float* other = dx == grad_a_.data<float>() ? grad_b_.data<float>() : grad_a_.data<float>();
+    PSZERO_RETURN_IF_ERROR(mlp_[l].Backward(ctx_, params_, dx, other));
+    PSZERO_RETURN_IF_ERROR(attn_[l].Backward(ctx_, params_, other, dx));
+    PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::GradientsReady, unit));
+  }
+
+  // Embedding: positions get every row; this rank's vocabulary rows get theirs.
+  float* dwte = params_.grad(wte_);
+  float* dwpe = params_.grad(wpe_);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = dx + i * d;
+    float* pos = dwpe + (i % c.seq) * d;
+    for (int64_t j = 0; j < d; ++j) pos[j] += row[j];
+    const int64_t id = batch_.tokens[i] - v0;
+    if (id >= 0 && id < vl) {
+      float* emb = dwte + id * d;
+      for (int64_t j = 0; j < d; ++j) emb[j] += row[j];
+    }
+  }
+  return Hook(hooks, &LayerHooks::GradientsReady, 0);
+}
+
+// ---- MLP ----
+
+Status MlpModel::Declare() {
+  const ModelConfig& c = config_;
+  blocks_.resize(c.layers);
+  for (int64_t l = 0; l < c.layers; ++l) {
+    const std::string name = "block." + std::to_string(l);
+    params_.BeginUnit(name);
+    PSZERO_RETURN_IF_ERROR(
+        blocks_[l].Declare(params_, name, c.d_model, c.d_model * c.ffn_mult, 0.02f));
+  }
+  return Status::Ok();
+}
+
+Status MlpModel::AfterInitialize(uint64_t seed) {
+  const ParamSpec spec{"mlp.target", {config_.batch, config_.d_model}, -1, 1, ParamInit::kNormal,
+                       1.0f};
+  target_.resize(config_.batch * config_.d_model);
+  for (size_t i = 0; i < target_.size(); ++i) {
+    target_[i] = InitialValue(seed, spec, static_cast<int64_t>(i));
+  }
+  return Status::Ok();
+}
+
+Result<float> MlpModel::Forward(const Batch& batch, LayerHooks* hooks) {
+  const ModelConfig& c = config_;
+  const int64_t n = c.batch;
+  const int64_t d = c.d_model;
+  if (static_cast<int64_t>(batch.inputs.size()) != n * d) {
+    return Status::InvalidArgument("batch holds " + std::to_string(batch.inputs.size()) +
+                                   " inputs, the model takes " + std::to_string(n * d));
+  }
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(xs_, (c.layers + 1) * n * d, ctx_));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(loss_, 1, ctx_));
+  std::copy(batch.inputs.begin(), batch.inputs.end(), xs_.data<float>());
+  for (int64_t l = 0; l < c.layers; ++l) {
+    PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, static_cast<int>(l)));
+    float* x = xs_.data<float>() + l * n * d;
+    PSZERO_RETURN_IF_ERROR(blocks_[l].Forward(ctx_, params_, x, n, x + n * d));
+  }
+  PSZERO_RETURN_IF_ERROR(kernels::MseLossForward(xs_.data<float>() + c.layers * n * d,
+                                                 target_.data(), n * d, loss_.data<float>(),
+                                                 ctx_.kernels));
+  return *loss_.data<float>();
+}
+
+Status MlpModel::Backward(LayerHooks* hooks) {
+  const ModelConfig& c = config_;
+  const int64_t n = c.batch;
+  const int64_t d = c.d_model;
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(grad_a_, n * d, ctx_));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(grad_b_, n * d, ctx_));
+  float* dx = grad_a_.data<float>();
+  PSZERO_RETURN_IF_ERROR(kernels::MseLossBackward(xs_.data<float>() + c.layers * n * d,
+                                                  target_.data(), n * d, 1.0f, dx, ctx_.kernels));
+  for (int64_t l = c.layers - 1; l >= 0; --l) {
+    PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, static_cast<int>(l)));
+    float* other = dx == grad_a_.data<float>() ? grad_b_.data<float>() : grad_a_.data<float>();
+    PSZERO_RETURN_IF_ERROR(blocks_[l].Backward(ctx_, params_, dx, other));
+    dx = other;
+    PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::GradientsReady, static_cast<int>(l)));
+  }
+  return Status::Ok();
+}
+
+}  // namespace pszero::model

@@ -1,0 +1,241 @@
+#include "worker/model/layers.h"
+
+#include <cmath>
+
+#include "kernels/cast.h"
+#include "kernels/elementwise.h"
+#include "kernels/gemm.h"
+#include "kernels/layernorm.h"
+
+namespace pszero::model {
+
+namespace {
+
+constexpr float kLayerNormEps = 1e-5f;
+
+Status EnsureBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
+  if (t.defined() && t.numel() == n) return Status::Ok();
+  PSZERO_ASSIGN_OR_RETURN(
+      t, Tensor::Empty({n}, DType::kBFloat16, MemoryCategory::kActivations, ctx.tracker));
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status EnsureBuffer(Tensor& t, int64_t n, const ModelContext& ctx) {
+  if (t.defined() && t.numel() == n) return Status::Ok();
+  PSZERO_ASSIGN_OR_RETURN(
+      t, Tensor::Empty({n}, DType::kFloat32, MemoryCategory::kActivations, ctx.tracker));
+  return Status::Ok();
+}
+
+Status MatmulWeightT(const ModelContext& ctx, const float* x, int64_t n, int64_t in, const float* w,
+                     const bf16_t* w_bf16, int64_t out, float* y, Tensor& x_bf16) {
+  if (!ctx.bf16) {
+    return kernels::Gemm(false, true, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out, DType::kFloat32,
+                         ctx.kernels);
+  }
+  if (w_bf16 == nullptr) return Status::Internal("bf16 compute without a bf16 parameter copy");
+  PSZERO_RETURN_IF_ERROR(EnsureBf16(x_bf16, n * in, ctx));
+  PSZERO_RETURN_IF_ERROR(
+      kernels::Cast(x, DType::kFloat32, x_bf16.data(), DType::kBFloat16, n * in, ctx.kernels));
+  return kernels::Gemm(false, true, n, out, in, 1.0f, x_bf16.data(), in, w_bf16, in, 0.0f, y, out,
+                       DType::kBFloat16, ctx.kernels);
+}
+
+Status MatmulWeightBackward(const ModelContext& ctx, const float* dy, int64_t n, int64_t out,
+                            const float* w, const bf16_t* w_bf16, int64_t in, const Tensor& x_bf16,
+                            const float* x, float* dw, float* dx, Tensor& dy_bf16) {
+  if (!ctx.bf16) {
+    PSZERO_RETURN_IF_ERROR(kernels::Gemm(true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw,
+                                         in, DType::kFloat32, ctx.kernels));
+    if (dx == nullptr) return Status::Ok();
+    return kernels::Gemm(false, false, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in,
+                         DType::kFloat32, ctx.kernels);
+  }
+  PSZERO_RETURN_IF_ERROR(EnsureBf16(dy_bf16, n * out, ctx));
+  PSZERO_RETURN_IF_ERROR(
+      kernels::Cast(dy, DType::kFloat32, dy_bf16.data(), DType::kBFloat16, n * out, ctx.kernels));
+  PSZERO_RETURN_IF_ERROR(kernels::Gemm(true, false, out, in, n, 1.0f, dy_bf16.data(), out,
+                                       x_bf16.data(), in, 1.0f, dw, in, DType::kBFloat16,
+                                       ctx.kernels));
+  if (dx == nullptr) return Status::Ok();
+  return kernels::Gemm(false, false, n, in, out, 1.0f, dy_bf16.data(), out, w_bf16, in, 0.0f, dx,
+                       in, DType::kBFloat16, ctx.kernels);
+}
+
+// ---- Linear ----
+
+Status Linear::Declare(ParamBuffer& params, const std::string& name, int64_t in, int64_t out,
+                       Parallel parallel, int parts, float std) {
+  parallel_ = parallel;
+  const int t = params.tp_size();
+  ParamSpec w{name + ".weight", {out, in}, -1, parts, ParamInit::kNormal, std};
+  ParamSpec b{name + ".bias", {out}, -1, parts, ParamInit::kZeros, 0.0f};
+  local_in_ = in;
+  local_out_ = out;
+  if (parallel == Parallel::kColumn) {
+    w.shard_dim = 0;
+    b.shard_dim = 0;
+    local_out_ = out / t;
+  } else if (parallel == Parallel::kRow) {
+    w.shard_dim = 1;
+    local_in_ = in / t;
+  }
+  PSZERO_ASSIGN_OR_RETURN(weight_, params.Add(w));
+  PSZERO_ASSIGN_OR_RETURN(bias_, params.Add(b));
+  return Status::Ok();
+}
+
+Status Linear::Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n,
+                       float* y) {
+  x_ = x;
+  PSZERO_RETURN_IF_ERROR(MatmulWeightT(ctx, x, n, local_in_, params.param(weight_),
+                                       params.param_bf16(weight_), local_out_, y, x_bf16_));
+  if (parallel_ == Parallel::kRow) PSZERO_RETURN_IF_ERROR(ctx.tp->ReduceForward(y, n * local_out_));
+  return kernels::BiasAdd(y, local_out_, params.param(bias_), y, local_out_, n, local_out_,
+                          ctx.kernels);
+}
+
+Status Linear::Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
+                        float* dx) {
+  PSZERO_RETURN_IF_ERROR(
+      kernels::BiasAddBackward(dy, local_out_, n, local_out_, params.grad(bias_), ctx.kernels));
+  PSZERO_RETURN_IF_ERROR(MatmulWeightBackward(ctx, dy, n, local_out_, params.param(weight_),
+                                              params.param_bf16(weight_), local_in_, x_bf16_, x_,
+                                              params.grad(weight_), dx, dy_bf16_));
+  if (parallel_ == Parallel::kColumn && dx != nullptr) {
+    PSZERO_RETURN_IF_ERROR(ctx.tp->CopyBackward(dx, n * local_in_));
+  }
+  return Status::Ok();
+}
+
+// ---- LayerNorm ----
+
+Status LayerNorm::Declare(ParamBuffer& params, const std::string& name, int64_t dim) {
+  dim_ = dim;
+  PSZERO_ASSIGN_OR_RETURN(gamma_,
+                          params.Add({name + ".weight", {dim}, -1, 1, ParamInit::kOnes, 0.0f}));
+  PSZERO_ASSIGN_OR_RETURN(beta_,
+                          params.Add({name + ".bias", {dim}, -1, 1, ParamInit::kZeros, 0.0f}));
+  return Status::Ok();
+}
+
+Status LayerNorm::Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n,
+                          float* y) {
+  x_ = x;
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(mean_, n, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(rstd_, n, ctx));
+  return kernels::LayerNormForward(x, dim_, params.param(gamma_), params.param(beta_),
+                                   kLayerNormEps, y, dim_, mean_.data<float>(), rstd_.data<float>(),
+                                   n, dim_, ctx.kernels);
+}
+
+Status LayerNorm::Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
+                           float* dx) {
+  return kernels::LayerNormBackward(dy, dim_, x_, dim_, params.param(gamma_), mean_.data<float>(),
+                                    rstd_.data<float>(), dx, dim_, params.grad(gamma_),
+                                    params.grad(beta_), n, dim_, ctx.kernels);
+}
+
+// ---- AttentionBlock ----
+
+Status AttentionBlock::Declare(ParamBuffer& params, const std::string& name, int64_t d,
+                               int64_t heads, float residual_std) {
+  if (heads <= 0 || d % heads != 0) {
+    return Status::InvalidArgument("d-model " + std::to_string(d) + " does not split into " +
+                                   std::to_string(heads) + " heads");
+  }
+  if (heads % params.tp_size() != 0) {
+    return Status::InvalidArgument(std::to_string(heads) + " heads do not split across " +
+                                   std::to_string(params.tp_size()) + " TP ranks");
+  }
+  d_ = d;
+  heads_ = heads;
+  PSZERO_RETURN_IF_ERROR(ln_.Declare(params, name + ".ln_1", d));
+  PSZERO_RETURN_IF_ERROR(qkv_.Declare(params, name + ".attn.qkv", d, 3 * d, Parallel::kColumn, 3));
+  return proj_.Declare(params, name + ".attn.proj", d, d, Parallel::kRow, 1, residual_std);
+}
+
+Status AttentionBlock::Forward(const ModelContext& ctx, ParamBuffer& params, const float* x,
+                               int64_t batch, int64_t seq, float* out) {
+  const int64_t n = batch * seq;
+  const int64_t dl = d_ / ctx.tp->size();
+  shape_ = {batch, seq, heads_ / ctx.tp->size(), d_ / heads_};
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(ln_out_, n * d_, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(qkv_out_, n * 3 * dl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(probs_, batch * shape_.heads * seq * seq, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(attn_out_, n * dl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(branch_, n * d_, ctx));
+  PSZERO_RETURN_IF_ERROR(ln_.Forward(ctx, params, x, n, ln_out_.data<float>()));
+  PSZERO_RETURN_IF_ERROR(
+      qkv_.Forward(ctx, params, ln_out_.data<float>(), n, qkv_out_.data<float>()));
+  const float* q = qkv_out_.data<float>();
+  PSZERO_RETURN_IF_ERROR(kernels::AttentionForward(shape_, q, q + dl, q + 2 * dl, 3 * dl,
+                                                   probs_.data<float>(), attn_out_.data<float>(),
+                                                   dl, ctx.kernels));
+  PSZERO_RETURN_IF_ERROR(
+      proj_.Forward(ctx, params, attn_out_.data<float>(), n, branch_.data<float>()));
+  return kernels::Add(x, branch_.data<float>(), out, n * d_, ctx.kernels);
+}
+
+Status AttentionBlock::Backward(const ModelContext& ctx, ParamBuffer& params, const float* dout,
+                                float* dx) {
+  const int64_t n = shape_.batch * shape_.seq;
+  const int64_t dl = d_ / ctx.tp->size();
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dattn_, n * dl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dqkv_, n * 3 * dl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dprobs_, probs_.numel(), ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dln_, n * d_, ctx));
+  PSZERO_RETURN_IF_ERROR(proj_.Backward(ctx, params, dout, n, dattn_.data<float>()));
+  const float* q = qkv_out_.data<float>();
+  float* dq = dqkv_.data<float>();
+  PSZERO_RETURN_IF_ERROR(kernels::AttentionBackward(
+      shape_, q, q + dl, q + 2 * dl, 3 * dl, probs_.data<float>(), dattn_.data<float>(), dl,
+      dprobs_.data<float>(), dq, dq + dl, dq + 2 * dl, 3 * dl, ctx.kernels));
+  PSZERO_RETURN_IF_ERROR(qkv_.Backward(ctx, params, dq, n, dln_.data<float>()));
+  PSZERO_RETURN_IF_ERROR(ln_.Backward(ctx, params, dln_.data<float>(), n, dx));
+  return kernels::Add(dx, dout, dx, n * d_, ctx.kernels);
+}
+
+// ---- MlpBlock ----
+
+Status MlpBlock::Declare(ParamBuffer& params, const std::string& name, int64_t d, int64_t hidden,
+                         float residual_std) {
+  d_ = d;
+  PSZERO_RETURN_IF_ERROR(ln_.Declare(params, name + ".ln_2", d));
+  PSZERO_RETURN_IF_ERROR(fc_.Declare(params, name + ".mlp.fc", d, hidden, Parallel::kColumn));
+  return proj_.Declare(params, name + ".mlp.proj", hidden, d, Parallel::kRow, 1, residual_std);
+}
+
+Status MlpBlock::Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n,
+                         float* out) {
+  n_ = n;
+  const int64_t hl = fc_.local_out();
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(ln_out_, n * d_, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(hidden_, n * hl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(act_, n * hl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(branch_, n * d_, ctx));
+  PSZERO_RETURN_IF_ERROR(ln_.Forward(ctx, params, x, n, ln_out_.data<float>()));
+  PSZERO_RETURN_IF_ERROR(fc_.Forward(ctx, params, ln_out_.data<float>(), n, hidden_.data<float>()));
+  PSZERO_RETURN_IF_ERROR(
+      kernels::GeluForward(hidden_.data<float>(), act_.data<float>(), n * hl, ctx.kernels));
+  PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, act_.data<float>(), n, branch_.data<float>()));
+  return kernels::Add(x, branch_.data<float>(), out, n * d_, ctx.kernels);
+}
+
+Status MlpBlock::Backward(const ModelContext& ctx, ParamBuffer& params, const float* dout,
+                          float* dx) {
+  const int64_t n = n_;
+  const int64_t hl = fc_.local_out();
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dhidden_, n * hl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dln_, n * d_, ctx));
+  PSZERO_RETURN_IF_ERROR(proj_.Backward(ctx, params, dout, n, dhidden_.data<float>()));
+  PSZERO_RETURN_IF_ERROR(kernels::GeluBackward(hidden_.data<float>(), dhidden_.data<float>(),
+                                               dhidden_.data<float>(), n * hl, ctx.kernels));
+  PSZERO_RETURN_IF_ERROR(fc_.Backward(ctx, params, dhidden_.data<float>(), n, dln_.data<float>()));
+  PSZERO_RETURN_IF_ERROR(ln_.Backward(ctx, params, dln_.data<float>(), n, dx));
+  return kernels::Add(dx, dout, dx, n * d_, ctx.kernels);
+}
+
+}  // namespace pszero::model

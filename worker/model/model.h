@@ -1,0 +1,62 @@
+// Model: one TP rank's shard of a preset or custom model (config.h), its flat parameter
+// buffer, and forward/backward over one batch, calling LayerHooks around every unit.
+//
+//  * GPT (byte-level, pre-LN, learned positions, tied embeddings): the token embedding
+//    is vocab-parallel (rows [t*V/T, (t+1)*V/T) on TP rank t; ids outside are zeros, then
+//    reduce), blocks are AttentionBlock + MlpBlock (layers.h), and the tied head is a
+//    column-parallel product with the same shard whose logits are gathered, so every TP
+//    rank computes the same cross-entropy.
+//  * MLP: `layers` MlpBlocks on x [batch, d], MSE against a fixed random target drawn
+//    from the seed.
+//
+// Create() declares, allocates and initializes the parameters from the seed (the same
+// full weights for every T). Forward then Backward, once per step; gradients accumulate
+// into params().grads() (the caller zeroes them). Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "common/status.h"
+#include "worker/model/config.h"
+#include "worker/model/hooks.h"
+#include "worker/model/layers.h"
+#include "worker/model/param_buffer.h"
+
+namespace pszero::model {
+
+// One replica's batch. GPT: tokens and targets [batch * seq]. MLP: inputs [batch, d].
+struct Batch {
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> targets;
+  std::vector<float> inputs;
+};
+
+class Model {
+ public:
+  static Result<std::unique_ptr<Model>> Create(const ModelConfig& config, const ModelContext& ctx,
+                                               uint64_t seed);
+  virtual ~Model() = default;
+
+  const ModelConfig& config() const { return config_; }
+  ParamBuffer& params() { return params_; }
+  const ModelContext& context() const { return ctx_; }
+
+  // The mean loss of the batch (identical on every TP rank). `hooks` may be null.
+  virtual Result<float> Forward(const Batch& batch, LayerHooks* hooks) = 0;
+  // d(loss)/d(params), accumulated into the gradient buffer.
+  virtual Status Backward(LayerHooks* hooks) = 0;
+
+ protected:
+  Model(const ModelConfig& config, const ModelContext& ctx)
+      : config_(config), ctx_(ctx), params_(ctx.tp->rank(), ctx.tp->size()) {}
+  virtual Status Declare() = 0;
+  virtual Status AfterInitialize(uint64_t /*seed*/) { return Status::Ok(); }
+
+  ModelConfig config_;
+  ModelContext ctx_;
+  ParamBuffer params_;
+};
+
+}  // namespace pszero::model

@@ -1,0 +1,127 @@
+#include "worker/model/param_buffer.h"
+
+#include <cmath>
+
+#include "common/half.h"
+
+namespace pszero::model {
+
+namespace {
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+uint64_t Fnv1a(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ULL;
+  return h;
+}
+
+// Uniform in (0, 1), never 0 (log below).
+double Uniform(uint64_t bits) { return (static_cast<double>(bits >> 11) + 0.5) * 0x1.0p-53; }
+
+}  // namespace
+
+float InitialValue(uint64_t seed, const ParamSpec& spec, int64_t full_index) {
+  switch (spec.init) {
+    case ParamInit::kZeros:
+      return 0.0f;
+    case ParamInit::kOnes:
+      return 1.0f;
+    case ParamInit::kNormal:
+      break;
+  }
+  const uint64_t key = SplitMix64(seed ^ Fnv1a(spec.name));
+  const double u1 = Uniform(SplitMix64(key + 2 * static_cast<uint64_t>(full_index)));
+  const double u2 = Uniform(SplitMix64(key + 2 * static_cast<uint64_t>(full_index) + 1));
+  const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+  return static_cast<float>(z * spec.std);
+}
+
+Result<int> ParamBuffer::Add(const ParamSpec& spec) {
+  if (params_.defined()) return Status::Internal("ParamBuffer::Add after Allocate");
+  ParamView v;
+  v.spec = spec;
+  v.shape = spec.full_shape;
+  if (spec.shard_dim >= 0) {
+    if (spec.shard_dim >= static_cast<int>(spec.full_shape.size()) || spec.parts < 1 ||
+        spec.full_shape[spec.shard_dim] % (static_cast<int64_t>(spec.parts) * tp_size_) != 0) {
+      return Status::InvalidArgument(
+          "parameter " + spec.name + " " + ShapeToString(spec.full_shape) + ": dimension " +
+          std::to_string(spec.shard_dim) + " does not split into " + std::to_string(spec.parts) +
+          " x " + std::to_string(tp_size_) + " TP shards");
+    }
+    v.shape[spec.shard_dim] /= tp_size_;
+  }
+  v.offset = numel_;
+  v.numel = ShapeNumel(v.shape);
+  numel_ += v.numel;
+  views_.push_back(std::move(v));
+  if (!units_.empty()) {
+    units_.back().end_view = static_cast<int>(views_.size());
+    units_.back().end = numel_;
+  }
+  return static_cast<int>(views_.size()) - 1;
+}
+
+void ParamBuffer::BeginUnit(const std::string& name) {
+  ParamUnit u;
+  u.name = name;
+  u.first_view = u.end_view = static_cast<int>(views_.size());
+  u.begin = u.end = numel_;
+  units_.push_back(std::move(u));
+}
+
+Status ParamBuffer::Allocate(MemoryTracker* tracker, bool bf16) {
+  PSZERO_ASSIGN_OR_RETURN(
+      params_, Tensor::Zeros({numel_}, DType::kFloat32, MemoryCategory::kParams, tracker));
+  PSZERO_ASSIGN_OR_RETURN(
+      grads_, Tensor::Zeros({numel_}, DType::kFloat32, MemoryCategory::kGrads, tracker));
+  if (bf16) {
+    PSZERO_ASSIGN_OR_RETURN(
+        params_bf16_, Tensor::Zeros({numel_}, DType::kBFloat16, MemoryCategory::kParams, tracker));
+  }
+  return Status::Ok();
+}
+
+int64_t ParamBuffer::FullIndex(const ParamView& view, int64_t local_index, int tp_rank,
+                               int tp_size) {
+  const ParamSpec& s = view.spec;
+  if (s.shard_dim < 0 || tp_size == 1) return local_index;
+  int64_t inner = 1;
+  for (size_t d = s.shard_dim + 1; d < s.full_shape.size(); ++d) inner *= s.full_shape[d];
+  const int64_t local_dim = view.shape[s.shard_dim];
+  const int64_t full_dim = s.full_shape[s.shard_dim];
+  const int64_t outer = local_index / (local_dim * inner);
+  const int64_t c = (local_index / inner) % local_dim;
+  const int64_t j = local_index % inner;
+  const int64_t part_len = full_dim / s.parts;
+  const int64_t shard_len = part_len / tp_size;
+  const int64_t full_c = (c / shard_len) * part_len + tp_rank * shard_len + c % shard_len;
+  return (outer * full_dim + full_c) * inner + j;
+}
+
+Status ParamBuffer::Initialize(uint64_t seed) {
+  if (!params_.defined()) return Status::Internal("ParamBuffer::Initialize before Allocate");
+  float* p = params_.data<float>();
+  for (const ParamView& v : views_) {
+    for (int64_t i = 0; i < v.numel; ++i) {
+      p[v.offset + i] = InitialValue(seed, v.spec, FullIndex(v, i, tp_rank_, tp_size_));
+    }
+  }
+  return RefreshBf16();
+}
+
+Status ParamBuffer::RefreshBf16() {
+  if (!has_bf16()) return Status::Ok();
+  const float* p = params_.data<float>();
+  bf16_t* b = params_bf16_.data<bf16_t>();
+  for (int64_t i = 0; i < numel_; ++i) b[i].bits = FloatToBf16Bits(p[i]);
+  return Status::Ok();
+}
+
+}  // namespace pszero::model

@@ -1,0 +1,26 @@
+#include "worker/train/single_replica_sync.h"
+
+namespace pszero::train {
+
+Result<std::unique_ptr<SingleReplicaSync>> SingleReplicaSync::Create(
+    model::ParamBuffer* params, const OptimizerOptions& options,
+    const kernels::KernelContext& kernels, MemoryTracker* tracker) {
+  std::unique_ptr<SingleReplicaSync> s(new SingleReplicaSync(params, options, kernels));
+  PSZERO_ASSIGN_OR_RETURN(s->m_, Tensor::Zeros({params->numel()}, DType::kFloat32,
+                                               MemoryCategory::kOptimizer, tracker));
+  PSZERO_ASSIGN_OR_RETURN(s->v_, Tensor::Zeros({params->numel()}, DType::kFloat32,
+                                               MemoryCategory::kOptimizer, tracker));
+  return s;
+}
+
+Status SingleReplicaSync::Step(int64_t step) {
+  kernels::AdamWParams hp = options_.adamw;
+  hp.step = step;
+  hp.grad_scale = 1.0f;
+  bf16_t* bf16 = params_->has_bf16() ? params_->params_bf16().data<bf16_t>() : nullptr;
+  return kernels::AdamW(hp, params_->params().data<float>(), params_->grads().data(),
+                        DType::kFloat32, m_.data<float>(), v_.data<float>(), bf16, params_->numel(),
+                        kernels_);
+}
+
+}  // namespace pszero::train

@@ -1,0 +1,111 @@
+#include "worker/train/train_flags.h"
+
+#include "worker/model/data.h"
+
+namespace pszero::train {
+
+namespace {
+
+struct ShapeFlag {
+  const char* name;
+  int64_t TrainFlags::*field;
+  int64_t model::ModelConfig::*config;
+};
+
+constexpr ShapeFlag kShapeFlags[] = {
+    {"--layers", &TrainFlags::layers, &model::ModelConfig::layers},
+    {"--d-model", &TrainFlags::d_model, &model::ModelConfig::d_model},
+    {"--heads", &TrainFlags::heads, &model::ModelConfig::heads},
+    {"--seq", &TrainFlags::seq, &model::ModelConfig::seq},
+    {"--batch", &TrainFlags::batch, &model::ModelConfig::batch},
+    {"--ffn-mult", &TrainFlags::ffn_mult, &model::ModelConfig::ffn_mult},
+    {"--vocab", &TrainFlags::vocab, &model::ModelConfig::vocab},
+};
+
+}  // namespace
+
+void AddTrainFlags(CLI::App& app, TrainFlags& f) {
+  app.add_option("--model", f.model, "Model: mlp, gpt-tiny, gpt-small or custom")
+      ->check(CLI::IsMember({"mlp", "gpt-tiny", "gpt-small", "custom"}));
+  app.add_option("--tp", f.tp, "Tensor-parallel degree T (world = T x D)")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--steps", f.steps, "Training steps")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  app.add_option("--seed", f.seed, "Seed of the initial weights and the data order");
+  app.add_option("--layers", f.layers, "custom model: transformer layers")
+      ->check(CLI::Range(int64_t{1}, int64_t{1024}));
+  app.add_option("--d-model", f.d_model, "custom model: width")
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  app.add_option("--heads", f.heads, "custom model: attention heads")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  app.add_option("--seq", f.seq, "custom model: sequence length")
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  app.add_option("--batch", f.batch, "custom model: sequences per replica and step")
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  app.add_option("--ffn-mult", f.ffn_mult, "custom model: MLP width / d-model")
+      ->check(CLI::Range(int64_t{1}, int64_t{64}));
+  app.add_option("--vocab", f.vocab, "custom model: vocabulary (byte tokens modulo it)")
+      ->check(CLI::Range(int64_t{2}, int64_t{256}));
+  app.add_option("--data", f.data, "Train on the bytes of this file (default: synthetic)");
+  app.add_option("--precision", f.precision, "fp32, or bf16 compute with fp32 master weights")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
+  app.add_option("--device", f.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--threads", f.threads, "Kernel threads per worker")->check(CLI::Range(1, 1024));
+}
+
+Result<model::ModelConfig> ResolveModel(const TrainFlags& f) {
+  const bool custom = f.model == "custom";
+  PSZERO_ASSIGN_OR_RETURN(model::ModelConfig c,
+                          model::PresetConfig(custom ? std::string("gpt-tiny") : f.model));
+  for (const ShapeFlag& s : kShapeFlags) {
+    if (f.*s.field == 0) continue;
+    if (!custom) {
+      return Status::InvalidArgument(std::string(s.name) + ": only with --model custom");
+    }
+    c.*s.config = f.*s.field;
+  }
+  if (custom) c.name = "custom";
+  return c;
+}
+
+Status CheckTrainFlags(const TrainFlags& f, int workers) {
+  if (f.model.empty()) return Status::Ok();
+  PSZERO_ASSIGN_OR_RETURN(model::ModelConfig c, ResolveModel(f));
+  PSZERO_RETURN_IF_ERROR(model::ValidateConfig(c, f.tp));
+  if (workers != f.tp) {
+    return Status::InvalidArgument("--workers: " + std::to_string(workers) + " workers with --tp " +
+                                   std::to_string(f.tp) +
+                                   " make several replicas; only one replica (--workers == --tp) "
+                                   "is supported until the data-parallel sync modes exist");
+  }
+  if (!f.data.empty()) {
+    if (c.kind != model::ModelKind::kGpt) {
+      return Status::InvalidArgument("--data: the mlp model trains on synthetic data only");
+    }
+    PSZERO_RETURN_IF_ERROR(model::ReadDataFile(f.data).status());
+  }
+  return Status::Ok();
+}
+
+std::vector<std::string> TrainArgs(const TrainFlags& f) {
+  std::vector<std::string> a;
+  if (f.model.empty()) return a;
+  auto add = [&](const char* name, const std::string& v) {
+    a.push_back(name);
+    a.push_back(v);
+  };
+  add("--model", f.model);
+  add("--tp", std::to_string(f.tp));
+  add("--steps", std::to_string(f.steps));
+  add("--seed", std::to_string(f.seed));
+  for (const ShapeFlag& s : kShapeFlags) {
+    if (f.*s.field != 0) add(s.name, std::to_string(f.*s.field));
+  }
+  if (!f.data.empty()) add("--data", f.data);
+  add("--precision", f.precision);
+  add("--device", f.device);
+  add("--threads", std::to_string(f.threads));
+  return a;
+}
+
+}  // namespace pszero::train

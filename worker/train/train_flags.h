@@ -1,0 +1,50 @@
+// The training flags, shared by pszero-launch (which checks them and passes them on to
+// every worker), pszero-worker and `pszero-bench train`: one definition, one set of names.
+//
+// --model mlp|gpt-tiny|gpt-small|custom; the shape flags (--layers --d-model --heads --seq
+// --batch --ffn-mult --vocab) are read with --model custom only (unset ones take
+// gpt-tiny's values) and refused with a preset. Not thread-safe (flag parsing).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "worker/model/config.h"
+
+namespace pszero::train {
+
+struct TrainFlags {
+  std::string model;  // empty: no training (the control-plane rounds only)
+  int tp = 1;
+  int64_t steps = 10;
+  uint64_t seed = 0;
+  int64_t layers = 0;  // 0: unset (custom shape flags)
+  int64_t d_model = 0;
+  int64_t heads = 0;
+  int64_t seq = 0;
+  int64_t batch = 0;
+  int64_t ffn_mult = 0;
+  int64_t vocab = 0;
+  std::string data;
+  std::string precision = "fp32";
+  std::string device = "cpu";
+  int threads = 1;  // kernel threads per worker
+};
+
+void AddTrainFlags(CLI::App& app, TrainFlags& flags);
+
+// The model the flags describe; InvalidArgument whose message starts with the flag.
+Result<model::ModelConfig> ResolveModel(const TrainFlags& flags);
+
+// Everything that can be checked before any process starts, for `workers` workers:
+// the model shape against --tp, --workers == --tp (one replica until the data-parallel
+// modes exist), a readable non-empty --data file. InvalidArgument naming the flag.
+Status CheckTrainFlags(const TrainFlags& flags, int workers);
+
+// The flags as arguments for a pszero-worker command line (only what is set).
+std::vector<std::string> TrainArgs(const TrainFlags& flags);
+
+}  // namespace pszero::train

@@ -1,0 +1,85 @@
+#include "worker/train/train_worker.h"
+
+#include <glog/logging.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "common/ucx/ucx_transport.h"
+#include "worker/collectives/communicator.h"
+#include "worker/model/data.h"
+#include "worker/model/model.h"
+#include "worker/train/single_replica_sync.h"
+#include "worker/train/trainer.h"
+
+namespace pszero::train {
+
+Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
+  using std::chrono::milliseconds;
+  const int rank = client.rank();
+  const int world = client.num_workers();
+  PSZERO_RETURN_IF_ERROR(CheckTrainFlags(flags, world));
+  PSZERO_ASSIGN_OR_RETURN(model::ModelConfig config, ResolveModel(flags));
+  if (flags.device != "cpu") {
+    return Status::InvalidArgument("--device " + flags.device +
+                                   ": the training loop runs on the host only so far");
+  }
+
+  MemoryTracker tracker;
+  ucx::UcxTransportOptions to;
+  to.rank = rank;
+  to.world_size = world;
+  to.key_prefix = "pszero/train";
+  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxTransport> transport,
+                          ucx::UcxTransport::Create(to, &client));
+  collectives::CommunicatorOptions co;
+  co.tracker = &tracker;
+  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<collectives::Communicator> world_comm,
+                          collectives::Communicator::World(transport.get(), co));
+  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<collectives::Communicator> tp_comm,
+                          world_comm->Split(rank / flags.tp, rank % flags.tp));
+  client.SetPeerLostCallback([&](const PeerLost& lost) {
+    const Status why = Status::Unavailable(lost.ToString());
+    world_comm->Abort(why);
+    tp_comm->Abort(why);
+  });
+
+  model::TensorParallel tp(tp_comm.get());
+  model::ModelContext ctx;
+  ctx.kernels = kernels::KernelContext::Host(flags.threads);
+  ctx.tp = &tp;
+  ctx.tracker = &tracker;
+  ctx.bf16 = flags.precision == "bf16";
+  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model,
+                          model::Model::Create(config, ctx, flags.seed));
+  model::DataOptions dopt;
+  dopt.seed = flags.seed;
+  dopt.path = flags.data;
+  dopt.dp_rank = rank / flags.tp;
+  dopt.dp_size = world / flags.tp;
+  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<model::DataSource> data,
+                          model::DataSource::Create(config, dopt));
+  PSZERO_ASSIGN_OR_RETURN(
+      std::unique_ptr<SingleReplicaSync> sync,
+      SingleReplicaSync::Create(&model->params(), OptimizerOptions{}, ctx.kernels, &tracker));
+  LOG(INFO) << "training " << config.name << " (" << model::ParamCount(config) << " parameters, "
+            << model->params().numel() << " on this TP rank " << tp.rank() << "/" << tp.size()
+            << ") for " << flags.steps << " steps, " << flags.precision;
+
+  Trainer trainer(model.get(), data.get(), sync.get());
+  for (int64_t step = 0; step < flags.steps; ++step) {
+    PSZERO_ASSIGN_OR_RETURN(StepResult r, trainer.RunStep(step));
+    if (rank == 0) {
+      // One plain line per step on stdout: "step k/K loss L time_ms T tokens_per_s S".
+      std::printf("step %lld/%lld loss %.6f time_ms %.3f tokens_per_s %.1f\n",
+                  static_cast<long long>(step + 1), static_cast<long long>(flags.steps), r.loss,
+                  r.seconds * 1e3, static_cast<double>(config.tokens_per_step()) / r.seconds);
+      std::fflush(stdout);
+    }
+  }
+  PSZERO_RETURN_IF_ERROR(world_comm->Barrier());
+  client.SetPeerLostCallback(nullptr);
+  return client.Barrier("train-done", milliseconds(60000));
+}
+
+}  // namespace pszero::train
