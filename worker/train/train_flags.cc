@@ -70,6 +70,10 @@ Result<model::ModelConfig> ResolveModel(const TrainFlags& f) {
 
 Status CheckTrainFlags(const TrainFlags& f, int workers) {
   if (f.model.empty()) return Status::Ok();
+  if (f.device != "cpu") {
+    return Status::InvalidArgument("--device " + f.device +
+                                   ": not implemented yet (the model layers run on the host)");
+  }
   PSZERO_ASSIGN_OR_RETURN(model::ModelConfig c, ResolveModel(f));
   PSZERO_RETURN_IF_ERROR(model::ValidateConfig(c, f.tp));
   if (workers != f.tp) {

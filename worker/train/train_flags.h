@@ -40,8 +40,9 @@ void AddTrainFlags(CLI::App& app, TrainFlags& flags);
 Result<model::ModelConfig> ResolveModel(const TrainFlags& flags);
 
 // Everything that can be checked before any process starts, for `workers` workers:
-// the model shape against --tp, --workers == --tp (one replica until the data-parallel
-// modes exist), a readable non-empty --data file. InvalidArgument naming the flag.
+// --device cpu (cuda is not implemented yet), the model shape against --tp, --workers == --tp (one
+// replica until the data-parallel modes exist), a readable non-empty --data file. InvalidArgument
+// naming the flag.
 Status CheckTrainFlags(const TrainFlags& flags, int workers);
 
 // The flags as arguments for a pszero-worker command line (only what is set).

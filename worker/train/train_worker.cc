@@ -20,10 +20,6 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   const int world = client.num_workers();
   PSZERO_RETURN_IF_ERROR(CheckTrainFlags(flags, world));
   PSZERO_ASSIGN_OR_RETURN(model::ModelConfig config, ResolveModel(flags));
-  if (flags.device != "cpu") {
-    return Status::InvalidArgument("--device " + flags.device +
-                                   ": the training loop runs on the host only so far");
-  }
 
   MemoryTracker tracker;
   ucx::UcxTransportOptions to;
