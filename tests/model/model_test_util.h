@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "worker/model/data.h"
+#include "worker/model/full_params.h"
 #include "worker/model/model.h"
 #include "worker/train/single_replica_sync.h"
 #include "worker/train/trainer.h"
@@ -46,8 +47,9 @@ inline model::ModelConfig SmallMlp() {
 // What one rank ends with after some steps.
 struct RunResult {
   std::vector<float> losses;
-  std::vector<float> first_grads;   // full (T = 1 layout) after step 1, before the update
-  std::vector<float> final_params;  // full after the last step
+  std::vector<float> first_grads;      // full (T = 1 layout) after step 1, before the update
+  std::vector<float> final_params;     // full after the last step
+  std::vector<float> gathered_params;  // GatherFullParams after the last step
 };
 
 // Scatters this rank's flat buffer into `full` (sized to the T = 1 numel).
@@ -104,6 +106,7 @@ inline Status TrainSteps(const model::ModelConfig& config, model::TensorParallel
     }
   }
   ScatterShard(m->params(), m->params().params().data<float>(), offsets, out->final_params);
+  PSZERO_ASSIGN_OR_RETURN(out->gathered_params, model::GatherFullParams(m->params(), *tp));
   return Status::Ok();
 }
 

@@ -43,6 +43,8 @@ void ExpectTpMatches(const ModelConfig& config, int t) {
       if (results[r].first_grads[i] != 0.0f) full.first_grads[i] = results[r].first_grads[i];
     }
   }
+  // GatherFullParams (the collective a report or checkpoint uses) assembles the same vector.
+  for (int r = 0; r < t; ++r) EXPECT_EQ(results[r].gathered_params, full.final_params);
   for (int r = 0; r < t; ++r) {
     for (int s = 0; s < kSteps; ++s) {
       EXPECT_NEAR(results[r].losses[s], reference.losses[s],

@@ -1,5 +1,6 @@
 // pszero-launch and pszero-worker with training flags, as real processes on 127.0.0.1:
-// an end-to-end TP = 2 job whose printed losses equal an in-process T = 1 run, and flag
+// an end-to-end TP = 2 job whose printed losses equal an in-process T = 1 run (and whose
+// final_params_sha256 equals the in-process T = 2 run's), and flag
 // errors (bad --data, shapes that do not split) that exit 2 with one line naming the flag.
 #include <gtest/gtest.h>
 
@@ -8,6 +9,7 @@
 
 #include "tests/model/model_test_util.h"
 #include "tests/support/subprocess.h"
+#include "tests/worker/collective_test_util.h"
 
 namespace pszero::model {
 namespace {
@@ -53,6 +55,17 @@ TEST(TrainCliTest, LaunchTp2TrainsAndMatchesT1) {
     ++found;
   }
   EXPECT_EQ(found, 3) << all;
+  // The same T = 2 run with ranks as threads gives the same bits (two-rank sums commute),
+  // so the processes' final_params_sha256 must equal the threads'.
+  testing::CommRanks ranks(2, collectives::CommunicatorOptions{});
+  std::vector<testing::RunResult> threads(2);
+  testing::CommRanks::ExpectAllOk(ranks.Run([&](int r) {
+    TensorParallel tp2(&ranks.comm(r));
+    return testing::TrainSteps(c, &tp2, false, 3, 42, "", &threads[r]);
+  }));
+  EXPECT_NE(all.find("final_params_sha256 " + Sha256Hex(threads[0].gathered_params)),
+            std::string::npos)
+      << all;
 }
 
 TEST(TrainCliTest, BadDataExitsTwoWithOneLine) {

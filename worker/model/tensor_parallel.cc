@@ -21,12 +21,14 @@ Status TensorParallel::GatherLastDimForward(const float* local, int64_t rows, in
     std::copy(local, local + rows * cols, full);
     return Status::Ok();
   }
-  // The communicator gathers flat blocks: [t][rows][cols], then transposed to [rows][t*cols].
+  // The communicator gathers flat blocks, in place from block rank(): [t][rows][cols],
+  // then transposed to [rows][t * cols].
   const int64_t block = rows * cols;
   gather_scratch_.resize(static_cast<size_t>(block) * t);
-  std::vector<float> in(local, local + block);
+  float* mine = gather_scratch_.data() + rank() * block;
+  std::copy(local, local + block, mine);
   PSZERO_RETURN_IF_ERROR(
-      comm_->AllGather(Tensor::Wrap(in.data(), {block}, DType::kFloat32),
+      comm_->AllGather(Tensor::Wrap(mine, {block}, DType::kFloat32),
                        Tensor::Wrap(gather_scratch_.data(), {block * t}, DType::kFloat32)));
   for (int r = 0; r < t; ++r) {
     for (int64_t i = 0; i < rows; ++i) {

@@ -8,6 +8,7 @@
 #include "common/ucx/ucx_transport.h"
 #include "worker/collectives/communicator.h"
 #include "worker/model/data.h"
+#include "worker/model/full_params.h"
 #include "worker/model/model.h"
 #include "worker/train/single_replica_sync.h"
 #include "worker/train/trainer.h"
@@ -72,6 +73,11 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
                   r.seconds * 1e3, static_cast<double>(config.tokens_per_step()) / r.seconds);
       std::fflush(stdout);
     }
+  }
+  PSZERO_ASSIGN_OR_RETURN(std::vector<float> full, model::GatherFullParams(model->params(), tp));
+  if (rank == 0) {
+    std::printf("final_params_sha256 %s\n", model::Sha256Hex(full).c_str());
+    std::fflush(stdout);
   }
   PSZERO_RETURN_IF_ERROR(world_comm->Barrier());
   client.SetPeerLostCallback(nullptr);
