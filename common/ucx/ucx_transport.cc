@@ -219,6 +219,9 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxTransportOpt
 }
 
 UcxTransport::~UcxTransport() {
+  // Handlers may refer to objects their owner has already destroyed: drop what still
+  // arrives while tearing down.
+  am_handlers_.clear();
   // Receives never finish on their own once nobody sends: cancel them. Sends and AM
   // payload receives get a bounded time to finish, then their endpoints are force-closed,
   // which completes them with an error.
