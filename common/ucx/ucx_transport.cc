@@ -190,6 +190,10 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxTransportOpt
       std::getenv("UCX_SYSV_ERROR_HANDLING") == nullptr) {
     defaults["MM_ERROR_HANDLING"] = "y";
   }
+  if (options.shm_fifo_size > 0 && std::getenv("UCX_POSIX_FIFO_SIZE") == nullptr &&
+      std::getenv("UCX_SYSV_FIFO_SIZE") == nullptr) {
+    defaults["MM_FIFO_SIZE"] = std::to_string(options.shm_fifo_size);
+  }
   PSZERO_ASSIGN_OR_RETURN(transport->context_, UcxContext::Create(defaults));
   PSZERO_ASSIGN_OR_RETURN(transport->worker_, UcxWorker::Create(transport->context_));
   PSZERO_ASSIGN_OR_RETURN(transport->epoll_, EpollFd::Create(transport->worker_->event_fd()));
