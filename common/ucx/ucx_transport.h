@@ -38,7 +38,7 @@ enum class ProgressMode {
   // Spin for spin_budget, then ucp_worker_arm + epoll on the event fd; while this rank has
   // sends in flight, yield the CPU between progress rounds instead of sleeping.
   kSpinThenBlock,
-  kSpin,           // busy-poll until done (lowest latency, steals the CPU; for benchmarks)
+  kSpin,  // busy-poll until done (lowest latency, steals the CPU; for benchmarks)
 };
 
 struct UcxTransportOptions {
