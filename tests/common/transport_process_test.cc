@@ -14,9 +14,9 @@ namespace pszero {
 namespace {
 
 using std::chrono::milliseconds;
+using testing::ChildProcess;
 using testing::FirstMismatch;
 using testing::PatternBuffer;
-using testing::ChildProcess;
 using testing::ProcessTransportTest;
 constexpr milliseconds kTimeout(60000);
 
