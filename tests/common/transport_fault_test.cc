@@ -15,7 +15,6 @@ namespace pszero {
 namespace {
 
 using std::chrono::milliseconds;
-using testing::ChildProcess;
 using testing::FirstMismatch;
 using testing::PatternBuffer;
 using testing::ProcessTransportTest;
@@ -28,9 +27,9 @@ constexpr milliseconds kTimeout(60000);
 TEST_F(ProcessTransportTest, PeerKilledMidTransferFailsPendingOpsWithin5s) {
   constexpr size_t kBytes = 4 << 20;
   constexpr int kDelivered = 3, kStream = 8;
-  ChildProcess peer = SpawnPeer({"--role", "hold", "--hold-bytes", std::to_string(kBytes),
+  auto peer = SpawnPeer({"--role", "hold", "--hold-bytes", std::to_string(kBytes),
                                  "--hold-recvs", std::to_string(kDelivered)});
-  ASSERT_GT(peer.pid(), 0) << peer.error();
+  ASSERT_TRUE(peer);
   ucx::UcxTransport& t = *transport_;
   auto data = PatternBuffer(kBytes, 1);
   std::vector<Request> sends;
@@ -51,9 +50,9 @@ TEST_F(ProcessTransportTest, PeerKilledMidTransferFailsPendingOpsWithin5s) {
   ASSERT_TRUE(am.ok());
   for (int i = kDelivered; i < kStream; ++i) EXPECT_FALSE(sends[i].done());
 
-  peer.Kill(SIGKILL);
+  peer->Signal(SIGKILL);
   const auto killed_at = std::chrono::steady_clock::now();
-  auto result = peer.Wait(kTimeout);
+  auto result = peer->Finish(kTimeout);
   EXPECT_TRUE(result.signaled);
 
   std::vector<Request> pending;
