@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
       pszero::bench::AddP2pCommand(*app),
       pszero::bench::AddCollectiveCommand(*app),
       pszero::bench::AddKernelsCommand(*app),
+      pszero::bench::AddPsCommand(*app),
   };
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
   for (const auto& command : commands) {

@@ -19,5 +19,6 @@ BenchCommand AddRendezvousCommand(CLI::App& root);
 BenchCommand AddP2pCommand(CLI::App& root);
 BenchCommand AddCollectiveCommand(CLI::App& root);
 BenchCommand AddKernelsCommand(CLI::App& root);
+BenchCommand AddPsCommand(CLI::App& root);
 
 }  // namespace pszero::bench
