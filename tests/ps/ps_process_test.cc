@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/common/process_transport_fixture.h"
+#include "tests/support/subprocess.h"
 #include "worker/ps/ps_client.h"
 
 namespace pszero::testing {
@@ -45,6 +46,24 @@ TEST_F(PsProcessTest, KilledServerIsNamedWithinFiveSeconds) {
   EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
   EXPECT_NE(s.message().find("ps server 0 (transport rank 1)"), std::string::npos) << s.ToString();
   EXPECT_LT(elapsed, std::chrono::seconds(5)) << s.ToString();
+}
+
+// pszero-server's own flags follow the flag contract: exit 2 and one line naming the flag.
+TEST(PsServerFlagsTest, BadValueExitsTwoNamingTheFlag) {
+  for (const auto& [flag, value] : {std::pair{"--consistency", "eventual"},
+                                    std::pair{"--staleness", "-1"},
+                                    std::pair{"--optimizer", "lamb"},
+                                    std::pair{"--ps-slice-mb", "0"}}) {
+    ProcessResult r = RunProcess({BinaryPath("pszero-server"), "--master-port", "1", flag, value},
+                                 std::chrono::seconds(30));
+    EXPECT_EQ(r.exit_code, 2) << flag << ": " << r.err;
+    EXPECT_NE(r.err.find(flag), std::string::npos) << r.err;
+  }
+  ProcessResult help = RunProcess({BinaryPath("pszero-server"), "--help"}, std::chrono::seconds(30));
+  EXPECT_EQ(help.exit_code, 0);
+  for (const char* flag : {"--consistency", "--staleness", "--ps-slice-mb", "--optimizer"}) {
+    EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
+  }
 }
 
 }  // namespace
