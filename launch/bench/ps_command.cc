@@ -143,10 +143,10 @@ struct TempDir {
   }
 };
 
-Result<TempDir> MakeTempDir() {
+Result<std::filesystem::path> MakeTempDir() {
   std::string pattern = (std::filesystem::temp_directory_path() / "pszero-ps-XXXXXX").string();
   if (::mkdtemp(pattern.data()) == nullptr) return Status::IoError("mkdtemp failed");
-  return TempDir{pattern};
+  return std::filesystem::path(pattern);
 }
 
 Result<std::string> SelfPath() {
@@ -158,7 +158,8 @@ Result<std::string> SelfPath() {
 
 // UCX p2p bandwidth at `bytes` between two processes, as `pszero-bench p2p` measures it.
 Result<double> MeasureP2p(const std::string& self, size_t bytes) {
-  PSZERO_ASSIGN_OR_RETURN(TempDir dir, MakeTempDir());
+  PSZERO_ASSIGN_OR_RETURN(std::filesystem::path path, MakeTempDir());
+  TempDir dir{path};
   FileKeyValueStore store(dir.path);
   PSZERO_ASSIGN_OR_RETURN(
       BenchChild peer, BenchChild::Spawn({self, "p2p", "--peer-dir", dir.path.string(), "--sizes",
@@ -183,15 +184,16 @@ int RunPsCommand(const PsFlags& f) {
     if (!r.ok()) return Fail(r.status().WithContext("p2p"));
     p2p = *r;
   }
-  Result<TempDir> dir = MakeTempDir();
-  if (!dir.ok()) return Fail(dir.status());
-  FileKeyValueStore store(dir->path);
+  Result<std::filesystem::path> path = MakeTempDir();
+  if (!path.ok()) return Fail(path.status());
+  TempDir dir{*path};
+  FileKeyValueStore store(dir.path);
   const int world = f.servers + f.workers;
   std::vector<BenchChild> children;
   for (int rank = 0; rank < world; ++rank) {
     if (rank == f.servers) continue;  // worker 0 is this process
     Result<BenchChild> child = BenchChild::Spawn(
-        {*self, "ps", "--peer-dir", dir->path.string(), "--peer-rank", std::to_string(rank),
+        {*self, "ps", "--peer-dir", dir.path.string(), "--peer-rank", std::to_string(rank),
          "--servers", std::to_string(f.servers), "--workers", std::to_string(f.workers), "--bytes",
          f.bytes, "--optimizer", f.optimizer, "--ps-slice-mb", std::to_string(f.slice_mb),
          "--iters", std::to_string(Iters(f))});
