@@ -72,7 +72,14 @@ PsServer::PsServer(Transport* transport, PsServerOptions options)
       options_(std::move(options)),
       ctx_(kernels::KernelContext::Host(options_.threads)) {}
 
-PsServer::~PsServer() = default;
+PsServer::~PsServer() {
+  // The handlers point at this object: late messages are dropped from now on.
+  for (uint16_t id : {kAmInit, kAmPush, kAmPull}) {
+    (void)transport_->SetAmHandler(
+        id, {.payload_destination = nullptr,
+             .on_message = [](const AmInfo&, std::span<const std::byte>) {}});
+  }
+}
 
 Result<std::unique_ptr<PsServer>> PsServer::Create(Transport* transport, PsServerOptions options) {
   if (options.num_servers < 1 || options.server_index < 0 ||

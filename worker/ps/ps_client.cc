@@ -26,9 +26,12 @@ PsClient::PsClient(Transport* transport, PsClientOptions options, SliceMap map,
       slices_(static_cast<size_t>(map_.num_slices())) {}
 
 PsClient::~PsClient() {
-  // The handlers point at this object.
-  (void)transport_->SetAmHandler(kAmAck, AmHandler{});
-  (void)transport_->SetAmHandler(kAmReply, AmHandler{});
+  // The handlers point at this object: late messages are dropped from now on.
+  for (uint16_t id : {kAmAck, kAmReply}) {
+    (void)transport_->SetAmHandler(
+        id, {.payload_destination = nullptr,
+             .on_message = [](const AmInfo&, std::span<const std::byte>) {}});
+  }
 }
 
 Result<std::unique_ptr<PsClient>> PsClient::Create(Transport* transport, PsClientOptions options,
