@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include <glog/logging.h>
@@ -30,6 +31,8 @@ Result<OptimizerKind> ParseOptimizer(std::string_view name) {
 }
 
 namespace {
+constexpr int kMaxWorkers = 1 << 16;
+constexpr int kMaxSlices = 1 << 24;
 enum class SlotState : uint8_t { kFree, kReceiving, kFull };
 }  // namespace
 
@@ -131,6 +134,12 @@ Result<PsServer::LocalSlice*> PsServer::Validate(const RequestHeader& h, int pee
     Result<SliceMap> map =
         SliceMap::Create(h.total_numel, options_.slice_bytes, options_.num_servers);
     if (!map.ok()) return map.status().WithContext("key space " + std::to_string(h.key_space));
+    // A header is input: bound what it can make this server allocate.
+    if (h.num_workers > kMaxWorkers || map->num_slices() > kMaxSlices) {
+      return Status::InvalidArgument("key space " + std::to_string(h.key_space) + " of " +
+                                     std::to_string(h.total_numel) + " elements and " +
+                                     std::to_string(h.num_workers) + " workers is beyond limits");
+    }
     auto space = std::make_unique<KeySpace>();
     space->id = h.key_space;
     space->num_workers = h.num_workers;
@@ -139,27 +148,35 @@ Result<PsServer::LocalSlice*> PsServer::Validate(const RequestHeader& h, int pee
     const bool adamw = options_.optimizer == OptimizerKind::kAdamW;
     const bool sgd_momentum =
         options_.optimizer == OptimizerKind::kSgd && options_.sgd.momentum != 0;
-    for (int idx : space->map.SlicesOf(options_.server_index)) {
-      auto s = std::make_unique<LocalSlice>();
-      s->slice = space->map.slice(idx);
-      s->key_space = h.key_space;
-      const auto n = static_cast<size_t>(s->slice.numel);
-      s->params.assign(n, 0.0f);
-      if (adamw || sgd_momentum) s->state1.assign(n, 0.0f);
-      if (adamw) s->state2.assign(n, 0.0f);
-      s->workers.resize(static_cast<size_t>(h.num_workers));
-      for (auto& w : s->workers) {
-        w.slot.assign(n, 0.0f);
-        if (options_.consistency != Consistency::kBsp) w.reply_copy.assign(n, 0.0f);
+    int64_t held_bytes = 0;
+    try {
+      for (int idx : space->map.SlicesOf(options_.server_index)) {
+        auto s = std::make_unique<LocalSlice>();
+        s->slice = space->map.slice(idx);
+        s->key_space = h.key_space;
+        const auto n = static_cast<size_t>(s->slice.numel);
+        s->params.assign(n, 0.0f);
+        if (adamw || sgd_momentum) s->state1.assign(n, 0.0f);
+        if (adamw) s->state2.assign(n, 0.0f);
+        s->workers.resize(static_cast<size_t>(h.num_workers));
+        for (auto& w : s->workers) {
+          w.slot.assign(n, 0.0f);
+          if (options_.consistency != Consistency::kBsp) w.reply_copy.assign(n, 0.0f);
+        }
+        s->sum_inputs.resize(static_cast<size_t>(h.num_workers));
+        held_bytes += static_cast<int64_t>(
+            4 * (s->params.size() + s->state1.size() + s->state2.size() +
+                 (s->workers[0].slot.size() + s->workers[0].reply_copy.size()) *
+                     static_cast<size_t>(h.num_workers)));
+        space->local_of[static_cast<size_t>(idx)] = static_cast<int>(space->slices.size());
+        space->slices.push_back(std::move(s));
       }
-      s->sum_inputs.resize(static_cast<size_t>(h.num_workers));
-      stats_.model_bytes +=
-          static_cast<int64_t>(4 * (s->params.size() + s->state1.size() + s->state2.size() +
-                                    (s->workers[0].slot.size() + s->workers[0].reply_copy.size()) *
-                                        static_cast<size_t>(h.num_workers)));
-      space->local_of[static_cast<size_t>(idx)] = static_cast<int>(space->slices.size());
-      space->slices.push_back(std::move(s));
+    } catch (const std::bad_alloc&) {
+      return Status::InvalidArgument("key space " + std::to_string(h.key_space) + " of " +
+                                     std::to_string(h.total_numel) +
+                                     " elements does not fit in this server's memory");
     }
+    stats_.model_bytes += held_bytes;
     LOG(INFO) << "ps server " << options_.server_index << ": key space " << h.key_space << ", "
               << h.num_workers << " workers, " << ConsistencyName(options_.consistency) << ", "
               << space->map.Describe();
