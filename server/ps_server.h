@@ -2,10 +2,11 @@
 //
 // For every key space (a TP rank's flat parameter buffer) it holds, for the slices the
 // slice map (common/ps/ps_protocol.h) gives this server: fp32 master parameters, optimizer
-// state (AdamW m and v, or the SGD momentum buffer), and one receive slot per data-parallel
-// worker. Pushes land in their worker's slot (zero-copy through
-// AmHandler::payload_destination for rendezvous payloads); all memory is allocated when a
-// key space is initialized, never per message.
+// state (AdamW m and v, or the SGD momentum buffer), one receive slot per data-parallel
+// worker and, under ssp/asp, one pull-reply copy per worker. Pushes land in their worker's
+// slot (zero-copy through AmHandler::payload_destination for rendezvous payloads); bsp
+// pulls are answered from the parameters themselves. All memory is allocated when a key
+// space is first named by a request, never per message.
 //
 // Initialization: DP worker 0 of a key space sends the initial parameters of every slice
 // (kAmInit); the first init of a key space allocates its storage. Pushes and pulls that

@@ -71,8 +71,7 @@ class UcxWorker {
 class UcxEndpoint {
  public:
   static Result<std::unique_ptr<UcxEndpoint>> Create(UcxWorker* worker, std::string_view address,
-                                                     ucp_err_handler_cb_t on_error,
-                                                     void* error_arg,
+                                                     ucp_err_handler_cb_t on_error, void* error_arg,
                                                      bool peer_error_handling = true);
   ~UcxEndpoint();
   UcxEndpoint(const UcxEndpoint&) = delete;

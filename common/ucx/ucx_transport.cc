@@ -190,6 +190,10 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxTransportOpt
       std::getenv("UCX_SYSV_ERROR_HANDLING") == nullptr) {
     defaults["MM_ERROR_HANDLING"] = "y";
   }
+  if (options.shm_fifo_size > 0 && std::getenv("UCX_POSIX_FIFO_SIZE") == nullptr &&
+      std::getenv("UCX_SYSV_FIFO_SIZE") == nullptr) {
+    defaults["MM_FIFO_SIZE"] = std::to_string(options.shm_fifo_size);
+  }
   PSZERO_ASSIGN_OR_RETURN(transport->context_, UcxContext::Create(defaults));
   PSZERO_ASSIGN_OR_RETURN(transport->worker_, UcxWorker::Create(transport->context_));
   PSZERO_ASSIGN_OR_RETURN(transport->epoll_, EpollFd::Create(transport->worker_->event_fd()));
@@ -219,25 +223,35 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxTransportOpt
 }
 
 UcxTransport::~UcxTransport() {
-  // Receives never finish on their own once nobody sends: cancel them. Sends and AM
-  // payload receives get a bounded time to finish, then their endpoints are force-closed,
-  // which completes them with an error.
+  if (!worker_) return;  // Create failed before there was anything to drive
+  // Handlers may refer to objects their owner has already destroyed: drop what still
+  // arrives while tearing down.
+  am_handlers_.clear();
+  auto drain = [this](std::chrono::milliseconds budget) {
+    const auto deadline = std::chrono::steady_clock::now() + budget;
+    while (!pending_.empty() && std::chrono::steady_clock::now() < deadline) (void)Progress();
+  };
+  // Receives never finish on their own once nobody sends: cancel them. Sends get a bounded
+  // time to finish; then endpoints are closed (forced if anything is still pending, which
+  // completes their sends with an error).
   for (auto& [op, owned] : pending_) {
     if (op->kind == PendingOp::Kind::kRecv) ucp_request_cancel(worker_->get(), op->request.get());
   }
-  const auto flush_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
-  while (!pending_.empty() && std::chrono::steady_clock::now() < flush_deadline) {
-    (void)Progress();
-  }
+  drain(std::chrono::milliseconds(500));
   for (auto& peer : peers_) {
     if (peer && peer->endpoint) {
       (void)peer->endpoint->Close(/*force=*/!peer->failure.ok() || !pending_.empty(),
                                   std::chrono::milliseconds(500));
     }
   }
-  (void)Progress();
-  // What is still pending now is freed with its UcxRequest; UCX releases the request when
-  // the worker is destroyed.
+  // Whatever is left (e.g. AM payload fetches) is cancelled, so that no UCX callback can
+  // run after its PendingOp is gone.
+  for (auto& [op, owned] : pending_) ucp_request_cancel(worker_->get(), op->request.get());
+  drain(std::chrono::milliseconds(500));
+  if (!pending_.empty()) {
+    LOG(WARNING) << "rank " << options_.rank << ": " << pending_.size()
+                 << " operations still pending at teardown";
+  }
   for (auto& arrival : am_arrivals_) {
     if (arrival->held) ucp_am_data_release(worker_->get(), arrival->data);
   }
@@ -269,9 +283,8 @@ Result<UcxEndpoint*> UcxTransport::Endpoint(int peer) {
                         " never published its address: " + hex.status().ToString());
     }
     PSZERO_ASSIGN_OR_RETURN(std::string address, HexDecode(*hex));
-    Result<std::unique_ptr<UcxEndpoint>> ep =
-        UcxEndpoint::Create(worker_.get(), address, &UcxTransport::OnEndpointError, &p,
-                            options_.peer_error_handling);
+    Result<std::unique_ptr<UcxEndpoint>> ep = UcxEndpoint::Create(
+        worker_.get(), address, &UcxTransport::OnEndpointError, &p, options_.peer_error_handling);
     if (!ep.ok()) {
       return Status::Unavailable("peer rank " + std::to_string(peer) + ": " +
                                  ep.status().ToString());

@@ -38,7 +38,7 @@ enum class ProgressMode {
   // Spin for spin_budget, then ucp_worker_arm + epoll on the event fd; while this rank has
   // sends in flight, yield the CPU between progress rounds instead of sleeping.
   kSpinThenBlock,
-  kSpin,           // busy-poll until done (lowest latency, steals the CPU; for benchmarks)
+  kSpin,  // busy-poll until done (lowest latency, steals the CPU; for benchmarks)
 };
 
 struct UcxTransportOptions {
@@ -59,6 +59,11 @@ struct UcxTransportOptions {
   // UCX_POSIX_ERROR_HANDLING / UCX_SYSV_ERROR_HANDLING default: Debian's UCX 1.13 leaves
   // them off, and then "peer" endpoints cannot use shared memory at all.
   bool shm_error_handling = true;
+  // UCX_POSIX/SYSV_FIFO_SIZE default (UCX's own is 64 elements of 8 KiB segments): a deeper
+  // shared-memory FIFO lets a large message go through with far fewer hand-offs between
+  // the two processes, which is what costs when they share a core (docs/transport.md).
+  // 0 keeps UCX's default.
+  int shm_fifo_size = 1024;
   // Error-handling mode "peer" on every endpoint. Turning it off (mode "none") exists only
   // to measure its cost (`pszero-bench p2p --err-mode none`): a dead peer then hangs or
   // aborts the process, as UCX decides.

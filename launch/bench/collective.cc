@@ -23,7 +23,7 @@ namespace {
 // Small integers, exact in every dtype and in every sum of up to 64 ranks.
 double Value(int rank, int64_t i) { return static_cast<double>((rank + 1) + (i % 5)); }
 
-void Fill(const Tensor& t, int rank, int64_t offset) {
+void FillHost(const Tensor& t, int rank, int64_t offset) {
   for (int64_t i = 0; i < t.numel(); ++i) {
     const float v = static_cast<float>(Value(rank, offset + i));
     switch (t.dtype()) {
@@ -47,6 +47,24 @@ void Fill(const Tensor& t, int rank, int64_t offset) {
         break;
     }
   }
+}
+
+// Fills a host or device tensor (device: through a host copy).
+Status Fill(const Tensor& t, int rank, int64_t offset) {
+  if (t.device() == Device::kHost) {
+    FillHost(t, rank, offset);
+    return Status::Ok();
+  }
+  PSZERO_ASSIGN_OR_RETURN(Tensor host,
+                          Tensor::Empty(t.shape(), t.dtype(), MemoryCategory::kOther, nullptr));
+  FillHost(host, rank, offset);
+  return Tensor(t).CopyFrom(host);
+}
+
+// A host view of `t` to read results from (a copy when `t` lives on the device).
+Result<Tensor> OnHost(const Tensor& t) {
+  if (t.device() == Device::kHost) return t;
+  return t.Clone(MemoryCategory::kOther, nullptr, Device::kHost);
 }
 
 double Get(const Tensor& t, int64_t i) {
@@ -81,11 +99,11 @@ struct Buffers {
   Tensor in, out;
 };
 
-Result<Buffers> Allocate(const std::string& op, int64_t count, int n, DType dtype) {
+Result<Buffers> Allocate(const std::string& op, int64_t count, int n, DType dtype, Device device) {
   Buffers b;
   const int64_t block = count / n;
   auto make = [&](int64_t c) {
-    return Tensor::Empty({c}, dtype, MemoryCategory::kCommBuffers, nullptr);
+    return Tensor::Empty({c}, dtype, MemoryCategory::kCommBuffers, nullptr, device);
   };
   if (op == "allreduce" || op == "broadcast") {
     PSZERO_ASSIGN_OR_RETURN(b.in, make(count));
@@ -115,32 +133,34 @@ Status RunOnce(Communicator& comm, const CollectiveSweep& s, const Buffers& b) {
 Result<int64_t> Check(Communicator& comm, const CollectiveSweep& s, const Buffers& b) {
   const int n = comm.size(), r = comm.rank();
   const int64_t block = (s.op == "allgather" ? b.in.numel() : b.in.numel() / n);
-  Fill(b.in, r, s.op == "allgather" ? r * block : 0);
-  if (s.op == "alltoall") {
-    // Block p of rank r's input holds rank r's values at offset p*block.
-    Fill(b.in, r, 0);
-  }
+  // All-to-all: block p of rank r's input holds rank r's values at offset p*block.
+  PSZERO_RETURN_IF_ERROR(Fill(b.in, r, s.op == "allgather" ? r * block : 0));
   PSZERO_RETURN_IF_ERROR(RunOnce(comm, s, b));
+  Buffers h;
+  PSZERO_ASSIGN_OR_RETURN(h.in, OnHost(b.in));
+  if (b.out.defined()) {
+    PSZERO_ASSIGN_OR_RETURN(h.out, OnHost(b.out));
+  }
   int64_t wrong = 0;
   if (s.op == "allreduce") {
-    for (int64_t i = 0; i < b.in.numel(); ++i) wrong += Get(b.in, i) != Reduced(n, i, s.reduce);
+    for (int64_t i = 0; i < h.in.numel(); ++i) wrong += Get(h.in, i) != Reduced(n, i, s.reduce);
   } else if (s.op == "reduce_scatter") {
     for (int64_t i = 0; i < block; ++i) {
-      wrong += Get(b.out, i) != Reduced(n, r * block + i, s.reduce);
+      wrong += Get(h.out, i) != Reduced(n, r * block + i, s.reduce);
     }
   } else if (s.op == "allgather") {
-    for (int64_t i = 0; i < b.out.numel(); ++i) wrong += Get(b.out, i) != Value(i / block, i);
+    for (int64_t i = 0; i < h.out.numel(); ++i) wrong += Get(h.out, i) != Value(i / block, i);
   } else if (s.op == "broadcast") {
-    for (int64_t i = 0; i < b.in.numel(); ++i) wrong += Get(b.in, i) != Value(0, i);
+    for (int64_t i = 0; i < h.in.numel(); ++i) wrong += Get(h.in, i) != Value(0, i);
   } else {
-    for (int64_t i = 0; i < b.out.numel(); ++i) {
+    for (int64_t i = 0; i < h.out.numel(); ++i) {
       const int64_t from = i / block;  // rank p sent its block r
-      wrong += Get(b.out, i) != Value(static_cast<int>(from), r * block + i % block);
+      wrong += Get(h.out, i) != Value(static_cast<int>(from), r * block + i % block);
     }
   }
   // Everyone's count: the sum over ranks.
-  PSZERO_ASSIGN_OR_RETURN(Tensor t, Tensor::Empty({1}, DType::kInt64, MemoryCategory::kOther,
-                                                  nullptr));
+  PSZERO_ASSIGN_OR_RETURN(Tensor t,
+                          Tensor::Empty({1}, DType::kInt64, MemoryCategory::kOther, nullptr));
   t.data<int64_t>()[0] = wrong;
   PSZERO_RETURN_IF_ERROR(comm.AllReduce(t, ReduceOp::kSum));
   return t.data<int64_t>()[0];
@@ -153,22 +173,22 @@ Result<std::vector<CollectiveRow>> RunCollectiveSweep(Communicator& comm,
   const int n = comm.size();
   const size_t es = DTypeSize(sweep.dtype);
   std::vector<CollectiveRow> rows;
-  PSZERO_ASSIGN_OR_RETURN(Tensor clock, Tensor::Empty({1}, DType::kInt64, MemoryCategory::kOther,
-                                                      nullptr));
+  PSZERO_ASSIGN_OR_RETURN(Tensor clock,
+                          Tensor::Empty({1}, DType::kInt64, MemoryCategory::kOther, nullptr));
   for (size_t size : sweep.sizes) {
     CollectiveRow row;
     row.count = std::max<int64_t>(n, static_cast<int64_t>(size / es) / n * n);
     row.bytes = row.count * static_cast<int64_t>(es);
-    PSZERO_ASSIGN_OR_RETURN(Buffers b, Allocate(sweep.op, row.count, n, sweep.dtype));
-    Fill(b.in, comm.rank(), 0);
+    PSZERO_ASSIGN_OR_RETURN(Buffers b, Allocate(sweep.op, row.count, n, sweep.dtype, sweep.device));
+    PSZERO_RETURN_IF_ERROR(Fill(b.in, comm.rank(), 0));
     for (int i = 0; i < sweep.warmup; ++i) PSZERO_RETURN_IF_ERROR(RunOnce(comm, sweep, b));
     const uint64_t sent_before = comm.transport()->TotalCounters().bytes_sent;
     PSZERO_RETURN_IF_ERROR(comm.Barrier());
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < sweep.iters; ++i) PSZERO_RETURN_IF_ERROR(RunOnce(comm, sweep, b));
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                        std::chrono::steady_clock::now() - t0)
-                        .count();
+    const auto ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
     row.bytes_sent = (comm.transport()->TotalCounters().bytes_sent - sent_before) /
                      static_cast<uint64_t>(sweep.iters);
     clock.data<int64_t>()[0] = ns;

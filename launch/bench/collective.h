@@ -29,6 +29,7 @@ struct CollectiveSweep {
   int iters = 20;
   int warmup = 5;
   bool check = false;
+  Device device = Device::kHost;  // kCuda: device buffers (NCCL when the comm has it)
 };
 
 struct CollectiveRow {
@@ -37,8 +38,8 @@ struct CollectiveRow {
   double time_us = 0;
   double algbw_gbps = 0;
   double busbw_gbps = 0;
-  int64_t wrong = -1;          // elements off the reference; -1 when not checked
-  uint64_t bytes_sent = 0;     // by rank 0 in one op, from the transport counters
+  int64_t wrong = -1;       // elements off the reference; -1 when not checked
+  uint64_t bytes_sent = 0;  // by rank 0 in one op, from the transport counters
 };
 
 double BusFactor(const std::string& op, int n);

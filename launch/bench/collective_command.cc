@@ -69,7 +69,8 @@ Result<CollectiveSweep> MakeSweep(const CollectiveFlags& f) {
   PSZERO_ASSIGN_OR_RETURN(s.reduce, collectives::ParseReduceOp(f.redop));
   PSZERO_ASSIGN_OR_RETURN(size_t lo, ParseOneSize(f.min_bytes, "--min-bytes"));
   PSZERO_ASSIGN_OR_RETURN(size_t hi, ParseOneSize(f.max_bytes, "--max-bytes"));
-  if (lo == 0 || hi < lo) return Status::InvalidArgument("--min-bytes must be > 0 and <= --max-bytes");
+  if (lo == 0 || hi < lo)
+    return Status::InvalidArgument("--min-bytes must be > 0 and <= --max-bytes");
   for (double size = static_cast<double>(lo); size <= static_cast<double>(hi) * 1.0000001;
        size *= f.step_factor) {
     s.sizes.push_back(static_cast<size_t>(size));
@@ -98,12 +99,18 @@ int RunRank(const CollectiveFlags& f) {
   o.rank = f.rank;
   o.world_size = f.ranks;
   o.key_prefix = "coll";
-  o.progress_mode = f.progress == "spin" ? ucx::ProgressMode::kSpin
-                                         : ucx::ProgressMode::kSpinThenBlock;
+  o.progress_mode =
+      f.progress == "spin" ? ucx::ProgressMode::kSpin : ucx::ProgressMode::kSpinThenBlock;
   auto transport = ucx::UcxTransport::Create(o, &store);
   if (!transport.ok()) return Fail(transport.status());
   auto comm = collectives::Communicator::World(transport->get(), CommOptions(f));
   if (!comm.ok()) return Fail(comm.status());
+  if (f.backend == "nccl") {
+    // One GPU per rank, by rank (NCCL refuses two ranks on one device).
+    sweep->device = Device::kCuda;
+    Status s = (*comm)->EnableNccl(&store, "coll", f.rank);
+    if (!s.ok()) return Fail(s);
+  }
   Result<std::vector<CollectiveRow>> rows = RunCollectiveSweep(**comm, *sweep);
   if (!rows.ok()) return Fail(rows.status());
   if (f.rank == 0) {
@@ -125,15 +132,40 @@ struct TempDir {
 
 std::vector<std::string> RankArgv(const std::string& self, const CollectiveFlags& f,
                                   const std::string& dir, int rank) {
-  std::vector<std::string> argv = {
-      self,          "collective",       "--rank-dir",   dir,
-      "--rank",      std::to_string(rank), "--ranks",    std::to_string(f.ranks),
-      "--op",        f.op,               "--min-bytes",  f.min_bytes,
-      "--max-bytes", f.max_bytes,        "--step-factor", std::to_string(f.step_factor),
-      "--dtype",     f.dtype,            "--redop",      f.redop,
-      "--iters",     std::to_string(f.iters), "--warmup", std::to_string(f.warmup),
-      "--segment-kb", std::to_string(f.segment_kb), "--in-flight", std::to_string(f.in_flight),
-      "--small-kb",  std::to_string(f.small_kb), "--progress", f.progress};
+  std::vector<std::string> argv = {self,
+                                   "collective",
+                                   "--rank-dir",
+                                   dir,
+                                   "--rank",
+                                   std::to_string(rank),
+                                   "--ranks",
+                                   std::to_string(f.ranks),
+                                   "--op",
+                                   f.op,
+                                   "--min-bytes",
+                                   f.min_bytes,
+                                   "--max-bytes",
+                                   f.max_bytes,
+                                   "--step-factor",
+                                   std::to_string(f.step_factor),
+                                   "--dtype",
+                                   f.dtype,
+                                   "--redop",
+                                   f.redop,
+                                   "--iters",
+                                   std::to_string(f.iters),
+                                   "--warmup",
+                                   std::to_string(f.warmup),
+                                   "--segment-kb",
+                                   std::to_string(f.segment_kb),
+                                   "--in-flight",
+                                   std::to_string(f.in_flight),
+                                   "--small-kb",
+                                   std::to_string(f.small_kb),
+                                   "--progress",
+                                   f.progress,
+                                   "--backend",
+                                   f.backend};
   if (f.check) argv.push_back("--check");
   if (f.deterministic) argv.push_back("--deterministic");
   return argv;
@@ -150,12 +182,11 @@ Result<std::vector<CollectiveRow>> RunMpi(const std::string& self_dir, const Col
   }
   const std::string out = std::filesystem::temp_directory_path() /
                           ("pszero-mpi-" + std::to_string(::getpid()) + ".json");
-  const std::string cmd = "mpirun --allow-run-as-root --oversubscribe -np " +
-                          std::to_string(f.ranks) + " '" + mpi_bench + "' --op " + f.op +
-                          " --min-bytes " + f.min_bytes + " --max-bytes " + f.max_bytes +
-                          " --step-factor " + std::to_string(f.step_factor) + " --iters " +
-                          std::to_string(f.iters) + " --warmup " + std::to_string(f.warmup) +
-                          " > '" + out + "' 2>/dev/null </dev/null";
+  const std::string cmd =
+      "mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(f.ranks) + " '" +
+      mpi_bench + "' --op " + f.op + " --min-bytes " + f.min_bytes + " --max-bytes " + f.max_bytes +
+      " --step-factor " + std::to_string(f.step_factor) + " --iters " + std::to_string(f.iters) +
+      " --warmup " + std::to_string(f.warmup) + " > '" + out + "' 2>/dev/null </dev/null";
   const int rc = std::system(cmd.c_str());
   Result<std::string> text = ReadFile(out);
   std::error_code ec;
@@ -184,15 +215,12 @@ std::string HumanSize(int64_t bytes) {
 
 int RunCollectiveCommand(const CollectiveFlags& f) {
   if (!f.rank_dir.empty()) return RunRank(f);
-  if (f.backend == "nccl") {
 #ifndef PSZERO_HAVE_CUDA
-    return Fail(Status::InvalidArgument("--backend nccl needs a CUDA build"));
-#else
-    return Fail(Status::InvalidArgument(
-        "--backend nccl: device tensors are measured by the gpu benchmark job; this command "
-        "measures host tensors"));
-#endif
+  if (f.backend == "nccl") {
+    std::cerr << "pszero-bench collective: error: --backend nccl needs a CUDA build\n";
+    return 2;
   }
+#endif
   Result<CollectiveSweep> sweep = MakeSweep(f);
   if (!sweep.ok()) {
     std::cerr << "pszero-bench collective: error: " << sweep.status().message() << "\n";
@@ -263,9 +291,9 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
   if (f.json) {
     std::cout << out.dump(2) << "\n";
   } else {
-    std::printf("# pszero-bench collective: %s, %d ranks, %s, %s%s, UCX lanes: %s\n",
-                f.op.c_str(), f.ranks, f.dtype.c_str(), f.redop.c_str(),
-                f.deterministic ? ", deterministic" : "", doc.value("lanes", "?").c_str());
+    std::printf("# pszero-bench collective: %s, %d ranks, %s, %s%s, UCX lanes: %s\n", f.op.c_str(),
+                f.ranks, f.dtype.c_str(), f.redop.c_str(), f.deterministic ? ", deterministic" : "",
+                doc.value("lanes", "?").c_str());
     std::printf("# %10s %12s %6s %6s %12s %10s %10s %8s", "size", "count", "type", "redop",
                 "time(us)", "algbw", "busbw", "#wrong");
     if (mpi) std::printf(" %10s %8s", "mpi_busbw", "ratio");
@@ -310,7 +338,8 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
                                                           : "not a size like 8, 4K or 64M";
       },
       "SIZE");
-  app->add_option("--min-bytes", f->min_bytes, "Smallest array (K/M/G are 2^10)")->check(size_check);
+  app->add_option("--min-bytes", f->min_bytes, "Smallest array (K/M/G are 2^10)")
+      ->check(size_check);
   app->add_option("--max-bytes", f->max_bytes, "Largest array")->check(size_check);
   app->add_option("--step-factor", f->step_factor, "Size multiplier between rows")
       ->check(CLI::Range(1.01, 1024.0));
@@ -318,7 +347,8 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
       ->check(CLI::IsMember({"fp32", "bf16", "fp16", "int32", "int64"}));
   app->add_option("--redop", f->redop, "Reduction")->check(CLI::IsMember({"sum", "avg", "max"}));
   app->add_option("--iters", f->iters, "Timed iterations per size")->check(CLI::Range(1, 1000000));
-  app->add_option("--warmup", f->warmup, "Untimed iterations per size")->check(CLI::Range(0, 1000000));
+  app->add_option("--warmup", f->warmup, "Untimed iterations per size")
+      ->check(CLI::Range(0, 1000000));
   app->add_option("--backend", f->backend, "ucx (host tensors) or nccl")
       ->check(CLI::IsMember({"ucx", "nccl"}));
   app->add_flag("--check", f->check, "Check every result against the reference (#wrong)");

@@ -73,49 +73,47 @@ Result<std::vector<double>> PerftestOnce(const std::string& perftest, const std:
                                          size_t bytes, int iters, int warmup,
                                          const std::vector<std::string>& extra) {
   const auto deadline = Clock::now() + kTimeout;
-  while (true) {
-    PSZERO_ASSIGN_OR_RETURN(int port, FreeLoopbackPort());
-    std::vector<std::string> server = {perftest, "-p", std::to_string(port)};
-    server.insert(server.end(), extra.begin(), extra.end());
-    PSZERO_ASSIGN_OR_RETURN(BenchChild child, BenchChild::Spawn(server, /*quiet=*/true));
-    std::string command = "timeout 120 " + perftest + " 127.0.0.1 -p " + std::to_string(port) +
-                          " -t " + test + " -s " + std::to_string(bytes) + " -n " +
-                          std::to_string(iters) + " -w " + std::to_string(warmup) + " -f -v";
-    for (const auto& e : extra) command += " " + e;
-    command += " 2>/dev/null";
-    // The server may not listen yet: the client then fails at once and we retry.
-    for (int attempt = 0; attempt < 200 && Clock::now() < deadline; ++attempt) {
-      FILE* pipe = ::popen(command.c_str(), "r");
-      if (pipe == nullptr) return Status::IoError("popen ucx_perftest failed");
-      std::string out;
-      char buf[4096];
-      size_t n;
-      while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-      const int rc = ::pclose(pipe);
-      // CSV: a header line, then "iterations,lat50,avg_lat,overall_lat,avg_bw,overall_bw,...".
-      std::istringstream lines(out);
-      std::string line, last;
-      while (std::getline(lines, line)) {
-        const size_t first = line.find_first_not_of(' ');
-        if (first != std::string::npos && std::isdigit(static_cast<unsigned char>(line[first]))) {
-          last = line;
-        }
+  PSZERO_ASSIGN_OR_RETURN(int port, FreeLoopbackPort());
+  std::vector<std::string> server = {perftest, "-p", std::to_string(port)};
+  server.insert(server.end(), extra.begin(), extra.end());
+  PSZERO_ASSIGN_OR_RETURN(BenchChild child, BenchChild::Spawn(server, /*quiet=*/true));
+  std::string command = "timeout 120 " + perftest + " 127.0.0.1 -p " + std::to_string(port) +
+                        " -t " + test + " -s " + std::to_string(bytes) + " -n " +
+                        std::to_string(iters) + " -w " + std::to_string(warmup) + " -f -v";
+  for (const auto& e : extra) command += " " + e;
+  command += " 2>/dev/null";
+  // The server may not listen yet: the client then fails at once and we retry.
+  for (int attempt = 0; attempt < 200 && Clock::now() < deadline; ++attempt) {
+    FILE* pipe = ::popen(command.c_str(), "r");
+    if (pipe == nullptr) return Status::IoError("popen ucx_perftest failed");
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+    const int rc = ::pclose(pipe);
+    // CSV: a header line, then "iterations,lat50,avg_lat,overall_lat,avg_bw,overall_bw,...".
+    std::istringstream lines(out);
+    std::string line, last;
+    while (std::getline(lines, line)) {
+      const size_t first = line.find_first_not_of(' ');
+      if (first != std::string::npos && std::isdigit(static_cast<unsigned char>(line[first]))) {
+        last = line;
       }
-      if (rc == 0 && !last.empty()) {
-        std::vector<double> fields;
-        std::istringstream cells(last);
-        std::string cell;
-        while (std::getline(cells, cell, ',')) fields.push_back(std::atof(cell.c_str()));
-        if (fields.size() >= 6) {
-          (void)child.Wait(std::chrono::milliseconds(10000));
-          return fields;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // server start-up
     }
-    return Status::Unavailable("ucx_perftest " + test + " at " + std::to_string(bytes) +
-                               " bytes did not run (port " + std::to_string(port) + ")");
+    if (rc == 0 && !last.empty()) {
+      std::vector<double> fields;
+      std::istringstream cells(last);
+      std::string cell;
+      while (std::getline(cells, cell, ',')) fields.push_back(std::atof(cell.c_str()));
+      if (fields.size() >= 6) {
+        (void)child.Wait(std::chrono::milliseconds(10000));
+        return fields;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // server start-up
   }
+  return Status::Unavailable("ucx_perftest " + test + " at " + std::to_string(bytes) +
+                             " bytes did not run (port " + std::to_string(port) + ")");
 }
 
 Status PingPong(Transport& t, int peer, bool initiator, std::byte* send_buf, std::byte* recv_buf,

@@ -43,7 +43,7 @@ class ProcessTransportTest : public ::testing::Test {
     transport_.reset();
     std::filesystem::remove_all(dir_);
   }
-  testing::ChildProcess SpawnPeer(const std::vector<std::string>& args) {
+  std::unique_ptr<testing::ChildProcess> SpawnPeer(const std::vector<std::string>& args) {
     std::vector<std::string> argv = {testing::BinaryPath("transport_peer"), "--store",
                                      dir_.string(), "--prefix", "job"};
     argv.insert(argv.end(), args.begin(), args.end());

@@ -16,7 +16,6 @@ namespace {
 using std::chrono::milliseconds;
 using testing::FirstMismatch;
 using testing::PatternBuffer;
-using testing::ChildProcess;
 using testing::ProcessTransportTest;
 constexpr milliseconds kTimeout(60000);
 
@@ -28,9 +27,9 @@ TEST_F(ProcessTransportTest, EchoOneByteTo256MiBAndActiveMessages) {
     if (!sizes_flag.empty()) sizes_flag += ',';
     sizes_flag += std::to_string(n);
   }
-  ChildProcess peer = SpawnPeer(
+  auto peer = SpawnPeer(
       {"--role", "echo", "--sizes", sizes_flag, "--am-count", std::to_string(am_sizes.size())});
-  ASSERT_GT(peer.pid(), 0) << peer.error();
+  ASSERT_TRUE(peer);
   ucx::UcxTransport& t = *transport_;
   for (size_t i = 0; i < sizes.size(); ++i) {
     auto out = PatternBuffer(sizes[i], 500 + i);
@@ -73,7 +72,7 @@ TEST_F(ProcessTransportTest, EchoOneByteTo256MiBAndActiveMessages) {
     ASSERT_EQ(replies[i].size(), am_sizes[i]);
     EXPECT_EQ(FirstMismatch(replies[i].data(), am_sizes[i], 900 + i), am_sizes[i]);
   }
-  auto result = peer.Wait(kTimeout);
+  auto result = peer->Finish(kTimeout);
   EXPECT_FALSE(result.timed_out);
   EXPECT_EQ(result.exit_code, 0);
 }

@@ -82,6 +82,29 @@ TEST(UcxTransportTest, SelfSendAndRecv) {
   EXPECT_EQ(recv->bytes(), src.size());
 }
 
+TEST(UcxTransportTest, TestAndPollWithoutBlockingForever) {
+  ThreadRanks world(1);
+  ASSERT_EQ(world.ranks.size(), 1u);
+  auto& t = *world.ranks[0];
+  auto idle = t.Poll(milliseconds(50));
+  ASSERT_TRUE(idle.ok());
+  EXPECT_EQ(*idle, 0);
+  uint64_t in = 0, out = 0x1234;
+  auto recv = t.Recv(0, 3, &in, sizeof(in));
+  ASSERT_TRUE(recv.ok());
+  EXPECT_FALSE(recv->Test());
+  EXPECT_EQ(recv->status().code(), StatusCode::kInternal);  // still pending
+  auto send = t.Send(0, 3, &out, sizeof(out));
+  ASSERT_TRUE(send.ok());
+  const auto deadline = std::chrono::steady_clock::now() + kTimeout;
+  while (!recv->Test() && std::chrono::steady_clock::now() < deadline) {
+  }
+  ASSERT_TRUE(recv->done());
+  EXPECT_TRUE(recv->status().ok());
+  EXPECT_EQ(in, 0x1234u);
+  EXPECT_EQ(t.RegisterMemory(nullptr, 8).status().code(), StatusCode::kInvalidArgument);
+}
+
 // Every size class from 1 B to 256 MiB, both directions, checked byte for byte, and the
 // per-peer counters equal the exact bytes moved.
 TEST(UcxTransportTest, SizesOneByteTo256MiBByteForByte) {

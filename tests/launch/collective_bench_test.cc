@@ -29,7 +29,7 @@ TEST(CollectiveBenchTest, EveryOpIsCheckedAndRight) {
     for (const auto& row : j["rows"]) {
       EXPECT_EQ(row["wrong"], 0) << op << " " << row.dump();
       EXPECT_EQ(row["count"].get<int64_t>() % 3, 0) << op;
-      const double factor = std::string(op) == "allreduce" ? 4.0 / 3
+      const double factor = std::string(op) == "allreduce"   ? 4.0 / 3
                             : std::string(op) == "broadcast" ? 1.0
                                                              : 2.0 / 3;
       EXPECT_NEAR(row["busbw_gbps"].get<double>(), row["algbw_gbps"].get<double>() * factor,
@@ -39,9 +39,9 @@ TEST(CollectiveBenchTest, EveryOpIsCheckedAndRight) {
 }
 
 TEST(CollectiveBenchTest, RingBytesPerRankAreTheBound) {
-  nlohmann::json j = RunBench({"--op", "allreduce", "--ranks", "4", "--min-bytes", "1M",
-                               "--max-bytes", "1M", "--iters", "3", "--warmup", "1",
-                               "--small-kb", "0"});
+  nlohmann::json j =
+      RunBench({"--op", "allreduce", "--ranks", "4", "--min-bytes", "1M", "--max-bytes", "1M",
+                "--iters", "3", "--warmup", "1", "--small-kb", "0"});
   ASSERT_EQ(j["rows"].size(), 1u);
   const int64_t s = j["rows"][0]["bytes"];
   EXPECT_EQ(j["rows"][0]["bytes_sent_rank0"].get<int64_t>(), 2 * 3 * s / 4);

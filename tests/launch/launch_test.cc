@@ -10,7 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "tests/launch/child_process.h"
+#include "tests/support/child_process.h"
 #include "tests/support/subprocess.h"
 
 namespace pszero::testing {

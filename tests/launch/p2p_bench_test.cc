@@ -14,8 +14,8 @@ using testing::ProcessResult;
 using testing::RunProcess;
 
 TEST(P2pBenchTest, ShortRunReportsEverySize) {
-  ProcessResult r = RunProcess({BinaryPath("pszero-bench"), "p2p", "--sizes", "8,64K,1M",
-                                "--scale", "0.01", "--no-perftest", "--json"},
+  ProcessResult r = RunProcess({BinaryPath("pszero-bench"), "p2p", "--sizes", "8,64K,1M", "--scale",
+                                "0.01", "--no-perftest", "--json"},
                                std::chrono::seconds(120));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   nlohmann::json doc = nlohmann::json::parse(r.out);
@@ -43,8 +43,8 @@ TEST(P2pBenchTest, BadSizesIsAUsageError) {
 TEST(P2pBenchTest, HelpListsFlags) {
   ProcessResult r = RunProcess({BinaryPath("pszero-bench"), "p2p", "--help"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  for (const char* flag : {"--sizes", "--json", "--progress", "--err-mode", "--window",
-                           "--no-perftest", "--output"}) {
+  for (const char* flag :
+       {"--sizes", "--json", "--progress", "--err-mode", "--window", "--no-perftest", "--output"}) {
     EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
   }
   EXPECT_EQ(r.out.find("--peer-dir"), std::string::npos);

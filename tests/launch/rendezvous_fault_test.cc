@@ -13,7 +13,7 @@
 #include <boost/asio/write.hpp>
 #include <thread>
 
-#include "tests/launch/child_process.h"
+#include "tests/support/child_process.h"
 #include "tests/launch/rendezvous_test_util.h"
 #include "tests/support/subprocess.h"
 

@@ -1,13 +1,15 @@
-// ChildProcess: a child that runs beside the test (unlike RunProcess, which waits for it),
-// so a test can talk to it, kill it by pid at a chosen moment, and reap it. The child's
-// stdout/stderr go to the test's own (ctest keeps them). The destructor kills (SIGKILL)
-// and reaps a child that is still running: no test leaves a process behind.
+// ChildProcess: a child a test starts and keeps running while it does other things (unlike
+// RunProcess, which waits), so that it can talk to it, signal it at a chosen moment, and
+// reap it. Output goes to a temporary file (Output()). The child is reaped by pid: Wait()
+// with a deadline (pidfd + poll, no sleeps), Finish() which also kills it past the
+// deadline, and the destructor kills (SIGKILL) and reaps a child still running: no test
+// leaves a process behind.
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
-#include <optional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,27 +19,32 @@ namespace pszero::testing {
 
 class ChildProcess {
  public:
-  // argv[0] is the program path; `env` entries ("K=V") are added to the environment.
-  // Returns a child with pid() < 0 and error() set when the spawn failed.
-  static ChildProcess Spawn(const std::vector<std::string>& argv,
-                            const std::vector<std::string>& env = {});
-  ChildProcess(ChildProcess&& other) noexcept;
-  ChildProcess& operator=(ChildProcess&&) = delete;
-  ChildProcess(const ChildProcess&) = delete;
-  ChildProcess& operator=(const ChildProcess&) = delete;
+  // argv[0] is the program path; `env` entries ("K=V") are added to this process's
+  // environment after removing the variables named in `unset`.
+  static std::unique_ptr<ChildProcess> Spawn(const std::vector<std::string>& argv,
+                                             const std::vector<std::string>& env = {},
+                                             const std::vector<std::string>& unset = {});
   ~ChildProcess();
 
   pid_t pid() const { return pid_; }
-  const std::string& error() const { return error_; }
-  // Sends `signal` to this child only.
-  void Kill(int signal);
-  // Waits for the child to exit; past `timeout` kills it (SIGKILL) and says timed_out.
-  ProcessResult Wait(std::chrono::milliseconds timeout);
+  void Signal(int sig) const;
+  // Waits until the child exits; false after `timeout` (the child keeps running).
+  bool Wait(std::chrono::milliseconds timeout);
+  // Waits up to `timeout`; past it kills the child (SIGKILL) and says timed_out. The
+  // result holds the exit code or signal and the child's output.
+  ProcessResult Finish(std::chrono::milliseconds timeout);
+  bool exited() const { return exited_; }
+  int wait_status() const { return status_; }
+  // Everything the child wrote to stdout and stderr so far.
+  std::string Output() const;
 
  private:
   ChildProcess() = default;
   pid_t pid_ = -1;
-  std::string error_;
+  int pidfd_ = -1;
+  bool exited_ = false;
+  int status_ = 0;
+  std::string output_path_;
 };
 
 }  // namespace pszero::testing

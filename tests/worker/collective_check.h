@@ -25,8 +25,8 @@ inline Status RunCheckedIterations(collectives::Communicator& comm, int iteratio
   count = count / n * n;
   PSZERO_ASSIGN_OR_RETURN(Tensor data,
                           Tensor::Empty({count}, DType::kFloat32, MemoryCategory::kOther, nullptr));
-  PSZERO_ASSIGN_OR_RETURN(Tensor block, Tensor::Empty({count / n}, DType::kFloat32,
-                                                      MemoryCategory::kOther, nullptr));
+  PSZERO_ASSIGN_OR_RETURN(
+      Tensor block, Tensor::Empty({count / n}, DType::kFloat32, MemoryCategory::kOther, nullptr));
   float* d = data.data<float>();
   float* b = block.data<float>();
   for (int i = 0; iterations == 0 || i < iterations; ++i) {

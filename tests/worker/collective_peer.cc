@@ -51,10 +51,10 @@ int main(int argc, char** argv) {
       }
     }
   }
-  const int code = status.ok() ? 0
-                   : status.code() == pszero::StatusCode::kUnavailable ? 3
+  const int code = status.ok()                                              ? 0
+                   : status.code() == pszero::StatusCode::kUnavailable      ? 3
                    : status.code() == pszero::StatusCode::kDeadlineExceeded ? 4
-                                                                           : 1;
+                                                                            : 1;
   (void)store.Set(ResultKey(rank), std::to_string(code) + " " + status.ToString());
   std::fprintf(stderr, "collective_peer rank %d: %s\n", rank, status.ToString().c_str());
   return code;

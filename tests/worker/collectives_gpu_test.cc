@@ -47,8 +47,9 @@ void RunDeviceAllReduce(bool nccl) {
     cudaSetDevice(nccl ? r : 0);
 #endif
     if (nccl) PSZERO_RETURN_IF_ERROR(ranks.comm(r).EnableNccl(&store, "gpu-test", r));
-    PSZERO_ASSIGN_OR_RETURN(device[r], HostFilled(count, float(r + 1))
-                                           .Clone(MemoryCategory::kGrads, nullptr, Device::kCuda));
+    PSZERO_ASSIGN_OR_RETURN(
+        device[r],
+        HostFilled(count, float(r + 1)).Clone(MemoryCategory::kGrads, nullptr, Device::kCuda));
     PSZERO_RETURN_IF_ERROR(ranks.comm(r).AllReduce(device[r], ReduceOp::kSum));
     PSZERO_ASSIGN_OR_RETURN(back[r], device[r].Clone(MemoryCategory::kOther, nullptr));
     return Status::Ok();

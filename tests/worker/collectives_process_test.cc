@@ -51,11 +51,11 @@ class CollectivesProcessTest : public ::testing::Test {
   // Spawns ranks 1..n-1, then makes this process rank 0.
   void StartWorld(int n, int iterations, int64_t count) {
     for (int r = 1; r < n; ++r) {
-      peers_.push_back(std::make_unique<ChildProcess>(ChildProcess::Spawn(
+      peers_.push_back(ChildProcess::Spawn(
           {testing::BinaryPath("collective_peer"), "--store", dir_.string(), "--rank",
            std::to_string(r), "--world", std::to_string(n), "--iterations",
-           std::to_string(iterations), "--count", std::to_string(count)})));
-      ASSERT_GT(peers_.back()->pid(), 0) << peers_.back()->error();
+           std::to_string(iterations), "--count", std::to_string(count)}));
+      ASSERT_TRUE(peers_.back());
     }
     ucx::UcxTransportOptions o;
     o.rank = 0;
@@ -82,8 +82,9 @@ TEST_F(CollectivesProcessTest, FourProcessesAgree) {
   Status s = testing::RunCheckedIterations(*comm_, 3, (1 << 20) + 3, nullptr);
   EXPECT_TRUE(s.ok()) << s.ToString();
   for (int r = 1; r < n; ++r) {
-    testing::ProcessResult result = peers_[r - 1]->Wait(milliseconds(120000));
-    EXPECT_EQ(result.exit_code, 0) << "rank " << r << ": " << Result(r, milliseconds(0));
+    testing::ProcessResult result = peers_[r - 1]->Finish(milliseconds(120000));
+    EXPECT_EQ(result.exit_code, 0) << "rank " << r << ": " << Result(r, milliseconds(0)) << "\n"
+                                   << result.out;
   }
 }
 
@@ -96,9 +97,9 @@ TEST_F(CollectivesProcessTest, RankKilledMidCollectiveFailsEverySurvivorWithin5s
     ASSERT_TRUE(store_->Get("job/progress/" + std::to_string(r), milliseconds(60000)).ok());
   }
   // The peers are now blocked inside their next allreduce, waiting for this rank.
-  peers_[victim - 1]->Kill(SIGKILL);
+  peers_[victim - 1]->Signal(SIGKILL);
   const auto killed_at = std::chrono::steady_clock::now();
-  testing::ProcessResult killed = peers_[victim - 1]->Wait(milliseconds(60000));
+  testing::ProcessResult killed = peers_[victim - 1]->Finish(milliseconds(60000));
   EXPECT_TRUE(killed.signaled);
 
   Status s = testing::RunCheckedIterations(*comm_, 1, 1 << 18, nullptr);
@@ -125,7 +126,7 @@ TEST_F(CollectivesProcessTest, RankKilledMidCollectiveFailsEverySurvivorWithin5s
   ASSERT_TRUE(store_->Set("job/done", "1").ok());
   for (int r = 1; r < n; ++r) {
     if (r == victim) continue;
-    EXPECT_EQ(peers_[r - 1]->Wait(milliseconds(60000)).exit_code, 3) << "rank " << r;
+    EXPECT_EQ(peers_[r - 1]->Finish(milliseconds(60000)).exit_code, 3) << "rank " << r;
   }
 }
 

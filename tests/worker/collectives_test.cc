@@ -31,7 +31,7 @@ double InputValue(int r, int64_t i, DType dtype) {
       return v;
     case DType::kFloat32:
       return v / 1024.0 + 1.0 / 3;  // needs rounding, so summation order shows
-    default:                       // bf16 / fp16: 8 significant bits
+    default:                        // bf16 / fp16: 8 significant bits
       return v / 64.0;
   }
 }
@@ -168,8 +168,8 @@ TEST_P(CollectivesTest, AllReduceEveryDTypeOpAndAlgorithm) {
             for (int64_t i = 0; i < count; ++i) {
               const double ref = Reference(n, i, dtype, op);
               ASSERT_NEAR(Load(data[r].data(), i, dtype), ref, Tolerance(dtype, n, i))
-                  << config.name << " " << DTypeName(dtype) << " " << ReduceOpName(op)
-                  << " count " << count << " rank " << r << " element " << i;
+                  << config.name << " " << DTypeName(dtype) << " " << ReduceOpName(op) << " count "
+                  << count << " rank " << r << " element " << i;
             }
           }
         }
@@ -268,7 +268,8 @@ TEST_P(CollectivesTest, AllToAllAndV) {
     vout[r] = Make(64 * n, DType::kInt64);
     int64_t off = 0;
     for (int p = 0; p < n; ++p) {
-      for (int64_t i = 0; i < count(r, p); ++i) vin[r].data<int64_t>()[off++] = r * 1000 + p * 10 + i;
+      for (int64_t i = 0; i < count(r, p); ++i)
+        vin[r].data<int64_t>()[off++] = r * 1000 + p * 10 + i;
     }
   }
   CommRanks::ExpectAllOk(ranks.Run([&](int r) {
@@ -313,8 +314,7 @@ TEST_P(CollectivesTest, DeterministicIsBitEqualToSerialSumForEverySegmentSize) {
             ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
         for (int r = 0; r < n; ++r) {
           ASSERT_EQ(std::memcmp(data[r].data(), expected.data(), expected.nbytes()), 0)
-              << DTypeName(dtype) << " segment " << segment << " small " << small << " rank "
-              << r;
+              << DTypeName(dtype) << " segment " << segment << " small " << small << " rank " << r;
         }
       }
     }

@@ -72,9 +72,8 @@ struct Communicator::OpContext {
 
 Communicator::OpContext Communicator::BeginOp(const char* name) {
   OpContext op{name, op_seq_++, Clock::now() + options_.timeout, {}};
-  op.where = std::string(name) + " #" + std::to_string(op.seq) + " on comm " +
-             std::to_string(id_) + " (rank " + std::to_string(rank_) + " of " +
-             std::to_string(size()) + ")";
+  op.where = std::string(name) + " #" + std::to_string(op.seq) + " on comm " + std::to_string(id_) +
+             " (rank " + std::to_string(rank_) + " of " + std::to_string(size()) + ")";
   return op;
 }
 
@@ -94,9 +93,8 @@ Result<std::unique_ptr<Communicator>> Communicator::World(Transport* transport,
   if (transport == nullptr) return Status::InvalidArgument("Communicator::World without transport");
   std::vector<int> ranks(transport->world_size());
   std::iota(ranks.begin(), ranks.end(), 0);
-  std::unique_ptr<Communicator> comm(new Communicator(transport, std::move(ranks),
-                                                      transport->rank(), 0,
-                                                      std::make_shared<IdAllocator>(), options));
+  std::unique_ptr<Communicator> comm(new Communicator(
+      transport, std::move(ranks), transport->rank(), 0, std::make_shared<IdAllocator>(), options));
   PSZERO_RETURN_IF_ERROR(comm->ConnectMembers());
   return comm;
 }
@@ -132,9 +130,9 @@ Status Communicator::Health() const {
 Result<std::byte*> Communicator::Scratch(size_t bytes) {
   if (scratch_.nbytes() < bytes) {
     scratch_ = Tensor();  // release before allocating the larger one
-    PSZERO_ASSIGN_OR_RETURN(scratch_, Tensor::Empty({static_cast<int64_t>(bytes)}, DType::kUInt8,
-                                                    MemoryCategory::kCommBuffers,
-                                                    options_.tracker));
+    PSZERO_ASSIGN_OR_RETURN(scratch_,
+                            Tensor::Empty({static_cast<int64_t>(bytes)}, DType::kUInt8,
+                                          MemoryCategory::kCommBuffers, options_.tracker));
   }
   return static_cast<std::byte*>(scratch_.data());
 }
@@ -230,7 +228,8 @@ Status RunPipeline(Transport* transport, const std::string& where, Clock::time_p
                                       PendingDescription(lanes));
     }
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(left);
-    PSZERO_ASSIGN_OR_RETURN(int events, transport->Poll(std::max(wait, std::chrono::milliseconds(1))));
+    PSZERO_ASSIGN_OR_RETURN(int events,
+                            transport->Poll(std::max(wait, std::chrono::milliseconds(1))));
     (void)events;
   }
   return Status::Ok();
@@ -247,9 +246,9 @@ Status RunPipeline(Transport* transport, const std::string& where, Clock::time_p
 // send chunk r-j, receive chunk r-j-1 into place.
 
 Status Communicator::RingReduceScatterAllGather(OpContext& op, const std::byte* input,
-                                                std::byte* rs_out, std::byte* ag_buf,
-                                                int64_t count, DType dtype, ReduceOp reduce,
-                                                bool do_rs, bool do_ag) {
+                                                std::byte* rs_out, std::byte* ag_buf, int64_t count,
+                                                DType dtype, ReduceOp reduce, bool do_rs,
+                                                bool do_ag) {
   const int n = size();
   const int r = rank_;
   const size_t es = DTypeSize(dtype);
@@ -313,7 +312,8 @@ Status Communicator::RingReduceScatterAllGather(OpContext& op, const std::byte* 
     }
     return Status::Ok();
   };
-  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 // Everyone sends its whole array to everyone and reduces all N in rank order: one round,
@@ -346,15 +346,15 @@ Status Communicator::DirectAllReduce(OpContext& op, std::byte* data, int64_t cou
                   reduce == ReduceOp::kAvg ? 1.0 / n : 1.0);
     return Status::Ok();
   };
-  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 // Segment g of chunk p goes straight to rank p, which sums the N contributions in rank
 // order into its chunk of `output`: the deterministic reduce-scatter, (N-1)/N * S bytes
 // per rank like the ring. Chunks are the balanced split of `count`.
-Status Communicator::DirectReduceScatter(OpContext& op, const std::byte* input,
-                                         std::byte* output, int64_t count, DType dtype,
-                                         ReduceOp reduce) {
+Status Communicator::DirectReduceScatter(OpContext& op, const std::byte* input, std::byte* output,
+                                         int64_t count, DType dtype, ReduceOp reduce) {
   const int n = size();
   const size_t es = DTypeSize(dtype);
   Layout layout{count, n, 1};
@@ -397,7 +397,8 @@ Status Communicator::DirectReduceScatter(OpContext& op, const std::byte* input,
                   reduce == ReduceOp::kAvg ? 1.0 / n : 1.0);
     return Status::Ok();
   };
-  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 Status Communicator::DirectAllGather(OpContext& op, const std::byte* input, std::byte* output,
@@ -421,7 +422,8 @@ Status Communicator::DirectAllGather(OpContext& op, const std::byte* input, std:
     return Status::Ok();
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
-  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 // Packed blocks: send_bytes[p] from input to rank p, recv_bytes[p] from rank p.
@@ -441,22 +443,21 @@ Status Communicator::Exchange(OpContext& op, const std::byte* input,
     const uint64_t tag = op.Tag(id_, 0);
     for (int i = 1; i < n; ++i) {
       const int p = Mod(rank_ - i, n);
-      PSZERO_ASSIGN_OR_RETURN(
-          Request r, transport_->Recv(global_rank(p), tag, output + recv_off[p],
-                                      static_cast<size_t>(recv_bytes[p])));
+      PSZERO_ASSIGN_OR_RETURN(Request r, transport_->Recv(global_rank(p), tag, output + recv_off[p],
+                                                          static_cast<size_t>(recv_bytes[p])));
       reqs.push_back(std::move(r));
     }
     for (int i = 1; i < n; ++i) {
       const int p = Mod(rank_ + i, n);
-      PSZERO_ASSIGN_OR_RETURN(
-          Request s, transport_->Send(global_rank(p), tag, input + send_off[p],
-                                      static_cast<size_t>(send_bytes[p])));
+      PSZERO_ASSIGN_OR_RETURN(Request s, transport_->Send(global_rank(p), tag, input + send_off[p],
+                                                          static_cast<size_t>(send_bytes[p])));
       reqs.push_back(std::move(s));
     }
     return Status::Ok();
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
-  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -567,8 +568,8 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
       const uint64_t tag = op.Tag(id_, 0);
       if (rank_ == root) {
         for (int i = 1; i < n; ++i) {
-          PSZERO_ASSIGN_OR_RETURN(Request s, transport_->Send(global_rank(Mod(root + i, n)), tag,
-                                                              buf, bytes));
+          PSZERO_ASSIGN_OR_RETURN(Request s,
+                                  transport_->Send(global_rank(Mod(root + i, n)), tag, buf, bytes));
           reqs.push_back(std::move(s));
         }
       } else {
@@ -578,7 +579,8 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
       return Status::Ok();
     };
     spec.finish = [](int, int, int) { return Status::Ok(); };
-    return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+    return RunPipeline(
+        transport_, op.where, op.deadline, [this] { return Health(); }, spec);
   }
   // Pipelined chain root → root+1 → ... : each rank receives a segment and forwards it.
   const int pos = Mod(rank_ - root, n);
@@ -605,7 +607,8 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
     return Status::Ok();
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
-  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 Status Communicator::AllToAll(const Tensor& input, const Tensor& output) {
@@ -684,18 +687,17 @@ Status Communicator::Barrier() {
     return Status::Ok();
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
-  return RunPipeline(transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
 }
 
 // ---------------------------------------------------------------------------------------
 // Device tensors
 
-Status Communicator::EnableNccl(KeyValueStore* store, const std::string& job_key,
-                                int cuda_device) {
+Status Communicator::EnableNccl(KeyValueStore* store, const std::string& job_key, int cuda_device) {
   if (store == nullptr) return Status::InvalidArgument("EnableNccl without a key-value store");
   PSZERO_ASSIGN_OR_RETURN(nccl_, NcclBackend::Create(store, job_key + "/comm" + std::to_string(id_),
-                                                     rank_, size(), cuda_device,
-                                                     options_.timeout));
+                                                     rank_, size(), cuda_device, options_.timeout));
   return Status::Ok();
 }
 
@@ -708,8 +710,8 @@ Result<Tensor> Communicator::HostCopy(const Tensor& t) {
 }
 
 Result<Tensor> Communicator::HostBuffer(const Tensor& like) {
-  return Tensor::Empty(like.shape(), like.dtype(), MemoryCategory::kCommBuffers,
-                       options_.tracker, Device::kHost);
+  return Tensor::Empty(like.shape(), like.dtype(), MemoryCategory::kCommBuffers, options_.tracker,
+                       Device::kHost);
 }
 
 Status Communicator::StagedAllReduce(const Tensor& data, ReduceOp op) {
@@ -718,8 +720,7 @@ Status Communicator::StagedAllReduce(const Tensor& data, ReduceOp op) {
   return Tensor(data).CopyFrom(host);
 }
 
-Status Communicator::StagedReduceScatter(const Tensor& input, const Tensor& output,
-                                         ReduceOp op) {
+Status Communicator::StagedReduceScatter(const Tensor& input, const Tensor& output, ReduceOp op) {
   PSZERO_ASSIGN_OR_RETURN(Tensor in, HostCopy(input));
   PSZERO_ASSIGN_OR_RETURN(Tensor out, HostBuffer(output));
   PSZERO_RETURN_IF_ERROR(ReduceScatter(in, out, op));
@@ -749,10 +750,10 @@ Status Communicator::StagedAllToAllV(const Tensor& input, std::span<const int64_
 
 Result<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {
   const int n = size();
-  PSZERO_ASSIGN_OR_RETURN(Tensor mine, Tensor::Empty({3}, DType::kInt64, MemoryCategory::kOther,
-                                                     nullptr));
-  PSZERO_ASSIGN_OR_RETURN(Tensor all, Tensor::Empty({3 * n}, DType::kInt64,
-                                                    MemoryCategory::kOther, nullptr));
+  PSZERO_ASSIGN_OR_RETURN(Tensor mine,
+                          Tensor::Empty({3}, DType::kInt64, MemoryCategory::kOther, nullptr));
+  PSZERO_ASSIGN_OR_RETURN(Tensor all,
+                          Tensor::Empty({3 * n}, DType::kInt64, MemoryCategory::kOther, nullptr));
   mine.data<int64_t>()[0] = color;
   mine.data<int64_t>()[1] = key;
   mine.data<int64_t>()[2] = ids_->next;

@@ -106,8 +106,8 @@ class Communicator {
   // numel divisible by size().
   Status AllToAll(const Tensor& input, const Tensor& output);
   // Packed blocks: send_counts[p] elements to rank p, recv_counts[p] from rank p.
-  Status AllToAllV(const Tensor& input, std::span<const int64_t> send_counts,
-                   const Tensor& output, std::span<const int64_t> recv_counts);
+  Status AllToAllV(const Tensor& input, std::span<const int64_t> send_counts, const Tensor& output,
+                   std::span<const int64_t> recv_counts);
   Status Barrier();
 
   // Ends every pending and later op with `reason` (thread-safe; e.g. from the control
@@ -130,8 +130,8 @@ class Communicator {
   Result<std::byte*> Scratch(size_t bytes);
 
   Status RingReduceScatterAllGather(OpContext& op, const std::byte* input, std::byte* rs_out,
-                                    std::byte* ag_buf, int64_t count, DType dtype,
-                                    ReduceOp reduce, bool do_rs, bool do_ag);
+                                    std::byte* ag_buf, int64_t count, DType dtype, ReduceOp reduce,
+                                    bool do_rs, bool do_ag);
   Status DirectAllReduce(OpContext& op, std::byte* data, int64_t count, DType dtype,
                          ReduceOp reduce);
   Status DirectAllGather(OpContext& op, const std::byte* input, std::byte* output,

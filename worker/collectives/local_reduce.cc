@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/half.h"
+#include "kernels/reduce.h"
 
 namespace pszero::collectives {
 
@@ -123,7 +124,21 @@ void Dispatch(DType dtype, F&& f) {
 
 }  // namespace
 
+namespace {
+
+// fp32 and bf16 sums take the vectorized kernels (same order and rounding: fp32
+// accumulation, one rounding per call).
+bool KernelSum(DType dtype, ReduceOp op) {
+  return op != ReduceOp::kMax && (dtype == DType::kFloat32 || dtype == DType::kBFloat16);
+}
+
+}  // namespace
+
 void ReduceInto(void* acc, const void* in, int64_t count, DType dtype, ReduceOp op) {
+  if (KernelSum(dtype, op) &&
+      kernels::Accumulate(in, dtype, acc, dtype, count, kernels::KernelContext::Host()).ok()) {
+    return;
+  }
   Dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     if (op == ReduceOp::kMax) {
@@ -136,6 +151,12 @@ void ReduceInto(void* acc, const void* in, int64_t count, DType dtype, ReduceOp 
 
 void ReduceOrdered(void* out, const void* const* inputs, int n, int64_t count, DType dtype,
                    ReduceOp op, double scale) {
+  if (KernelSum(dtype, op) && n <= kernels::kMaxSumInputs && scale == 1.0 &&
+      kernels::Sum(std::span<const void* const>(inputs, n), dtype, out, dtype, count,
+                   /*accumulate=*/false, kernels::KernelContext::Host())
+          .ok()) {
+    return;
+  }
   Dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     if (op == ReduceOp::kMax) {

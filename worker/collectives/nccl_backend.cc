@@ -17,7 +17,8 @@ struct NcclBackend::Impl {};
 
 Result<std::unique_ptr<NcclBackend>> NcclBackend::Create(KeyValueStore*, const std::string&, int,
                                                          int, int, std::chrono::milliseconds) {
-  return Status::InvalidArgument("the NCCL backend needs a CUDA build (built with PSZERO_CUDA=OFF)");
+  return Status::InvalidArgument(
+      "the NCCL backend needs a CUDA build (built with PSZERO_CUDA=OFF)");
 }
 NcclBackend::NcclBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 NcclBackend::~NcclBackend() = default;
@@ -139,7 +140,8 @@ struct NcclBackend::Impl {
   }
 
   Status Ready() const {
-    if (aborted) return Status::Unavailable("NCCL communicator was aborted after an earlier failure");
+    if (aborted)
+      return Status::Unavailable("NCCL communicator was aborted after an earlier failure");
     return cudaSetDevice(device) == cudaSuccess ? Status::Ok()
                                                 : Status::Internal("cudaSetDevice failed");
   }
@@ -149,8 +151,8 @@ NcclBackend::NcclBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 NcclBackend::~NcclBackend() = default;
 
 Result<std::unique_ptr<NcclBackend>> NcclBackend::Create(KeyValueStore* store,
-                                                         const std::string& key, int rank,
-                                                         int size, int cuda_device,
+                                                         const std::string& key, int rank, int size,
+                                                         int cuda_device,
                                                          std::chrono::milliseconds timeout) {
   auto impl = std::make_unique<Impl>();
   impl->rank = rank;
@@ -179,10 +181,10 @@ Status NcclBackend::AllReduce(const Tensor& data, ReduceOp op, std::chrono::mill
   PSZERO_RETURN_IF_ERROR(CheckDevice(data, "allreduce data"));
   PSZERO_RETURN_IF_ERROR(impl_->Ready());
   PSZERO_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(data.dtype()));
-  PSZERO_RETURN_IF_ERROR(NcclStatus(
-      ncclAllReduce(data.data(), data.data(), static_cast<size_t>(data.numel()), type, NcclOp(op),
-                    impl_->comm, impl_->stream),
-      "ncclAllReduce"));
+  PSZERO_RETURN_IF_ERROR(
+      NcclStatus(ncclAllReduce(data.data(), data.data(), static_cast<size_t>(data.numel()), type,
+                               NcclOp(op), impl_->comm, impl_->stream),
+                 "ncclAllReduce"));
   return impl_->Wait("allreduce", timeout);
 }
 
@@ -192,10 +194,10 @@ Status NcclBackend::ReduceScatter(const Tensor& input, const Tensor& output, Red
   PSZERO_RETURN_IF_ERROR(CheckDevice(output, "reduce_scatter output"));
   PSZERO_RETURN_IF_ERROR(impl_->Ready());
   PSZERO_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(input.dtype()));
-  PSZERO_RETURN_IF_ERROR(NcclStatus(
-      ncclReduceScatter(input.data(), output.data(), static_cast<size_t>(output.numel()), type,
-                        NcclOp(op), impl_->comm, impl_->stream),
-      "ncclReduceScatter"));
+  PSZERO_RETURN_IF_ERROR(
+      NcclStatus(ncclReduceScatter(input.data(), output.data(), static_cast<size_t>(output.numel()),
+                                   type, NcclOp(op), impl_->comm, impl_->stream),
+                 "ncclReduceScatter"));
   return impl_->Wait("reduce_scatter", timeout);
 }
 
@@ -205,10 +207,10 @@ Status NcclBackend::AllGather(const Tensor& input, const Tensor& output,
   PSZERO_RETURN_IF_ERROR(CheckDevice(output, "allgather output"));
   PSZERO_RETURN_IF_ERROR(impl_->Ready());
   PSZERO_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(input.dtype()));
-  PSZERO_RETURN_IF_ERROR(NcclStatus(ncclAllGather(input.data(), output.data(),
-                                                  static_cast<size_t>(input.numel()), type,
-                                                  impl_->comm, impl_->stream),
-                                    "ncclAllGather"));
+  PSZERO_RETURN_IF_ERROR(
+      NcclStatus(ncclAllGather(input.data(), output.data(), static_cast<size_t>(input.numel()),
+                               type, impl_->comm, impl_->stream),
+                 "ncclAllGather"));
   return impl_->Wait("allgather", timeout);
 }
 
@@ -216,10 +218,10 @@ Status NcclBackend::Broadcast(const Tensor& data, int root, std::chrono::millise
   PSZERO_RETURN_IF_ERROR(CheckDevice(data, "broadcast data"));
   PSZERO_RETURN_IF_ERROR(impl_->Ready());
   PSZERO_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(data.dtype()));
-  PSZERO_RETURN_IF_ERROR(NcclStatus(ncclBroadcast(data.data(), data.data(),
-                                                  static_cast<size_t>(data.numel()), type, root,
-                                                  impl_->comm, impl_->stream),
-                                    "ncclBroadcast"));
+  PSZERO_RETURN_IF_ERROR(
+      NcclStatus(ncclBroadcast(data.data(), data.data(), static_cast<size_t>(data.numel()), type,
+                               root, impl_->comm, impl_->stream),
+                 "ncclBroadcast"));
   return impl_->Wait("broadcast", timeout);
 }
 

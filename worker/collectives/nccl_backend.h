@@ -37,9 +37,8 @@ class NcclBackend {
                        std::chrono::milliseconds timeout);
   Status AllGather(const Tensor& input, const Tensor& output, std::chrono::milliseconds timeout);
   Status Broadcast(const Tensor& data, int root, std::chrono::milliseconds timeout);
-  Status AllToAllV(const Tensor& input, std::span<const int64_t> send_counts,
-                   const Tensor& output, std::span<const int64_t> recv_counts,
-                   std::chrono::milliseconds timeout);
+  Status AllToAllV(const Tensor& input, std::span<const int64_t> send_counts, const Tensor& output,
+                   std::span<const int64_t> recv_counts, std::chrono::milliseconds timeout);
 
   struct Impl;
 
