@@ -59,11 +59,11 @@ struct UcxTransportOptions {
   // UCX_POSIX_ERROR_HANDLING / UCX_SYSV_ERROR_HANDLING default: Debian's UCX 1.13 leaves
   // them off, and then "peer" endpoints cannot use shared memory at all.
   bool shm_error_handling = true;
-  // UCX_POSIX/SYSV_FIFO_SIZE default (UCX's own is 64 elements of 8 KiB segments): a deeper
-  // shared-memory FIFO lets a large message go through with far fewer hand-offs between
-  // the two processes, which is what costs when they share a core (docs/transport.md).
-  // 0 keeps UCX's default.
-  int shm_fifo_size = 1024;
+  // UCX_POSIX/SYSV_FIFO_SIZE default (UCX's own is 64 elements of 8 KiB segments). A
+  // deeper FIFO lets a large message through with fewer hand-offs between two processes
+  // that share a core, but with UCX 1.13 it hides a dead peer from the survivors for tens
+  // of seconds (docs/transport.md), so 0, UCX's default, is the default.
+  int shm_fifo_size = 0;
   // Error-handling mode "peer" on every endpoint. Turning it off (mode "none") exists only
   // to measure its cost (`pszero-bench p2p --err-mode none`): a dead peer then hangs or
   // aborts the process, as UCX decides.

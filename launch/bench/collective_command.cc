@@ -16,6 +16,7 @@
 #include "common/atomic_file.h"
 #include "common/file_kv_store.h"
 #include "common/report.h"
+#include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
 #include "launch/bench/collective.h"
 #include "launch/bench/command.h"
@@ -122,14 +123,6 @@ int RunRank(const CollectiveFlags& f) {
   return 0;
 }
 
-struct TempDir {
-  std::filesystem::path path;
-  ~TempDir() {
-    std::error_code ec;
-    if (!path.empty()) std::filesystem::remove_all(path, ec);
-  }
-};
-
 std::vector<std::string> RankArgv(const std::string& self, const CollectiveFlags& f,
                                   const std::string& dir, int rank) {
   std::vector<std::string> argv = {self,
@@ -226,16 +219,17 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
     std::cerr << "pszero-bench collective: error: " << sweep.status().message() << "\n";
     return 2;
   }
-  std::string pattern = (std::filesystem::temp_directory_path() / "pszero-coll-XXXXXX").string();
-  if (::mkdtemp(pattern.data()) == nullptr) return Fail(Status::IoError("mkdtemp failed"));
-  TempDir dir{pattern};
+  Result<TempDir> temp = TempDir::Create("pszero-coll");
+  if (!temp.ok()) return Fail(temp.status());
+  const TempDir& dir = *temp;
   std::error_code ec;
   const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (ec) return Fail(Status::IoError("cannot find /proc/self/exe: " + ec.message()));
 
   std::vector<BenchChild> children;
   for (int r = 0; r < f.ranks; ++r) {
-    Result<BenchChild> child = BenchChild::Spawn(RankArgv(self.string(), f, dir.path.string(), r));
+    Result<BenchChild> child =
+        BenchChild::Spawn(RankArgv(self.string(), f, dir.path().string(), r));
     if (!child.ok()) return Fail(child.status());
     children.push_back(std::move(child).value());
   }
@@ -248,7 +242,7 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
     }
   }
   if (failed) return 1;
-  FileKeyValueStore store(dir.path);
+  FileKeyValueStore store(dir.path());
   Result<std::string> result = store.Get("coll/result", std::chrono::milliseconds(1000));
   if (!result.ok()) return Fail(result.status());
   nlohmann::json doc = nlohmann::json::parse(*result, nullptr, false);

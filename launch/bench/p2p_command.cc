@@ -12,6 +12,7 @@
 
 #include "common/file_kv_store.h"
 #include "common/report.h"
+#include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
 #include "launch/bench/command.h"
 #include "launch/bench/p2p.h"
@@ -60,30 +61,21 @@ int RunPeer(const P2pFlags& f, const std::vector<size_t>& sizes) {
   return s.ok() ? 0 : Fail(s);
 }
 
-// Removes the temporary directory whatever happens.
-struct TempDir {
-  std::filesystem::path path;
-  ~TempDir() {
-    std::error_code ec;
-    if (!path.empty()) std::filesystem::remove_all(path, ec);
-  }
-};
-
 int RunP2pCommand(const P2pFlags& f) {
   Result<std::vector<size_t>> sizes = ParseSizeList(f.sizes);  // validated by the flag
   if (!sizes.ok()) return Fail(sizes.status());
   if (!f.peer_dir.empty()) return RunPeer(f, *sizes);
 
-  std::string pattern = (std::filesystem::temp_directory_path() / "pszero-p2p-XXXXXX").string();
-  if (::mkdtemp(pattern.data()) == nullptr) return Fail(Status::IoError("mkdtemp failed"));
-  TempDir dir{pattern};
-  FileKeyValueStore store(dir.path);
+  Result<TempDir> temp = TempDir::Create("pszero-p2p");
+  if (!temp.ok()) return Fail(temp.status());
+  const TempDir& dir = *temp;
+  FileKeyValueStore store(dir.path());
 
   std::error_code ec;
   const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (ec) return Fail(Status::IoError("cannot find /proc/self/exe: " + ec.message()));
   std::vector<std::string> argv = {self.string(), "p2p",
-                                   "--peer-dir",  dir.path.string(),
+                                   "--peer-dir",  dir.path().string(),
                                    "--sizes",     f.sizes,
                                    "--scale",     std::to_string(f.scale),
                                    "--window",    std::to_string(f.window),

@@ -27,8 +27,8 @@ constexpr milliseconds kTimeout(60000);
 TEST_F(ProcessTransportTest, PeerKilledMidTransferFailsPendingOpsWithin5s) {
   constexpr size_t kBytes = 4 << 20;
   constexpr int kDelivered = 3, kStream = 8;
-  auto peer = SpawnPeer({"--role", "hold", "--hold-bytes", std::to_string(kBytes),
-                                 "--hold-recvs", std::to_string(kDelivered)});
+  auto peer = SpawnPeer({"--role", "hold", "--hold-bytes", std::to_string(kBytes), "--hold-recvs",
+                         std::to_string(kDelivered)});
   ASSERT_TRUE(peer);
   ucx::UcxTransport& t = *transport_;
   auto data = PatternBuffer(kBytes, 1);
