@@ -17,6 +17,7 @@
 
 #include "common/file_kv_store.h"
 #include "common/report.h"
+#include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
 #include "launch/bench/command.h"
 #include "launch/bench/p2p.h"
@@ -135,20 +136,6 @@ int RunPeer(const PsFlags& f) {
   return s.ok() ? 0 : Fail(s);
 }
 
-struct TempDir {
-  std::filesystem::path path;
-  ~TempDir() {
-    std::error_code ec;
-    if (!path.empty()) std::filesystem::remove_all(path, ec);
-  }
-};
-
-Result<std::filesystem::path> MakeTempDir() {
-  std::string pattern = (std::filesystem::temp_directory_path() / "pszero-ps-XXXXXX").string();
-  if (::mkdtemp(pattern.data()) == nullptr) return Status::IoError("mkdtemp failed");
-  return std::filesystem::path(pattern);
-}
-
 Result<std::string> SelfPath() {
   std::error_code ec;
   const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -158,11 +145,10 @@ Result<std::string> SelfPath() {
 
 // UCX p2p bandwidth at `bytes` between two processes, as `pszero-bench p2p` measures it.
 Result<double> MeasureP2p(const std::string& self, size_t bytes) {
-  PSZERO_ASSIGN_OR_RETURN(std::filesystem::path path, MakeTempDir());
-  TempDir dir{path};
-  FileKeyValueStore store(dir.path);
+  PSZERO_ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("pszero-ps-p2p"));
+  FileKeyValueStore store(dir.path());
   PSZERO_ASSIGN_OR_RETURN(
-      BenchChild peer, BenchChild::Spawn({self, "p2p", "--peer-dir", dir.path.string(), "--sizes",
+      BenchChild peer, BenchChild::Spawn({self, "p2p", "--peer-dir", dir.path().string(), "--sizes",
                                           std::to_string(bytes), "--no-perftest"}));
   ucx::UcxTransportOptions o = Options(0, 2, "p2p");
   PSZERO_ASSIGN_OR_RETURN(auto t, ucx::UcxTransport::Create(o, &store));
@@ -184,16 +170,15 @@ int RunPsCommand(const PsFlags& f) {
     if (!r.ok()) return Fail(r.status().WithContext("p2p"));
     p2p = *r;
   }
-  Result<std::filesystem::path> path = MakeTempDir();
-  if (!path.ok()) return Fail(path.status());
-  TempDir dir{*path};
-  FileKeyValueStore store(dir.path);
+  Result<TempDir> dir = TempDir::Create("pszero-ps");
+  if (!dir.ok()) return Fail(dir.status());
+  FileKeyValueStore store(dir->path());
   const int world = f.servers + f.workers;
   std::vector<BenchChild> children;
   for (int rank = 0; rank < world; ++rank) {
     if (rank == f.servers) continue;  // worker 0 is this process
     Result<BenchChild> child = BenchChild::Spawn(
-        {*self, "ps", "--peer-dir", dir.path.string(), "--peer-rank", std::to_string(rank),
+        {*self, "ps", "--peer-dir", dir->path().string(), "--peer-rank", std::to_string(rank),
          "--servers", std::to_string(f.servers), "--workers", std::to_string(f.workers), "--bytes",
          f.bytes, "--optimizer", f.optimizer, "--ps-slice-mb", std::to_string(f.slice_mb),
          "--iters", std::to_string(Iters(f))});
