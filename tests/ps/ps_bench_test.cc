@@ -14,10 +14,10 @@ using testing::ProcessResult;
 using testing::RunProcess;
 
 TEST(PsBenchTest, ShortRunReportsThroughputBesideP2p) {
-  ProcessResult r = RunProcess({BinaryPath("pszero-bench"), "ps", "--servers", "2", "--workers",
-                                "2", "--bytes", "256K", "--ps-slice-mb", "0.0625", "--optimizer",
-                                "adamw", "--iters", "3", "--json"},
-                               std::chrono::seconds(120));
+  ProcessResult r = RunProcess(
+      {BinaryPath("pszero-bench"), "ps", "--servers", "2", "--workers", "2", "--bytes", "256K",
+       "--ps-slice-mb", "0.0625", "--optimizer", "adamw", "--iters", "3", "--json"},
+      std::chrono::seconds(120));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   nlohmann::json doc = nlohmann::json::parse(r.out);
   EXPECT_EQ(doc["benchmark"], "ps");
