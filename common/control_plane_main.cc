@@ -4,8 +4,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <iostream>
+#include <thread>
 #include <utility>
 
 #include "common/auth.h"
@@ -72,7 +74,8 @@ std::string Greeting(Role role, int rank) { return "hello from " + PeerTag(role,
 
 class Rounds {
  public:
-  Rounds(RendezvousClient& client, milliseconds timeout) : client_(client), timeout_(timeout) {}
+  Rounds(RendezvousClient& client, milliseconds timeout, const ProcessWork& hooks)
+      : client_(client), timeout_(timeout), hooks_(hooks) {}
 
   Status Run() {
     PSZERO_RETURN_IF_ERROR(Barrier("joined"));
@@ -95,7 +98,25 @@ class Rounds {
     }
     LOG(INFO) << "looked up the blobs and greetings of all " << client_.members().size()
               << " processes";
-    return Barrier("done");
+    if (!hooks_.serve) return Barrier("done");
+    // Serve until every process has entered "done" (no wait deadline: the job's length is
+    // the workers' business; a lost peer still ends the barrier with Unavailable).
+    MaybeInjectFault("done");
+    std::atomic<bool> done{false};
+    Status barrier;
+    std::thread waiter([&] {
+      barrier = client_.Barrier("done", milliseconds(86400000));
+      done = true;
+    });
+    Status served = hooks_.serve(client_, [&] { return done.load(); });
+    if (!served.ok()) {
+      // The barrier cannot complete without this process: leave so that it fails.
+      client_.Leave();
+    }
+    waiter.join();
+    PSZERO_RETURN_IF_ERROR(served);
+    if (barrier.ok()) LOG(INFO) << "passed barrier 'done'";
+    return barrier;
   }
 
  private:
@@ -121,6 +142,7 @@ class Rounds {
 
   RendezvousClient& client_;
   milliseconds timeout_;
+  const ProcessWork& hooks_;
 };
 
 }  // namespace
@@ -187,7 +209,7 @@ int ControlPlaneMain(Role role, int argc, char** argv, const ProcessWork& work) 
   LOG(INFO) << "joined as " << PeerName(role, c.rank()) << " (" << c.num_servers() << " servers, "
             << c.num_workers() << " workers)";
 
-  Status s = run_work ? work.run(c) : Rounds(c, milliseconds(flags.wait_timeout_ms)).Run();
+  Status s = run_work ? work.run(c) : Rounds(c, milliseconds(flags.wait_timeout_ms), work).Run();
   if (!s.ok()) {
     if (s.code() == StatusCode::kInvalidArgument) {
       std::cerr << name << ": error: " << s.message() << "\n";

@@ -10,6 +10,11 @@
 // Fault injection for tests: PSZERO_FAULT_INJECT="sigkill:<tag>:<barrier>" makes the
 // process tagged <tag> ("w2") kill itself with SIGKILL as it enters that barrier;
 // "sigstop:<tag>:<barrier>" makes it stop (hang) there instead.
+//
+// ProcessWork lets a role live more than the control-plane part of its life without a
+// main of its own: its flags, and either `run` instead of the rounds (pszero-worker's
+// training) or `serve` inside them (pszero-server). A failed run or serve stops the
+// process with its Status' exit code.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -34,6 +39,10 @@ struct ProcessWork {
   std::function<bool()> enabled;
   // The work; its Status maps to the exit code as the rounds' does (InvalidArgument: 2).
   std::function<Status(RendezvousClient&)> run;
+  // Or work inside the rounds (pszero-server's shard store): runs after the lookups while
+  // a background thread waits in barrier "done"; `job_done()` turns true once the whole
+  // job has entered it (every other process finished its work).
+  std::function<Status(RendezvousClient&, const std::function<bool()>& job_done)> serve;
 };
 
 // The whole main() of pszero-worker (role kWorker) and pszero-server (kServer).

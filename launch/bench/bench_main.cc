@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
       pszero::bench::AddCollectiveCommand(*app),
       pszero::bench::AddKernelsCommand(*app),
       pszero::bench::AddTrainCommand(*app),
+      pszero::bench::AddPsCommand(*app),
   };
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
   for (const auto& command : commands) {

@@ -20,5 +20,6 @@ BenchCommand AddP2pCommand(CLI::App& root);
 BenchCommand AddCollectiveCommand(CLI::App& root);
 BenchCommand AddKernelsCommand(CLI::App& root);
 BenchCommand AddTrainCommand(CLI::App& root);
+BenchCommand AddPsCommand(CLI::App& root);
 
 }  // namespace pszero::bench

@@ -1,0 +1,128 @@
+// The parameter-server protocol that pszero-server (server/ps_server.h) and the worker's
+// PsClient (worker/ps/ps_client.h) both speak: the slice map that cuts a flat parameter
+// buffer into key ranges and assigns them to servers, the consistency modes, and the
+// fixed-size active-message headers.
+//
+// Key spaces: every TP rank's flat fp32 parameter buffer is one key space (id = TP rank);
+// its D data-parallel workers push to and pull from it. A key space of `numel` elements is
+// cut into equal slices of about `slice_bytes` (at least one slice per server while there
+// are elements, so small buffers still spread over every server), and slice i lives on
+// server i mod S. Both sides compute the map from (numel, slice_bytes, S) alone, so it
+// never travels; every request carries the slice's begin and numel and the server rejects
+// a request whose geometry differs from its own map.
+//
+// Messages (AM ids below; headers are trivially copyable structs, payloads raw fp32):
+//   init  worker → server: initial parameters of one slice (sent by DP worker 0 only)
+//   push  worker → server: the gradient of one slice for step `clock`
+//   pull  worker → server: "send me slice k once it satisfies my clock"
+//   ack   server → worker: init / push accepted, or rejected (code != 0, message)
+//   reply server → worker: the parameters of one slice (payload), or an error (no payload)
+// Plain values; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace pszero::ps {
+
+enum class Consistency : uint8_t {
+  kBsp,  // apply once all D pushes of a step arrived (ascending-rank fp32 sum)
+  kSsp,  // apply each push on arrival; a pull at clock c waits for every worker's c - s
+  kAsp,  // apply each push on arrival; a pull never waits for other workers
+};
+std::string_view ConsistencyName(Consistency c);
+Result<Consistency> ParseConsistency(std::string_view name);
+
+// One slice: elements [begin, begin + numel) of the key space, owned by `server`.
+struct Slice {
+  int32_t index = 0;
+  int64_t begin = 0;
+  int64_t numel = 0;
+  int32_t server = 0;
+};
+
+// The balanced, deterministic slice → server map of one key space.
+class SliceMap {
+ public:
+  // numel >= 1, slice_bytes >= 4, num_servers >= 1.
+  static Result<SliceMap> Create(int64_t numel, int64_t slice_bytes, int num_servers);
+
+  int64_t numel() const { return numel_; }
+  int num_servers() const { return num_servers_; }
+  int num_slices() const { return static_cast<int>(slices_.size()); }
+  const Slice& slice(int i) const { return slices_[static_cast<size_t>(i)]; }
+  std::span<const Slice> slices() const { return slices_; }
+  // Slices owned by `server`, ascending.
+  std::vector<int> SlicesOf(int server) const;
+  // Elements owned by `server`.
+  int64_t ServerNumel(int server) const;
+  // [first, last) slice indices whose ranges lie entirely inside [begin, end).
+  std::pair<int, int> SlicesInside(int64_t begin, int64_t end) const;
+  // [first, last) slice indices that intersect [begin, end).
+  std::pair<int, int> SlicesTouching(int64_t begin, int64_t end) const;
+  // One line per server: "server s: n slices, bytes B (mean M)", printed at start.
+  std::string Describe() const;
+
+ private:
+  int64_t numel_ = 0;
+  int num_servers_ = 1;
+  int64_t slice_numel_ = 0;  // every slice but the last
+  std::vector<Slice> slices_;
+};
+
+// ---- Wire ------------------------------------------------------------------------------
+
+inline constexpr uint16_t kAmInit = 0x5300;
+inline constexpr uint16_t kAmPush = 0x5301;
+inline constexpr uint16_t kAmPull = 0x5302;
+inline constexpr uint16_t kAmAck = 0x5303;
+inline constexpr uint16_t kAmReply = 0x5304;
+
+inline constexpr uint32_t kMagic = 0x50535a31;  // "PSZ1"
+
+// Codes carried by ack / reply; 0 is success, the others map to StatusCode.
+enum class WireCode : int32_t { kOk = 0, kInvalidArgument = 1, kFailedState = 2 };
+
+// Worker → server (init, push, pull).
+struct RequestHeader {
+  uint32_t magic = kMagic;
+  uint8_t dtype = 0;  // DType of the payload (only fp32 is accepted)
+  uint8_t pad[3] = {};
+  uint32_t key_space = 0;
+  int32_t slice = 0;
+  int32_t worker = 0;       // data-parallel rank in the key space's group
+  int32_t num_workers = 0;  // D
+  int64_t total_numel = 0;  // of the key space
+  int64_t slice_begin = 0;
+  int64_t numel = 0;  // of the slice (and the payload, for init and push)
+  int64_t clock = 0;  // push: the step the gradient belongs to; pull: steps pushed so far
+  uint64_t request = 0;
+};
+
+// Server → worker (ack, reply).
+struct ReplyHeader {
+  uint32_t magic = kMagic;
+  int32_t code = 0;  // WireCode
+  uint32_t key_space = 0;
+  int32_t slice = 0;
+  int32_t server = 0;
+  int32_t pad = 0;
+  int64_t version = 0;  // reply: updates applied to the slice when it was sent
+  uint64_t request = 0;
+  char message[192] = {};  // NUL-terminated reason when code != 0
+};
+
+// Copies a header out of an AM header span; InvalidArgument when the size or magic is wrong.
+template <typename H>
+Result<H> DecodeHeader(std::span<const std::byte> bytes);
+
+std::span<const std::byte> HeaderBytes(const RequestHeader& h);
+std::span<const std::byte> HeaderBytes(const ReplyHeader& h);
+void SetMessage(ReplyHeader& h, std::string_view message);
+
+}  // namespace pszero::ps

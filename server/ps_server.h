@@ -1,0 +1,120 @@
+// PsServer: the key-range shard store of one pszero-server process.
+//
+// For every key space (a TP rank's flat parameter buffer) it holds, for the slices the
+// slice map (common/ps/ps_protocol.h) gives this server: fp32 master parameters, optimizer
+// state (AdamW m and v, or the SGD momentum buffer), one receive slot per data-parallel
+// worker and, under ssp/asp, one pull-reply copy per worker. Pushes land in their worker's
+// slot (zero-copy through AmHandler::payload_destination for rendezvous payloads); bsp
+// pulls are answered from the parameters themselves. All memory is allocated when a key
+// space is first named by a request, never per message.
+//
+// Initialization: DP worker 0 of a key space sends the initial parameters of every slice
+// (kAmInit); the first init of a key space allocates its storage. Pushes and pulls that
+// arrive before their slice is initialized wait (pulls) or are rejected (pushes).
+//
+// Consistency (per slice; c = the clock a pull carries = steps its worker has pushed):
+//   bsp  the step's update is applied once all D pushes of that step have landed: the D
+//        slots are summed in ascending worker order in fp32 (kernels::Sum), then one
+//        optimizer step. A pull at clock c waits until c steps are applied.
+//   ssp  each push is applied on arrival (one optimizer step each). A pull at clock c waits
+//        until its own c pushes are applied and every worker has pushed at least c - s.
+//   asp  each push is applied on arrival; a pull waits only for its own earlier pushes
+//        (read-your-writes, bounded by one message latency), never for other workers.
+// Bad requests (unknown key space or slice, wrong geometry, dtype other than fp32, a
+// worker index out of range, a push into a slot still busy) are answered with an error to
+// that worker and change nothing; the server keeps serving.
+//
+// Threading: one thread (the one that owns the Transport) calls Serve; stats() may be read
+// from that thread only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/ps/ps_protocol.h"
+#include "common/transport.h"
+#include "kernels/optimizer.h"
+
+namespace pszero::ps {
+
+enum class OptimizerKind : uint8_t {
+  kNone,  // the slice's parameters become the summed gradient (push+pull = all-reduce)
+  kSgd,
+  kAdamW,
+};
+std::string_view OptimizerName(OptimizerKind k);
+Result<OptimizerKind> ParseOptimizer(std::string_view name);
+
+struct PsServerOptions {
+  int server_index = 0;  // 0..num_servers-1, the index the slice map uses
+  int num_servers = 1;
+  int64_t slice_bytes = 4 << 20;
+  Consistency consistency = Consistency::kBsp;
+  int staleness = 0;  // ssp only
+  OptimizerKind optimizer = OptimizerKind::kAdamW;
+  kernels::AdamWParams adamw;  // step and grad_scale are set by the server
+  kernels::SgdParams sgd;      // grad_scale is set by the server
+  // Multiplies the aggregated gradient before the optimizer; 0 means 1/D (averaging).
+  float grad_scale = 0.0f;
+  int threads = 1;  // kernel threads
+};
+
+struct PsServerStats {
+  int64_t pushes = 0;
+  int64_t pulls = 0;
+  int64_t updates = 0;
+  int64_t rejected = 0;
+  int64_t push_bytes = 0;
+  int64_t pull_bytes = 0;
+  int64_t model_bytes = 0;  // params + optimizer state + receive slots held
+  // Largest c - min_w(pushes of w) seen when a pull was served (ssp/asp instrumentation).
+  int64_t max_served_staleness = 0;
+  std::string last_error;  // the last rejection, for logs and tests
+};
+
+class PsServer {
+ public:
+  // Registers the ps AM handlers on `transport`, which must outlive the server.
+  static Result<std::unique_ptr<PsServer>> Create(Transport* transport, PsServerOptions options);
+  ~PsServer();
+  PsServer(const PsServer&) = delete;
+  PsServer& operator=(const PsServer&) = delete;
+
+  // Serves for at most `timeout`: handles whatever arrives and retires finished replies.
+  // Returns the number of events handled; errors only from the transport itself.
+  Result<int> Serve(std::chrono::milliseconds timeout);
+
+  const PsServerStats& stats() const { return stats_; }
+  const PsServerOptions& options() const { return options_; }
+
+ private:
+  struct KeySpace;
+  struct LocalSlice;
+  PsServer(Transport* transport, PsServerOptions options);
+
+  void* PushDestination(const AmInfo& info);
+  void OnInit(const AmInfo& info, std::span<const std::byte> payload);
+  void OnPush(const AmInfo& info, std::span<const std::byte> payload);
+  void OnPull(const AmInfo& info);
+  Result<LocalSlice*> Validate(const RequestHeader& h, int peer, bool need_init);
+  void Reject(int peer, const RequestHeader& h, uint16_t am, const Status& why);
+  void Ack(int peer, const RequestHeader& h);
+  Status Apply(LocalSlice& s, int worker);
+  void ServeParkedPulls(LocalSlice& s);
+  bool PullReady(const LocalSlice& s, int worker, int64_t clock);
+  void SendReply(LocalSlice& s, int worker);
+  void RetireReplies();
+
+  Transport* transport_;
+  PsServerOptions options_;
+  kernels::KernelContext ctx_;
+  std::map<uint32_t, std::unique_ptr<KeySpace>> spaces_;
+  std::vector<std::pair<LocalSlice*, int>> replies_in_flight_;
+  PsServerStats stats_;
+};
+
+}  // namespace pszero::ps

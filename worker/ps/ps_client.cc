@@ -1,0 +1,322 @@
+#include "worker/ps/ps_client.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/dtype.h"
+
+namespace pszero::ps {
+
+struct PsClient::SliceState {
+  int64_t ready = 0;         // gradient elements marked ready this step
+  bool pushed = false;       // pushed this step
+  bool ack_pending = false;  // push or init waiting for the server's ack
+  bool pull_pending = false;
+  Request send;  // the push / init AM (its payload is our buffer)
+  Status error;  // first failure reported by the server
+};
+
+PsClient::PsClient(Transport* transport, PsClientOptions options, SliceMap map,
+                   std::span<float> params, std::span<const float> grads)
+    : transport_(transport),
+      options_(std::move(options)),
+      map_(std::move(map)),
+      params_(params),
+      grads_(grads),
+      slices_(static_cast<size_t>(map_.num_slices())) {}
+
+PsClient::~PsClient() {
+  // The handlers point at this object: late messages are dropped from now on.
+  for (uint16_t id : {kAmAck, kAmReply}) {
+    (void)transport_->SetAmHandler(
+        id, {.payload_destination = nullptr,
+             .on_message = [](const AmInfo&, std::span<const std::byte>) {}});
+  }
+}
+
+Result<std::unique_ptr<PsClient>> PsClient::Create(Transport* transport, PsClientOptions options,
+                                                   std::span<float> params,
+                                                   std::span<const float> grads) {
+  if (options.server_ranks.empty()) return Status::InvalidArgument("ps client: no servers");
+  if (options.num_workers < 1 || options.worker < 0 || options.worker >= options.num_workers) {
+    return Status::InvalidArgument("ps client: worker index out of range");
+  }
+  if (params.empty() || params.size() != grads.size()) {
+    return Status::InvalidArgument(
+        "ps client: parameter and gradient buffers must be equal and non-empty");
+  }
+  Result<SliceMap> map = SliceMap::Create(static_cast<int64_t>(params.size()), options.slice_bytes,
+                                          static_cast<int>(options.server_ranks.size()));
+  if (!map.ok()) return map.status();
+  std::unique_ptr<PsClient> client(
+      new PsClient(transport, std::move(options), std::move(map).value(), params, grads));
+  PsClient* self = client.get();
+  AmHandler ack;
+  ack.on_message = [self](const AmInfo& info, std::span<const std::byte>) { self->OnAck(info); };
+  AmHandler reply;
+  reply.payload_destination = [self](const AmInfo& info) { return self->ReplyDestination(info); };
+  reply.on_message = [self](const AmInfo& info, std::span<const std::byte> payload) {
+    self->OnReply(info, payload);
+  };
+  PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmAck, std::move(ack)));
+  PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmReply, std::move(reply)));
+  for (int rank : client->options_.server_ranks) {
+    PSZERO_RETURN_IF_ERROR(transport->Connect(rank));
+  }
+  return client;
+}
+
+std::string PsClient::ServerName(int server) const {
+  return "ps server " + std::to_string(server) + " (transport rank " +
+         std::to_string(options_.server_ranks[static_cast<size_t>(server)]) + ")";
+}
+
+RequestHeader PsClient::Header(int slice) const {
+  const Slice& s = map_.slice(slice);
+  RequestHeader h;
+  h.dtype = static_cast<uint8_t>(DType::kFloat32);
+  h.key_space = options_.key_space;
+  h.slice = slice;
+  h.worker = options_.worker;
+  h.num_workers = options_.num_workers;
+  h.total_numel = map_.numel();
+  h.slice_begin = s.begin;
+  h.numel = s.numel;
+  h.clock = clock_;
+  return h;
+}
+
+Status PsClient::SendRequest(uint16_t am, int slice, const void* payload, size_t bytes) {
+  SliceState& st = slices_[static_cast<size_t>(slice)];
+  RequestHeader h = Header(slice);
+  h.request = next_request_++;
+  const int server = map_.slice(slice).server;
+  Result<Request> sent = transport_->SendAm(options_.server_ranks[static_cast<size_t>(server)], am,
+                                            HeaderBytes(h), payload, bytes);
+  if (!sent.ok()) return sent.status().WithContext(ServerName(server));
+  if (am == kAmPull) {
+    st.pull_pending = true;
+    ++stats_.pulls;
+  } else {
+    st.send = std::move(sent).value();
+    st.ack_pending = true;
+    if (am == kAmPush) {
+      ++stats_.pushes;
+      stats_.push_bytes += static_cast<int64_t>(bytes);
+    }
+  }
+  return Status::Ok();
+}
+
+Status PsClient::Initialize(std::chrono::milliseconds timeout) {
+  if (options_.worker == 0) {
+    for (int i = 0; i < map_.num_slices(); ++i) {
+      const Slice& s = map_.slice(i);
+      PSZERO_RETURN_IF_ERROR(
+          SendRequest(kAmInit, i, params_.data() + s.begin, static_cast<size_t>(s.numel) * 4));
+    }
+    PSZERO_RETURN_IF_ERROR(WaitAll(timeout));
+  }
+  for (int i = 0; i < map_.num_slices(); ++i) PSZERO_RETURN_IF_ERROR(PullSlice(i));
+  return WaitAll(timeout);
+}
+
+Status PsClient::PushSlice(int slice) {
+  if (slice < 0 || slice >= map_.num_slices()) {
+    return Status::InvalidArgument("ps client: no slice " + std::to_string(slice));
+  }
+  SliceState& st = slices_[static_cast<size_t>(slice)];
+  if (st.pushed) {
+    return Status::InvalidArgument("ps client: slice " + std::to_string(slice) +
+                                   " already pushed in step " + std::to_string(clock_));
+  }
+  if (st.ack_pending || st.pull_pending) {
+    return Status::InvalidArgument("ps client: slice " + std::to_string(slice) +
+                                   " pushed while its previous push or pull is in flight");
+  }
+  const Slice& s = map_.slice(slice);
+  st.pushed = true;
+  return SendRequest(kAmPush, slice, grads_.data() + s.begin, static_cast<size_t>(s.numel) * 4);
+}
+
+Status PsClient::PushGradients(int64_t begin, int64_t end) {
+  if (begin < 0 || end > map_.numel() || begin > end) {
+    return Status::InvalidArgument("ps client: gradient range out of bounds");
+  }
+  auto [first, last] = map_.SlicesTouching(begin, end);
+  for (int i = first; i < last; ++i) {
+    const Slice& s = map_.slice(i);
+    SliceState& st = slices_[static_cast<size_t>(i)];
+    st.ready += std::min(end, s.begin + s.numel) - std::max(begin, s.begin);
+    if (st.ready > s.numel) {
+      return Status::InvalidArgument("ps client: gradients of slice " + std::to_string(i) +
+                                     " marked ready twice in one step");
+    }
+    if (st.ready == s.numel) PSZERO_RETURN_IF_ERROR(PushSlice(i));
+  }
+  return Status::Ok();
+}
+
+Status PsClient::EndStep() {
+  for (int i = 0; i < map_.num_slices(); ++i) {
+    if (!slices_[static_cast<size_t>(i)].pushed) {
+      return Status::InvalidArgument("ps client: step " + std::to_string(clock_) +
+                                     " ended before slice " + std::to_string(i) + " was pushed");
+    }
+  }
+  ++clock_;
+  for (auto& st : slices_) {
+    st.pushed = false;
+    st.ready = 0;
+  }
+  for (int i = 0; i < map_.num_slices(); ++i) PSZERO_RETURN_IF_ERROR(PullSlice(i));
+  return Status::Ok();
+}
+
+Status PsClient::PullSlice(int slice) {
+  if (slice < 0 || slice >= map_.num_slices()) {
+    return Status::InvalidArgument("ps client: no slice " + std::to_string(slice));
+  }
+  if (slices_[static_cast<size_t>(slice)].pull_pending) {
+    return Status::InvalidArgument("ps client: slice " + std::to_string(slice) +
+                                   " is already being pulled");
+  }
+  return SendRequest(kAmPull, slice, nullptr, 0);
+}
+
+void PsClient::OnAck(const AmInfo& info) {
+  Result<ReplyHeader> h = DecodeHeader<ReplyHeader>(info.header);
+  if (!h.ok()) return;
+  Status status;
+  if (h->code != 0) {
+    const int server = h->server;
+    status = Status::InvalidArgument(
+        (server >= 0 && server < static_cast<int>(options_.server_ranks.size())
+             ? ServerName(server)
+             : "ps server at rank " + std::to_string(info.peer)) +
+        " rejected the request: " +
+        std::string(h->message, strnlen(h->message, sizeof(h->message))));
+  }
+  if (raw_request_ != 0 && h->request == raw_request_) {
+    raw_answered_ = true;
+    raw_status_ = status;
+    return;
+  }
+  if (h->slice < 0 || h->slice >= map_.num_slices()) return;
+  SliceState& st = slices_[static_cast<size_t>(h->slice)];
+  st.ack_pending = false;
+  if (!status.ok() && st.error.ok()) st.error = status;
+}
+
+void* PsClient::ReplyDestination(const AmInfo& info) {
+  Result<ReplyHeader> h = DecodeHeader<ReplyHeader>(info.header);
+  if (!h.ok() || h->code != 0 || h->slice < 0 || h->slice >= map_.num_slices()) return nullptr;
+  const Slice& s = map_.slice(h->slice);
+  if (info.payload_bytes != static_cast<size_t>(s.numel) * 4) return nullptr;
+  return params_.data() + s.begin;
+}
+
+void PsClient::OnReply(const AmInfo& info, std::span<const std::byte> payload) {
+  Result<ReplyHeader> h = DecodeHeader<ReplyHeader>(info.header);
+  if (!h.ok() || h->slice < 0 || h->slice >= map_.num_slices()) return;
+  SliceState& st = slices_[static_cast<size_t>(h->slice)];
+  st.pull_pending = false;
+  const Slice& s = map_.slice(h->slice);
+  Status status;
+  if (h->code != 0) {
+    status =
+        Status::InvalidArgument(ServerName(map_.slice(h->slice).server) +
+                                " rejected the pull of slice " + std::to_string(h->slice) + ": " +
+                                std::string(h->message, strnlen(h->message, sizeof(h->message))));
+  } else if (payload.size() != static_cast<size_t>(s.numel) * 4) {
+    status = Status::Internal(ServerName(s.server) + " sent " + std::to_string(payload.size()) +
+                              " bytes for slice " + std::to_string(h->slice));
+  } else {
+    float* dest = params_.data() + s.begin;
+    if (payload.data() != reinterpret_cast<const std::byte*>(dest)) {
+      std::memcpy(dest, payload.data(), payload.size());
+    }
+    stats_.pull_bytes += static_cast<int64_t>(payload.size());
+  }
+  if (!status.ok() && st.error.ok()) st.error = status;
+}
+
+Status PsClient::WaitSlices(int first, int last, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    int pending = -1;
+    for (int i = first; i < last; ++i) {
+      SliceState& st = slices_[static_cast<size_t>(i)];
+      if (!st.error.ok()) {
+        Status e = st.error;
+        st.error = Status::Ok();
+        return e;
+      }
+      if (st.send.done() && !st.send.status().ok()) {
+        return st.send.status().WithContext(ServerName(map_.slice(i).server));
+      }
+      if (pending < 0 && (st.ack_pending || st.pull_pending)) pending = i;
+    }
+    if (pending < 0) return Status::Ok();
+    // Any server with work pending that the transport knows dead fails the wait now.
+    for (int i = first; i < last; ++i) {
+      const SliceState& st = slices_[static_cast<size_t>(i)];
+      if (!st.ack_pending && !st.pull_pending) continue;
+      const int server = map_.slice(i).server;
+      Status peer = transport_->PeerStatus(options_.server_ranks[static_cast<size_t>(server)]);
+      if (!peer.ok()) {
+        return Status::Unavailable(ServerName(server) + " is lost: " + peer.message());
+      }
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      const SliceState& st = slices_[static_cast<size_t>(pending)];
+      return Status::DeadlineExceeded(
+          std::string("ps client worker ") + std::to_string(options_.worker) + ": " +
+          (st.ack_pending ? "push" : "pull") + " of slice " + std::to_string(pending) + " from " +
+          ServerName(map_.slice(pending).server) + " still pending at clock " +
+          std::to_string(clock_));
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    Result<int> polled = transport_->Poll(std::min(left, std::chrono::milliseconds(100)));
+    if (!polled.ok()) return polled.status();
+  }
+}
+
+Status PsClient::WaitParams(int64_t begin, int64_t end, std::chrono::milliseconds timeout) {
+  auto [first, last] = map_.SlicesTouching(begin, end);
+  return WaitSlices(first, last, timeout);
+}
+
+Status PsClient::WaitAll(std::chrono::milliseconds timeout) {
+  return WaitSlices(0, map_.num_slices(), timeout);
+}
+
+Status PsClient::SendRawPush(int server, const RequestHeader& header, const void* payload,
+                             size_t bytes, std::chrono::milliseconds timeout) {
+  RequestHeader h = header;
+  h.request = next_request_++;
+  raw_request_ = h.request;
+  raw_answered_ = false;
+  raw_status_ = Status::Ok();
+  const int rank = options_.server_ranks[static_cast<size_t>(server)];
+  Result<Request> sent = transport_->SendAm(rank, kAmPush, HeaderBytes(h), payload, bytes);
+  if (!sent.ok()) return sent.status();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!raw_answered_) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline)
+      return Status::DeadlineExceeded("no answer to the raw push from " + ServerName(server));
+    Result<int> polled = transport_->Poll(
+        std::min(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now),
+                 std::chrono::milliseconds(100)));
+    if (!polled.ok()) return polled.status();
+  }
+  // Keep the payload's send alive until it is done.
+  Status done = transport_->WaitAll(std::span<Request>(&sent.value(), 1), timeout);
+  raw_request_ = 0;
+  if (!done.ok()) return done;
+  return raw_status_;
+}
+
+}  // namespace pszero::ps

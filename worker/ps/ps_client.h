@@ -1,0 +1,121 @@
+// PsClient: one worker's side of the parameter server (the future `ps` SyncStrategy
+// wraps it). It works on two flat fp32 buffers of one key space (a TP rank): the
+// parameters, which pulls overwrite slice by slice, and the twin gradient buffer, which
+// pushes read slice by slice. Both are the caller's; they must outlive the client, and a
+// slice's gradient must stay untouched from its push until WaitAll/WaitParams returns.
+//
+// A step, the way a training loop drives it:
+//   PushGradients(begin, end)  as each backward bucket is ready: every slice that became
+//                              complete is pushed at once (async active message; UCX
+//                              moves large slices zero-copy by rendezvous)
+//   EndStep()                  all slices pushed: the clock advances and a pull of every
+//                              slice starts (prefetch; the server answers when its
+//                              consistency mode allows)
+//   WaitParams(begin, end, t)  before the forward of the layer living in [begin, end)
+//   WaitAll(t)                 everything in flight (pushes acknowledged, pulls landed)
+// Pulls land in place in the parameter buffer (AmHandler::payload_destination).
+//
+// Initialize(): DP worker 0 sends its parameters as the initial values of every slice;
+// then every worker pulls them, so all replicas start from worker 0's parameters.
+//
+// Rules the server enforces (and the client keeps): at most one push and one pull of a
+// slice in flight, and a slice is pushed once per step, after its previous pull landed.
+//
+// Failures: every wait has a deadline; a dead server gives Unavailable naming it
+// ("ps server 1 (transport rank 1)"), a rejected request gives the server's reason.
+// Threading: the thread that drives the Transport; the client installs the ack/reply AM
+// handlers on it (one PsClient per transport).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/ps/ps_protocol.h"
+#include "common/transport.h"
+
+namespace pszero::ps {
+
+struct PsClientOptions {
+  int worker = 0;       // data-parallel rank within the key space's group
+  int num_workers = 1;  // D
+  uint32_t key_space = 0;
+  // Transport rank of server s (index s of the slice map).
+  std::vector<int> server_ranks;
+  int64_t slice_bytes = 4 << 20;  // must equal the servers' --ps-slice-mb
+};
+
+struct PsClientStats {
+  int64_t push_bytes = 0;
+  int64_t pull_bytes = 0;
+  int64_t pushes = 0;
+  int64_t pulls = 0;
+};
+
+class PsClient {
+ public:
+  static Result<std::unique_ptr<PsClient>> Create(Transport* transport, PsClientOptions options,
+                                                  std::span<float> params,
+                                                  std::span<const float> grads);
+  ~PsClient();
+  PsClient(const PsClient&) = delete;
+  PsClient& operator=(const PsClient&) = delete;
+
+  const SliceMap& map() const { return map_; }
+  int64_t clock() const { return clock_; }
+  const PsClientStats& stats() const { return stats_; }
+
+  // Worker 0 sends the initial parameters; every worker then pulls them all and waits.
+  Status Initialize(std::chrono::milliseconds timeout);
+
+  // Marks gradient elements [begin, end) of this step ready; pushes every slice that is now
+  // complete. Elements must not be marked twice in one step.
+  Status PushGradients(int64_t begin, int64_t end);
+  // Pushes one slice's gradient for the current step.
+  Status PushSlice(int slice);
+  // Every slice pushed: advances the clock and starts pulling every slice (prefetch).
+  Status EndStep();
+  // Starts pulling one slice at the current clock.
+  Status PullSlice(int slice);
+
+  // Waits until the slices touching [begin, end) have landed and their pushes are
+  // acknowledged.
+  Status WaitParams(int64_t begin, int64_t end, std::chrono::milliseconds timeout);
+  Status WaitAll(std::chrono::milliseconds timeout);
+
+  // For tests of bad input: sends `header` as a push with `payload` and waits for the
+  // server's answer (the rejection, or ok).
+  Status SendRawPush(int server, const RequestHeader& header, const void* payload, size_t bytes,
+                     std::chrono::milliseconds timeout);
+  RequestHeader Header(int slice) const;
+
+ private:
+  struct SliceState;
+  PsClient(Transport* transport, PsClientOptions options, SliceMap map, std::span<float> params,
+           std::span<const float> grads);
+  std::string ServerName(int server) const;
+  void OnAck(const AmInfo& info);
+  void* ReplyDestination(const AmInfo& info);
+  void OnReply(const AmInfo& info, std::span<const std::byte> payload);
+  Status SendRequest(uint16_t am, int slice, const void* payload, size_t bytes);
+  Status WaitSlices(int first, int last, std::chrono::milliseconds timeout);
+
+  Transport* transport_;
+  PsClientOptions options_;
+  SliceMap map_;
+  std::span<float> params_;
+  std::span<const float> grads_;
+  std::vector<SliceState> slices_;
+  int64_t clock_ = 0;
+  uint64_t next_request_ = 1;
+  PsClientStats stats_;
+  // SendRawPush: the answer to the raw request, matched by request id.
+  uint64_t raw_request_ = 0;
+  bool raw_answered_ = false;
+  Status raw_status_;
+};
+
+}  // namespace pszero::ps
