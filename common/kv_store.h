@@ -2,8 +2,9 @@
 //
 // Processes publish small values (a UCX worker address, an NCCL unique id) under string
 // keys and look up the values others published, waiting up to a deadline for a key that
-// is not there yet. The rendezvous client (launch/) implements it over the control plane;
-// InMemoryKeyValueStore serves ranks that run as threads of one test process.
+// is not there yet. RendezvousClient (common/rendezvous_client.h) implements it over the
+// control plane, FileKeyValueStore over a directory of one host, and InMemoryKeyValueStore
+// serves ranks that run as threads of one test process.
 // Implementations are thread-safe.
 #pragma once
 

@@ -1,4 +1,5 @@
-// pszero-bench: measures what pszero is made of. Subcommands so far: stream, p2p, collective, kernels, train.
+// pszero-bench: measures what pszero is made of. Subcommands: stream, kernels, rendezvous,
+// p2p, collective, ps, train.
 #include <vector>
 
 #include "common/flags.h"
@@ -10,12 +11,9 @@ int main(int argc, char** argv) {
   auto app = pszero::MakeApp("pszero-bench", "pszero-bench: benchmarks for pszero");
   app->require_subcommand(1, 1);
   std::vector<pszero::bench::BenchCommand> commands = {
-      pszero::bench::AddStreamCommand(*app),
-      pszero::bench::AddRendezvousCommand(*app),
-      pszero::bench::AddP2pCommand(*app),
-      pszero::bench::AddCollectiveCommand(*app),
-      pszero::bench::AddKernelsCommand(*app),
-      pszero::bench::AddTrainCommand(*app),
+      pszero::bench::AddStreamCommand(*app),  pszero::bench::AddRendezvousCommand(*app),
+      pszero::bench::AddP2pCommand(*app),     pszero::bench::AddCollectiveCommand(*app),
+      pszero::bench::AddKernelsCommand(*app), pszero::bench::AddTrainCommand(*app),
       pszero::bench::AddPsCommand(*app),
   };
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;

@@ -13,8 +13,8 @@
 #include <boost/asio/write.hpp>
 #include <thread>
 
-#include "tests/support/child_process.h"
 #include "tests/launch/rendezvous_test_util.h"
+#include "tests/support/child_process.h"
 #include "tests/support/subprocess.h"
 
 namespace pszero::testing {

@@ -117,8 +117,8 @@ TEST_F(CollectivesProcessTest, RankKilledMidCollectiveFailsEverySurvivorWithin5s
     if (r == victim) continue;
     const std::string text = Result(r, milliseconds(30000));
     const auto when = std::chrono::steady_clock::now() - killed_at;
-    EXPECT_EQ(text.rfind("3 unavailable", 0), 0u)
-        << "rank " << r << ": " << text << "\n" << peers_[r - 1]->Output();
+    EXPECT_EQ(text.rfind("3 unavailable", 0), 0u) << "rank " << r << ": " << text << "\n"
+                                                  << peers_[r - 1]->Output();
     EXPECT_NE(text.find("rank " + std::to_string(victim)), std::string::npos) << text;
     EXPECT_LT(when, std::chrono::seconds(5))
         << "rank " << r << " after " << std::chrono::duration_cast<milliseconds>(when).count()
