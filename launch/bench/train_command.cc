@@ -18,11 +18,7 @@
 #include "kernels/gemm.h"
 #include "launch/bench/command.h"
 #include "worker/collectives/communicator.h"
-#include "worker/model/data.h"
-#include "worker/model/model.h"
-#include "worker/train/single_replica_sync.h"
-#include "worker/train/train_flags.h"
-#include "worker/train/trainer.h"
+#include "worker/train/training_rank.h"
 
 namespace pszero::bench {
 
@@ -38,25 +34,10 @@ Status RunRank(const model::ModelConfig& config, const train::TrainFlags& flags,
                collectives::Communicator* comm, std::vector<double>* step_seconds,
                double* gemm_seconds, std::vector<float>* losses) {
   MemoryTracker tracker;
-  model::TensorParallel tp(comm);
-  model::ModelContext ctx;
-  ctx.kernels = kernels::KernelContext::Host(flags.threads);
-  ctx.tp = &tp;
-  ctx.tracker = &tracker;
-  ctx.bf16 = flags.precision == "bf16";
-  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m,
-                          model::Model::Create(config, ctx, flags.seed));
-  model::DataOptions dopt;
-  dopt.seed = flags.seed;
-  dopt.path = flags.data;
-  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<model::DataSource> data,
-                          model::DataSource::Create(config, dopt));
-  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<train::SingleReplicaSync> sync,
-                          train::SingleReplicaSync::Create(&m->params(), train::OptimizerOptions{},
-                                                           ctx.kernels, &tracker));
-  train::Trainer trainer(m.get(), data.get(), sync.get());
+  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<train::TrainingRank> run,
+                          train::BuildTrainingRank(config, flags, comm, &tracker, 0, 1));
   for (int64_t s = 0; s <= flags.steps; ++s) {
-    PSZERO_ASSIGN_OR_RETURN(train::StepResult r, trainer.RunStep(s));
+    PSZERO_ASSIGN_OR_RETURN(train::StepResult r, run->trainer->RunStep(s));
     if (s > 0) {
       step_seconds->push_back(r.seconds);
       losses->push_back(r.loss);
@@ -65,14 +46,15 @@ Status RunRank(const model::ModelConfig& config, const train::TrainFlags& flags,
   // The GEMM yardstick: this rank's column-parallel MLP product, 3 repetitions, best.
   const int64_t n = config.tokens_per_step();
   const int64_t k = config.d_model;
-  const int64_t cols = config.d_model * config.ffn_mult / tp.size();
+  const int64_t cols = config.d_model * config.ffn_mult / run->tp->size();
   std::vector<float> a(n * k, 0.5f), b(k * cols, 0.25f), c(n * cols);
   double best = 1e30;
   for (int rep = 0; rep < 3; ++rep) {
     if (comm != nullptr) PSZERO_RETURN_IF_ERROR(comm->Barrier());
     const auto t0 = std::chrono::steady_clock::now();
     PSZERO_RETURN_IF_ERROR(kernels::Gemm(false, false, n, cols, k, 1.0f, a.data(), k, b.data(),
-                                         cols, 0.0f, c.data(), cols, DType::kFloat32, ctx.kernels));
+                                         cols, 0.0f, c.data(), cols, DType::kFloat32,
+                                         run->kernels));
     best = std::min(best,
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }

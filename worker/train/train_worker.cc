@@ -7,11 +7,8 @@
 
 #include "common/ucx/ucx_transport.h"
 #include "worker/collectives/communicator.h"
-#include "worker/model/data.h"
 #include "worker/model/full_params.h"
-#include "worker/model/model.h"
-#include "worker/train/single_replica_sync.h"
-#include "worker/train/trainer.h"
+#include "worker/train/training_rank.h"
 
 namespace pszero::train {
 
@@ -41,31 +38,16 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
     tp_comm->Abort(why);
   });
 
-  model::TensorParallel tp(tp_comm.get());
-  model::ModelContext ctx;
-  ctx.kernels = kernels::KernelContext::Host(flags.threads);
-  ctx.tp = &tp;
-  ctx.tracker = &tracker;
-  ctx.bf16 = flags.precision == "bf16";
-  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model,
-                          model::Model::Create(config, ctx, flags.seed));
-  model::DataOptions dopt;
-  dopt.seed = flags.seed;
-  dopt.path = flags.data;
-  dopt.dp_rank = rank / flags.tp;
-  dopt.dp_size = world / flags.tp;
-  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<model::DataSource> data,
-                          model::DataSource::Create(config, dopt));
   PSZERO_ASSIGN_OR_RETURN(
-      std::unique_ptr<SingleReplicaSync> sync,
-      SingleReplicaSync::Create(&model->params(), OptimizerOptions{}, ctx.kernels, &tracker));
+      std::unique_ptr<TrainingRank> run,
+      BuildTrainingRank(config, flags, tp_comm.get(), &tracker, rank / flags.tp, world / flags.tp));
+  model::TensorParallel& tp = *run->tp;
   LOG(INFO) << "training " << config.name << " (" << model::ParamCount(config) << " parameters, "
-            << model->params().numel() << " on this TP rank " << tp.rank() << "/" << tp.size()
+            << run->model->params().numel() << " on this TP rank " << tp.rank() << "/" << tp.size()
             << ") for " << flags.steps << " steps, " << flags.precision;
 
-  Trainer trainer(model.get(), data.get(), sync.get());
   for (int64_t step = 0; step < flags.steps; ++step) {
-    PSZERO_ASSIGN_OR_RETURN(StepResult r, trainer.RunStep(step));
+    PSZERO_ASSIGN_OR_RETURN(StepResult r, run->trainer->RunStep(step));
     if (rank == 0) {
       // One plain line per step on stdout: "step k/K loss L time_ms T tokens_per_s S".
       std::printf("step %lld/%lld loss %.6f time_ms %.3f tokens_per_s %.1f\n",
@@ -74,7 +56,8 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
       std::fflush(stdout);
     }
   }
-  PSZERO_ASSIGN_OR_RETURN(std::vector<float> full, model::GatherFullParams(model->params(), tp));
+  PSZERO_ASSIGN_OR_RETURN(std::vector<float> full,
+                          model::GatherFullParams(run->model->params(), tp));
   if (rank == 0) {
     std::printf("final_params_sha256 %s\n", model::Sha256Hex(full).c_str());
     std::fflush(stdout);
