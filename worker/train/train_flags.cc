@@ -1,5 +1,7 @@
 #include "worker/train/train_flags.h"
 
+#include <cstdio>
+
 #include "worker/model/data.h"
 
 namespace pszero::train {
@@ -51,6 +53,13 @@ void AddTrainFlags(CLI::App& app, TrainFlags& f) {
       ->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_option("--device", f.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--threads", f.threads, "Kernel threads per worker")->check(CLI::Range(1, 1024));
+  app.add_option("--sync", f.sync, "Data-parallel sync mode: allreduce, zero1, zero2, zero3 or ps")
+      ->check(CLI::IsMember({"allreduce", "zero1", "zero2", "zero3", "ps"}));
+  app.add_option("--bucket-mb", f.bucket_mb, "Gradient bucket size in MiB (allreduce, zero1, zero2)")
+      ->check(CLI::Range(0.001, 65536.0));
+  app.add_flag("--deterministic", f.deterministic,
+               "Sum gradients in ascending rank order: every sync mode gives the same bits");
+  app.add_option("--report", f.report, "Write the run report (JSON, docs/report.md) here");
 }
 
 Result<model::ModelConfig> ResolveModel(const TrainFlags& f) {
@@ -109,6 +118,12 @@ std::vector<std::string> TrainArgs(const TrainFlags& f) {
   add("--precision", f.precision);
   add("--device", f.device);
   add("--threads", std::to_string(f.threads));
+  add("--sync", f.sync);
+  char mb[32];
+  std::snprintf(mb, sizeof(mb), "%.17g", f.bucket_mb);
+  add("--bucket-mb", mb);
+  if (f.deterministic) a.push_back("--deterministic");
+  if (!f.report.empty()) add("--report", f.report);
   return a;
 }
 

@@ -32,6 +32,11 @@ struct TrainFlags {
   std::string precision = "fp32";
   std::string device = "cpu";
   int threads = 1;  // kernel threads per worker
+  // How the D replicas stay in step (sync_strategy.h): allreduce, zero1, zero2, zero3, ps.
+  std::string sync = "allreduce";
+  double bucket_mb = 25.0;     // gradient bucket of allreduce / zero1 / zero2
+  bool deterministic = false;  // ascending-rank fp32 sums: bit-identical across modes
+  std::string report;          // run.json path (docs/report.md); written by worker 0
 };
 
 void AddTrainFlags(CLI::App& app, TrainFlags& flags);
