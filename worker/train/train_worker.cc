@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "common/control_plane_main.h"
 #include "common/report.h"
 #include "common/ucx/ucx_transport.h"
 #include "worker/collectives/communicator.h"
@@ -73,6 +74,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   const double tokens = static_cast<double>(config.tokens_per_step()) * dp_size;
   std::vector<StepRecord> steps;
   for (int64_t step = 0; step < flags.steps; ++step) {
+    MaybeInjectFault(PeerTag(Role::kWorker, rank), "step" + std::to_string(step + 1));
     PSZERO_ASSIGN_OR_RETURN(StepResult r, run->trainer->RunStep(step));
     PSZERO_ASSIGN_OR_RETURN(float loss, run->sync->AverageLoss(r.loss));
     steps.push_back({step + 1, loss, r.seconds});
