@@ -1,5 +1,7 @@
 #include "common/control_plane_main.h"
 
+#include <fcntl.h>
+
 #include <glog/logging.h>
 #include <signal.h>
 #include <unistd.h>
@@ -141,6 +143,13 @@ void MaybeInjectFault(std::string_view tag, std::string_view point) {
   for (const auto& [action, sig] :
        {std::pair{"sigkill", SIGKILL}, std::pair{"sigstop", SIGSTOP}}) {
     if (fault == action + where) {
+      // PSZERO_FAULT_ONCE=<path>: fire only if the file does not exist yet (and create it),
+      // so that a restarted job does not meet the same fault again.
+      if (const char* once = std::getenv("PSZERO_FAULT_ONCE")) {
+        const int fd = ::open(once, O_CREAT | O_EXCL | O_WRONLY, 0600);
+        if (fd < 0) return;
+        ::close(fd);
+      }
       LOG(WARNING) << "fault injection: " << action << " at '" << point << "'";
       ::raise(sig);
     }

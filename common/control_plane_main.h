@@ -49,7 +49,8 @@ struct ProcessWork {
 // Fault injection at a named point of a process's work: when PSZERO_FAULT_INJECT is
 // "sigkill:<tag>:<point>" or "sigstop:<tag>:<point>" for this process's tag ("w2") and
 // `point` (a barrier name, or "step3" at the start of training step 3, 1-based), the
-// process raises that signal. For tests only; a no-op without the variable.
+// process raises that signal; with PSZERO_FAULT_ONCE=<path> only the first time (the file
+// marks it done, so a restarted job runs clean). For tests only.
 void MaybeInjectFault(std::string_view tag, std::string_view point);
 
 // The whole main() of pszero-worker (role kWorker) and pszero-server (kServer).

@@ -9,6 +9,7 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "launch/launcher.h"
+#include "worker/train/checkpoint.h"
 #include "worker/train/train_flags.h"
 
 namespace {
@@ -25,6 +26,7 @@ struct LaunchFlags {
   int join_timeout_ms = 60000;
   int grace_ms = 5000;
   std::string bin_dir;
+  int max_restarts = 0;
 };
 
 }  // namespace
@@ -59,6 +61,10 @@ int main(int argc, char** argv) {
   app->add_option("--bin-dir", f.bin_dir,
                   "Directory of pszero-worker and pszero-server (default: beside pszero-launch)")
       ->check(CLI::ExistingDirectory);
+  app->add_option("--max-restarts", f.max_restarts,
+                  "When a process of the job fails, restart the job up to this many times "
+                  "(from the newest checkpoint in --checkpoint-dir, if any)")
+      ->check(CLI::Range(0, 1000));
   pszero::train::TrainFlags train;
   pszero::train::AddTrainFlags(*app, train);
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
@@ -92,5 +98,20 @@ int main(int argc, char** argv) {
     return pszero::kExitLaunchError;
   }
   options.token = *token;
-  return pszero::RunLocalJob(options);
+  int code = pszero::RunLocalJob(options);
+  // Restart after a failed process (not after a timeout, an interrupt or a launch error).
+  for (int restart = 1; code == pszero::kExitFailure && restart <= f.max_restarts; ++restart) {
+    pszero::train::TrainFlags again = train;
+    std::string from = again.resume.empty() ? "the beginning" : again.resume;
+    if (!train.checkpoint_dir.empty()) {
+      if (auto at = pszero::train::ResolveCheckpoint(train.checkpoint_dir); at.ok()) {
+        again.resume = train.checkpoint_dir;
+        from = at->string();
+      }
+    }
+    LOG(WARNING) << "restart " << restart << "/" << f.max_restarts << " from " << from;
+    options.worker_args = pszero::train::TrainArgs(again);
+    code = pszero::RunLocalJob(options);
+  }
+  return code;
 }

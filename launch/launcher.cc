@@ -195,6 +195,7 @@ class LocalJob {
     set("PSZERO_LOG_TAG", child.tag);  // its log prefix until it knows its rank
     // Fault injection for tests passes through unchanged (docs/launch.md).
     if (const char* fault = std::getenv("PSZERO_FAULT_INJECT")) set("PSZERO_FAULT_INJECT", fault);
+    if (const char* once = std::getenv("PSZERO_FAULT_ONCE")) set("PSZERO_FAULT_ONCE", once);
     std::vector<char*> envp;
     for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
