@@ -75,13 +75,17 @@ PsServer::PsServer(Transport* transport, PsServerOptions options)
       options_(std::move(options)),
       ctx_(kernels::KernelContext::Host(options_.threads)) {}
 
-PsServer::~PsServer() {
+PsServer::~PsServer() { DetachTransport(); }
+
+void PsServer::DetachTransport() {
+  if (transport_ == nullptr) return;
   // The handlers point at this object: late messages are dropped from now on.
   for (uint16_t id : {kAmInit, kAmPush, kAmPull, kAmStats}) {
     (void)transport_->SetAmHandler(
         id, {.payload_destination = nullptr,
              .on_message = [](const AmInfo&, std::span<const std::byte>) {}});
   }
+  transport_ = nullptr;
 }
 
 Result<std::unique_ptr<PsServer>> PsServer::Create(Transport* transport, PsServerOptions options) {

@@ -25,6 +25,9 @@
 // worker index out of range, a push into a slot still busy) are answered with an error to
 // that worker and change nothing; the server keeps serving.
 //
+// Lifetime: the transport must outlive the server, or be destroyed first after
+// DetachTransport() (what pszero-server does: its slots must outlive the transport's
+// teardown, which may still complete a receive into them).
 // Threading: one thread (the one that owns the Transport) calls Serve; stats() may be read
 // from that thread only.
 #pragma once
@@ -82,6 +85,12 @@ class PsServer {
 
   const PsServerStats& stats() const { return stats_; }
   const PsServerOptions& options() const { return options_; }
+
+  // Unhooks the server from its transport (late messages are dropped), so that the
+  // transport may be destroyed first: a push still landing in one of this server's slots
+  // then finishes or fails inside the transport's destructor while the slot exists.
+  // Serve must not be called afterwards.
+  void DetachTransport();
 
  private:
   struct KeySpace;

@@ -93,14 +93,19 @@ Status Serve(const ServerFlags& f, RendezvousClient& client,
             << ", optimizer " << f.optimizer << ", slices of " << f.slice_mb
             << " MiB, transport rank " << t.rank << " of " << world
             << " (the slice map is printed when a key space arrives)";
-  while (!job_done()) {
-    PSZERO_RETURN_IF_ERROR(server->Serve(std::chrono::milliseconds(100)).status());
+  Status served;
+  while (served.ok() && !job_done()) {
+    served = server->Serve(std::chrono::milliseconds(100)).status();
   }
   const ps::PsServerStats& st = server->stats();
   LOG(INFO) << "ps server " << o.server_index << ": " << st.pushes << " pushes, " << st.pulls
             << " pulls, " << st.updates << " updates, " << st.rejected << " rejected, "
             << st.model_bytes << " bytes held";
-  return Status::Ok();
+  // A worker that stopped mid-push (its job failed) may leave a receive into one of the
+  // server's slots in flight: close the transport while the slots still exist.
+  server->DetachTransport();
+  transport.reset();
+  return served;
 }
 
 }  // namespace

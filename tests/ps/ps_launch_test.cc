@@ -85,6 +85,31 @@ TEST(PsLaunchTest, ServersExitZeroOnceTheWorkersHaveTrained) {
   EXPECT_NE(all.find("step 3/3"), std::string::npos) << all;
 }
 
+std::string FinalHash(const ProcessResult& r) {
+  const std::string key = "final_params_sha256 ";
+  const size_t at = r.out.find(key);
+  if (at == std::string::npos) return "";
+  return r.out.substr(at + key.size(), 64);
+}
+
+// ps + bsp trains the same bits as the collective modes, whatever the servers' number and
+// slice size (two TP ranks: two key spaces).
+TEST(PsLaunchTest, BspFinalParamsMatchAllreduceForAnyServerCount) {
+  const std::vector<std::string> common =
+      Cat({"--workers", "2", "--tp", "2", "--deterministic", "--timeout", "200"}, TinyTraining(3));
+  ProcessResult allreduce = Launch(Cat({"--sync", "allreduce"}, common));
+  ASSERT_EQ(allreduce.exit_code, 0) << allreduce.out << allreduce.err;
+  const std::string want = FinalHash(allreduce);
+  ASSERT_EQ(want.size(), 64u) << allreduce.out;
+  for (const std::vector<std::string>& servers :
+       {std::vector<std::string>{"--servers", "1"},
+        std::vector<std::string>{"--servers", "2", "--ps-slice-mb", "0.01"}}) {
+    ProcessResult ps = Launch(Cat(Cat(servers, {"--sync", "ps"}), common));
+    ASSERT_EQ(ps.exit_code, 0) << ps.out << ps.err;
+    EXPECT_EQ(FinalHash(ps), want) << servers[1] << " servers\n" << ps.out;
+  }
+}
+
 // Servers started for the control-plane rounds only (no --model) still end with the job.
 TEST(PsLaunchTest, ServersExitZeroAfterTheRounds) {
   ProcessResult r = Launch({"--servers", "2", "--workers", "2", "--timeout", "200"});
@@ -105,6 +130,10 @@ TEST(PsLaunchFaultTest, KilledServerIsNamedByTheLauncher) {
   ASSERT_NE(last, std::string::npos) << all;
   EXPECT_NE(r.err.find("server 1 (pid", last), std::string::npos) << r.err.substr(last);
   EXPECT_NE(r.err.find("SIGKILL", last), std::string::npos) << r.err.substr(last);
+  // The survivors stop cleanly (a server closes its transport before freeing the slots a
+  // push may still be landing in).
+  EXPECT_EQ(all.find("SIGSEGV"), std::string::npos) << all;
+  EXPECT_EQ(all.find("Caught signal"), std::string::npos) << all;
 }
 
 }  // namespace
