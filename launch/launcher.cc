@@ -229,9 +229,9 @@ class LocalJob {
     posix_spawnattr_setsigmask(&attr, &empty);
 
     std::vector<char*> argv = {const_cast<char*>(program.c_str())};
-    if (role == Role::kWorker) {
-      for (const std::string& a : options_.worker_args)
-        argv.push_back(const_cast<char*>(a.c_str()));
+    for (const std::string& a :
+         role == Role::kWorker ? options_.worker_args : options_.server_args) {
+      argv.push_back(const_cast<char*>(a.c_str()));
     }
     argv.push_back(nullptr);
     const int rc =
