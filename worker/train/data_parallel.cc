@@ -24,6 +24,47 @@ Result<SyncPlan> SyncPlanFor(std::string_view mode, int dp_size) {
                                  ": not one of allreduce, zero1, zero2, zero3, ps");
 }
 
+Result<Tensor> BufferPool::Acquire(int64_t n, bool zero) {
+  Tensor out;
+  {
+    std::lock_guard lock(mu_);
+    // The smallest spare that fits.
+    int best = -1;
+    for (int i = 0; i < static_cast<int>(spare_.size()); ++i) {
+      if (spare_[i].numel() >= n && (best < 0 || spare_[i].numel() < spare_[best].numel())) best = i;
+    }
+    if (best >= 0) {
+      out = std::move(spare_[best]);
+      spare_.erase(spare_.begin() + best);
+    } else {
+      // Make room: spares that do not fit go first.
+      while (!spare_.empty() && in_use_ + static_cast<int>(spare_.size()) >= max_buffers_) {
+        spare_.erase(spare_.begin());
+      }
+    }
+    ++in_use_;
+  }
+  if (!out.defined()) {
+    Result<Tensor> t = Tensor::Empty({n}, DType::kFloat32, category_, tracker_);
+    if (!t.ok()) {
+      std::lock_guard lock(mu_);
+      --in_use_;
+      return t.status();
+    }
+    out = std::move(t).value();
+  }
+  if (zero) std::fill(out.data<float>(), out.data<float>() + n, 0.0f);
+  return out;
+}
+
+void BufferPool::Release(Tensor buffer) {
+  std::lock_guard lock(mu_);
+  --in_use_;
+  if (buffer.defined() && in_use_ + static_cast<int>(spare_.size()) < max_buffers_) {
+    spare_.push_back(std::move(buffer));
+  }
+}
+
 ModelStateBytes PredictModelState(std::string_view mode, int64_t psi, int dp_size, bool bf16) {
   const int64_t d = std::max(dp_size, 1);
   ModelStateBytes b;
