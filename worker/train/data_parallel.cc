@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/trace.h"
 #include "kernels/optimizer.h"
 
 namespace pszero::train {
@@ -153,12 +154,16 @@ collectives::Work DataParallelSync::Enqueue(std::string name, std::function<Stat
   return stream_.Enqueue(std::move(name), std::move(fn));
 }
 
-Status DataParallelSync::Synchronize() { return stream_.Synchronize(options_.timeout); }
+Status DataParallelSync::Synchronize() {
+  TraceScope scope("wait sync stream", "wait");
+  return stream_.Synchronize(options_.timeout);
+}
 
 Status DataParallelSync::Wait(const collectives::Work& work) { return work.Wait(options_.timeout); }
 
 Status DataParallelSync::Update(int64_t step, float* param, const float* grad, float* m, float* v,
                                 bf16_t* param_bf16, int64_t n) {
+  TraceScope scope("optimizer", "compute");
   kernels::AdamWParams hp = options_.optimizer.adamw;
   hp.step = step;
   hp.grad_scale = 1.0f / static_cast<float>(size());

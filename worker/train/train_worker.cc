@@ -5,9 +5,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 
 #include "common/control_plane_main.h"
 #include "common/report.h"
+#include "common/trace.h"
 #include "common/ucx/ucx_transport.h"
 #include "worker/collectives/communicator.h"
 #include "worker/model/full_params.h"
@@ -25,6 +27,28 @@ int64_t RealParamCount(const model::ParamBuffer& params) {
   return n;
 }
 
+// Every worker writes its events beside `path`; worker 0 merges them into `path` (one
+// machine, or a shared file system) and removes the parts.
+Status WriteTrace(const std::string& path, int rank, int world, collectives::Communicator& comm) {
+  const std::string part = path + ".rank" + std::to_string(rank);
+  PSZERO_RETURN_IF_ERROR(WriteJsonAtomic(part, Tracer::Get()->Events()));
+  PSZERO_RETURN_IF_ERROR(comm.Barrier());
+  if (rank != 0) return Status::Ok();
+  std::vector<nlohmann::json> parts;
+  for (int r = 0; r < world; ++r) {
+    const std::string p = path + ".rank" + std::to_string(r);
+    std::ifstream in(p);
+    nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
+    if (doc.is_discarded()) return Status::Corruption(p + ": unreadable trace part");
+    parts.push_back(std::move(doc));
+  }
+  PSZERO_RETURN_IF_ERROR(WriteJsonAtomic(path, MergeTraces(parts)));
+  for (int r = 0; r < world; ++r) std::remove((path + ".rank" + std::to_string(r)).c_str());
+  std::printf("trace written to %s\n", path.c_str());
+  std::fflush(stdout);
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
@@ -35,6 +59,10 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   PSZERO_ASSIGN_OR_RETURN(model::ModelConfig config, ResolveModel(flags));
   const int tp_rank = rank % flags.tp;
   const int replica = rank / flags.tp;
+  if (!flags.trace.empty()) {
+    Tracer::Enable(rank, "worker " + std::to_string(rank));
+    Tracer::Get()->NameThread("main");
+  }
 
   MemoryTracker tracker;
   // Two transports: the model's thread drives tensor parallelism on the first while the
@@ -173,6 +201,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
       std::fflush(stdout);
     }
   }
+  if (!flags.trace.empty()) PSZERO_RETURN_IF_ERROR(WriteTrace(flags.trace, rank, world, *worlds[0]));
   ps_sync = nullptr;
   run.reset();  // the strategy's stream ends before the communicators
   PSZERO_RETURN_IF_ERROR(worlds[0]->Barrier());

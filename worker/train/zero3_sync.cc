@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/trace.h"
 #include "kernels/cast.h"
 
 namespace pszero::train {
@@ -63,6 +64,7 @@ Status Zero3Sync::Prefetch(int unit) {
 Status Zero3Sync::Attach(int unit) {
   Gathered& g = gathered_[unit];
   if (g.work.valid()) {
+    TraceScope scope("wait allgather " + params_->units()[unit].name, "wait");
     PSZERO_RETURN_IF_ERROR(Wait(g.work));
     g.work = collectives::Work();
   }
