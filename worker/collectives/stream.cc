@@ -1,6 +1,7 @@
 #include "worker/collectives/stream.h"
 
 #include "common/trace.h"
+#include "worker/collectives/flight_recorder.h"
 
 namespace pszero::collectives {
 
@@ -73,7 +74,9 @@ void CollectiveStream::Loop() {
     Status status;
     {
       TraceScope scope(item.state->name, "comm");
+      FlightRecorder::SetThreadLabel(item.state->name);
       status = item.fn().WithContext(item.state->name);
+      FlightRecorder::SetThreadLabel("");
     }
     {
       std::lock_guard lock(mu_);
