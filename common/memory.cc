@@ -19,6 +19,10 @@ std::string_view MemoryCategoryName(MemoryCategory category) {
       return "comm_buffers";
     case MemoryCategory::kOther:
       return "other";
+    case MemoryCategory::kGatheredParams:
+      return "gathered_params";
+    case MemoryCategory::kGradBuckets:
+      return "grad_buckets";
   }
   return "unknown";
 }

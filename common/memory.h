@@ -24,11 +24,16 @@ enum class MemoryCategory : uint8_t {
   kActivations,
   kCommBuffers,
   kOther,
+  // Transient model state of the sharded sync modes: a zero3 layer's parameters gathered
+  // for its forward or backward, gradient buckets waiting for their reduce-scatter.
+  kGatheredParams,
+  kGradBuckets,
 };
-inline constexpr int kNumMemoryCategories = 6;
+inline constexpr int kNumMemoryCategories = 8;
 inline constexpr int kNumDevices = 2;
 
-// "params", "grads", "optimizer", "activations", "comm_buffers", "other".
+// "params", "grads", "optimizer", "activations", "comm_buffers", "other",
+// "gathered_params", "grad_buckets".
 std::string_view MemoryCategoryName(MemoryCategory category);
 
 struct MemoryUsage {

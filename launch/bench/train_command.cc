@@ -64,7 +64,7 @@ Status RunRank(const model::ModelConfig& config, const train::TrainFlags& flags,
                double* gemm_seconds, std::vector<float>* losses) {
   MemoryTracker tracker;
   PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<train::TrainingRank> run,
-                          train::BuildTrainingRank(config, flags, comm, &tracker, 0, 1));
+                          train::BuildTrainingRank(config, flags, comm, nullptr, &tracker));
   for (int64_t s = 0; s <= flags.steps; ++s) {
     PSZERO_ASSIGN_OR_RETURN(train::StepResult r, run->trainer->RunStep(s));
     if (s > 0) {

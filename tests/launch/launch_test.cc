@@ -157,7 +157,7 @@ TEST(LaunchTest, LauncherFlagErrors) {
   ExpectUsageError("pszero-launch", {"--token-file", "/nonexistent/token"}, "--token-file");
   ExpectUsageError("pszero-launch", {"--heartbeat-ms", "500", "--heartbeat-timeout-ms", "400"},
                    "--heartbeat-timeout-ms");
-  ExpectUsageError("pszero-launch", {"--sync", "ps"}, "--sync");  // a later issue's flag
+  ExpectUsageError("pszero-launch", {"--sync", "gossip"}, "--sync");
 }
 
 TEST(LaunchTest, WorkerAndServerFlagErrors) {

@@ -23,6 +23,10 @@ class RecordingHooks : public LayerHooks {
     events.emplace_back('B', unit);
     return Status::Ok();
   }
+  Status ParamsDone(int unit) override {
+    events.emplace_back('D', unit);
+    return Status::Ok();
+  }
   Status GradientsReady(int unit) override {
     events.emplace_back('G', unit);
     const ParamUnit& u = params_->units()[unit];
@@ -42,7 +46,7 @@ class RecordingHooks : public LayerHooks {
 TEST(HooksTest, UnitsTileTheBufferAndHooksFireInOrderWithFinalGradients) {
   const ModelConfig c = testing::SmallGpt();  // 2 layers: units embed, h.0, h.1, ln_f
   TensorParallel tp;
-  ModelContext ctx{kernels::KernelContext::Host(), &tp, nullptr, false};
+  ModelContext ctx{kernels::KernelContext::Host(), &tp, nullptr, false, 1, {}};
   auto m = Model::Create(c, ctx, 3);
   ASSERT_TRUE(m.ok());
   ParamBuffer& params = (*m)->params();
@@ -68,9 +72,12 @@ TEST(HooksTest, UnitsTileTheBufferAndHooksFireInOrderWithFinalGradients) {
   ASSERT_TRUE(params.ZeroGrads().ok());
   ASSERT_TRUE((*m)->Forward(batch, &hooks).ok());
   ASSERT_TRUE((*m)->Backward(&hooks).ok());
-  const std::vector<std::pair<char, int>> want = {{'F', 0}, {'F', 1}, {'F', 2}, {'F', 3},
-                                                  {'B', 3}, {'B', 0}, {'G', 3}, {'B', 2},
-                                                  {'G', 2}, {'B', 1}, {'G', 1}, {'G', 0}};
+  // Forward: embed, h.0, h.1, ln_f, then embed again for the tied head. Backward: the
+  // head (embed's parameters), ln_f, h.1, h.0, and embed's gradients last.
+  const std::vector<std::pair<char, int>> want = {
+      {'F', 0}, {'D', 0}, {'F', 1}, {'D', 1}, {'F', 2}, {'D', 2}, {'F', 3}, {'D', 3},
+      {'F', 0}, {'D', 0}, {'B', 0}, {'D', 0}, {'B', 3}, {'G', 3}, {'B', 2}, {'G', 2},
+      {'B', 1}, {'G', 1}, {'G', 0}};
   EXPECT_EQ(hooks.events, want);
   // What each unit had when it was declared ready is what it has at the end of backward.
   for (size_t i = 0; i < hooks.ready.size(); ++i) {
@@ -85,7 +92,7 @@ TEST(HooksTest, MemoryIsTrackedPerCategory) {
     const ModelConfig c = testing::SmallGpt();
     MemoryTracker tracker;
     TensorParallel tp;
-    ModelContext ctx{kernels::KernelContext::Host(), &tp, &tracker, bf16};
+    ModelContext ctx{kernels::KernelContext::Host(), &tp, &tracker, bf16, 1, {}};
     auto m = Model::Create(c, ctx, 3);
     ASSERT_TRUE(m.ok());
     const int64_t n = (*m)->params().numel();

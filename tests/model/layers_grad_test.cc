@@ -88,7 +88,7 @@ class LayerGradTest : public ::testing::Test {
   }
 
   TensorParallel tp_;
-  ModelContext ctx_{kernels::KernelContext::Host(), &tp_, nullptr, false};
+  ModelContext ctx_{kernels::KernelContext::Host(), &tp_, nullptr, false, 1, {}};
   ParamBuffer params_{0, 1};
   Vec x_;
 };
@@ -168,7 +168,7 @@ TEST_F(LayerGradTest, MlpBlock) {
 // Whole models: L = loss itself (R = [1]): embedding, tied head, cross-entropy, MSE.
 void CheckModel(const ModelConfig& config) {
   TensorParallel tp;
-  ModelContext ctx{kernels::KernelContext::Host(), &tp, nullptr, false};
+  ModelContext ctx{kernels::KernelContext::Host(), &tp, nullptr, false, 1, {}};
   auto m = Model::Create(config, ctx, 5);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   Model& model = **m;

@@ -92,7 +92,7 @@ TEST(TensorParallelTest, Bf16GptT2TracksT1) {
 TEST(TensorParallelTest, InitialShardsAreSlicesOfT1) {
   const ModelConfig config = testing::SmallGpt();
   TensorParallel one;
-  ModelContext ctx1{kernels::KernelContext::Host(), &one, nullptr, false};
+  ModelContext ctx1{kernels::KernelContext::Host(), &one, nullptr, false, 1, {}};
   auto m1 = Model::Create(config, ctx1, 7);
   ASSERT_TRUE(m1.ok());
   const float* p1 = (*m1)->params().params().data<float>();

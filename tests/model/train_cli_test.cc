@@ -91,8 +91,8 @@ TEST(TrainCliTest, BadTrainingFlagsExitTwo) {
   auto r = RunProcess(Launch({"--workers", "3", "--tp", "3"}));
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--tp"), std::string::npos) << r.err;
-  // Two replicas: not until the data-parallel modes.
-  r = RunProcess(Launch({"--workers", "4", "--tp", "2"}));
+  // 5 workers do not make replicas of 2.
+  r = RunProcess(Launch({"--workers", "5", "--tp", "2"}));
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--workers"), std::string::npos) << r.err;
   // Shape flags belong to --model custom.

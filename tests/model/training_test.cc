@@ -134,7 +134,7 @@ TEST(ConfigTest, PresetsMatchTheDesignTable) {
   EXPECT_FALSE(ValidateConfig(c, 3).ok());
   // The flat buffer of a model holds exactly ParamCount parameters at T = 1.
   TensorParallel tp;
-  ModelContext ctx{kernels::KernelContext::Host(), &tp, nullptr, false};
+  ModelContext ctx{kernels::KernelContext::Host(), &tp, nullptr, false, 1, {}};
   auto m = Model::Create(c, ctx, 0);
   ASSERT_TRUE(m.ok());
   EXPECT_EQ((*m)->params().numel(), ParamCount(c));

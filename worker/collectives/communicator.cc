@@ -127,6 +127,16 @@ Status Communicator::Health() const {
   return Status::Ok();
 }
 
+Result<Request> Communicator::PostSend(int peer, uint64_t tag, const void* data, size_t bytes) {
+  bytes_sent_.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+  return transport_->Send(peer, tag, data, bytes);
+}
+
+Result<Request> Communicator::PostRecv(int peer, uint64_t tag, void* data, size_t bytes) {
+  bytes_received_.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+  return transport_->Recv(peer, tag, data, bytes);
+}
+
 Result<std::byte*> Communicator::Scratch(size_t bytes) {
   if (scratch_.nbytes() < bytes) {
     scratch_ = Tensor();  // release before allocating the larger one
@@ -293,9 +303,9 @@ Status Communicator::RingReduceScatterAllGather(OpContext& op, const std::byte* 
       send_ptr = at(ag_buf, sc, g);
       recv_ptr = const_cast<std::byte*>(at(ag_buf, rc, g));
     }
-    PSZERO_ASSIGN_OR_RETURN(Request recv, transport_->Recv(left, tag, recv_ptr, bytes(rc, g)));
+    PSZERO_ASSIGN_OR_RETURN(Request recv, PostRecv(left, tag, recv_ptr, bytes(rc, g)));
     reqs.push_back(std::move(recv));
-    PSZERO_ASSIGN_OR_RETURN(Request send, transport_->Send(right, tag, send_ptr, bytes(sc, g)));
+    PSZERO_ASSIGN_OR_RETURN(Request send, PostSend(right, tag, send_ptr, bytes(sc, g)));
     reqs.push_back(std::move(send));
     return Status::Ok();
   };
@@ -329,12 +339,12 @@ Status Communicator::DirectAllReduce(OpContext& op, std::byte* data, int64_t cou
     for (int p = 0; p < n; ++p) {
       if (p == rank_) continue;
       PSZERO_ASSIGN_OR_RETURN(Request recv,
-                              transport_->Recv(global_rank(p), tag, scratch + p * bytes, bytes));
+                              PostRecv(global_rank(p), tag, scratch + p * bytes, bytes));
       reqs.push_back(std::move(recv));
     }
     for (int i = 1; i < n; ++i) {  // staggered, so that not everyone hits rank 0 first
       const int p = Mod(rank_ + i, n);
-      PSZERO_ASSIGN_OR_RETURN(Request send, transport_->Send(global_rank(p), tag, data, bytes));
+      PSZERO_ASSIGN_OR_RETURN(Request send, PostSend(global_rank(p), tag, data, bytes));
       reqs.push_back(std::move(send));
     }
     return Status::Ok();
@@ -377,14 +387,14 @@ Status Communicator::DirectReduceScatter(OpContext& op, const std::byte* input, 
     for (int p = 0; p < n; ++p) {
       if (p == rank_) continue;
       PSZERO_ASSIGN_OR_RETURN(Request recv,
-                              transport_->Recv(global_rank(p), tag, slot(lane, p), mine));
+                              PostRecv(global_rank(p), tag, slot(lane, p), mine));
       reqs.push_back(std::move(recv));
     }
     for (int i = 1; i < n; ++i) {
       const int p = Mod(rank_ + i, n);
       const size_t theirs = static_cast<size_t>(layout.SegSize(p, g)) * es;
       PSZERO_ASSIGN_OR_RETURN(Request send,
-                              transport_->Send(global_rank(p), tag, at(input, p, g), theirs));
+                              PostSend(global_rank(p), tag, at(input, p, g), theirs));
       reqs.push_back(std::move(send));
     }
     return Status::Ok();
@@ -411,12 +421,12 @@ Status Communicator::DirectAllGather(OpContext& op, const std::byte* input, std:
     for (int p = 0; p < n; ++p) {
       if (p == rank_) continue;
       PSZERO_ASSIGN_OR_RETURN(Request r,
-                              transport_->Recv(global_rank(p), tag, output + p * bytes, bytes));
+                              PostRecv(global_rank(p), tag, output + p * bytes, bytes));
       reqs.push_back(std::move(r));
     }
     for (int i = 1; i < n; ++i) {
       const int p = Mod(rank_ + i, n);
-      PSZERO_ASSIGN_OR_RETURN(Request s, transport_->Send(global_rank(p), tag, input, bytes));
+      PSZERO_ASSIGN_OR_RETURN(Request s, PostSend(global_rank(p), tag, input, bytes));
       reqs.push_back(std::move(s));
     }
     return Status::Ok();
@@ -443,13 +453,13 @@ Status Communicator::Exchange(OpContext& op, const std::byte* input,
     const uint64_t tag = op.Tag(id_, 0);
     for (int i = 1; i < n; ++i) {
       const int p = Mod(rank_ - i, n);
-      PSZERO_ASSIGN_OR_RETURN(Request r, transport_->Recv(global_rank(p), tag, output + recv_off[p],
+      PSZERO_ASSIGN_OR_RETURN(Request r, PostRecv(global_rank(p), tag, output + recv_off[p],
                                                           static_cast<size_t>(recv_bytes[p])));
       reqs.push_back(std::move(r));
     }
     for (int i = 1; i < n; ++i) {
       const int p = Mod(rank_ + i, n);
-      PSZERO_ASSIGN_OR_RETURN(Request s, transport_->Send(global_rank(p), tag, input + send_off[p],
+      PSZERO_ASSIGN_OR_RETURN(Request s, PostSend(global_rank(p), tag, input + send_off[p],
                                                           static_cast<size_t>(send_bytes[p])));
       reqs.push_back(std::move(s));
     }
@@ -569,11 +579,11 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
       if (rank_ == root) {
         for (int i = 1; i < n; ++i) {
           PSZERO_ASSIGN_OR_RETURN(Request s,
-                                  transport_->Send(global_rank(Mod(root + i, n)), tag, buf, bytes));
+                                  PostSend(global_rank(Mod(root + i, n)), tag, buf, bytes));
           reqs.push_back(std::move(s));
         }
       } else {
-        PSZERO_ASSIGN_OR_RETURN(Request r, transport_->Recv(global_rank(root), tag, buf, bytes));
+        PSZERO_ASSIGN_OR_RETURN(Request r, PostRecv(global_rank(root), tag, buf, bytes));
         reqs.push_back(std::move(r));
       }
       return Status::Ok();
@@ -598,10 +608,10 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
     std::byte* ptr = buf + layout.SegBegin(0, g) * static_cast<int64_t>(es);
     const size_t len = static_cast<size_t>(layout.SegSize(0, g)) * es;
     if (receives && round == 0) {
-      PSZERO_ASSIGN_OR_RETURN(Request r, transport_->Recv(prev, tag, ptr, len));
+      PSZERO_ASSIGN_OR_RETURN(Request r, PostRecv(prev, tag, ptr, len));
       reqs.push_back(std::move(r));
     } else {
-      PSZERO_ASSIGN_OR_RETURN(Request s, transport_->Send(next, tag, ptr, len));
+      PSZERO_ASSIGN_OR_RETURN(Request s, PostSend(next, tag, ptr, len));
       reqs.push_back(std::move(s));
     }
     return Status::Ok();
@@ -679,10 +689,10 @@ Status Communicator::Barrier() {
   spec.post = [&](int, int, int k, std::vector<Request>& reqs) -> Status {
     const uint64_t tag = op.Tag(id_, static_cast<uint32_t>(k));
     PSZERO_ASSIGN_OR_RETURN(Request r,
-                            transport_->Recv(global_rank(Mod(rank_ - (1 << k), n)), tag, &in, 1));
+                            PostRecv(global_rank(Mod(rank_ - (1 << k), n)), tag, &in, 1));
     reqs.push_back(std::move(r));
     PSZERO_ASSIGN_OR_RETURN(Request s,
-                            transport_->Send(global_rank(Mod(rank_ + (1 << k), n)), tag, &out, 1));
+                            PostSend(global_rank(Mod(rank_ + (1 << k), n)), tag, &out, 1));
     reqs.push_back(std::move(s));
     return Status::Ok();
   };

@@ -110,6 +110,11 @@ class Communicator {
                    std::span<const int64_t> recv_counts);
   Status Barrier();
 
+  // Payload bytes this communicator's ops have posted to send and to receive, all ops
+  // together since it was made (thread-safe to read; take differences around ops).
+  int64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
+  int64_t bytes_received() const { return bytes_received_.load(std::memory_order_relaxed); }
+
   // Ends every pending and later op with `reason` (thread-safe; e.g. from the control
   // plane's PeerLost news).
   void Abort(const Status& reason);
@@ -128,6 +133,9 @@ class Communicator {
   Status Health() const;
   // Scratch memory of at least `bytes`, reused across ops.
   Result<std::byte*> Scratch(size_t bytes);
+  // transport_->Send / Recv, counted.
+  Result<Request> PostSend(int peer, uint64_t tag, const void* data, size_t bytes);
+  Result<Request> PostRecv(int peer, uint64_t tag, void* data, size_t bytes);
 
   Status RingReduceScatterAllGather(OpContext& op, const std::byte* input, std::byte* rs_out,
                                     std::byte* ag_buf, int64_t count, DType dtype, ReduceOp reduce,
@@ -164,6 +172,8 @@ class Communicator {
   Tensor scratch_;
   mutable std::mutex abort_mu_;
   std::atomic<bool> aborted_{false};
+  std::atomic<int64_t> bytes_sent_{0};
+  std::atomic<int64_t> bytes_received_{0};
   Status abort_reason_;
 };
 

@@ -7,10 +7,17 @@
 namespace pszero::model {
 
 Result<std::vector<float>> GatherFullParams(const ParamBuffer& params, TensorParallel& tp) {
+  if (!params.params().defined()) {
+    return Status::Internal("GatherFullParams: the parameters are not resident");
+  }
+  return GatherFullParams(params, params.params().data<float>(), tp);
+}
+
+Result<std::vector<float>> GatherFullParams(const ParamBuffer& params, const float* mine,
+                                            TensorParallel& tp) {
   const int t = tp.size();
   const int64_t local = params.numel();
   std::vector<float> shards(static_cast<size_t>(local) * t);
-  const float* mine = params.params().data<float>();
   std::copy(mine, mine + local, shards.begin() + tp.rank() * local);
   if (t > 1) {
     PSZERO_RETURN_IF_ERROR(tp.comm()->AllGather(

@@ -89,6 +89,7 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
     float* row = x0 + i * d;
     for (int64_t j = 0; j < d; ++j) row[j] += pos[j];
   }
+  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, 0));
 
   for (int64_t l = 0; l < c.layers; ++l) {
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, static_cast<int>(l) + 1));
@@ -96,13 +97,19 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
     float* mid = mids_.data<float>() + l * n * d;
     PSZERO_RETURN_IF_ERROR(attn_[l].Forward(ctx_, params_, x, c.batch, c.seq, mid));
     PSZERO_RETURN_IF_ERROR(mlp_[l].Forward(ctx_, params_, mid, n, x + n * d));
+    PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, static_cast<int>(l) + 1));
   }
-  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, static_cast<int>(c.layers) + 1));
+  const int last = static_cast<int>(c.layers) + 1;
+  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, last));
   PSZERO_RETURN_IF_ERROR(
       ln_f_.Forward(ctx_, params_, xs_.data<float>() + c.layers * n * d, n, hf_.data<float>()));
+  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, last));
   // Tied head: column-parallel on the embedding shard (copy: identity forward), gathered.
-  PSZERO_RETURN_IF_ERROR(MatmulWeightT(ctx_, hf_.data<float>(), n, d, wte, params_.param_bf16(wte_),
-                                       vl, logits_local_.data<float>(), hf_bf16_));
+  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, 0));
+  PSZERO_RETURN_IF_ERROR(MatmulWeightT(ctx_, hf_.data<float>(), n, d, params_.param(wte_),
+                                       params_.param_bf16(wte_), vl, logits_local_.data<float>(),
+                                       hf_bf16_));
+  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, 0));
   PSZERO_RETURN_IF_ERROR(
       ctx_.tp->GatherLastDimForward(logits_local_.data<float>(), n, vl, logits_.data<float>()));
   PSZERO_RETURN_IF_ERROR(
@@ -128,13 +135,14 @@ Status GptModel::Backward(LayerHooks* hooks) {
                                                        lse_.data<float>(), n, c.vocab, 1.0f, logits,
                                                        c.vocab, ctx_.kernels));
   ctx_.tp->SliceLastDim(logits, n, vl, dlogits_local_.data<float>());
-  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, last));
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, 0));
   float* dh = grad_a_.data<float>();
   PSZERO_RETURN_IF_ERROR(MatmulWeightBackward(
       ctx_, dlogits_local_.data<float>(), n, vl, params_.param(wte_), params_.param_bf16(wte_), d,
       hf_bf16_, hf_.data<float>(), params_.grad(wte_), dh, dlogits_bf16_));
+  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, 0));
   PSZERO_RETURN_IF_ERROR(ctx_.tp->CopyBackward(dh, n * d));
+  PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, last));
   float* dx = grad_b_.data<float>();
   PSZERO_RETURN_IF_ERROR(ln_f_.Backward(ctx_, params_, dh, n, dx));
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::GradientsReady, last));
@@ -203,6 +211,7 @@ Result<float> MlpModel::Forward(const Batch& batch, LayerHooks* hooks) {
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, static_cast<int>(l)));
     float* x = xs_.data<float>() + l * n * d;
     PSZERO_RETURN_IF_ERROR(blocks_[l].Forward(ctx_, params_, x, n, x + n * d));
+    PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, static_cast<int>(l)));
   }
   PSZERO_RETURN_IF_ERROR(kernels::MseLossForward(xs_.data<float>() + c.layers * n * d,
                                                  target_.data(), n * d, loss_.data<float>(),

@@ -33,6 +33,9 @@ struct ModelContext {
   TensorParallel* tp = nullptr;  // required
   MemoryTracker* tracker = nullptr;
   bool bf16 = false;  // bf16 GEMM operands (needs the ParamBuffer's bf16 copy)
+  // How the ParamBuffer is laid out and held (param_buffer.h): a sync strategy's choice.
+  int64_t unit_align = 1;
+  ParamStorage storage;
 };
 
 // A fp32 activation buffer of n elements; reallocated only when n changes.

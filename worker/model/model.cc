@@ -18,7 +18,7 @@ Result<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, const Mo
     m = std::make_unique<MlpModel>(config, ctx);
   }
   PSZERO_RETURN_IF_ERROR(m->Declare());
-  PSZERO_RETURN_IF_ERROR(m->params_.Allocate(ctx.tracker, ctx.bf16));
+  PSZERO_RETURN_IF_ERROR(m->params_.Allocate(ctx.tracker, ctx.bf16, ctx.storage));
   PSZERO_RETURN_IF_ERROR(m->params_.Initialize(seed));
   PSZERO_RETURN_IF_ERROR(m->AfterInitialize(seed));
   return m;

@@ -50,7 +50,7 @@ class Model {
 
  protected:
   Model(const ModelConfig& config, const ModelContext& ctx)
-      : config_(config), ctx_(ctx), params_(ctx.tp->rank(), ctx.tp->size()) {}
+      : config_(config), ctx_(ctx), params_(ctx.tp->rank(), ctx.tp->size(), ctx.unit_align) {}
   virtual Status Declare() = 0;
   virtual Status AfterInitialize(uint64_t /*seed*/) { return Status::Ok(); }
 

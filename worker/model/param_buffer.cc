@@ -1,5 +1,6 @@
 #include "worker/model/param_buffer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/half.h"
@@ -44,6 +45,7 @@ float InitialValue(uint64_t seed, const ParamSpec& spec, int64_t full_index) {
 
 Result<int> ParamBuffer::Add(const ParamSpec& spec) {
   if (params_.defined()) return Status::Internal("ParamBuffer::Add after Allocate");
+  if (units_.empty()) BeginUnit("all");
   ParamView v;
   v.spec = spec;
   v.shape = spec.full_shape;
@@ -61,14 +63,21 @@ Result<int> ParamBuffer::Add(const ParamSpec& spec) {
   v.numel = ShapeNumel(v.shape);
   numel_ += v.numel;
   views_.push_back(std::move(v));
-  if (!units_.empty()) {
+  view_unit_.push_back(static_cast<int>(units_.size()) - 1);
+  {
     units_.back().end_view = static_cast<int>(views_.size());
     units_.back().end = numel_;
   }
   return static_cast<int>(views_.size()) - 1;
 }
 
+void ParamBuffer::PadUnit() {
+  numel_ = (numel_ + unit_align_ - 1) / unit_align_ * unit_align_;
+  if (!units_.empty()) units_.back().end = numel_;
+}
+
 void ParamBuffer::BeginUnit(const std::string& name) {
+  PadUnit();
   ParamUnit u;
   u.name = name;
   u.first_view = u.end_view = static_cast<int>(views_.size());
@@ -76,16 +85,51 @@ void ParamBuffer::BeginUnit(const std::string& name) {
   units_.push_back(std::move(u));
 }
 
-Status ParamBuffer::Allocate(MemoryTracker* tracker, bool bf16) {
-  PSZERO_ASSIGN_OR_RETURN(
-      params_, Tensor::Zeros({numel_}, DType::kFloat32, MemoryCategory::kParams, tracker));
-  PSZERO_ASSIGN_OR_RETURN(
-      grads_, Tensor::Zeros({numel_}, DType::kFloat32, MemoryCategory::kGrads, tracker));
-  if (bf16) {
+Status ParamBuffer::Allocate(MemoryTracker* tracker, bool bf16, ParamStorage storage) {
+  if (!unit_params_.empty()) return Status::Internal("ParamBuffer::Allocate twice");
+  PadUnit();
+  bf16_ = bf16;
+  storage_ = storage;
+  const size_t units = units_.size();
+  unit_params_.assign(units, nullptr);
+  unit_grads_.assign(units, nullptr);
+  unit_params_bf16_.assign(units, nullptr);
+  if (storage.params_resident) {
     PSZERO_ASSIGN_OR_RETURN(
-        params_bf16_, Tensor::Zeros({numel_}, DType::kBFloat16, MemoryCategory::kParams, tracker));
+        params_, Tensor::Zeros({numel_}, DType::kFloat32, MemoryCategory::kParams, tracker));
+    if (bf16) {
+      PSZERO_ASSIGN_OR_RETURN(params_bf16_, Tensor::Zeros({numel_}, DType::kBFloat16,
+                                                          MemoryCategory::kParams, tracker));
+    }
+    for (size_t u = 0; u < units; ++u) {
+      unit_params_[u] = params_.data<float>() + units_[u].begin;
+      if (bf16) unit_params_bf16_[u] = params_bf16_.data<bf16_t>() + units_[u].begin;
+    }
+  }
+  if (storage.grads_resident) {
+    PSZERO_ASSIGN_OR_RETURN(
+        grads_, Tensor::Zeros({numel_}, DType::kFloat32, MemoryCategory::kGrads, tracker));
+    for (size_t u = 0; u < units; ++u) unit_grads_[u] = grads_.data<float>() + units_[u].begin;
   }
   return Status::Ok();
+}
+
+void ParamBuffer::AttachUnitParams(int unit, float* params, bf16_t* params_bf16) {
+  unit_params_[unit] = params;
+  unit_params_bf16_[unit] = params_bf16;
+}
+
+void ParamBuffer::AttachUnitGrads(int unit, float* grads) { unit_grads_[unit] = grads; }
+
+void ParamBuffer::InitialValues(int64_t begin, int64_t end, float* out) const {
+  std::fill(out, out + (end - begin), 0.0f);
+  for (const ParamView& v : views_) {
+    const int64_t lo = std::max(begin, v.offset);
+    const int64_t hi = std::min(end, v.offset + v.numel);
+    for (int64_t i = lo; i < hi; ++i) {
+      out[i - begin] = InitialValue(seed_, v.spec, FullIndex(v, i - v.offset, tp_rank_, tp_size_));
+    }
+  }
 }
 
 int64_t ParamBuffer::FullIndex(const ParamView& view, int64_t local_index, int tp_rank,
@@ -106,7 +150,9 @@ int64_t ParamBuffer::FullIndex(const ParamView& view, int64_t local_index, int t
 }
 
 Status ParamBuffer::Initialize(uint64_t seed) {
-  if (!params_.defined()) return Status::Internal("ParamBuffer::Initialize before Allocate");
+  if (unit_params_.empty()) return Status::Internal("ParamBuffer::Initialize before Allocate");
+  seed_ = seed;
+  if (!params_.defined()) return Status::Ok();
   float* p = params_.data<float>();
   for (const ParamView& v : views_) {
     for (int64_t i = 0; i < v.numel; ++i) {

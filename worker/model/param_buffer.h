@@ -42,6 +42,18 @@ struct ParamView {
 };
 
 // A contiguous run of views [first_view, end_view) = elements [begin, end): one layer.
+// Where the parameter and gradient values of the units live. Resident: one flat tensor
+// each (params(), grads()). Not resident (ZeRO-3 params, ZeRO-2/3 gradients): no flat
+// tensor; a sync strategy attaches each unit's storage (AttachUnit*) while the model
+// reads it, and keeps the owned shard itself.
+struct ParamStorage {
+  bool params_resident = true;
+  bool grads_resident = true;
+};
+
+// A unit covers [begin, end): its views, then padding (zeros) up to the next multiple of
+// the buffer's unit alignment, so that a data-parallel group of D ranks can cut every
+// unit, and every run of whole units, into D equal pieces.
 struct ParamUnit {
   std::string name;
   int first_view = 0;
@@ -52,7 +64,9 @@ struct ParamUnit {
 
 class ParamBuffer {
  public:
-  ParamBuffer(int tp_rank, int tp_size) : tp_rank_(tp_rank), tp_size_(tp_size) {}
+  // Units start and end at multiples of `unit_align` elements (1: packed).
+  ParamBuffer(int tp_rank, int tp_size, int64_t unit_align = 1)
+      : tp_rank_(tp_rank), tp_size_(tp_size), unit_align_(unit_align < 1 ? 1 : unit_align) {}
   ParamBuffer(const ParamBuffer&) = delete;
   ParamBuffer& operator=(const ParamBuffer&) = delete;
 
@@ -65,38 +79,70 @@ class ParamBuffer {
   // Starts a unit (layer); views added from now on belong to it.
   void BeginUnit(const std::string& name);
 
-  // Allocates params and grads (zeroed), and a bf16 parameter copy when `bf16`.
-  Status Allocate(MemoryTracker* tracker, bool bf16);
-  // Fills the parameters from the seed (and refreshes the bf16 copy).
+  // Allocates the resident params and grads (zeroed), and a resident bf16 parameter copy
+  // when `bf16` and the params are resident.
+  Status Allocate(MemoryTracker* tracker, bool bf16, ParamStorage storage = {});
+  // Fills the resident parameters from the seed (and refreshes the bf16 copy); remembers
+  // the seed for InitialValues.
   Status Initialize(uint64_t seed);
   // Refreshes the bf16 copy from the fp32 parameters (no-op without one).
   Status RefreshBf16();
+  // The initial values of flat elements [begin, end) (padding: 0) into out[0, end-begin).
+  void InitialValues(int64_t begin, int64_t end, float* out) const;
 
-  int64_t numel() const { return numel_; }
+  // Storage of unit `unit` while it is not resident: fp32 params (and their bf16 copy
+  // with bf16 compute), or grads, for elements [unit.begin, unit.end); null detaches.
+  void AttachUnitParams(int unit, float* params, bf16_t* params_bf16);
+  void AttachUnitGrads(int unit, float* grads);
+
+  int64_t numel() const { return numel_; }  // including the units' padding
+  int64_t unit_align() const { return unit_align_; }
+  bool bf16() const { return bf16_; }
+  const ParamStorage& storage() const { return storage_; }
+  // Index of the unit that holds view `view`.
+  int unit_of(int view) const { return view_unit_[view]; }
   const std::vector<ParamView>& views() const { return views_; }
   const std::vector<ParamUnit>& units() const { return units_; }
 
-  float* param(int view) { return params_.data<float>() + views_[view].offset; }
-  float* grad(int view) { return grads_.data<float>() + views_[view].offset; }
+  // Null while the view's unit has no storage attached (not resident).
+  float* param(int view) { return At(unit_params_, view); }
+  float* grad(int view) { return At(unit_grads_, view); }
   // Null without a bf16 copy.
-  const bf16_t* param_bf16(int view) const {
-    return has_bf16() ? params_bf16_.data<bf16_t>() + views_[view].offset : nullptr;
-  }
+  const bf16_t* param_bf16(int view) const { return At(unit_params_bf16_, view); }
   bool has_bf16() const { return params_bf16_.defined(); }
 
+  // The resident flat tensors (undefined when not resident).
   const Tensor& params() const { return params_; }
   const Tensor& grads() const { return grads_; }
   const Tensor& params_bf16() const { return params_bf16_; }
-  Status ZeroGrads() { return grads_.ZeroFill(); }
+  // Zeroes the resident gradients (attached unit gradients are the strategy's).
+  Status ZeroGrads() { return grads_.defined() ? grads_.ZeroFill() : Status::Ok(); }
 
   // Index in the full (T = 1) tensor of element `local_index` of `view` on TP rank
   // `tp_rank` of `tp_size`: how shards are assembled into the canonical full vector.
   static int64_t FullIndex(const ParamView& view, int64_t local_index, int tp_rank, int tp_size);
 
  private:
+  template <typename T>
+  T* At(const std::vector<T*>& base, int view) const {
+    const int u = view_unit_[view];
+    T* b = base[u];
+    return b == nullptr ? nullptr : b + (views_[view].offset - units_[u].begin);
+  }
+  void PadUnit();
+
   int tp_rank_;
   int tp_size_;
+  int64_t unit_align_;
+  bool bf16_ = false;
+  uint64_t seed_ = 0;
+  ParamStorage storage_;
   int64_t numel_ = 0;
+  std::vector<int> view_unit_;
+  // Per unit: where element unit.begin lives (null: not attached).
+  std::vector<float*> unit_params_;
+  std::vector<float*> unit_grads_;
+  std::vector<bf16_t*> unit_params_bf16_;
   std::vector<ParamView> views_;
   std::vector<ParamUnit> units_;
   Tensor params_;

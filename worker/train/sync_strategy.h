@@ -1,20 +1,32 @@
 // SyncStrategy: how the replicas of a data-parallel group stay in step. The training loop
-// knows only this interface; each mode is one implementation in its own file.
+// knows only this interface; each mode is one implementation in its own file
+// (allreduce_sync, zero1_sync, zero2_sync, zero3_sync, ps_sync; single_replica_sync for a
+// lone replica), made by MakeSyncStrategy (sync_factory.h).
 //
 // A strategy sees the model's hooks (hooks.h) during forward and backward (to gather
-// parameters before a unit runs, or start reducing a unit's gradients as soon as they are
-// ready) and runs the optimizer in Step(). It works on the model's flat ParamBuffer
-// (params, grads, bf16 copy) and keeps its own optimizer state. Used by one thread.
+// parameters before a unit runs, release them after, or start reducing a unit's
+// gradients as soon as they are ready) and runs the optimizer in Step(). It works on the
+// model's flat ParamBuffer, whose layout and residency it chose before the model was
+// built (SyncPlan), and keeps its own optimizer state. Used by one thread.
 #pragma once
 
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
 #include "kernels/optimizer.h"
 #include "worker/model/hooks.h"
+#include "worker/model/param_buffer.h"
 
 namespace pszero::train {
+
+// Payload bytes a strategy's own communication moved (tensor-parallel traffic and the
+// loss average excluded).
+struct SyncTraffic {
+  int64_t sent = 0;
+  int64_t received = 0;
+};
 
 class SyncStrategy : public model::LayerHooks {
  public:
@@ -23,6 +35,15 @@ class SyncStrategy : public model::LayerHooks {
   // After backward: make the gradients consistent across the group and update the
   // parameters (fp32 master, then the bf16 compute copy). `step` is 1-based.
   virtual Status Step(int64_t step) = 0;
+  // The mean of `loss` over the data-parallel group (what the report prints).
+  virtual Result<float> AverageLoss(float loss) { return loss; }
+  // Every parameter of this TP rank in the ParamBuffer's layout (params.numel() values):
+  // for checksums and checkpoints. Collective over the group for sharded parameters.
+  virtual Result<std::vector<float>> LocalParams(const model::ParamBuffer& params);
+  // Traffic of the last Step's exchange (from the step's first hook to its end), and of
+  // the whole run.
+  virtual SyncTraffic last_step_traffic() const { return {}; }
+  virtual SyncTraffic total_traffic() const { return {}; }
 };
 
 // Optimizer hyperparameters every strategy applies (DESIGN.md: AdamW 1e-3, 0.9/0.999,

@@ -85,11 +85,13 @@ Status CheckTrainFlags(const TrainFlags& f, int workers) {
   }
   PSZERO_ASSIGN_OR_RETURN(model::ModelConfig c, ResolveModel(f));
   PSZERO_RETURN_IF_ERROR(model::ValidateConfig(c, f.tp));
-  if (workers != f.tp) {
-    return Status::InvalidArgument("--workers: " + std::to_string(workers) + " workers with --tp " +
-                                   std::to_string(f.tp) +
-                                   " make several replicas; only one replica (--workers == --tp) "
-                                   "is supported until the data-parallel sync modes exist");
+  if (workers % f.tp != 0) {
+    return Status::InvalidArgument("--workers: " + std::to_string(workers) +
+                                   " workers do not split into replicas of --tp " +
+                                   std::to_string(f.tp) + " (world = T x D)");
+  }
+  if (f.sync == "ps") {
+    return Status::InvalidArgument("--sync ps: not wired into training yet (coming with the PS issue)");
   }
   if (!f.data.empty()) {
     if (c.kind != model::ModelKind::kGpt) {

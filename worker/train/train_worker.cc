@@ -5,12 +5,24 @@
 #include <chrono>
 #include <cstdio>
 
+#include "common/report.h"
 #include "common/ucx/ucx_transport.h"
 #include "worker/collectives/communicator.h"
 #include "worker/model/full_params.h"
+#include "worker/train/run_report.h"
 #include "worker/train/training_rank.h"
 
 namespace pszero::train {
+
+namespace {
+
+int64_t RealParamCount(const model::ParamBuffer& params) {
+  int64_t n = 0;
+  for (const model::ParamView& v : params.views()) n += v.numel;
+  return n;
+}
+
+}  // namespace
 
 Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   using std::chrono::milliseconds;
@@ -18,51 +30,95 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   const int world = client.num_workers();
   PSZERO_RETURN_IF_ERROR(CheckTrainFlags(flags, world));
   PSZERO_ASSIGN_OR_RETURN(model::ModelConfig config, ResolveModel(flags));
+  const int tp_rank = rank % flags.tp;
+  const int replica = rank / flags.tp;
 
   MemoryTracker tracker;
-  ucx::UcxTransportOptions to;
-  to.rank = rank;
-  to.world_size = world;
-  to.key_prefix = "pszero/train";
-  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxTransport> transport,
-                          ucx::UcxTransport::Create(to, &client));
-  collectives::CommunicatorOptions co;
-  co.tracker = &tracker;
-  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<collectives::Communicator> world_comm,
-                          collectives::Communicator::World(transport.get(), co));
+  // Two transports: the model's thread drives tensor parallelism on the first while the
+  // sync strategy's stream thread drives the data-parallel group on the second (a
+  // Transport is single-threaded).
+  std::unique_ptr<ucx::UcxTransport> transports[2];
+  std::unique_ptr<collectives::Communicator> worlds[2];
+  for (int i = 0; i < 2; ++i) {
+    ucx::UcxTransportOptions to;
+    to.rank = rank;
+    to.world_size = world;
+    to.key_prefix = i == 0 ? "pszero/train/tp" : "pszero/train/dp";
+    PSZERO_ASSIGN_OR_RETURN(transports[i], ucx::UcxTransport::Create(to, &client));
+    collectives::CommunicatorOptions co;
+    co.tracker = &tracker;
+    co.deterministic = flags.deterministic;
+    PSZERO_ASSIGN_OR_RETURN(worlds[i], collectives::Communicator::World(transports[i].get(), co));
+  }
   PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<collectives::Communicator> tp_comm,
-                          world_comm->Split(rank / flags.tp, rank % flags.tp));
+                          worlds[0]->Split(replica, tp_rank));
+  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<collectives::Communicator> dp_comm,
+                          worlds[1]->Split(tp_rank, replica));
   client.SetPeerLostCallback([&](const PeerLost& lost) {
     const Status why = Status::Unavailable(lost.ToString());
-    world_comm->Abort(why);
-    tp_comm->Abort(why);
+    for (auto* c : {worlds[0].get(), worlds[1].get(), tp_comm.get(), dp_comm.get()}) c->Abort(why);
   });
 
-  PSZERO_ASSIGN_OR_RETURN(
-      std::unique_ptr<TrainingRank> run,
-      BuildTrainingRank(config, flags, tp_comm.get(), &tracker, rank / flags.tp, world / flags.tp));
+  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<TrainingRank> run,
+                          BuildTrainingRank(config, flags, tp_comm.get(), dp_comm.get(), &tracker));
   model::TensorParallel& tp = *run->tp;
+  model::ParamBuffer& params = run->model->params();
+  const int dp_size = dp_comm->size();
+  const int64_t psi = RealParamCount(params);
   LOG(INFO) << "training " << config.name << " (" << model::ParamCount(config) << " parameters, "
-            << run->model->params().numel() << " on this TP rank " << tp.rank() << "/" << tp.size()
-            << ") for " << flags.steps << " steps, " << flags.precision;
+            << psi << " on TP rank " << tp.rank() << "/" << tp.size() << ") with --sync "
+            << run->sync->name() << " over " << dp_size << " replicas for " << flags.steps
+            << " steps, " << flags.precision << (flags.deterministic ? ", deterministic" : "");
 
+  const double tokens = static_cast<double>(config.tokens_per_step()) * dp_size;
+  std::vector<StepRecord> steps;
   for (int64_t step = 0; step < flags.steps; ++step) {
     PSZERO_ASSIGN_OR_RETURN(StepResult r, run->trainer->RunStep(step));
+    PSZERO_ASSIGN_OR_RETURN(float loss, run->sync->AverageLoss(r.loss));
+    steps.push_back({step + 1, loss, r.seconds});
     if (rank == 0) {
-      // One plain line per step on stdout: "step k/K loss L time_ms T tokens_per_s S".
-      std::printf("step %lld/%lld loss %.6f time_ms %.3f tokens_per_s %.1f\n",
-                  static_cast<long long>(step + 1), static_cast<long long>(flags.steps), r.loss,
-                  r.seconds * 1e3, static_cast<double>(config.tokens_per_step()) / r.seconds);
+      // One plain line per step on stdout (the launcher's progress line reads it).
+      std::printf("%s\n", StepLine(steps.back(), flags.steps, tokens / r.seconds).c_str());
       std::fflush(stdout);
     }
   }
+  PSZERO_ASSIGN_OR_RETURN(std::vector<float> local, run->sync->LocalParams(params));
   PSZERO_ASSIGN_OR_RETURN(std::vector<float> full,
-                          model::GatherFullParams(run->model->params(), tp));
+                          model::GatherFullParams(params, local.data(), tp));
+  const std::string sha = model::Sha256Hex(full);
   if (rank == 0) {
-    std::printf("final_params_sha256 %s\n", model::Sha256Hex(full).c_str());
+    std::printf("final_params_sha256 %s\n", sha.c_str());
     std::fflush(stdout);
   }
-  PSZERO_RETURN_IF_ERROR(world_comm->Barrier());
+
+  if (!flags.report.empty()) {
+    RankFacts facts;
+    facts.rank = rank;
+    facts.tp_rank = tp_rank;
+    facts.dp_rank = replica;
+    facts.dp_size = dp_size;
+    facts.psi = psi;
+    facts.last_step = run->sync->last_step_traffic();
+    facts.total = run->sync->total_traffic();
+    const std::string key = "pszero/report/rank/";
+    PSZERO_RETURN_IF_ERROR(
+        client.Set(key + std::to_string(rank), RankReport(flags, facts, tracker).dump()));
+    if (rank == 0) {
+      std::vector<nlohmann::json> ranks;
+      for (int r = 0; r < world; ++r) {
+        PSZERO_ASSIGN_OR_RETURN(std::string doc, client.Get(key + std::to_string(r),
+                                                            milliseconds(60000)));
+        ranks.push_back(nlohmann::json::parse(doc));
+      }
+      PSZERO_RETURN_IF_ERROR(WriteJsonAtomic(
+          flags.report, RunReport(flags, config, world, client.num_servers(), psi, steps, sha,
+                                  std::move(ranks))));
+      std::printf("report written to %s\n", flags.report.c_str());
+      std::fflush(stdout);
+    }
+  }
+  run.reset();  // the strategy's stream ends before the communicators
+  PSZERO_RETURN_IF_ERROR(worlds[0]->Barrier());
   client.SetPeerLostCallback(nullptr);
   return client.Barrier("train-done", milliseconds(60000));
 }

@@ -1,20 +1,31 @@
 #include "worker/train/training_rank.h"
 
+#include "worker/train/data_parallel.h"
+#include "worker/train/single_replica_sync.h"
+#include "worker/train/sync_factory.h"
+
 namespace pszero::train {
 
 Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig& config,
                                                         const TrainFlags& flags,
                                                         collectives::Communicator* tp_comm,
-                                                        MemoryTracker* tracker, int dp_rank,
-                                                        int dp_size) {
+                                                        collectives::Communicator* dp_comm,
+                                                        MemoryTracker* tracker) {
   auto r = std::make_unique<TrainingRank>();
   r->tp = std::make_unique<model::TensorParallel>(tp_comm);
   r->kernels = kernels::KernelContext::Host(flags.threads);
+  const int dp_size = dp_comm == nullptr ? 1 : dp_comm->size();
+  const int dp_rank = dp_comm == nullptr ? 0 : dp_comm->rank();
   model::ModelContext ctx;
   ctx.kernels = r->kernels;
   ctx.tp = r->tp.get();
   ctx.tracker = tracker;
   ctx.bf16 = flags.precision == "bf16";
+  if (dp_comm != nullptr) {
+    PSZERO_ASSIGN_OR_RETURN(SyncPlan plan, SyncPlanFor(flags.sync, dp_size));
+    ctx.unit_align = plan.unit_align;
+    ctx.storage = plan.storage;
+  }
   PSZERO_ASSIGN_OR_RETURN(r->model, model::Model::Create(config, ctx, flags.seed));
   model::DataOptions dopt;
   dopt.seed = flags.seed;
@@ -22,9 +33,18 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
   dopt.dp_rank = dp_rank;
   dopt.dp_size = dp_size;
   PSZERO_ASSIGN_OR_RETURN(r->data, model::DataSource::Create(config, dopt));
-  PSZERO_ASSIGN_OR_RETURN(
-      r->sync,
-      SingleReplicaSync::Create(&r->model->params(), OptimizerOptions{}, r->kernels, tracker));
+  if (dp_comm == nullptr) {
+    PSZERO_ASSIGN_OR_RETURN(r->sync, SingleReplicaSync::Create(&r->model->params(),
+                                                               OptimizerOptions{}, r->kernels,
+                                                               tracker));
+  } else {
+    DataParallelOptions o;
+    o.group = dp_comm;
+    o.bucket_mb = flags.bucket_mb;
+    o.kernels = r->kernels;
+    o.tracker = tracker;
+    PSZERO_ASSIGN_OR_RETURN(r->sync, MakeSyncStrategy(flags.sync, &r->model->params(), o));
+  }
   r->trainer = std::make_unique<Trainer>(r->model.get(), r->data.get(), r->sync.get());
   return r;
 }

@@ -12,7 +12,7 @@
 #include "worker/collectives/communicator.h"
 #include "worker/model/data.h"
 #include "worker/model/model.h"
-#include "worker/train/single_replica_sync.h"
+#include "worker/train/sync_strategy.h"
 #include "worker/train/train_flags.h"
 #include "worker/train/trainer.h"
 
@@ -23,16 +23,18 @@ struct TrainingRank {
   kernels::KernelContext kernels;
   std::unique_ptr<model::Model> model;
   std::unique_ptr<model::DataSource> data;
-  std::unique_ptr<SingleReplicaSync> sync;
+  std::unique_ptr<SyncStrategy> sync;  // last but the trainer: goes before the model
   std::unique_ptr<Trainer> trainer;
 };
 
-// `tp_comm` may be null (T = 1); `tracker` must outlive the result. The rank reads data
-// part `dp_rank` of `dp_size`.
+// `tp_comm` may be null (T = 1). `dp_comm` is the data-parallel group of this TP rank
+// (its members: the same TP rank of every replica), used only by the strategy from now on;
+// null means one replica and no exchange (SingleReplicaSync). `tracker` must outlive the
+// result. The rank reads data part `dp_rank` of `dp_size`.
 Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig& config,
                                                         const TrainFlags& flags,
                                                         collectives::Communicator* tp_comm,
-                                                        MemoryTracker* tracker, int dp_rank,
-                                                        int dp_size);
+                                                        collectives::Communicator* dp_comm,
+                                                        MemoryTracker* tracker);
 
 }  // namespace pszero::train

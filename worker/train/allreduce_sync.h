@@ -1,0 +1,31 @@
+// allreduce (DDP, "ZeRO-0"): every rank holds all parameters, gradients and optimizer
+// state (16Ψ bytes in fp32). Gradients are bucketed (--bucket-mb, from the last unit
+// backwards, as backward produces them) and each bucket is all-reduced on the stream the
+// moment its last unit is ready, overlapping the rest of backward; Step waits for them
+// and runs fused AdamW over everything with grad_scale 1/D.
+#pragma once
+
+#include <memory>
+
+#include "worker/train/data_parallel.h"
+
+namespace pszero::train {
+
+class AllReduceSync final : public DataParallelSync {
+ public:
+  static Result<std::unique_ptr<AllReduceSync>> Create(model::ParamBuffer* params,
+                                                       const DataParallelOptions& options);
+  ~AllReduceSync() override;
+  std::string_view name() const override { return "allreduce"; }
+  Status GradientsReady(int unit) override;
+  Status Step(int64_t step) override;
+
+ private:
+  using DataParallelSync::DataParallelSync;
+
+  std::vector<int> pending_units_;  // per bucket: units not yet ready this step
+  Tensor m_;
+  Tensor v_;
+};
+
+}  // namespace pszero::train

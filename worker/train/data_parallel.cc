@@ -1,0 +1,178 @@
+#include "worker/train/data_parallel.h"
+
+#include <algorithm>
+
+#include "kernels/optimizer.h"
+
+namespace pszero::train {
+
+Result<SyncPlan> SyncPlanFor(std::string_view mode, int dp_size) {
+  SyncPlan plan;
+  // 16 floats: a piece of every unit starts on a 64-byte line.
+  plan.unit_align = 16 * static_cast<int64_t>(std::max(dp_size, 1));
+  if (mode == "allreduce" || mode == "zero1" || mode == "ps" || mode == "single") return plan;
+  if (mode == "zero2") {
+    plan.storage.grads_resident = false;
+    return plan;
+  }
+  if (mode == "zero3") {
+    plan.storage.params_resident = false;
+    plan.storage.grads_resident = false;
+    return plan;
+  }
+  return Status::InvalidArgument("--sync " + std::string(mode) +
+                                 ": not one of allreduce, zero1, zero2, zero3, ps");
+}
+
+ModelStateBytes PredictModelState(std::string_view mode, int64_t psi, int dp_size, bool bf16) {
+  const int64_t d = std::max(dp_size, 1);
+  ModelStateBytes b;
+  // Per parameter: compute params, grads, optimizer (fp32: m, v; bf16: master, m, v).
+  const int64_t p = bf16 ? 2 : 4;
+  const int64_t g = bf16 ? 2 : 4;
+  const int64_t k = bf16 ? 12 : 8;
+  if (mode == "zero1") {
+    b = {p * psi, g * psi, k * psi / d, ""};
+  } else if (mode == "zero2") {
+    b = {p * psi, g * psi / d, k * psi / d, ""};
+  } else if (mode == "zero3") {
+    b = {p * psi / d, g * psi / d, k * psi / d, ""};
+  } else if (mode == "ps") {
+    b = {4 * psi, 4 * psi, 0, ""};
+  } else {  // allreduce, single
+    b = {p * psi, g * psi, k * psi, ""};
+  }
+  if (mode == "zero1") {
+    b.formula = bf16 ? "4Ψ+12Ψ/D" : "8Ψ+8Ψ/D";
+  } else if (mode == "zero2") {
+    b.formula = bf16 ? "2Ψ+14Ψ/D" : "4Ψ+12Ψ/D";
+  } else if (mode == "zero3") {
+    b.formula = "16Ψ/D";
+  } else if (mode == "ps") {
+    b.formula = "8Ψ";
+  } else {
+    b.formula = "16Ψ";
+  }
+  return b;
+}
+
+double TheoryElementsPerStep(std::string_view mode, int64_t psi, int dp_size) {
+  if (mode == "single" || dp_size <= 1) return 0.0;
+  const double frac = static_cast<double>(dp_size - 1) / dp_size;
+  return (mode == "zero3" ? 3.0 : 2.0) * static_cast<double>(psi) * frac;
+}
+
+DataParallelSync::DataParallelSync(model::ParamBuffer* params, const DataParallelOptions& options)
+    : params_(params), options_(options) {
+  mark_ = {options_.group->bytes_sent(), options_.group->bytes_received()};
+}
+
+DataParallelSync::~DataParallelSync() = default;
+
+void DataParallelSync::PlanBuckets(bool per_unit) {
+  const auto& units = params_->units();
+  const int n = static_cast<int>(units.size());
+  const int64_t limit = std::max<int64_t>(
+      1, static_cast<int64_t>(options_.bucket_mb * 1024.0 * 1024.0 / sizeof(float)));
+  buckets_.clear();
+  bucket_of_unit_.assign(n, -1);
+  int end = n;
+  while (end > 0) {
+    int first = end - 1;
+    if (!per_unit) {
+      while (first > 0 && units[end - 1].end - units[first].begin < limit) --first;
+    }
+    Bucket b;
+    b.first_unit = first;
+    b.end_unit = end;
+    b.begin = units[first].begin;
+    b.end = units[end - 1].end;
+    buckets_.push_back(b);
+    end = first;
+  }
+  // Shard offsets in buffer order (the shard is this rank's pieces back to back).
+  std::vector<int> order(buckets_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+  std::sort(order.begin(), order.end(),
+            [&](int a, int b) { return buckets_[a].begin < buckets_[b].begin; });
+  int64_t off = 0;
+  for (int i : order) {
+    buckets_[i].shard_offset = off;
+    off += piece(buckets_[i]);
+  }
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    for (int u = buckets_[i].first_unit; u < buckets_[i].end_unit; ++u) {
+      bucket_of_unit_[u] = static_cast<int>(i);
+    }
+  }
+}
+
+collectives::Work DataParallelSync::Enqueue(std::string name, std::function<Status()> fn) {
+  return stream_.Enqueue(std::move(name), std::move(fn));
+}
+
+Status DataParallelSync::Synchronize() { return stream_.Synchronize(options_.timeout); }
+
+Status DataParallelSync::Wait(const collectives::Work& work) { return work.Wait(options_.timeout); }
+
+Status DataParallelSync::Update(int64_t step, float* param, const float* grad, float* m, float* v,
+                                bf16_t* param_bf16, int64_t n) {
+  kernels::AdamWParams hp = options_.optimizer.adamw;
+  hp.step = step;
+  hp.grad_scale = 1.0f / static_cast<float>(size());
+  return kernels::AdamW(hp, param, grad, DType::kFloat32, m, v, param_bf16, n, options_.kernels);
+}
+
+Status DataParallelSync::AllGatherBucketParams() {
+  collectives::Communicator* group = options_.group;
+  float* p = params_->params().data<float>();
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    const Bucket& b = buckets_[i];
+    Tensor mine = Floats(p + b.begin + rank() * piece(b), piece(b));
+    Tensor all = Floats(p + b.begin, b.size());
+    Enqueue("allgather params bucket " + std::to_string(i),
+            [group, mine, all] { return group->AllGather(mine, all); });
+  }
+  PSZERO_RETURN_IF_ERROR(Synchronize());
+  return params_->RefreshBf16();
+}
+
+SyncTraffic DataParallelSync::Counters() const {
+  return {options_.group->bytes_sent(), options_.group->bytes_received()};
+}
+
+SyncTraffic DataParallelSync::Excluded() const {
+  return {excluded_sent_.load(), excluded_received_.load()};
+}
+
+void DataParallelSync::EndStepTraffic() {
+  const SyncTraffic now = Counters();
+  const SyncTraffic ex = Excluded();
+  last_step_ = {now.sent - mark_.sent - (ex.sent - excluded_mark_.sent),
+                now.received - mark_.received - (ex.received - excluded_mark_.received)};
+  mark_ = now;
+  excluded_mark_ = ex;
+}
+
+SyncTraffic DataParallelSync::total_traffic() const {
+  const SyncTraffic now = Counters();
+  const SyncTraffic ex = Excluded();
+  return {now.sent - ex.sent, now.received - ex.received};
+}
+
+Result<float> DataParallelSync::AverageLoss(float loss) {
+  if (size() == 1) return loss;
+  float value = loss;
+  PSZERO_RETURN_IF_ERROR(Wait(Enqueue("loss average", [this, &value] {
+    const SyncTraffic before = Counters();
+    PSZERO_RETURN_IF_ERROR(options_.group->AllReduce(Tensor::Wrap(&value, {1}, DType::kFloat32),
+                                                     collectives::ReduceOp::kAvg));
+    const SyncTraffic after = Counters();
+    excluded_sent_ += after.sent - before.sent;
+    excluded_received_ += after.received - before.received;
+    return Status::Ok();
+  })));
+  return value;
+}
+
+}  // namespace pszero::train

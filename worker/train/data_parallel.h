@@ -1,0 +1,131 @@
+// What the data-parallel modes (allreduce, zero1, zero2, zero3) share: the group, the
+// stream their collectives run on, the bucket plan over the ParamBuffer's units, the
+// fused optimizer over a range, traffic counting, and the ZeRO paper's memory formulas.
+//
+// Layout: the ParamBuffer is built with units aligned to 16·D elements (SyncPlanFor), so
+// every bucket (a run of whole units) cuts into D equal pieces of whole 64-byte lines.
+// Rank r of the group owns piece r of every bucket (zero1, zero2) or of every unit
+// (zero3), as FSDP owns a slice of every flat parameter; its optimizer state is those
+// pieces back to back (the "shard").
+//
+// Collectives run on the strategy's CollectiveStream (one thread per rank, issue order);
+// the group's communicator must not be touched by anyone else once the strategy exists
+// (it has a transport of its own: tensor-parallel ops run on the model's thread meanwhile).
+// Deterministic communicators make every mode sum each gradient element in ascending rank
+// order in fp32, and the optimizer is element-wise, so all modes give the same bits.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/memory.h"
+#include "common/tensor.h"
+#include "kernels/context.h"
+#include "worker/collectives/communicator.h"
+#include "worker/collectives/stream.h"
+#include "worker/model/param_buffer.h"
+#include "worker/train/sync_strategy.h"
+
+namespace pszero::train {
+
+// A non-owning fp32 tensor over n floats at p.
+inline Tensor Floats(float* p, int64_t n) { return Tensor::Wrap(p, {n}, DType::kFloat32); }
+
+// The ParamBuffer layout and residency a mode needs, fixed before the model is built.
+struct SyncPlan {
+  int64_t unit_align = 1;
+  model::ParamStorage storage;
+};
+// InvalidArgument for an unknown mode.
+Result<SyncPlan> SyncPlanFor(std::string_view mode, int dp_size);
+
+// Model-state bytes of one rank by the ZeRO paper (Ψ = parameters per TP rank, D = group
+// size): fp32 16Ψ, 8Ψ+8Ψ/D, 4Ψ+12Ψ/D, 16Ψ/D; bf16 mixed precision 16Ψ, 4Ψ+12Ψ/D,
+// 2Ψ+14Ψ/D, 16Ψ/D. ps: the worker's params and grads (the servers hold the optimizer).
+struct ModelStateBytes {
+  int64_t params = 0;
+  int64_t grads = 0;
+  int64_t optimizer = 0;
+  std::string formula;
+  int64_t total() const { return params + grads + optimizer; }
+};
+ModelStateBytes PredictModelState(std::string_view mode, int64_t psi, int dp_size, bool bf16);
+// Elements each rank sends per step by the paper: 2Ψ(D-1)/D, or 3Ψ(D-1)/D for zero3.
+double TheoryElementsPerStep(std::string_view mode, int64_t psi, int dp_size);
+
+struct DataParallelOptions {
+  collectives::Communicator* group = nullptr;  // the data-parallel group (required)
+  double bucket_mb = 25.0;
+  OptimizerOptions optimizer;
+  kernels::KernelContext kernels = kernels::KernelContext::Host();
+  MemoryTracker* tracker = nullptr;
+  std::chrono::milliseconds timeout{120000};
+};
+
+// A run of whole units [first_unit, end_unit) = elements [begin, end), reduced together.
+struct Bucket {
+  int first_unit = 0;
+  int end_unit = 0;
+  int64_t begin = 0;
+  int64_t end = 0;
+  int64_t shard_offset = 0;  // where this rank's piece sits in the shard
+  int64_t size() const { return end - begin; }
+};
+
+class DataParallelSync : public SyncStrategy {
+ public:
+  ~DataParallelSync() override;
+  Result<float> AverageLoss(float loss) override;
+  SyncTraffic last_step_traffic() const override { return last_step_; }
+  SyncTraffic total_traffic() const override;
+
+ protected:
+  DataParallelSync(model::ParamBuffer* params, const DataParallelOptions& options);
+
+  int rank() const { return options_.group->rank(); }
+  int size() const { return options_.group->size(); }
+  // Buckets of at least bucket_mb (the last one may be smaller), filled from the last
+  // unit backwards as backward produces them; or one bucket per unit.
+  void PlanBuckets(bool per_unit);
+  int64_t piece(const Bucket& b) const { return b.size() / size(); }
+  int64_t shard_numel() const { return params_->numel() / size(); }
+
+  // Runs `fn` on the stream (after everything queued before it).
+  collectives::Work Enqueue(std::string name, std::function<Status()> fn);
+  // Waits for everything queued.
+  Status Synchronize();
+  Status Wait(const collectives::Work& work);
+  // Fused AdamW over n elements with grad_scale 1/D.
+  Status Update(int64_t step, float* param, const float* grad, float* m, float* v,
+                bf16_t* param_bf16, int64_t n);
+  // zero1 / zero2 Step's second half: all-gathers every bucket's parameters in place
+  // (rank r contributes piece r), waits, and refreshes the bf16 copy.
+  Status AllGatherBucketParams();
+  // Counts the step's traffic; call at the end of Step.
+  void EndStepTraffic();
+
+  model::ParamBuffer* params_;
+  DataParallelOptions options_;
+  std::vector<Bucket> buckets_;
+  std::vector<int> bucket_of_unit_;
+
+ private:
+  collectives::CollectiveStream stream_;
+  SyncTraffic Counters() const;
+  SyncTraffic Excluded() const;
+
+  SyncTraffic mark_;           // counters at the end of the last step
+  SyncTraffic excluded_mark_;  // Excluded() then
+  SyncTraffic last_step_;
+  // Traffic of the loss averages (counted on the stream thread, inside the op).
+  std::atomic<int64_t> excluded_sent_{0};
+  std::atomic<int64_t> excluded_received_{0};
+};
+
+}  // namespace pszero::train

@@ -1,0 +1,81 @@
+#include "worker/train/zero2_sync.h"
+
+namespace pszero::train {
+
+Result<std::unique_ptr<Zero2Sync>> Zero2Sync::Create(model::ParamBuffer* params,
+                                                     const DataParallelOptions& options) {
+  if (!params->params().defined() || params->grads().defined()) {
+    return Status::Internal("zero2 needs resident parameters and no resident gradients");
+  }
+  std::unique_ptr<Zero2Sync> s(new Zero2Sync(params, options));
+  s->PlanBuckets(/*per_unit=*/false);
+  s->pending_units_.resize(s->buckets_.size());
+  s->bucket_grads_.resize(s->buckets_.size());
+  for (size_t b = 0; b < s->buckets_.size(); ++b) {
+    s->pending_units_[b] = s->buckets_[b].end_unit - s->buckets_[b].first_unit;
+  }
+  const int64_t n = s->shard_numel();
+  for (Tensor* t : {&s->grads_, &s->m_, &s->v_}) {
+    PSZERO_ASSIGN_OR_RETURN(
+        *t, Tensor::Zeros({n}, DType::kFloat32,
+                          t == &s->grads_ ? MemoryCategory::kGrads : MemoryCategory::kOptimizer,
+                          options.tracker));
+  }
+  return s;
+}
+
+Zero2Sync::~Zero2Sync() { (void)Synchronize(); }
+
+Status Zero2Sync::BeforeBackward(int unit) {
+  const int b = bucket_of_unit_[unit];
+  if (bucket_grads_[b].defined()) return Status::Ok();
+  const Bucket& bucket = buckets_[b];
+  PSZERO_ASSIGN_OR_RETURN(bucket_grads_[b],
+                          Tensor::Zeros({bucket.size()}, DType::kFloat32,
+                                        MemoryCategory::kGradBuckets, options_.tracker));
+  float* g = bucket_grads_[b].data<float>();
+  const auto& units = params_->units();
+  for (int u = bucket.first_unit; u < bucket.end_unit; ++u) {
+    params_->AttachUnitGrads(u, g + (units[u].begin - bucket.begin));
+  }
+  return Status::Ok();
+}
+
+Status Zero2Sync::GradientsReady(int unit) {
+  const int b = bucket_of_unit_[unit];
+  if (--pending_units_[b] > 0) return Status::Ok();
+  const Bucket& bucket = buckets_[b];
+  pending_units_[b] = bucket.end_unit - bucket.first_unit;
+  if (!bucket_grads_[b].defined()) {
+    return Status::Internal("zero2: gradients of bucket " + std::to_string(b) +
+                            " ready before its backward began");
+  }
+  for (int u = bucket.first_unit; u < bucket.end_unit; ++u) params_->AttachUnitGrads(u, nullptr);
+  // The op owns the bucket's memory from now on and frees it when it is done.
+  Tensor all = std::move(bucket_grads_[b]);
+  bucket_grads_[b] = Tensor();
+  Tensor mine = Floats(grads_.data<float>() + bucket.shard_offset, piece(bucket));
+  collectives::Communicator* group = options_.group;
+  Enqueue("reduce-scatter bucket " + std::to_string(b), [group, all, mine]() mutable {
+    Status s = group->ReduceScatter(all, mine, collectives::ReduceOp::kSum);
+    all = Tensor();
+    return s;
+  });
+  return Status::Ok();
+}
+
+Status Zero2Sync::Step(int64_t step) {
+  PSZERO_RETURN_IF_ERROR(Synchronize());
+  float* p = params_->params().data<float>();
+  for (const Bucket& b : buckets_) {
+    const int64_t at = b.begin + rank() * piece(b);
+    PSZERO_RETURN_IF_ERROR(Update(step, p + at, grads_.data<float>() + b.shard_offset,
+                                  m_.data<float>() + b.shard_offset,
+                                  v_.data<float>() + b.shard_offset, nullptr, piece(b)));
+  }
+  PSZERO_RETURN_IF_ERROR(AllGatherBucketParams());
+  EndStepTraffic();
+  return Status::Ok();
+}
+
+}  // namespace pszero::train

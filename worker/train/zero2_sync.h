@@ -1,0 +1,35 @@
+// zero2 (ZeRO stage 2): optimizer state and gradients partitioned 1/D; every rank keeps
+// all parameters (4Ψ + 12Ψ/D bytes in fp32). No full gradient buffer exists: a bucket's
+// gradient memory (grad_buckets) is allocated when backward first writes into it,
+// reduce-scattered on the stream as soon as its last unit is ready (rank r keeping the
+// sum of piece r in its gradient shard), and freed when that op is done. Step updates the
+// owned pieces with fused AdamW, then all-gathers every bucket's parameters.
+#pragma once
+
+#include <memory>
+
+#include "worker/train/data_parallel.h"
+
+namespace pszero::train {
+
+class Zero2Sync final : public DataParallelSync {
+ public:
+  static Result<std::unique_ptr<Zero2Sync>> Create(model::ParamBuffer* params,
+                                                   const DataParallelOptions& options);
+  ~Zero2Sync() override;
+  std::string_view name() const override { return "zero2"; }
+  Status BeforeBackward(int unit) override;
+  Status GradientsReady(int unit) override;
+  Status Step(int64_t step) override;
+
+ private:
+  using DataParallelSync::DataParallelSync;
+
+  std::vector<int> pending_units_;
+  std::vector<Tensor> bucket_grads_;  // per bucket, while backward fills it
+  Tensor grads_;                      // shard
+  Tensor m_;                          // shard
+  Tensor v_;                          // shard
+};
+
+}  // namespace pszero::train

@@ -1,0 +1,169 @@
+#include "worker/train/zero3_sync.h"
+
+#include <algorithm>
+
+#include "kernels/cast.h"
+
+namespace pszero::train {
+
+Result<std::unique_ptr<Zero3Sync>> Zero3Sync::Create(model::ParamBuffer* params,
+                                                     const DataParallelOptions& options) {
+  if (params->params().defined() || params->grads().defined()) {
+    return Status::Internal("zero3 needs a ParamBuffer without resident parameters or gradients");
+  }
+  std::unique_ptr<Zero3Sync> s(new Zero3Sync(params, options));
+  s->PlanBuckets(/*per_unit=*/true);
+  const size_t units = params->units().size();
+  s->gathered_.resize(units);
+  s->unit_grads_.resize(units);
+  const int64_t n = s->shard_numel();
+  PSZERO_ASSIGN_OR_RETURN(
+      s->param_shard_, Tensor::Empty({n}, DType::kFloat32, MemoryCategory::kParams, options.tracker));
+  for (Tensor* t : {&s->grads_, &s->m_, &s->v_}) {
+    PSZERO_ASSIGN_OR_RETURN(
+        *t, Tensor::Zeros({n}, DType::kFloat32,
+                          t == &s->grads_ ? MemoryCategory::kGrads : MemoryCategory::kOptimizer,
+                          options.tracker));
+  }
+  // This rank's piece of every unit, straight from the seed.
+  for (size_t u = 0; u < units; ++u) {
+    const Bucket& b = s->buckets_[s->bucket_of_unit_[u]];
+    const int64_t begin = b.begin + s->rank() * s->piece(b);
+    params->InitialValues(begin, begin + s->piece(b), s->param_shard_.data<float>() + b.shard_offset);
+  }
+  return s;
+}
+
+Zero3Sync::~Zero3Sync() { (void)Synchronize(); }
+
+int Zero3Sync::NextUse() const {
+  return recorded_ && cursor_ < order_.size() ? order_[cursor_] : -1;
+}
+
+Status Zero3Sync::Prefetch(int unit) {
+  Gathered& g = gathered_[unit];
+  if (g.params.defined()) return Status::Ok();
+  const Bucket& b = buckets_[bucket_of_unit_[unit]];
+  PSZERO_ASSIGN_OR_RETURN(g.params, Tensor::Empty({b.size()}, DType::kFloat32,
+                                                  MemoryCategory::kGatheredParams,
+                                                  options_.tracker));
+  peak_gathered_ = std::max(peak_gathered_, ++live_units_);
+  Tensor mine = Floats(shard_piece(param_shard_, unit), piece(b));
+  Tensor all = g.params;
+  collectives::Communicator* group = options_.group;
+  g.work = Enqueue("allgather unit " + params_->units()[unit].name,
+                   [group, mine, all] { return group->AllGather(mine, all); });
+  return Status::Ok();
+}
+
+Status Zero3Sync::Attach(int unit) {
+  Gathered& g = gathered_[unit];
+  if (g.work.valid()) {
+    PSZERO_RETURN_IF_ERROR(Wait(g.work));
+    g.work = collectives::Work();
+  }
+  if (g.attached) return Status::Ok();
+  bf16_t* bf16 = nullptr;
+  if (params_->bf16()) {
+    PSZERO_ASSIGN_OR_RETURN(g.params_bf16, Tensor::Empty(g.params.shape(), DType::kBFloat16,
+                                                         MemoryCategory::kGatheredParams,
+                                                         options_.tracker));
+    PSZERO_RETURN_IF_ERROR(kernels::Cast(g.params.data(), DType::kFloat32, g.params_bf16.data(),
+                                         DType::kBFloat16, g.params.numel(), options_.kernels));
+    bf16 = g.params_bf16.data<bf16_t>();
+  }
+  params_->AttachUnitParams(unit, g.params.data<float>(), bf16);
+  g.attached = true;
+  return Status::Ok();
+}
+
+Status Zero3Sync::Release(int unit) {
+  Gathered& g = gathered_[unit];
+  if (!g.params.defined()) return Status::Ok();
+  Status status;
+  if (g.work.valid()) status = Wait(g.work);  // never free memory an op still writes
+  params_->AttachUnitParams(unit, nullptr, nullptr);
+  g = Gathered();
+  --live_units_;
+  return status;
+}
+
+Status Zero3Sync::Use(int unit, bool backward) {
+  if (!recorded_) {
+    order_.push_back(unit);
+  } else if (cursor_ >= order_.size() || order_[cursor_] != unit) {
+    return Status::Internal("zero3: unit " + params_->units()[unit].name +
+                            " used out of the order recorded in the first step");
+  }
+  ++cursor_;
+  PSZERO_RETURN_IF_ERROR(Prefetch(unit));
+  PSZERO_RETURN_IF_ERROR(Attach(unit));
+  const int next = NextUse();
+  if (next >= 0 && next != unit) PSZERO_RETURN_IF_ERROR(Prefetch(next));
+  if (backward && !unit_grads_[unit].defined()) {
+    const Bucket& b = buckets_[bucket_of_unit_[unit]];
+    PSZERO_ASSIGN_OR_RETURN(unit_grads_[unit],
+                            Tensor::Zeros({b.size()}, DType::kFloat32,
+                                          MemoryCategory::kGradBuckets, options_.tracker));
+    params_->AttachUnitGrads(unit, unit_grads_[unit].data<float>());
+  }
+  return Status::Ok();
+}
+
+Status Zero3Sync::ParamsDone(int unit) {
+  if (NextUse() == unit) return Status::Ok();  // needed again right away: keep
+  return Release(unit);
+}
+
+Status Zero3Sync::GradientsReady(int unit) {
+  if (!unit_grads_[unit].defined()) {
+    return Status::Internal("zero3: gradients of unit " + params_->units()[unit].name +
+                            " ready before its backward began");
+  }
+  params_->AttachUnitGrads(unit, nullptr);
+  Tensor all = std::move(unit_grads_[unit]);
+  unit_grads_[unit] = Tensor();
+  const Bucket& b = buckets_[bucket_of_unit_[unit]];
+  Tensor mine = Floats(shard_piece(grads_, unit), piece(b));
+  collectives::Communicator* group = options_.group;
+  Enqueue("reduce-scatter unit " + params_->units()[unit].name,
+          [group, all, mine]() mutable {
+            Status s = group->ReduceScatter(all, mine, collectives::ReduceOp::kSum);
+            all = Tensor();
+            return s;
+          });
+  if (NextUse() == unit) return Status::Ok();
+  return Release(unit);
+}
+
+Status Zero3Sync::Step(int64_t step) {
+  PSZERO_RETURN_IF_ERROR(Synchronize());
+  // Every gathered copy is stale once the shard is updated.
+  for (size_t u = 0; u < gathered_.size(); ++u) {
+    PSZERO_RETURN_IF_ERROR(Release(static_cast<int>(u)));
+  }
+  PSZERO_RETURN_IF_ERROR(Update(step, param_shard_.data<float>(), grads_.data<float>(),
+                                m_.data<float>(), v_.data<float>(), nullptr, shard_numel()));
+  EndStepTraffic();
+  recorded_ = true;
+  cursor_ = 0;
+  // The next step's first unit, while the loop finishes this one.
+  if (!order_.empty()) PSZERO_RETURN_IF_ERROR(Prefetch(order_.front()));
+  return Status::Ok();
+}
+
+Result<std::vector<float>> Zero3Sync::LocalParams(const model::ParamBuffer& params) {
+  std::vector<float> out(static_cast<size_t>(params.numel()));
+  collectives::Communicator* group = options_.group;
+  for (size_t u = 0; u < params.units().size(); ++u) {
+    const Bucket& b = buckets_[bucket_of_unit_[u]];
+    Tensor mine = Floats(shard_piece(param_shard_, static_cast<int>(u)), piece(b));
+    Tensor all = Floats(out.data() + b.begin, b.size());
+    Enqueue("allgather final unit " + params.units()[u].name,
+            [group, mine, all] { return group->AllGather(mine, all); });
+  }
+  PSZERO_RETURN_IF_ERROR(Synchronize());
+  return out;
+}
+
+}  // namespace pszero::train

@@ -1,0 +1,74 @@
+// zero3 (ZeRO stage 3, FSDP FULL_SHARD): parameters, gradients and optimizer state all
+// partitioned 1/D (16Ψ/D bytes in fp32). Rank r owns piece r of every unit (layer), and
+// initializes it from the seed without ever building the full model.
+//
+// A unit's parameters are all-gathered (gathered_params) just before its forward and
+// again before its backward, and released when the model says it is done with them
+// (ParamsDone / GradientsReady). The order in which units are used is recorded in the
+// first step; from then on the next unit of that order is prefetched while the current
+// one computes, and a unit needed again right away (GPT's tied embedding, from the head's
+// forward into its backward) is kept. At most two units are gathered at once. A unit's
+// gradients live in a buffer of its own (grad_buckets) from its backward until its
+// reduce-scatter into this rank's gradient shard is done. Per step each rank sends
+// 3Ψ(D-1)/D elements: two all-gathers and one reduce-scatter of every unit.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "worker/train/data_parallel.h"
+
+namespace pszero::train {
+
+class Zero3Sync final : public DataParallelSync {
+ public:
+  static Result<std::unique_ptr<Zero3Sync>> Create(model::ParamBuffer* params,
+                                                   const DataParallelOptions& options);
+  ~Zero3Sync() override;
+  std::string_view name() const override { return "zero3"; }
+  Status BeforeForward(int unit) override { return Use(unit, false); }
+  Status BeforeBackward(int unit) override { return Use(unit, true); }
+  Status ParamsDone(int unit) override;
+  Status GradientsReady(int unit) override;
+  Status Step(int64_t step) override;
+  Result<std::vector<float>> LocalParams(const model::ParamBuffer& params) override;
+
+  // Largest number of units gathered at once so far (tests: at most two).
+  int peak_gathered_units() const { return peak_gathered_; }
+
+ private:
+  using DataParallelSync::DataParallelSync;
+
+  struct Gathered {
+    Tensor params;       // fp32, the whole (padded) unit
+    Tensor params_bf16;  // with bf16 compute
+    collectives::Work work;  // the all-gather, while in flight
+    bool attached = false;
+  };
+
+  Status Use(int unit, bool backward);
+  // Queues the all-gather of `unit` unless it is gathered or on its way.
+  Status Prefetch(int unit);
+  // Waits for `unit`'s all-gather and points the ParamBuffer at it.
+  Status Attach(int unit);
+  Status Release(int unit);
+  // The unit used after the current position of the recorded order (-1: none known).
+  int NextUse() const;
+  float* shard_piece(Tensor& t, int unit) {
+    return t.data<float>() + buckets_[bucket_of_unit_[unit]].shard_offset;
+  }
+
+  std::vector<Gathered> gathered_;
+  std::vector<Tensor> unit_grads_;
+  std::vector<int> order_;    // units in order of use, recorded in the first step
+  bool recorded_ = false;
+  size_t cursor_ = 0;         // uses so far this step
+  int live_units_ = 0;
+  int peak_gathered_ = 0;
+  Tensor param_shard_;
+  Tensor grads_;   // shard
+  Tensor m_;       // shard
+  Tensor v_;       // shard
+};
+
+}  // namespace pszero::train
