@@ -77,8 +77,8 @@ TEST(BenchReportCliTest, ReportTableBadInput) {
 }
 
 // A bin dir whose pszero-launch is a script: it appends its arguments to args.txt, refuses
-// --sync ps with exit 2 (as the real one does while ps is not wired), and otherwise writes
-// the zero2 fixture with its own --sync to the --report path.
+// --sync zero3 with exit 2 (as a launcher refuses a mode it does not have), and otherwise
+// writes the zero2 fixture with its own --sync to the --report path.
 class FakeLauncher {
  public:
   FakeLauncher() {
@@ -95,8 +95,8 @@ class FakeLauncher {
                            "  case \"$1\" in --sync) sync=$2;; --report) report=$2;; esac\n"
                            "  shift\n"
                            "done\n"
-                           "if [ \"$sync\" = ps ]; then\n"
-                           "  echo 'pszero-launch: error: --sync ps: not wired yet' >&2; exit 2\n"
+                           "if [ \"$sync\" = zero3 ]; then\n"
+                           "  echo 'pszero-launch: error: --sync zero3: not here' >&2; exit 2\n"
                            "fi\n"
                            "echo '[w0] step 1/3 loss 5.0'\n"
                            "sed \"s/\\\"sync\\\": \\\"zero2\\\"/\\\"sync\\\": \\\"$sync\\\"/\" '"
@@ -142,20 +142,22 @@ TEST(BenchReportCliTest, TrainSweepRunsOneJobPerModeAndPrintsTheirRows) {
 
 TEST(BenchReportCliTest, TrainSweepJsonAndARefusedMode) {
   FakeLauncher fake;
-  ProcessResult r = Bench({"train", "--model", "gpt-tiny", "--workers", "1", "--steps", "3",
-                           "--sync", "all", "--servers", "2", "--json", "--bin-dir", fake.dir()});
-  // ps was refused (exit 2 from the launcher): the others ran, the bench says so and exits 2.
+  ProcessResult r = Bench({"train", "--model", "gpt-tiny", "--workers", "2", "--steps", "3",
+                           "--sync", "all", "--json", "--bin-dir", fake.dir()});
+  // zero3 was refused (exit 2 from the launcher): the others ran, the bench says so and
+  // exits 2.
   EXPECT_EQ(r.exit_code, 2) << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
-  ASSERT_EQ(j["runs"].size(), 5u);
-  const char* modes[] = {"allreduce", "zero1", "zero2", "zero3", "ps"};
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(j["runs"][i]["sync"], modes[i]);
-  EXPECT_TRUE(j["runs"][3]["error"].is_null());
-  EXPECT_DOUBLE_EQ(j["runs"][3]["median_step_s"].get<double>(), 0.398);
-  EXPECT_EQ(j["runs"][4]["error"],
-            "pszero-launch exit code 2: pszero-launch: error: --sync ps: not wired yet");
+  ASSERT_EQ(j["runs"].size(), 4u);
+  const char* modes[] = {"allreduce", "zero1", "zero2", "zero3"};
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(j["runs"][i]["sync"], modes[i]);
+  EXPECT_TRUE(j["runs"][2]["error"].is_null());
+  EXPECT_DOUBLE_EQ(j["runs"][2]["median_step_s"].get<double>(), 0.398);
+  EXPECT_EQ(j["runs"][3]["error"],
+            "pszero-launch exit code 2: pszero-launch: error: --sync zero3: not here");
   EXPECT_TRUE(j["torch"].is_null());
-  EXPECT_NE(fake.args().find("--workers 1 --servers 2 "), std::string::npos) << fake.args();
+  EXPECT_EQ(j["workers"], 2);
+  EXPECT_NE(fake.args().find("--workers 2 --servers 0 "), std::string::npos) << fake.args();
 }
 
 TEST(BenchReportCliTest, TorchPeerSkippedWithoutPyTorch) {
