@@ -19,6 +19,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// SIGINT or SIGTERM that reached pszero-bench while a child ran: forwarded to the child's
+// group (it has its own, so a terminal's Ctrl-C does not reach it directly), and reported
+// in ChildRun::interrupted_by once the child is reaped.
+volatile sig_atomic_t g_interrupt = 0;
+
+void OnInterrupt(int sig) { g_interrupt = sig; }
+
 int MillisLeft(Clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   return static_cast<int>(std::max<int64_t>(0, left.count()));
@@ -85,6 +92,15 @@ Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::mil
   }
 
   ChildRun run;
+  g_interrupt = 0;
+  struct sigaction on_interrupt {};
+  on_interrupt.sa_handler = OnInterrupt;
+  sigemptyset(&on_interrupt.sa_mask);
+  struct sigaction old_int {
+  }, old_term{};
+  ::sigaction(SIGINT, &on_interrupt, &old_int);
+  ::sigaction(SIGTERM, &on_interrupt, &old_term);
+  int forwarded = 0;
   const Clock::time_point deadline = Clock::now() + timeout;
   Clock::time_point kill_at = Clock::time_point::max();
   Clock::time_point give_up_at = Clock::time_point::max();  // a grandchild keeps a pipe
@@ -93,6 +109,10 @@ Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::mil
   int open = 2;
   char buf[65536];
   while (open > 0) {
+    if (g_interrupt != 0 && forwarded == 0) {
+      forwarded = g_interrupt;
+      ::kill(-pid, forwarded);  // pszero-launch forwards it to its workers and stops them
+    }
     if (!run.timed_out && Clock::now() >= deadline) {
       run.timed_out = true;
       ::kill(-pid, SIGTERM);  // its whole group: the program and what it started
@@ -128,6 +148,9 @@ Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::mil
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  ::sigaction(SIGINT, &old_int, nullptr);
+  ::sigaction(SIGTERM, &old_term, nullptr);
+  run.interrupted_by = g_interrupt;
   if (WIFSIGNALED(status)) {
     run.signaled = true;
     run.term_signal = WTERMSIG(status);

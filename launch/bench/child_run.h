@@ -2,7 +2,11 @@
 // for the PyTorch peer) and collects its exit status and output. The child gets its own
 // process group, so that on the deadline the whole group (a launcher and its workers, or
 // python and its ranks) is stopped: SIGTERM, SIGKILL two seconds later. The child is always
-// reaped by pid before RunChild returns. Thread-safe (no shared state), but it blocks.
+// reaped by pid before RunChild returns. While it runs, SIGINT and SIGTERM sent to
+// pszero-bench are forwarded to the child's group (a terminal's Ctrl-C would not reach it
+// otherwise) and reported in the result, so that the caller can clean up and exit 128+N
+// instead of starting the next child. It blocks; call it
+// from one thread at a time (it installs those two signal handlers for its duration).
 #pragma once
 
 #include <chrono>
@@ -18,8 +22,9 @@ struct ChildRun {
   int term_signal = 0;
   bool signaled = false;
   bool timed_out = false;
-  std::string out;  // its stdout
-  std::string err;  // its stderr
+  int interrupted_by = 0;  // SIGINT or SIGTERM pszero-bench received meanwhile (forwarded)
+  std::string out;         // its stdout
+  std::string err;         // its stderr
 
   bool ok() const { return !signaled && !timed_out && exit_code == 0; }
   // "exit code 2", "signal 9", "timed out": for messages.

@@ -310,6 +310,7 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
     for (const std::string& a : train::TrainArgs(m)) argv.push_back(a);
     Result<ChildRun> r =
         RunChild(argv, std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1000) + 30000));
+    if (r.ok() && r->interrupted_by != 0) return 128 + r->interrupted_by;  // the user stopped it
     if (!r.ok()) {
       o.error = r.status().message();
       o.exit_code = 1;
@@ -358,6 +359,7 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
                     "--threads", std::to_string(flags.threads), "--seed",
                     std::to_string(flags.seed), "--timeout", timeout_text},
                    std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1000) * 4 + 60000));
+      if (r.ok() && r->interrupted_by != 0) return 128 + r->interrupted_by;
       nlohmann::json doc =
           nlohmann::json::parse(r.ok() ? LastLines(r->out, 1) : std::string(), nullptr, false);
       if (!r.ok()) {
