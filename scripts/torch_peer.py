@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import os
 import socket
 import statistics
 import sys
