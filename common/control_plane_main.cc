@@ -101,7 +101,7 @@ class Rounds {
     if (!hooks_.serve) return Barrier("done");
     // Serve until every process has entered "done" (no wait deadline: the job's length is
     // the workers' business; a lost peer still ends the barrier with Unavailable).
-    MaybeInjectFault("done");
+    MaybeInjectFault(PeerTag(client_.role(), client_.rank()), "done");
     std::atomic<bool> done{false};
     Status barrier;
     std::thread waiter([&] {
@@ -121,23 +121,10 @@ class Rounds {
 
  private:
   Status Barrier(const std::string& name) {
-    MaybeInjectFault(name);
+    MaybeInjectFault(PeerTag(client_.role(), client_.rank()), name);
     PSZERO_RETURN_IF_ERROR(client_.Barrier(name, timeout_));
     LOG(INFO) << "passed barrier '" << name << "'";
     return Status::Ok();
-  }
-
-  void MaybeInjectFault(const std::string& barrier) {
-    const char* fault = std::getenv("PSZERO_FAULT_INJECT");
-    if (fault == nullptr) return;
-    const std::string where = ":" + PeerTag(client_.role(), client_.rank()) + ":" + barrier;
-    for (const auto& [action, sig] :
-         {std::pair{"sigkill", SIGKILL}, std::pair{"sigstop", SIGSTOP}}) {
-      if (fault == action + where) {
-        LOG(WARNING) << "fault injection: " << action << " on entering barrier '" << barrier << "'";
-        ::raise(sig);
-      }
-    }
   }
 
   RendezvousClient& client_;
@@ -146,6 +133,19 @@ class Rounds {
 };
 
 }  // namespace
+
+void MaybeInjectFault(std::string_view tag, std::string_view point) {
+  const char* fault = std::getenv("PSZERO_FAULT_INJECT");
+  if (fault == nullptr) return;
+  const std::string where = ":" + std::string(tag) + ":" + std::string(point);
+  for (const auto& [action, sig] :
+       {std::pair{"sigkill", SIGKILL}, std::pair{"sigstop", SIGSTOP}}) {
+    if (fault == action + where) {
+      LOG(WARNING) << "fault injection: " << action << " at '" << point << "'";
+      ::raise(sig);
+    }
+  }
+}
 
 int ControlPlaneMain(Role role, int argc, char** argv) {
   return ControlPlaneMain(role, argc, argv, ProcessWork{});

@@ -19,6 +19,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string_view>
 
 #include "common/status.h"
 #include "common/wire.h"
@@ -44,6 +45,12 @@ struct ProcessWork {
   // job has entered it (every other process finished its work).
   std::function<Status(RendezvousClient&, const std::function<bool()>& job_done)> serve;
 };
+
+// Fault injection at a named point of a process's work: when PSZERO_FAULT_INJECT is
+// "sigkill:<tag>:<point>" or "sigstop:<tag>:<point>" for this process's tag ("w2") and
+// `point` (a barrier name, or "step3" at the start of training step 3, 1-based), the
+// process raises that signal. For tests only; a no-op without the variable.
+void MaybeInjectFault(std::string_view tag, std::string_view point);
 
 // The whole main() of pszero-worker (role kWorker) and pszero-server (kServer).
 int ControlPlaneMain(Role role, int argc, char** argv);

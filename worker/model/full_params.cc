@@ -1,8 +1,6 @@
 #include "worker/model/full_params.h"
 
-#include <openssl/evp.h>
-
-#include <cstdio>
+#include "common/safetensors.h"
 
 namespace pszero::model {
 
@@ -43,17 +41,32 @@ Result<std::vector<float>> GatherFullParams(const ParamBuffer& params, const flo
   return full;
 }
 
-std::string Sha256Hex(const std::vector<float>& full) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(full.data(), full.size() * sizeof(float), digest, &len, EVP_sha256(), nullptr);
-  std::string hex;
-  char buf[3];
-  for (unsigned int i = 0; i < len; ++i) {
-    std::snprintf(buf, sizeof(buf), "%02x", digest[i]);
-    hex += buf;
+int64_t FullNumel(const ParamBuffer& params) {
+  int64_t total = 0;
+  for (const ParamView& v : params.views()) total += ShapeNumel(v.spec.full_shape);
+  return total;
+}
+
+Result<std::vector<float>> LocalFromFull(const ParamBuffer& params, const std::vector<float>& full,
+                                         int tp_rank, int tp_size) {
+  if (static_cast<int64_t>(full.size()) != FullNumel(params)) {
+    return Status::InvalidArgument("full parameter vector of " + std::to_string(full.size()) +
+                                   " values for a model of " + std::to_string(FullNumel(params)));
   }
-  return hex;
+  std::vector<float> local(static_cast<size_t>(params.numel()), 0.0f);
+  int64_t full_offset = 0;
+  for (const ParamView& v : params.views()) {
+    for (int64_t j = 0; j < v.numel; ++j) {
+      local[v.offset + j] = full[full_offset + ParamBuffer::FullIndex(v, j, tp_rank, tp_size)];
+    }
+    full_offset += ShapeNumel(v.spec.full_shape);
+  }
+  return local;
+}
+
+std::string Sha256Hex(const std::vector<float>& full) {
+  return BytesSha256(std::string_view(reinterpret_cast<const char*>(full.data()),
+                                      full.size() * sizeof(float)));
 }
 
 }  // namespace pszero::model

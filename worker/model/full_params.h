@@ -19,6 +19,15 @@ Result<std::vector<float>> GatherFullParams(const ParamBuffer& params, TensorPar
 Result<std::vector<float>> GatherFullParams(const ParamBuffer& params, const float* local,
                                             TensorParallel& tp);
 
+// The inverse, local to this TP rank: the ParamBuffer-layout vector (params.numel()
+// values, padding 0) of TP rank `tp_rank` of `tp_size` cut from the full canonical vector.
+// InvalidArgument when `full` has the wrong length.
+Result<std::vector<float>> LocalFromFull(const ParamBuffer& params, const std::vector<float>& full,
+                                         int tp_rank, int tp_size);
+
+// Number of values of the full (T = 1) canonical vector.
+int64_t FullNumel(const ParamBuffer& params);
+
 // Lower-case hex SHA-256 of the little-endian fp32 bytes of `full`.
 std::string Sha256Hex(const std::vector<float>& full);
 

@@ -44,4 +44,17 @@ Status AllReduceSync::Step(int64_t step) {
                 m_.data<float>(), v_.data<float>(), bf16, params_->numel());
 }
 
+Result<Moments> AllReduceSync::LocalMoments(const model::ParamBuffer&) {
+  const int64_t n = params_->numel();
+  return Moments{std::vector<float>(m_.data<float>(), m_.data<float>() + n),
+                 std::vector<float>(v_.data<float>(), v_.data<float>() + n)};
+}
+
+Status AllReduceSync::Restore(const std::vector<float>& params, const Moments& moments) {
+  std::copy(params.begin(), params.end(), params_->params().data<float>());
+  std::copy(moments.m.begin(), moments.m.end(), m_.data<float>());
+  std::copy(moments.v.begin(), moments.v.end(), v_.data<float>());
+  return params_->RefreshBf16();
+}
+
 }  // namespace pszero::train

@@ -19,6 +19,8 @@ class AllReduceSync final : public DataParallelSync {
   std::string_view name() const override { return "allreduce"; }
   Status GradientsReady(int unit) override;
   Status Step(int64_t step) override;
+  Result<Moments> LocalMoments(const model::ParamBuffer& params) override;
+  Status Restore(const std::vector<float>& params, const Moments& moments) override;
 
  private:
   using DataParallelSync::DataParallelSync;

@@ -137,6 +137,34 @@ Status DataParallelSync::AllGatherBucketParams() {
   return params_->RefreshBf16();
 }
 
+Status DataParallelSync::GatherPieces(const float* shard, float* local) {
+  collectives::Communicator* group = options_.group;
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    const Bucket& b = buckets_[i];
+    Tensor mine = Floats(const_cast<float*>(shard) + b.shard_offset, piece(b));
+    Tensor all = Floats(local + b.begin, b.size());
+    Enqueue("allgather shard " + std::to_string(i),
+            [group, mine, all] { return group->AllGather(mine, all); });
+  }
+  return Synchronize();
+}
+
+void DataParallelSync::ScatterPieces(const float* local, float* shard) const {
+  for (const Bucket& b : buckets_) {
+    std::copy(local + b.begin + rank() * piece(b), local + b.begin + (rank() + 1) * piece(b),
+              shard + b.shard_offset);
+  }
+}
+
+Result<Moments> DataParallelSync::GatherMoments(const Tensor& m, const Tensor& v) {
+  Moments out;
+  out.m.resize(static_cast<size_t>(params_->numel()));
+  out.v.resize(static_cast<size_t>(params_->numel()));
+  PSZERO_RETURN_IF_ERROR(GatherPieces(m.data<float>(), out.m.data()));
+  PSZERO_RETURN_IF_ERROR(GatherPieces(v.data<float>(), out.v.data()));
+  return out;
+}
+
 SyncTraffic DataParallelSync::Counters() const {
   return {options_.group->bytes_sent(), options_.group->bytes_received()};
 }

@@ -107,6 +107,12 @@ class DataParallelSync : public SyncStrategy {
   // zero1 / zero2 Step's second half: all-gathers every bucket's parameters in place
   // (rank r contributes piece r), waits, and refreshes the bf16 copy.
   Status AllGatherBucketParams();
+  // The whole local-layout vector from this rank's pieces of every bucket (collective),
+  // and this rank's pieces cut from a local-layout vector.
+  Status GatherPieces(const float* shard, float* local);
+  void ScatterPieces(const float* local, float* shard) const;
+  // Copies of a shard-layout pair of moments gathered into local layout.
+  Result<Moments> GatherMoments(const Tensor& m, const Tensor& v);
   // Counts the step's traffic; call at the end of Step.
   void EndStepTraffic();
 

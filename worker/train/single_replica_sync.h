@@ -22,6 +22,8 @@ class SingleReplicaSync final : public SyncStrategy {
                                                            MemoryTracker* tracker);
   std::string_view name() const override { return "single"; }
   Status Step(int64_t step) override;
+  Result<Moments> LocalMoments(const model::ParamBuffer& params) override;
+  Status Restore(const std::vector<float>& params, const Moments& moments) override;
 
  private:
   SingleReplicaSync(model::ParamBuffer* params, const OptimizerOptions& options,

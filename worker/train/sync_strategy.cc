@@ -10,4 +10,12 @@ Result<std::vector<float>> SyncStrategy::LocalParams(const model::ParamBuffer& p
   return std::vector<float>(p, p + params.numel());
 }
 
+Result<Moments> SyncStrategy::LocalMoments(const model::ParamBuffer&) {
+  return Status::InvalidArgument("--sync " + std::string(name()) + ": checkpoints are not supported yet");
+}
+
+Status SyncStrategy::Restore(const std::vector<float>&, const Moments&) {
+  return Status::InvalidArgument("--sync " + std::string(name()) + ": checkpoints are not supported yet");
+}
+
 }  // namespace pszero::train

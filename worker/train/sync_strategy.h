@@ -23,6 +23,12 @@ namespace pszero::train {
 
 // Payload bytes a strategy's own communication moved (tensor-parallel traffic and the
 // loss average excluded).
+// AdamW's moments (exp_avg, exp_avg_sq) of this TP rank, in the ParamBuffer's layout.
+struct Moments {
+  std::vector<float> m;
+  std::vector<float> v;
+};
+
 struct SyncTraffic {
   int64_t sent = 0;
   int64_t received = 0;
@@ -40,6 +46,12 @@ class SyncStrategy : public model::LayerHooks {
   // Every parameter of this TP rank in the ParamBuffer's layout (params.numel() values):
   // for checksums and checkpoints. Collective over the group for sharded parameters.
   virtual Result<std::vector<float>> LocalParams(const model::ParamBuffer& params);
+  // The optimizer's moments in the ParamBuffer's layout (checkpoints); collective over
+  // the group for sharded state. InvalidArgument by default.
+  virtual Result<Moments> LocalMoments(const model::ParamBuffer& params);
+  // Restores parameters and moments given in the ParamBuffer's layout (a resumed
+  // checkpoint); every rank keeps the part it owns. InvalidArgument by default.
+  virtual Status Restore(const std::vector<float>& params, const Moments& moments);
   // Traffic of the last Step's exchange (from the step's first hook to its end), and of
   // the whole run.
   virtual SyncTraffic last_step_traffic() const { return {}; }

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "worker/model/data.h"
+#include "worker/train/checkpoint.h"
 
 namespace pszero::train {
 
@@ -60,6 +61,12 @@ void AddTrainFlags(CLI::App& app, TrainFlags& f) {
   app.add_flag("--deterministic", f.deterministic,
                "Sum gradients in ascending rank order: every sync mode gives the same bits");
   app.add_option("--report", f.report, "Write the run report (JSON, docs/report.md) here");
+  app.add_option("--checkpoint-dir", f.checkpoint_dir,
+                 "Save checkpoints here (every --checkpoint-every steps and at the end)");
+  app.add_option("--checkpoint-every", f.checkpoint_every, "Steps between checkpoints")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  app.add_option("--resume", f.resume,
+                 "Start from this checkpoint (a step directory, or a --checkpoint-dir)");
 }
 
 Result<model::ModelConfig> ResolveModel(const TrainFlags& f) {
@@ -92,6 +99,13 @@ Status CheckTrainFlags(const TrainFlags& f, int workers) {
   }
   if (f.sync == "ps") {
     return Status::InvalidArgument("--sync ps: not wired into training yet (coming with the PS issue)");
+  }
+  if (f.checkpoint_every > 0 && f.checkpoint_dir.empty()) {
+    return Status::InvalidArgument("--checkpoint-every: needs --checkpoint-dir");
+  }
+  if (!f.resume.empty()) {
+    Result<std::filesystem::path> at = VerifyCheckpoint(f.resume);
+    if (!at.ok()) return Status::InvalidArgument("--resume: " + at.status().message());
   }
   if (!f.data.empty()) {
     if (c.kind != model::ModelKind::kGpt) {
@@ -126,6 +140,9 @@ std::vector<std::string> TrainArgs(const TrainFlags& f) {
   add("--bucket-mb", mb);
   if (f.deterministic) a.push_back("--deterministic");
   if (!f.report.empty()) add("--report", f.report);
+  if (!f.checkpoint_dir.empty()) add("--checkpoint-dir", f.checkpoint_dir);
+  if (f.checkpoint_every > 0) add("--checkpoint-every", std::to_string(f.checkpoint_every));
+  if (!f.resume.empty()) add("--resume", f.resume);
   return a;
 }
 

@@ -37,6 +37,9 @@ struct TrainFlags {
   double bucket_mb = 25.0;     // gradient bucket of allreduce / zero1 / zero2
   bool deterministic = false;  // ascending-rank fp32 sums: bit-identical across modes
   std::string report;          // run.json path (docs/report.md); written by worker 0
+  std::string checkpoint_dir;  // checkpoints (docs/checkpoints.md)
+  int64_t checkpoint_every = 0;  // steps between checkpoints (0: only at the end)
+  std::string resume;          // a checkpoint (or checkpoint directory) to start from
 };
 
 void AddTrainFlags(CLI::App& app, TrainFlags& flags);

@@ -5,10 +5,12 @@
 #include <chrono>
 #include <cstdio>
 
+#include "common/control_plane_main.h"
 #include "common/report.h"
 #include "common/ucx/ucx_transport.h"
 #include "worker/collectives/communicator.h"
 #include "worker/model/full_params.h"
+#include "worker/train/checkpoint.h"
 #include "worker/train/run_report.h"
 #include "worker/train/training_rank.h"
 
@@ -70,9 +72,23 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
             << run->sync->name() << " over " << dp_size << " replicas for " << flags.steps
             << " steps, " << flags.precision << (flags.deterministic ? ", deterministic" : "");
 
+  CheckpointContext ckpt;
+  ckpt.flags = &flags;
+  ckpt.config = &config;
+  ckpt.params = &params;
+  ckpt.sync = run->sync.get();
+  ckpt.tp = run->tp.get();
+  ckpt.world = worlds[0].get();
+  int64_t first = 0;
+  if (!flags.resume.empty()) {
+    PSZERO_ASSIGN_OR_RETURN(first, LoadCheckpoint(ckpt, flags.resume));
+    LOG(INFO) << "resumed from " << flags.resume << " after step " << first;
+  }
+
   const double tokens = static_cast<double>(config.tokens_per_step()) * dp_size;
   std::vector<StepRecord> steps;
-  for (int64_t step = 0; step < flags.steps; ++step) {
+  for (int64_t step = first; step < flags.steps; ++step) {
+    MaybeInjectFault(PeerTag(Role::kWorker, rank), "step" + std::to_string(step + 1));
     PSZERO_ASSIGN_OR_RETURN(StepResult r, run->trainer->RunStep(step));
     PSZERO_ASSIGN_OR_RETURN(float loss, run->sync->AverageLoss(r.loss));
     steps.push_back({step + 1, loss, r.seconds});
@@ -80,6 +96,13 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
       // One plain line per step on stdout (the launcher's progress line reads it).
       std::printf("%s\n", StepLine(steps.back(), flags.steps, tokens / r.seconds).c_str());
       std::fflush(stdout);
+    }
+    const int64_t done = step + 1;
+    if (!flags.checkpoint_dir.empty() &&
+        ((flags.checkpoint_every > 0 && done % flags.checkpoint_every == 0) ||
+         done == flags.steps)) {
+      PSZERO_RETURN_IF_ERROR(WriteCheckpoint(ckpt, flags.checkpoint_dir, done));
+      if (rank == 0) LOG(INFO) << "checkpoint after step " << done << " in " << flags.checkpoint_dir;
     }
   }
   PSZERO_ASSIGN_OR_RETURN(std::vector<float> local, run->sync->LocalParams(params));

@@ -5,6 +5,7 @@
 // owned pieces with fused AdamW, then all-gathers every bucket's updated parameters.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 
 #include "worker/train/data_parallel.h"
@@ -19,6 +20,13 @@ class Zero1Sync final : public DataParallelSync {
   std::string_view name() const override { return "zero1"; }
   Status GradientsReady(int unit) override;
   Status Step(int64_t step) override;
+  Result<Moments> LocalMoments(const model::ParamBuffer&) override { return GatherMoments(m_, v_); }
+  Status Restore(const std::vector<float>& params, const Moments& moments) override {
+    std::copy(params.begin(), params.end(), params_->params().data<float>());
+    ScatterPieces(moments.m.data(), m_.data<float>());
+    ScatterPieces(moments.v.data(), v_.data<float>());
+    return params_->RefreshBf16();
+  }
 
  private:
   using DataParallelSync::DataParallelSync;

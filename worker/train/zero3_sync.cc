@@ -154,16 +154,18 @@ Status Zero3Sync::Step(int64_t step) {
 
 Result<std::vector<float>> Zero3Sync::LocalParams(const model::ParamBuffer& params) {
   std::vector<float> out(static_cast<size_t>(params.numel()));
-  collectives::Communicator* group = options_.group;
-  for (size_t u = 0; u < params.units().size(); ++u) {
-    const Bucket& b = buckets_[bucket_of_unit_[u]];
-    Tensor mine = Floats(shard_piece(param_shard_, static_cast<int>(u)), piece(b));
-    Tensor all = Floats(out.data() + b.begin, b.size());
-    Enqueue("allgather final unit " + params.units()[u].name,
-            [group, mine, all] { return group->AllGather(mine, all); });
-  }
-  PSZERO_RETURN_IF_ERROR(Synchronize());
+  PSZERO_RETURN_IF_ERROR(GatherPieces(param_shard_.data<float>(), out.data()));
   return out;
+}
+
+Status Zero3Sync::Restore(const std::vector<float>& params, const Moments& moments) {
+  for (size_t u = 0; u < gathered_.size(); ++u) {
+    PSZERO_RETURN_IF_ERROR(Release(static_cast<int>(u)));
+  }
+  ScatterPieces(params.data(), param_shard_.data<float>());
+  ScatterPieces(moments.m.data(), m_.data<float>());
+  ScatterPieces(moments.v.data(), v_.data<float>());
+  return Status::Ok();
 }
 
 }  // namespace pszero::train

@@ -32,6 +32,8 @@ class Zero3Sync final : public DataParallelSync {
   Status GradientsReady(int unit) override;
   Status Step(int64_t step) override;
   Result<std::vector<float>> LocalParams(const model::ParamBuffer& params) override;
+  Result<Moments> LocalMoments(const model::ParamBuffer&) override { return GatherMoments(m_, v_); }
+  Status Restore(const std::vector<float>& params, const Moments& moments) override;
 
   // Largest number of units gathered at once so far (tests: at most two).
   int peak_gathered_units() const { return peak_gathered_; }

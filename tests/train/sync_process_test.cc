@@ -1,0 +1,131 @@
+// The sync modes as users run them: pszero-launch with real worker processes.
+//  * --deterministic allreduce and zero3 with T = 2, D = 2 end with the same sha256, and
+//    the run report (docs/report.md) holds what it promises;
+//  * a worker killed in the middle of training: every survivor stops on its own within
+//    5 s, naming it, and the launcher's last line names it.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/temp_dir.h"
+#include "tests/support/subprocess.h"
+
+namespace pszero::train {
+namespace {
+
+using ::pszero::testing::BinaryPath;
+using ::pszero::testing::ProcessResult;
+using ::pszero::testing::RunProcess;
+
+const std::vector<std::string> kModel = {"--model", "custom", "--layers", "2",  "--d-model",
+                                         "64",      "--heads", "4",        "--seq", "16",
+                                         "--batch", "4",       "--vocab",  "64",   "--seed", "5"};
+
+ProcessResult Launch(std::vector<std::string> extra, const std::vector<std::string>& env = {}) {
+  ::unsetenv("PSZERO_FAULT_INJECT");
+  ::unsetenv("PSZERO_TOKEN");
+  std::vector<std::string> argv = {BinaryPath("pszero-launch"), "--timeout", "120"};
+  argv.insert(argv.end(), kModel.begin(), kModel.end());
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return RunProcess(argv, std::chrono::seconds(150), env);
+}
+
+std::string PrintedSha(const std::string& out) {
+  std::smatch m;
+  static const std::regex re("final_params_sha256 ([0-9a-f]{64})");
+  return std::regex_search(out, m, re) ? m[1].str() : "";
+}
+
+TEST(SyncProcessTest, DeterministicModesAgreeAcrossProcessesAndTheReportHoldsUp) {
+  auto dir = TempDir::Create("pszero-sync");
+  ASSERT_TRUE(dir.ok());
+  std::vector<std::string> shas;
+  for (const char* mode : {"allreduce", "zero3"}) {
+    const std::string report = (dir->path() / (std::string(mode) + ".json")).string();
+    const ProcessResult r = Launch({"--workers", "4", "--tp", "2", "--sync", mode, "--steps", "3",
+                                    "--deterministic", "--report", report});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const std::string sha = PrintedSha(r.out);
+    ASSERT_FALSE(sha.empty()) << r.out;
+    shas.push_back(sha);
+
+    std::ifstream in(report);
+    ASSERT_TRUE(in.good()) << report;
+    const nlohmann::json doc = nlohmann::json::parse(in);
+    EXPECT_EQ(doc["schema"], "pszero.run/1");
+    EXPECT_EQ(doc["flags"]["sync"], mode);
+    EXPECT_EQ(doc["flags"]["tp"], 2);
+    EXPECT_EQ(doc["flags"]["dp"], 2);
+    EXPECT_EQ(doc["flags"]["deterministic"], true);
+    EXPECT_EQ(doc["final_params_sha256"], sha);
+    ASSERT_EQ(doc["steps"].size(), 3u);
+    for (size_t s = 0; s < 3; ++s) {
+      EXPECT_EQ(doc["steps"][s]["step"], s + 1);
+      EXPECT_GT(doc["steps"][s]["time_s"].get<double>(), 0.0);
+      EXPECT_TRUE(std::isfinite(doc["steps"][s]["loss"].get<double>()));
+    }
+    // Ψ is per TP rank: half the model's matrices plus the replicated vectors.
+    const int64_t psi = doc["model"]["params_per_tp_rank"];
+    EXPECT_LT(psi, doc["model"]["params"].get<int64_t>());
+    ASSERT_EQ(doc["ranks"].size(), 4u);
+    for (size_t i = 0; i < 4; ++i) {
+      const nlohmann::json& rank = doc["ranks"][i];
+      EXPECT_EQ(rank["rank"], i);
+      EXPECT_EQ(rank["tp_rank"], i % 2);
+      EXPECT_EQ(rank["dp_rank"], i / 2);
+      const nlohmann::json& ms = rank["memory"]["model_state"];
+      EXPECT_NEAR(ms["ratio"].get<double>(), 1.0, 0.05) << ms.dump();
+      EXPECT_EQ(ms["formula"], std::string(mode) == "zero3" ? "16Ψ/D" : "16Ψ");
+      const nlohmann::json& bytes = rank["bytes_per_step"];
+      EXPECT_NEAR(bytes["ratio"].get<double>(), 1.0, 0.01) << bytes.dump();
+      EXPECT_GT(rank["bytes_total"]["sent"].get<int64_t>(), bytes["sent"].get<int64_t>());
+    }
+  }
+  EXPECT_EQ(shas[0], shas[1]);
+}
+
+// "[w0] E1126 06:19:25.656236 file.cc:219] message": seconds since midnight.
+double GlogSeconds(const std::string& line) {
+  static const std::regex re(R"(\] [IWEF]\d{4} (\d\d):(\d\d):(\d\d\.\d+) )");
+  std::smatch m;
+  if (!std::regex_search(line, m, re)) return -1.0;
+  return std::stoi(m[1].str()) * 3600.0 + std::stoi(m[2].str()) * 60.0 + std::stod(m[3].str());
+}
+
+TEST(SyncProcessTest, KilledWorkerStopsEverySurvivorNamingItWithinFiveSeconds) {
+  const ProcessResult r = Launch({"--workers", "4", "--sync", "zero3", "--steps", "100000"},
+                                 {"PSZERO_FAULT_INJECT=sigkill:w2:step3"});
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("job failed: worker 2 (pid "), std::string::npos) << r.err;
+  double killed = -1.0;
+  std::vector<double> stopped(4, -1.0);
+  std::istringstream lines(r.err);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("[w2]", 0) == 0 && line.find("fault injection: sigkill") != std::string::npos) {
+      killed = GlogSeconds(line);
+    }
+    for (int w : {0, 1, 3}) {
+      if (line.rfind("[w" + std::to_string(w) + "]", 0) == 0 &&
+          line.find("stopping: worker 2 lost") != std::string::npos) {
+        stopped[w] = GlogSeconds(line);
+      }
+    }
+  }
+  ASSERT_GE(killed, 0.0) << r.err;
+  for (int w : {0, 1, 3}) {
+    ASSERT_GE(stopped[w], 0.0) << "worker " << w << " did not name the lost worker:\n" << r.err;
+    EXPECT_LE(stopped[w] - killed, 5.0) << "worker " << w;
+  }
+  EXPECT_EQ(r.err.find("sending SIGTERM"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace pszero::train

@@ -1,0 +1,243 @@
+// The data-parallel sync modes against each other, in one process: world = T x D ranks as
+// threads, each with the worker's two UCX transports (tensor parallel, data parallel) over
+// shared memory, built by the worker's own BuildTrainingRank.
+//
+//  * every mode against allreduce: within tolerance with the ring, bit for bit with
+//    --deterministic, for D = 1, 2, 4 and for T = 2 x D = 2;
+//  * model-state memory per rank within 5% of the ZeRO formula (fp32);
+//  * bytes per step per rank within 1% of 2Ψ(D-1)/D (3Ψ(D-1)/D for zero3);
+//  * zero3 never holds more than two units' gathered parameters.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/kv_store.h"
+#include "common/ucx/ucx_transport.h"
+#include "worker/model/full_params.h"
+#include "worker/train/data_parallel.h"
+#include "worker/train/training_rank.h"
+#include "worker/train/zero3_sync.h"
+
+namespace pszero::train {
+namespace {
+
+struct RankOutcome {
+  Status status;
+  std::vector<float> full;  // the replica's full parameters at the end (T = 1 layout)
+  std::vector<float> losses;
+  int64_t psi = 0;
+  int64_t largest_unit_bytes = 0;
+  SyncTraffic last_step;
+  int64_t model_state_peak = 0;
+  int64_t gathered_peak = 0;
+  int gathered_units_peak = 0;
+};
+
+model::ModelConfig TestGpt() {
+  model::ModelConfig c;
+  c.name = "custom";
+  c.kind = model::ModelKind::kGpt;
+  c.layers = 3;
+  c.d_model = 32;
+  c.heads = 4;
+  c.seq = 8;
+  c.batch = 2;
+  c.ffn_mult = 4;
+  c.vocab = 64;
+  return c;
+}
+
+Status RunRank(const model::ModelConfig& config, const TrainFlags& flags, int rank,
+               collectives::Communicator* tp_world, collectives::Communicator* dp_world,
+               RankOutcome* out) {
+  const int replica = rank / flags.tp;
+  const int tp_rank = rank % flags.tp;
+  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<collectives::Communicator> tp,
+                          tp_world->Split(replica, tp_rank));
+  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<collectives::Communicator> dp,
+                          dp_world->Split(tp_rank, replica));
+  MemoryTracker tracker;
+  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<TrainingRank> run,
+                          BuildTrainingRank(config, flags, tp.get(), dp.get(), &tracker));
+  model::ParamBuffer& params = run->model->params();
+  for (const model::ParamView& v : params.views()) out->psi += v.numel;
+  for (const model::ParamUnit& u : params.units()) {
+    out->largest_unit_bytes = std::max<int64_t>(out->largest_unit_bytes, (u.end - u.begin) * 4);
+  }
+  for (int64_t s = 0; s < flags.steps; ++s) {
+    PSZERO_ASSIGN_OR_RETURN(StepResult r, run->trainer->RunStep(s));
+    PSZERO_ASSIGN_OR_RETURN(float loss, run->sync->AverageLoss(r.loss));
+    out->losses.push_back(loss);
+  }
+  out->last_step = run->sync->last_step_traffic();
+  out->model_state_peak = tracker.Usage(MemoryCategory::kParams).peak_bytes +
+                          tracker.Usage(MemoryCategory::kGrads).peak_bytes +
+                          tracker.Usage(MemoryCategory::kOptimizer).peak_bytes;
+  out->gathered_peak = tracker.Usage(MemoryCategory::kGatheredParams).peak_bytes;
+  if (auto* z3 = dynamic_cast<Zero3Sync*>(run->sync.get())) {
+    out->gathered_units_peak = z3->peak_gathered_units();
+  }
+  PSZERO_ASSIGN_OR_RETURN(std::vector<float> local, run->sync->LocalParams(params));
+  PSZERO_ASSIGN_OR_RETURN(out->full, model::GatherFullParams(params, local.data(), *run->tp));
+  return Status::Ok();
+}
+
+std::vector<RankOutcome> RunJob(const model::ModelConfig& config, const TrainFlags& flags,
+                                int dp) {
+  const int world = flags.tp * dp;
+  InMemoryKeyValueStore store;
+  std::vector<std::unique_ptr<ucx::UcxTransport>> transports(2 * world);
+  std::vector<std::unique_ptr<collectives::Communicator>> worlds(2 * world);
+  std::vector<RankOutcome> out(world);
+  // Every transport publishes its address before any communicator connects.
+  for (int i = 0; i < 2 * world; ++i) {
+    ucx::UcxTransportOptions o;
+    o.rank = i % world;
+    o.world_size = world;
+    o.key_prefix = i < world ? "tp" : "dp";
+    auto t = ucx::UcxTransport::Create(o, &store);
+    EXPECT_TRUE(t.ok()) << t.status().ToString();
+    if (!t.ok()) return out;
+    transports[i] = std::move(t).value();
+  }
+  for (int i = 0; i < 2 * world; ++i) {
+    collectives::CommunicatorOptions co;
+    co.deterministic = flags.deterministic;
+    auto c = collectives::Communicator::World(transports[i].get(), co);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    if (!c.ok()) return out;
+    worlds[i] = std::move(c).value();
+  }
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      out[r].status = RunRank(config, flags, r, worlds[r].get(), worlds[world + r].get(), &out[r]);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) EXPECT_TRUE(out[r].status.ok()) << out[r].status.ToString();
+  return out;
+}
+
+TrainFlags Flags(const std::string& sync, int tp, bool deterministic, double bucket_mb = 0.01) {
+  TrainFlags f;
+  f.model = "custom";
+  f.sync = sync;
+  f.tp = tp;
+  f.steps = 3;
+  f.seed = 11;
+  f.deterministic = deterministic;
+  f.bucket_mb = bucket_mb;  // default: several buckets even for the small model
+  return f;
+}
+
+const char* const kModes[] = {"allreduce", "zero1", "zero2", "zero3"};
+
+struct Shape {
+  int tp;
+  int dp;
+};
+
+class SyncModesTest : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(SyncModesTest, EveryModeMatchesAllReduce) {
+  const Shape shape = GetParam();
+  const model::ModelConfig config = TestGpt();
+  for (bool deterministic : {false, true}) {
+    const std::vector<RankOutcome> ref =
+        RunJob(config, Flags("allreduce", shape.tp, deterministic), shape.dp);
+    ASSERT_FALSE(ref[0].full.empty());
+    // Every replica ends with the same parameters.
+    for (const RankOutcome& r : ref) EXPECT_EQ(r.full, ref[0].full);
+    for (const char* mode : kModes) {
+      SCOPED_TRACE(std::string(mode) + (deterministic ? " deterministic" : " ring") + " T=" +
+                   std::to_string(shape.tp) + " D=" + std::to_string(shape.dp));
+      const std::vector<RankOutcome> got =
+          RunJob(config, Flags(mode, shape.tp, deterministic), shape.dp);
+      ASSERT_EQ(got.size(), ref.size());
+      for (size_t r = 0; r < got.size(); ++r) {
+        ASSERT_EQ(got[r].full.size(), ref[0].full.size());
+        if (deterministic) {
+          EXPECT_EQ(got[r].full, ref[0].full) << "rank " << r;
+          EXPECT_EQ(got[r].losses, ref[0].losses) << "rank " << r;
+        } else {
+          double worst = 0.0;
+          for (size_t i = 0; i < got[r].full.size(); ++i) {
+            worst = std::max(worst, std::fabs(static_cast<double>(got[r].full[i]) -
+                                              static_cast<double>(ref[0].full[i])));
+          }
+          EXPECT_LT(worst, 1e-5) << "rank " << r;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(SyncModesTest, MemoryAndBytesMatchTheZeroFormulas) {
+  const Shape shape = GetParam();
+  const model::ModelConfig config = TestGpt();
+  for (const char* mode : kModes) {
+    SCOPED_TRACE(std::string(mode) + " T=" + std::to_string(shape.tp) +
+                 " D=" + std::to_string(shape.dp));
+    // One bucket above the collectives' small-message size: the ring algorithms, whose
+    // bytes are the paper's (a small all-reduce takes the direct, latency-optimal one).
+    const std::vector<RankOutcome> got =
+        RunJob(config, Flags(mode, shape.tp, false, /*bucket_mb=*/1.0), shape.dp);
+    for (const RankOutcome& r : got) {
+      ASSERT_GT(r.psi, 0);
+      const ModelStateBytes want = PredictModelState(mode, r.psi, shape.dp, false);
+      const double ratio = static_cast<double>(r.model_state_peak) / want.total();
+      EXPECT_NEAR(ratio, 1.0, 0.05) << want.formula;
+      const double theory = TheoryElementsPerStep(mode, r.psi, shape.dp) * sizeof(float);
+      if (shape.dp == 1) {
+        EXPECT_EQ(r.last_step.sent, 0);
+      } else {
+        EXPECT_NEAR(r.last_step.sent / theory, 1.0, 0.01);
+        EXPECT_EQ(r.last_step.received, r.last_step.sent);
+      }
+      if (std::string(mode) == "zero3") {
+        EXPECT_GE(r.gathered_units_peak, 1);
+        EXPECT_LE(r.gathered_units_peak, 2);
+        EXPECT_LE(r.gathered_peak, 2 * r.largest_unit_bytes);
+      } else {
+        EXPECT_EQ(r.gathered_peak, 0);
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, SyncModesTest,
+                         ::testing::Values(Shape{1, 1}, Shape{1, 2}, Shape{1, 4}, Shape{2, 2}),
+                         [](const ::testing::TestParamInfo<Shape>& info) {
+                           return "T" + std::to_string(info.param.tp) + "D" +
+                                  std::to_string(info.param.dp);
+                         });
+
+TEST(SyncPlanTest, FormulasOfThePaper) {
+  const int64_t psi = 1000 * 64;
+  // fp32
+  EXPECT_EQ(PredictModelState("allreduce", psi, 4, false).total(), 16 * psi);
+  EXPECT_EQ(PredictModelState("zero1", psi, 4, false).total(), 8 * psi + 8 * psi / 4);
+  EXPECT_EQ(PredictModelState("zero2", psi, 4, false).total(), 4 * psi + 12 * psi / 4);
+  EXPECT_EQ(PredictModelState("zero3", psi, 4, false).total(), 16 * psi / 4);
+  // bf16 mixed precision
+  EXPECT_EQ(PredictModelState("allreduce", psi, 4, true).total(), 16 * psi);
+  EXPECT_EQ(PredictModelState("zero1", psi, 4, true).total(), 4 * psi + 12 * psi / 4);
+  EXPECT_EQ(PredictModelState("zero2", psi, 4, true).total(), 2 * psi + 14 * psi / 4);
+  EXPECT_EQ(PredictModelState("zero3", psi, 4, true).total(), 16 * psi / 4);
+  EXPECT_DOUBLE_EQ(TheoryElementsPerStep("zero1", psi, 4), 2.0 * psi * 3 / 4);
+  EXPECT_DOUBLE_EQ(TheoryElementsPerStep("zero3", psi, 4), 3.0 * psi * 3 / 4);
+  EXPECT_FALSE(SyncPlanFor("gossip", 2).ok());
+  EXPECT_FALSE(SyncPlanFor("zero3", 2)->storage.params_resident);
+  EXPECT_FALSE(SyncPlanFor("zero2", 2)->storage.grads_resident);
+  EXPECT_TRUE(SyncPlanFor("zero2", 2)->storage.params_resident);
+  EXPECT_EQ(SyncPlanFor("zero1", 4)->unit_align, 64);
+}
+
+}  // namespace
+}  // namespace pszero::train
