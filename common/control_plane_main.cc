@@ -1,5 +1,7 @@
 #include "common/control_plane_main.h"
 
+#include <fcntl.h>
+
 #include <glog/logging.h>
 #include <signal.h>
 #include <unistd.h>
@@ -72,6 +74,30 @@ std::string BlobFor(Role role, int node_rank, int local_rank) {
 std::string GreetingKey(Role role, int rank) { return "pszero/hello/" + PeerTag(role, rank); }
 std::string Greeting(Role role, int rank) { return "hello from " + PeerTag(role, rank); }
 
+
+// Runs `hooks.serve` while a background thread waits in `barrier`, the workers' last one
+// (no wait deadline: the job's length is the workers' business; a lost peer still ends the
+// barrier with Unavailable).
+Status ServeUntilBarrier(RendezvousClient& client, const ProcessWork& hooks,
+                         const std::string& barrier) {
+  MaybeInjectFault(PeerTag(client.role(), client.rank()), barrier);
+  std::atomic<bool> done{false};
+  Status waited;
+  std::thread waiter([&] {
+    waited = client.Barrier(barrier, milliseconds(86400000));
+    done = true;
+  });
+  Status served = hooks.serve(client, [&] { return done.load(); });
+  if (!served.ok()) {
+    // The barrier cannot complete without this process: leave so that it fails.
+    client.Leave();
+  }
+  waiter.join();
+  PSZERO_RETURN_IF_ERROR(served);
+  if (waited.ok()) LOG(INFO) << "passed barrier '" << barrier << "'";
+  return waited;
+}
+
 class Rounds {
  public:
   Rounds(RendezvousClient& client, milliseconds timeout, const ProcessWork& hooks)
@@ -98,25 +124,8 @@ class Rounds {
     }
     LOG(INFO) << "looked up the blobs and greetings of all " << client_.members().size()
               << " processes";
-    if (!hooks_.serve) return Barrier("done");
-    // Serve until every process has entered "done" (no wait deadline: the job's length is
-    // the workers' business; a lost peer still ends the barrier with Unavailable).
-    MaybeInjectFault(PeerTag(client_.role(), client_.rank()), "done");
-    std::atomic<bool> done{false};
-    Status barrier;
-    std::thread waiter([&] {
-      barrier = client_.Barrier("done", milliseconds(86400000));
-      done = true;
-    });
-    Status served = hooks_.serve(client_, [&] { return done.load(); });
-    if (!served.ok()) {
-      // The barrier cannot complete without this process: leave so that it fails.
-      client_.Leave();
-    }
-    waiter.join();
-    PSZERO_RETURN_IF_ERROR(served);
-    if (barrier.ok()) LOG(INFO) << "passed barrier 'done'";
-    return barrier;
+    if (!hooks_.serve) return Barrier(kDoneBarrier);
+    return ServeUntilBarrier(client_, hooks_, kDoneBarrier);
   }
 
  private:
@@ -141,6 +150,13 @@ void MaybeInjectFault(std::string_view tag, std::string_view point) {
   for (const auto& [action, sig] :
        {std::pair{"sigkill", SIGKILL}, std::pair{"sigstop", SIGSTOP}}) {
     if (fault == action + where) {
+      // PSZERO_FAULT_ONCE=<path>: fire only if the file does not exist yet (and create it),
+      // so that a restarted job does not meet the same fault again.
+      if (const char* once = std::getenv("PSZERO_FAULT_ONCE")) {
+        const int fd = ::open(once, O_CREAT | O_EXCL | O_WRONLY, 0600);
+        if (fd < 0) return;
+        ::close(fd);
+      }
       LOG(WARNING) << "fault injection: " << action << " at '" << point << "'";
       ::raise(sig);
     }
@@ -209,7 +225,31 @@ int ControlPlaneMain(Role role, int argc, char** argv, const ProcessWork& work) 
   LOG(INFO) << "joined as " << PeerName(role, c.rank()) << " (" << c.num_servers() << " servers, "
             << c.num_workers() << " workers)";
 
-  Status s = run_work ? work.run(c) : Rounds(c, milliseconds(flags.wait_timeout_ms), work).Run();
+  const milliseconds wait_timeout(flags.wait_timeout_ms);
+  // Worker 0 tells serving processes which life the workers live (they all run the same
+  // command line): the rounds, or their own work (training), which they end in barrier
+  // kWorkDoneBarrier without entering the rounds' barriers.
+  Status s;
+  if (role == Role::kWorker && c.rank() == 0) {
+    s = c.Set(kWorkerLifeKey, run_work ? kWorkerLifeWork : kWorkerLifeRounds, wait_timeout);
+  }
+  if (s.ok()) {
+    if (run_work) {
+      s = work.run(c);
+    } else if (work.serve) {
+      Result<std::string> life = c.Get(kWorkerLifeKey, wait_timeout);
+      if (!life.ok()) {
+        s = life.status().WithContext("learning what the workers do");
+      } else if (*life == kWorkerLifeWork) {
+        LOG(INFO) << "the workers train: serving until barrier '" << kWorkDoneBarrier << "'";
+        s = ServeUntilBarrier(c, work, kWorkDoneBarrier);
+      } else {
+        s = Rounds(c, wait_timeout, work).Run();
+      }
+    } else {
+      s = Rounds(c, wait_timeout, work).Run();
+    }
+  }
   if (!s.ok()) {
     if (s.code() == StatusCode::kInvalidArgument) {
       std::cerr << name << ": error: " << s.message() << "\n";

@@ -28,6 +28,17 @@ namespace pszero {
 
 class RendezvousClient;
 
+// The last barrier of the rounds, and the one a worker's `run` (training,
+// worker/train/train_worker.cc) must end in: a serving process (pszero-server) serves
+// until the whole job has entered it.
+inline constexpr char kDoneBarrier[] = "done";
+inline constexpr char kWorkDoneBarrier[] = "train-done";
+// Worker 0 publishes under this key whether the workers live the rounds or their `run`,
+// so that a serving process lives the same (it has no --model of its own to tell).
+inline constexpr char kWorkerLifeKey[] = "pszero/worker-life";
+inline constexpr char kWorkerLifeRounds[] = "rounds";
+inline constexpr char kWorkerLifeWork[] = "work";
+
 // What a process does once it has joined, instead of the three rounds (pszero-worker's
 // training). Every member may be empty.
 struct ProcessWork {
@@ -39,17 +50,22 @@ struct ProcessWork {
   // Whether `run` replaces the rounds for this invocation.
   std::function<bool()> enabled;
   // The work; its Status maps to the exit code as the rounds' does (InvalidArgument: 2).
+  // With servers in the job it must end by entering barrier kWorkDoneBarrier.
   std::function<Status(RendezvousClient&)> run;
-  // Or work inside the rounds (pszero-server's shard store): runs after the lookups while
-  // a background thread waits in barrier "done"; `job_done()` turns true once the whole
-  // job has entered it (every other process finished its work).
+  // Or serving work (pszero-server's shard store). When the workers live the rounds, it
+  // runs inside them, after the lookups, while a background thread waits in barrier
+  // "done"; when the workers run their `run` (worker 0 says which under kWorkerLifeKey),
+  // it runs right after the join while the thread waits in kWorkDoneBarrier. Either way
+  // `job_done()` turns true once the whole job has entered that barrier (every worker
+  // finished) or it failed (a lost peer); the process then exits 0 or with the failure.
   std::function<Status(RendezvousClient&, const std::function<bool()>& job_done)> serve;
 };
 
 // Fault injection at a named point of a process's work: when PSZERO_FAULT_INJECT is
 // "sigkill:<tag>:<point>" or "sigstop:<tag>:<point>" for this process's tag ("w2") and
 // `point` (a barrier name, or "step3" at the start of training step 3, 1-based), the
-// process raises that signal. For tests only; a no-op without the variable.
+// process raises that signal; with PSZERO_FAULT_ONCE=<path> only the first time (the file
+// marks it done, so a restarted job runs clean). For tests only.
 void MaybeInjectFault(std::string_view tag, std::string_view point);
 
 // The whole main() of pszero-worker (role kWorker) and pszero-server (kServer).

@@ -2,13 +2,17 @@
 // docs/launch.md for flags, environment variables and exit codes.
 #include <glog/logging.h>
 
+#include <cstdio>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "common/auth.h"
 #include "common/exit_codes.h"
 #include "common/flags.h"
 #include "common/logging.h"
 #include "launch/launcher.h"
+#include "worker/train/checkpoint.h"
 #include "worker/train/train_flags.h"
 
 namespace {
@@ -25,7 +29,50 @@ struct LaunchFlags {
   int join_timeout_ms = 60000;
   int grace_ms = 5000;
   std::string bin_dir;
+  int max_restarts = 0;
+  // pszero-server's consistency flags (docs/ps.md), passed on its command line.
+  std::string consistency = "bsp";
+  int staleness = 0;
+  double ps_slice_mb = 4.0;
 };
+
+// The parameter-server flags against --servers and --sync. `training`: --model given
+// (otherwise the children only live the control-plane rounds, and servers may be
+// started with any --sync for that). InvalidArgument naming the flag.
+pszero::Status CheckPsFlags(const CLI::App& app, const LaunchFlags& f,
+                            const pszero::train::TrainFlags& train) {
+  using pszero::Status;
+  const bool ps = train.sync == "ps";
+  const bool training = !train.model.empty();
+  if (ps && f.servers < 1) {
+    return Status::InvalidArgument(
+        "--servers: --sync ps needs at least one pszero-server (--servers S with S >= 1)");
+  }
+  if (!ps && f.servers > 0 && (training || app.count("--sync") > 0)) {
+    return Status::InvalidArgument("--servers: " + std::to_string(f.servers) +
+                                   " pszero-servers serve only --sync ps, not --sync " +
+                                   train.sync + " (use --servers 0)");
+  }
+  for (const char* flag : {"--consistency", "--staleness", "--ps-slice-mb"}) {
+    if (app.count(flag) > 0 && f.servers < 1) {
+      return Status::InvalidArgument(std::string(flag) +
+                                     ": a pszero-server flag; give --servers S and --sync ps");
+    }
+  }
+  if (app.count("--staleness") > 0 && f.consistency != "ssp") {
+    return Status::InvalidArgument("--staleness: only with --consistency ssp, not " +
+                                   f.consistency);
+  }
+  return Status::Ok();
+}
+
+std::vector<std::string> ServerArgs(const LaunchFlags& f) {
+  char mb[32];
+  std::snprintf(mb, sizeof(mb), "%.17g", f.ps_slice_mb);
+  return {"--consistency", f.consistency,
+          "--staleness",   std::to_string(f.staleness),
+          "--ps-slice-mb", mb};
+}
 
 }  // namespace
 
@@ -59,9 +106,26 @@ int main(int argc, char** argv) {
   app->add_option("--bin-dir", f.bin_dir,
                   "Directory of pszero-worker and pszero-server (default: beside pszero-launch)")
       ->check(CLI::ExistingDirectory);
+  app->add_option("--max-restarts", f.max_restarts,
+                  "When a process of the job fails, restart the job up to this many times "
+                  "(from the newest checkpoint in --checkpoint-dir, if any)")
+      ->check(CLI::Range(0, 1000));
+  app->add_option("--consistency", f.consistency,
+                  "--sync ps: when the servers apply pushes and answer pulls (bsp, ssp, asp)")
+      ->check(CLI::IsMember({"bsp", "ssp", "asp"}));
+  app->add_option("--staleness", f.staleness,
+                  "--consistency ssp: how many steps a worker may run ahead of the slowest")
+      ->check(CLI::Range(0, 1 << 20));
+  app->add_option("--ps-slice-mb", f.ps_slice_mb,
+                  "--sync ps: size of the key-range slices spread over the servers, MiB")
+      ->check(CLI::Range(0.0001, 4096.0));
   pszero::train::TrainFlags train;
   pszero::train::AddTrainFlags(*app, train);
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
+  if (pszero::Status s = CheckPsFlags(*app, f, train); !s.ok()) {
+    std::cerr << "pszero-launch: error: " << s.message() << "\n";
+    return pszero::kExitUsage;
+  }
   if (pszero::Status s = pszero::train::CheckTrainFlags(train, f.workers); !s.ok()) {
     std::cerr << "pszero-launch: error: " << s.message() << "\n";
     return pszero::kExitUsage;
@@ -83,6 +147,7 @@ int main(int argc, char** argv) {
   options.join_timeout = milliseconds(f.join_timeout_ms);
   options.grace = milliseconds(f.grace_ms);
   options.worker_args = pszero::train::TrainArgs(train);
+  if (f.servers > 0) options.server_args = ServerArgs(f);
   options.bin_dir = f.bin_dir.empty() ? pszero::ExecutableDir() : f.bin_dir;
 
   pszero::Result<std::string> token = pszero::LoadClusterToken(f.token_file);
@@ -92,5 +157,20 @@ int main(int argc, char** argv) {
     return pszero::kExitLaunchError;
   }
   options.token = *token;
-  return pszero::RunLocalJob(options);
+  int code = pszero::RunLocalJob(options);
+  // Restart after a failed process (not after a timeout, an interrupt or a launch error).
+  for (int restart = 1; code == pszero::kExitFailure && restart <= f.max_restarts; ++restart) {
+    pszero::train::TrainFlags again = train;
+    std::string from = again.resume.empty() ? "the beginning" : again.resume;
+    if (!train.checkpoint_dir.empty()) {
+      if (auto at = pszero::train::ResolveCheckpoint(train.checkpoint_dir); at.ok()) {
+        again.resume = train.checkpoint_dir;
+        from = at->string();
+      }
+    }
+    LOG(WARNING) << "restart " << restart << "/" << f.max_restarts << " from " << from;
+    options.worker_args = pszero::train::TrainArgs(again);
+    code = pszero::RunLocalJob(options);
+  }
+  return code;
 }

@@ -198,6 +198,7 @@ class LocalJob {
     set("PSZERO_LOG_TAG", child.tag);  // its log prefix until it knows its rank
     // Fault injection for tests passes through unchanged (docs/launch.md).
     if (const char* fault = std::getenv("PSZERO_FAULT_INJECT")) set("PSZERO_FAULT_INJECT", fault);
+    if (const char* once = std::getenv("PSZERO_FAULT_ONCE")) set("PSZERO_FAULT_ONCE", once);
     std::vector<char*> envp;
     for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
@@ -231,9 +232,9 @@ class LocalJob {
     posix_spawnattr_setsigmask(&attr, &empty);
 
     std::vector<char*> argv = {const_cast<char*>(program.c_str())};
-    if (role == Role::kWorker) {
-      for (const std::string& a : options_.worker_args)
-        argv.push_back(const_cast<char*>(a.c_str()));
+    for (const std::string& a :
+         role == Role::kWorker ? options_.worker_args : options_.server_args) {
+      argv.push_back(const_cast<char*>(a.c_str()));
     }
     argv.push_back(nullptr);
     const int rc =

@@ -29,6 +29,7 @@ struct LaunchOptions {
   std::chrono::milliseconds join_timeout{60000};
   std::chrono::milliseconds grace{5000};  // after a failure, before SIGTERM
   std::vector<std::string> worker_args;   // appended to every pszero-worker's command line
+  std::vector<std::string> server_args;   // appended to every pszero-server's command line
 };
 
 // Runs the job to its end and returns the launcher's exit code.

@@ -75,13 +75,17 @@ PsServer::PsServer(Transport* transport, PsServerOptions options)
       options_(std::move(options)),
       ctx_(kernels::KernelContext::Host(options_.threads)) {}
 
-PsServer::~PsServer() {
+PsServer::~PsServer() { DetachTransport(); }
+
+void PsServer::DetachTransport() {
+  if (transport_ == nullptr) return;
   // The handlers point at this object: late messages are dropped from now on.
-  for (uint16_t id : {kAmInit, kAmPush, kAmPull}) {
+  for (uint16_t id : {kAmInit, kAmPush, kAmPull, kAmStats}) {
     (void)transport_->SetAmHandler(
         id, {.payload_destination = nullptr,
              .on_message = [](const AmInfo&, std::span<const std::byte>) {}});
   }
+  transport_ = nullptr;
 }
 
 Result<std::unique_ptr<PsServer>> PsServer::Create(Transport* transport, PsServerOptions options) {
@@ -109,6 +113,11 @@ Result<std::unique_ptr<PsServer>> PsServer::Create(Transport* transport, PsServe
   PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmInit, std::move(init)));
   PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmPush, std::move(push)));
   PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmPull, std::move(pull)));
+  AmHandler stats;
+  stats.on_message = [self](const AmInfo& info, std::span<const std::byte>) {
+    self->OnStats(info);
+  };
+  PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmStats, std::move(stats)));
   return server;
 }
 
@@ -414,6 +423,20 @@ void PsServer::OnPull(const AmInfo& info) {
   w.pull_clock = h->clock;
   w.pull_request = h->request;
   if (PullReady(s, h->worker, h->clock)) SendReply(s, h->worker);
+}
+
+void PsServer::OnStats(const AmInfo& info) {
+  Result<RequestHeader> h = DecodeHeader<RequestHeader>(info.header);
+  if (!h.ok()) return;  // nothing to answer to
+  StatsReplyHeader r;
+  r.server = options_.server_index;
+  r.request = h->request;
+  r.counters = stats_;
+  Result<Request> sent = transport_->SendAm(info.peer, kAmStatsReply, HeaderBytes(r), nullptr, 0);
+  if (!sent.ok()) {
+    LOG(WARNING) << "ps server: cannot answer rank " << info.peer << ": "
+                 << sent.status().ToString();
+  }
 }
 
 void PsServer::ServeParkedPulls(LocalSlice& s) {

@@ -20,10 +20,14 @@
 //        until its own c pushes are applied and every worker has pushed at least c - s.
 //   asp  each push is applied on arrival; a pull waits only for its own earlier pushes
 //        (read-your-writes, bounded by one message latency), never for other workers.
+// A stats request is answered at once with the counters (ServerCounters), for reports.
 // Bad requests (unknown key space or slice, wrong geometry, dtype other than fp32, a
 // worker index out of range, a push into a slot still busy) are answered with an error to
 // that worker and change nothing; the server keeps serving.
 //
+// Lifetime: the transport must outlive the server, or be destroyed first after
+// DetachTransport() (what pszero-server does: its slots must outlive the transport's
+// teardown, which may still complete a receive into them).
 // Threading: one thread (the one that owns the Transport) calls Serve; stats() may be read
 // from that thread only.
 #pragma once
@@ -63,16 +67,7 @@ struct PsServerOptions {
   int threads = 1;  // kernel threads
 };
 
-struct PsServerStats {
-  int64_t pushes = 0;
-  int64_t pulls = 0;
-  int64_t updates = 0;
-  int64_t rejected = 0;
-  int64_t push_bytes = 0;
-  int64_t pull_bytes = 0;
-  int64_t model_bytes = 0;  // params + optimizer state + receive slots held
-  // Largest c - min_w(pushes of w) seen when a pull was served (ssp/asp instrumentation).
-  int64_t max_served_staleness = 0;
+struct PsServerStats : ServerCounters {
   std::string last_error;  // the last rejection, for logs and tests
 };
 
@@ -91,6 +86,12 @@ class PsServer {
   const PsServerStats& stats() const { return stats_; }
   const PsServerOptions& options() const { return options_; }
 
+  // Unhooks the server from its transport (late messages are dropped), so that the
+  // transport may be destroyed first: a push still landing in one of this server's slots
+  // then finishes or fails inside the transport's destructor while the slot exists.
+  // Serve must not be called afterwards.
+  void DetachTransport();
+
  private:
   struct KeySpace;
   struct LocalSlice;
@@ -100,6 +101,7 @@ class PsServer {
   void OnInit(const AmInfo& info, std::span<const std::byte> payload);
   void OnPush(const AmInfo& info, std::span<const std::byte> payload);
   void OnPull(const AmInfo& info);
+  void OnStats(const AmInfo& info);
   Result<LocalSlice*> Validate(const RequestHeader& h, int peer, bool need_init);
   void Reject(int peer, const RequestHeader& h, uint16_t am, const Status& why);
   void Ack(int peer, const RequestHeader& h);

@@ -1,7 +1,9 @@
 // pszero-server: one parameter-server process of a job. It lives the control-plane life
-// every process lives (common/control_plane_main.h: join, barriers, lookups, heartbeats,
-// clean exit) and, between the lookups and the final barrier, runs the shard store
-// (server/ps_server.h) on the data plane until every process of the job is done.
+// every process lives (common/control_plane_main.h: join, heartbeats, clean exit) and
+// runs the shard store (server/ps_server.h) on the data plane until every worker is done:
+// when the workers train, from the join until they have all entered barrier "train-done";
+// when they only live the control-plane rounds, inside the rounds until barrier "done".
+// It publishes its configuration (ps::ServerConfigKey) for the workers before serving.
 //
 // Data-plane ranks: servers are transport ranks 0..S-1 and workers S..S+W-1 of one UCX
 // job whose addresses are published in the rendezvous store under "pszero/ps"
@@ -77,20 +79,33 @@ Status Serve(const ServerFlags& f, RendezvousClient& client,
   o.sgd.momentum = f.momentum;
   o.threads = f.threads;
   PSZERO_ASSIGN_OR_RETURN(auto server, ps::PsServer::Create(transport.get(), o));
+  // What the workers must agree on (the slice map), for them to read instead of flags.
+  ps::ServerConfig config;
+  config.slice_bytes = o.slice_bytes;
+  config.consistency = o.consistency;
+  config.staleness = o.staleness;
+  config.optimizer = f.optimizer;
+  PSZERO_RETURN_IF_ERROR(
+      client.Set(ps::ServerConfigKey(o.server_index), EncodeServerConfig(config)));
   LOG(INFO) << "ps server " << o.server_index << " of " << servers << ": " << f.consistency
             << (o.consistency == ps::Consistency::kSsp ? " staleness " + std::to_string(f.staleness)
                                                        : "")
             << ", optimizer " << f.optimizer << ", slices of " << f.slice_mb
             << " MiB, transport rank " << t.rank << " of " << world
             << " (the slice map is printed when a key space arrives)";
-  while (!job_done()) {
-    PSZERO_RETURN_IF_ERROR(server->Serve(std::chrono::milliseconds(100)).status());
+  Status served;
+  while (served.ok() && !job_done()) {
+    served = server->Serve(std::chrono::milliseconds(100)).status();
   }
   const ps::PsServerStats& st = server->stats();
   LOG(INFO) << "ps server " << o.server_index << ": " << st.pushes << " pushes, " << st.pulls
             << " pulls, " << st.updates << " updates, " << st.rejected << " rejected, "
             << st.model_bytes << " bytes held";
-  return Status::Ok();
+  // A worker that stopped mid-push (its job failed) may leave a receive into one of the
+  // server's slots in flight: close the transport while the slots still exist.
+  server->DetachTransport();
+  transport.reset();
+  return served;
 }
 
 }  // namespace

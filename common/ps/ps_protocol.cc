@@ -26,6 +26,50 @@ Result<Consistency> ParseConsistency(std::string_view name) {
                                  "'");
 }
 
+std::string ServerConfigKey(int server_index) {
+  return "pszero/ps/config/" + std::to_string(server_index);
+}
+
+std::string EncodeServerConfig(const ServerConfig& c) {
+  return "slice_bytes=" + std::to_string(c.slice_bytes) +
+         " consistency=" + std::string(ConsistencyName(c.consistency)) +
+         " staleness=" + std::to_string(c.staleness) + " optimizer=" + c.optimizer;
+}
+
+Result<ServerConfig> ParseServerConfig(std::string_view text) {
+  ServerConfig c;
+  bool have_slice = false;
+  std::istringstream in{std::string(text)};
+  std::string field;
+  while (in >> field) {
+    const size_t eq = field.find('=');
+    if (eq == std::string::npos) {
+      return Status::InvalidArgument("ps server config: '" + field + "' is not key=value");
+    }
+    const std::string key = field.substr(0, eq);
+    const std::string value = field.substr(eq + 1);
+    try {
+      if (key == "slice_bytes") {
+        c.slice_bytes = std::stoll(value);
+        have_slice = c.slice_bytes >= 4;
+      } else if (key == "consistency") {
+        PSZERO_ASSIGN_OR_RETURN(c.consistency, ParseConsistency(value));
+      } else if (key == "staleness") {
+        c.staleness = std::stoi(value);
+      } else if (key == "optimizer") {
+        c.optimizer = value;
+      }  // unknown keys: a newer server; ignored
+    } catch (const std::exception&) {
+      return Status::InvalidArgument("ps server config: bad value in '" + field + "'");
+    }
+  }
+  if (!have_slice) {
+    return Status::InvalidArgument("ps server config '" + std::string(text) +
+                                   "' has no valid slice_bytes");
+  }
+  return c;
+}
+
 Result<SliceMap> SliceMap::Create(int64_t numel, int64_t slice_bytes, int num_servers) {
   if (numel < 1) return Status::InvalidArgument("slice map: numel must be >= 1");
   if (slice_bytes < 4) return Status::InvalidArgument("slice map: slice bytes must be >= 4");
@@ -112,11 +156,15 @@ Result<H> DecodeHeader(std::span<const std::byte> bytes) {
 }
 template Result<RequestHeader> DecodeHeader<RequestHeader>(std::span<const std::byte>);
 template Result<ReplyHeader> DecodeHeader<ReplyHeader>(std::span<const std::byte>);
+template Result<StatsReplyHeader> DecodeHeader<StatsReplyHeader>(std::span<const std::byte>);
 
 std::span<const std::byte> HeaderBytes(const RequestHeader& h) {
   return {reinterpret_cast<const std::byte*>(&h), sizeof(h)};
 }
 std::span<const std::byte> HeaderBytes(const ReplyHeader& h) {
+  return {reinterpret_cast<const std::byte*>(&h), sizeof(h)};
+}
+std::span<const std::byte> HeaderBytes(const StatsReplyHeader& h) {
   return {reinterpret_cast<const std::byte*>(&h), sizeof(h)};
 }
 

@@ -17,6 +17,8 @@
 //   pull  worker → server: "send me slice k once it satisfies my clock"
 //   ack   server → worker: init / push accepted, or rejected (code != 0, message)
 //   reply server → worker: the parameters of one slice (payload), or an error (no payload)
+//   stats worker → server: "what have you done so far" (a RequestHeader, for reports)
+//   stats-reply server → worker: its counters (a StatsReplyHeader, no payload)
 // Plain values; thread-safe.
 #pragma once
 
@@ -75,6 +77,24 @@ class SliceMap {
   std::vector<Slice> slices_;
 };
 
+// ---- Server configuration --------------------------------------------------------------
+
+// What a worker must agree on with the servers, published by every server in the job's
+// key-value store under ServerConfigKey(index) before it serves: the slice size (the map
+// depends on it) and, for logs and reports, the consistency mode. Workers read it instead
+// of taking flags of their own, so the two sides cannot disagree.
+struct ServerConfig {
+  int64_t slice_bytes = 4 << 20;
+  Consistency consistency = Consistency::kBsp;
+  int staleness = 0;
+  std::string optimizer = "adamw";
+};
+std::string ServerConfigKey(int server_index);
+// "slice_bytes=4194304 consistency=bsp staleness=0 optimizer=adamw"
+std::string EncodeServerConfig(const ServerConfig& c);
+// InvalidArgument naming what is malformed.
+Result<ServerConfig> ParseServerConfig(std::string_view text);
+
 // ---- Wire ------------------------------------------------------------------------------
 
 inline constexpr uint16_t kAmInit = 0x5300;
@@ -82,6 +102,8 @@ inline constexpr uint16_t kAmPush = 0x5301;
 inline constexpr uint16_t kAmPull = 0x5302;
 inline constexpr uint16_t kAmAck = 0x5303;
 inline constexpr uint16_t kAmReply = 0x5304;
+inline constexpr uint16_t kAmStats = 0x5305;
+inline constexpr uint16_t kAmStatsReply = 0x5306;
 
 inline constexpr uint32_t kMagic = 0x50535a31;  // "PSZ1"
 
@@ -117,12 +139,34 @@ struct ReplyHeader {
   char message[192] = {};  // NUL-terminated reason when code != 0
 };
 
+// What a server has done so far: the figures of a run report's "servers" entry.
+struct ServerCounters {
+  int64_t pushes = 0;
+  int64_t pulls = 0;
+  int64_t updates = 0;
+  int64_t rejected = 0;
+  int64_t push_bytes = 0;   // gradient payload received
+  int64_t pull_bytes = 0;   // parameter payload sent
+  int64_t model_bytes = 0;  // params + optimizer state + receive slots (+ reply copies) held
+  // Largest c - min_w(pushes of w) seen when a pull was served (ssp/asp instrumentation).
+  int64_t max_served_staleness = 0;
+};
+
+// Server → worker (stats-reply).
+struct StatsReplyHeader {
+  uint32_t magic = kMagic;
+  int32_t server = 0;
+  uint64_t request = 0;
+  ServerCounters counters;
+};
+
 // Copies a header out of an AM header span; InvalidArgument when the size or magic is wrong.
 template <typename H>
 Result<H> DecodeHeader(std::span<const std::byte> bytes);
 
 std::span<const std::byte> HeaderBytes(const RequestHeader& h);
 std::span<const std::byte> HeaderBytes(const ReplyHeader& h);
+std::span<const std::byte> HeaderBytes(const StatsReplyHeader& h);
 void SetMessage(ReplyHeader& h, std::string_view message);
 
 }  // namespace pszero::ps

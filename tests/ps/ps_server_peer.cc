@@ -1,6 +1,7 @@
 // ps_server_peer: a PsServer in its own process for the multi-process ps tests. It joins
 // through a FileKeyValueStore directory as transport rank --rank of --world, serves as
-// server --index of --servers, and runs until killed or --max-seconds pass.
+// server --index of --servers, publishes its configuration (ps::ServerConfigKey) as
+// pszero-server does, and runs until killed or --max-seconds pass.
 // Exit code 0 after --max-seconds, 1 on a transport error, 2 on bad flags.
 #include <chrono>
 #include <string>
@@ -48,6 +49,14 @@ int main(int argc, char** argv) {
   auto server = ps::PsServer::Create(transport->get(), so);
   if (!server.ok()) {
     fprintf(stderr, "%s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  ps::ServerConfig config;
+  config.slice_bytes = so.slice_bytes;
+  config.consistency = so.consistency;
+  config.optimizer = "sgd";
+  if (Status st = store.Set(ps::ServerConfigKey(index), ps::EncodeServerConfig(config)); !st.ok()) {
+    fprintf(stderr, "%s\n", st.ToString().c_str());
     return 1;
   }
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(max_seconds);

@@ -12,8 +12,9 @@ struct PsClient::SliceState {
   bool pushed = false;       // pushed this step
   bool ack_pending = false;  // push or init waiting for the server's ack
   bool pull_pending = false;
-  Request send;  // the push / init AM (its payload is our buffer)
-  Status error;  // first failure reported by the server
+  int64_t pulled_for_clock = -1;  // clock of the last pull requested
+  Request send;                   // the push / init AM (its payload is our buffer)
+  Status error;                   // first failure reported by the server
 };
 
 PsClient::PsClient(Transport* transport, PsClientOptions options, SliceMap map,
@@ -27,7 +28,7 @@ PsClient::PsClient(Transport* transport, PsClientOptions options, SliceMap map,
 
 PsClient::~PsClient() {
   // The handlers point at this object: late messages are dropped from now on.
-  for (uint16_t id : {kAmAck, kAmReply}) {
+  for (uint16_t id : {kAmAck, kAmReply, kAmStatsReply}) {
     (void)transport_->SetAmHandler(
         id, {.payload_destination = nullptr,
              .on_message = [](const AmInfo&, std::span<const std::byte>) {}});
@@ -60,6 +61,14 @@ Result<std::unique_ptr<PsClient>> PsClient::Create(Transport* transport, PsClien
   };
   PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmAck, std::move(ack)));
   PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmReply, std::move(reply)));
+  AmHandler stats;
+  stats.on_message = [self](const AmInfo& info, std::span<const std::byte>) {
+    Result<StatsReplyHeader> h = DecodeHeader<StatsReplyHeader>(info.header);
+    if (!h.ok() || h->request != self->stats_request_) return;
+    self->stats_answer_ = h->counters;
+    self->stats_answered_ = true;
+  };
+  PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmStatsReply, std::move(stats)));
   for (int rank : client->options_.server_ranks) {
     PSZERO_RETURN_IF_ERROR(transport->Connect(rank));
   }
@@ -86,9 +95,11 @@ RequestHeader PsClient::Header(int slice) const {
   return h;
 }
 
-Status PsClient::SendRequest(uint16_t am, int slice, const void* payload, size_t bytes) {
+Status PsClient::SendRequest(uint16_t am, int slice, const void* payload, size_t bytes,
+                             int64_t clock) {
   SliceState& st = slices_[static_cast<size_t>(slice)];
   RequestHeader h = Header(slice);
+  h.clock = clock;
   h.request = next_request_++;
   const int server = map_.slice(slice).server;
   Result<Request> sent = transport_->SendAm(options_.server_ranks[static_cast<size_t>(server)], am,
@@ -96,6 +107,7 @@ Status PsClient::SendRequest(uint16_t am, int slice, const void* payload, size_t
   if (!sent.ok()) return sent.status().WithContext(ServerName(server));
   if (am == kAmPull) {
     st.pull_pending = true;
+    st.pulled_for_clock = clock;
     ++stats_.pulls;
   } else {
     st.send = std::move(sent).value();
@@ -112,8 +124,8 @@ Status PsClient::Initialize(std::chrono::milliseconds timeout) {
   if (options_.worker == 0) {
     for (int i = 0; i < map_.num_slices(); ++i) {
       const Slice& s = map_.slice(i);
-      PSZERO_RETURN_IF_ERROR(
-          SendRequest(kAmInit, i, params_.data() + s.begin, static_cast<size_t>(s.numel) * 4));
+      PSZERO_RETURN_IF_ERROR(SendRequest(kAmInit, i, params_.data() + s.begin,
+                                         static_cast<size_t>(s.numel) * 4, clock_));
     }
     PSZERO_RETURN_IF_ERROR(WaitAll(timeout));
   }
@@ -136,7 +148,11 @@ Status PsClient::PushSlice(int slice) {
   }
   const Slice& s = map_.slice(slice);
   st.pushed = true;
-  return SendRequest(kAmPush, slice, grads_.data() + s.begin, static_cast<size_t>(s.numel) * 4);
+  PSZERO_RETURN_IF_ERROR(SendRequest(kAmPush, slice, grads_.data() + s.begin,
+                                     static_cast<size_t>(s.numel) * 4, clock_));
+  // The server answers this pull once the push above is applied (bsp: with the others').
+  if (options_.pull_on_push) return SendRequest(kAmPull, slice, nullptr, 0, clock_ + 1);
+  return Status::Ok();
 }
 
 Status PsClient::PushGradients(int64_t begin, int64_t end) {
@@ -169,7 +185,11 @@ Status PsClient::EndStep() {
     st.pushed = false;
     st.ready = 0;
   }
-  for (int i = 0; i < map_.num_slices(); ++i) PSZERO_RETURN_IF_ERROR(PullSlice(i));
+  for (int i = 0; i < map_.num_slices(); ++i) {
+    if (slices_[static_cast<size_t>(i)].pulled_for_clock != clock_) {
+      PSZERO_RETURN_IF_ERROR(PullSlice(i));
+    }
+  }
   return Status::Ok();
 }
 
@@ -181,7 +201,20 @@ Status PsClient::PullSlice(int slice) {
     return Status::InvalidArgument("ps client: slice " + std::to_string(slice) +
                                    " is already being pulled");
   }
-  return SendRequest(kAmPull, slice, nullptr, 0);
+  return SendRequest(kAmPull, slice, nullptr, 0, clock_);
+}
+
+void PsClient::Abort(const Status& why) {
+  std::lock_guard lock(abort_mu_);
+  if (aborted_.load()) return;
+  abort_status_ = why.ok() ? Status::Unavailable("ps client aborted") : why;
+  aborted_ = true;
+}
+
+Status PsClient::AbortStatus() {
+  if (!aborted_.load()) return Status::Ok();
+  std::lock_guard lock(abort_mu_);
+  return abort_status_;
 }
 
 void PsClient::OnAck(const AmInfo& info) {
@@ -241,9 +274,11 @@ void PsClient::OnReply(const AmInfo& info, std::span<const std::byte> payload) {
   if (!status.ok() && st.error.ok()) st.error = status;
 }
 
-Status PsClient::WaitSlices(int first, int last, std::chrono::milliseconds timeout) {
+Status PsClient::WaitSlices(int first, int last, bool pulls_too,
+                            std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
+    PSZERO_RETURN_IF_ERROR(AbortStatus());
     int pending = -1;
     for (int i = first; i < last; ++i) {
       SliceState& st = slices_[static_cast<size_t>(i)];
@@ -255,13 +290,13 @@ Status PsClient::WaitSlices(int first, int last, std::chrono::milliseconds timeo
       if (st.send.done() && !st.send.status().ok()) {
         return st.send.status().WithContext(ServerName(map_.slice(i).server));
       }
-      if (pending < 0 && (st.ack_pending || st.pull_pending)) pending = i;
+      if (pending < 0 && (st.ack_pending || (pulls_too && st.pull_pending))) pending = i;
     }
     if (pending < 0) return Status::Ok();
     // Any server with work pending that the transport knows dead fails the wait now.
     for (int i = first; i < last; ++i) {
       const SliceState& st = slices_[static_cast<size_t>(i)];
-      if (!st.ack_pending && !st.pull_pending) continue;
+      if (!st.ack_pending && !(pulls_too && st.pull_pending)) continue;
       const int server = map_.slice(i).server;
       Status peer = transport_->PeerStatus(options_.server_ranks[static_cast<size_t>(server)]);
       if (!peer.ok()) {
@@ -285,11 +320,55 @@ Status PsClient::WaitSlices(int first, int last, std::chrono::milliseconds timeo
 
 Status PsClient::WaitParams(int64_t begin, int64_t end, std::chrono::milliseconds timeout) {
   auto [first, last] = map_.SlicesTouching(begin, end);
-  return WaitSlices(first, last, timeout);
+  return WaitSlices(first, last, /*pulls_too=*/true, timeout);
 }
 
 Status PsClient::WaitAll(std::chrono::milliseconds timeout) {
-  return WaitSlices(0, map_.num_slices(), timeout);
+  return WaitSlices(0, map_.num_slices(), /*pulls_too=*/true, timeout);
+}
+
+Status PsClient::WaitPushes(std::chrono::milliseconds timeout) {
+  return WaitSlices(0, map_.num_slices(), /*pulls_too=*/false, timeout);
+}
+
+Status PsClient::WaitForAnswer(const bool& answered, int server, const char* what,
+                               std::chrono::milliseconds timeout) {
+  const int rank = options_.server_ranks[static_cast<size_t>(server)];
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!answered) {
+    PSZERO_RETURN_IF_ERROR(AbortStatus());
+    Status peer = transport_->PeerStatus(rank);
+    if (!peer.ok()) return Status::Unavailable(ServerName(server) + " is lost: " + peer.message());
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      return Status::DeadlineExceeded(std::string("no answer to ") + what + " from " +
+                                      ServerName(server));
+    }
+    Result<int> polled = transport_->Poll(
+        std::min(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now),
+                 std::chrono::milliseconds(100)));
+    if (!polled.ok()) return polled.status();
+  }
+  return Status::Ok();
+}
+
+Result<ServerCounters> PsClient::QueryServerStats(int server, std::chrono::milliseconds timeout) {
+  if (server < 0 || server >= static_cast<int>(options_.server_ranks.size())) {
+    return Status::InvalidArgument("ps client: no server " + std::to_string(server));
+  }
+  RequestHeader h;
+  h.dtype = static_cast<uint8_t>(DType::kFloat32);
+  h.key_space = options_.key_space;
+  h.worker = options_.worker;
+  h.num_workers = options_.num_workers;
+  h.request = next_request_++;
+  stats_request_ = h.request;
+  stats_answered_ = false;
+  Result<Request> sent = transport_->SendAm(options_.server_ranks[static_cast<size_t>(server)],
+                                            kAmStats, HeaderBytes(h), nullptr, 0);
+  if (!sent.ok()) return sent.status().WithContext(ServerName(server));
+  PSZERO_RETURN_IF_ERROR(WaitForAnswer(stats_answered_, server, "the stats request", timeout));
+  return stats_answer_;
 }
 
 Status PsClient::SendRawPush(int server, const RequestHeader& header, const void* payload,
@@ -302,16 +381,7 @@ Status PsClient::SendRawPush(int server, const RequestHeader& header, const void
   const int rank = options_.server_ranks[static_cast<size_t>(server)];
   Result<Request> sent = transport_->SendAm(rank, kAmPush, HeaderBytes(h), payload, bytes);
   if (!sent.ok()) return sent.status();
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!raw_answered_) {
-    const auto now = std::chrono::steady_clock::now();
-    if (now >= deadline)
-      return Status::DeadlineExceeded("no answer to the raw push from " + ServerName(server));
-    Result<int> polled = transport_->Poll(
-        std::min(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now),
-                 std::chrono::milliseconds(100)));
-    if (!polled.ok()) return polled.status();
-  }
+  PSZERO_RETURN_IF_ERROR(WaitForAnswer(raw_answered_, server, "the raw push", timeout));
   // Keep the payload's send alive until it is done.
   Status done = transport_->WaitAll(std::span<Request>(&sent.value(), 1), timeout);
   raw_request_ = 0;

@@ -10,7 +10,8 @@
 //                              moves large slices zero-copy by rendezvous)
 //   EndStep()                  all slices pushed: the clock advances and a pull of every
 //                              slice starts (prefetch; the server answers when its
-//                              consistency mode allows)
+//                              consistency mode allows); with `pull_on_push`, each
+//                              slice's pull already started when it was pushed
 //   WaitParams(begin, end, t)  before the forward of the layer living in [begin, end)
 //   WaitAll(t)                 everything in flight (pushes acknowledged, pulls landed)
 // Pulls land in place in the parameter buffer (AmHandler::payload_destination).
@@ -22,14 +23,18 @@
 // slice in flight, and a slice is pushed once per step, after its previous pull landed.
 //
 // Failures: every wait has a deadline; a dead server gives Unavailable naming it
-// ("ps server 1 (transport rank 1)"), a rejected request gives the server's reason.
+// ("ps server 1 (transport rank 1)"), a rejected request gives the server's reason, and
+// Abort() (e.g. on the control plane's news of a lost peer) fails the current and every
+// later wait with its status.
 // Threading: the thread that drives the Transport; the client installs the ack/reply AM
-// handlers on it (one PsClient per transport).
+// handlers on it (one PsClient per transport). Abort() may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -46,6 +51,11 @@ struct PsClientOptions {
   // Transport rank of server s (index s of the slice map).
   std::vector<int> server_ranks;
   int64_t slice_bytes = 4 << 20;  // must equal the servers' --ps-slice-mb
+  // Start each slice's pull for the next clock as soon as its push is sent, instead of at
+  // EndStep, so that the server's update and the pull overlap the rest of backward. The
+  // pull lands in the parameter buffer while backward may still run: only for callers
+  // that no longer read a slice's parameters once its gradients are complete.
+  bool pull_on_push = false;
 };
 
 struct PsClientStats {
@@ -85,6 +95,16 @@ class PsClient {
   // acknowledged.
   Status WaitParams(int64_t begin, int64_t end, std::chrono::milliseconds timeout);
   Status WaitAll(std::chrono::milliseconds timeout);
+  // Waits until every push (and init) is acknowledged, i.e. the gradient buffer may change;
+  // pulls may still be in flight.
+  Status WaitPushes(std::chrono::milliseconds timeout);
+
+  // Fails the current wait (within ~100 ms) and every later one with `why`. Thread-safe;
+  // the first reason sticks.
+  void Abort(const Status& why);
+
+  // Asks server `server` for its counters (for run reports) and waits for the answer.
+  Result<ServerCounters> QueryServerStats(int server, std::chrono::milliseconds timeout);
 
   // For tests of bad input: sends `header` as a push with `payload` and waits for the
   // server's answer (the rejection, or ok).
@@ -100,8 +120,12 @@ class PsClient {
   void OnAck(const AmInfo& info);
   void* ReplyDestination(const AmInfo& info);
   void OnReply(const AmInfo& info, std::span<const std::byte> payload);
-  Status SendRequest(uint16_t am, int slice, const void* payload, size_t bytes);
-  Status WaitSlices(int first, int last, std::chrono::milliseconds timeout);
+  Status SendRequest(uint16_t am, int slice, const void* payload, size_t bytes, int64_t clock);
+  Status AbortStatus();
+  Status WaitSlices(int first, int last, bool pulls_too, std::chrono::milliseconds timeout);
+  // Polls until `answered` or `timeout`; fails early when `server` is known dead.
+  Status WaitForAnswer(const bool& answered, int server, const char* what,
+                       std::chrono::milliseconds timeout);
 
   Transport* transport_;
   PsClientOptions options_;
@@ -112,10 +136,17 @@ class PsClient {
   int64_t clock_ = 0;
   uint64_t next_request_ = 1;
   PsClientStats stats_;
+  // QueryServerStats: the answer, matched by request id.
+  uint64_t stats_request_ = 0;
+  bool stats_answered_ = false;
+  ServerCounters stats_answer_;
   // SendRawPush: the answer to the raw request, matched by request id.
   uint64_t raw_request_ = 0;
   bool raw_answered_ = false;
   Status raw_status_;
+  std::atomic<bool> aborted_{false};
+  std::mutex abort_mu_;
+  Status abort_status_;
 };
 
 }  // namespace pszero::ps

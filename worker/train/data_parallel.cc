@@ -57,6 +57,7 @@ ModelStateBytes PredictModelState(std::string_view mode, int64_t psi, int dp_siz
 }
 
 double TheoryElementsPerStep(std::string_view mode, int64_t psi, int dp_size) {
+  if (mode == "ps") return static_cast<double>(psi);  // push Ψ (and pull Ψ back)
   if (mode == "single" || dp_size <= 1) return 0.0;
   const double frac = static_cast<double>(dp_size - 1) / dp_size;
   return (mode == "zero3" ? 3.0 : 2.0) * static_cast<double>(psi) * frac;

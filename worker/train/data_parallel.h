@@ -56,7 +56,8 @@ struct ModelStateBytes {
   int64_t total() const { return params + grads + optimizer; }
 };
 ModelStateBytes PredictModelState(std::string_view mode, int64_t psi, int dp_size, bool bf16);
-// Elements each rank sends per step by the paper: 2Ψ(D-1)/D, or 3Ψ(D-1)/D for zero3.
+// Elements each rank sends per step by the paper: 2Ψ(D-1)/D, or 3Ψ(D-1)/D for zero3; ps
+// pushes Ψ (and pulls Ψ).
 double TheoryElementsPerStep(std::string_view mode, int64_t psi, int dp_size);
 
 struct DataParallelOptions {

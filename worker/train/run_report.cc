@@ -47,7 +47,7 @@ nlohmann::json RankReport(const TrainFlags& flags, const RankFacts& f,
 nlohmann::json RunReport(const TrainFlags& flags, const model::ModelConfig& config, int workers,
                          int servers, int64_t params_per_tp_rank,
                          const std::vector<StepRecord>& steps, const std::string& sha256,
-                         std::vector<nlohmann::json> ranks) {
+                         std::vector<nlohmann::json> ranks, nlohmann::json server_stats) {
   const int dp = workers / std::max(flags.tp, 1);
   const int64_t tokens = config.tokens_per_step() * dp;
   nlohmann::json step_list = nlohmann::json::array();
@@ -70,7 +70,7 @@ nlohmann::json RunReport(const TrainFlags& flags, const model::ModelConfig& conf
     peak_max = std::max(peak_max,
                         r["memory"]["model_state"]["measured_peak"].get<int64_t>());
   }
-  return {
+  nlohmann::json doc = {
       {"schema", "pszero.run/1"},
       {"flags",
        {{"sync", flags.sync},
@@ -99,6 +99,8 @@ nlohmann::json RunReport(const TrainFlags& flags, const model::ModelConfig& conf
         {"peak_model_state_bytes_max", peak_max}}},
       {"final_params_sha256", sha256},
       {"ranks", std::move(ranks)}};
+  if (!server_stats.is_null()) doc["servers"] = std::move(server_stats);
+  return doc;
 }
 
 std::string StepLine(const StepRecord& s, int64_t steps, double tokens_per_s) {

@@ -39,7 +39,8 @@ nlohmann::json RankReport(const TrainFlags& flags, const RankFacts& facts,
 nlohmann::json RunReport(const TrainFlags& flags, const model::ModelConfig& config, int workers,
                          int servers, int64_t params_per_tp_rank,
                          const std::vector<StepRecord>& steps, const std::string& sha256,
-                         std::vector<nlohmann::json> ranks);
+                         std::vector<nlohmann::json> ranks,
+                         nlohmann::json server_stats = nlohmann::json());
 
 // "step k/K loss L time_ms T tokens_per_s S", what worker 0 prints per step (the
 // launcher's progress line parses it).

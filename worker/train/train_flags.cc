@@ -97,9 +97,6 @@ Status CheckTrainFlags(const TrainFlags& f, int workers) {
                                    " workers do not split into replicas of --tp " +
                                    std::to_string(f.tp) + " (world = T x D)");
   }
-  if (f.sync == "ps") {
-    return Status::InvalidArgument("--sync ps: not wired into training yet (coming with the PS issue)");
-  }
   if (f.checkpoint_every > 0 && f.checkpoint_dir.empty()) {
     return Status::InvalidArgument("--checkpoint-every: needs --checkpoint-dir");
   }

@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 
@@ -56,13 +57,25 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
                           worlds[0]->Split(replica, tp_rank));
   PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<collectives::Communicator> dp_comm,
                           worlds[1]->Split(tp_rank, replica));
+  std::atomic<PsSync*> ps_sync{nullptr};
   client.SetPeerLostCallback([&](const PeerLost& lost) {
     const Status why = Status::Unavailable(lost.ToString());
     for (auto* c : {worlds[0].get(), worlds[1].get(), tp_comm.get(), dp_comm.get()}) c->Abort(why);
+    if (PsSync* ps = ps_sync.load()) ps->Abort(why);
   });
 
-  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<TrainingRank> run,
-                          BuildTrainingRank(config, flags, tp_comm.get(), dp_comm.get(), &tracker));
+  PsSetup ps;
+  ps.store = &client;
+  ps.options.worker_rank = rank;
+  ps.options.num_workers = world;
+  ps.options.num_servers = client.num_servers();
+  ps.options.dp_rank = replica;
+  ps.options.dp_size = world / flags.tp;
+  ps.options.tp_rank = tp_rank;
+  PSZERO_ASSIGN_OR_RETURN(
+      std::unique_ptr<TrainingRank> run,
+      BuildTrainingRank(config, flags, tp_comm.get(), dp_comm.get(), &tracker, &ps));
+  ps_sync = run->ps;
   model::TensorParallel& tp = *run->tp;
   model::ParamBuffer& params = run->model->params();
   const int dp_size = dp_comm->size();
@@ -91,6 +104,11 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
     MaybeInjectFault(PeerTag(Role::kWorker, rank), "step" + std::to_string(step + 1));
     PSZERO_ASSIGN_OR_RETURN(StepResult r, run->trainer->RunStep(step));
     PSZERO_ASSIGN_OR_RETURN(float loss, run->sync->AverageLoss(r.loss));
+    if (run->ps != nullptr && dp_size > 1) {
+      // PsSync leaves the data-parallel transport alone: average here, on this thread.
+      PSZERO_RETURN_IF_ERROR(dp_comm->AllReduce(Tensor::Wrap(&loss, {1}, DType::kFloat32),
+                                                collectives::ReduceOp::kAvg));
+    }
     steps.push_back({step + 1, loss, r.seconds});
     if (rank == 0) {
       // One plain line per step on stdout (the launcher's progress line reads it).
@@ -126,6 +144,21 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
     const std::string key = "pszero/report/rank/";
     PSZERO_RETURN_IF_ERROR(
         client.Set(key + std::to_string(rank), RankReport(flags, facts, tracker).dump()));
+    nlohmann::json servers;
+    if (run->ps != nullptr && rank == 0) {
+      PSZERO_ASSIGN_OR_RETURN(std::vector<ps::ServerCounters> stats, run->ps->ServerStats());
+      servers = nlohmann::json::array();
+      for (size_t s = 0; s < stats.size(); ++s) {
+        servers.push_back({{"server", s},
+                           {"bytes_received", stats[s].push_bytes},
+                           {"bytes_sent", stats[s].pull_bytes},
+                           {"pushes", stats[s].pushes},
+                           {"pulls", stats[s].pulls},
+                           {"rejected", stats[s].rejected},
+                           {"max_served_staleness", stats[s].max_served_staleness},
+                           {"memory", {{"model_state_bytes", stats[s].model_bytes}}}});
+      }
+    }
     if (rank == 0) {
       std::vector<nlohmann::json> ranks;
       for (int r = 0; r < world; ++r) {
@@ -135,15 +168,16 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
       }
       PSZERO_RETURN_IF_ERROR(WriteJsonAtomic(
           flags.report, RunReport(flags, config, world, client.num_servers(), psi, steps, sha,
-                                  std::move(ranks))));
+                                  std::move(ranks), std::move(servers))));
       std::printf("report written to %s\n", flags.report.c_str());
       std::fflush(stdout);
     }
   }
+  ps_sync = nullptr;
   run.reset();  // the strategy's stream ends before the communicators
   PSZERO_RETURN_IF_ERROR(worlds[0]->Barrier());
   client.SetPeerLostCallback(nullptr);
-  return client.Barrier("train-done", milliseconds(60000));
+  return client.Barrier(kWorkDoneBarrier, milliseconds(60000));
 }
 
 }  // namespace pszero::train

@@ -10,7 +10,8 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
                                                         const TrainFlags& flags,
                                                         collectives::Communicator* tp_comm,
                                                         collectives::Communicator* dp_comm,
-                                                        MemoryTracker* tracker) {
+                                                        MemoryTracker* tracker,
+                                                        const PsSetup* ps) {
   auto r = std::make_unique<TrainingRank>();
   r->tp = std::make_unique<model::TensorParallel>(tp_comm);
   r->kernels = kernels::KernelContext::Host(flags.threads);
@@ -37,6 +38,12 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
     PSZERO_ASSIGN_OR_RETURN(r->sync, SingleReplicaSync::Create(&r->model->params(),
                                                                OptimizerOptions{}, r->kernels,
                                                                tracker));
+  } else if (flags.sync == "ps") {
+    if (ps == nullptr) return Status::InvalidArgument("--sync ps: no parameter servers in this job");
+    PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<PsSync> s,
+                            MakePsSync(&r->model->params(), ps->options, ps->store));
+    r->ps = s.get();
+    r->sync = std::move(s);
   } else {
     DataParallelOptions o;
     o.group = dp_comm;

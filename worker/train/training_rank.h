@@ -12,6 +12,8 @@
 #include "worker/collectives/communicator.h"
 #include "worker/model/data.h"
 #include "worker/model/model.h"
+#include "common/kv_store.h"
+#include "worker/train/ps_sync.h"
 #include "worker/train/sync_strategy.h"
 #include "worker/train/train_flags.h"
 #include "worker/train/trainer.h"
@@ -24,17 +26,24 @@ struct TrainingRank {
   std::unique_ptr<model::Model> model;
   std::unique_ptr<model::DataSource> data;
   std::unique_ptr<SyncStrategy> sync;  // last but the trainer: goes before the model
+  PsSync* ps = nullptr;                // `sync` when --sync ps
   std::unique_ptr<Trainer> trainer;
 };
 
 // `tp_comm` may be null (T = 1). `dp_comm` is the data-parallel group of this TP rank
 // (its members: the same TP rank of every replica), used only by the strategy from now on;
 // null means one replica and no exchange (SingleReplicaSync). `tracker` must outlive the
-// result. The rank reads data part `dp_rank` of `dp_size`.
+// result. The rank reads data part dp_comm->rank() of dp_comm->size(). --sync ps needs
+// `ps` (the servers are found through ps->store; the PsSync is also in TrainingRank::ps).
+struct PsSetup {
+  KeyValueStore* store = nullptr;
+  PsSyncOptions options;
+};
 Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig& config,
                                                         const TrainFlags& flags,
                                                         collectives::Communicator* tp_comm,
                                                         collectives::Communicator* dp_comm,
-                                                        MemoryTracker* tracker);
+                                                        MemoryTracker* tracker,
+                                                        const PsSetup* ps = nullptr);
 
 }  // namespace pszero::train

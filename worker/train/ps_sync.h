@@ -1,0 +1,143 @@
+// PsSync: the `--sync ps` strategy. The replicas of a data-parallel group stay in step
+// through S pszero-server processes (server/ps_server.h) that own the fp32 master
+// parameters and the optimizer state: a worker pushes its gradients and pulls the
+// updated parameters back (worker/ps/ps_client.h does the wire part).
+//
+// Key spaces: the servers hold one flat parameter space per TP rank t (key space id = t);
+// the D workers of TP rank t (one per replica) are its DP group and push to it as workers
+// 0..D-1 (their DP ranks). The space is cut into slices (common/ps/ps_protocol.h) spread
+// over all servers.
+//
+// A step, through the hooks:
+//   GradientsReady(u)  unit u's gradient range [begin, end) of the flat buffer is final:
+//                      every slice it completes is pushed at once (asynchronously) and
+//                      that slice's pull for the next step starts with it, so the server's
+//                      update and the pull overlap the rest of backward.
+//   Step(step)         every slice is pushed: the clock advances; then (default) waits
+//                      until every slice has landed in the flat fp32 parameters and
+//                      refreshes the bf16 copy, so that the parameters are final when
+//                      Step returns, as in every other mode.
+//   BeforeForward(u)   waits for the slices touching u (a no-op unless
+//                      `overlap_pulls_with_forward`, where Step returns without waiting and
+//                      each unit's pull overlaps the forward of the units before it; then
+//                      call Flush() before reading the parameters outside a step).
+//
+// Initial parameters: DP worker 0 sends its (seed-initialized) parameters as the servers'
+// initial values; every worker then pulls them all (docs/ps.md).
+//
+// What the result equals: under bsp the servers sum the D pushed fp32 gradients of a slice
+// in ascending DP rank order, then run AdamW (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight
+// decay 0.01, grad_scale 1/D, step = the number of updates, i.e. the 1-based step): the
+// same arithmetic as the deterministic collective modes, so ps + bsp is bit-identical to
+// them. ssp and asp are served as the servers' --consistency says.
+//
+// Memory: the worker holds only the model's params and grads (the ParamBuffer); optimizer
+// state lives on the servers. Pushes read the gradient buffer and pulls land in the
+// parameter buffer in place (zero-copy), so PsSync allocates no tensors of its own.
+//
+// Failures: every wait has `timeout`; a dead server fails the step with Unavailable
+// naming it ("ps server 1 (transport rank 1) is lost: ...") within ~5 s (UCX keepalive),
+// and Abort() (from the control plane's lost-peer news, on any thread) fails it at once.
+// Not thread-safe otherwise: the training thread calls everything.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "common/kv_store.h"
+#include "common/ps/ps_protocol.h"
+#include "common/transport.h"
+#include "worker/model/param_buffer.h"
+#include "worker/ps/ps_client.h"
+#include "worker/train/sync_strategy.h"
+
+namespace pszero::train {
+
+struct PsSyncOptions {
+  int worker_rank = 0;                       // this worker's rank among the job's W workers
+  int num_workers = 1;                       // W
+  int num_servers = 0;                       // S (>= 1)
+  int dp_rank = 0;                           // rank in the data-parallel group (the replica)
+  int dp_size = 1;                           // D
+  int tp_rank = 0;                           // the key space
+  std::chrono::milliseconds timeout{60000};  // every wait (a step's pulls, initialization)
+  bool overlap_pulls_with_forward = false;   // see the header comment
+};
+
+class PsSync final : public SyncStrategy {
+ public:
+  // On a transport where servers are ranks 0..S-1 (tests run them as threads);
+  // `slice_bytes` must be the servers'. Sends (DP rank 0) and pulls the initial
+  // parameters before returning. `params` and `transport` must outlive the strategy.
+  static Result<std::unique_ptr<PsSync>> Create(model::ParamBuffer* params, Transport* transport,
+                                                const PsSyncOptions& options, int64_t slice_bytes);
+  // The same, owning the transport.
+  static Result<std::unique_ptr<PsSync>> Create(model::ParamBuffer* params,
+                                                std::unique_ptr<Transport> transport,
+                                                const PsSyncOptions& options, int64_t slice_bytes);
+  ~PsSync() override;
+
+  std::string_view name() const override { return "ps"; }
+  Status BeforeForward(int unit) override;
+  Status GradientsReady(int unit) override;
+  Status Step(int64_t step) override;
+
+  // Waits for everything in flight and refreshes what is stale in the bf16 copy: the
+  // parameters are then final (only needed with overlap_pulls_with_forward).
+  Status Flush();
+  // Fails the current and every later wait with `why` (thread-safe).
+  void Abort(const Status& why);
+
+  // Gradient bytes pushed and parameter bytes pulled (payloads) in the last step; the
+  // totals include the initial pull.
+  SyncTraffic last_step_traffic() const override {
+    return {bytes_sent_last_step(), bytes_received_last_step()};
+  }
+  SyncTraffic total_traffic() const override { return {bytes_sent_total(), bytes_received_total()}; }
+  int64_t bytes_sent_last_step() const { return sent_last_step_; }
+  int64_t bytes_received_last_step() const { return received_last_step_; }
+  int64_t bytes_sent_total() const { return client_->stats().push_bytes + init_bytes_; }
+  int64_t bytes_received_total() const { return client_->stats().pull_bytes; }
+  // Model-state bytes this strategy holds besides the ParamBuffer: none.
+  int64_t optimizer_state_bytes() const { return 0; }
+
+  // Every server's counters (bytes pushed to / pulled from it, memory it holds), asked over
+  // the data plane: for the run report's "servers" entries. Any worker may ask, at any
+  // point between steps; index s is server s.
+  Result<std::vector<ps::ServerCounters>> ServerStats();
+
+  const ps::SliceMap& slice_map() const { return client_->map(); }
+  int64_t clock() const { return client_->clock(); }
+
+ private:
+  PsSync(model::ParamBuffer* params, const PsSyncOptions& options)
+      : params_(params), options_(options) {}
+  // Casts [begin, end) of the fp32 parameters into the bf16 copy (as RefreshBf16 does).
+  void RefreshBf16Range(int64_t begin, int64_t end);
+  Status Progress();
+
+  model::ParamBuffer* params_;
+  PsSyncOptions options_;
+  std::unique_ptr<Transport> owned_transport_;  // declared before the client: outlives it
+  Transport* transport_ = nullptr;
+  std::unique_ptr<ps::PsClient> client_;
+  std::vector<bool> bf16_stale_;  // per unit, overlap mode: pulled but not yet cast
+  int64_t init_bytes_ = 0;
+  int64_t sent_at_step_start_ = 0;
+  int64_t received_at_step_start_ = 0;
+  int64_t sent_last_step_ = 0;
+  int64_t received_last_step_ = 0;
+};
+
+// The factory pszero-worker uses: a UCX transport of its own to the servers (world S + W:
+// servers are ranks 0..S-1, worker w is rank S + w; addresses under "pszero/ps" in
+// `store`, normally the RendezvousClient), the slice size and consistency read from the
+// configuration every pszero-server publishes in `store` (ps::ServerConfigKey), then
+// Create. InvalidArgument naming --servers when S < 1; InvalidArgument when the servers
+// disagree on their slice size. `store` must outlive the strategy.
+Result<std::unique_ptr<PsSync>> MakePsSync(model::ParamBuffer* params, const PsSyncOptions& options,
+                                           KeyValueStore* store);
+
+}  // namespace pszero::train
