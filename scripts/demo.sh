@@ -9,7 +9,7 @@
 # workers. Within five minutes on two cores.
 #
 # PSZERO_DEMO_OUT (default: <build>/demo) keeps the reports and each job's log;
-# PSZERO_DEMO_GPT_STEPS (10) and PSZERO_DEMO_MLP_STEPS (4) set the steps per run.
+# PSZERO_DEMO_GPT_STEPS (8) and PSZERO_DEMO_MLP_STEPS (3) set the steps per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,8 +55,8 @@ run_job() {
 
 echo "== four workers, every sync mode (run reports: $out) =="
 for model in gpt-tiny mlp; do
-  steps=${PSZERO_DEMO_GPT_STEPS:-10}
-  [[ $model == mlp ]] && steps=${PSZERO_DEMO_MLP_STEPS:-4}
+  steps=${PSZERO_DEMO_GPT_STEPS:-8}
+  [[ $model == mlp ]] && steps=${PSZERO_DEMO_MLP_STEPS:-3}
   for mode in allreduce zero1 zero2 zero3; do
     run_job "$model" "$mode" 0 "$steps" "$model-$mode" || true
   done
