@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -93,15 +94,15 @@ Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::mil
 
   ChildRun run;
   g_interrupt = 0;
-  struct sigaction on_interrupt {};
+  struct sigaction on_interrupt = {};
   on_interrupt.sa_handler = OnInterrupt;
   sigemptyset(&on_interrupt.sa_mask);
-  struct sigaction old_int {
-  }, old_term{};
+  struct sigaction old_int = {};
+  struct sigaction old_term = {};
   ::sigaction(SIGINT, &on_interrupt, &old_int);
   ::sigaction(SIGTERM, &on_interrupt, &old_term);
   int forwarded = 0;
-  const Clock::time_point deadline = Clock::now() + timeout;
+  Clock::time_point deadline = Clock::now() + timeout;
   Clock::time_point kill_at = Clock::time_point::max();
   Clock::time_point give_up_at = Clock::time_point::max();  // a grandchild keeps a pipe
   pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
@@ -112,6 +113,8 @@ Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::mil
     if (g_interrupt != 0 && forwarded == 0) {
       forwarded = g_interrupt;
       ::kill(-pid, forwarded);  // pszero-launch forwards it to its workers and stops them
+      // A child that does not stop within 10 s is stopped as at the deadline.
+      deadline = std::min(deadline, Clock::now() + std::chrono::seconds(10));
     }
     if (!run.timed_out && Clock::now() >= deadline) {
       run.timed_out = true;
@@ -130,6 +133,7 @@ Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::mil
                                                               : MillisLeft(give_up_at);
     const int n = ::poll(fds, 2, wait_ms);
     if (n < 0 && errno != EINTR) break;
+    if (n <= 0) continue;  // a signal or a timer: check them at the top
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd < 0 || fds[i].revents == 0) continue;
       const ssize_t got = ::read(fds[i].fd, buf, sizeof(buf));
