@@ -146,7 +146,7 @@ std::vector<std::string> TrainArgs(const TrainFlags& f) {
   if (f.checkpoint_every > 0) add("--checkpoint-every", std::to_string(f.checkpoint_every));
   if (!f.resume.empty()) add("--resume", f.resume);
   if (!f.trace.empty()) add("--trace", f.trace);
-  {
+  if (f.collective_timeout_s != TrainFlags().collective_timeout_s) {
     char t[32];
     std::snprintf(t, sizeof(t), "%.17g", f.collective_timeout_s);
     add("--collective-timeout-s", t);
