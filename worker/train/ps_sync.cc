@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <cstring>
 #include <string>
 
 #include "common/half.h"
@@ -128,6 +129,62 @@ Status PsSync::Flush() {
 }
 
 void PsSync::Abort(const Status& why) { client_->Abort(why); }
+
+Result<std::vector<float>> PsSync::LocalParams(const model::ParamBuffer& params) {
+  PSZERO_RETURN_IF_ERROR(Flush());
+  return SyncStrategy::LocalParams(params);
+}
+
+Result<Moments> PsSync::LocalMoments(const model::ParamBuffer& params) {
+  PSZERO_RETURN_IF_ERROR(Flush());
+  const auto n = static_cast<size_t>(params.numel());
+  std::vector<float> server_params(n);
+  Moments moments{std::vector<float>(n), std::vector<float>(n)};
+  PSZERO_RETURN_IF_ERROR(client_->ReadState(server_params, moments.m, moments.v, options_.timeout)
+                             .WithContext("reading the optimizer state for a checkpoint"));
+  return moments;
+}
+
+Status PsSync::Restore(const std::vector<float>& params, const Moments& moments) {
+  if (options_.resume_step < 1) {
+    return Status::InvalidArgument(
+        "--resume: --sync ps restores the servers' state at the checkpoint's step, which this "
+        "worker was not given");
+  }
+  return RestoreAt(params, moments, options_.resume_step);
+}
+
+Status PsSync::RestoreAt(const std::vector<float>& params, const Moments& moments, int64_t steps) {
+  const auto n = static_cast<size_t>(params_->numel());
+  if (params.size() != n || moments.m.size() != n || moments.v.size() != n) {
+    return Status::InvalidArgument("ps sync: restore of " + std::to_string(params.size()) +
+                                   " parameters into a key space of " + std::to_string(n));
+  }
+  if (steps < 1) {
+    return Status::InvalidArgument("ps sync: restore at step " + std::to_string(steps) +
+                                   " (a checkpoint holds at least one step)");
+  }
+  PSZERO_RETURN_IF_ERROR(Flush());
+  if (options_.dp_rank == 0) {
+    PSZERO_RETURN_IF_ERROR(
+        client_->WriteState(params, moments.m, moments.v, steps, options_.timeout)
+            .WithContext("restoring the servers' state"));
+  }
+  // Answered once the write above has landed (the servers' clock reaches `steps`): the
+  // pulled parameters are the restored ones, on every worker of the group.
+  PSZERO_RETURN_IF_ERROR(
+      client_->ResumeAt(steps, options_.timeout).WithContext("pulling the restored parameters"));
+  if (std::memcmp(params_->params().data<float>(), params.data(), n * 4) != 0) {
+    return Status::Internal("ps sync: the servers hold other parameters at step " +
+                            std::to_string(steps) +
+                            " than the restored ones (servers already past that step?)");
+  }
+  PSZERO_RETURN_IF_ERROR(params_->RefreshBf16());
+  bf16_stale_.assign(bf16_stale_.size(), false);
+  sent_at_step_start_ = client_->stats().push_bytes;
+  received_at_step_start_ = client_->stats().pull_bytes;
+  return Status::Ok();
+}
 
 Result<std::vector<ps::ServerCounters>> PsSync::ServerStats() {
   std::vector<ps::ServerCounters> out;
