@@ -3,7 +3,9 @@
 //  * a ps checkpoint (2 servers, 2 workers, bsp, --deterministic) after step 2 of 4 resumed
 //    as allreduce, and as ps, ends with the uninterrupted ps run's sha256, which equals the
 //    uninterrupted allreduce run's; an allreduce checkpoint resumed as ps ends the same; the
-//    two modes' checkpoints hold the same bytes (model and optimizer files);
+//    two modes' checkpoints hold the same bytes (model and optimizer files); the same with
+//    T = 2, resumed as zero1 and on one server instead of two; ssp and asp checkpoints
+//    resume (not bit-exact);
 //  * a server killed with SIGKILL mid-training (fault point "apply<N>": its N-th applied
 //    update), or a worker, makes the launcher restart the job from the newest checkpoint
 //    (--max-restarts): exit 0, the uninterrupted run's sha256, the death logged by the
@@ -114,6 +116,56 @@ TEST(PsCheckpointTest, ResumedInAnyModeEndsBitIdentical) {
     ASSERT_EQ(run.exit_code, 0) << run.err;
     EXPECT_NE(run.err.find("resumed from"), std::string::npos) << run.err;
     EXPECT_EQ(PrintedSha(run.out), want);
+  }
+}
+
+// With T = 2 (two key spaces on the servers) the same holds, and a ps checkpoint resumes
+// on another number of servers (the slice map is the servers' business, not the file's).
+TEST(PsCheckpointTest, TensorParallelAndAnotherServerCount) {
+  auto dir = TempDir::Create("pszero-ps-ckpt-tp");
+  ASSERT_TRUE(dir.ok());
+  const fs::path ck = dir->path() / "ps";
+  const std::vector<std::string> tp = {"--workers", "4", "--tp", "2", "--steps", "4"};
+  const ProcessResult ps =
+      Launch(Cat(Cat(tp, {"--servers", "2", "--sync", "ps"}),
+                 {"--checkpoint-dir", ck.string(), "--checkpoint-every", "2"}));
+  ASSERT_EQ(ps.exit_code, 0) << ps.err;
+  const std::string want = PrintedSha(ps.out);
+  ASSERT_EQ(want.size(), 64u) << ps.out;
+  const ProcessResult ar = Launch(Cat(tp, {"--sync", "allreduce"}));
+  ASSERT_EQ(ar.exit_code, 0) << ar.err;
+  EXPECT_EQ(PrintedSha(ar.out), want);
+  const std::string from = (ck / "step-00000002").string();
+  for (const std::vector<std::string>& mode : std::vector<std::vector<std::string>>{
+           {"--sync", "zero1"}, {"--servers", "1", "--sync", "ps"}}) {
+    SCOPED_TRACE(mode.back() + " with " + std::to_string(mode.size() / 2) + " flags");
+    const ProcessResult run = Launch(Cat(Cat(tp, mode), {"--resume", from}));
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    EXPECT_EQ(PrintedSha(run.out), want);
+  }
+}
+
+// ssp and asp checkpoints are not bit-exact (docs/checkpoints.md) but resume, in ps and in
+// another mode.
+TEST(PsCheckpointTest, SspAndAspCheckpointsResume) {
+  auto dir = TempDir::Create("pszero-ps-ckpt-ssp");
+  ASSERT_TRUE(dir.ok());
+  for (const std::vector<std::string>& consistency : std::vector<std::vector<std::string>>{
+           {"--consistency", "ssp", "--staleness", "1"}, {"--consistency", "asp"}}) {
+    SCOPED_TRACE(consistency[1]);
+    const fs::path ck = dir->path() / consistency[1];
+    const ProcessResult run =
+        Launch(Cat(Cat(kPs, consistency),
+                   {"--steps", "4", "--checkpoint-dir", ck.string(), "--checkpoint-every", "2"}));
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    const std::string from = (ck / "step-00000002").string();
+    const ProcessResult again =
+        Launch(Cat(Cat(kPs, consistency), {"--steps", "4", "--resume", from}));
+    EXPECT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_EQ(PrintedSha(again.out).size(), 64u) << again.out;
+    const ProcessResult zero3 =
+        Launch(Cat({"--workers", "2", "--sync", "zero3", "--steps", "4"}, {"--resume", from}));
+    EXPECT_EQ(zero3.exit_code, 0) << zero3.err;
   }
 }
 

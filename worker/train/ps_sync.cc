@@ -132,7 +132,12 @@ void PsSync::Abort(const Status& why) { client_->Abort(why); }
 
 Result<std::vector<float>> PsSync::LocalParams(const model::ParamBuffer& params) {
   PSZERO_RETURN_IF_ERROR(Flush());
-  return SyncStrategy::LocalParams(params);
+  if (options_.consistency == ps::Consistency::kBsp) return SyncStrategy::LocalParams(params);
+  const auto n = static_cast<size_t>(params.numel());
+  std::vector<float> server_params(n), m(n), v(n);
+  PSZERO_RETURN_IF_ERROR(client_->ReadState(server_params, m, v, options_.timeout)
+                             .WithContext("reading the servers' parameters"));
+  return server_params;
 }
 
 Result<Moments> PsSync::LocalMoments(const model::ParamBuffer& params) {
@@ -142,6 +147,14 @@ Result<Moments> PsSync::LocalMoments(const model::ParamBuffer& params) {
   Moments moments{std::vector<float>(n), std::vector<float>(n)};
   PSZERO_RETURN_IF_ERROR(client_->ReadState(server_params, moments.m, moments.v, options_.timeout)
                              .WithContext("reading the optimizer state for a checkpoint"));
+  // Under bsp the checkpoint's parameters are the resident ones (LocalParams): they must be
+  // the servers' bits, or the moments would belong to other parameters.
+  if (options_.consistency == ps::Consistency::kBsp &&
+      std::memcmp(server_params.data(), params.params().data<float>(), n * 4) != 0) {
+    return Status::Internal("ps sync: the servers' parameters at clock " +
+                            std::to_string(client_->clock()) + " differ from worker " +
+                            std::to_string(options_.worker_rank) + "'s");
+  }
   return moments;
 }
 
@@ -216,6 +229,8 @@ Result<std::unique_ptr<PsSync>> MakePsSync(model::ParamBuffer* params, const PsS
                                      std::to_string(config.slice_bytes));
     }
   }
+  PsSyncOptions with_config = options;
+  with_config.consistency = config.consistency;
   ucx::UcxTransportOptions to;
   to.rank = options.num_servers + options.worker_rank;
   to.world_size = options.num_servers + options.num_workers;
@@ -224,7 +239,7 @@ Result<std::unique_ptr<PsSync>> MakePsSync(model::ParamBuffer* params, const PsS
                           ucx::UcxTransport::Create(to, store));
   PSZERO_ASSIGN_OR_RETURN(
       std::unique_ptr<PsSync> sync,
-      PsSync::Create(params, std::move(transport), options, config.slice_bytes));
+      PsSync::Create(params, std::move(transport), with_config, config.slice_bytes));
   LOG(INFO) << "ps sync: " << options.num_servers << " servers, "
             << ps::ConsistencyName(config.consistency)
             << (config.consistency == ps::Consistency::kSsp

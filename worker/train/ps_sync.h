@@ -31,13 +31,14 @@
 // same arithmetic as the deterministic collective modes, so ps + bsp is bit-identical to
 // them. ssp and asp are served as the servers' --consistency says.
 //
-// Checkpoints (AdamW on the servers; docs/checkpoints.md): LocalParams is the worker's
-// resident copy (equal to the servers' after Step under bsp); LocalMoments reads m and v
-// of every slice from the server that owns it (waiting until the servers' state has seen
-// this worker's clock). Restore: every worker takes the restored parameters, DP rank 0
-// writes params, m and v of every slice to its server with the step clock of the
-// checkpoint (so AdamW's bias correction continues), and every worker then pulls the
-// parameters at that clock, which the servers answer once the write has landed: after
+// Checkpoints (AdamW on the servers; docs/checkpoints.md): LocalMoments reads params, m
+// and v of every slice from the server that owns it (waiting until the servers' state has
+// seen this worker's clock). LocalParams is the worker's resident copy under bsp (equal to
+// the servers' after Step; LocalMoments fails with Internal if it is not), and the
+// servers' parameters under ssp/asp, where the resident copy may lag them. Restore: every worker
+// takes the restored parameters, DP rank 0 writes params, m and v of every slice to its server with
+// the step clock of the checkpoint (so AdamW's bias correction continues), and every worker then
+// pulls the parameters at that clock, which the servers answer once the write has landed: after
 // Restore the resident parameters equal the restored ones and the servers'. The step
 // comes from PsSyncOptions::resume_step (the checkpoint's step; Restore has no argument
 // for it), or RestoreAt.
@@ -75,6 +76,8 @@ struct PsSyncOptions {
   int tp_rank = 0;                           // the key space
   std::chrono::milliseconds timeout{60000};  // every wait (a step's pulls, initialization)
   bool overlap_pulls_with_forward = false;   // see the header comment
+  // The servers' mode (MakePsSync reads it from their published configuration).
+  ps::Consistency consistency = ps::Consistency::kBsp;
   // Steps done by the checkpoint that Restore will restore (the manifest's "step"); 0 when
   // not resuming.
   int64_t resume_step = 0;
