@@ -159,6 +159,7 @@ Result<Moments> PsSync::LocalMoments(const model::ParamBuffer& params) {
 }
 
 Status PsSync::Restore(const std::vector<float>& params, const Moments& moments) {
+  if (moments.step > 0) return RestoreAt(params, moments, moments.step);
   if (options_.resume_step < 1) {
     return Status::InvalidArgument(
         "--resume: --sync ps restores the servers' state at the checkpoint's step, which this "

@@ -40,8 +40,8 @@
 // the step clock of the checkpoint (so AdamW's bias correction continues), and every worker then
 // pulls the parameters at that clock, which the servers answer once the write has landed: after
 // Restore the resident parameters equal the restored ones and the servers'. The step
-// comes from PsSyncOptions::resume_step (the checkpoint's step; Restore has no argument
-// for it), or RestoreAt.
+// comes from Moments::step (a checkpoint's, set by LoadCheckpoint), else from
+// PsSyncOptions::resume_step, or RestoreAt.
 //
 // Memory: the worker holds only the model's params and grads (the ParamBuffer); optimizer
 // state lives on the servers. Pushes read the gradient buffer and pulls land in the
@@ -104,7 +104,8 @@ class PsSync final : public SyncStrategy {
   // every worker of the DP group reads the whole key space.
   Result<std::vector<float>> LocalParams(const model::ParamBuffer& params) override;
   Result<Moments> LocalMoments(const model::ParamBuffer& params) override;
-  // Restores at options.resume_step (InvalidArgument naming --resume when it is not set).
+  // Restores at moments.step, else options.resume_step (InvalidArgument naming --resume
+  // when neither is set).
   Status Restore(const std::vector<float>& params, const Moments& moments) override;
   // Collective over the DP group: the state after `steps` (>= 1) steps, this TP rank's
   // key space in the ParamBuffer's layout; on fresh servers (or ones at most at `steps`).

@@ -1,35 +1,10 @@
 #include "worker/train/training_rank.h"
 
-#include <fstream>
-#include <nlohmann/json.hpp>
-#include <sstream>
-
-#include "worker/train/checkpoint.h"
-
 #include "worker/train/data_parallel.h"
 #include "worker/train/single_replica_sync.h"
 #include "worker/train/sync_factory.h"
 
 namespace pszero::train {
-
-namespace {
-
-// The steps done by the checkpoint `resume` designates (its manifest's "step"): PsSync
-// sets the servers' clock to it on Restore. LoadCheckpoint checks the files themselves.
-Result<int64_t> CheckpointStep(const std::string& resume) {
-  PSZERO_ASSIGN_OR_RETURN(std::filesystem::path dir, ResolveCheckpoint(resume));
-  std::ifstream in(dir / "manifest.json", std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  const nlohmann::json manifest = nlohmann::json::parse(text.str(), nullptr, false);
-  if (!in || manifest.is_discarded() || !manifest.is_object() || !manifest.contains("step") ||
-      !manifest.at("step").is_number_integer()) {
-    return Status::Corruption((dir / "manifest.json").string() + ": no step");
-  }
-  return manifest.at("step").get<int64_t>();
-}
-
-}  // namespace
 
 Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig& config,
                                                         const TrainFlags& flags,
@@ -65,12 +40,8 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
                                                                tracker));
   } else if (flags.sync == "ps") {
     if (ps == nullptr) return Status::InvalidArgument("--sync ps: no parameter servers in this job");
-    PsSyncOptions options = ps->options;
-    if (!flags.resume.empty()) {
-      PSZERO_ASSIGN_OR_RETURN(options.resume_step, CheckpointStep(flags.resume));
-    }
     PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<PsSync> s,
-                            MakePsSync(&r->model->params(), options, ps->store));
+                            MakePsSync(&r->model->params(), ps->options, ps->store));
     r->ps = s.get();
     r->sync = std::move(s);
   } else {
