@@ -14,7 +14,7 @@ Each process uses --threads intra-op threads (torch.set_num_threads) and --batch
 rows of the preset; a step is zero_grad + forward + backward + optimizer step, timed on
 every rank; the step time is the slowest rank's, and the figure is the median over --steps
 steps (no warm-up step: pszero's report takes the median over all its steps too). A mode
-that fails (torch 1.13's FSDP does not even import under Python 3.11) gets "error" with the
+that fails gets "error" with the
 exception text and null figures: nothing is made up. Exit 0 when the JSON was printed
 (even with failed modes), 2 for bad arguments, 1 when torch cannot be imported.
 """
@@ -41,6 +41,37 @@ IMPLS = {
     "zero3": "FullyShardedDataParallel(FULL_SHARD)",
 }
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+
+
+def allow_fsdp_import():
+    """Debian's torch 1.13 under Python 3.11: torch.distributed.fsdp declares a dataclass
+    field whose default is a dataclass instance, which Python 3.11 rejects ("mutable
+    default ... use default_factory") at import. Turn exactly those fields into
+    default_factory copies so FSDP imports; nothing else changes."""
+    import copy
+    import dataclasses
+    if getattr(dataclasses, "_pszero_patched", False):
+        return
+    original = dataclasses._get_field
+
+    def get_field(cls, a_name, a_type, *rest, **kw):
+        try:
+            return original(cls, a_name, a_type, *rest, **kw)
+        except ValueError as e:
+            if "mutable default" not in str(e):
+                raise
+            default = cls.__dict__.get(a_name)
+            if isinstance(default, dataclasses.Field):
+                value = default.default
+                default.default = dataclasses.MISSING
+                default.default_factory = lambda value=value: copy.deepcopy(value)
+            else:
+                setattr(cls, a_name, dataclasses.field(
+                    default_factory=lambda value=default: copy.deepcopy(value)))
+            return original(cls, a_name, a_type, *rest, **kw)
+
+    dataclasses._get_field = get_field
+    dataclasses._pszero_patched = True
 
 
 def build_model(cfg, seed):
@@ -157,6 +188,7 @@ def wrap(mode, model, block_cls):
             ddp.parameters(), optimizer_class=torch.optim.AdamW, **ADAMW)
     import functools
 
+    allow_fsdp_import()
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
     from torch.distributed.fsdp import ShardingStrategy
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
@@ -214,6 +246,7 @@ def run_mode(args, cfg, mode):
            "tokens_per_s": None, "final_loss": None, "error": None}
     if mode in ("zero2", "zero3"):
         try:
+            allow_fsdp_import()
             import torch.distributed.fsdp  # noqa: F401
         except Exception as e:  # torch 1.13 + Python 3.11: a dataclass error at import
             out["error"] = f"import torch.distributed.fsdp failed: {type(e).__name__}: {e}"
