@@ -315,12 +315,14 @@ Status AddCalibrationJson(const nlohmann::json& doc, const std::string& name,
       r.servers = f.value("servers", 0);
       r.precision = f.value("precision", "fp32");
       r.bucket_mb = f.value("bucket_mb", 25.0);
+      std::vector<double> times;
       for (const auto& s : doc.at("steps")) {
         if (s.at("step").get<int64_t>() > 1 || doc.at("steps").size() < 3) {
-          r.step_times.push_back(s.at("time_s").get<double>());
+          times.push_back(s.at("time_s").get<double>());
         }
       }
-      if (r.step_times.empty()) return Status::Corruption(name + ": no steps");
+      if (times.empty()) return Status::Corruption(name + ": no steps");
+      r.round_s = {Median(times)};
       const auto& ranks = doc.at("ranks");
       if (!ranks.empty()) {
         r.bytes_sent_per_rank = ranks[0].at("bytes_per_step").at("sent").get<double>();
@@ -337,9 +339,9 @@ Status AddCalibrationJson(const nlohmann::json& doc, const std::string& name,
         same = &data->runs.back();
       } else {
         same->file += "," + name;
-        same->step_times.insert(same->step_times.end(), r.step_times.begin(), r.step_times.end());
+        same->round_s.push_back(r.round_s.front());
       }
-      same->step_s = Median(same->step_times);
+      same->step_s = *std::min_element(same->round_s.begin(), same->round_s.end());
       return Status::Ok();
     }
     if (doc.value("benchmark", "") == "collective") {
@@ -435,7 +437,8 @@ SimOptions OptionsForRun(const RunSample& r, SimOptions o) {
 
 }  // namespace
 
-Result<Calibration> Calibrate(const CalibrationData& data, const SimOptions& base) {
+Result<Calibration> Calibrate(const CalibrationData& data, const SimOptions& base,
+                              bool fit_host_cores) {
   Calibration c;
   if (!data.collectives.empty()) {
     PSZERO_ASSIGN_OR_RETURN(c.global, FitLink(data.collectives, base.small_bytes));
@@ -484,6 +487,32 @@ Result<Calibration> Calibrate(const CalibrationData& data, const SimOptions& bas
     return Status::InvalidArgument(
         "--calibrate: nothing to fit (need collective rows or run reports of a preset model)");
   }
+  if (fit_host_cores) {
+    // Stretch at one worker is 1 for every C >= 1, so the compute rate does not depend on
+    // C: a 1-D search over a log grid (0.7% steps) is enough.
+    CalibrationData multi;
+    for (const RunSample& r : data.runs) {
+      if (r.workers > r.tp) multi.runs.push_back(r);
+    }
+    if (multi.runs.empty()) {
+      return Status::InvalidArgument(
+          "--fit-host-cores: needs run reports with more than one worker");
+    }
+    double best = -1, best_cost = 0;
+    for (int k = 0; k <= 600; ++k) {
+      SimOptions o = Apply(c, base);
+      o.host_cores = std::pow(64.0, k / 600.0);
+      PSZERO_ASSIGN_OR_RETURN(std::vector<CheckRow> rows, CheckRuns(multi, o));
+      double cost = 0;
+      for (const CheckRow& r : rows) cost += r.error * r.error;
+      if (best < 0 || cost < best_cost) {
+        best = o.host_cores;
+        best_cost = cost;
+      }
+    }
+    c.has_host_cores = true;
+    c.host_cores = best;
+  }
   return c;
 }
 
@@ -496,6 +525,7 @@ SimOptions Apply(const Calibration& c, SimOptions base) {
     base.flops_per_s = c.flops_per_s;
     for (const auto& [mode, rate] : c.flops_by_mode) base.flops_by_mode[mode] = rate;
   }
+  if (c.has_host_cores) base.host_cores = c.host_cores;
   return base;
 }
 

@@ -84,10 +84,12 @@ struct SimOptions {
   // Calibrated per mode (each mode's single-worker run includes its own local work: the
   // gathers' copies, the optimizer over its shard); modes not in it use flops_per_s.
   std::map<std::string, double, std::less<>> flops_by_mode;
-  // 0: every worker has its own device. C > 0: the workers share C cores (this machine):
+  // 0: every worker has its own device. C > 0: the workers share C cores (one host):
   // compute stretches by max(1, world / C), and communication cannot overlap compute once
-  // world >= C (the ring's thread takes cycles from another rank's compute).
-  int host_cores = 0;
+  // world >= C (the ring's thread takes cycles from another rank's compute). C may be
+  // fractional: on a loaded host it is the share of the cores the job gets (fitted by
+  // Calibrate with fit_host_cores).
+  double host_cores = 0;
 
   const Link& LinkFor(int ranks) const;
   double FlopsFor(std::string_view mode) const;
@@ -130,8 +132,8 @@ struct RunSample {
   int servers = 0;
   std::string precision = "fp32";
   double bucket_mb = 25.0;
-  std::vector<double> step_times;  // steps 2.. of every file with this run's flags
-  double step_s = 0;               // their median (step 1 warms up)
+  std::vector<double> round_s;  // per file with these flags: median of steps 2..
+  double step_s = 0;            // the least disturbed round: the lowest of round_s
   double bytes_sent_per_rank = 0;
 };
 struct CalibrationData {
@@ -140,7 +142,10 @@ struct CalibrationData {
 };
 // A `pszero-launch --report` file (schema pszero.run/1) or a `pszero-bench collective
 // --json` document; Corruption naming the file otherwise. Reports of the same flags (sync,
-// model, workers, tp, servers, precision, bucket) pool their step times into one run.
+// model, workers, tp, servers, precision, bucket) are rounds of one run; its step time is
+// the lowest round median (step 1 warms up and is left out): on a shared host
+// interference only ever adds time, so the best of several rounds is the least disturbed
+// estimate (timeit's and the benchmark tools' best-of practice).
 Status LoadCalibrationFile(const std::string& path, CalibrationData* data);
 Status AddCalibrationJson(const nlohmann::json& doc, const std::string& name,
                           CalibrationData* data);
@@ -162,12 +167,17 @@ struct Calibration {
   double flops_per_s = 0;  // median over the runs it was fitted to
   std::map<std::string, double, std::less<>> flops_by_mode;  // from single-worker runs
   std::string flops_source;  // "single-worker runs" or "step time minus predicted comm"
+  bool has_host_cores = false;
+  double host_cores = 0;  // fitted effective cores (fit_host_cores)
 };
 // Link from the collective samples (global and per rank count); compute rate from the
 // single-worker runs (no communication; per mode, and their median for other modes), else
 // from every run's step time minus its predicted communication. `base` supplies
-// everything not calibrated.
-Result<Calibration> Calibrate(const CalibrationData& data, const SimOptions& base);
+// everything not calibrated. fit_host_cores: also choose the effective core count C in
+// [1, 64] that minimizes the relative error over the multi-worker runs (one parameter
+// fitted to the runs it is then checked on; CheckRuns on held-out runs is the honest test).
+Result<Calibration> Calibrate(const CalibrationData& data, const SimOptions& base,
+                              bool fit_host_cores = false);
 // base with the calibrated link(s) and rate applied.
 SimOptions Apply(const Calibration& c, SimOptions base);
 

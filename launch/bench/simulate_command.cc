@@ -34,7 +34,8 @@ struct SimulateFlags {
   double latency_us = -1;
   double tflops = 0;
   std::vector<std::string> calibrate;
-  int host_cores = 0;
+  double host_cores = 0;
+  bool fit_host_cores = false;
   std::string precision = "fp32";
   double bucket_mb = 25.0;
   int small_kb = 32;
@@ -101,6 +102,12 @@ nlohmann::json ModeJson(const sim::ModePrediction& p) {
             {"total", p.memory.total()},
             {"formula", p.memory.formula},
             {"paper_gb", sim::PaperGB(static_cast<double>(p.memory.total()))}}}};
+}
+
+std::string Format(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), format, v);
+  return buf;
 }
 
 std::string Seconds(double s) {
@@ -172,6 +179,9 @@ int RunSimulate(const SimulateFlags& f) {
   opt.small_bytes = f.small_kb * 1024.0;
   opt.host_cores = f.host_cores;
 
+  if (f.fit_host_cores && f.calibrate.empty()) {
+    return Usage("--fit-host-cores: needs --calibrate with multi-worker run reports");
+  }
   // ---- calibration (explicit flags override what it fits) ----
   nlohmann::json calibration;
   std::vector<sim::CheckRow> check;
@@ -181,7 +191,7 @@ int RunSimulate(const SimulateFlags& f) {
       Status s = sim::LoadCalibrationFile(path, &data);
       if (!s.ok()) return Usage("--calibrate: " + s.message());
     }
-    Result<sim::Calibration> c = sim::Calibrate(data, opt);
+    Result<sim::Calibration> c = sim::Calibrate(data, opt, f.fit_host_cores);
     if (!c.ok()) return Usage(c.status().message());
     opt = sim::Apply(*c, opt);
     calibration = {{"files", f.calibrate},
@@ -201,6 +211,7 @@ int RunSimulate(const SimulateFlags& f) {
                              {"rms_rel_error", c->global.rms_rel_error},
                              {"by_ranks", by}};
     }
+    if (c->has_host_cores) calibration["host_cores"] = c->host_cores;
     if (c->has_flops) {
       nlohmann::json by = nlohmann::json::object();
       for (const auto& [mode, rate] : c->flops_by_mode) by[mode] = rate / 1e12;
@@ -218,6 +229,7 @@ int RunSimulate(const SimulateFlags& f) {
                     {"workers", r.run.workers},
                     {"tp", r.run.tp},
                     {"measured_s", r.run.step_s},
+                    {"rounds_s", r.run.round_s},
                     {"predicted_s", r.predicted_s},
                     {"error", r.error}});
     }
@@ -286,7 +298,7 @@ int RunSimulate(const SimulateFlags& f) {
                           {"alpha_us", opt.link.alpha_s * 1e6},
                           {"bandwidth_gbs", opt.link.bytes_per_s / 1e9},
                           {"tflops", opt.flops_per_s / 1e12},
-                          {"host_cores", f.host_cores}}},
+                          {"host_cores", opt.host_cores}}},
                         {"modes", nlohmann::json::array()}};
   for (const auto& p : at_n) doc["modes"].push_back(ModeJson(p));
   if (!calibration.is_null()) doc["calibration"] = calibration;
@@ -325,7 +337,7 @@ int RunSimulate(const SimulateFlags& f) {
       opt.link.alpha_s * 1e6, opt.link.bytes_per_s / 1e9,
       opt.link_by_ranks.empty() ? "" : " (calibrated per rank count where measured)",
       opt.flops_per_s / 1e12, work.flops_per_rank / 1e9,
-      f.host_cores > 0 ? (", " + std::to_string(f.host_cores) + " shared host cores").c_str() : "");
+      opt.host_cores > 0 ? Format(", %.3g shared host cores", opt.host_cores).c_str() : "");
   if (!calibration.is_null()) {
     if (calibration.contains("link")) {
       const auto& l = calibration["link"];
@@ -347,8 +359,12 @@ int RunSimulate(const SimulateFlags& f) {
       }
       std::printf("\n");
     }
+    if (calibration.contains("host_cores")) {
+      std::printf("# fitted effective host cores: %.3g (to the multi-worker runs below)\n",
+                  calibration["host_cores"].get<double>());
+    }
     if (!check.empty()) {
-      std::printf("# calibration check (median step time, steps 2..):\n");
+      std::printf("# calibration check (measured: median of steps 2.., best round):\n");
       std::printf("  %-10s %-10s %7s %12s %12s %8s\n", "sync", "model", "workers", "measured",
                   "predicted", "error");
       for (const auto& r : check) {
@@ -410,6 +426,8 @@ BenchCommand AddSimulateCommand(CLI::App& root) {
                   "Measured JSON to fit alpha, B and the compute rate to: run reports "
                   "(pszero-launch --report) and/or pszero-bench collective --json output")
       ->check(CLI::ExistingFile);
+  app->add_flag("--fit-host-cores", f->fit_host_cores,
+                "With --calibrate: fit the effective shared cores to the multi-worker runs");
   app->add_option("--host-cores", f->host_cores,
                   "Workers share this many cores (0: one device each); calibration on one host")
       ->check(CLI::Range(0, 1 << 20));

@@ -95,6 +95,8 @@ TEST(SimulateCliTest, BadInputNamesTheFlag) {
                    "--calibrate");
   ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--bandwidth-gbs", "-1"},
                    "--bandwidth-gbs");
+  ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--fit-host-cores"},
+                   "--fit-host-cores");
 }
 
 }  // namespace

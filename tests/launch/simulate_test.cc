@@ -7,18 +7,21 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 
 namespace pszero::bench::sim {
 namespace {
 
-// The error the calibration is held to on the recorded fixtures. The issue asks for ±15%;
-// these fixtures were recorded on a 2-core VM at load average 10–24 (three other builds),
-// where one configuration's median step time moved by up to ±25% between three rounds
-// taken minutes apart (README.md beside them). Measured errors (docs/benchmarks.md):
-// allreduce 2/4/8 workers -23.0%, -24.3%, -2.9%; zero3 -6.8%, +5.0%, +34.9%. 40% is
-// what this data defends; ±15% needs a quiet machine (re-record with record.sh).
-constexpr double kCalibrationTolerance = 0.40;
+// The issue's target, met on the recorded fixtures (2-core VM at load average 11-14, three
+// rounds; README.md beside them). Measured: fitted to all runs, allreduce 2/4/8 workers
+// -3.9%, -4.0%, +3.1%, zero3 -6.5%, -6.2%, +13.8%; each worker count held out of the fit,
+// -5.8%, -6.0%, +3.8% and -8.4%, -8.0%, +14.5%. The fixtures are fixed, so the margin
+// (zero3 at 8 workers) does not move between runs of the test; a re-recording on another
+// machine may need another look. Without the fitted core share (--host-cores 2 as the
+// hardware says) the errors are -39..-52%: on the loaded VM the job got about one core.
+constexpr double kCalibrationTolerance = 0.15;
+constexpr double kHeldOutTolerance = 0.15;
 
 TEST(SimulateTest, RingAndDirectCollectiveCosts) {
   const double s = 64 << 20;
@@ -170,23 +173,26 @@ TEST(SimulateTest, RejectsWhatItCannotModel) {
   EXPECT_FALSE(AddCalibrationJson(nlohmann::json{{"rows", 1}}, "x.json", &data).ok());
 }
 
-// Calibrated on this machine's recorded JSON (link from `pszero-bench collective`, compute
-// rate per mode from the single-worker runs), the model predicts the measured gpt-tiny
-// step time of the 2-, 4- and 8-worker runs, which the fit never saw.
-TEST(SimulateTest, CalibratedOnRecordedRunsPredictsTwoFourAndEightRanks) {
-  const std::filesystem::path dir = PSZERO_SIM_FIXTURES;
+CalibrationData LoadFixtures() {
   CalibrationData data;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+  for (const auto& entry : std::filesystem::directory_iterator(PSZERO_SIM_FIXTURES)) {
     if (entry.path().extension() != ".json") continue;
-    ASSERT_TRUE(LoadCalibrationFile(entry.path().string(), &data).ok()) << entry.path();
+    Status s = LoadCalibrationFile(entry.path().string(), &data);
+    EXPECT_TRUE(s.ok()) << s.ToString();
   }
+  return data;
+}
+
+// Calibrated on this machine's recorded JSON (link from `pszero-bench collective`, compute
+// rate per mode from the single-worker runs, the effective core count C fitted to the
+// multi-worker runs), the model reproduces the measured gpt-tiny step times.
+TEST(SimulateTest, CalibratedOnRecordedRunsMatchesTwoFourAndEightRanks) {
+  const CalibrationData data = LoadFixtures();
   ASSERT_EQ(data.runs.size(), 8u);  // {allreduce, zero3} x {1, 2, 4, 8}
   ASSERT_GT(data.collectives.size(), 50u);
-  SimOptions base;
-  base.host_cores = 2;  // the machine the fixtures were recorded on
-  Result<Calibration> c = Calibrate(data, base);
+  Result<Calibration> c = Calibrate(data, SimOptions{}, /*fit_host_cores=*/true);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  Result<std::vector<CheckRow>> rows = CheckRuns(data, Apply(*c, base));
+  Result<std::vector<CheckRow>> rows = CheckRuns(data, Apply(*c, SimOptions{}));
   ASSERT_TRUE(rows.ok()) << rows.status().ToString();
   for (const CheckRow& r : *rows) {
     SCOPED_TRACE(r.run.sync + " x" + std::to_string(r.run.workers));
@@ -194,6 +200,32 @@ TEST(SimulateTest, CalibratedOnRecordedRunsPredictsTwoFourAndEightRanks) {
       EXPECT_NEAR(r.error, 0.0, 1e-9);  // the compute rate was fitted to it
     } else {
       EXPECT_LE(std::abs(r.error), kCalibrationTolerance)
+          << "measured " << r.run.step_s << " s, predicted " << r.predicted_s;
+    }
+  }
+}
+
+// The same, but each worker count is predicted by a calibration that never saw it (C
+// fitted to the other two counts): a prediction, not a fit.
+TEST(SimulateTest, CalibratedWithoutARankCountPredictsIt) {
+  const CalibrationData all = LoadFixtures();
+  for (int held_out : {2, 4, 8}) {
+    CalibrationData fit = all, check;
+    fit.runs.clear();
+    for (const RunSample& r : all.runs) {
+      (r.workers == held_out ? check.runs : fit.runs).push_back(r);
+    }
+    ASSERT_EQ(check.runs.size(), 2u);
+    Result<Calibration> c = Calibrate(fit, SimOptions{}, /*fit_host_cores=*/true);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    Result<std::vector<CheckRow>> rows = CheckRuns(check, Apply(*c, SimOptions{}));
+    ASSERT_TRUE(rows.ok());
+    for (const CheckRow& r : *rows) {
+      SCOPED_TRACE(r.run.sync + " x" + std::to_string(r.run.workers));
+      std::printf("held out %d workers: C = %.3g, %s measured %.3f s, predicted %.3f s, %+.1f%%\n",
+                  held_out, c->host_cores, r.run.sync.c_str(), r.run.step_s, r.predicted_s,
+                  100 * r.error);
+      EXPECT_LE(std::abs(r.error), kHeldOutTolerance)
           << "measured " << r.run.step_s << " s, predicted " << r.predicted_s;
     }
   }
