@@ -4,17 +4,22 @@
 // --calibrate it first fits the link and the compute rate to measured JSON and prints
 // how well the fitted model predicts each recorded run; with --project-to N it repeats
 // the prediction for 1, 2, 4 … N workers.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/atomic_file.h"
 #include "common/flags.h"
 #include "common/report.h"
+#include "common/temp_dir.h"
 #include "launch/bench/command.h"
+#include "launch/bench/p2p.h"
 #include "launch/bench/simulate.h"
 
 namespace pszero::bench {
@@ -36,6 +41,10 @@ struct SimulateFlags {
   std::vector<std::string> calibrate;
   double host_cores = 0;
   bool fit_host_cores = false;
+  bool calibrate_live = false;
+  int live_max_workers = 4;
+  int live_rounds = 3;
+  std::string live_dir;
   std::string precision = "fp32";
   double bucket_mb = 25.0;
   int small_kb = 32;
@@ -43,6 +52,11 @@ struct SimulateFlags {
   bool json = false;
   std::string output;
 };
+
+int Fail(const Status& s) {
+  std::cerr << "pszero-bench simulate: " << s.ToString() << "\n";
+  return 1;
+}
 
 int Usage(const std::string& line) {
   std::cerr << "pszero-bench simulate: " << line << "\n";
@@ -146,6 +160,57 @@ void PrintModes(const std::vector<sim::ModePrediction>& modes) {
   }
 }
 
+// --calibrate-live: records here and now what --calibrate reads (docs/benchmarks.md):
+// `rounds` rounds of gpt-tiny under allreduce and zero3 at 1, 2, 4 … max_workers workers
+// (6 steps), and the
+// three collectives at 2 … max_workers ranks, with the pszero-launch and pszero-bench
+// beside this binary. Returns the files written into `dir`.
+Result<std::vector<std::string>> RecordLive(int max_workers, int rounds,
+                                            const std::filesystem::path& dir) {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return Status::IoError("cannot find /proc/self/exe: " + ec.message());
+  const std::string bin = self.parent_path().string();
+  std::vector<std::string> files;
+  auto run = [&](std::vector<std::string> argv, const std::string& file) -> Status {
+    std::fprintf(stderr, "simulate: recording %s\n", file.c_str());
+    PSZERO_ASSIGN_OR_RETURN(BenchChild child, BenchChild::Spawn(argv, /*quiet=*/true));
+    const int code = child.Wait(std::chrono::minutes(10));
+    if (code != 0) {
+      return Status::Internal(argv[0] + " exited with " + std::to_string(code) + " for " + file);
+    }
+    files.push_back(file);
+    return Status::Ok();
+  };
+  // Rounds outermost and the modes alternating, so that every configuration sees the same
+  // background load; the calibration keeps each one's best round.
+  for (int round = 1; round <= rounds; ++round) {
+    for (int n = 1; n <= max_workers; n *= 2) {
+      for (const char* mode : {"allreduce", "zero3"}) {
+        const std::string file = (dir / ("run_" + std::string(mode) + "_" + std::to_string(n) +
+                                         "_r" + std::to_string(round) + ".json"))
+                                     .string();
+        PSZERO_RETURN_IF_ERROR(
+            run({bin + "/pszero-launch", "--workers", std::to_string(n), "--sync", mode, "--model",
+                 "gpt-tiny", "--steps", "6", "--report", file},
+                file));
+      }
+    }
+  }
+  for (int n = 2; n <= max_workers; n *= 2) {
+    for (const char* op : {"allreduce", "reduce_scatter", "allgather"}) {
+      const std::string file =
+          (dir / ("coll_" + std::string(op) + "_" + std::to_string(n) + ".json")).string();
+      PSZERO_RETURN_IF_ERROR(
+          run({bin + "/pszero-bench", "collective", "--op", op, "--ranks", std::to_string(n),
+               "--min-bytes", "1K", "--max-bytes", "16M", "--step-factor", "4", "--iters", "10",
+               "--warmup", "3", "--output", file},
+              file));
+    }
+  }
+  return files;
+}
+
 int RunSimulate(const SimulateFlags& f) {
   // ---- the workload ----
   if (f.model.empty() == f.params.empty()) {
@@ -179,22 +244,47 @@ int RunSimulate(const SimulateFlags& f) {
   opt.small_bytes = f.small_kb * 1024.0;
   opt.host_cores = f.host_cores;
 
-  if (f.fit_host_cores && f.calibrate.empty()) {
+  if (f.fit_host_cores && f.calibrate.empty() && !f.calibrate_live) {
     return Usage("--fit-host-cores: needs --calibrate with multi-worker run reports");
+  }
+  std::vector<std::string> calibrate = f.calibrate;
+  std::optional<TempDir> live_temp;
+  if (f.calibrate_live) {
+    std::filesystem::path dir = f.live_dir;
+    if (dir.empty()) {
+      Result<TempDir> t = TempDir::Create("pszero-simulate");
+      if (!t.ok()) return Fail(t.status());
+      live_temp.emplace(std::move(t).value());
+      dir = live_temp->path();
+    } else {
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      if (ec) return Usage("--live-dir: cannot create " + dir.string() + ": " + ec.message());
+    }
+    Result<std::vector<std::string>> files = RecordLive(f.live_max_workers, f.live_rounds, dir);
+    if (!files.ok()) return Fail(files.status());
+    calibrate.insert(calibrate.end(), files->begin(), files->end());
   }
   // ---- calibration (explicit flags override what it fits) ----
   nlohmann::json calibration;
   std::vector<sim::CheckRow> check;
-  if (!f.calibrate.empty()) {
+  if (!calibrate.empty()) {
     sim::CalibrationData data;
-    for (const std::string& path : f.calibrate) {
+    for (const std::string& path : calibrate) {
       Status s = sim::LoadCalibrationFile(path, &data);
       if (!s.ok()) return Usage("--calibrate: " + s.message());
     }
-    Result<sim::Calibration> c = sim::Calibrate(data, opt, f.fit_host_cores);
+    // Live runs share this host's cores: fit the share unless --host-cores says it.
+    const bool fit = f.fit_host_cores || (f.calibrate_live && f.host_cores == 0);
+    Result<sim::Calibration> c = sim::Calibrate(data, opt, fit);
     if (!c.ok()) return Usage(c.status().message());
-    opt = sim::Apply(*c, opt);
-    calibration = {{"files", f.calibrate},
+    // The fitted core share describes the host the runs were recorded on: the check below
+    // uses it, the predictions use --host-cores (0: a device per worker).
+    const sim::SimOptions host = sim::Apply(*c, opt);
+    sim::Calibration target = *c;
+    target.has_host_cores = false;
+    opt = sim::Apply(target, opt);
+    calibration = {{"files", calibrate},
                    {"collective_rows", data.collectives.size()},
                    {"runs", data.runs.size()}};
     if (c->has_link) {
@@ -218,7 +308,7 @@ int RunSimulate(const SimulateFlags& f) {
       calibration["compute"] = {
           {"tflops", c->flops_per_s / 1e12}, {"source", c->flops_source}, {"tflops_by_mode", by}};
     }
-    Result<std::vector<sim::CheckRow>> rows = sim::CheckRuns(data, opt);
+    Result<std::vector<sim::CheckRow>> rows = sim::CheckRuns(data, host);
     if (!rows.ok()) return Usage("--calibrate: " + rows.status().message());
     check = *rows;
     nlohmann::json cj = nlohmann::json::array();
@@ -332,7 +422,7 @@ int RunSimulate(const SimulateFlags& f) {
       work.name.c_str(), static_cast<long long>(work.params), static_cast<long long>(work.psi),
       work.units.size(), workers, f.tp, workers / f.tp, f.precision.c_str());
   std::printf(
-      "# link: alpha %.2f us, B %.3f GB/s%s; compute %.4g TFLOP/s per worker, "
+      "# link: alpha %.2f us, B %.4g GB/s%s; compute %.4g TFLOP/s per worker, "
       "%.4g GFLOP per step per rank%s\n",
       opt.link.alpha_s * 1e6, opt.link.bytes_per_s / 1e9,
       opt.link_by_ranks.empty() ? "" : " (calibrated per rank count where measured)",
@@ -341,11 +431,11 @@ int RunSimulate(const SimulateFlags& f) {
   if (!calibration.is_null()) {
     if (calibration.contains("link")) {
       const auto& l = calibration["link"];
-      std::printf("# calibrated link (%d rows, rms error %.1f%%): alpha %.2f us, B %.3f GB/s\n",
+      std::printf("# calibrated link (%d rows, rms error %.1f%%): alpha %.2f us, B %.4g GB/s\n",
                   l["rows"].get<int>(), 100 * l["rms_rel_error"].get<double>(),
                   l["alpha_us"].get<double>(), l["bandwidth_gbs"].get<double>());
       for (const auto& [ranks, v] : l["by_ranks"].items()) {
-        std::printf("#   %s ranks (%d rows, rms %.1f%%): alpha %.2f us, B %.3f GB/s\n",
+        std::printf("#   %s ranks (%d rows, rms %.1f%%): alpha %.2f us, B %.4g GB/s\n",
                     ranks.c_str(), v["rows"].get<int>(), 100 * v["rms_rel_error"].get<double>(),
                     v["alpha_us"].get<double>(), v["bandwidth_gbs"].get<double>());
       }
@@ -360,8 +450,10 @@ int RunSimulate(const SimulateFlags& f) {
       std::printf("\n");
     }
     if (calibration.contains("host_cores")) {
-      std::printf("# fitted effective host cores: %.3g (to the multi-worker runs below)\n",
-                  calibration["host_cores"].get<double>());
+      std::printf(
+          "# fitted effective host cores: %.3g (the recording host; used for the check "
+          "below, not for the predictions)\n",
+          calibration["host_cores"].get<double>());
     }
     if (!check.empty()) {
       std::printf("# calibration check (measured: median of steps 2.., best round):\n");
@@ -426,6 +518,17 @@ BenchCommand AddSimulateCommand(CLI::App& root) {
                   "Measured JSON to fit alpha, B and the compute rate to: run reports "
                   "(pszero-launch --report) and/or pszero-bench collective --json output")
       ->check(CLI::ExistingFile);
+  app->add_flag(
+      "--calibrate-live", f->calibrate_live,
+      "Record gpt-tiny runs (allreduce, zero3) and collectives here first, then calibrate");
+  app->add_option("--live-max-workers", f->live_max_workers,
+                  "--calibrate-live: largest worker count (1, 2, 4 … this)")
+      ->check(CLI::Range(2, 64));
+  app->add_option("--live-rounds", f->live_rounds,
+                  "--calibrate-live: rounds of the runs (the best of them is kept)")
+      ->check(CLI::Range(1, 100));
+  app->add_option("--live-dir", f->live_dir,
+                  "--calibrate-live: keep the recorded JSON here (default: a temporary directory)");
   app->add_flag("--fit-host-cores", f->fit_host_cores,
                 "With --calibrate: fit the effective shared cores to the multi-worker runs");
   app->add_option("--host-cores", f->host_cores,

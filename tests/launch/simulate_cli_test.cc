@@ -3,6 +3,9 @@
 // naming the flag).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "tests/support/subprocess.h"
@@ -82,6 +85,26 @@ TEST(SimulateCliTest, CalibratesFromRecordedFiles) {
   EXPECT_NEAR(doc["calibration"]["check"][0]["error"].get<double>(), 0.0, 1e-9);
 }
 
+// --calibrate-live at its smallest: one round of 1 and 2 workers, collectives at 2 ranks.
+TEST(SimulateCliTest, LiveCalibrationRecordsAndFits) {
+  const std::string dir = ::testing::TempDir() + "/simulate_live_" + std::to_string(::getpid());
+  ProcessResult r = Simulate({"--model", "gpt-tiny", "--workers", "4", "--json", "--calibrate-live",
+                              "--live-max-workers", "2", "--live-rounds", "1", "--live-dir", dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json doc = nlohmann::json::parse(r.out);
+  const auto& c = doc["calibration"];
+  EXPECT_EQ(c["files"].size(), 7u);  // 2 modes x {1, 2} workers + 3 collectives at 2 ranks
+  EXPECT_EQ(c["check"].size(), 4u);
+  EXPECT_GE(c["host_cores"].get<double>(), 1.0);  // fitted: the runs share this host
+  EXPECT_GT(c["compute"]["tflops"].get<double>(), 0.0);
+  EXPECT_GE(c["link"]["alpha_us"].get<double>(), 0.0);
+  EXPECT_EQ(doc["options"]["host_cores"].get<double>(), 0.0);  // predictions: a device each
+  for (const auto& f : c["files"]) {
+    EXPECT_TRUE(std::filesystem::exists(f.get<std::string>())) << f;
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST(SimulateCliTest, BadInputNamesTheFlag) {
   ExpectUsageError({"--workers", "4"}, "--model");
   ExpectUsageError({"--model", "gpt-tiny", "--params", "1M", "--workers", "4"}, "--model");
@@ -97,6 +120,9 @@ TEST(SimulateCliTest, BadInputNamesTheFlag) {
                    "--bandwidth-gbs");
   ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--fit-host-cores"},
                    "--fit-host-cores");
+  ExpectUsageError(
+      {"--model", "gpt-tiny", "--workers", "2", "--calibrate-live", "--live-max-workers", "1"},
+      "--live-max-workers");
 }
 
 }  // namespace
