@@ -82,6 +82,20 @@ TEST(SimulateTest, BytesMatchTheTrainingCodesFormula) {
   }
 }
 
+// Ψ per TP rank as the model itself lays it out: params_per_tp_rank of real run reports
+// (pszero-launch --workers 2 --tp 2 --model gpt-tiny | mlp --report, 2026-11-26).
+TEST(SimulateTest, PsiPerTpRankMatchesTheRunReport) {
+  for (const auto& [name, psi] :
+       std::vector<std::pair<std::string, int64_t>>{{"gpt-tiny", 1648640}, {"mlp", 16797696}}) {
+    Result<model::ModelConfig> c = model::PresetConfig(name);
+    ASSERT_TRUE(c.ok());
+    Result<Workload> w = WorkloadForModel(*c, 2);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    EXPECT_EQ(w->psi, psi) << name;
+    EXPECT_DOUBLE_EQ(w->flops_per_rank, model::TrainFlopsPerStep(*c) / 2) << name;
+  }
+}
+
 TEST(SimulateTest, PsPerServerLinkCarriesEveryWorkersSlice) {
   // One unit, one bucket: push and pull of Ψ·4 bytes from each of D workers over S links.
   Workload w = WorkloadForParams(1'000'000, 1, 1, 1);
