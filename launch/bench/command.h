@@ -22,5 +22,6 @@ BenchCommand AddKernelsCommand(CLI::App& root);
 BenchCommand AddTrainCommand(CLI::App& root);
 BenchCommand AddPsCommand(CLI::App& root);
 BenchCommand AddReportTableCommand(CLI::App& root);
+BenchCommand AddSimulateCommand(CLI::App& root);
 
 }  // namespace pszero::bench

@@ -1,0 +1,249 @@
+// The cost model of `pszero-bench simulate` (launch/bench/simulate.h): collective formulas,
+// the ZeRO paper's memory table, overlap, bytes against the training code's own formula,
+// the link fit, and the calibration on JSON recorded on this machine
+// (tests/launch/simulate_fixtures/, README there says how it was made).
+#include "launch/bench/simulate.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+namespace pszero::bench::sim {
+namespace {
+
+// The target, met on the recorded fixtures (2-core VM at load average 11-14, three
+// rounds; README.md beside them). Measured: fitted to all runs, allreduce 2/4/8 workers
+// -3.9%, -4.0%, +3.1%, zero3 -6.5%, -6.2%, +13.8%; each worker count held out of the fit,
+// -5.8%, -6.0%, +3.8% and -8.4%, -8.0%, +14.5%. The fixtures are fixed, so the margin
+// (zero3 at 8 workers) does not move between runs of the test; a re-recording on another
+// machine may need another look. Without the fitted core share (--host-cores 2 as the
+// hardware says) the errors are -39..-52%: on the loaded VM the job got about one core.
+constexpr double kCalibrationTolerance = 0.15;
+constexpr double kHeldOutTolerance = 0.15;
+
+TEST(SimulateTest, RingAndDirectCollectiveCosts) {
+  const double s = 64 << 20;
+  CollCost ar = CollectiveCost(CollOp::kAllReduce, 8, s, 32768);
+  EXPECT_DOUBLE_EQ(ar.steps, 14);                  // 2(N-1) steps
+  EXPECT_DOUBLE_EQ(ar.bytes_on_link, 14 * s / 8);  // of S/N bytes each
+  CollCost rs = CollectiveCost(CollOp::kReduceScatter, 8, s, 32768);
+  CollCost ag = CollectiveCost(CollOp::kAllGather, 8, s, 32768);
+  EXPECT_DOUBLE_EQ(rs.steps, 7);
+  EXPECT_DOUBLE_EQ(rs.bytes_on_link, 7 * s / 8);
+  EXPECT_DOUBLE_EQ(ag.steps, rs.steps);
+  EXPECT_DOUBLE_EQ(ag.bytes_on_link, rs.bytes_on_link);
+  Link link{10e-6, 1e9};
+  EXPECT_DOUBLE_EQ(ar.Seconds(link), 14 * (10e-6 + s / 8 / 1e9));
+  // At or below the small-message size: one direct round.
+  CollCost small = CollectiveCost(CollOp::kAllReduce, 4, 4096, 32768);
+  EXPECT_DOUBLE_EQ(small.steps, 1);
+  EXPECT_DOUBLE_EQ(small.bytes_on_link, 3 * 4096);
+  EXPECT_DOUBLE_EQ(CollectiveCost(CollOp::kAllReduce, 1, s, 32768).Seconds(link), 0.0);
+}
+
+// ZeRO (Rajbhandari et al. 2020), Figure 1 / Table 1: Ψ = 7.5 B, N_d = 64, K = 12, mixed
+// precision: 120 GB, 31.4 GB, 16.6 GB, 1.88 GB per GPU (GB = 1e9 bytes).
+TEST(SimulateTest, ReproducesTheZeroPaperTable) {
+  const Workload w = WorkloadForParams(7'500'000'000, 32, 2048, 1);
+  EXPECT_EQ(w.psi, 7'500'000'000);
+  SimOptions opt;
+  opt.workers = 64;
+  opt.bf16 = true;
+  const std::vector<std::pair<std::string, std::string>> paper = {
+      {"allreduce", "120"}, {"zero1", "31.4"}, {"zero2", "16.6"}, {"zero3", "1.88"}};
+  const std::vector<double> exact = {120e9, 31.40625e9, 16.640625e9, 1.875e9};
+  for (size_t i = 0; i < paper.size(); ++i) {
+    Result<ModePrediction> p = Simulate(w, paper[i].first, opt);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    EXPECT_EQ(PaperGB(static_cast<double>(p->memory.total())), paper[i].second) << paper[i].first;
+    EXPECT_DOUBLE_EQ(static_cast<double>(p->memory.total()), exact[i]) << paper[i].first;
+  }
+}
+
+TEST(SimulateTest, BytesMatchTheTrainingCodesFormula) {
+  Result<model::ModelConfig> c = model::PresetConfig("gpt-small");
+  ASSERT_TRUE(c.ok());
+  Result<Workload> w = WorkloadForModel(*c, 1);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_EQ(w->psi, model::ParamCount(*c));
+  double flops = 0;
+  for (const Unit& u : w->units) flops += u.flops;
+  EXPECT_NEAR(flops, model::TrainFlopsPerStep(*c), 1e-6 * flops);
+  SimOptions opt;
+  opt.workers = 4;
+  for (const char* mode : {"allreduce", "zero1", "zero2", "zero3"}) {
+    Result<ModePrediction> p = Simulate(*w, mode, opt);
+    ASSERT_TRUE(p.ok());
+    EXPECT_NEAR(p->bytes_sent_per_rank, 4.0 * train::TheoryElementsPerStep(mode, w->psi, 4), 1.0)
+        << mode;
+    EXPECT_EQ(p->memory.total(), train::PredictModelState(mode, w->psi, 4, false).total());
+  }
+}
+
+// Ψ per TP rank as the model itself lays it out: params_per_tp_rank of real run reports
+// (pszero-launch --workers 2 --tp 2 --model gpt-tiny | mlp --report, 2026-11-26).
+TEST(SimulateTest, PsiPerTpRankMatchesTheRunReport) {
+  for (const auto& [name, psi] :
+       std::vector<std::pair<std::string, int64_t>>{{"gpt-tiny", 1648640}, {"mlp", 16797696}}) {
+    Result<model::ModelConfig> c = model::PresetConfig(name);
+    ASSERT_TRUE(c.ok());
+    Result<Workload> w = WorkloadForModel(*c, 2);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    EXPECT_EQ(w->psi, psi) << name;
+    EXPECT_DOUBLE_EQ(w->flops_per_rank, model::TrainFlopsPerStep(*c) / 2) << name;
+  }
+}
+
+TEST(SimulateTest, PsPerServerLinkCarriesEveryWorkersSlice) {
+  // One unit, one bucket: push and pull of Ψ·4 bytes from each of D workers over S links.
+  Workload w = WorkloadForParams(1'000'000, 1, 1, 1);
+  SimOptions opt;
+  opt.workers = 8;
+  opt.servers = 2;
+  opt.link = {0.0, 1e9};
+  opt.flops_per_s = 1e30;
+  Result<ModePrediction> p = Simulate(w, "ps", opt);
+  ASSERT_TRUE(p.ok());
+  EXPECT_NEAR(p->comm_s, 2.0 * 8 * 4e6 / 2 / 1e9, 1e-12);
+}
+
+TEST(SimulateTest, BucketsOverlapBackwardAndTheLastOneIsExposed) {
+  Workload w = WorkloadForParams(400'000'000, 40, 2048, 1);  // 1.6 GB: 64 buckets of 25 MiB
+  SimOptions opt;
+  opt.workers = 16;
+  opt.link = {5e-6, 12.5e9};
+  opt.flops_per_s = 50e12;
+  Result<ModePrediction> p = Simulate(w, "allreduce", opt);
+  ASSERT_TRUE(p.ok());
+  EXPECT_GE(p->step_s, std::max(p->compute_s, p->comm_s) - 1e-12);
+  EXPECT_LT(p->step_s, p->compute_s + p->comm_s);
+  EXPECT_GT(p->exposed_comm_s, 0.0);  // the last bucket waits for backward's end
+  // With shared cores the same run cannot overlap: the times add.
+  opt.host_cores = 2;
+  Result<ModePrediction> serial = Simulate(w, "allreduce", opt);
+  ASSERT_TRUE(serial.ok());
+  EXPECT_NEAR(serial->step_s, serial->compute_s + serial->comm_s, 1e-9);
+  // Nothing to communicate at one worker.
+  opt.host_cores = 0;
+  opt.workers = 1;
+  Result<ModePrediction> one = Simulate(w, "zero2", opt);
+  ASSERT_TRUE(one.ok());
+  EXPECT_DOUBLE_EQ(one->step_s, one->compute_s);
+  // Compute-bound (fast link): allreduce hides all but its last bucket; zero2's
+  // all-gathers after the optimizer are a tail on top (same bytes, less hidden).
+  opt.workers = 16;
+  opt.link = {5e-6, 200e9};
+  Result<ModePrediction> ar = Simulate(w, "allreduce", opt);
+  Result<ModePrediction> z2 = Simulate(w, "zero2", opt);
+  ASSERT_TRUE(ar.ok() && z2.ok());
+  EXPECT_NEAR(ar->comm_s, z2->comm_s, 1e-3 * ar->comm_s);
+  EXPECT_GT(z2->exposed_comm_s, ar->exposed_comm_s);
+}
+
+TEST(SimulateTest, Zero3PrefetchHidesGathersBehindCompute) {
+  Workload w = WorkloadForParams(1'000'000'000, 20, 4096, 1);
+  SimOptions opt;
+  opt.workers = 8;
+  opt.link = {5e-6, 100e9};  // fast link: only the first gather is exposed
+  opt.flops_per_s = 100e12;
+  Result<ModePrediction> p = Simulate(w, "zero3", opt);
+  ASSERT_TRUE(p.ok());
+  const double first_gather =
+      CollectiveCost(CollOp::kAllGather, 8, w.units[0].params * 4.0, opt.small_bytes)
+          .Seconds(opt.link);
+  const double last_scatter =
+      CollectiveCost(CollOp::kReduceScatter, 8, w.units[0].params * 4.0, opt.small_bytes)
+          .Seconds(opt.link);
+  EXPECT_NEAR(p->exposed_comm_s, first_gather + last_scatter, 1e-9);
+}
+
+TEST(SimulateTest, FitRecoversAlphaAndBandwidth) {
+  const Link truth{20e-6, 3e9};
+  std::vector<CollectiveSample> samples;
+  for (CollOp op : {CollOp::kAllReduce, CollOp::kReduceScatter, CollOp::kAllGather}) {
+    for (int n : {2, 4, 8}) {
+      for (double bytes = 1024; bytes <= 64 << 20; bytes *= 4) {
+        samples.push_back({op, n, bytes, CollectiveCost(op, n, bytes, 32768).Seconds(truth)});
+      }
+    }
+  }
+  Result<LinkFit> fit = FitLink(samples, 32768);
+  ASSERT_TRUE(fit.ok());
+  EXPECT_NEAR(fit->link.alpha_s, truth.alpha_s, 1e-6 * truth.alpha_s);
+  EXPECT_NEAR(fit->link.bytes_per_s, truth.bytes_per_s, 1e-6 * truth.bytes_per_s);
+  EXPECT_LT(fit->rms_rel_error, 1e-9);
+}
+
+TEST(SimulateTest, RejectsWhatItCannotModel) {
+  Workload w = WorkloadForParams(1000, 1, 1, 2);
+  SimOptions opt;
+  opt.workers = 3;  // not a multiple of tp
+  EXPECT_FALSE(Simulate(w, "allreduce", opt).ok());
+  opt.workers = 4;
+  EXPECT_FALSE(Simulate(w, "zero4", opt).ok());
+  CalibrationData data;
+  EXPECT_FALSE(AddCalibrationJson(nlohmann::json{{"rows", 1}}, "x.json", &data).ok());
+}
+
+CalibrationData LoadFixtures() {
+  CalibrationData data;
+  for (const auto& entry : std::filesystem::directory_iterator(PSZERO_SIM_FIXTURES)) {
+    if (entry.path().extension() != ".json") continue;
+    Status s = LoadCalibrationFile(entry.path().string(), &data);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+  return data;
+}
+
+// Calibrated on this machine's recorded JSON (link from `pszero-bench collective`, compute
+// rate per mode from the single-worker runs, the effective core count C fitted to the
+// multi-worker runs), the model reproduces the measured gpt-tiny step times.
+TEST(SimulateTest, CalibratedOnRecordedRunsMatchesTwoFourAndEightRanks) {
+  const CalibrationData data = LoadFixtures();
+  ASSERT_EQ(data.runs.size(), 8u);  // {allreduce, zero3} x {1, 2, 4, 8}
+  ASSERT_GT(data.collectives.size(), 50u);
+  Result<Calibration> c = Calibrate(data, SimOptions{}, /*fit_host_cores=*/true);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  Result<std::vector<CheckRow>> rows = CheckRuns(data, Apply(*c, SimOptions{}));
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  for (const CheckRow& r : *rows) {
+    SCOPED_TRACE(r.run.sync + " x" + std::to_string(r.run.workers));
+    if (r.run.workers == 1) {
+      EXPECT_NEAR(r.error, 0.0, 1e-9);  // the compute rate was fitted to it
+    } else {
+      EXPECT_LE(std::abs(r.error), kCalibrationTolerance)
+          << "measured " << r.run.step_s << " s, predicted " << r.predicted_s;
+    }
+  }
+}
+
+// The same, but each worker count is predicted by a calibration that never saw it (C
+// fitted to the other two counts): a prediction, not a fit.
+TEST(SimulateTest, CalibratedWithoutARankCountPredictsIt) {
+  const CalibrationData all = LoadFixtures();
+  for (int held_out : {2, 4, 8}) {
+    CalibrationData fit = all, check;
+    fit.runs.clear();
+    for (const RunSample& r : all.runs) {
+      (r.workers == held_out ? check.runs : fit.runs).push_back(r);
+    }
+    ASSERT_EQ(check.runs.size(), 2u);
+    Result<Calibration> c = Calibrate(fit, SimOptions{}, /*fit_host_cores=*/true);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    Result<std::vector<CheckRow>> rows = CheckRuns(check, Apply(*c, SimOptions{}));
+    ASSERT_TRUE(rows.ok());
+    for (const CheckRow& r : *rows) {
+      SCOPED_TRACE(r.run.sync + " x" + std::to_string(r.run.workers));
+      std::printf("held out %d workers: C = %.3g, %s measured %.3f s, predicted %.3f s, %+.1f%%\n",
+                  held_out, c->host_cores, r.run.sync.c_str(), r.run.step_s, r.predicted_s,
+                  100 * r.error);
+      EXPECT_LE(std::abs(r.error), kHeldOutTolerance)
+          << "measured " << r.run.step_s << " s, predicted " << r.predicted_s;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace pszero::bench::sim
