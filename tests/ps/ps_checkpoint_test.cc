@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/temp_dir.h"
+#include "tests/support/job_output.h"
 #include "tests/support/subprocess.h"
 
 namespace pszero::testing {
@@ -48,29 +49,11 @@ ProcessResult Launch(const std::vector<std::string>& extra,
   return RunProcess(argv, std::chrono::seconds(200), env);
 }
 
-// The last final_params_sha256 printed (a restarted job prints one per attempt that ends).
-std::string PrintedSha(const std::string& out) {
-  static const std::regex re("final_params_sha256 ([0-9a-f]{64})");
-  std::string last;
-  for (auto it = std::sregex_iterator(out.begin(), out.end(), re); it != std::sregex_iterator();
-       ++it) {
-    last = (*it)[1].str();
-  }
-  return last;
-}
-
 nlohmann::json Manifest(const fs::path& step_dir) {
   std::ifstream in(step_dir / "manifest.json");
   std::stringstream ss;
   ss << in.rdbuf();
   return nlohmann::json::parse(ss.str(), nullptr, false);
-}
-
-double GlogSeconds(const std::string& line) {
-  static const std::regex re(R"(\] [IWEF]\d{4} (\d\d):(\d\d):(\d\d\.\d+) )");
-  std::smatch m;
-  if (!std::regex_search(line, m, re)) return -1.0;
-  return std::stoi(m[1].str()) * 3600.0 + std::stoi(m[2].str()) * 60.0 + std::stod(m[3].str());
 }
 
 TEST(PsCheckpointTest, ResumedInAnyModeEndsBitIdentical) {

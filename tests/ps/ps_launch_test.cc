@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/job_output.h"
 #include "tests/support/subprocess.h"
 
 namespace pszero::testing {
@@ -85,13 +86,6 @@ TEST(PsLaunchTest, ServersExitZeroOnceTheWorkersHaveTrained) {
   EXPECT_NE(all.find("step 3/3"), std::string::npos) << all;
 }
 
-std::string FinalHash(const ProcessResult& r) {
-  const std::string key = "final_params_sha256 ";
-  const size_t at = r.out.find(key);
-  if (at == std::string::npos) return "";
-  return r.out.substr(at + key.size(), 64);
-}
-
 // ps + bsp trains the same bits as the collective modes, whatever the servers' number and
 // slice size (two TP ranks: two key spaces).
 TEST(PsLaunchTest, BspFinalParamsMatchAllreduceForAnyServerCount) {
@@ -101,14 +95,14 @@ TEST(PsLaunchTest, BspFinalParamsMatchAllreduceForAnyServerCount) {
         {"--workers", "4", "--tp", tp, "--deterministic", "--timeout", "200"}, TinyTraining(3));
     ProcessResult allreduce = Launch(Cat({"--sync", "allreduce"}, common));
     ASSERT_EQ(allreduce.exit_code, 0) << allreduce.out << allreduce.err;
-    const std::string want = FinalHash(allreduce);
+    const std::string want = PrintedSha(allreduce.out);
     ASSERT_EQ(want.size(), 64u) << allreduce.out;
     for (const std::vector<std::string>& servers :
          {std::vector<std::string>{"--servers", "1"},
           std::vector<std::string>{"--servers", "2", "--ps-slice-mb", "0.01"}}) {
       ProcessResult ps = Launch(Cat(Cat(servers, {"--sync", "ps"}), common));
       ASSERT_EQ(ps.exit_code, 0) << ps.out << ps.err;
-      EXPECT_EQ(FinalHash(ps), want) << "T=" << tp << ", " << servers[1] << " servers\n" << ps.out;
+      EXPECT_EQ(PrintedSha(ps.out), want) << "T=" << tp << ", " << servers[1] << " servers\n" << ps.out;
     }
   }
 }

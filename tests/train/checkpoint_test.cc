@@ -15,6 +15,7 @@
 
 #include "common/safetensors.h"
 #include "common/temp_dir.h"
+#include "tests/support/job_output.h"
 #include "tests/support/subprocess.h"
 #include "worker/train/checkpoint.h"
 
@@ -22,6 +23,9 @@ namespace pszero::train {
 namespace {
 
 using ::pszero::testing::BinaryPath;
+using ::pszero::testing::GlogSeconds;
+using ::pszero::testing::PrintedLosses;
+using ::pszero::testing::PrintedSha;
 using ::pszero::testing::ProcessResult;
 using ::pszero::testing::RunProcess;
 namespace fs = std::filesystem;
@@ -37,23 +41,6 @@ ProcessResult Launch(std::vector<std::string> extra, const std::vector<std::stri
   argv.insert(argv.end(), kModel.begin(), kModel.end());
   argv.insert(argv.end(), extra.begin(), extra.end());
   return RunProcess(argv, std::chrono::seconds(150), env);
-}
-
-std::string PrintedSha(const std::string& out) {
-  std::smatch m;
-  static const std::regex re("final_params_sha256 ([0-9a-f]{64})");
-  return std::regex_search(out, m, re) ? m[1].str() : "";
-}
-
-// "step k/K loss L" lines: k -> L text.
-std::map<int, std::string> Losses(const std::string& out) {
-  std::map<int, std::string> losses;
-  static const std::regex re(R"(step (\d+)/\d+ loss (\S+))");
-  for (auto it = std::sregex_iterator(out.begin(), out.end(), re); it != std::sregex_iterator();
-       ++it) {
-    losses[std::stoi((*it)[1].str())] = (*it)[2].str();
-  }
-  return losses;
 }
 
 std::string ManifestSha(const fs::path& step_dir) {
@@ -75,7 +62,7 @@ class CheckpointTest : public ::testing::Test {
                                     "--checkpoint-dir", ck_.string(), "--checkpoint-every", "2"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     full_sha_ = PrintedSha(r.out);
-    full_losses_ = Losses(r.out);
+    full_losses_ = PrintedLosses(r.out);
     ASSERT_EQ(full_losses_.size(), 4u) << r.out;
   }
 
@@ -92,7 +79,7 @@ TEST_F(CheckpointTest, ResumedInAnotherModeContinuesBitForBit) {
                                   "--resume", (ck_ / "step-00000002").string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(PrintedSha(r.out), full_sha_);
-  const auto losses = Losses(r.out);
+  const auto losses = PrintedLosses(r.out);
   ASSERT_EQ(losses.size(), 2u) << r.out;  // steps 3 and 4 only
   EXPECT_EQ(losses.at(3), full_losses_.at(3));
   EXPECT_EQ(losses.at(4), full_losses_.at(4));
@@ -101,7 +88,7 @@ TEST_F(CheckpointTest, ResumedInAnotherModeContinuesBitForBit) {
                                       "--resume", ck_.string()});
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_EQ(PrintedSha(again.out), full_sha_);
-  EXPECT_TRUE(Losses(again.out).empty());
+  EXPECT_TRUE(PrintedLosses(again.out).empty());
 }
 
 TEST_F(CheckpointTest, ResumeReshardsToAnyTpAndDp) {

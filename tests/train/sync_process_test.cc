@@ -15,12 +15,16 @@
 #include <vector>
 
 #include "common/temp_dir.h"
+#include "tests/support/job_output.h"
 #include "tests/support/subprocess.h"
 
 namespace pszero::train {
 namespace {
 
 using ::pszero::testing::BinaryPath;
+using ::pszero::testing::GlogSeconds;
+using ::pszero::testing::PrintedLosses;
+using ::pszero::testing::PrintedSha;
 using ::pszero::testing::ProcessResult;
 using ::pszero::testing::RunProcess;
 
@@ -35,12 +39,6 @@ ProcessResult Launch(std::vector<std::string> extra, const std::vector<std::stri
   argv.insert(argv.end(), kModel.begin(), kModel.end());
   argv.insert(argv.end(), extra.begin(), extra.end());
   return RunProcess(argv, std::chrono::seconds(150), env);
-}
-
-std::string PrintedSha(const std::string& out) {
-  std::smatch m;
-  static const std::regex re("final_params_sha256 ([0-9a-f]{64})");
-  return std::regex_search(out, m, re) ? m[1].str() : "";
 }
 
 TEST(SyncProcessTest, DeterministicModesAgreeAcrossProcessesAndTheReportHoldsUp) {
@@ -89,14 +87,6 @@ TEST(SyncProcessTest, DeterministicModesAgreeAcrossProcessesAndTheReportHoldsUp)
     }
   }
   EXPECT_EQ(shas[0], shas[1]);
-}
-
-// "[w0] E1126 06:19:25.656236 file.cc:219] message": seconds since midnight.
-double GlogSeconds(const std::string& line) {
-  static const std::regex re(R"(\] [IWEF]\d{4} (\d\d):(\d\d):(\d\d\.\d+) )");
-  std::smatch m;
-  if (!std::regex_search(line, m, re)) return -1.0;
-  return std::stoi(m[1].str()) * 3600.0 + std::stoi(m[2].str()) * 60.0 + std::stod(m[3].str());
 }
 
 TEST(SyncProcessTest, KilledWorkerStopsEverySurvivorNamingItWithinFiveSeconds) {
