@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "common/auth.h"
+#include "common/cluster_env.h"
 #include "common/exit_codes.h"
 #include "common/flags.h"
 #include "common/logging.h"
@@ -73,7 +74,6 @@ std::string BlobFor(Role role, int node_rank, int local_rank) {
 
 std::string GreetingKey(Role role, int rank) { return "pszero/hello/" + PeerTag(role, rank); }
 std::string Greeting(Role role, int rank) { return "hello from " + PeerTag(role, rank); }
-
 
 // Runs `hooks.serve` while a background thread waits in `barrier`, the workers' last one
 // (no wait deadline: the job's length is the workers' business; a lost peer still ends the
@@ -147,8 +147,7 @@ void MaybeInjectFault(std::string_view tag, std::string_view point) {
   const char* fault = std::getenv("PSZERO_FAULT_INJECT");
   if (fault == nullptr) return;
   const std::string where = ":" + std::string(tag) + ":" + std::string(point);
-  for (const auto& [action, sig] :
-       {std::pair{"sigkill", SIGKILL}, std::pair{"sigstop", SIGSTOP}}) {
+  for (const auto& [action, sig] : {std::pair{"sigkill", SIGKILL}, std::pair{"sigstop", SIGSTOP}}) {
     if (fault == action + where) {
       // PSZERO_FAULT_ONCE=<path>: fire only if the file does not exist yet (and create it),
       // so that a restarted job does not meet the same fault again.
@@ -175,6 +174,14 @@ int ControlPlaneMain(Role role, int argc, char** argv, const ProcessWork& work) 
   InitLogging(argv[0], tag != nullptr && *tag != '\0' ? tag : std::string(RoleName(role)));
   auto app = MakeApp(name, name + ": a pszero " + std::string(RoleName(role)) +
                                " process (started by pszero-launch)");
+  // Started by mpirun or a torchrun-style tool: its variables give the defaults of
+  // --rank, --local-rank, --node-rank, --master-addr and --master-port (docs/cluster.md).
+  Result<ProcessEnv> outside = DeriveProcessEnv(CurrentEnv());
+  if (!outside.ok()) {
+    std::cerr << name << ": error: " << outside.status().message() << "\n";
+    return kExitUsage;
+  }
+  ExportProcessEnv(*outside);
   ControlPlaneFlags flags;
   AddFlags(*app, flags);
   if (work.add_flags) work.add_flags(*app);
