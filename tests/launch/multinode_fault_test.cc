@@ -1,7 +1,17 @@
-// A worker killed on node 1 of a two-node job (node launchers as processes on 127.0.0.1):
-// the service on node 0 tells every survivor, both node launchers exit 1, and each last
-// line names the cause.
+// Failures beyond one machine (node launchers as processes on 127.0.0.1): a worker killed
+// on node 1 fails both nodes, each naming it; a --hostfile launcher killed outright
+// leaves no node launcher behind (each stops when its ssh stdin ends).
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common/temp_dir.h"
 
 #include "tests/launch/multinode_test_util.h"
 
@@ -32,6 +42,61 @@ TEST(MultiNodeFaultTest, WorkerKilledOnNodeOneFailsBothNodes) {
     EXPECT_TRUE(HasLine(runs[0].output, survivor, "stopping: worker 3 lost")) << runs[0].output;
   }
   EXPECT_TRUE(HasLine(runs[1].output, "[w2]", "stopping: worker 3 lost")) << runs[1].output;
+}
+
+// Waits until process `pid` (not necessarily a child) has ended; false after `timeout`.
+bool WaitGone(pid_t pid, std::chrono::milliseconds timeout) {
+  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return errno == ESRCH;
+  pollfd p{fd, POLLIN, 0};
+  const bool gone = ::poll(&p, 1, static_cast<int>(timeout.count())) == 1;
+  ::close(fd);
+  return gone;
+}
+
+std::string ReadFile(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(MultiNodeFaultTest, KilledHostfileLauncherLeavesNoNodeLauncherBehind) {
+  auto dir = TempDir::Create("pszero-ssh-kill");
+  ASSERT_TRUE(dir.ok());
+  const auto script = dir->path() / "ssh";
+  const auto pids = dir->path() / "pids";
+  // Records the pid that becomes the node launcher (sh execs it), then runs the command.
+  std::ofstream(script) << "#!/bin/sh\necho $$ >> '" << pids.string()
+                        << "'\nshift 3\nexec env -i PATH=\"$PATH\" /bin/sh -c \"$1\"\n";
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  const auto hosts = dir->path() / "hosts";
+  std::ofstream(hosts) << "alpha slots=1\nbeta slots=1\n";
+
+  auto driver = ChildProcess::Spawn(
+      Cat({BinaryPath("pszero-launch"), "--hostfile", hosts.string(), "--master-addr", "127.0.0.1",
+           "--master-port", std::to_string(FreePort()), "--timeout", "120"},
+          TinyTraining("allreduce", "100000")),
+      {"PSZERO_SSH=" + script.string()}, kClusterVars);
+  ASSERT_NE(driver, nullptr);
+  // Until both nodes train (worker 0 prints its steps), or the deadline.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (driver->Output().find("[w0] step 2/") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline &&
+         !driver->Wait(std::chrono::milliseconds(50))) {
+  }
+  ASSERT_NE(driver->Output().find("[w0] step 2/"), std::string::npos) << driver->Output();
+  std::vector<pid_t> node_pids;
+  std::istringstream lines(ReadFile(pids));
+  for (pid_t pid; lines >> pid;) node_pids.push_back(pid);
+  ASSERT_EQ(node_pids.size(), 2u);
+
+  driver->Signal(SIGKILL);
+  driver->Finish(std::chrono::seconds(10));
+  for (pid_t pid : node_pids) {
+    EXPECT_TRUE(WaitGone(pid, std::chrono::seconds(30))) << "node launcher " << pid;
+    if (!WaitGone(pid, std::chrono::milliseconds(0))) ::kill(pid, SIGKILL);  // never leak
+  }
 }
 
 }  // namespace

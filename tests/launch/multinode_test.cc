@@ -110,9 +110,9 @@ class FakeSsh {
                                "echo \"$@\" >> '"
                             << log() << "'\n"
                             << "[ \"$1\" = -o ] && [ \"$2\" = BatchMode=yes ] || exit 97\n"
-                               "shift 2\n"
-                               "shift  # the host\n"
-                               "exec /bin/sh -c \"$1\"\n";
+                               "shift 3\n"
+                               // Like ssh: nothing of this environment reaches the host.
+                               "exec env -i PATH=\"$PATH\" /bin/sh -c \"$1\"\n";
     std::filesystem::permissions(script(), std::filesystem::perms::owner_all);
   }
   std::string script() const { return (dir_.path() / "ssh").string(); }
@@ -239,6 +239,29 @@ TEST(MultiNodeTest, OpenMpiVariablesGiveTheRank) {
   EXPECT_EQ(service->Finish(seconds(30)).exit_code, 0) << service->Output();
   EXPECT_TRUE(HasLine(workers[0]->Output(), "[w1]", "joined as worker 1")) << workers[0]->Output();
   EXPECT_TRUE(HasLine(workers[1]->Output(), "[w0]", "joined as worker 0")) << workers[1]->Output();
+}
+
+TEST(MultiNodeTest, MpirunStartsWorkersThatJoinARendezvousOnlyService) {
+  if (::access(PSZERO_MPIRUN, X_OK) != 0) GTEST_SKIP() << "Open MPI not installed (openmpi-bin)";
+  const std::vector<std::string> job = TinyTraining("allreduce");
+  const std::string want = OneHostSha(Cat({"--workers", "2"}, job));
+  const std::string port = std::to_string(FreePort());
+  const std::string token = std::string("PSZERO_TOKEN=") + kToken;
+  auto service = ChildProcess::Spawn({BinaryPath("pszero-launch"), "--rendezvous-only", "--workers",
+                                      "2", "--master-port", port, "--timeout", "120"},
+                                     {token}, kClusterVars);
+  ASSERT_NE(service, nullptr);
+  for (const std::string& v : kClusterVars) ::unsetenv(v.c_str());
+  const ProcessResult r =
+      RunProcess(Cat({PSZERO_MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2", "-x",
+                      "PSZERO_TOKEN", BinaryPath("pszero-worker"), "--master-addr", "127.0.0.1",
+                      "--master-port", port},
+                     job),
+                 seconds(120), {token, "OMPI_MCA_plm_rsh_agent=false"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(PrintedSha(r.out), want) << r.out << r.err;
+  EXPECT_TRUE(HasLine(r.err, "[w1]", "joined as worker 1")) << r.err;
+  EXPECT_EQ(service->Finish(seconds(30)).exit_code, 0) << service->Output();
 }
 
 TEST(MultiNodeFlagsTest, BadMultiNodeFlagsExitTwoNamingTheFlag) {

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <sstream>
 
@@ -183,6 +184,39 @@ TEST(NetnsTest, FourNamespacesTrainEverySyncModeLikeOneHost) {
               << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
               << " s" << std::endl;
   }
+
+  // The same job through --hostfile: the launcher here starts one node launcher per
+  // namespace through a fake ssh; the UCX settings reach them only on the command line.
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("pszero-netns-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string ssh = (dir / "ssh").string();
+  const std::string hosts = (dir / "hosts").string();
+  {
+    std::ofstream(ssh) << "#!/bin/sh\n[ \"$1\" = -o ] && [ \"$2\" = BatchMode=yes ] || exit 97\n"
+                       << "ns=" << cluster->Namespace(0).substr(0, cluster->Namespace(0).size() - 2)
+                       << "$3\nshift 3\nexec env -i PATH=\"$PATH\" " << cluster->ip()
+                       << " netns exec \"$ns\" /bin/sh -c \"$1\"\n";
+    std::filesystem::permissions(ssh, std::filesystem::perms::owner_all);
+    std::ofstream out(hosts);
+    for (int i = 0; i < kNodes; ++i) out << "h" << i << " slots=2\n";
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const ProcessResult r =
+      RunProcess(Cat({BinaryPath("pszero-launch"), "--timeout", "100", "--hostfile", hosts,
+                      "--master-addr", cluster->Address(0), "--master-port", std::to_string(port)},
+                     TinyTraining("zero3")),
+                 seconds(120),
+                 {"PSZERO_SSH=" + ssh, std::string("PSZERO_TOKEN=") + kToken, "UCX_TLS=tcp,self",
+                  "UCX_NET_DEVICES=eth0"});
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(PrintedSha(r.out), want) << r.out;
+  EXPECT_NE(r.err.find("all 4 node launchers exited with code 0"), std::string::npos) << r.err;
+  std::cout << "zero3 via --hostfile over 4 namespaces x 2 workers (tcp): "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
+            << " s" << std::endl;
 }
 
 }  // namespace
