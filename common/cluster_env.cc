@@ -154,6 +154,12 @@ Result<NodeEnv> DeriveNodeEnv(const EnvMap& env) {
     if (!node_id) {
       PSZERO_ASSIGN_OR_RETURN(node_id, GetInt(env, "SLURM_PROCID", 0, 65535));
     }
+    PSZERO_ASSIGN_OR_RETURN(auto local_id, GetInt(env, "SLURM_LOCALID", 0, 65535));
+    if (local_id && *local_id > 0) {
+      return Status::InvalidArgument("$SLURM_LOCALID: " + std::to_string(*local_id) +
+                                     ": run one pszero-launch per node (srun "
+                                     "--ntasks-per-node=1); it starts the node's workers");
+    }
     PSZERO_ASSIGN_OR_RETURN(auto job_id, GetInt(env, "SLURM_JOB_ID", 0, INT64_MAX / 2));
     Result<std::vector<std::string>> expanded = ExpandSlurmNodeList(*nodelist);
     if (!expanded.ok()) {

@@ -52,6 +52,7 @@ struct NodeEnv {
 // (SLURM_PROCID when absent; `srun` runs one task per node), master = first host of the
 // node list, port = SlurmDefaultPort(SLURM_JOB_ID). Then torchrun-style variables override
 // what they name: NNODES, NODE_RANK (or GROUP_RANK), MASTER_ADDR, MASTER_PORT.
+// SLURM_LOCALID > 0 (a second task on a node) is refused: one node launcher per node.
 // InvalidArgument naming the variable on a malformed value.
 Result<NodeEnv> DeriveNodeEnv(const EnvMap& env);
 

@@ -374,6 +374,9 @@ int main(int argc, char** argv) {
     return pszero::RunSshJob(ssh);
   }
 
+  // A name (--master-addr node01, Slurm's first host) may resolve differently here than
+  // elsewhere: the service binds every interface then.
+  if (!pszero::IsIpLiteral(f.master_addr)) options.bind_addr = "0.0.0.0";
   if (f.nnodes > 1) {
     pszero::SetLogTag("launch:n" + std::to_string(f.node_rank));
     const auto node = static_cast<size_t>(f.node_rank);
@@ -385,8 +388,6 @@ int main(int argc, char** argv) {
     options.worker_rank_offset = layout.WorkerOffset(f.node_rank);
     options.server_rank_offset = layout.ServerOffset(f.node_rank);
     options.host_service = f.node_rank == 0;
-    // A name may resolve differently here than elsewhere: bind every interface then.
-    if (!pszero::IsIpLiteral(f.master_addr)) options.bind_addr = "0.0.0.0";
     LOG(INFO) << "node " << f.node_rank << " of " << f.nnodes << ": " << options.num_workers
               << " workers (from rank " << options.worker_rank_offset << "), "
               << options.num_servers << " servers; rendezvous " << f.master_addr << ":"

@@ -106,6 +106,14 @@ TEST(NodeEnvTest, MalformedVariablesAreNamed) {
                                    {"SLURM_PROCID", "5"}});
   ASSERT_FALSE(rank.ok());
   EXPECT_NE(rank.status().message().find("SLURM_PROCID"), std::string::npos);
+  const auto second_task = DeriveNodeEnv({{"SLURM_JOB_ID", "1"},
+                                          {"SLURM_NNODES", "2"},
+                                          {"SLURM_NODELIST", "a,b"},
+                                          {"SLURM_PROCID", "1"},
+                                          {"SLURM_NODEID", "0"},
+                                          {"SLURM_LOCALID", "1"}});
+  ASSERT_FALSE(second_task.ok());
+  EXPECT_NE(second_task.status().message().find("--ntasks-per-node=1"), std::string::npos);
   const auto list = DeriveNodeEnv({{"SLURM_JOB_ID", "1"},
                                    {"SLURM_NNODES", "2"},
                                    {"SLURM_NODELIST", "a[1-"},
