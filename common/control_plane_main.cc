@@ -143,6 +143,18 @@ class Rounds {
 
 }  // namespace
 
+bool FaultAsked(std::string_view action, std::string_view tag, std::string_view point) {
+  const char* fault = std::getenv("PSZERO_FAULT_INJECT");
+  if (fault == nullptr) return false;
+  if (fault != std::string(action) + ":" + std::string(tag) + ":" + std::string(point)) return false;
+  if (const char* once = std::getenv("PSZERO_FAULT_ONCE")) {
+    const int fd = ::open(once, O_CREAT | O_EXCL | O_WRONLY, 0600);
+    if (fd < 0) return false;
+    ::close(fd);
+  }
+  return true;
+}
+
 void MaybeInjectFault(std::string_view tag, std::string_view point) {
   const char* fault = std::getenv("PSZERO_FAULT_INJECT");
   if (fault == nullptr) return;

@@ -68,6 +68,10 @@ struct ProcessWork {
 // marks it done, so a restarted job runs clean). For tests only.
 void MaybeInjectFault(std::string_view tag, std::string_view point);
 
+// Whether PSZERO_FAULT_INJECT asks for `action` ("hang", ...) at `point` of process `tag`
+// (the same "<action>:<tag>:<point>" form; PSZERO_FAULT_ONCE applies). Tests only.
+bool FaultAsked(std::string_view action, std::string_view tag, std::string_view point);
+
 // The whole main() of pszero-worker (role kWorker) and pszero-server (kServer).
 int ControlPlaneMain(Role role, int argc, char** argv);
 int ControlPlaneMain(Role role, int argc, char** argv, const ProcessWork& work);

@@ -7,6 +7,19 @@ Status CompletionStatus(const Completion& completion) {
   return completion.status;
 }
 
+Request& Request::operator=(Request&& other) noexcept {
+  if (this != &other) {
+    if (completion_ && !completion_->done && transport_ != nullptr) transport_->Abandon(completion_.get());
+    completion_ = std::move(other.completion_);
+    transport_ = other.transport_;
+  }
+  return *this;
+}
+
+Request::~Request() {
+  if (completion_ && !completion_->done && transport_ != nullptr) transport_->Abandon(completion_.get());
+}
+
 bool Request::Test() {
   if (!completion_) return false;
   if (!completion_->done && transport_ != nullptr) {

@@ -84,7 +84,11 @@ class Request {
   Request(std::shared_ptr<Completion> completion, Transport* transport)
       : completion_(std::move(completion)), transport_(transport) {}
   Request(Request&&) noexcept = default;
-  Request& operator=(Request&&) noexcept = default;
+  Request& operator=(Request&& other) noexcept;
+  // A request dropped while still pending (an op that failed half-way) is abandoned: a
+  // receive is cancelled and waited for (bounded), so the transport never writes into a
+  // buffer its owner frees next.
+  ~Request();
   Request(const Request&) = delete;
   Request& operator=(const Request&) = delete;
 
@@ -189,6 +193,9 @@ class Transport {
   // first failure in order (Unavailable naming the peer), or DeadlineExceeded naming the
   // first request still pending. Invalid (empty) requests are skipped.
   virtual Status WaitAll(std::span<Request> requests, std::chrono::milliseconds timeout) = 0;
+  // Called by ~Request for an operation still pending: cancel a receive and wait (bounded)
+  // until the transport no longer touches its buffer. Default: nothing.
+  virtual void Abandon(const Completion* /*completion*/) {}
 
   // Creates the connection to `peer` now (fetching its address if needed), so that later
   // operations do not pay for the first contact and a failure of that peer is noticed

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/exit_codes.h"
+#include "launch/progress.h"
 #include "launch/rendezvous_service.h"
 
 extern char** environ;
@@ -107,7 +108,9 @@ class LocalJob {
         timeout_timer_(io_),
         grace_timer_(io_),
         kill_timer_(io_),
-        linger_timer_(io_) {}
+        linger_timer_(io_),
+        progress_("w0", ::isatty(STDOUT_FILENO) == 1),
+        stderr_terminal_(::isatty(STDERR_FILENO) == 1) {}
 
   ~LocalJob() {
     // Error paths: never leave a child behind.
@@ -305,14 +308,30 @@ class LocalJob {
         });
   }
 
-  // glog lines of a child already carry its tag; everything else gets it here.
-  static void EmitLine(const std::string& tag, std::string_view line, int fd) {
+  // glog lines of a child already carry its tag; everything else gets it here. Worker 0's
+  // step lines go through the progress display (launch/progress.h).
+  void EmitLine(const std::string& tag, std::string_view line, int fd) {
+    if (fd == STDOUT_FILENO && tag == "w0") {
+      if (std::optional<std::string> shown = progress_.OnLine(line)) {
+        WriteAll(fd, *shown);
+        return;
+      }
+    }
+    BreakProgress(fd);
     const std::string prefix = "[" + tag + "]";
     std::string out;
     if (line.substr(0, prefix.size()) != prefix) out = prefix + " ";
     out.append(line);
     out.push_back('\n');
     WriteAll(fd, out);
+  }
+
+  // Finishes an open progress line before a line goes to `fd`: always for stdout, and for
+  // stderr when it shares the terminal (the launcher's own glog lines go there too).
+  void BreakProgress(int fd) {
+    if (fd == STDOUT_FILENO || stderr_terminal_) {
+      WriteAll(STDOUT_FILENO, progress_.BeforeOtherOutput());
+    }
   }
 
   void WaitSignal() {
@@ -346,6 +365,7 @@ class LocalJob {
       VLOG(1) << c.Name() << " exited with code 0";
       return;
     }
+    BreakProgress(STDERR_FILENO);
     failures_.push_back(&c - children_.data());
     // A crash while the job is already coming down (another process, perhaps on another
     // node, was lost) is not the cause.
@@ -363,12 +383,14 @@ class LocalJob {
   }
 
   void OnPeerLost(const PeerLost& news) {
+    BreakProgress(STDERR_FILENO);
     LOG(WARNING) << news.ToString();
     if (!first_news_) first_news_ = news;
     StartGrace();
   }
 
   void OnInterrupt(int sig) {
+    BreakProgress(STDERR_FILENO);
     if (interrupted_ == 0) interrupted_ = sig;
     LOG(WARNING) << "received " << SignalName(sig) << "; forwarding it to the running processes";
     SignalAll(sig);
@@ -376,6 +398,7 @@ class LocalJob {
   }
 
   void OnTimeout() {
+    BreakProgress(STDERR_FILENO);
     timed_out_ = true;
     LOG(ERROR) << "the job ran past --timeout ("
                << std::chrono::duration<double>(options_.timeout).count() << " s); stopping it";
@@ -391,6 +414,7 @@ class LocalJob {
     grace_timer_.expires_after(options_.grace);
     grace_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec || done_) return;
+      BreakProgress(STDERR_FILENO);
       for (const Child& c : children_) {
         if (!c.exited) {
           LOG(WARNING) << c.Name() << " still running " << options_.grace.count()
@@ -408,6 +432,7 @@ class LocalJob {
     kill_timer_.expires_after(delay);
     kill_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec || done_) return;
+      BreakProgress(STDERR_FILENO);
       for (const Child& c : children_) {
         if (!c.exited) LOG(WARNING) << c.Name() << " did not stop; sending SIGKILL";
       }
@@ -475,6 +500,8 @@ class LocalJob {
   }
 
   int Finish() {
+    // A job that ended before its last step leaves the progress line open.
+    WriteAll(STDOUT_FILENO, progress_.BeforeOtherOutput());
     // The cause: the first failure that is not a reaction to another one.
     const Child* cause = nullptr;
     for (size_t i : failures_) {
@@ -529,6 +556,8 @@ class LocalJob {
   bool linger_started_ = false;
   bool linger_done_ = false;
   std::chrono::steady_clock::time_point linger_deadline_;
+  ProgressDisplay progress_;
+  bool stderr_terminal_;
 };
 
 }  // namespace

@@ -20,6 +20,12 @@ PACKAGES=(
   python3 python3-matplotlib
 )
 
+# Opt-in: PSZERO_WITH_TORCH=1 also installs Debian's PyTorch (CPU, with gloo) for
+# `pszero-bench train --peer torch`. The default path never installs it.
+if [[ "${PSZERO_WITH_TORCH:-0}" == 1 ]]; then
+  PACKAGES+=(python3-torch)
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

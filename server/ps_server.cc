@@ -48,6 +48,9 @@ struct PsServer::LocalSlice {
     uint64_t pull_request = 0;
     bool replying = false;
     Request reply;
+    bool state_read_parked = false;  // a state-read waiting for its clock
+    int64_t state_read_clock = 0;
+    uint64_t state_read_request = 0;
   };
   Slice slice;
   uint32_t key_space = 0;
@@ -80,7 +83,7 @@ PsServer::~PsServer() { DetachTransport(); }
 void PsServer::DetachTransport() {
   if (transport_ == nullptr) return;
   // The handlers point at this object: late messages are dropped from now on.
-  for (uint16_t id : {kAmInit, kAmPush, kAmPull, kAmStats}) {
+  for (uint16_t id : {kAmInit, kAmPush, kAmPull, kAmStats, kAmStateRead, kAmStateWrite}) {
     (void)transport_->SetAmHandler(
         id, {.payload_destination = nullptr,
              .on_message = [](const AmInfo&, std::span<const std::byte>) {}});
@@ -118,6 +121,16 @@ Result<std::unique_ptr<PsServer>> PsServer::Create(Transport* transport, PsServe
     self->OnStats(info);
   };
   PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmStats, std::move(stats)));
+  AmHandler state_read;
+  state_read.on_message = [self](const AmInfo& info, std::span<const std::byte>) {
+    self->OnStateRead(info);
+  };
+  PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmStateRead, std::move(state_read)));
+  AmHandler state_write;
+  state_write.on_message = [self](const AmInfo& info, std::span<const std::byte> payload) {
+    self->OnStateWrite(info, payload);
+  };
+  PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmStateWrite, std::move(state_write)));
   return server;
 }
 
@@ -391,6 +404,7 @@ Status PsServer::Apply(LocalSlice& s, int worker) {
     s.arrived = 0;
     for (auto& w : s.workers) w.state = SlotState::kFree;
   }
+  if (options_.on_update) options_.on_update(worker < 0 ? s.applied_steps : s.updates);
   return st;
 }
 
@@ -443,7 +457,112 @@ void PsServer::ServeParkedPulls(LocalSlice& s) {
   for (int i = 0; i < static_cast<int>(s.workers.size()); ++i) {
     const auto& w = s.workers[static_cast<size_t>(i)];
     if (w.pull_parked && PullReady(s, i, w.pull_clock)) SendReply(s, i);
+    if (w.state_read_parked && StateReady(s, w.state_read_clock)) SendStateReply(s, i);
   }
+}
+
+Status PsServer::CheckStateful() const {
+  if (options_.optimizer == OptimizerKind::kAdamW) return Status::Ok();
+  return Status::InvalidArgument(
+      "the state of a slice (params, AdamW m and v) is kept for --optimizer adamw; this server "
+      "runs --optimizer " +
+      std::string(OptimizerName(options_.optimizer)));
+}
+
+bool PsServer::StateReady(const LocalSlice& s, int64_t clock) const {
+  if (!s.initialized) return false;
+  if (options_.consistency == Consistency::kBsp) return s.applied_steps >= clock;
+  for (const auto& w : s.workers) {
+    if (w.pushes < clock || w.state != SlotState::kFree) return false;
+  }
+  return true;
+}
+
+void PsServer::OnStateRead(const AmInfo& info) {
+  Result<RequestHeader> h = DecodeHeader<RequestHeader>(info.header);
+  if (!h.ok()) return Reject(info.peer, RequestHeader{}, kAmStateReply, h.status());
+  if (Status ok = CheckStateful(); !ok.ok()) return Reject(info.peer, *h, kAmStateReply, ok);
+  Result<LocalSlice*> sr = Validate(*h, info.peer, /*need_init=*/false);
+  if (!sr.ok()) return Reject(info.peer, *h, kAmStateReply, sr.status());
+  LocalSlice& s = **sr;
+  auto& w = s.workers[static_cast<size_t>(h->worker)];
+  if (w.state_read_parked) {
+    return Reject(info.peer, *h, kAmStateReply,
+                  Status::InvalidArgument("state read of slice " + std::to_string(h->slice) +
+                                          " while the previous one is waiting"));
+  }
+  w.state_read_parked = true;
+  w.state_read_clock = h->clock;
+  w.state_read_request = h->request;
+  if (StateReady(s, h->clock)) SendStateReply(s, h->worker);
+}
+
+void PsServer::SendStateReply(LocalSlice& s, int worker) {
+  auto& w = s.workers[static_cast<size_t>(worker)];
+  w.state_read_parked = false;
+  const size_t n = s.params.size();
+  auto reply = std::make_unique<StateReply>();
+  reply->data.resize(n * kStateArrays);
+  std::memcpy(reply->data.data(), s.params.data(), n * 4);
+  std::memcpy(reply->data.data() + n, s.state1.data(), n * 4);
+  std::memcpy(reply->data.data() + 2 * n, s.state2.data(), n * 4);
+  ReplyHeader r;
+  r.key_space = s.key_space;
+  r.slice = s.slice.index;
+  r.server = options_.server_index;
+  r.version = options_.consistency == Consistency::kBsp ? s.applied_steps : s.updates;
+  r.request = w.state_read_request;
+  Result<Request> sent = transport_->SendAm(w.peer, kAmStateReply, HeaderBytes(r),
+                                            reply->data.data(), reply->data.size() * 4);
+  if (!sent.ok()) {
+    LOG(WARNING) << "ps server " << options_.server_index << ": state reply to rank " << w.peer
+                 << " failed: " << sent.status().ToString();
+    return;
+  }
+  reply->request = std::move(sent).value();
+  state_replies_.push_back(std::move(reply));
+}
+
+void PsServer::OnStateWrite(const AmInfo& info, std::span<const std::byte> payload) {
+  Result<RequestHeader> h = DecodeHeader<RequestHeader>(info.header);
+  if (!h.ok()) return Reject(info.peer, RequestHeader{}, kAmAck, h.status());
+  if (Status ok = CheckStateful(); !ok.ok()) return Reject(info.peer, *h, kAmAck, ok);
+  Result<LocalSlice*> sr = Validate(*h, info.peer, /*need_init=*/false);
+  if (!sr.ok()) return Reject(info.peer, *h, kAmAck, sr.status());
+  LocalSlice& s = **sr;
+  const size_t n = s.params.size();
+  if (payload.size() != n * 4 * kStateArrays) {
+    return Reject(
+        info.peer, *h, kAmAck,
+        Status::InvalidArgument("state write of " + std::to_string(payload.size()) +
+                                " bytes to slice " + std::to_string(h->slice) + ", expected " +
+                                std::to_string(n * 4 * kStateArrays) + " (params, m, v)"));
+  }
+  if (h->clock < 0) {
+    return Reject(
+        info.peer, *h, kAmAck,
+        Status::InvalidArgument("state write with negative clock " + std::to_string(h->clock)));
+  }
+  const bool pushes_pending =
+      s.arrived != 0 || std::any_of(s.workers.begin(), s.workers.end(),
+                                    [](const auto& w) { return w.state != SlotState::kFree; });
+  if (pushes_pending) {
+    return Reject(info.peer, *h, kAmAck,
+                  Status::InvalidArgument("state write to slice " + std::to_string(h->slice) +
+                                          " while pushes of it are pending"));
+  }
+  const std::byte* from = payload.data();
+  std::memcpy(s.params.data(), from, n * 4);
+  std::memcpy(s.state1.data(), from + n * 4, n * 4);
+  std::memcpy(s.state2.data(), from + 2 * n * 4, n * 4);
+  s.initialized = true;
+  s.applied_steps = h->clock;
+  s.updates = options_.consistency == Consistency::kBsp
+                  ? h->clock
+                  : h->clock * static_cast<int64_t>(s.workers.size());
+  for (auto& w : s.workers) w.pushes = h->clock;
+  Ack(info.peer, *h);
+  ServeParkedPulls(s);
 }
 
 void PsServer::SendReply(LocalSlice& s, int worker) {
@@ -480,6 +599,16 @@ void PsServer::SendReply(LocalSlice& s, int worker) {
 }
 
 void PsServer::RetireReplies() {
+  for (size_t i = 0; i < state_replies_.size();) {
+    if (!state_replies_[i]->request.done()) {
+      ++i;
+      continue;
+    }
+    Status st = state_replies_[i]->request.status();
+    if (!st.ok()) LOG(WARNING) << "ps server: state reply failed: " << st.ToString();
+    state_replies_[i] = std::move(state_replies_.back());
+    state_replies_.pop_back();
+  }
   for (size_t i = 0; i < replies_in_flight_.size();) {
     auto [s, worker] = replies_in_flight_[i];
     auto& w = s->workers[static_cast<size_t>(worker)];

@@ -21,6 +21,15 @@
 //   asp  each push is applied on arrival; a pull waits only for its own earlier pushes
 //        (read-your-writes, bounded by one message latency), never for other workers.
 // A stats request is answered at once with the counters (ServerCounters), for reports.
+// State (checkpoints, AdamW only): a state-read at clock c is answered, like a pull, once
+// the slice's state has seen c steps (bsp: c updates applied; ssp/asp: every worker's c
+// pushes applied), with a copy of params, m and v (allocated per request: these are rare
+// and the copy keeps later updates out of the reply). A state-write overwrites params, m
+// and v of a slice and sets its clock to the request's: c steps applied, every worker's
+// push count c, and the optimizer's update count c (bsp) or c·D (ssp/asp, where every push
+// is an update), so that AdamW's bias correction continues where the checkpoint stopped.
+// A write is refused while pushes of the slice are pending; a pull reply still in flight
+// may see part of it (a restore happens between steps, before anyone pulls).
 // Bad requests (unknown key space or slice, wrong geometry, dtype other than fp32, a
 // worker index out of range, a push into a slot still busy) are answered with an error to
 // that worker and change nothing; the server keeps serving.
@@ -34,6 +43,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -65,6 +75,10 @@ struct PsServerOptions {
   // Multiplies the aggregated gradient before the optimizer; 0 means 1/D (averaging).
   float grad_scale = 0.0f;
   int threads = 1;  // kernel threads
+  // Called after each update of a slice with its count of steps applied (bsp) or updates
+  // (ssp/asp): a test hook (pszero-server's fault injection point "apply<N>"). Unset, the
+  // update path does nothing more.
+  std::function<void(int64_t)> on_update;
 };
 
 struct PsServerStats : ServerCounters {
@@ -102,6 +116,11 @@ class PsServer {
   void OnPush(const AmInfo& info, std::span<const std::byte> payload);
   void OnPull(const AmInfo& info);
   void OnStats(const AmInfo& info);
+  void OnStateRead(const AmInfo& info);
+  void OnStateWrite(const AmInfo& info, std::span<const std::byte> payload);
+  Status CheckStateful() const;
+  bool StateReady(const LocalSlice& s, int64_t clock) const;
+  void SendStateReply(LocalSlice& s, int worker);
   Result<LocalSlice*> Validate(const RequestHeader& h, int peer, bool need_init);
   void Reject(int peer, const RequestHeader& h, uint16_t am, const Status& why);
   void Ack(int peer, const RequestHeader& h);
@@ -116,6 +135,12 @@ class PsServer {
   kernels::KernelContext ctx_;
   std::map<uint32_t, std::unique_ptr<KeySpace>> spaces_;
   std::vector<std::pair<LocalSlice*, int>> replies_in_flight_;
+  // State-read replies in flight: each owns the copy its payload is sent from.
+  struct StateReply {
+    std::vector<float> data;
+    Request request;
+  };
+  std::vector<std::unique_ptr<StateReply>> state_replies_;
   PsServerStats stats_;
 };
 

@@ -8,9 +8,14 @@
 // Data-plane ranks: servers are transport ranks 0..S-1 and workers S..S+W-1 of one UCX
 // job whose addresses are published in the rendezvous store under "pszero/ps"
 // (docs/ps.md).
+//
+// Fault injection for tests (common/control_plane_main.h): besides the barriers, point
+// "apply<N>" is reached when one of the server's slices applies its N-th update.
 #include <glog/logging.h>
 
+#include <cstdlib>
 #include <memory>
+#include <string>
 
 #include "common/control_plane_main.h"
 #include "common/rendezvous_client.h"
@@ -78,6 +83,13 @@ Status Serve(const ServerFlags& f, RendezvousClient& client,
   o.sgd.weight_decay = f.weight_decay;
   o.sgd.momentum = f.momentum;
   o.threads = f.threads;
+  if (std::getenv("PSZERO_FAULT_INJECT") != nullptr) {
+    // Tests kill a server mid-training: fault point "apply<N>" when a slice's N-th update
+    // is applied (only with the variable set: the update path stays as it is otherwise).
+    o.on_update = [tag = PeerTag(Role::kServer, client.rank())](int64_t n) {
+      MaybeInjectFault(tag, "apply" + std::to_string(n));
+    };
+  }
   PSZERO_ASSIGN_OR_RETURN(auto server, ps::PsServer::Create(transport.get(), o));
   // What the workers must agree on (the slice map), for them to read instead of flags.
   ps::ServerConfig config;

@@ -19,6 +19,15 @@
 //   reply server → worker: the parameters of one slice (payload), or an error (no payload)
 //   stats worker → server: "what have you done so far" (a RequestHeader, for reports)
 //   stats-reply server → worker: its counters (a StatsReplyHeader, no payload)
+//   state-read  worker → server: "send me slice k's params, m and v once the state is at
+//               my clock" (checkpoints; no payload)
+//   state-reply server → worker: a ReplyHeader and the slice's params, m and v one after
+//               the other (3 × numel fp32), or an error (no payload)
+//   state-write worker → server: overwrite slice k's params, m and v with the payload
+//               (same layout) and set its step clock to `clock` (a resumed checkpoint);
+//               answered by an ack
+// The state messages are rare (checkpoints, restarts): they may allocate, push and pull
+// never do.
 // Plain values; thread-safe.
 #pragma once
 
@@ -104,13 +113,18 @@ inline constexpr uint16_t kAmAck = 0x5303;
 inline constexpr uint16_t kAmReply = 0x5304;
 inline constexpr uint16_t kAmStats = 0x5305;
 inline constexpr uint16_t kAmStatsReply = 0x5306;
+inline constexpr uint16_t kAmStateRead = 0x5307;
+inline constexpr uint16_t kAmStateReply = 0x5308;
+inline constexpr uint16_t kAmStateWrite = 0x5309;
+// Arrays of a state-read reply and of a state-write payload, in this order, numel each.
+inline constexpr int kStateArrays = 3;  // params, AdamW m (exp_avg), AdamW v (exp_avg_sq)
 
 inline constexpr uint32_t kMagic = 0x50535a31;  // "PSZ1"
 
 // Codes carried by ack / reply; 0 is success, the others map to StatusCode.
 enum class WireCode : int32_t { kOk = 0, kInvalidArgument = 1, kFailedState = 2 };
 
-// Worker → server (init, push, pull).
+// Worker → server (init, push, pull, state-read, state-write).
 struct RequestHeader {
   uint32_t magic = kMagic;
   uint8_t dtype = 0;  // DType of the payload (only fp32 is accepted)
@@ -122,11 +136,13 @@ struct RequestHeader {
   int64_t total_numel = 0;  // of the key space
   int64_t slice_begin = 0;
   int64_t numel = 0;  // of the slice (and the payload, for init and push)
-  int64_t clock = 0;  // push: the step the gradient belongs to; pull: steps pushed so far
+  // push: the step the gradient belongs to; pull, state-read: steps pushed so far;
+  // state-write: the steps the written state has seen (the server's clock after it)
+  int64_t clock = 0;
   uint64_t request = 0;
 };
 
-// Server → worker (ack, reply).
+// Server → worker (ack, reply, state-reply).
 struct ReplyHeader {
   uint32_t magic = kMagic;
   int32_t code = 0;  // WireCode

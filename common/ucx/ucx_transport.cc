@@ -256,6 +256,13 @@ UcxTransport::~UcxTransport() {
     if (arrival->held) ucp_am_data_release(worker_->get(), arrival->data);
   }
   am_arrivals_.clear();
+  // Requests that outlive the transport must not call back into it.
+  for (auto& [op, owned] : pending_) {
+    if (!op->completion->done) {
+      op->completion->done = true;
+      op->completion->status = Status::Unavailable("transport closed");
+    }
+  }
   pending_.clear();
   peers_.clear();
 }
@@ -316,6 +323,23 @@ std::string UcxTransport::EndpointTransports(int peer) {
   std::string out;
   for (const auto& n : names) out += (out.empty() ? "" : " ") + n;
   return out;
+}
+
+void UcxTransport::Abandon(const Completion* completion) {
+  PendingOp* op = nullptr;
+  for (auto& [p, owned] : pending_) {
+    if (p->completion.get() == completion) op = p;
+  }
+  // Sends cannot be cancelled (a failed peer's are completed by the forced close); a
+  // receive is, and its buffer is safe once UCX has called back.
+  if (op == nullptr || op->kind != PendingOp::Kind::kRecv) return;
+  ucp_request_cancel(worker_->get(), op->request.get());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (!completion->done && std::chrono::steady_clock::now() < deadline) (void)Progress();
+  if (!completion->done) {
+    LOG(WARNING) << "rank " << options_.rank << ": an abandoned receive from rank "
+                 << completion->peer << " did not end within 2 s";
+  }
 }
 
 void UcxTransport::OnEndpointError(void* arg, ucp_ep_h /*ep*/, ucs_status_t status) {

@@ -92,6 +92,7 @@ class UcxTransport final : public Transport {
   Result<int> Progress() override;
   Result<int> Poll(std::chrono::milliseconds timeout) override;
   Status WaitAll(std::span<Request> requests, std::chrono::milliseconds timeout) override;
+  void Abandon(const Completion* completion) override;
   PeerByteCounters Counters(int peer) const override;
   PeerByteCounters TotalCounters() const override;
 

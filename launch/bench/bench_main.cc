@@ -1,5 +1,5 @@
 // pszero-bench: measures what pszero is made of. Subcommands: stream, kernels, rendezvous,
-// p2p, collective, ps, train.
+// p2p, collective, ps, train, report-table.
 #include <vector>
 
 #include "common/flags.h"
@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
       pszero::bench::AddStreamCommand(*app),  pszero::bench::AddRendezvousCommand(*app),
       pszero::bench::AddP2pCommand(*app),     pszero::bench::AddCollectiveCommand(*app),
       pszero::bench::AddKernelsCommand(*app), pszero::bench::AddTrainCommand(*app),
-      pszero::bench::AddPsCommand(*app),
+      pszero::bench::AddPsCommand(*app),      pszero::bench::AddReportTableCommand(*app),
   };
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
   for (const auto& command : commands) {

@@ -21,5 +21,6 @@ BenchCommand AddCollectiveCommand(CLI::App& root);
 BenchCommand AddKernelsCommand(CLI::App& root);
 BenchCommand AddTrainCommand(CLI::App& root);
 BenchCommand AddPsCommand(CLI::App& root);
+BenchCommand AddReportTableCommand(CLI::App& root);
 
 }  // namespace pszero::bench

@@ -1,22 +1,37 @@
-// `pszero-bench train`: one replica of a model (--tp T ranks as threads of this process,
-// UCX transports over shared memory, exactly the worker's code path from the model down)
-// trained for --steps steps after one warm-up step. Prints step time (median, min, max),
-// tokens/s, achieved GFLOP/s (model/config.h: 6 * params * tokens plus attention) and its
-// ratio to the GEMM rate measured in the same run: every rank multiplies its own local
-// MLP matrix ([tokens, d] x [d, ffn*d/T]) concurrently, as in training.
+// `pszero-bench train`, two ways:
+//
+// * Without --sync and --workers (or --workers == --tp): one replica of a model (--tp T
+//   ranks as threads of this process, UCX transports over shared memory, exactly the
+//   worker's code path from the model down) trained for --steps steps after one warm-up
+//   step. Prints step time (median, min, max), tokens/s, achieved GFLOP/s (model/config.h:
+//   6 * params * tokens plus attention) and its ratio to the GEMM rate measured in the same
+//   run: every rank multiplies its own local MLP matrix ([tokens, d] x [d, ffn*d/T])
+//   concurrently, as in training.
+// * With --sync MODE[,MODE...|all] or --workers N > --tp: a real local job per mode, run by
+//   pszero-launch (beside pszero-bench) with --report into a temporary directory; each
+//   report becomes one row of run_report.h's table. --peer torch adds the same preset under
+//   PyTorch (scripts/torch_peer.py: DDP, ZeroRedundancyOptimizer, FSDP) and the ratio
+//   ours/torch of the median step time, per mode.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
+#include <sstream>
 #include <thread>
 #include <vector>
 
 #include "common/kv_store.h"
 #include "common/report.h"
+#include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
 #include "kernels/gemm.h"
+#include "launch/bench/child_run.h"
 #include "launch/bench/command.h"
+#include "launch/bench/run_report.h"
+#include "launch/launcher.h"
 #include "worker/collectives/communicator.h"
 #include "worker/train/training_rank.h"
 
@@ -27,7 +42,21 @@ namespace {
 struct TrainBenchFlags {
   train::TrainFlags train;
   bool json = false;
+  // Launched jobs (the second way above).
+  std::string sync_list;  // --sync as given: a mode, a comma list, or "all"
+  bool sync_given = false;
+  int workers = 0;  // 0: --tp (one replica)
+  int servers = 0;
+  std::string peer;  // "" or "torch"
+  std::string python;
+  std::string torch_script = PSZERO_TORCH_PEER_SCRIPT;
+  std::string bin_dir;
+  std::string report_dir;
+  double timeout_s = 1800;
 };
+
+constexpr const char* kTorchSkipped =
+    "torch peer skipped: PyTorch not importable (apt install python3-torch)";
 
 // Seconds of each timed step on rank 0 (all ranks step together).
 Status RunRank(const model::ModelConfig& config, const train::TrainFlags& flags,
@@ -158,17 +187,306 @@ int RunTrainBench(const TrainBenchFlags& f) {
   return 0;
 }
 
+// One bad flag: the contract's one line and exit 2.
+int UsageError(const std::string& message) {
+  std::cerr << "pszero-bench train: error: " << message << "\n";
+  return 2;
+}
+
+// The modes of --sync: "all" is every data-parallel mode (and ps when --servers > 0).
+Result<std::vector<std::string>> ParseModes(const std::string& text, int servers) {
+  static const std::vector<std::string> kModes = {"allreduce", "zero1", "zero2", "zero3", "ps"};
+  std::vector<std::string> modes;
+  std::istringstream items(text);
+  for (std::string item; std::getline(items, item, ',');) {
+    std::vector<std::string> add;
+    if (item == "all") {
+      add = {"allreduce", "zero1", "zero2", "zero3"};
+      if (servers > 0) add.push_back("ps");
+    } else if (std::find(kModes.begin(), kModes.end(), item) != kModes.end()) {
+      add = {item};
+    } else {
+      return Status::InvalidArgument(
+          "--sync: unknown mode '" + item +
+          "' (allreduce, zero1, zero2, zero3, ps, all, or a comma list)");
+    }
+    for (const std::string& m : add) {
+      if (std::find(modes.begin(), modes.end(), m) == modes.end()) modes.push_back(m);
+    }
+  }
+  if (modes.empty()) return Status::InvalidArgument("--sync: no mode given");
+  return modes;
+}
+
+// The first interpreter that imports torch: --python, else python3 from PATH, then
+// /usr/bin/python3 (Debian's python3-torch lives there, not in a pyenv or venv).
+std::string FindTorchPython(const std::string& forced) {
+  std::vector<std::string> candidates;
+  if (!forced.empty()) {
+    candidates = {forced};
+  } else {
+    candidates = {"python3", "/usr/bin/python3"};
+  }
+  for (const std::string& py : candidates) {
+    Result<ChildRun> r = RunChild({py, "-c", "import torch"}, std::chrono::seconds(120));
+    if (r.ok() && r->ok()) return py;
+  }
+  return "";
+}
+
+struct ModeOutcome {
+  std::string mode;
+  std::optional<RunSummary> run;
+  std::string error;  // when !run
+  int exit_code = 0;  // of pszero-launch
+};
+
+int RunLaunchedBench(const TrainBenchFlags& f) {
+  train::TrainFlags flags = f.train;
+  const int workers = f.workers > 0 ? f.workers : flags.tp;
+  Result<std::vector<std::string>> modes =
+      ParseModes(f.sync_given ? f.sync_list : flags.sync, f.servers);
+  if (!modes.ok()) return UsageError(modes.status().message());
+  const bool has_ps = std::find(modes->begin(), modes->end(), "ps") != modes->end();
+  if (has_ps && f.servers < 1) return UsageError("--servers: --sync ps needs at least one server");
+  if (!has_ps && f.servers > 0) return UsageError("--servers: only with --sync ps");
+  Result<model::ModelConfig> config = train::ResolveModel(flags);
+  if (!config.ok()) return UsageError(config.status().message());
+  for (const std::string& mode : *modes) {
+    train::TrainFlags m = flags;
+    m.sync = mode;
+    if (Status s = train::CheckTrainFlags(m, workers); !s.ok()) return UsageError(s.message());
+  }
+  if (f.peer == "torch") {
+    if (flags.model != "mlp" && flags.model != "gpt-tiny" && flags.model != "gpt-small") {
+      return UsageError("--peer: torch has the presets mlp, gpt-tiny and gpt-small only");
+    }
+    if (flags.tp != 1) return UsageError("--peer: the PyTorch peer has no tensor parallelism");
+    if (flags.precision != "fp32") return UsageError("--peer: the PyTorch peer runs fp32 only");
+  }
+  const std::string bin_dir = f.bin_dir.empty() ? ExecutableDir() : f.bin_dir;
+  const std::string launcher = (std::filesystem::path(bin_dir) / "pszero-launch").string();
+  std::optional<TempDir> temp;
+  std::filesystem::path report_dir = f.report_dir;
+  if (report_dir.empty()) {
+    Result<TempDir> t = TempDir::Create("pszero-bench-train");
+    if (!t.ok()) {
+      std::cerr << "pszero-bench train: " << t.status().ToString() << "\n";
+      return 1;
+    }
+    temp.emplace(std::move(t).value());
+    report_dir = temp->path();
+  } else {
+    std::error_code ec;
+    std::filesystem::create_directories(report_dir, ec);
+    if (ec) return UsageError("--report-dir: " + report_dir.string() + ": " + ec.message());
+  }
+
+  if (!f.json) {
+    std::printf(
+        "# pszero-bench train: %s (%lld params), %d workers (--tp %d), %lld steps, %s, %d "
+        "thread(s) per worker; one pszero-launch job per mode\n",
+        config->name.c_str(), static_cast<long long>(model::ParamCount(*config)), workers, flags.tp,
+        static_cast<long long>(flags.steps), flags.precision.c_str(), flags.threads);
+    std::fputs(RunTableHeader().c_str(), stdout);
+    std::fflush(stdout);
+  }
+  char timeout_text[32];
+  std::snprintf(timeout_text, sizeof(timeout_text), "%.17g", f.timeout_s);
+  std::vector<ModeOutcome> outcomes;
+  for (const std::string& mode : *modes) {
+    ModeOutcome o;
+    o.mode = mode;
+    train::TrainFlags m = flags;
+    m.sync = mode;
+    m.report = (report_dir / (config->name + "-" + mode + ".json")).string();
+    std::vector<std::string> argv = {launcher,
+                                     "--workers",
+                                     std::to_string(workers),
+                                     "--servers",
+                                     std::to_string(mode == "ps" ? f.servers : 0),
+                                     "--timeout",
+                                     timeout_text};
+    for (const std::string& a : train::TrainArgs(m)) argv.push_back(a);
+    Result<ChildRun> r =
+        RunChild(argv, std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1000) + 30000));
+    if (r.ok() && r->interrupted_by != 0) return 128 + r->interrupted_by;  // the user stopped it
+    if (!r.ok()) {
+      o.error = r.status().message();
+      o.exit_code = 1;
+    } else if (!r->ok()) {
+      o.exit_code = r->exit_code == 2 ? 2 : 1;
+      const std::string why = LastLines(r->err, 1);
+      o.error = "pszero-launch " + r->Describe() + (why.empty() ? "" : ": " + why);
+      std::cerr << "# pszero-launch --sync " << mode << " failed (" << r->Describe()
+                << "); its last lines:\n"
+                << LastLines(r->err, 20) << "\n";
+    } else if (Result<RunSummary> run = ReadRunReport(m.report); !run.ok()) {
+      o.exit_code = 1;
+      o.error = "pszero-launch exited 0 but the report is unusable: " + run.status().message();
+    } else {
+      o.run = *run;
+    }
+    if (!f.json) {
+      if (o.run) {
+        std::fputs(RunTableRow(*o.run).c_str(), stdout);
+      } else {
+        std::printf("  %-9s failed: %s\n", mode.c_str(), o.error.c_str());
+      }
+      std::fflush(stdout);
+    }
+    outcomes.push_back(std::move(o));
+  }
+
+  // The PyTorch peer: the same preset, processes, batch per replica, steps and threads.
+  nlohmann::json torch = nullptr;
+  std::string torch_note;
+  if (f.peer == "torch") {
+    std::string torch_modes;
+    for (const std::string& mode : *modes) {
+      if (mode == "ps") continue;
+      torch_modes += (torch_modes.empty() ? "" : ",") + mode;
+    }
+    const std::string python = FindTorchPython(f.python);
+    if (python.empty()) {
+      torch_note = kTorchSkipped;
+    } else if (torch_modes.empty()) {
+      torch_note = "torch peer skipped: PyTorch has no parameter-server mode";
+    } else {
+      Result<ChildRun> r =
+          RunChild({python, f.torch_script, "--model", flags.model, "--modes", torch_modes,
+                    "--workers", std::to_string(workers), "--steps", std::to_string(flags.steps),
+                    "--threads", std::to_string(flags.threads), "--seed",
+                    std::to_string(flags.seed), "--timeout", timeout_text},
+                   std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1000) * 4 + 60000));
+      if (r.ok() && r->interrupted_by != 0) return 128 + r->interrupted_by;
+      nlohmann::json doc =
+          nlohmann::json::parse(r.ok() ? LastLines(r->out, 1) : std::string(), nullptr, false);
+      if (!r.ok()) {
+        torch = {{"error", r.status().message()}};
+      } else if (!r->ok() || doc.is_discarded() || !doc.contains("runs")) {
+        torch = {{"error", "torch_peer.py " + r->Describe() + ": " + LastLines(r->err, 1)}};
+      } else {
+        torch = doc;
+      }
+    }
+  }
+  // ours / torch, per mode that both ran.
+  auto torch_run = [&](const std::string& mode) -> const nlohmann::json* {
+    if (!torch.is_object() || !torch.contains("runs")) return nullptr;
+    for (const auto& t : torch["runs"]) {
+      if (t.value("mode", "") == mode) return &t;
+    }
+    return nullptr;
+  };
+  auto ratio_of = [&](const ModeOutcome& o) -> nlohmann::json {
+    const nlohmann::json* t = o.run ? torch_run(o.mode) : nullptr;
+    if (t == nullptr || !(*t)["step_s_median"].is_number()) return nullptr;
+    return o.run->median_step_s / (*t)["step_s_median"].get<double>();
+  };
+
+  int code = 0;
+  for (const ModeOutcome& o : outcomes) {
+    if (o.exit_code != 0 && code != 1) code = o.exit_code;
+  }
+  if (f.json) {
+    nlohmann::json runs = nlohmann::json::array();
+    for (const ModeOutcome& o : outcomes) {
+      nlohmann::json entry = o.run ? ToJson(*o.run) : nlohmann::json{{"sync", o.mode}};
+      entry["error"] = o.run ? nlohmann::json(nullptr) : nlohmann::json(o.error);
+      entry["ours_over_torch_step_time"] = ratio_of(o);
+      runs.push_back(entry);
+    }
+    nlohmann::json doc = {{"benchmark", "train"},
+                          {"model", config->name},
+                          {"params", model::ParamCount(*config)},
+                          {"workers", workers},
+                          {"servers", f.servers},
+                          {"tp", flags.tp},
+                          {"steps", flags.steps},
+                          {"precision", flags.precision},
+                          {"threads_per_worker", flags.threads},
+                          {"runs", runs},
+                          {"torch", torch}};
+    if (!torch_note.empty()) std::cerr << torch_note << "\n";
+    std::cout << doc.dump(2) << "\n";
+    return code;
+  }
+  if (!torch_note.empty()) std::printf("%s\n", torch_note.c_str());
+  if (torch.is_object() && torch.contains("error")) {
+    std::printf("torch peer failed: %s\n", torch["error"].get<std::string>().c_str());
+  } else if (torch.is_object()) {
+    std::printf(
+        "# torch peer: torch %s (python %s), %s on CPU, %d processes x %d thread(s), batch %d per "
+        "process, %lld steps; ours/torch = median step time ratio (< 1: pszero is faster)\n",
+        torch.value("torch_version", "?").c_str(), torch.value("python", "?").c_str(),
+        torch.value("backend", "?").c_str(), workers, flags.threads,
+        torch.value("batch_per_rank", 0), static_cast<long long>(flags.steps));
+    std::printf("# %-9s %-48s %9s %10s %12s %10s\n", "mode", "torch", "step ms", "tokens/s",
+                "ours step ms", "ours/torch");
+    for (const ModeOutcome& o : outcomes) {
+      const nlohmann::json* t = torch_run(o.mode);
+      if (t == nullptr) continue;
+      const std::string impl = t->value("torch_impl", "");
+      if (!(*t)["step_s_median"].is_number()) {
+        std::printf("  %-9s %-48s error: %s\n", o.mode.c_str(), impl.c_str(),
+                    t->value("error", std::string("no result")).c_str());
+        continue;
+      }
+      const double step = (*t)["step_s_median"].get<double>();
+      const nlohmann::json ratio = ratio_of(o);
+      char ours[32] = "-", rel[32] = "-";
+      if (o.run) std::snprintf(ours, sizeof(ours), "%.1f", o.run->median_step_s * 1e3);
+      if (ratio.is_number()) std::snprintf(rel, sizeof(rel), "%.3f", ratio.get<double>());
+      std::printf("  %-9s %-48s %9.1f %10.1f %12s %10s\n", o.mode.c_str(), impl.c_str(), step * 1e3,
+                  (*t)["tokens_per_s"].get<double>(), ours, rel);
+    }
+  }
+  return code;
+}
+
 }  // namespace
 
 BenchCommand AddTrainCommand(CLI::App& root) {
   auto flags = std::make_shared<TrainBenchFlags>();
   CLI::App* app = root.add_subcommand(
-      "train", "Step time, tokens/s and GFLOP/s of one replica (--tp T ranks as threads)");
+      "train",
+      "Step time, tokens/s and GFLOP/s of one replica (--tp T ranks as threads); with --sync or "
+      "--workers: whole jobs by pszero-launch, one per mode, and their run reports");
   flags->train.model = "gpt-tiny";
   flags->train.steps = 5;
   train::AddTrainFlags(*app, flags->train);
+  // --sync takes a list here, and the bench writes its own reports.
+  app->remove_option(app->get_option("--sync"));
+  app->remove_option(app->get_option("--report"));
+  app->add_option("--sync", flags->sync_list,
+                  "Run whole jobs with these modes: allreduce, zero1, zero2, zero3, ps, a comma "
+                  "list, or all");
+  app->add_option("--workers", flags->workers, "Workers per job (default: --tp, one replica)")
+      ->check(CLI::Range(1, 4096));
+  app->add_option("--servers", flags->servers, "Parameter servers of the --sync ps job")
+      ->check(CLI::Range(0, 4096));
+  app->add_option("--peer", flags->peer,
+                  "Also train the same preset under this yardstick (torch: DDP, ZeRO-1, FSDP)")
+      ->check(CLI::IsMember({"torch"}));
+  app->add_option("--python", flags->python,
+                  "Interpreter for --peer torch (default: python3, then /usr/bin/python3)");
+  app->add_option("--torch-script", flags->torch_script, "The PyTorch peer script");
+  app->add_option("--bin-dir", flags->bin_dir,
+                  "Directory of pszero-launch (default: beside pszero-bench)")
+      ->check(CLI::ExistingDirectory);
+  app->add_option("--report-dir", flags->report_dir,
+                  "Keep the jobs' run reports here (MODEL-MODE.json; default: a temporary dir)");
+  app->add_option("--timeout", flags->timeout_s, "Seconds each job may run")
+      ->check(CLI::Range(1.0, 1e6));
   app->add_flag("--json", flags->json, "Print JSON instead of the table");
-  return {app, [flags] { return RunTrainBench(*flags); }};
+  return {app, [flags, app] {
+            flags->sync_given = app->count("--sync") > 0;
+            const bool launched = flags->sync_given || !flags->peer.empty() ||
+                                  (flags->workers > 0 && flags->workers != flags->train.tp) ||
+                                  flags->servers > 0;
+            return launched ? RunLaunchedBench(*flags) : RunTrainBench(*flags);
+          }};
 }
 
 }  // namespace pszero::bench

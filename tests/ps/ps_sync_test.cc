@@ -7,6 +7,8 @@
 //  * ssp never lets a worker read parameters beyond its staleness while one worker is
 //    held back (instrumented: what each pull contained), and asp lets the fast worker
 //    finish while the slow one lags;
+//  * checkpoint hooks: state read after 2 steps, restored into fresh servers, continues
+//    bit for bit;
 //  * a worker configured unlike the servers is rejected with the server's reason, and
 //    MakePsSync reads and checks the servers' published configuration.
 #include <gtest/gtest.h>
@@ -358,6 +360,95 @@ Result<int64_t> SlowUpdatesSeen(const model::ParamBuffer& p, int64_t own) {
   }
   return fewest;
 }
+
+// Checkpoint hooks: the state read after 2 of 4 steps (LocalParams, LocalMoments) and
+// restored into fresh servers (Restore at resume_step 2) continues bit for bit, fp32 and
+// bf16 copies, with and without overlapped pulls; Restore without the step is refused.
+class PsSyncCheckpointTest : public ::testing::TestWithParam<BspCase> {};
+
+TEST_P(PsSyncCheckpointTest, RestoredIntoFreshServersContinuesBitForBit) {
+  const BspCase c = GetParam();
+  const int S = c.servers, D = c.workers;
+  const uint64_t seed = 11;
+  const model::ModelConfig config = TinyGpt();
+  const int64_t slice_bytes = 4096;
+  ps::PsServerOptions so;
+  so.slice_bytes = slice_bytes;
+  struct Saved {
+    std::vector<float> params;
+    train::Moments moments;
+    std::vector<float> final_params;
+    std::vector<uint16_t> final_bf16;
+  };
+  std::vector<Saved> saved(static_cast<size_t>(D));
+  PsRun a = RunPsCluster(S, D, so, [&](int w, Transport& t) -> Status {
+    PSZERO_ASSIGN_OR_RETURN(auto r, MakeReplica(config, c.bf16, seed, w, D));
+    train::PsSyncOptions o = SyncOptions(w, D, S);
+    o.overlap_pulls_with_forward = c.overlap;
+    PSZERO_ASSIGN_OR_RETURN(auto sync,
+                            train::PsSync::Create(&r->model->params(), &t, o, slice_bytes));
+    Saved& mine = saved[static_cast<size_t>(w)];
+    for (int step = 0; step < 4; ++step) {
+      if (step == 2) {
+        PSZERO_ASSIGN_OR_RETURN(mine.params, sync->LocalParams(r->model->params()));
+        PSZERO_ASSIGN_OR_RETURN(mine.moments, sync->LocalMoments(r->model->params()));
+      }
+      PSZERO_RETURN_IF_ERROR(TrainStep(*r, sync.get(), step).status());
+    }
+    PSZERO_RETURN_IF_ERROR(sync->Flush());
+    mine.final_params = ParamsOf(*r->model);
+    mine.final_bf16 = Bf16Of(*r->model);
+    return Status::Ok();
+  });
+  EXPECT_ALL_OK(a.workers);
+  for (int w = 1; w < D; ++w) {
+    EXPECT_EQ(saved[static_cast<size_t>(w)].moments.v, saved[0].moments.v) << "worker " << w;
+  }
+
+  std::vector<std::vector<float>> finals(static_cast<size_t>(D));
+  std::vector<std::vector<uint16_t>> finals_bf16(static_cast<size_t>(D));
+  PsRun b = RunPsCluster(S, D, so, [&](int w, Transport& t) -> Status {
+    PSZERO_ASSIGN_OR_RETURN(auto r, MakeReplica(config, c.bf16, seed, w, D));
+    // The servers start from other parameters than the checkpoint's.
+    float* p = r->model->params().params().data<float>();
+    std::fill(p, p + r->model->params().numel(), 0.5f);
+    train::PsSyncOptions o = SyncOptions(w, D, S);
+    o.overlap_pulls_with_forward = c.overlap;
+    PSZERO_ASSIGN_OR_RETURN(auto sync,
+                            train::PsSync::Create(&r->model->params(), &t, o, slice_bytes));
+    const Saved& from = saved[static_cast<size_t>(w)];
+    Status no_step = sync->Restore(from.params, from.moments);
+    if (no_step.code() != StatusCode::kInvalidArgument ||
+        no_step.message().find("--resume") == std::string::npos) {
+      return Status::Internal("Restore without a step gave " + no_step.ToString());
+    }
+    PSZERO_RETURN_IF_ERROR(sync->RestoreAt(from.params, from.moments, 2));
+    if (ParamsOf(*r->model) != from.params) return Status::Internal("restored params differ");
+    for (int step = 2; step < 4; ++step) {
+      PSZERO_RETURN_IF_ERROR(TrainStep(*r, sync.get(), step).status());
+    }
+    PSZERO_RETURN_IF_ERROR(sync->Flush());
+    finals[static_cast<size_t>(w)] = ParamsOf(*r->model);
+    finals_bf16[static_cast<size_t>(w)] = Bf16Of(*r->model);
+    return Status::Ok();
+  });
+  EXPECT_ALL_OK(b.workers);
+  for (int w = 0; w < D; ++w) {
+    const Saved& want = saved[static_cast<size_t>(w)];
+    EXPECT_TRUE(finals[static_cast<size_t>(w)] == want.final_params) << "worker " << w;
+    EXPECT_TRUE(finals_bf16[static_cast<size_t>(w)] == want.final_bf16) << "worker " << w;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, PsSyncCheckpointTest,
+                         ::testing::Values(BspCase{2, 2, false, false}, BspCase{1, 2, true, true},
+                                           BspCase{2, 4, true, false}),
+                         [](const auto& info) {
+                           const BspCase& c = info.param;
+                           return std::to_string(c.servers) + "servers" +
+                                  std::to_string(c.workers) + "workers" +
+                                  (c.bf16 ? "Bf16" : "Fp32") + (c.overlap ? "Overlap" : "");
+                         });
 
 TEST(PsSyncSspTest, NeverReadsBeyondStalenessWithASlowWorker) {
   const int S = 2, D = 2, s = 2, steps = 10;

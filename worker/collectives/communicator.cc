@@ -1,13 +1,16 @@
 #include "worker/collectives/communicator.h"
 
-#include "worker/collectives/nccl_backend.h"
-
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <numeric>
 #include <string>
 #include <tuple>
+#include <utility>
+
+#include "worker/collectives/flight_recorder.h"
+#include "worker/collectives/nccl_backend.h"
 
 namespace pszero::collectives {
 
@@ -61,17 +64,45 @@ bool OnDevice(const Tensor& t) { return t.device() == Device::kCuda; }
 }  // namespace
 
 // One op in progress: its name, tag sequence and deadline, and how it names itself.
+// The flight recorder's entry of one op: ended (with the bytes this communicator sent
+// meanwhile) when the op's context goes away, whatever way the op returns.
+class OpRecordHandle {
+ public:
+  OpRecordHandle(uint64_t id, const std::atomic<int64_t>* sent)
+      : id_(id), sent_(sent), sent_at_start_(sent->load(std::memory_order_relaxed)) {}
+  OpRecordHandle(OpRecordHandle&& o) noexcept
+      : id_(std::exchange(o.id_, 0)), sent_(o.sent_), sent_at_start_(o.sent_at_start_) {}
+  OpRecordHandle(const OpRecordHandle&) = delete;
+  OpRecordHandle& operator=(const OpRecordHandle&) = delete;
+  OpRecordHandle& operator=(OpRecordHandle&&) = delete;
+  ~OpRecordHandle() {
+    if (id_ != 0) {
+      FlightRecorder::Get().End(id_, sent_->load(std::memory_order_relaxed) - sent_at_start_,
+                                std::uncaught_exceptions() == 0);
+    }
+  }
+
+ private:
+  uint64_t id_;
+  const std::atomic<int64_t>* sent_;
+  int64_t sent_at_start_;
+};
+
 struct Communicator::OpContext {
   const char* name;
   uint32_t seq;
   Clock::time_point deadline;
   std::string where;  // "allreduce #12 on comm 0 (rank 1 of 4)"
+  OpRecordHandle record;
 
   uint64_t Tag(uint32_t comm_id, uint32_t segment) const { return MakeTag(comm_id, seq, segment); }
 };
 
 Communicator::OpContext Communicator::BeginOp(const char* name) {
-  OpContext op{name, op_seq_++, Clock::now() + options_.timeout, {}};
+  const uint32_t seq = op_seq_++;
+  OpContext op{name, seq, Clock::now() + options_.timeout, {},
+               OpRecordHandle(FlightRecorder::Get().Begin(id_, seq, rank_, size(), name),
+                              &bytes_sent_)};
   op.where = std::string(name) + " #" + std::to_string(op.seq) + " on comm " + std::to_string(id_) +
              " (rank " + std::to_string(rank_) + " of " + std::to_string(size()) + ")";
   return op;

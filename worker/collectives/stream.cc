@@ -1,5 +1,8 @@
 #include "worker/collectives/stream.h"
 
+#include "common/trace.h"
+#include "worker/collectives/flight_recorder.h"
+
 namespace pszero::collectives {
 
 bool Work::Done() const {
@@ -53,6 +56,7 @@ Status CollectiveStream::Synchronize(std::chrono::milliseconds timeout) {
 }
 
 void CollectiveStream::Loop() {
+  bool named = false;
   for (;;) {
     Item item;
     {
@@ -62,7 +66,18 @@ void CollectiveStream::Loop() {
       item = std::move(queue_.front());
       queue_.pop_front();
     }
-    Status status = item.fn().WithContext(item.state->name);
+    Tracer* tracer = Tracer::Get();
+    if (tracer != nullptr && !named) {
+      tracer->NameThread("sync stream");
+      named = true;
+    }
+    Status status;
+    {
+      TraceScope scope(item.state->name, "comm");
+      FlightRecorder::SetThreadLabel(item.state->name);
+      status = item.fn().WithContext(item.state->name);
+      FlightRecorder::SetThreadLabel("");
+    }
     {
       std::lock_guard lock(mu_);
       if (!status.ok() && first_failure_.ok()) first_failure_ = status;

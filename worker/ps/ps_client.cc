@@ -12,6 +12,8 @@ struct PsClient::SliceState {
   bool pushed = false;       // pushed this step
   bool ack_pending = false;  // push or init waiting for the server's ack
   bool pull_pending = false;
+  bool state_pending = false;  // a state read waiting for its reply
+  uint64_t state_request = 0;
   int64_t pulled_for_clock = -1;  // clock of the last pull requested
   Request send;                   // the push / init AM (its payload is our buffer)
   Status error;                   // first failure reported by the server
@@ -28,7 +30,7 @@ PsClient::PsClient(Transport* transport, PsClientOptions options, SliceMap map,
 
 PsClient::~PsClient() {
   // The handlers point at this object: late messages are dropped from now on.
-  for (uint16_t id : {kAmAck, kAmReply, kAmStatsReply}) {
+  for (uint16_t id : {kAmAck, kAmReply, kAmStatsReply, kAmStateReply}) {
     (void)transport_->SetAmHandler(
         id, {.payload_destination = nullptr,
              .on_message = [](const AmInfo&, std::span<const std::byte>) {}});
@@ -69,6 +71,11 @@ Result<std::unique_ptr<PsClient>> PsClient::Create(Transport* transport, PsClien
     self->stats_answered_ = true;
   };
   PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmStatsReply, std::move(stats)));
+  AmHandler state;
+  state.on_message = [self](const AmInfo& info, std::span<const std::byte> payload) {
+    self->OnStateReply(info, payload);
+  };
+  PSZERO_RETURN_IF_ERROR(transport->SetAmHandler(kAmStateReply, std::move(state)));
   for (int rank : client->options_.server_ranks) {
     PSZERO_RETURN_IF_ERROR(transport->Connect(rank));
   }
@@ -290,13 +297,15 @@ Status PsClient::WaitSlices(int first, int last, bool pulls_too,
       if (st.send.done() && !st.send.status().ok()) {
         return st.send.status().WithContext(ServerName(map_.slice(i).server));
       }
-      if (pending < 0 && (st.ack_pending || (pulls_too && st.pull_pending))) pending = i;
+      if (pending < 0 && (st.ack_pending || (pulls_too && (st.pull_pending || st.state_pending)))) {
+        pending = i;
+      }
     }
     if (pending < 0) return Status::Ok();
     // Any server with work pending that the transport knows dead fails the wait now.
     for (int i = first; i < last; ++i) {
       const SliceState& st = slices_[static_cast<size_t>(i)];
-      if (!st.ack_pending && !(pulls_too && st.pull_pending)) continue;
+      if (!st.ack_pending && !(pulls_too && (st.pull_pending || st.state_pending))) continue;
       const int server = map_.slice(i).server;
       Status peer = transport_->PeerStatus(options_.server_ranks[static_cast<size_t>(server)]);
       if (!peer.ok()) {
@@ -306,11 +315,14 @@ Status PsClient::WaitSlices(int first, int last, bool pulls_too,
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) {
       const SliceState& st = slices_[static_cast<size_t>(pending)];
-      return Status::DeadlineExceeded(
-          std::string("ps client worker ") + std::to_string(options_.worker) + ": " +
-          (st.ack_pending ? "push" : "pull") + " of slice " + std::to_string(pending) + " from " +
-          ServerName(map_.slice(pending).server) + " still pending at clock " +
-          std::to_string(clock_));
+      return Status::DeadlineExceeded(std::string("ps client worker ") +
+                                      std::to_string(options_.worker) + ": " +
+                                      (st.ack_pending    ? "push"
+                                       : st.pull_pending ? "pull"
+                                                         : "state read") +
+                                      " of slice " + std::to_string(pending) + " from " +
+                                      ServerName(map_.slice(pending).server) +
+                                      " still pending at clock " + std::to_string(clock_));
     }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
     Result<int> polled = transport_->Poll(std::min(left, std::chrono::milliseconds(100)));
@@ -329,6 +341,119 @@ Status PsClient::WaitAll(std::chrono::milliseconds timeout) {
 
 Status PsClient::WaitPushes(std::chrono::milliseconds timeout) {
   return WaitSlices(0, map_.num_slices(), /*pulls_too=*/false, timeout);
+}
+
+Status PsClient::CheckIdle(const char* what) const {
+  for (size_t i = 0; i < slices_.size(); ++i) {
+    const SliceState& st = slices_[i];
+    if (st.pushed || st.ack_pending || st.pull_pending || st.state_pending) {
+      return Status::InvalidArgument(std::string("ps client: ") + what + " while slice " +
+                                     std::to_string(i) + " is in flight");
+    }
+  }
+  return Status::Ok();
+}
+
+Status PsClient::ReadState(std::span<float> params, std::span<float> m, std::span<float> v,
+                           std::chrono::milliseconds timeout) {
+  const auto n = static_cast<size_t>(map_.numel());
+  if (params.size() != n || m.size() != n || v.size() != n) {
+    return Status::InvalidArgument("ps client: state read into buffers of the wrong size");
+  }
+  PSZERO_RETURN_IF_ERROR(CheckIdle("state read"));
+  state_params_ = params;
+  state_m_ = m;
+  state_v_ = v;
+  for (int i = 0; i < map_.num_slices(); ++i) {
+    SliceState& st = slices_[static_cast<size_t>(i)];
+    RequestHeader h = Header(i);
+    h.request = next_request_++;
+    const int server = map_.slice(i).server;
+    Result<Request> sent = transport_->SendAm(options_.server_ranks[static_cast<size_t>(server)],
+                                              kAmStateRead, HeaderBytes(h), nullptr, 0);
+    if (!sent.ok()) return sent.status().WithContext(ServerName(server));
+    st.state_pending = true;
+    st.state_request = h.request;
+  }
+  Status done = WaitSlices(0, map_.num_slices(), /*pulls_too=*/true, timeout);
+  state_params_ = state_m_ = state_v_ = {};
+  if (!done.ok()) {
+    // Late replies find no destination and are dropped; the read is over.
+    for (auto& st : slices_) {
+      st.state_pending = false;
+      st.error = Status::Ok();
+    }
+  }
+  return done;
+}
+
+void PsClient::OnStateReply(const AmInfo& info, std::span<const std::byte> payload) {
+  Result<ReplyHeader> h = DecodeHeader<ReplyHeader>(info.header);
+  if (!h.ok()) return;
+  if (raw_request_ != 0 && h->request == raw_request_) {
+    raw_answered_ = true;
+    raw_status_ =
+        h->code == 0 ? Status::Ok()
+                     : Status::InvalidArgument(
+                           "ps server " + std::to_string(h->server) + " rejected the state read: " +
+                           std::string(h->message, strnlen(h->message, sizeof(h->message))));
+    return;
+  }
+  if (h->slice < 0 || h->slice >= map_.num_slices()) return;
+  SliceState& st = slices_[static_cast<size_t>(h->slice)];
+  if (!st.state_pending || h->request != st.state_request) return;
+  st.state_pending = false;
+  const Slice& s = map_.slice(h->slice);
+  const auto n = static_cast<size_t>(s.numel);
+  Status status;
+  if (h->code != 0) {
+    status = Status::InvalidArgument(
+        ServerName(s.server) + " rejected the state read of slice " + std::to_string(h->slice) +
+        ": " + std::string(h->message, strnlen(h->message, sizeof(h->message))));
+  } else if (payload.size() != n * 4 * kStateArrays || state_params_.empty()) {
+    status = Status::Internal(ServerName(s.server) + " sent " + std::to_string(payload.size()) +
+                              " bytes of state for slice " + std::to_string(h->slice));
+  } else {
+    const std::byte* from = payload.data();
+    std::memcpy(state_params_.data() + s.begin, from, n * 4);
+    std::memcpy(state_m_.data() + s.begin, from + n * 4, n * 4);
+    std::memcpy(state_v_.data() + s.begin, from + 2 * n * 4, n * 4);
+  }
+  if (!status.ok() && st.error.ok()) st.error = status;
+}
+
+Status PsClient::WriteState(std::span<const float> params, std::span<const float> m,
+                            std::span<const float> v, int64_t steps,
+                            std::chrono::milliseconds timeout) {
+  const auto n = static_cast<size_t>(map_.numel());
+  if (params.size() != n || m.size() != n || v.size() != n) {
+    return Status::InvalidArgument("ps client: state write from buffers of the wrong size");
+  }
+  if (steps < 0) return Status::InvalidArgument("ps client: state write at a negative step");
+  PSZERO_RETURN_IF_ERROR(CheckIdle("state write"));
+  // One contiguous [params, m, v] payload per slice.
+  state_staging_.resize(n * kStateArrays);
+  for (const Slice& s : map_.slices()) {
+    float* to = state_staging_.data() + kStateArrays * s.begin;
+    const auto k = static_cast<size_t>(s.numel);
+    std::memcpy(to, params.data() + s.begin, k * 4);
+    std::memcpy(to + k, m.data() + s.begin, k * 4);
+    std::memcpy(to + 2 * k, v.data() + s.begin, k * 4);
+  }
+  for (const Slice& s : map_.slices()) {
+    PSZERO_RETURN_IF_ERROR(SendRequest(kAmStateWrite, s.index,
+                                       state_staging_.data() + kStateArrays * s.begin,
+                                       static_cast<size_t>(s.numel) * 4 * kStateArrays, steps));
+  }
+  return WaitSlices(0, map_.num_slices(), /*pulls_too=*/false, timeout);
+}
+
+Status PsClient::ResumeAt(int64_t steps, std::chrono::milliseconds timeout) {
+  if (steps < 0) return Status::InvalidArgument("ps client: resume at a negative step");
+  PSZERO_RETURN_IF_ERROR(CheckIdle("resume"));
+  clock_ = steps;
+  for (int i = 0; i < map_.num_slices(); ++i) PSZERO_RETURN_IF_ERROR(PullSlice(i));
+  return WaitAll(timeout);
 }
 
 Status PsClient::WaitForAnswer(const bool& answered, int server, const char* what,
@@ -371,17 +496,17 @@ Result<ServerCounters> PsClient::QueryServerStats(int server, std::chrono::milli
   return stats_answer_;
 }
 
-Status PsClient::SendRawPush(int server, const RequestHeader& header, const void* payload,
-                             size_t bytes, std::chrono::milliseconds timeout) {
+Status PsClient::SendRaw(int server, uint16_t am, const RequestHeader& header, const void* payload,
+                         size_t bytes, std::chrono::milliseconds timeout) {
   RequestHeader h = header;
   h.request = next_request_++;
   raw_request_ = h.request;
   raw_answered_ = false;
   raw_status_ = Status::Ok();
   const int rank = options_.server_ranks[static_cast<size_t>(server)];
-  Result<Request> sent = transport_->SendAm(rank, kAmPush, HeaderBytes(h), payload, bytes);
+  Result<Request> sent = transport_->SendAm(rank, am, HeaderBytes(h), payload, bytes);
   if (!sent.ok()) return sent.status();
-  PSZERO_RETURN_IF_ERROR(WaitForAnswer(raw_answered_, server, "the raw push", timeout));
+  PSZERO_RETURN_IF_ERROR(WaitForAnswer(raw_answered_, server, "the raw request", timeout));
   // Keep the payload's send alive until it is done.
   Status done = transport_->WaitAll(std::span<Request>(&sent.value(), 1), timeout);
   raw_request_ = 0;

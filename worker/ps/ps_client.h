@@ -22,6 +22,11 @@
 // Rules the server enforces (and the client keeps): at most one push and one pull of a
 // slice in flight, and a slice is pushed once per step, after its previous pull landed.
 //
+// Checkpoints (AdamW on the servers): ReadState copies every slice's params, m and v out
+// of the servers once their state has seen this client's clock; WriteState (one worker of
+// the key space) overwrites them and sets the servers' clock; ResumeAt sets this client's
+// clock and pulls the parameters at it (every worker, after the write).
+//
 // Failures: every wait has a deadline; a dead server gives Unavailable naming it
 // ("ps server 1 (transport rank 1)"), a rejected request gives the server's reason, and
 // Abort() (e.g. on the control plane's news of a lost peer) fails the current and every
@@ -103,13 +108,32 @@ class PsClient {
   // the first reason sticks.
   void Abort(const Status& why);
 
+  // Reads params, m and v of every slice (numel values each, the key space's layout) as the
+  // servers hold them once their state has seen clock() steps (waits for the other
+  // workers' pushes of those steps). Nothing of this client may be in flight.
+  Status ReadState(std::span<float> params, std::span<float> m, std::span<float> v,
+                   std::chrono::milliseconds timeout);
+  // Overwrites params, m and v of every slice on its server and sets the servers' clock to
+  // `steps` (the optimizer continues with step steps + 1); waits for every ack. One worker
+  // of the key space writes; no push of the key space may be pending at the servers.
+  Status WriteState(std::span<const float> params, std::span<const float> m,
+                    std::span<const float> v, int64_t steps, std::chrono::milliseconds timeout);
+  // A worker resuming after `steps` steps: sets the clock to `steps`, pulls every slice at
+  // it (answered once the servers' state has seen `steps` steps, i.e. after WriteState on
+  // fresh servers) and waits. Nothing of this client may be in flight.
+  Status ResumeAt(int64_t steps, std::chrono::milliseconds timeout);
+
   // Asks server `server` for its counters (for run reports) and waits for the answer.
   Result<ServerCounters> QueryServerStats(int server, std::chrono::milliseconds timeout);
 
-  // For tests of bad input: sends `header` as a push with `payload` and waits for the
-  // server's answer (the rejection, or ok).
+  // For tests of bad input: sends `header` as a push (or as AM `am`: a state write or read)
+  // with `payload` and waits for the server's answer (the rejection, or ok).
   Status SendRawPush(int server, const RequestHeader& header, const void* payload, size_t bytes,
-                     std::chrono::milliseconds timeout);
+                     std::chrono::milliseconds timeout) {
+    return SendRaw(server, kAmPush, header, payload, bytes, timeout);
+  }
+  Status SendRaw(int server, uint16_t am, const RequestHeader& header, const void* payload,
+                 size_t bytes, std::chrono::milliseconds timeout);
   RequestHeader Header(int slice) const;
 
  private:
@@ -120,6 +144,8 @@ class PsClient {
   void OnAck(const AmInfo& info);
   void* ReplyDestination(const AmInfo& info);
   void OnReply(const AmInfo& info, std::span<const std::byte> payload);
+  void OnStateReply(const AmInfo& info, std::span<const std::byte> payload);
+  Status CheckIdle(const char* what) const;
   Status SendRequest(uint16_t am, int slice, const void* payload, size_t bytes, int64_t clock);
   Status AbortStatus();
   Status WaitSlices(int first, int last, bool pulls_too, std::chrono::milliseconds timeout);
@@ -144,6 +170,10 @@ class PsClient {
   uint64_t raw_request_ = 0;
   bool raw_answered_ = false;
   Status raw_status_;
+  // ReadState: where the replies go; WriteState: the payloads ([params, m, v] per slice),
+  // kept until the next state call or the end (a failed wait may leave sends in flight).
+  std::span<float> state_params_, state_m_, state_v_;
+  std::vector<float> state_staging_;
   std::atomic<bool> aborted_{false};
   std::mutex abort_mu_;
   Status abort_status_;

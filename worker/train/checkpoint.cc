@@ -280,6 +280,7 @@ Result<int64_t> LoadCheckpoint(const CheckpointContext& c, const fs::path& path)
   PSZERO_ASSIGN_OR_RETURN(std::vector<float> local,
                           model::LocalFromFull(*c.params, params, tp_rank, tp_size));
   Moments moments;
+  moments.step = manifest.at("step").get<int64_t>();
   PSZERO_ASSIGN_OR_RETURN(moments.m, model::LocalFromFull(*c.params, m, tp_rank, tp_size));
   PSZERO_ASSIGN_OR_RETURN(moments.v, model::LocalFromFull(*c.params, v, tp_rank, tp_size));
   PSZERO_RETURN_IF_ERROR(c.sync->Restore(local, moments));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/trace.h"
 #include "kernels/optimizer.h"
 
 namespace pszero::train {
@@ -22,6 +23,47 @@ Result<SyncPlan> SyncPlanFor(std::string_view mode, int dp_size) {
   }
   return Status::InvalidArgument("--sync " + std::string(mode) +
                                  ": not one of allreduce, zero1, zero2, zero3, ps");
+}
+
+Result<Tensor> BufferPool::Acquire(int64_t n, bool zero) {
+  Tensor out;
+  {
+    std::lock_guard lock(mu_);
+    // The smallest spare that fits.
+    int best = -1;
+    for (int i = 0; i < static_cast<int>(spare_.size()); ++i) {
+      if (spare_[i].numel() >= n && (best < 0 || spare_[i].numel() < spare_[best].numel())) best = i;
+    }
+    if (best >= 0) {
+      out = std::move(spare_[best]);
+      spare_.erase(spare_.begin() + best);
+    } else {
+      // Make room: spares that do not fit go first.
+      while (!spare_.empty() && in_use_ + static_cast<int>(spare_.size()) >= max_buffers_) {
+        spare_.erase(spare_.begin());
+      }
+    }
+    ++in_use_;
+  }
+  if (!out.defined()) {
+    Result<Tensor> t = Tensor::Empty({n}, DType::kFloat32, category_, tracker_);
+    if (!t.ok()) {
+      std::lock_guard lock(mu_);
+      --in_use_;
+      return t.status();
+    }
+    out = std::move(t).value();
+  }
+  if (zero) std::fill(out.data<float>(), out.data<float>() + n, 0.0f);
+  return out;
+}
+
+void BufferPool::Release(Tensor buffer) {
+  std::lock_guard lock(mu_);
+  --in_use_;
+  if (buffer.defined() && in_use_ + static_cast<int>(spare_.size()) < max_buffers_) {
+    spare_.push_back(std::move(buffer));
+  }
 }
 
 ModelStateBytes PredictModelState(std::string_view mode, int64_t psi, int dp_size, bool bf16) {
@@ -112,12 +154,16 @@ collectives::Work DataParallelSync::Enqueue(std::string name, std::function<Stat
   return stream_.Enqueue(std::move(name), std::move(fn));
 }
 
-Status DataParallelSync::Synchronize() { return stream_.Synchronize(options_.timeout); }
+Status DataParallelSync::Synchronize() {
+  TraceScope scope("wait sync stream", "wait");
+  return stream_.Synchronize(options_.timeout);
+}
 
 Status DataParallelSync::Wait(const collectives::Work& work) { return work.Wait(options_.timeout); }
 
 Status DataParallelSync::Update(int64_t step, float* param, const float* grad, float* m, float* v,
                                 bf16_t* param_bf16, int64_t n) {
+  TraceScope scope("optimizer", "compute");
   kernels::AdamWParams hp = options_.optimizer.adamw;
   hp.step = step;
   hp.grad_scale = 1.0f / static_cast<float>(size());

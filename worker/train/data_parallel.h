@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +37,29 @@ namespace pszero::train {
 
 // A non-owning fp32 tensor over n floats at p.
 inline Tensor Floats(float* p, int64_t n) { return Tensor::Wrap(p, {n}, DType::kFloat32); }
+
+// Reusable fp32 buffers for what the sharded modes gather and free every step (a zero3
+// layer's parameters, zero2/zero3 gradient buckets): a fresh allocation of tens of MB each
+// time costs its page faults again. At most `max_buffers` are held, in use or spare, unless
+// more are in use at once; spares that do not fit are freed before a new one is made, so
+// the tracked peak stays what the mode needs. Thread-safe (buffers come back from the
+// collective stream's thread).
+class BufferPool {
+ public:
+  BufferPool(MemoryCategory category, MemoryTracker* tracker, int max_buffers)
+      : category_(category), tracker_(tracker), max_buffers_(max_buffers) {}
+  // An owning tensor of at least n floats (its first n zeroed when `zero`).
+  Result<Tensor> Acquire(int64_t n, bool zero);
+  void Release(Tensor buffer);
+
+ private:
+  MemoryCategory category_;
+  MemoryTracker* tracker_;
+  int max_buffers_;
+  std::mutex mu_;
+  std::vector<Tensor> spare_;
+  int in_use_ = 0;
+};
 
 // The ParamBuffer layout and residency a mode needs, fixed before the model is built.
 struct SyncPlan {

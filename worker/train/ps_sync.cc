@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <cstring>
 #include <string>
 
 #include "common/half.h"
@@ -129,6 +130,76 @@ Status PsSync::Flush() {
 
 void PsSync::Abort(const Status& why) { client_->Abort(why); }
 
+Result<std::vector<float>> PsSync::LocalParams(const model::ParamBuffer& params) {
+  PSZERO_RETURN_IF_ERROR(Flush());
+  if (options_.consistency == ps::Consistency::kBsp) return SyncStrategy::LocalParams(params);
+  const auto n = static_cast<size_t>(params.numel());
+  std::vector<float> server_params(n), m(n), v(n);
+  PSZERO_RETURN_IF_ERROR(client_->ReadState(server_params, m, v, options_.timeout)
+                             .WithContext("reading the servers' parameters"));
+  return server_params;
+}
+
+Result<Moments> PsSync::LocalMoments(const model::ParamBuffer& params) {
+  PSZERO_RETURN_IF_ERROR(Flush());
+  const auto n = static_cast<size_t>(params.numel());
+  std::vector<float> server_params(n);
+  Moments moments{std::vector<float>(n), std::vector<float>(n)};
+  PSZERO_RETURN_IF_ERROR(client_->ReadState(server_params, moments.m, moments.v, options_.timeout)
+                             .WithContext("reading the optimizer state for a checkpoint"));
+  // Under bsp the checkpoint's parameters are the resident ones (LocalParams): they must be
+  // the servers' bits, or the moments would belong to other parameters.
+  if (options_.consistency == ps::Consistency::kBsp &&
+      std::memcmp(server_params.data(), params.params().data<float>(), n * 4) != 0) {
+    return Status::Internal("ps sync: the servers' parameters at clock " +
+                            std::to_string(client_->clock()) + " differ from worker " +
+                            std::to_string(options_.worker_rank) + "'s");
+  }
+  return moments;
+}
+
+Status PsSync::Restore(const std::vector<float>& params, const Moments& moments) {
+  if (moments.step > 0) return RestoreAt(params, moments, moments.step);
+  if (options_.resume_step < 1) {
+    return Status::InvalidArgument(
+        "--resume: --sync ps restores the servers' state at the checkpoint's step, which this "
+        "worker was not given");
+  }
+  return RestoreAt(params, moments, options_.resume_step);
+}
+
+Status PsSync::RestoreAt(const std::vector<float>& params, const Moments& moments, int64_t steps) {
+  const auto n = static_cast<size_t>(params_->numel());
+  if (params.size() != n || moments.m.size() != n || moments.v.size() != n) {
+    return Status::InvalidArgument("ps sync: restore of " + std::to_string(params.size()) +
+                                   " parameters into a key space of " + std::to_string(n));
+  }
+  if (steps < 1) {
+    return Status::InvalidArgument("ps sync: restore at step " + std::to_string(steps) +
+                                   " (a checkpoint holds at least one step)");
+  }
+  PSZERO_RETURN_IF_ERROR(Flush());
+  if (options_.dp_rank == 0) {
+    PSZERO_RETURN_IF_ERROR(
+        client_->WriteState(params, moments.m, moments.v, steps, options_.timeout)
+            .WithContext("restoring the servers' state"));
+  }
+  // Answered once the write above has landed (the servers' clock reaches `steps`): the
+  // pulled parameters are the restored ones, on every worker of the group.
+  PSZERO_RETURN_IF_ERROR(
+      client_->ResumeAt(steps, options_.timeout).WithContext("pulling the restored parameters"));
+  if (std::memcmp(params_->params().data<float>(), params.data(), n * 4) != 0) {
+    return Status::Internal("ps sync: the servers hold other parameters at step " +
+                            std::to_string(steps) +
+                            " than the restored ones (servers already past that step?)");
+  }
+  PSZERO_RETURN_IF_ERROR(params_->RefreshBf16());
+  bf16_stale_.assign(bf16_stale_.size(), false);
+  sent_at_step_start_ = client_->stats().push_bytes;
+  received_at_step_start_ = client_->stats().pull_bytes;
+  return Status::Ok();
+}
+
 Result<std::vector<ps::ServerCounters>> PsSync::ServerStats() {
   std::vector<ps::ServerCounters> out;
   for (int s = 0; s < options_.num_servers; ++s) {
@@ -159,6 +230,8 @@ Result<std::unique_ptr<PsSync>> MakePsSync(model::ParamBuffer* params, const PsS
                                      std::to_string(config.slice_bytes));
     }
   }
+  PsSyncOptions with_config = options;
+  with_config.consistency = config.consistency;
   ucx::UcxTransportOptions to;
   to.rank = options.num_servers + options.worker_rank;
   to.world_size = options.num_servers + options.num_workers;
@@ -167,7 +240,7 @@ Result<std::unique_ptr<PsSync>> MakePsSync(model::ParamBuffer* params, const PsS
                           ucx::UcxTransport::Create(to, store));
   PSZERO_ASSIGN_OR_RETURN(
       std::unique_ptr<PsSync> sync,
-      PsSync::Create(params, std::move(transport), options, config.slice_bytes));
+      PsSync::Create(params, std::move(transport), with_config, config.slice_bytes));
   LOG(INFO) << "ps sync: " << options.num_servers << " servers, "
             << ps::ConsistencyName(config.consistency)
             << (config.consistency == ps::Consistency::kSsp

@@ -31,6 +31,18 @@
 // same arithmetic as the deterministic collective modes, so ps + bsp is bit-identical to
 // them. ssp and asp are served as the servers' --consistency says.
 //
+// Checkpoints (AdamW on the servers; docs/checkpoints.md): LocalMoments reads params, m
+// and v of every slice from the server that owns it (waiting until the servers' state has
+// seen this worker's clock). LocalParams is the worker's resident copy under bsp (equal to
+// the servers' after Step; LocalMoments fails with Internal if it is not), and the
+// servers' parameters under ssp/asp, where the resident copy may lag them. Restore: every worker
+// takes the restored parameters, DP rank 0 writes params, m and v of every slice to its server with
+// the step clock of the checkpoint (so AdamW's bias correction continues), and every worker then
+// pulls the parameters at that clock, which the servers answer once the write has landed: after
+// Restore the resident parameters equal the restored ones and the servers'. The step
+// comes from Moments::step (a checkpoint's, set by LoadCheckpoint), else from
+// PsSyncOptions::resume_step, or RestoreAt.
+//
 // Memory: the worker holds only the model's params and grads (the ParamBuffer); optimizer
 // state lives on the servers. Pushes read the gradient buffer and pulls land in the
 // parameter buffer in place (zero-copy), so PsSync allocates no tensors of its own.
@@ -64,6 +76,11 @@ struct PsSyncOptions {
   int tp_rank = 0;                           // the key space
   std::chrono::milliseconds timeout{60000};  // every wait (a step's pulls, initialization)
   bool overlap_pulls_with_forward = false;   // see the header comment
+  // The servers' mode (MakePsSync reads it from their published configuration).
+  ps::Consistency consistency = ps::Consistency::kBsp;
+  // Steps done by the checkpoint that Restore will restore (the manifest's "step"); 0 when
+  // not resuming.
+  int64_t resume_step = 0;
 };
 
 class PsSync final : public SyncStrategy {
@@ -83,6 +100,16 @@ class PsSync final : public SyncStrategy {
   Status BeforeForward(int unit) override;
   Status GradientsReady(int unit) override;
   Status Step(int64_t step) override;
+  // Checkpoints (header comment). LocalParams and LocalMoments are called between steps;
+  // every worker of the DP group reads the whole key space.
+  Result<std::vector<float>> LocalParams(const model::ParamBuffer& params) override;
+  Result<Moments> LocalMoments(const model::ParamBuffer& params) override;
+  // Restores at moments.step, else options.resume_step (InvalidArgument naming --resume
+  // when neither is set).
+  Status Restore(const std::vector<float>& params, const Moments& moments) override;
+  // Collective over the DP group: the state after `steps` (>= 1) steps, this TP rank's
+  // key space in the ParamBuffer's layout; on fresh servers (or ones at most at `steps`).
+  Status RestoreAt(const std::vector<float>& params, const Moments& moments, int64_t steps);
 
   // Waits for everything in flight and refreshes what is stale in the bf16 copy: the
   // parameters are then final (only needed with overlap_pulls_with_forward).

@@ -27,6 +27,7 @@ namespace pszero::train {
 struct Moments {
   std::vector<float> m;
   std::vector<float> v;
+  int64_t step = 0;  // steps these moments have seen (set when restoring a checkpoint)
 };
 
 struct SyncTraffic {

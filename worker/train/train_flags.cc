@@ -65,6 +65,11 @@ void AddTrainFlags(CLI::App& app, TrainFlags& f) {
                  "Save checkpoints here (every --checkpoint-every steps and at the end)");
   app.add_option("--checkpoint-every", f.checkpoint_every, "Steps between checkpoints")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  app.add_option("--collective-timeout-s", f.collective_timeout_s,
+                 "Deadline of one collective; a stuck one fails naming where each worker waits")
+      ->check(CLI::Range(0.1, 86400.0));
+  app.add_option("--trace", f.trace,
+                 "Write a timeline of every worker (Chrome trace-event JSON, opens in Perfetto)");
   app.add_option("--resume", f.resume,
                  "Start from this checkpoint (a step directory, or a --checkpoint-dir)");
 }
@@ -140,6 +145,12 @@ std::vector<std::string> TrainArgs(const TrainFlags& f) {
   if (!f.checkpoint_dir.empty()) add("--checkpoint-dir", f.checkpoint_dir);
   if (f.checkpoint_every > 0) add("--checkpoint-every", std::to_string(f.checkpoint_every));
   if (!f.resume.empty()) add("--resume", f.resume);
+  if (!f.trace.empty()) add("--trace", f.trace);
+  if (f.collective_timeout_s != TrainFlags().collective_timeout_s) {
+    char t[32];
+    std::snprintf(t, sizeof(t), "%.17g", f.collective_timeout_s);
+    add("--collective-timeout-s", t);
+  }
   return a;
 }
 

@@ -40,6 +40,8 @@ struct TrainFlags {
   std::string checkpoint_dir;  // checkpoints (docs/checkpoints.md)
   int64_t checkpoint_every = 0;  // steps between checkpoints (0: only at the end)
   std::string resume;          // a checkpoint (or checkpoint directory) to start from
+  double collective_timeout_s = 120.0;  // deadline of one collective op
+  std::string trace;           // Chrome trace-event JSON of every worker, merged by worker 0
 };
 
 void AddTrainFlags(CLI::App& app, TrainFlags& flags);

@@ -2,12 +2,19 @@
 
 #include <glog/logging.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <thread>
 
 #include "common/control_plane_main.h"
 #include "common/report.h"
+#include "common/trace.h"
+#include "worker/collectives/flight_recorder.h"
 #include "common/ucx/ucx_transport.h"
 #include "worker/collectives/communicator.h"
 #include "worker/model/full_params.h"
@@ -25,6 +32,99 @@ int64_t RealParamCount(const model::ParamBuffer& params) {
   return n;
 }
 
+// After a failed step: this worker's flight recorder in its log; after a timeout (a hang,
+// not a lost peer) also its latest collective published for the others, and the
+// diagnosis over every worker's (waiting up to `wait` for them): who waits where.
+void ReportFailure(RendezvousClient& client, int rank, int world, const Status& why,
+                   std::chrono::milliseconds wait) {
+  collectives::FlightRecorder& recorder = collectives::FlightRecorder::Get();
+  LOG(WARNING) << "flight recorder, last " << collectives::FlightRecorder::kCapacity
+               << " collectives at most:\n"
+               << recorder.Dump();
+  if (why.code() != StatusCode::kDeadlineExceeded) return;
+  const std::string key = "pszero/hang/timeout/";
+  if (!client.Set(key + std::to_string(rank), ToJson(recorder.Latest()).dump()).ok()) return;
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  std::vector<collectives::OpRecord> latest(world);
+  for (int r = 0; r < world; ++r) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    Result<std::string> doc =
+        client.Get(key + std::to_string(r), std::max(left, std::chrono::milliseconds(1)));
+    if (!doc.ok()) continue;
+    nlohmann::json j = nlohmann::json::parse(*doc, nullptr, false);
+    if (!j.is_discarded()) latest[r] = collectives::OpRecordFromJson(j);
+  }
+  const std::string diagnosis = collectives::DiagnoseHang(latest);
+  if (!diagnosis.empty()) LOG(ERROR) << "hang diagnosis: " << diagnosis;
+}
+
+// SIGUSR1 → this worker's flight recorder in its log, while training goes on (a job that
+// seems stuck: `kill -USR1 <worker pid>`). The handler only writes a byte to a pipe; a
+// thread of its own does the rest.
+class RecorderOnSignal {
+ public:
+  RecorderOnSignal() {
+    if (::pipe(fds_) != 0) return;
+    write_fd_.store(fds_[1]);
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {
+      const int fd = write_fd_.load();
+      const char c = 's';
+      if (fd >= 0) (void)!::write(fd, &c, 1);
+    };
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    ::sigaction(SIGUSR1, &sa, &old_);
+    thread_ = std::thread([this] {
+      char c;
+      while (::read(fds_[0], &c, 1) == 1 && c == 's') {
+        LOG(WARNING) << "SIGUSR1: flight recorder, last "
+                     << collectives::FlightRecorder::kCapacity << " collectives at most:\n"
+                     << collectives::FlightRecorder::Get().Dump();
+      }
+    });
+  }
+  ~RecorderOnSignal() {
+    if (!thread_.joinable()) return;
+    ::sigaction(SIGUSR1, &old_, nullptr);
+    write_fd_.store(-1);
+    const char stop = 'x';
+    (void)!::write(fds_[1], &stop, 1);
+    thread_.join();
+    ::close(fds_[0]);
+    ::close(fds_[1]);
+  }
+
+ private:
+  static inline std::atomic<int> write_fd_{-1};
+  int fds_[2] = {-1, -1};
+  struct sigaction old_ {};
+  std::thread thread_;
+};
+
+// Every worker writes its events beside `path`; worker 0 merges them into `path` (one
+// machine, or a shared file system) and removes the parts.
+Status WriteTrace(const std::string& path, int rank, int world, collectives::Communicator& comm) {
+  const std::string part = path + ".rank" + std::to_string(rank);
+  PSZERO_RETURN_IF_ERROR(WriteJsonAtomic(part, Tracer::Get()->Events()));
+  PSZERO_RETURN_IF_ERROR(comm.Barrier());
+  if (rank != 0) return Status::Ok();
+  std::vector<nlohmann::json> parts;
+  for (int r = 0; r < world; ++r) {
+    const std::string p = path + ".rank" + std::to_string(r);
+    std::ifstream in(p);
+    nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
+    if (doc.is_discarded()) return Status::Corruption(p + ": unreadable trace part");
+    parts.push_back(std::move(doc));
+  }
+  PSZERO_RETURN_IF_ERROR(WriteJsonAtomic(path, MergeTraces(parts)));
+  for (int r = 0; r < world; ++r) std::remove((path + ".rank" + std::to_string(r)).c_str());
+  std::printf("trace written to %s\n", path.c_str());
+  std::fflush(stdout);
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
@@ -35,7 +135,13 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   PSZERO_ASSIGN_OR_RETURN(model::ModelConfig config, ResolveModel(flags));
   const int tp_rank = rank % flags.tp;
   const int replica = rank / flags.tp;
+  if (!flags.trace.empty()) {
+    Tracer::Enable(rank, "worker " + std::to_string(rank));
+    Tracer::Get()->NameThread("main");
+  }
 
+  RecorderOnSignal recorder_on_signal;
+  const milliseconds collective_timeout(static_cast<int64_t>(flags.collective_timeout_s * 1000));
   MemoryTracker tracker;
   // Two transports: the model's thread drives tensor parallelism on the first while the
   // sync strategy's stream thread drives the data-parallel group on the second (a
@@ -50,6 +156,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
     PSZERO_ASSIGN_OR_RETURN(transports[i], ucx::UcxTransport::Create(to, &client));
     collectives::CommunicatorOptions co;
     co.tracker = &tracker;
+    co.timeout = collective_timeout;
     co.deterministic = flags.deterministic;
     PSZERO_ASSIGN_OR_RETURN(worlds[i], collectives::Communicator::World(transports[i].get(), co));
   }
@@ -100,8 +207,15 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
 
   const double tokens = static_cast<double>(config.tokens_per_step()) * dp_size;
   std::vector<StepRecord> steps;
+  auto train = [&]() -> Status {
   for (int64_t step = first; step < flags.steps; ++step) {
-    MaybeInjectFault(PeerTag(Role::kWorker, rank), "step" + std::to_string(step + 1));
+    const std::string point = "step" + std::to_string(step + 1);
+    MaybeInjectFault(PeerTag(Role::kWorker, rank), point);
+    if (FaultAsked("hang", PeerTag(Role::kWorker, rank), point)) {
+      // Tests: a collective the other workers never enter.
+      LOG(WARNING) << "fault injection: hang in a world barrier at '" << point << "'";
+      PSZERO_RETURN_IF_ERROR(worlds[0]->Barrier());
+    }
     PSZERO_ASSIGN_OR_RETURN(StepResult r, run->trainer->RunStep(step));
     PSZERO_ASSIGN_OR_RETURN(float loss, run->sync->AverageLoss(r.loss));
     if (run->ps != nullptr && dp_size > 1) {
@@ -122,6 +236,12 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
       PSZERO_RETURN_IF_ERROR(WriteCheckpoint(ckpt, flags.checkpoint_dir, done));
       if (rank == 0) LOG(INFO) << "checkpoint after step " << done << " in " << flags.checkpoint_dir;
     }
+  }
+  return Status::Ok();
+  };
+  if (Status trained = train(); !trained.ok()) {
+    ReportFailure(client, rank, world, trained, collective_timeout + milliseconds(5000));
+    return trained;
   }
   PSZERO_ASSIGN_OR_RETURN(std::vector<float> local, run->sync->LocalParams(params));
   PSZERO_ASSIGN_OR_RETURN(std::vector<float> full,
@@ -173,6 +293,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
       std::fflush(stdout);
     }
   }
+  if (!flags.trace.empty()) PSZERO_RETURN_IF_ERROR(WriteTrace(flags.trace, rank, world, *worlds[0]));
   ps_sync = nullptr;
   run.reset();  // the strategy's stream ends before the communicators
   PSZERO_RETURN_IF_ERROR(worlds[0]->Barrier());

@@ -50,6 +50,8 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
     o.bucket_mb = flags.bucket_mb;
     o.kernels = r->kernels;
     o.tracker = tracker;
+    // The group's own op deadline ends a stuck op first, with the op's name.
+    o.timeout = dp_comm->options().timeout + std::chrono::milliseconds(10000);
     PSZERO_ASSIGN_OR_RETURN(r->sync, MakeSyncStrategy(flags.sync, &r->model->params(), o));
   }
   r->trainer = std::make_unique<Trainer>(r->model.get(), r->data.get(), r->sync.get());

@@ -11,6 +11,9 @@ Result<std::unique_ptr<Zero2Sync>> Zero2Sync::Create(model::ParamBuffer* params,
   s->PlanBuckets(/*per_unit=*/false);
   s->pending_units_.resize(s->buckets_.size());
   s->bucket_grads_.resize(s->buckets_.size());
+  // The bucket backward starts in (GPT: with the tied embedding, kept to the end), the one
+  // being filled, one being reduce-scattered.
+  s->pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3);
   for (size_t b = 0; b < s->buckets_.size(); ++b) {
     s->pending_units_[b] = s->buckets_[b].end_unit - s->buckets_[b].first_unit;
   }
@@ -30,9 +33,7 @@ Status Zero2Sync::BeforeBackward(int unit) {
   const int b = bucket_of_unit_[unit];
   if (bucket_grads_[b].defined()) return Status::Ok();
   const Bucket& bucket = buckets_[b];
-  PSZERO_ASSIGN_OR_RETURN(bucket_grads_[b],
-                          Tensor::Zeros({bucket.size()}, DType::kFloat32,
-                                        MemoryCategory::kGradBuckets, options_.tracker));
+  PSZERO_ASSIGN_OR_RETURN(bucket_grads_[b], pool_->Acquire(bucket.size(), /*zero=*/true));
   float* g = bucket_grads_[b].data<float>();
   const auto& units = params_->units();
   for (int u = bucket.first_unit; u < bucket.end_unit; ++u) {
@@ -52,15 +53,18 @@ Status Zero2Sync::GradientsReady(int unit) {
   }
   for (int u = bucket.first_unit; u < bucket.end_unit; ++u) params_->AttachUnitGrads(u, nullptr);
   // The op owns the bucket's memory from now on and frees it when it is done.
-  Tensor all = std::move(bucket_grads_[b]);
+  Tensor storage = std::move(bucket_grads_[b]);
   bucket_grads_[b] = Tensor();
+  Tensor all = Floats(storage.data<float>(), bucket.size());
   Tensor mine = Floats(grads_.data<float>() + bucket.shard_offset, piece(bucket));
   collectives::Communicator* group = options_.group;
-  Enqueue("reduce-scatter bucket " + std::to_string(b), [group, all, mine]() mutable {
-    Status s = group->ReduceScatter(all, mine, collectives::ReduceOp::kSum);
-    all = Tensor();
-    return s;
-  });
+  BufferPool* pool = pool_.get();
+  Enqueue("reduce-scatter bucket " + std::to_string(b),
+          [group, all, mine, pool, storage]() mutable {
+            Status s = group->ReduceScatter(all, mine, collectives::ReduceOp::kSum);
+            pool->Release(std::move(storage));
+            return s;
+          });
   return Status::Ok();
 }
 

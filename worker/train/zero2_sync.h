@@ -34,7 +34,8 @@ class Zero2Sync final : public DataParallelSync {
   using DataParallelSync::DataParallelSync;
 
   std::vector<int> pending_units_;
-  std::vector<Tensor> bucket_grads_;  // per bucket, while backward fills it
+  std::vector<Tensor> bucket_grads_;  // per bucket (pool buffers), while backward fills it
+  std::unique_ptr<BufferPool> pool_;
   Tensor grads_;                      // shard
   Tensor m_;                          // shard
   Tensor v_;                          // shard

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/trace.h"
 #include "kernels/cast.h"
 
 namespace pszero::train {
@@ -16,6 +17,11 @@ Result<std::unique_ptr<Zero3Sync>> Zero3Sync::Create(model::ParamBuffer* params,
   const size_t units = params->units().size();
   s->gathered_.resize(units);
   s->unit_grads_.resize(units);
+  // Two units gathered at once; gradients: embed (kept through backward), the current
+  // unit, one being reduce-scattered.
+  s->gathered_pool_ =
+      std::make_unique<BufferPool>(MemoryCategory::kGatheredParams, options.tracker, 2);
+  s->grad_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3);
   const int64_t n = s->shard_numel();
   PSZERO_ASSIGN_OR_RETURN(
       s->param_shard_, Tensor::Empty({n}, DType::kFloat32, MemoryCategory::kParams, options.tracker));
@@ -44,9 +50,8 @@ Status Zero3Sync::Prefetch(int unit) {
   Gathered& g = gathered_[unit];
   if (g.params.defined()) return Status::Ok();
   const Bucket& b = buckets_[bucket_of_unit_[unit]];
-  PSZERO_ASSIGN_OR_RETURN(g.params, Tensor::Empty({b.size()}, DType::kFloat32,
-                                                  MemoryCategory::kGatheredParams,
-                                                  options_.tracker));
+  PSZERO_ASSIGN_OR_RETURN(g.storage, gathered_pool_->Acquire(b.size(), /*zero=*/false));
+  g.params = Floats(g.storage.data<float>(), b.size());
   peak_gathered_ = std::max(peak_gathered_, ++live_units_);
   Tensor mine = Floats(shard_piece(param_shard_, unit), piece(b));
   Tensor all = g.params;
@@ -59,6 +64,7 @@ Status Zero3Sync::Prefetch(int unit) {
 Status Zero3Sync::Attach(int unit) {
   Gathered& g = gathered_[unit];
   if (g.work.valid()) {
+    TraceScope scope("wait allgather " + params_->units()[unit].name, "wait");
     PSZERO_RETURN_IF_ERROR(Wait(g.work));
     g.work = collectives::Work();
   }
@@ -83,6 +89,7 @@ Status Zero3Sync::Release(int unit) {
   Status status;
   if (g.work.valid()) status = Wait(g.work);  // never free memory an op still writes
   params_->AttachUnitParams(unit, nullptr, nullptr);
+  gathered_pool_->Release(std::move(g.storage));
   g = Gathered();
   --live_units_;
   return status;
@@ -102,9 +109,7 @@ Status Zero3Sync::Use(int unit, bool backward) {
   if (next >= 0 && next != unit) PSZERO_RETURN_IF_ERROR(Prefetch(next));
   if (backward && !unit_grads_[unit].defined()) {
     const Bucket& b = buckets_[bucket_of_unit_[unit]];
-    PSZERO_ASSIGN_OR_RETURN(unit_grads_[unit],
-                            Tensor::Zeros({b.size()}, DType::kFloat32,
-                                          MemoryCategory::kGradBuckets, options_.tracker));
+    PSZERO_ASSIGN_OR_RETURN(unit_grads_[unit], grad_pool_->Acquire(b.size(), /*zero=*/true));
     params_->AttachUnitGrads(unit, unit_grads_[unit].data<float>());
   }
   return Status::Ok();
@@ -121,15 +126,18 @@ Status Zero3Sync::GradientsReady(int unit) {
                             " ready before its backward began");
   }
   params_->AttachUnitGrads(unit, nullptr);
-  Tensor all = std::move(unit_grads_[unit]);
+  Tensor storage = std::move(unit_grads_[unit]);
   unit_grads_[unit] = Tensor();
   const Bucket& b = buckets_[bucket_of_unit_[unit]];
+  Tensor all = Floats(storage.data<float>(), b.size());
   Tensor mine = Floats(shard_piece(grads_, unit), piece(b));
   collectives::Communicator* group = options_.group;
+  BufferPool* pool = grad_pool_.get();
+  // The op hands the buffer back to the pool when it is done with it.
   Enqueue("reduce-scatter unit " + params_->units()[unit].name,
-          [group, all, mine]() mutable {
+          [group, all, mine, pool, storage]() mutable {
             Status s = group->ReduceScatter(all, mine, collectives::ReduceOp::kSum);
-            all = Tensor();
+            pool->Release(std::move(storage));
             return s;
           });
   if (NextUse() == unit) return Status::Ok();

@@ -42,7 +42,8 @@ class Zero3Sync final : public DataParallelSync {
   using DataParallelSync::DataParallelSync;
 
   struct Gathered {
-    Tensor params;       // fp32, the whole (padded) unit
+    Tensor storage;      // from the pool (may be larger than the unit)
+    Tensor params;       // fp32 view of storage: the whole (padded) unit
     Tensor params_bf16;  // with bf16 compute
     collectives::Work work;  // the all-gather, while in flight
     bool attached = false;
@@ -61,7 +62,9 @@ class Zero3Sync final : public DataParallelSync {
   }
 
   std::vector<Gathered> gathered_;
-  std::vector<Tensor> unit_grads_;
+  std::vector<Tensor> unit_grads_;  // pool buffers while backward fills them
+  std::unique_ptr<BufferPool> gathered_pool_;
+  std::unique_ptr<BufferPool> grad_pool_;
   std::vector<int> order_;    // units in order of use, recorded in the first step
   bool recorded_ = false;
   size_t cursor_ = 0;         // uses so far this step

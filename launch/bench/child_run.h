@@ -1,0 +1,41 @@
+// Runs a program to its end for pszero-bench (pszero-launch for `train --sync`, python3
+// for the PyTorch peer) and collects its exit status and output. The child gets its own
+// process group, so that on the deadline the whole group (a launcher and its workers, or
+// python and its ranks) is stopped: SIGTERM, SIGKILL two seconds later. The child is always
+// reaped by pid before RunChild returns. While it runs, SIGINT and SIGTERM sent to
+// pszero-bench are forwarded to the child's group (a terminal's Ctrl-C would not reach it
+// otherwise) and reported in the result, so that the caller can clean up and exit 128+N
+// instead of starting the next child. It blocks; call it
+// from one thread at a time (it installs those two signal handlers for its duration).
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace pszero::bench {
+
+struct ChildRun {
+  int exit_code = -1;  // when !signaled
+  int term_signal = 0;
+  bool signaled = false;
+  bool timed_out = false;
+  int interrupted_by = 0;  // SIGINT or SIGTERM pszero-bench received meanwhile (forwarded)
+  std::string out;         // its stdout
+  std::string err;         // its stderr
+
+  bool ok() const { return !signaled && !timed_out && exit_code == 0; }
+  // "exit code 2", "signal 9", "timed out": for messages.
+  std::string Describe() const;
+};
+
+// argv[0] is the program: a path, or a name looked up in PATH. IoError when it cannot be
+// started (not found, not executable).
+Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
+
+// The last `lines` lines of `text`, for error messages.
+std::string LastLines(const std::string& text, int lines);
+
+}  // namespace pszero::bench

@@ -1,0 +1,124 @@
+#include "worker/collectives/flight_recorder.h"
+
+#include <chrono>
+#include <sstream>
+
+namespace pszero::collectives {
+
+namespace {
+
+thread_local std::string t_label;
+
+int64_t NowUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+std::string OpRecord::Describe() const {
+  std::string s = op + " #" + std::to_string(seq) + " on comm " + std::to_string(comm);
+  if (!label.empty()) s += " (" + label + ")";
+  return s;
+}
+
+FlightRecorder& FlightRecorder::Get() {
+  static FlightRecorder* recorder = new FlightRecorder();  // lives on: used from any thread
+  return *recorder;
+}
+
+void FlightRecorder::SetThreadLabel(std::string label) { t_label = std::move(label); }
+
+uint64_t FlightRecorder::Begin(uint32_t comm, uint32_t seq, int comm_rank, int comm_size,
+                               const char* op) {
+  OpRecord r;
+  r.comm = comm;
+  r.seq = seq;
+  r.comm_rank = comm_rank;
+  r.comm_size = comm_size;
+  r.op = op;
+  r.label = t_label;
+  r.start_us = NowUs();
+  std::lock_guard lock(mu_);
+  r.id = next_id_++;
+  ops_.push_back(std::move(r));
+  if (ops_.size() > kCapacity) ops_.pop_front();
+  return ops_.back().id;
+}
+
+void FlightRecorder::End(uint64_t id, int64_t bytes, bool ok) {
+  std::lock_guard lock(mu_);
+  for (auto it = ops_.rbegin(); it != ops_.rend(); ++it) {
+    if (it->id == id) {
+      it->end_us = NowUs();
+      it->bytes = bytes;
+      it->ok = ok;
+      return;
+    }
+  }
+}
+
+std::vector<OpRecord> FlightRecorder::Snapshot() const {
+  std::lock_guard lock(mu_);
+  return {ops_.begin(), ops_.end()};
+}
+
+OpRecord FlightRecorder::Latest() const {
+  std::lock_guard lock(mu_);
+  return ops_.empty() ? OpRecord() : ops_.back();
+}
+
+std::string FlightRecorder::Dump() const {
+  std::ostringstream out;
+  for (const OpRecord& r : Snapshot()) {
+    out << "  " << r.Describe() << " rank " << r.comm_rank << "/" << r.comm_size << ", ";
+    if (r.end_us == 0) {
+      out << "RUNNING for " << (NowUs() - r.start_us) / 1000 << " ms";
+    } else {
+      out << (r.ok ? "ok" : "FAILED") << " in " << (r.end_us - r.start_us) / 1000 << " ms, "
+          << r.bytes << " B sent";
+    }
+    out << "\n";
+  }
+  return out.str();
+}
+
+nlohmann::json ToJson(const OpRecord& r) {
+  return {{"id", r.id}, {"comm", r.comm},   {"seq", r.seq},     {"comm_rank", r.comm_rank},
+          {"comm_size", r.comm_size}, {"op", r.op}, {"label", r.label},
+          {"start_us", r.start_us}};
+}
+
+OpRecord OpRecordFromJson(const nlohmann::json& j) {
+  OpRecord r;
+  r.id = j.value("id", uint64_t{0});
+  r.comm = j.value("comm", 0u);
+  r.seq = j.value("seq", 0u);
+  r.comm_rank = j.value("comm_rank", 0);
+  r.comm_size = j.value("comm_size", 0);
+  r.op = j.value("op", "");
+  r.label = j.value("label", "");
+  r.start_us = j.value("start_us", int64_t{0});
+  return r;
+}
+
+std::string DiagnoseHang(const std::vector<OpRecord>& latest) {
+  bool same = !latest.empty();
+  for (const OpRecord& r : latest) {
+    const OpRecord& a = latest[0];
+    if (r.id == 0 || a.id == 0 || r.comm != a.comm || r.seq != a.seq || r.op != a.op) {
+      same = false;
+    }
+  }
+  if (same) return "";
+  std::string out;
+  for (size_t r = 0; r < latest.size(); ++r) {
+    if (!out.empty()) out += "; ";
+    out += "rank " + std::to_string(r) +
+           (latest[r].id == 0 ? " sent no report" : " waits in " + latest[r].Describe());
+  }
+  return out;
+}
+
+}  // namespace pszero::collectives
