@@ -1,6 +1,7 @@
 // Failures beyond one machine (node launchers as processes on 127.0.0.1): a worker killed
-// on node 1 fails both nodes, each naming it; a --hostfile launcher killed outright
-// leaves no node launcher behind (each stops when its ssh stdin ends).
+// on node 1 (in the control-plane rounds, or mid-training) fails both nodes, each naming it; a
+// --hostfile launcher killed outright leaves no node launcher behind (each stops when its ssh stdin
+// ends).
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -42,6 +43,27 @@ TEST(MultiNodeFaultTest, WorkerKilledOnNodeOneFailsBothNodes) {
     EXPECT_TRUE(HasLine(runs[0].output, survivor, "stopping: worker 3 lost")) << runs[0].output;
   }
   EXPECT_TRUE(HasLine(runs[1].output, "[w2]", "stopping: worker 3 lost")) << runs[1].output;
+}
+
+// The same during training: the data plane's peer-failure handling and the control
+// plane's news both stop the survivors on both nodes.
+TEST(MultiNodeFaultTest, WorkerKilledMidTrainingOnNodeOneFailsBothNodes) {
+  const std::string port = std::to_string(FreePort());
+  std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> nodes;
+  for (int r = 0; r < 2; ++r) {
+    nodes.push_back(
+        {Cat({"--nnodes", "2", "--node-rank", std::to_string(r), "--master-port", port,
+              "--nproc-per-node", "2", "--grace-ms", "3000"},
+             TinyTraining("allreduce", "100000")),
+         {std::string("PSZERO_TOKEN=") + kToken, "PSZERO_FAULT_INJECT=sigkill:w3:step2"}});
+  }
+  const std::vector<NodeRun> runs = RunNodes(nodes);
+  EXPECT_EQ(runs[1].exit_code, 1) << runs[1].output;
+  EXPECT_NE(LastLine(runs[1].output).find("job failed: worker 3 (pid "), std::string::npos)
+      << runs[1].output;
+  EXPECT_EQ(runs[0].exit_code, 1) << runs[0].output;
+  EXPECT_NE(LastLine(runs[0].output).find("job failed: worker 3 lost"), std::string::npos)
+      << runs[0].output;
 }
 
 // Waits until process `pid` (not necessarily a child) has ended; false after `timeout`.
