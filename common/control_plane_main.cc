@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "common/auth.h"
+#include "common/cluster_env.h"
 #include "common/exit_codes.h"
 #include "common/flags.h"
 #include "common/logging.h"
@@ -187,6 +188,14 @@ int ControlPlaneMain(Role role, int argc, char** argv, const ProcessWork& work) 
   InitLogging(argv[0], tag != nullptr && *tag != '\0' ? tag : std::string(RoleName(role)));
   auto app = MakeApp(name, name + ": a pszero " + std::string(RoleName(role)) +
                                " process (started by pszero-launch)");
+  // Started by mpirun or a torchrun-style tool: its variables give the defaults of
+  // --rank, --local-rank, --node-rank, --master-addr and --master-port (docs/cluster.md).
+  Result<ProcessEnv> outside = DeriveProcessEnv(CurrentEnv());
+  if (!outside.ok()) {
+    std::cerr << name << ": error: " << outside.status().message() << "\n";
+    return kExitUsage;
+  }
+  ExportProcessEnv(*outside);
   ControlPlaneFlags flags;
   AddFlags(*app, flags);
   if (work.add_flags) work.add_flags(*app);

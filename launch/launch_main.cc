@@ -1,19 +1,29 @@
-// pszero-launch: runs a whole pszero job on this machine (local mode). See
-// docs/launch.md for flags, environment variables and exit codes.
+// pszero-launch: runs a whole pszero job on this machine (local mode), or this node's part
+// of a job over several (--nnodes, --hostfile, Slurm, torchrun-style variables), or only
+// the rendezvous service (--rendezvous-only). See docs/launch.md and docs/cluster.md for
+// flags, environment variables and exit codes.
 #include <glog/logging.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "common/auth.h"
+#include "common/cluster_env.h"
 #include "common/exit_codes.h"
 #include "common/flags.h"
 #include "common/logging.h"
+#include "launch/config_file.h"
+#include "launch/hostfile.h"
 #include "launch/launcher.h"
+#include "launch/multinode.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/train_flags.h"
+
+extern char** environ;
 
 namespace {
 
@@ -34,6 +44,14 @@ struct LaunchFlags {
   std::string consistency = "bsp";
   int staleness = 0;
   double ps_slice_mb = 4.0;
+  // Beyond one machine (docs/cluster.md).
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string nproc_per_node;    // "K" or "k0,k1,..."
+  std::string servers_per_node;  // the same, for servers
+  std::string hostfile;
+  bool rendezvous_only = false;
+  bool token_stdin = false;
 };
 
 // The parameter-server flags against --servers and --sync. `training`: --model given
@@ -74,11 +92,53 @@ std::vector<std::string> ServerArgs(const LaunchFlags& f) {
           "--ps-slice-mb", mb};
 }
 
+int Usage(const std::string& message) {
+  std::cerr << "pszero-launch: error: " << message << "\n";
+  return pszero::kExitUsage;
+}
+
+int Usage(const pszero::Status& status) { return Usage(status.message()); }
+
+// The command line minus the flags named (each with its value: "--flag V" or "--flag=V").
+std::vector<std::string> WithoutFlags(const std::vector<std::string>& args,
+                                      const std::vector<std::string>& flags) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    bool drop = false;
+    for (const std::string& f : flags) {
+      if (args[i] == f) {
+        drop = true;
+        ++i;  // its value
+        break;
+      }
+      if (args[i].rfind(f + "=", 0) == 0) {
+        drop = true;
+        break;
+      }
+    }
+    if (!drop) out.push_back(args[i]);
+  }
+  return out;
+}
+
+std::string JoinCounts(const std::vector<int>& counts) {
+  std::string out;
+  for (int c : counts) out += (out.empty() ? "" : ",") + std::to_string(c);
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using std::chrono::milliseconds;
   pszero::InitLogging(argv[0], "launch");
+  // --config FILE: its flags first, the command line's win (launch/config_file.h).
+  pszero::Result<std::vector<std::string>> expanded =
+      pszero::ExpandConfigFlags(std::vector<std::string>(argv + 1, argv + argc));
+  if (!expanded.ok()) return Usage(expanded.status());
+  std::vector<const char*> args = {argv[0]};
+  for (const std::string& a : *expanded) args.push_back(a.c_str());
+
   auto app = pszero::MakeApp("pszero-launch", "pszero-launch: runs a pszero job on this machine");
   LaunchFlags f;
   app->add_option("--workers", f.workers, "Number of pszero-worker processes")
@@ -119,16 +179,108 @@ int main(int argc, char** argv) {
   app->add_option("--ps-slice-mb", f.ps_slice_mb,
                   "--sync ps: size of the key-range slices spread over the servers, MiB")
       ->check(CLI::Range(0.0001, 4096.0));
+  app->add_option("--config",
+                  "JSON file of flags (keys: flag names without dashes); "
+                  "command-line flags win (docs/cluster.md)");
+  app->add_option("--nnodes", f.nnodes,
+                  "Machines in the job, one pszero-launch each (default: $NNODES, Slurm's, 1)")
+      ->check(CLI::Range(1, 4096));
+  app->add_option("--node-rank", f.node_rank,
+                  "This machine's rank, 0..nnodes-1; node 0 runs the rendezvous service "
+                  "(default: $NODE_RANK, Slurm's, 0)")
+      ->check(CLI::Range(0, 4095));
+  app->add_option("--nproc-per-node,--workers-per-node", f.nproc_per_node,
+                  "Workers on each machine: K, or k0,k1,... one per node (default: --workers "
+                  "spread evenly)");
+  app->add_option("--servers-per-node", f.servers_per_node,
+                  "Servers on each machine: S, or s0,s1,... (default: --servers spread evenly)");
+  app->add_option("--hostfile", f.hostfile,
+                  "Start one node launcher per line 'host slots=N' over ssh ($PSZERO_SSH)");
+  app->add_flag("--rendezvous-only", f.rendezvous_only,
+                "Run only the rendezvous service for --workers/--servers processes started "
+                "by another tool (mpirun); needs --token-file or $PSZERO_TOKEN");
+  app->add_flag("--token-stdin", f.token_stdin,
+                "Read the cluster token from stdin's first line and stop when stdin ends "
+                "(how --hostfile starts node launchers)");
   pszero::train::TrainFlags train;
   pszero::train::AddTrainFlags(*app, train);
-  if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
-  if (pszero::Status s = CheckPsFlags(*app, f, train); !s.ok()) {
-    std::cerr << "pszero-launch: error: " << s.message() << "\n";
-    return pszero::kExitUsage;
+  if (auto code = pszero::ParseFlags(*app, static_cast<int>(args.size()), args.data())) {
+    return *code;
   }
+
+  // Where this node stands: flags, else torchrun-style variables, else Slurm's.
+  pszero::Result<pszero::NodeEnv> env = pszero::DeriveNodeEnv(pszero::CurrentEnv());
+  if (!env.ok()) return Usage(env.status());
+  if (!f.hostfile.empty()) {
+    for (const char* flag : {"--nnodes", "--node-rank", "--rendezvous-only", "--token-stdin"}) {
+      if (app->count(flag) > 0) {
+        return Usage(std::string(flag) + ": not with --hostfile (which sets it for every node)");
+      }
+    }
+  } else {
+    if (app->count("--nnodes") == 0 && env->nnodes) f.nnodes = *env->nnodes;
+    if (app->count("--node-rank") == 0 && env->node_rank) f.node_rank = *env->node_rank;
+  }
+  if (app->count("--master-addr") == 0 && env->master_addr) f.master_addr = *env->master_addr;
+  if (app->count("--master-port") == 0 && env->master_port) f.master_port = *env->master_port;
+  if (!env->source.empty() && f.hostfile.empty() && f.nnodes > 1) {
+    LOG(INFO) << "from the " << env->source << " environment: node " << f.node_rank << " of "
+              << f.nnodes << ", master " << f.master_addr << ":" << f.master_port;
+  }
+  const bool multinode = f.nnodes > 1 || !f.hostfile.empty();
+  if (f.node_rank >= f.nnodes) {
+    return Usage("--node-rank: " + std::to_string(f.node_rank) + " not below --nnodes " +
+                 std::to_string(f.nnodes));
+  }
+  if (multinode && f.master_port == 0) {
+    if (app->count("--master-port") > 0) {
+      return Usage("--master-port: 0 (any free port) works on one machine only; give a port");
+    }
+    f.master_port = pszero::kDefaultMasterPort;
+  }
+  if (multinode && f.max_restarts > 0) {
+    return Usage("--max-restarts: a single-machine feature for now (docs/cluster.md)");
+  }
+
+  // Per-node counts: the hostfile's slots, --nproc-per-node, or --workers spread evenly.
+  std::vector<pszero::HostSlots> hosts;
+  if (!f.hostfile.empty()) {
+    pszero::Result<std::vector<pszero::HostSlots>> read = pszero::ReadHostfile(f.hostfile);
+    if (!read.ok()) return Usage("--hostfile: " + read.status().message());
+    hosts = *read;
+    f.nnodes = static_cast<int>(hosts.size());
+  }
+  pszero::NodeLayout layout;
+  if (!f.nproc_per_node.empty()) {
+    auto counts = pszero::ParsePerNode(f.nproc_per_node, f.nnodes, "--nproc-per-node");
+    if (!counts.ok()) return Usage(counts.status());
+    layout.workers = *counts;
+  } else if (!hosts.empty()) {
+    for (const pszero::HostSlots& h : hosts) layout.workers.push_back(h.slots);
+  } else {
+    layout.workers = pszero::SplitEvenly(f.workers, f.nnodes);
+  }
+  if (app->count("--workers") > 0 && layout.TotalWorkers() != f.workers) {
+    return Usage("--workers: " + std::to_string(f.workers) + " but the nodes run " +
+                 std::to_string(layout.TotalWorkers()) + " (" + JoinCounts(layout.workers) + ")");
+  }
+  if (!f.servers_per_node.empty()) {
+    auto counts = pszero::ParsePerNode(f.servers_per_node, f.nnodes, "--servers-per-node");
+    if (!counts.ok()) return Usage(counts.status());
+    layout.servers = *counts;
+    if (app->count("--servers") > 0 && layout.TotalServers() != f.servers) {
+      return Usage("--servers: " + std::to_string(f.servers) + " but the nodes run " +
+                   std::to_string(layout.TotalServers()) + " (" + JoinCounts(layout.servers) + ")");
+    }
+  } else {
+    layout.servers = pszero::SplitEvenly(f.servers, f.nnodes);
+  }
+  if (layout.TotalWorkers() < 1) return Usage("--nproc-per-node: the job has no worker");
+  f.workers = layout.TotalWorkers();
+  f.servers = layout.TotalServers();
+  if (pszero::Status s = CheckPsFlags(*app, f, train); !s.ok()) return Usage(s);
   if (pszero::Status s = pszero::train::CheckTrainFlags(train, f.workers); !s.ok()) {
-    std::cerr << "pszero-launch: error: " << s.message() << "\n";
-    return pszero::kExitUsage;
+    return Usage(s);
   }
   if (f.heartbeat_timeout_ms <= f.heartbeat_ms) {
     std::cerr << "pszero-launch: error: --heartbeat-timeout-ms (" << f.heartbeat_timeout_ms
@@ -150,13 +302,97 @@ int main(int argc, char** argv) {
   if (f.servers > 0) options.server_args = ServerArgs(f);
   options.bin_dir = f.bin_dir.empty() ? pszero::ExecutableDir() : f.bin_dir;
 
-  pszero::Result<std::string> token = pszero::LoadClusterToken(f.token_file);
-  if (!token.ok() && f.token_file.empty()) token = pszero::GenerateClusterToken();
+  // The token: --token-stdin (a node started over ssh), --token-file, $PSZERO_TOKEN, or
+  // fresh; every node of a job must hold the same one, so only a job that starts all its
+  // nodes itself (one machine, --hostfile) may make one up.
+  pszero::Result<std::string> token = pszero::Status::NotFound("no token");
+  if (f.token_stdin) {
+    token = pszero::ReadTokenFromStdin();
+    if (!token.ok()) return Usage(token.status());
+    pszero::StopWhenStdinCloses();
+  } else {
+    token = pszero::LoadClusterToken(f.token_file);
+    const bool shared = (f.nnodes > 1 && f.hostfile.empty()) || f.rendezvous_only;
+    if (!token.ok() && f.token_file.empty() && shared) {
+      return Usage(std::string(f.rendezvous_only ? "--rendezvous-only" : "--nnodes") +
+                   ": every process of the job needs the same cluster token: give "
+                   "--token-file FILE or set $PSZERO_TOKEN");
+    }
+    if (!token.ok() && f.token_file.empty()) token = pszero::GenerateClusterToken();
+  }
   if (!token.ok()) {
     LOG(ERROR) << token.status().ToString();
     return pszero::kExitLaunchError;
   }
   options.token = *token;
+
+  if (f.rendezvous_only) {
+    pszero::RendezvousServiceOptions so;
+    so.address = pszero::IsIpLiteral(f.master_addr) ? f.master_addr : "0.0.0.0";
+    so.port = static_cast<uint16_t>(f.master_port);
+    so.num_servers = f.servers;
+    so.num_workers = f.workers;
+    so.token = options.token;
+    so.heartbeat_timeout = options.heartbeat_timeout;
+    return pszero::RunRendezvousOnly(so, options.timeout);
+  }
+
+  if (!f.hostfile.empty()) {
+    pszero::SshJobOptions ssh;
+    ssh.hosts = hosts;
+    const char* program = std::getenv("PSZERO_SSH");
+    ssh.ssh_command = {program != nullptr && *program != '\0' ? program : "ssh", "-o",
+                       "BatchMode=yes"};
+    ssh.launch_program =
+        (std::filesystem::path(pszero::ExecutableDir()) / "pszero-launch").string();
+    const std::string master =
+        app->count("--master-addr") > 0 || env->master_addr ? f.master_addr : hosts.front().host;
+    ssh.node_args = WithoutFlags(
+        *expanded, {"--hostfile", "--token-file", "--master-addr", "--master-port", "--workers",
+                    "--servers", "--nproc-per-node", "--workers-per-node", "--servers-per-node"});
+    for (const std::string& a :
+         {std::string("--nnodes"), std::to_string(f.nnodes), std::string("--master-addr"), master,
+          std::string("--master-port"), std::to_string(f.master_port),
+          std::string("--nproc-per-node"), JoinCounts(layout.workers),
+          std::string("--servers-per-node"), JoinCounts(layout.servers)}) {
+      ssh.node_args.push_back(a);
+    }
+    // Settings of the data plane and of the tests travel with the command (never secrets).
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string kv(*e);
+      if (kv.rfind("UCX_", 0) == 0 || kv.rfind("PSZERO_FAULT_", 0) == 0 ||
+          kv.rfind("GLOG_", 0) == 0) {
+        ssh.forward_env.push_back(kv);
+      }
+    }
+    std::error_code ec;
+    ssh.workdir = std::filesystem::current_path(ec).string();
+    ssh.token = options.token;
+    ssh.grace = options.grace;
+    LOG(INFO) << "hostfile " << f.hostfile << ": " << hosts.size() << " nodes, " << f.workers
+              << " workers, " << f.servers << " servers, master " << master << ":" << f.master_port;
+    return pszero::RunSshJob(ssh);
+  }
+
+  // A name (--master-addr node01, Slurm's first host) may resolve differently here than
+  // elsewhere: the service binds every interface then.
+  if (!pszero::IsIpLiteral(f.master_addr)) options.bind_addr = "0.0.0.0";
+  if (f.nnodes > 1) {
+    pszero::SetLogTag("launch:n" + std::to_string(f.node_rank));
+    const auto node = static_cast<size_t>(f.node_rank);
+    options.node_rank = f.node_rank;
+    options.num_workers = layout.workers[node];
+    options.num_servers = layout.servers[node];
+    options.world_workers = layout.TotalWorkers();
+    options.world_servers = layout.TotalServers();
+    options.worker_rank_offset = layout.WorkerOffset(f.node_rank);
+    options.server_rank_offset = layout.ServerOffset(f.node_rank);
+    options.host_service = f.node_rank == 0;
+    LOG(INFO) << "node " << f.node_rank << " of " << f.nnodes << ": " << options.num_workers
+              << " workers (from rank " << options.worker_rank_offset << "), "
+              << options.num_servers << " servers; rendezvous " << f.master_addr << ":"
+              << f.master_port;
+  }
   int code = pszero::RunLocalJob(options);
   // Restart after a failed process (not after a timeout, an interrupt or a launch error).
   for (int restart = 1; code == pszero::kExitFailure && restart <= f.max_restarts; ++restart) {

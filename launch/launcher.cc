@@ -78,6 +78,7 @@ struct Child {
   bool exited = false;
   int wait_status = 0;
   bool signalled_by_launcher = false;
+  bool after_news = false;  // failed after the service had reported a lost process
 
   std::string Name() const { return PeerName(role, rank) + " (pid " + std::to_string(pid) + ")"; }
   bool Failed() const {
@@ -94,7 +95,7 @@ struct Child {
   }
   // A child that stopped because another was lost, or that the launcher itself stopped.
   bool IsConsequence() const {
-    return signalled_by_launcher ||
+    return signalled_by_launcher || after_news ||
            (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == kExitPeerLost);
   }
 };
@@ -107,6 +108,7 @@ class LocalJob {
         timeout_timer_(io_),
         grace_timer_(io_),
         kill_timer_(io_),
+        linger_timer_(io_),
         progress_("w0", ::isatty(STDOUT_FILENO) == 1),
         stderr_terminal_(::isatty(STDERR_FILENO) == 1) {}
 
@@ -133,22 +135,26 @@ class LocalJob {
     }
     ::signal(SIGPIPE, SIG_IGN);
 
-    RendezvousServiceOptions so;
-    so.address = options_.master_addr;
-    so.port = options_.master_port;
-    so.num_servers = options_.num_servers;
-    so.num_workers = options_.num_workers;
-    so.token = options_.token;
-    so.heartbeat_timeout = options_.heartbeat_timeout;
-    so.on_peer_lost = [this](const PeerLost& news) { OnPeerLost(news); };
-    Result<std::unique_ptr<RendezvousService>> service = RendezvousService::Start(io_, so);
-    if (!service.ok()) {
-      LOG(ERROR) << "cannot start the rendezvous service: " << service.status().ToString();
-      return kExitLaunchError;
+    if (options_.host_service) {
+      RendezvousServiceOptions so;
+      so.address = options_.bind_addr.empty() ? options_.master_addr : options_.bind_addr;
+      so.port = options_.master_port;
+      so.num_servers = WorldServers();
+      so.num_workers = WorldWorkers();
+      so.token = options_.token;
+      so.heartbeat_timeout = options_.heartbeat_timeout;
+      so.on_peer_lost = [this](const PeerLost& news) { OnPeerLost(news); };
+      Result<std::unique_ptr<RendezvousService>> service = RendezvousService::Start(io_, so);
+      if (!service.ok()) {
+        LOG(ERROR) << "cannot start the rendezvous service: " << service.status().ToString();
+        return kExitLaunchError;
+      }
+      service_ = std::move(service).value();
+      port_ = service_->port();
+      LOG(INFO) << "rendezvous service listening on " << so.address << ":" << port_;
+    } else {
+      port_ = options_.master_port;
     }
-    service_ = std::move(service).value();
-    port_ = service_->port();
-    LOG(INFO) << "rendezvous service listening on " << options_.master_addr << ":" << port_;
     children_.reserve(static_cast<size_t>(options_.num_servers + options_.num_workers));
 
     for (int r = 0; r < options_.num_servers; ++r) {
@@ -172,7 +178,18 @@ class LocalJob {
   }
 
  private:
-  Status Spawn(Role role, int rank) {
+  int WorldWorkers() const {
+    return options_.world_workers >= 0 ? options_.world_workers : options_.num_workers;
+  }
+  int WorldServers() const {
+    return options_.world_servers >= 0 ? options_.world_servers : options_.num_servers;
+  }
+
+  // `local_rank` among this node's processes of `role`; the service gives the global
+  // rank in node-major order, which the offsets predict (docs/launch.md, Ranks).
+  Status Spawn(Role role, int local_rank) {
+    const int rank = local_rank + (role == Role::kServer ? options_.server_rank_offset
+                                                         : options_.worker_rank_offset);
     Child child;
     child.role = role;
     child.rank = rank;
@@ -189,10 +206,11 @@ class LocalJob {
     set("PSZERO_MASTER_ADDR", options_.master_addr);
     set("PSZERO_MASTER_PORT", std::to_string(port_));
     set("PSZERO_TOKEN", options_.token);
-    set("PSZERO_NODE_RANK", "0");
-    set("PSZERO_LOCAL_RANK", std::to_string(rank));
-    set("PSZERO_NUM_SERVERS", std::to_string(options_.num_servers));
-    set("PSZERO_NUM_WORKERS", std::to_string(options_.num_workers));
+    set("PSZERO_NODE_RANK", std::to_string(options_.node_rank));
+    set("PSZERO_LOCAL_RANK", std::to_string(local_rank));
+    set("PSZERO_RANK", "-1");  // assigned; wins over RANK or OMPI_* inherited (docs/cluster.md)
+    set("PSZERO_NUM_SERVERS", std::to_string(WorldServers()));
+    set("PSZERO_NUM_WORKERS", std::to_string(WorldWorkers()));
     set("PSZERO_HEARTBEAT_MS", std::to_string(options_.heartbeat_interval.count()));
     set("PSZERO_JOIN_TIMEOUT_MS", std::to_string(options_.join_timeout.count()));
     set("PSZERO_LOG_TAG", child.tag);  // its log prefix until it knows its rank
@@ -349,13 +367,18 @@ class LocalJob {
     }
     BreakProgress(STDERR_FILENO);
     failures_.push_back(&c - children_.data());
+    // A crash while the job is already coming down (another process, perhaps on another
+    // node, was lost) is not the cause.
+    if (first_news_ && !(first_news_->role == c.role && first_news_->rank == c.rank)) {
+      c.after_news = true;
+    }
     if (c.IsConsequence()) {
       LOG(WARNING) << c.Name() << " " << c.DescribeExit();
     } else {
       LOG(ERROR) << c.Name() << " " << c.DescribeExit();
     }
     // A consequence is no news: the job has already failed.
-    if (!c.IsConsequence()) service_->ReportLost(c.role, c.rank, c.DescribeExit());
+    if (!c.IsConsequence() && service_) service_->ReportLost(c.role, c.rank, c.DescribeExit());
     StartGrace();
   }
 
@@ -435,14 +458,45 @@ class LocalJob {
         if (p->open) return;
       }
     }
+    // Members on other nodes may still be leaving: keep serving them a while.
+    if (service_ && !linger_done_ && failures_.empty() && interrupted_ == 0 && !timed_out_ &&
+        WorldWorkers() + WorldServers() > options_.num_workers + options_.num_servers) {
+      return LingerForRemoteMembers();
+    }
     done_ = true;
     boost::system::error_code ignored;
     signals_.cancel(ignored);
     timeout_timer_.cancel();
     grace_timer_.cancel();
     kill_timer_.cancel();
-    service_->Stop();
+    if (service_) service_->Stop();
     io_.stop();
+  }
+
+  // Node 0 of a multi-node job: its own children are done, but the service must stay
+  // until every member elsewhere has said goodbye (or was lost), at most --grace-ms.
+  void LingerForRemoteMembers() {
+    if (linger_started_) return;
+    linger_started_ = true;
+    linger_deadline_ = std::chrono::steady_clock::now() + options_.grace;
+    PollLinger();
+  }
+  void PollLinger() {
+    const RendezvousSnapshot snap = service_->Snapshot();
+    const int world = WorldWorkers() + WorldServers();
+    if (snap.left + static_cast<int>(snap.lost.size()) >= world ||
+        std::chrono::steady_clock::now() >= linger_deadline_) {
+      if (snap.left + static_cast<int>(snap.lost.size()) < world) {
+        LOG(WARNING) << "only " << snap.left << " of " << world
+                     << " processes said goodbye within --grace-ms; stopping the service";
+      }
+      linger_done_ = true;
+      return CheckDone();
+    }
+    linger_timer_.expires_after(milliseconds(20));
+    linger_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) PollLinger();
+    });
   }
 
   int Finish() {
@@ -488,6 +542,7 @@ class LocalJob {
   asio::steady_timer timeout_timer_;
   asio::steady_timer grace_timer_;
   asio::steady_timer kill_timer_;
+  asio::steady_timer linger_timer_;
   std::unique_ptr<RendezvousService> service_;
   uint16_t port_ = 0;
   std::vector<Child> children_;
@@ -498,6 +553,9 @@ class LocalJob {
   bool grace_started_ = false;
   bool kill_scheduled_ = false;
   bool done_ = false;
+  bool linger_started_ = false;
+  bool linger_done_ = false;
+  std::chrono::steady_clock::time_point linger_deadline_;
   ProgressDisplay progress_;
   bool stderr_terminal_;
 };

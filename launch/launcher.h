@@ -30,6 +30,16 @@ struct LaunchOptions {
   std::chrono::milliseconds grace{5000};  // after a failure, before SIGTERM
   std::vector<std::string> worker_args;   // appended to every pszero-worker's command line
   std::vector<std::string> server_args;   // appended to every pszero-server's command line
+
+  // Multi-node (launch/multinode.h): this node's part of a larger job. The defaults are a
+  // single-node job: the service runs here and the world is num_servers + num_workers.
+  int node_rank = 0;
+  bool host_service = true;    // false: the service runs elsewhere (master_addr:master_port)
+  std::string bind_addr;       // what the service binds; empty: master_addr
+  int world_workers = -1;      // workers in the whole job; -1: num_workers
+  int world_servers = -1;      // servers in the whole job; -1: num_servers
+  int worker_rank_offset = 0;  // global rank of this node's first worker (node-major order)
+  int server_rank_offset = 0;  // global rank of this node's first server
 };
 
 // Runs the job to its end and returns the launcher's exit code.

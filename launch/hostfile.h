@@ -1,0 +1,26 @@
+// Hostfiles as DeepSpeed and MPI read them: one host per line, `host slots=N`, `#` starts a
+// comment, blank lines are ignored. A host without `slots=` has one slot. Each host runs
+// one node launcher; its slots are its workers (docs/cluster.md).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace pszero {
+
+struct HostSlots {
+  std::string host;
+  int slots = 1;
+};
+
+// Parses hostfile text. `name` is what messages call the file. InvalidArgument
+// "NAME:LINE: why" on the first bad line (unknown key, bad or missing slots, extra words,
+// a host twice), or when there is no host at all.
+Result<std::vector<HostSlots>> ParseHostfile(const std::string& text, const std::string& name);
+
+// Reads and parses the file at `path`; IoError when it cannot be read.
+Result<std::vector<HostSlots>> ReadHostfile(const std::string& path);
+
+}  // namespace pszero
