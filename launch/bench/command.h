@@ -23,5 +23,7 @@ BenchCommand AddTrainCommand(CLI::App& root);
 BenchCommand AddPsCommand(CLI::App& root);
 BenchCommand AddReportTableCommand(CLI::App& root);
 BenchCommand AddSimulateCommand(CLI::App& root);
+BenchCommand AddCheckpointCommand(CLI::App& root);
+BenchCommand AddSoakCommand(CLI::App& root);
 
 }  // namespace pszero::bench

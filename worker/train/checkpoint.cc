@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -125,7 +126,9 @@ Result<fs::path> VerifyCheckpoint(const fs::path& path) {
   return dir;
 }
 
-Status WriteCheckpoint(const CheckpointContext& c, const fs::path& dir, int64_t steps_done) {
+Status WriteCheckpoint(const CheckpointContext& c, const fs::path& dir, int64_t steps_done,
+                       CheckpointStats* stats) {
+  const auto started = std::chrono::steady_clock::now();
   const int rank = c.world->rank();
   const int world = c.world->size();
   // Everything collective first: the full canonical parameters and moments on every rank.
@@ -160,6 +163,7 @@ Status WriteCheckpoint(const CheckpointContext& c, const fs::path& dir, int64_t 
   shard.tensors.push_back({"exp_avg", {end - begin}, {m.begin() + begin, m.begin() + end}});
   shard.tensors.push_back({"exp_avg_sq", {end - begin}, {v.begin() + begin, v.begin() + end}});
   PSZERO_RETURN_IF_ERROR(WriteSafetensors(tmp / ShardName(rank, world), shard));
+  int64_t written = static_cast<int64_t>(fs::file_size(tmp / ShardName(rank, world), ec));
   if (rank == 0) {
     SafetensorsFile weights;
     weights.metadata = {{"format", "pt"}, {"model", c.config->name}};
@@ -171,6 +175,7 @@ Status WriteCheckpoint(const CheckpointContext& c, const fs::path& dir, int64_t 
       at += n;
     }
     PSZERO_RETURN_IF_ERROR(WriteSafetensors(tmp / "model.safetensors", weights));
+    written += static_cast<int64_t>(fs::file_size(tmp / "model.safetensors", ec));
   }
   PSZERO_RETURN_IF_ERROR(c.world->Barrier());
   // Tests kill a worker here: the files are written, the checkpoint is not yet in place.
@@ -218,10 +223,20 @@ Status WriteCheckpoint(const CheckpointContext& c, const fs::path& dir, int64_t 
     std::sort(steps.begin(), steps.end());
     for (size_t i = 0; i + c.keep < steps.size(); ++i) fs::remove_all(steps[i], ec);
   }
-  return c.world->Barrier();
+  PSZERO_RETURN_IF_ERROR(c.world->Barrier());
+  if (stats != nullptr) {
+    ++stats->writes;
+    stats->bytes_written += written;
+    stats->write_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  }
+  return Status::Ok();
 }
 
-Result<int64_t> LoadCheckpoint(const CheckpointContext& c, const fs::path& path) {
+Result<int64_t> LoadCheckpoint(const CheckpointContext& c, const fs::path& path,
+                               CheckpointStats* stats) {
+  const auto started = std::chrono::steady_clock::now();
+  int64_t read = 0;
   PSZERO_ASSIGN_OR_RETURN(fs::path dir, ResolveCheckpoint(path));
   PSZERO_ASSIGN_OR_RETURN(const nlohmann::json manifest, ReadManifest(dir));
   const std::string where = (dir / "manifest.json").string();
@@ -234,6 +249,8 @@ Result<int64_t> LoadCheckpoint(const CheckpointContext& c, const fs::path& path)
   // Every file listed, checked against its sha256 before use.
   auto load = [&](const std::string& f) -> Result<SafetensorsFile> {
     PSZERO_RETURN_IF_ERROR(CheckFile(dir, manifest, f));
+    std::error_code size_ec;
+    read += static_cast<int64_t>(fs::file_size(dir / f, size_ec));
     return ReadSafetensors(dir / f);
   };
   PSZERO_ASSIGN_OR_RETURN(SafetensorsFile weights, load("model.safetensors"));
@@ -285,6 +302,11 @@ Result<int64_t> LoadCheckpoint(const CheckpointContext& c, const fs::path& path)
   PSZERO_ASSIGN_OR_RETURN(moments.v, model::LocalFromFull(*c.params, v, tp_rank, tp_size));
   PSZERO_RETURN_IF_ERROR(c.sync->Restore(local, moments));
   PSZERO_RETURN_IF_ERROR(c.world->Barrier());
+  if (stats != nullptr) {
+    stats->bytes_read += read;
+    stats->load_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  }
   return manifest.at("step").get<int64_t>();
 }
 

@@ -41,13 +41,25 @@ struct CheckpointContext {
   int keep = 2;  // checkpoints kept in the directory (older ones are removed)
 };
 
+// What one worker's checkpoint writes and loads cost (for the run report and
+// `pszero-bench checkpoint`).
+struct CheckpointStats {
+  int64_t writes = 0;
+  int64_t bytes_written = 0;  // by this worker (its files)
+  double write_seconds = 0;   // all writes, gathering and barriers included
+  int64_t bytes_read = 0;     // by this worker when loading
+  double load_seconds = 0;
+};
+
 // Collective over all workers: saves the state after `steps_done` steps into `dir`.
+// `stats` (may be null) accumulates this worker's share.
 Status WriteCheckpoint(const CheckpointContext& c, const std::filesystem::path& dir,
-                       int64_t steps_done);
+                       int64_t steps_done, CheckpointStats* stats = nullptr);
 
 // Collective: restores parameters and optimizer state from `path` (a step directory, or a
 // checkpoint directory holding `latest`); returns the number of steps already done.
-Result<int64_t> LoadCheckpoint(const CheckpointContext& c, const std::filesystem::path& path);
+Result<int64_t> LoadCheckpoint(const CheckpointContext& c, const std::filesystem::path& path,
+                               CheckpointStats* stats = nullptr);
 
 // The step directory `path` designates (following `latest`); NotFound naming it.
 Result<std::filesystem::path> ResolveCheckpoint(const std::filesystem::path& path);

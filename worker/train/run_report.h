@@ -28,6 +28,9 @@ struct RankFacts {
   int64_t psi = 0;  // parameters of this TP rank (without padding)
   SyncTraffic last_step;
   SyncTraffic total;
+  int64_t rss_after_first_step = 0;  // resident set size, bytes
+  int64_t rss_end = 0;
+  nlohmann::json checkpoint;  // CheckpointStats, or null
 };
 
 // One entry of "ranks": traffic beside theory, memory per category, model state measured

@@ -26,6 +26,14 @@ namespace pszero::train {
 
 namespace {
 
+// This process's resident set size (/proc/self/statm), 0 when unknown.
+int64_t ResidentBytes() {
+  std::ifstream in("/proc/self/statm");
+  int64_t pages_total = 0, pages_resident = 0;
+  if (!(in >> pages_total >> pages_resident)) return 0;
+  return pages_resident * static_cast<int64_t>(::sysconf(_SC_PAGESIZE));
+}
+
 int64_t RealParamCount(const model::ParamBuffer& params) {
   int64_t n = 0;
   for (const model::ParamView& v : params.views()) n += v.numel;
@@ -200,13 +208,15 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   ckpt.tp = run->tp.get();
   ckpt.world = worlds[0].get();
   int64_t first = 0;
+  CheckpointStats ckpt_stats;
   if (!flags.resume.empty()) {
-    PSZERO_ASSIGN_OR_RETURN(first, LoadCheckpoint(ckpt, flags.resume));
+    PSZERO_ASSIGN_OR_RETURN(first, LoadCheckpoint(ckpt, flags.resume, &ckpt_stats));
     LOG(INFO) << "resumed from " << flags.resume << " after step " << first;
   }
 
   const double tokens = static_cast<double>(config.tokens_per_step()) * dp_size;
   std::vector<StepRecord> steps;
+  int64_t rss_after_first_step = 0;
   auto train = [&]() -> Status {
   for (int64_t step = first; step < flags.steps; ++step) {
     const std::string point = "step" + std::to_string(step + 1);
@@ -224,6 +234,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
                                                 collectives::ReduceOp::kAvg));
     }
     steps.push_back({step + 1, loss, r.seconds});
+    if (step == first) rss_after_first_step = ResidentBytes();
     if (rank == 0) {
       // One plain line per step on stdout (the launcher's progress line reads it).
       std::printf("%s\n", StepLine(steps.back(), flags.steps, tokens / r.seconds).c_str());
@@ -233,7 +244,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
     if (!flags.checkpoint_dir.empty() &&
         ((flags.checkpoint_every > 0 && done % flags.checkpoint_every == 0) ||
          done == flags.steps)) {
-      PSZERO_RETURN_IF_ERROR(WriteCheckpoint(ckpt, flags.checkpoint_dir, done));
+      PSZERO_RETURN_IF_ERROR(WriteCheckpoint(ckpt, flags.checkpoint_dir, done, &ckpt_stats));
       if (rank == 0) LOG(INFO) << "checkpoint after step " << done << " in " << flags.checkpoint_dir;
     }
   }
@@ -261,6 +272,13 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
     facts.psi = psi;
     facts.last_step = run->sync->last_step_traffic();
     facts.total = run->sync->total_traffic();
+    facts.rss_after_first_step = rss_after_first_step;
+    facts.rss_end = ResidentBytes();
+    facts.checkpoint = {{"writes", ckpt_stats.writes},
+                        {"bytes_written", ckpt_stats.bytes_written},
+                        {"write_seconds", ckpt_stats.write_seconds},
+                        {"bytes_read", ckpt_stats.bytes_read},
+                        {"load_seconds", ckpt_stats.load_seconds}};
     const std::string key = "pszero/report/rank/";
     PSZERO_RETURN_IF_ERROR(
         client.Set(key + std::to_string(rank), RankReport(flags, facts, tracker).dump()));
