@@ -75,7 +75,6 @@ std::string BlobFor(Role role, int node_rank, int local_rank) {
 std::string GreetingKey(Role role, int rank) { return "pszero/hello/" + PeerTag(role, rank); }
 std::string Greeting(Role role, int rank) { return "hello from " + PeerTag(role, rank); }
 
-
 // Runs `hooks.serve` while a background thread waits in `barrier`, the workers' last one
 // (no wait deadline: the job's length is the workers' business; a lost peer still ends the
 // barrier with Unavailable).
@@ -147,7 +146,10 @@ class Rounds {
 bool FaultAsked(std::string_view action, std::string_view tag, std::string_view point) {
   const char* fault = std::getenv("PSZERO_FAULT_INJECT");
   if (fault == nullptr) return false;
-  if (fault != std::string(action) + ":" + std::string(tag) + ":" + std::string(point)) return false;
+  if (fault != std::string(action) + ":" + std::string(tag) + ":" + std::string(point))
+    return false;
+  // PSZERO_FAULT_ONCE=<path>: fire only if the file does not exist yet (and create it),
+  // so that a restarted job does not meet the same fault again.
   if (const char* once = std::getenv("PSZERO_FAULT_ONCE")) {
     const int fd = ::open(once, O_CREAT | O_EXCL | O_WRONLY, 0600);
     if (fd < 0) return false;
@@ -157,19 +159,8 @@ bool FaultAsked(std::string_view action, std::string_view tag, std::string_view 
 }
 
 void MaybeInjectFault(std::string_view tag, std::string_view point) {
-  const char* fault = std::getenv("PSZERO_FAULT_INJECT");
-  if (fault == nullptr) return;
-  const std::string where = ":" + std::string(tag) + ":" + std::string(point);
-  for (const auto& [action, sig] :
-       {std::pair{"sigkill", SIGKILL}, std::pair{"sigstop", SIGSTOP}}) {
-    if (fault == action + where) {
-      // PSZERO_FAULT_ONCE=<path>: fire only if the file does not exist yet (and create it),
-      // so that a restarted job does not meet the same fault again.
-      if (const char* once = std::getenv("PSZERO_FAULT_ONCE")) {
-        const int fd = ::open(once, O_CREAT | O_EXCL | O_WRONLY, 0600);
-        if (fd < 0) return;
-        ::close(fd);
-      }
+  for (const auto& [action, sig] : {std::pair{"sigkill", SIGKILL}, std::pair{"sigstop", SIGSTOP}}) {
+    if (FaultAsked(action, tag, point)) {
       LOG(WARNING) << "fault injection: " << action << " at '" << point << "'";
       ::raise(sig);
     }

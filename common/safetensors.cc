@@ -5,10 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "common/atomic_file.h"
 
@@ -31,7 +28,8 @@ std::string EncodeSafetensors(const SafetensorsFile& file) {
   uint64_t offset = 0;
   for (const SafeTensor& t : file.tensors) {
     const uint64_t bytes = t.data.size() * sizeof(float);
-    header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    header[t.name] = {
+        {"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string json = header.dump();
@@ -58,7 +56,8 @@ Result<SafetensorsFile> DecodeSafetensors(std::string_view bytes, const std::str
   };
   if (bytes.size() < 8) return bad("shorter than its 8-byte header length");
   uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
   if (n > bytes.size() - 8) {
     return bad("header of " + std::to_string(n) + " bytes but the file holds " +
                std::to_string(bytes.size()) + " (truncated?)");
@@ -86,7 +85,8 @@ Result<SafetensorsFile> DecodeSafetensors(std::string_view bytes, const std::str
     t.name = name;
     uint64_t numel = 1;
     for (const auto& d : entry["shape"]) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) return bad("tensor '" + name + "': bad shape");
+      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+        return bad("tensor '" + name + "': bad shape");
       t.shape.push_back(d.get<int64_t>());
       numel *= d.get<uint64_t>();
     }
@@ -121,21 +121,8 @@ Result<SafetensorsFile> DecodeSafetensors(std::string_view bytes, const std::str
   return out;
 }
 
-namespace {
-
-Result<std::string> ReadAll(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::NotFound(path.string() + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return Status::Corruption(path.string() + ": read error");
-  return ss.str();
-}
-
-}  // namespace
-
 Result<SafetensorsFile> ReadSafetensors(const std::filesystem::path& path) {
-  PSZERO_ASSIGN_OR_RETURN(std::string bytes, ReadAll(path));
+  PSZERO_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
   return DecodeSafetensors(bytes, path.string());
 }
 
@@ -153,7 +140,7 @@ std::string BytesSha256(std::string_view bytes) {
 }
 
 Result<std::string> FileSha256(const std::filesystem::path& path) {
-  PSZERO_ASSIGN_OR_RETURN(std::string bytes, ReadAll(path));
+  PSZERO_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
   return BytesSha256(bytes);
 }
 

@@ -47,20 +47,37 @@ int64_t Tracer::dropped() const {
 nlohmann::json Tracer::Events() const {
   std::lock_guard lock(mu_);
   nlohmann::json out = nlohmann::json::array();
-  out.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", pid_}, {"tid", 0},
+  out.push_back({{"ph", "M"},
+                 {"name", "process_name"},
+                 {"pid", pid_},
+                 {"tid", 0},
                  {"args", {{"name", process_name_}}}});
-  out.push_back({{"ph", "M"}, {"name", "process_sort_index"}, {"pid", pid_}, {"tid", 0},
+  out.push_back({{"ph", "M"},
+                 {"name", "process_sort_index"},
+                 {"pid", pid_},
+                 {"tid", 0},
                  {"args", {{"sort_index", pid_}}}});
   for (const auto& [tid, name] : thread_names_) {
-    out.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", pid_}, {"tid", tid},
+    out.push_back({{"ph", "M"},
+                   {"name", "thread_name"},
+                   {"pid", pid_},
+                   {"tid", tid},
                    {"args", {{"name", name}}}});
   }
   for (const Event& e : events_) {
-    out.push_back({{"ph", "X"}, {"name", e.name}, {"cat", e.category}, {"ts", e.start_us},
-                   {"dur", e.duration_us}, {"pid", pid_}, {"tid", e.tid}});
+    out.push_back({{"ph", "X"},
+                   {"name", e.name},
+                   {"cat", e.category},
+                   {"ts", e.start_us},
+                   {"dur", e.duration_us},
+                   {"pid", pid_},
+                   {"tid", e.tid}});
   }
   if (dropped_ > 0) {
-    out.push_back({{"ph", "M"}, {"name", "dropped_events"}, {"pid", pid_}, {"tid", 0},
+    out.push_back({{"ph", "M"},
+                   {"name", "dropped_events"},
+                   {"pid", pid_},
+                   {"tid", 0},
                    {"args", {{"count", dropped_}}}});
   }
   return out;

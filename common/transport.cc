@@ -7,18 +7,22 @@ Status CompletionStatus(const Completion& completion) {
   return completion.status;
 }
 
+void Request::AbandonIfPending() {
+  if (completion_ && !completion_->done && transport_ != nullptr) {
+    transport_->Abandon(completion_.get());
+  }
+}
+
 Request& Request::operator=(Request&& other) noexcept {
   if (this != &other) {
-    if (completion_ && !completion_->done && transport_ != nullptr) transport_->Abandon(completion_.get());
+    AbandonIfPending();
     completion_ = std::move(other.completion_);
     transport_ = other.transport_;
   }
   return *this;
 }
 
-Request::~Request() {
-  if (completion_ && !completion_->done && transport_ != nullptr) transport_->Abandon(completion_.get());
-}
+Request::~Request() { AbandonIfPending(); }
 
 bool Request::Test() {
   if (!completion_) return false;

@@ -105,6 +105,8 @@ class Request {
   const Completion* completion() const { return completion_.get(); }
 
  private:
+  void AbandonIfPending();
+
   std::shared_ptr<Completion> completion_;
   Transport* transport_ = nullptr;
 };

@@ -11,11 +11,11 @@ int main(int argc, char** argv) {
   auto app = pszero::MakeApp("pszero-bench", "pszero-bench: benchmarks for pszero");
   app->require_subcommand(1, 1);
   std::vector<pszero::bench::BenchCommand> commands = {
-      pszero::bench::AddStreamCommand(*app),  pszero::bench::AddRendezvousCommand(*app),
-      pszero::bench::AddP2pCommand(*app),     pszero::bench::AddCollectiveCommand(*app),
-      pszero::bench::AddKernelsCommand(*app), pszero::bench::AddTrainCommand(*app),
-      pszero::bench::AddPsCommand(*app),      pszero::bench::AddReportTableCommand(*app),
-      pszero::bench::AddSimulateCommand(*app),      pszero::bench::AddCheckpointCommand(*app),
+      pszero::bench::AddStreamCommand(*app),   pszero::bench::AddRendezvousCommand(*app),
+      pszero::bench::AddP2pCommand(*app),      pszero::bench::AddCollectiveCommand(*app),
+      pszero::bench::AddKernelsCommand(*app),  pszero::bench::AddTrainCommand(*app),
+      pszero::bench::AddPsCommand(*app),       pszero::bench::AddReportTableCommand(*app),
+      pszero::bench::AddSimulateCommand(*app), pszero::bench::AddCheckpointCommand(*app),
       pszero::bench::AddSoakCommand(*app),
   };
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/stats.h"
 #include "common/temp_dir.h"
 #include "launch/bench/child_run.h"
 #include "launch/bench/command.h"
@@ -42,18 +43,22 @@ struct JobFlags {
 };
 
 // The tiny custom GPT the soak runs by default (thousands of steps in a minute).
-const std::vector<std::string> kTinyModel = {"--model", "custom", "--layers", "2",
-                                             "--d-model", "64", "--heads", "4", "--seq", "16",
-                                             "--batch", "4", "--vocab", "64"};
+const std::vector<std::string> kTinyModel = {"--model", "custom",  "--layers", "2",     "--d-model",
+                                             "64",      "--heads", "4",        "--seq", "16",
+                                             "--batch", "4",       "--vocab",  "64"};
 
 Result<nlohmann::json> RunJob(const JobFlags& f, std::vector<std::string> extra,
                               const fs::path& report) {
   const std::string bin = f.bin_dir.empty() ? ExecutableDir() : f.bin_dir;
   std::vector<std::string> argv = {(fs::path(bin) / "pszero-launch").string(),
-                                   "--workers", std::to_string(f.workers),
-                                   "--tp", std::to_string(f.tp),
-                                   "--sync", f.sync,
-                                   "--report", report.string()};
+                                   "--workers",
+                                   std::to_string(f.workers),
+                                   "--tp",
+                                   std::to_string(f.tp),
+                                   "--sync",
+                                   f.sync,
+                                   "--report",
+                                   report.string()};
   if (f.model == "tiny") {
     argv.insert(argv.end(), kTinyModel.begin(), kTinyModel.end());
   } else {
@@ -61,7 +66,8 @@ Result<nlohmann::json> RunJob(const JobFlags& f, std::vector<std::string> extra,
   }
   argv.insert(argv.end(), extra.begin(), extra.end());
   PSZERO_ASSIGN_OR_RETURN(
-      ChildRun run, RunChild(argv, std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1e3))));
+      ChildRun run,
+      RunChild(argv, std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1e3))));
   if (!run.ok()) {
     return Status::Internal("pszero-launch " + run.Describe() + ":\n" + LastLines(run.err, 8));
   }
@@ -69,15 +75,6 @@ Result<nlohmann::json> RunJob(const JobFlags& f, std::vector<std::string> extra,
   nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
   if (doc.is_discarded()) return Status::Corruption(report.string() + ": unreadable report");
   return doc;
-}
-
-struct Spread {
-  double median = 0, min = 0, max = 0;
-};
-
-Spread Summarize(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return {v[v.size() / 2], v.front(), v.back()};
 }
 
 int Fail(const char* what, const Status& s) {
@@ -113,10 +110,13 @@ int RunCheckpointBench(const JobFlags& f) {
     load_gbs.push_back(read / load_s * 1e-9);
     bytes.push_back(written);
   }
-  const Spread w = Summarize(write_gbs), l = Summarize(load_gbs);
+  const Summary w = Summarize(write_gbs), l = Summarize(load_gbs);
   if (f.json) {
-    nlohmann::json doc = {{"model", f.model}, {"workers", f.workers}, {"tp", f.tp},
-                          {"sync", f.sync}, {"repeats", f.repeats},
+    nlohmann::json doc = {{"model", f.model},
+                          {"workers", f.workers},
+                          {"tp", f.tp},
+                          {"sync", f.sync},
+                          {"repeats", f.repeats},
                           {"checkpoint_bytes", bytes.front()},
                           {"write_gbs", {{"median", w.median}, {"min", w.min}, {"max", w.max}}},
                           {"load_gbs", {{"median", l.median}, {"min", l.min}, {"max", l.max}}}};
@@ -124,7 +124,8 @@ int RunCheckpointBench(const JobFlags& f) {
   } else {
     std::printf("# pszero-bench checkpoint: %s, %d workers (tp %d), --sync %s, %d repeats\n",
                 f.model.c_str(), f.workers, f.tp, f.sync.c_str(), f.repeats);
-    std::printf("# checkpoint %.1f MiB; GB/s = 1e9 B/s, median (min-max)\n", bytes.front() / 1048576.0);
+    std::printf("# checkpoint %.1f MiB; GB/s = 1e9 B/s, median (min-max)\n",
+                bytes.front() / 1048576.0);
     std::printf("write  %8.3f GB/s  (%.3f-%.3f)\n", w.median, w.min, w.max);
     std::printf("load   %8.3f GB/s  (%.3f-%.3f)\n", l.median, l.min, l.max);
   }
@@ -144,20 +145,27 @@ int RunSoak(const JobFlags& f) {
     const double end = r["rss_bytes"]["end"].get<double>();
     const double growth = start > 0 ? (end - start) / start * 100.0 : 0.0;
     worst = std::max(worst, growth);
-    ranks.push_back({{"rank", r["rank"]}, {"rss_start_bytes", start}, {"rss_end_bytes", end},
+    ranks.push_back({{"rank", r["rank"]},
+                     {"rss_start_bytes", start},
+                     {"rss_end_bytes", end},
                      {"growth_percent", growth}});
   }
   if (f.json) {
-    std::cout << nlohmann::json({{"model", f.model}, {"workers", f.workers}, {"sync", f.sync},
-                                 {"steps", f.steps}, {"ranks", ranks},
+    std::cout << nlohmann::json({{"model", f.model},
+                                 {"workers", f.workers},
+                                 {"sync", f.sync},
+                                 {"steps", f.steps},
+                                 {"ranks", ranks},
                                  {"max_growth_percent", worst},
                                  {"median_step_s", (*doc)["summary"]["median_step_s"]}})
                      .dump(2)
               << "\n";
     return 0;
   }
-  std::printf("# pszero-bench soak: %s, %d workers, --sync %s, %lld steps; RSS after step 1 and at the end\n",
-              f.model.c_str(), f.workers, f.sync.c_str(), static_cast<long long>(f.steps));
+  std::printf(
+      "# pszero-bench soak: %s, %d workers, --sync %s, %lld steps; RSS after step 1 and at the "
+      "end\n",
+      f.model.c_str(), f.workers, f.sync.c_str(), static_cast<long long>(f.steps));
   std::printf("# rank   start MiB     end MiB   growth %%\n");
   for (const nlohmann::json& r : ranks) {
     std::printf("  %4d  %10.2f  %10.2f  %9.3f\n", r["rank"].get<int>(),
@@ -186,7 +194,8 @@ void AddJobFlags(CLI::App* app, JobFlags& f) {
 BenchCommand AddCheckpointCommand(CLI::App& root) {
   auto f = std::make_shared<JobFlags>();
   CLI::App* app = root.add_subcommand(
-      "checkpoint", "Checkpoint write and load GB/s of a real job (pszero-launch --checkpoint-dir, --resume)");
+      "checkpoint",
+      "Checkpoint write and load GB/s of a real job (pszero-launch --checkpoint-dir, --resume)");
   app->add_option("--model", f->model, "mlp, gpt-tiny, gpt-small, or tiny (a small custom GPT)")
       ->check(CLI::IsMember({"mlp", "gpt-tiny", "gpt-small", "tiny"}));
   app->add_option("--repeats", f->repeats, "Write+load rounds")->check(CLI::Range(1, 100));
@@ -200,7 +209,8 @@ BenchCommand AddSoakCommand(CLI::App& root) {
   f->workers = 8;
   CLI::App* app = root.add_subcommand(
       "soak", "A long job; every worker's RSS after its first step and at the end");
-  app->add_option("--model", f->model, "tiny (default: a small custom GPT), mlp, gpt-tiny, gpt-small")
+  app->add_option("--model", f->model,
+                  "tiny (default: a small custom GPT), mlp, gpt-tiny, gpt-small")
       ->check(CLI::IsMember({"mlp", "gpt-tiny", "gpt-small", "tiny"}));
   app->add_option("--steps", f->steps, "Steps")->check(CLI::Range(int64_t{2}, int64_t{1} << 30));
   AddJobFlags(app, *f);

@@ -20,9 +20,8 @@ ProcessResult Bench(std::vector<std::string> args) {
 }
 
 TEST(BenchJobsCliTest, CheckpointWriteAndLoadRates) {
-  const ProcessResult r =
-      Bench({"checkpoint", "--model", "tiny", "--workers", "2", "--sync", "zero2", "--repeats",
-             "2", "--json"});
+  const ProcessResult r = Bench({"checkpoint", "--model", "tiny", "--workers", "2", "--sync",
+                                 "zero2", "--repeats", "2", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const nlohmann::json doc = nlohmann::json::parse(r.out);
   // tiny custom GPT (d=64, 2 layers, vocab 64, seq 16): embeddings 64·64 + 16·64 = 5,120;

@@ -74,10 +74,10 @@ TEST(HooksTest, UnitsTileTheBufferAndHooksFireInOrderWithFinalGradients) {
   ASSERT_TRUE((*m)->Backward(&hooks).ok());
   // Forward: embed, h.0, h.1, ln_f, then embed again for the tied head. Backward: the
   // head (embed's parameters), ln_f, h.1, h.0, and embed's gradients last.
-  const std::vector<std::pair<char, int>> want = {
-      {'F', 0}, {'D', 0}, {'F', 1}, {'D', 1}, {'F', 2}, {'D', 2}, {'F', 3}, {'D', 3},
-      {'F', 0}, {'D', 0}, {'B', 0}, {'D', 0}, {'B', 3}, {'G', 3}, {'B', 2}, {'G', 2},
-      {'B', 1}, {'G', 1}, {'G', 0}};
+  const std::vector<std::pair<char, int>> want = {{'F', 0}, {'D', 0}, {'F', 1}, {'D', 1}, {'F', 2},
+                                                  {'D', 2}, {'F', 3}, {'D', 3}, {'F', 0}, {'D', 0},
+                                                  {'B', 0}, {'D', 0}, {'B', 3}, {'G', 3}, {'B', 2},
+                                                  {'G', 2}, {'B', 1}, {'G', 1}, {'G', 0}};
   EXPECT_EQ(hooks.events, want);
   // What each unit had when it was declared ready is what it has at the end of backward.
   for (size_t i = 0; i < hooks.ready.size(); ++i) {

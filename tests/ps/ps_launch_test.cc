@@ -91,8 +91,8 @@ TEST(PsLaunchTest, ServersExitZeroOnceTheWorkersHaveTrained) {
 TEST(PsLaunchTest, BspFinalParamsMatchAllreduceForAnyServerCount) {
   // D = 2 (T = 2) and D = 4 (T = 1) replicas; S = 1 and 2 servers.
   for (const char* tp : {"2", "1"}) {
-    const std::vector<std::string> common = Cat(
-        {"--workers", "4", "--tp", tp, "--deterministic", "--timeout", "200"}, TinyTraining(3));
+    const std::vector<std::string> common =
+        Cat({"--workers", "4", "--tp", tp, "--deterministic", "--timeout", "200"}, TinyTraining(3));
     ProcessResult allreduce = Launch(Cat({"--sync", "allreduce"}, common));
     ASSERT_EQ(allreduce.exit_code, 0) << allreduce.out << allreduce.err;
     const std::string want = PrintedSha(allreduce.out);
@@ -102,7 +102,8 @@ TEST(PsLaunchTest, BspFinalParamsMatchAllreduceForAnyServerCount) {
           std::vector<std::string>{"--servers", "2", "--ps-slice-mb", "0.01"}}) {
       ProcessResult ps = Launch(Cat(Cat(servers, {"--sync", "ps"}), common));
       ASSERT_EQ(ps.exit_code, 0) << ps.out << ps.err;
-      EXPECT_EQ(PrintedSha(ps.out), want) << "T=" << tp << ", " << servers[1] << " servers\n" << ps.out;
+      EXPECT_EQ(PrintedSha(ps.out), want) << "T=" << tp << ", " << servers[1] << " servers\n"
+                                          << ps.out;
     }
   }
 }

@@ -31,8 +31,8 @@ using ::pszero::testing::RunProcess;
 namespace fs = std::filesystem;
 
 const std::vector<std::string> kModel = {
-    "--model", "custom", "--layers", "2",  "--d-model", "64", "--heads",        "4", "--seq",
-    "16",      "--batch", "4",       "--vocab", "64",   "--seed",    "5",  "--deterministic"};
+    "--model", "custom", "--layers", "2",  "--d-model", "64", "--heads",        "4", "--seq", "16",
+    "--batch", "4",      "--vocab",  "64", "--seed",    "5",  "--deterministic"};
 
 ProcessResult Launch(std::vector<std::string> extra, const std::vector<std::string>& env = {}) {
   ::unsetenv("PSZERO_FAULT_INJECT");
@@ -48,7 +48,9 @@ std::string ManifestSha(const fs::path& step_dir) {
   return nlohmann::json::parse(in)["params_sha256"];
 }
 
-int CountLines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+int CountLines(const std::string& s) {
+  return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
+}
 
 class CheckpointTest : public ::testing::Test {
  protected:
@@ -84,8 +86,8 @@ TEST_F(CheckpointTest, ResumedInAnotherModeContinuesBitForBit) {
   EXPECT_EQ(losses.at(3), full_losses_.at(3));
   EXPECT_EQ(losses.at(4), full_losses_.at(4));
   // The directory's `latest` is the final step.
-  const ProcessResult again = Launch({"--workers", "2", "--sync", "zero2", "--steps", "4",
-                                      "--resume", ck_.string()});
+  const ProcessResult again =
+      Launch({"--workers", "2", "--sync", "zero2", "--steps", "4", "--resume", ck_.string()});
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_EQ(PrintedSha(again.out), full_sha_);
   EXPECT_TRUE(PrintedLosses(again.out).empty());
@@ -135,10 +137,9 @@ TEST_F(CheckpointTest, CorruptOrTruncatedFilesAreRefusedNamingThem) {
 
 TEST_F(CheckpointTest, KillDuringWriteLeavesThePreviousCheckpoint) {
   const fs::path ck = dir_->path() / "killed";
-  const ProcessResult r =
-      Launch({"--workers", "2", "--sync", "zero2", "--steps", "3", "--checkpoint-dir", ck.string(),
-              "--checkpoint-every", "1"},
-             {"PSZERO_FAULT_INJECT=sigkill:w0:checkpoint3"});
+  const ProcessResult r = Launch({"--workers", "2", "--sync", "zero2", "--steps", "3",
+                                  "--checkpoint-dir", ck.string(), "--checkpoint-every", "1"},
+                                 {"PSZERO_FAULT_INJECT=sigkill:w0:checkpoint3"});
   EXPECT_NE(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("fault injection: sigkill at 'checkpoint3'"), std::string::npos) << r.err;
   // step 3's files were written into the temporary directory, never put in place.
@@ -146,8 +147,8 @@ TEST_F(CheckpointTest, KillDuringWriteLeavesThePreviousCheckpoint) {
   Result<fs::path> latest = VerifyCheckpoint(ck);
   ASSERT_TRUE(latest.ok()) << latest.status().ToString();
   EXPECT_EQ(latest->filename(), "step-00000002");
-  const ProcessResult resumed = Launch({"--workers", "2", "--sync", "zero2", "--steps", "2",
-                                        "--resume", ck.string()});
+  const ProcessResult resumed =
+      Launch({"--workers", "2", "--sync", "zero2", "--steps", "2", "--resume", ck.string()});
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_EQ(PrintedSha(resumed.out), ManifestSha(*latest));
 }

@@ -18,6 +18,7 @@
 
 #include "common/kv_store.h"
 #include "common/ucx/ucx_transport.h"
+#include "tests/model/model_test_util.h"
 #include "worker/model/full_params.h"
 #include "worker/train/data_parallel.h"
 #include "worker/train/training_rank.h"
@@ -38,17 +39,10 @@ struct RankOutcome {
   int gathered_units_peak = 0;
 };
 
+// The tests' small GPT (tests/model/model_test_util.h) with a third layer: more buckets.
 model::ModelConfig TestGpt() {
-  model::ModelConfig c;
-  c.name = "custom";
-  c.kind = model::ModelKind::kGpt;
+  model::ModelConfig c = testing::SmallGpt();
   c.layers = 3;
-  c.d_model = 32;
-  c.heads = 4;
-  c.seq = 8;
-  c.batch = 2;
-  c.ffn_mult = 4;
-  c.vocab = 64;
   return c;
 }
 
@@ -87,8 +81,7 @@ Status RunRank(const model::ModelConfig& config, const TrainFlags& flags, int ra
   return Status::Ok();
 }
 
-std::vector<RankOutcome> RunJob(const model::ModelConfig& config, const TrainFlags& flags,
-                                int dp) {
+std::vector<RankOutcome> RunJob(const model::ModelConfig& config, const TrainFlags& flags, int dp) {
   const int world = flags.tp * dp;
   InMemoryKeyValueStore store;
   std::vector<std::unique_ptr<ucx::UcxTransport>> transports(2 * world);
@@ -155,8 +148,8 @@ TEST_P(SyncModesTest, EveryModeMatchesAllReduce) {
     // Every replica ends with the same parameters.
     for (const RankOutcome& r : ref) EXPECT_EQ(r.full, ref[0].full);
     for (const char* mode : kModes) {
-      SCOPED_TRACE(std::string(mode) + (deterministic ? " deterministic" : " ring") + " T=" +
-                   std::to_string(shape.tp) + " D=" + std::to_string(shape.dp));
+      SCOPED_TRACE(std::string(mode) + (deterministic ? " deterministic" : " ring") +
+                   " T=" + std::to_string(shape.tp) + " D=" + std::to_string(shape.dp));
       const std::vector<RankOutcome> got =
           RunJob(config, Flags(mode, shape.tp, deterministic), shape.dp);
       ASSERT_EQ(got.size(), ref.size());

@@ -1,7 +1,8 @@
 #include "worker/collectives/flight_recorder.h"
 
-#include <chrono>
 #include <sstream>
+
+#include "common/trace.h"
 
 namespace pszero::collectives {
 
@@ -9,11 +10,8 @@ namespace {
 
 thread_local std::string t_label;
 
-int64_t NowUs() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+// The trace's clock (wall clock, µs), so recorder and timeline line up.
+int64_t NowUs() { return Tracer::NowUs(); }
 
 }  // namespace
 
@@ -85,8 +83,13 @@ std::string FlightRecorder::Dump() const {
 }
 
 nlohmann::json ToJson(const OpRecord& r) {
-  return {{"id", r.id}, {"comm", r.comm},   {"seq", r.seq},     {"comm_rank", r.comm_rank},
-          {"comm_size", r.comm_size}, {"op", r.op}, {"label", r.label},
+  return {{"id", r.id},
+          {"comm", r.comm},
+          {"seq", r.seq},
+          {"comm_rank", r.comm_rank},
+          {"comm_size", r.comm_size},
+          {"op", r.op},
+          {"label", r.label},
           {"start_us", r.start_us}};
 }
 

@@ -14,10 +14,10 @@ Result<std::unique_ptr<AllReduceSync>> AllReduceSync::Create(model::ParamBuffer*
     s->pending_units_[b] = s->buckets_[b].end_unit - s->buckets_[b].first_unit;
   }
   const int64_t n = params->numel();
-  PSZERO_ASSIGN_OR_RETURN(s->m_, Tensor::Zeros({n}, DType::kFloat32, MemoryCategory::kOptimizer,
-                                               options.tracker));
-  PSZERO_ASSIGN_OR_RETURN(s->v_, Tensor::Zeros({n}, DType::kFloat32, MemoryCategory::kOptimizer,
-                                               options.tracker));
+  PSZERO_ASSIGN_OR_RETURN(
+      s->m_, Tensor::Zeros({n}, DType::kFloat32, MemoryCategory::kOptimizer, options.tracker));
+  PSZERO_ASSIGN_OR_RETURN(
+      s->v_, Tensor::Zeros({n}, DType::kFloat32, MemoryCategory::kOptimizer, options.tracker));
   return s;
 }
 
@@ -30,9 +30,8 @@ Status AllReduceSync::GradientsReady(int unit) {
   pending_units_[b] = bucket.end_unit - bucket.first_unit;  // for the next step
   Tensor grads = Floats(params_->grads().data<float>() + bucket.begin, bucket.size());
   collectives::Communicator* group = options_.group;
-  Enqueue("allreduce bucket " + std::to_string(b), [group, grads] {
-    return group->AllReduce(grads, collectives::ReduceOp::kSum);
-  });
+  Enqueue("allreduce bucket " + std::to_string(b),
+          [group, grads] { return group->AllReduce(grads, collectives::ReduceOp::kSum); });
   return Status::Ok();
 }
 
@@ -45,16 +44,11 @@ Status AllReduceSync::Step(int64_t step) {
 }
 
 Result<Moments> AllReduceSync::LocalMoments(const model::ParamBuffer&) {
-  const int64_t n = params_->numel();
-  return Moments{std::vector<float>(m_.data<float>(), m_.data<float>() + n),
-                 std::vector<float>(v_.data<float>(), v_.data<float>() + n)};
+  return CopyMoments(m_, v_);
 }
 
 Status AllReduceSync::Restore(const std::vector<float>& params, const Moments& moments) {
-  std::copy(params.begin(), params.end(), params_->params().data<float>());
-  std::copy(moments.m.begin(), moments.m.end(), m_.data<float>());
-  std::copy(moments.v.begin(), moments.v.end(), v_.data<float>());
-  return params_->RefreshBf16();
+  return RestoreWhole(params_, params, moments, m_, v_);
 }
 
 }  // namespace pszero::train

@@ -4,18 +4,16 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <system_error>
 
 #include "common/atomic_file.h"
 #include "common/control_plane_main.h"
-#include "common/wire.h"
 #include "common/report.h"
 #include "common/safetensors.h"
+#include "common/stats.h"
+#include "common/wire.h"
 #include "worker/model/full_params.h"
 
 namespace pszero::train {
@@ -48,14 +46,6 @@ Status SyncDirectory(const fs::path& dir) {
   return rc == 0 ? Status::Ok() : Status::IoError(dir.string() + ": fsync failed");
 }
 
-Result<std::string> ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::NotFound(path.string() + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Canonical key range of worker `rank` of `world` over `n` values.
 std::pair<int64_t, int64_t> Range(int64_t n, int rank, int world) {
   return {n * rank / world, n * (rank + 1) / world};
@@ -74,7 +64,7 @@ nlohmann::json ModelJson(const model::ModelConfig& m) {
 Result<fs::path> ResolveCheckpoint(const fs::path& path) {
   if (fs::exists(path / "manifest.json")) return path;
   if (fs::exists(path / "latest")) {
-    PSZERO_ASSIGN_OR_RETURN(std::string name, ReadText(path / "latest"));
+    PSZERO_ASSIGN_OR_RETURN(std::string name, ReadFile(path / "latest"));
     while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
     if (name.empty() || name.find('/') != std::string::npos) {
       return Status::Corruption((path / "latest").string() + ": not a checkpoint name");
@@ -84,13 +74,14 @@ Result<fs::path> ResolveCheckpoint(const fs::path& path) {
     }
     return path / name;
   }
-  return Status::NotFound(path.string() + ": no checkpoint here (neither manifest.json nor latest)");
+  return Status::NotFound(path.string() +
+                          ": no checkpoint here (neither manifest.json nor latest)");
 }
 
 namespace {
 
 Result<nlohmann::json> ReadManifest(const fs::path& dir) {
-  PSZERO_ASSIGN_OR_RETURN(std::string text, ReadText(dir / "manifest.json"));
+  PSZERO_ASSIGN_OR_RETURN(std::string text, ReadFile(dir / "manifest.json"));
   nlohmann::json manifest = nlohmann::json::parse(text, nullptr, false);
   if (manifest.is_discarded() || !manifest.is_object() ||
       manifest.value("format", "") != "pszero.checkpoint/1" || !manifest.contains("files") ||
@@ -128,7 +119,7 @@ Result<fs::path> VerifyCheckpoint(const fs::path& path) {
 
 Status WriteCheckpoint(const CheckpointContext& c, const fs::path& dir, int64_t steps_done,
                        CheckpointStats* stats) {
-  const auto started = std::chrono::steady_clock::now();
+  const Stopwatch watch;
   const int rank = c.world->rank();
   const int world = c.world->size();
   // Everything collective first: the full canonical parameters and moments on every rank.
@@ -179,8 +170,7 @@ Status WriteCheckpoint(const CheckpointContext& c, const fs::path& dir, int64_t 
   }
   PSZERO_RETURN_IF_ERROR(c.world->Barrier());
   // Tests kill a worker here: the files are written, the checkpoint is not yet in place.
-  MaybeInjectFault(PeerTag(Role::kWorker, rank),
-                   "checkpoint" + std::to_string(steps_done));
+  MaybeInjectFault(PeerTag(Role::kWorker, rank), "checkpoint" + std::to_string(steps_done));
 
   if (rank == 0) {
     nlohmann::json files = nlohmann::json::object();
@@ -227,15 +217,14 @@ Status WriteCheckpoint(const CheckpointContext& c, const fs::path& dir, int64_t 
   if (stats != nullptr) {
     ++stats->writes;
     stats->bytes_written += written;
-    stats->write_seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    stats->write_seconds += watch.ElapsedSeconds();
   }
   return Status::Ok();
 }
 
 Result<int64_t> LoadCheckpoint(const CheckpointContext& c, const fs::path& path,
                                CheckpointStats* stats) {
-  const auto started = std::chrono::steady_clock::now();
+  const Stopwatch watch;
   int64_t read = 0;
   PSZERO_ASSIGN_OR_RETURN(fs::path dir, ResolveCheckpoint(path));
   PSZERO_ASSIGN_OR_RETURN(const nlohmann::json manifest, ReadManifest(dir));
@@ -243,8 +232,7 @@ Result<int64_t> LoadCheckpoint(const CheckpointContext& c, const fs::path& path,
   if (!manifest.contains("model") || manifest.at("model") != ModelJson(*c.config)) {
     return Status::InvalidArgument("--resume " + dir.string() + ": checkpoint of model " +
                                    manifest.value("model", nlohmann::json()).dump() +
-                                   ", this run trains " +
-                                   ModelJson(*c.config).dump());
+                                   ", this run trains " + ModelJson(*c.config).dump());
   }
   // Every file listed, checked against its sha256 before use.
   auto load = [&](const std::string& f) -> Result<SafetensorsFile> {
@@ -304,8 +292,7 @@ Result<int64_t> LoadCheckpoint(const CheckpointContext& c, const fs::path& path,
   PSZERO_RETURN_IF_ERROR(c.world->Barrier());
   if (stats != nullptr) {
     stats->bytes_read += read;
-    stats->load_seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    stats->load_seconds += watch.ElapsedSeconds();
   }
   return manifest.at("step").get<int64_t>();
 }

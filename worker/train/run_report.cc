@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "common/stats.h"
 #include "worker/train/data_parallel.h"
 
 namespace pszero::train {
@@ -61,46 +62,39 @@ nlohmann::json RunReport(const TrainFlags& flags, const model::ModelConfig& conf
                          {"tokens_per_s", s.seconds > 0 ? tokens / s.seconds : 0.0}});
     times.push_back(s.seconds);
   }
-  double median = 0.0;
-  if (!times.empty()) {
-    std::sort(times.begin(), times.end());
-    const size_t n = times.size();
-    median = n % 2 == 1 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
-  }
+  const double median = Summarize(times).median;
   int64_t peak_max = 0;
   for (const nlohmann::json& r : ranks) {
-    peak_max = std::max(peak_max,
-                        r["memory"]["model_state"]["measured_peak"].get<int64_t>());
+    peak_max = std::max(peak_max, r["memory"]["model_state"]["measured_peak"].get<int64_t>());
   }
-  nlohmann::json doc = {
-      {"schema", "pszero.run/1"},
-      {"flags",
-       {{"sync", flags.sync},
-        {"model", flags.model},
-        {"workers", workers},
-        {"servers", servers},
-        {"tp", flags.tp},
-        {"dp", dp},
-        {"steps", flags.steps},
-        {"seed", flags.seed},
-        {"precision", flags.precision},
-        {"device", flags.device},
-        {"deterministic", flags.deterministic},
-        {"bucket_mb", flags.bucket_mb},
-        {"threads", flags.threads}}},
-      {"model",
-       {{"name", config.name},
-        {"params", model::ParamCount(config)},
-        {"params_per_tp_rank", params_per_tp_rank},
-        {"tokens_per_step", tokens}}},
-      {"steps", step_list},
-      {"summary",
-       {{"median_step_s", median},
-        {"tokens_per_s", median > 0 ? tokens / median : 0.0},
-        {"final_loss", steps.empty() ? 0.0 : steps.back().loss},
-        {"peak_model_state_bytes_max", peak_max}}},
-      {"final_params_sha256", sha256},
-      {"ranks", std::move(ranks)}};
+  nlohmann::json doc = {{"schema", "pszero.run/1"},
+                        {"flags",
+                         {{"sync", flags.sync},
+                          {"model", flags.model},
+                          {"workers", workers},
+                          {"servers", servers},
+                          {"tp", flags.tp},
+                          {"dp", dp},
+                          {"steps", flags.steps},
+                          {"seed", flags.seed},
+                          {"precision", flags.precision},
+                          {"device", flags.device},
+                          {"deterministic", flags.deterministic},
+                          {"bucket_mb", flags.bucket_mb},
+                          {"threads", flags.threads}}},
+                        {"model",
+                         {{"name", config.name},
+                          {"params", model::ParamCount(config)},
+                          {"params_per_tp_rank", params_per_tp_rank},
+                          {"tokens_per_step", tokens}}},
+                        {"steps", step_list},
+                        {"summary",
+                         {{"median_step_s", median},
+                          {"tokens_per_s", median > 0 ? tokens / median : 0.0},
+                          {"final_loss", steps.empty() ? 0.0 : steps.back().loss},
+                          {"peak_model_state_bytes_max", peak_max}}},
+                        {"final_params_sha256", sha256},
+                        {"ranks", std::move(ranks)}};
   if (!server_stats.is_null()) doc["servers"] = std::move(server_stats);
   return doc;
 }

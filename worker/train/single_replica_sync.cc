@@ -24,16 +24,11 @@ Status SingleReplicaSync::Step(int64_t step) {
 }
 
 Result<Moments> SingleReplicaSync::LocalMoments(const model::ParamBuffer&) {
-  const int64_t n = params_->numel();
-  return Moments{std::vector<float>(m_.data<float>(), m_.data<float>() + n),
-                 std::vector<float>(v_.data<float>(), v_.data<float>() + n)};
+  return CopyMoments(m_, v_);
 }
 
 Status SingleReplicaSync::Restore(const std::vector<float>& params, const Moments& moments) {
-  std::copy(params.begin(), params.end(), params_->params().data<float>());
-  std::copy(moments.m.begin(), moments.m.end(), m_.data<float>());
-  std::copy(moments.v.begin(), moments.v.end(), v_.data<float>());
-  return params_->RefreshBf16();
+  return RestoreWhole(params_, params, moments, m_, v_);
 }
 
 }  // namespace pszero::train

@@ -59,6 +59,12 @@ class SyncStrategy : public model::LayerHooks {
   virtual SyncTraffic total_traffic() const { return {}; }
 };
 
+// For strategies that keep whole (unsharded) moments m, v of params.numel() values:
+// copies of them, and a restore of parameters (then the bf16 copy) and moments.
+Moments CopyMoments(const Tensor& m, const Tensor& v);
+Status RestoreWhole(model::ParamBuffer* params, const std::vector<float>& values,
+                    const Moments& moments, Tensor& m, Tensor& v);
+
 // Optimizer hyperparameters every strategy applies (DESIGN.md: AdamW 1e-3, 0.9/0.999,
 // 1e-8, weight decay 0.01). `step` and `grad_scale` are filled in by the strategy.
 struct OptimizerOptions {
