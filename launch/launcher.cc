@@ -22,6 +22,7 @@
 #include "common/exit_codes.h"
 #include "launch/progress.h"
 #include "launch/rendezvous_service.h"
+#include "launch/spawn_attributes.h"
 
 extern char** environ;
 
@@ -235,19 +236,7 @@ class LocalJob {
     posix_spawn_file_actions_adddup2(&actions, out[1], 1);
     posix_spawn_file_actions_adddup2(&actions, err[1], 2);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    // Own process group: a terminal's Ctrl-C reaches only the launcher, which forwards it
-    // once. Signals the launcher handles or ignores are back to default in the child.
-    sigset_t defaults, empty;
-    sigemptyset(&defaults);
-    for (int sig : {SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGHUP}) sigaddset(&defaults, sig);
-    sigemptyset(&empty);
-    posix_spawnattr_setflags(
-        &attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    posix_spawnattr_setsigmask(&attr, &empty);
+    const ChildSpawnAttributes attr;
 
     std::vector<char*> argv = {const_cast<char*>(program.c_str())};
     for (const std::string& a :
@@ -256,9 +245,8 @@ class LocalJob {
     }
     argv.push_back(nullptr);
     const int rc =
-        posix_spawn(&child.pid, program.c_str(), &actions, &attr, argv.data(), envp.data());
+        posix_spawn(&child.pid, program.c_str(), &actions, attr.get(), argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
     ::close(out[1]);
     ::close(err[1]);
     if (rc != 0) {

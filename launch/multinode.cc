@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "common/exit_codes.h"
+#include "launch/spawn_attributes.h"
 
 extern char** environ;
 
@@ -203,24 +204,13 @@ class SshJob {
     posix_spawn_file_actions_adddup2(&actions, in[0], 0);
     posix_spawn_file_actions_adddup2(&actions, out[1], 1);
     posix_spawn_file_actions_adddup2(&actions, err[1], 2);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t defaults, empty;
-    sigemptyset(&defaults);
-    for (int sig : {SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGHUP}) sigaddset(&defaults, sig);
-    sigemptyset(&empty);
-    posix_spawnattr_setflags(
-        &attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    posix_spawnattr_setsigmask(&attr, &empty);
+    const ChildSpawnAttributes attr;
     std::vector<char*> cargv;
     for (std::string& a : argv) cargv.push_back(a.data());
     cargv.push_back(nullptr);
     // posix_spawnp: the ssh program may be a name on $PATH.
-    const int rc = ::posix_spawnp(&n.pid, cargv[0], &actions, &attr, cargv.data(), environ);
+    const int rc = ::posix_spawnp(&n.pid, cargv[0], &actions, attr.get(), cargv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
     ::close(in[0]);
     ::close(out[1]);
     ::close(err[1]);
