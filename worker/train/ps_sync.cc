@@ -158,6 +158,14 @@ Result<Moments> PsSync::LocalMoments(const model::ParamBuffer& params) {
   return moments;
 }
 
+Result<float> PsSync::AverageLoss(float loss) {
+  collectives::Communicator* group = options_.group;
+  if (group == nullptr || group->size() == 1) return loss;
+  PSZERO_RETURN_IF_ERROR(
+      group->AllReduce(Tensor::Wrap(&loss, {1}, DType::kFloat32), collectives::ReduceOp::kAvg));
+  return loss;
+}
+
 Status PsSync::Restore(const std::vector<float>& params, const Moments& moments) {
   if (moments.step > 0) return RestoreAt(params, moments, moments.step);
   if (options_.resume_step < 1) {

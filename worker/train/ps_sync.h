@@ -61,6 +61,7 @@
 #include "common/kv_store.h"
 #include "common/ps/ps_protocol.h"
 #include "common/transport.h"
+#include "worker/collectives/communicator.h"
 #include "worker/model/param_buffer.h"
 #include "worker/ps/ps_client.h"
 #include "worker/train/sync_strategy.h"
@@ -81,6 +82,9 @@ struct PsSyncOptions {
   // Steps done by the checkpoint that Restore will restore (the manifest's "step"); 0 when
   // not resuming.
   int64_t resume_step = 0;
+  // The data-parallel group, for AverageLoss only (used on the caller's thread; PsSync's
+  // own traffic goes to the servers). Null: AverageLoss returns the local loss.
+  collectives::Communicator* group = nullptr;
 };
 
 class PsSync final : public SyncStrategy {
@@ -100,6 +104,7 @@ class PsSync final : public SyncStrategy {
   Status BeforeForward(int unit) override;
   Status GradientsReady(int unit) override;
   Status Step(int64_t step) override;
+  Result<float> AverageLoss(float loss) override;
   // Checkpoints (header comment). LocalParams and LocalMoments are called between steps;
   // every worker of the DP group reads the whole key space.
   Result<std::vector<float>> LocalParams(const model::ParamBuffer& params) override;
@@ -122,7 +127,9 @@ class PsSync final : public SyncStrategy {
   SyncTraffic last_step_traffic() const override {
     return {bytes_sent_last_step(), bytes_received_last_step()};
   }
-  SyncTraffic total_traffic() const override { return {bytes_sent_total(), bytes_received_total()}; }
+  SyncTraffic total_traffic() const override {
+    return {bytes_sent_total(), bytes_received_total()};
+  }
   int64_t bytes_sent_last_step() const { return sent_last_step_; }
   int64_t bytes_received_last_step() const { return received_last_step_; }
   int64_t bytes_sent_total() const { return client_->stats().push_bytes + init_bytes_; }

@@ -14,9 +14,9 @@
 #include "common/control_plane_main.h"
 #include "common/report.h"
 #include "common/trace.h"
-#include "worker/collectives/flight_recorder.h"
 #include "common/ucx/ucx_transport.h"
 #include "worker/collectives/communicator.h"
+#include "worker/collectives/flight_recorder.h"
 #include "worker/model/full_params.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/run_report.h"
@@ -87,8 +87,8 @@ class RecorderOnSignal {
     thread_ = std::thread([this] {
       char c;
       while (::read(fds_[0], &c, 1) == 1 && c == 's') {
-        LOG(WARNING) << "SIGUSR1: flight recorder, last "
-                     << collectives::FlightRecorder::kCapacity << " collectives at most:\n"
+        LOG(WARNING) << "SIGUSR1: flight recorder, last " << collectives::FlightRecorder::kCapacity
+                     << " collectives at most:\n"
                      << collectives::FlightRecorder::Get().Dump();
       }
     });
@@ -187,6 +187,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   ps.options.dp_rank = replica;
   ps.options.dp_size = world / flags.tp;
   ps.options.tp_rank = tp_rank;
+  ps.options.group = dp_comm.get();
   PSZERO_ASSIGN_OR_RETURN(
       std::unique_ptr<TrainingRank> run,
       BuildTrainingRank(config, flags, tp_comm.get(), dp_comm.get(), &tracker, &ps));
@@ -218,37 +219,33 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   std::vector<StepRecord> steps;
   int64_t rss_after_first_step = 0;
   auto train = [&]() -> Status {
-  for (int64_t step = first; step < flags.steps; ++step) {
-    const std::string point = "step" + std::to_string(step + 1);
-    MaybeInjectFault(PeerTag(Role::kWorker, rank), point);
-    if (FaultAsked("hang", PeerTag(Role::kWorker, rank), point)) {
-      // Tests: a collective the other workers never enter.
-      LOG(WARNING) << "fault injection: hang in a world barrier at '" << point << "'";
-      PSZERO_RETURN_IF_ERROR(worlds[0]->Barrier());
+    for (int64_t step = first; step < flags.steps; ++step) {
+      const std::string point = "step" + std::to_string(step + 1);
+      MaybeInjectFault(PeerTag(Role::kWorker, rank), point);
+      if (FaultAsked("hang", PeerTag(Role::kWorker, rank), point)) {
+        // Tests: a collective the other workers never enter.
+        LOG(WARNING) << "fault injection: hang in a world barrier at '" << point << "'";
+        PSZERO_RETURN_IF_ERROR(worlds[0]->Barrier());
+      }
+      PSZERO_ASSIGN_OR_RETURN(StepResult r, run->trainer->RunStep(step));
+      PSZERO_ASSIGN_OR_RETURN(float loss, run->sync->AverageLoss(r.loss));
+      steps.push_back({step + 1, loss, r.seconds});
+      if (step == first) rss_after_first_step = ResidentBytes();
+      if (rank == 0) {
+        // One plain line per step on stdout (the launcher's progress line reads it).
+        std::printf("%s\n", StepLine(steps.back(), flags.steps, tokens / r.seconds).c_str());
+        std::fflush(stdout);
+      }
+      const int64_t done = step + 1;
+      if (!flags.checkpoint_dir.empty() &&
+          ((flags.checkpoint_every > 0 && done % flags.checkpoint_every == 0) ||
+           done == flags.steps)) {
+        PSZERO_RETURN_IF_ERROR(WriteCheckpoint(ckpt, flags.checkpoint_dir, done, &ckpt_stats));
+        if (rank == 0)
+          LOG(INFO) << "checkpoint after step " << done << " in " << flags.checkpoint_dir;
+      }
     }
-    PSZERO_ASSIGN_OR_RETURN(StepResult r, run->trainer->RunStep(step));
-    PSZERO_ASSIGN_OR_RETURN(float loss, run->sync->AverageLoss(r.loss));
-    if (run->ps != nullptr && dp_size > 1) {
-      // PsSync leaves the data-parallel transport alone: average here, on this thread.
-      PSZERO_RETURN_IF_ERROR(dp_comm->AllReduce(Tensor::Wrap(&loss, {1}, DType::kFloat32),
-                                                collectives::ReduceOp::kAvg));
-    }
-    steps.push_back({step + 1, loss, r.seconds});
-    if (step == first) rss_after_first_step = ResidentBytes();
-    if (rank == 0) {
-      // One plain line per step on stdout (the launcher's progress line reads it).
-      std::printf("%s\n", StepLine(steps.back(), flags.steps, tokens / r.seconds).c_str());
-      std::fflush(stdout);
-    }
-    const int64_t done = step + 1;
-    if (!flags.checkpoint_dir.empty() &&
-        ((flags.checkpoint_every > 0 && done % flags.checkpoint_every == 0) ||
-         done == flags.steps)) {
-      PSZERO_RETURN_IF_ERROR(WriteCheckpoint(ckpt, flags.checkpoint_dir, done, &ckpt_stats));
-      if (rank == 0) LOG(INFO) << "checkpoint after step " << done << " in " << flags.checkpoint_dir;
-    }
-  }
-  return Status::Ok();
+    return Status::Ok();
   };
   if (Status trained = train(); !trained.ok()) {
     ReportFailure(client, rank, world, trained, collective_timeout + milliseconds(5000));
@@ -300,8 +297,8 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
     if (rank == 0) {
       std::vector<nlohmann::json> ranks;
       for (int r = 0; r < world; ++r) {
-        PSZERO_ASSIGN_OR_RETURN(std::string doc, client.Get(key + std::to_string(r),
-                                                            milliseconds(60000)));
+        PSZERO_ASSIGN_OR_RETURN(std::string doc,
+                                client.Get(key + std::to_string(r), milliseconds(60000)));
         ranks.push_back(nlohmann::json::parse(doc));
       }
       PSZERO_RETURN_IF_ERROR(WriteJsonAtomic(
@@ -311,7 +308,8 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
       std::fflush(stdout);
     }
   }
-  if (!flags.trace.empty()) PSZERO_RETURN_IF_ERROR(WriteTrace(flags.trace, rank, world, *worlds[0]));
+  if (!flags.trace.empty())
+    PSZERO_RETURN_IF_ERROR(WriteTrace(flags.trace, rank, world, *worlds[0]));
   ps_sync = nullptr;
   run.reset();  // the strategy's stream ends before the communicators
   PSZERO_RETURN_IF_ERROR(worlds[0]->Barrier());
