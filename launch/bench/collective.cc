@@ -182,15 +182,15 @@ Result<std::vector<CollectiveRow>> RunCollectiveSweep(Communicator& comm,
     PSZERO_ASSIGN_OR_RETURN(Buffers b, Allocate(sweep.op, row.count, n, sweep.dtype, sweep.device));
     PSZERO_RETURN_IF_ERROR(Fill(b.in, comm.rank(), 0));
     for (int i = 0; i < sweep.warmup; ++i) PSZERO_RETURN_IF_ERROR(RunOnce(comm, sweep, b));
-    const uint64_t sent_before = comm.transport()->TotalCounters().bytes_sent;
     PSZERO_RETURN_IF_ERROR(comm.Barrier());
+    const int64_t sent_before = comm.bytes_sent();
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < sweep.iters; ++i) PSZERO_RETURN_IF_ERROR(RunOnce(comm, sweep, b));
     const auto ns =
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
             .count();
-    row.bytes_sent = (comm.transport()->TotalCounters().bytes_sent - sent_before) /
-                     static_cast<uint64_t>(sweep.iters);
+    row.bytes_sent =
+        static_cast<uint64_t>(comm.bytes_sent() - sent_before) / static_cast<uint64_t>(sweep.iters);
     clock.data<int64_t>()[0] = ns;
     PSZERO_RETURN_IF_ERROR(comm.AllReduce(clock, ReduceOp::kMax));
     const double seconds = static_cast<double>(clock.data<int64_t>()[0]) / 1e9 / sweep.iters;

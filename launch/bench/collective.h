@@ -39,7 +39,7 @@ struct CollectiveRow {
   double algbw_gbps = 0;
   double busbw_gbps = 0;
   int64_t wrong = -1;       // elements off the reference; -1 when not checked
-  uint64_t bytes_sent = 0;  // by rank 0 in one op, from the transport counters
+  uint64_t bytes_sent = 0;  // by rank 0 in one op, from the communicator counters
 };
 
 double BusFactor(const std::string& op, int n);

@@ -42,6 +42,8 @@ struct CollectiveFlags {
   int segment_kb = 512;
   int in_flight = 4;
   int small_kb = 32;
+  std::string intra_host = "on";
+  int intra_host_segment_kb = 128;
   std::string progress = "block";
   std::string peer;
   bool json = false;
@@ -88,6 +90,8 @@ collectives::CommunicatorOptions CommOptions(const CollectiveFlags& f) {
   o.segments_in_flight = f.in_flight;
   o.small_message_bytes = static_cast<size_t>(f.small_kb) << 10;
   o.deterministic = f.deterministic;
+  o.intra_host = f.intra_host == "on";
+  o.intra_host_segment_bytes = static_cast<size_t>(f.intra_host_segment_kb) << 10;
   return o;
 }
 
@@ -115,8 +119,11 @@ int RunRank(const CollectiveFlags& f) {
   Result<std::vector<CollectiveRow>> rows = RunCollectiveSweep(**comm, *sweep);
   if (!rows.ok()) return Fail(rows.status());
   if (f.rank == 0) {
-    nlohmann::json doc = {{"rows", ToJson(*rows)},
-                          {"lanes", (*transport)->EndpointTransports(f.ranks > 1 ? 1 : 0)}};
+    // The path large host arrays took: intra-host (single copy) or the UCX algorithms.
+    const std::string path = (*comm)->intra_host_active()
+                                 ? "intra-host"
+                                 : "ucx " + (*transport)->EndpointTransports(f.ranks > 1 ? 1 : 0);
+    nlohmann::json doc = {{"rows", ToJson(*rows)}, {"lanes", path}};
     Status s = store.Set("coll/result", doc.dump());
     if (!s.ok()) return Fail(s);
   }
@@ -155,6 +162,10 @@ std::vector<std::string> RankArgv(const std::string& self, const CollectiveFlags
                                    std::to_string(f.in_flight),
                                    "--small-kb",
                                    std::to_string(f.small_kb),
+                                   "--intra-host",
+                                   f.intra_host,
+                                   "--intra-host-segment-kb",
+                                   std::to_string(f.intra_host_segment_kb),
                                    "--progress",
                                    f.progress,
                                    "--backend",
@@ -261,17 +272,20 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
     }
   }
 
-  nlohmann::json out = {{"benchmark", "collective"},
-                        {"op", f.op},
-                        {"ranks", f.ranks},
-                        {"dtype", f.dtype},
-                        {"redop", f.redop},
-                        {"iters", f.iters},
-                        {"warmup", f.warmup},
-                        {"deterministic", f.deterministic},
-                        {"segment_bytes", static_cast<int64_t>(f.segment_kb) << 10},
-                        {"lanes", doc.value("lanes", "")},
-                        {"rows", ToJson(*rows)}};
+  nlohmann::json out = {
+      {"benchmark", "collective"},
+      {"op", f.op},
+      {"ranks", f.ranks},
+      {"dtype", f.dtype},
+      {"redop", f.redop},
+      {"iters", f.iters},
+      {"warmup", f.warmup},
+      {"deterministic", f.deterministic},
+      {"segment_bytes", static_cast<int64_t>(f.segment_kb) << 10},
+      {"small_message_bytes", static_cast<int64_t>(f.small_kb) << 10},
+      {"intra_host_segment_bytes", static_cast<int64_t>(f.intra_host_segment_kb) << 10},
+      {"lanes", doc.value("lanes", "")},
+      {"rows", ToJson(*rows)}};
   if (mpi) {
     out["mpi_rows"] = ToJson(*mpi);
     nlohmann::json ratios = nlohmann::json::array();
@@ -285,7 +299,7 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
   if (f.json) {
     std::cout << out.dump(2) << "\n";
   } else {
-    std::printf("# pszero-bench collective: %s, %d ranks, %s, %s%s, UCX lanes: %s\n", f.op.c_str(),
+    std::printf("# pszero-bench collective: %s, %d ranks, %s, %s%s, path: %s\n", f.op.c_str(),
                 f.ranks, f.dtype.c_str(), f.redop.c_str(), f.deterministic ? ", deterministic" : "",
                 doc.value("lanes", "?").c_str());
     std::printf("# %10s %12s %6s %6s %12s %10s %10s %8s", "size", "count", "type", "redop",
@@ -352,6 +366,12 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
   app->add_option("--in-flight", f->in_flight, "Segments in flight")->check(CLI::Range(1, 64));
   app->add_option("--small-kb", f->small_kb, "Direct algorithm at or below this many KiB")
       ->check(CLI::Range(0, 1 << 20));
+  app->add_option("--intra-host", f->intra_host,
+                  "Single-copy shared-memory path above --small-kb when all ranks share a host")
+      ->check(CLI::IsMember({"on", "off"}));
+  app->add_option("--intra-host-segment-kb", f->intra_host_segment_kb,
+                  "Intra-host reduction unit per peer, KiB")
+      ->check(CLI::Range(1, 1 << 20));
   app->add_option("--progress", f->progress, "UCX progress: block (spin, then sleep) or spin")
       ->check(CLI::IsMember({"block", "spin"}));
   app->add_option("--peer", f->peer, "Also run the same sweep with this yardstick")

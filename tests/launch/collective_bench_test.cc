@@ -38,13 +38,19 @@ TEST(CollectiveBenchTest, EveryOpIsCheckedAndRight) {
   }
 }
 
-TEST(CollectiveBenchTest, RingBytesPerRankAreTheBound) {
-  nlohmann::json j =
-      RunBench({"--op", "allreduce", "--ranks", "4", "--min-bytes", "1M", "--max-bytes", "1M",
-                "--iters", "3", "--warmup", "1", "--small-kb", "0"});
-  ASSERT_EQ(j["rows"].size(), 1u);
-  const int64_t s = j["rows"][0]["bytes"];
-  EXPECT_EQ(j["rows"][0]["bytes_sent_rank0"].get<int64_t>(), 2 * 3 * s / 4);
+// Both paths move the ring's bound per rank: the UCX ring sends it, the intra-host path
+// serves it to the peers' reads.
+TEST(CollectiveBenchTest, BytesPerRankAreTheBoundOnBothPaths) {
+  for (const char* path : {"off", "on"}) {
+    nlohmann::json j =
+        RunBench({"--op", "allreduce", "--ranks", "4", "--min-bytes", "1M", "--max-bytes", "1M",
+                  "--iters", "3", "--warmup", "1", "--small-kb", "0", "--intra-host", path});
+    ASSERT_EQ(j["rows"].size(), 1u);
+    const int64_t s = j["rows"][0]["bytes"];
+    EXPECT_EQ(j["rows"][0]["bytes_sent_rank0"].get<int64_t>(), 2 * 3 * s / 4) << path;
+    const std::string lanes = j["lanes"];
+    EXPECT_EQ(lanes == "intra-host", std::string(path) == "on") << lanes;
+  }
 }
 
 TEST(CollectiveBenchTest, BadFlagsExit2NamingTheFlag) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -12,6 +13,7 @@
 #include "common/half.h"
 #include "tests/worker/collective_test_util.h"
 #include "worker/collectives/communicator.h"
+#include "worker/collectives/intra_host.h"
 #include "worker/collectives/stream.h"
 
 namespace pszero::collectives {
@@ -125,6 +127,7 @@ Tensor Inputs(int r, int64_t count, DType dtype) {
 struct Config {
   const char* name;
   CommunicatorOptions options;
+  bool intra_host = false;  // the intra-host path must be the one taken
 };
 
 std::vector<Config> Configs() {
@@ -134,9 +137,25 @@ std::vector<Config> Configs() {
   ring.small_message_bytes = 0;
   ring.segment_bytes = 96;  // many segments, uneven ones included
   ring.segments_in_flight = 3;
+  ring.intra_host = false;
   CommunicatorOptions det = ring;
   det.deterministic = true;
-  return {{"direct", direct}, {"ring", ring}, {"deterministic", det}};
+  CommunicatorOptions shm;
+  shm.small_message_bytes = 0;
+  shm.intra_host_segment_bytes = 96;  // many segments, uneven ones included
+  return {{"direct", direct},
+          {"ring", ring},
+          {"deterministic", det},
+          {"intra-host", shm, /*intra_host=*/true}};
+}
+
+// The path the config asks for is the one the ranks took.
+void ExpectPath(CommRanks& ranks, const Config& config) {
+  if (ranks.size() < 2) return;
+  for (int r = 0; r < ranks.size(); ++r) {
+    EXPECT_EQ(ranks.comm(r).intra_host_active(), config.intra_host)
+        << config.name << " rank " << r << ": " << ranks.comm(r).intra_host_why_not();
+  }
 }
 
 std::vector<int64_t> Counts(int n) {
@@ -175,6 +194,7 @@ TEST_P(CollectivesTest, AllReduceEveryDTypeOpAndAlgorithm) {
         }
       }
     }
+    ExpectPath(ranks, config);
   }
 }
 
@@ -217,6 +237,7 @@ TEST_P(CollectivesTest, ReduceScatterAndAllGather) {
         }
       }
     }
+    ExpectPath(ranks, config);
   }
 }
 
@@ -239,54 +260,61 @@ TEST_P(CollectivesTest, BroadcastFromEveryRoot) {
         }
       }
     }
+    ExpectPath(ranks, config);
   }
 }
 
 TEST_P(CollectivesTest, AllToAllAndV) {
   const int n = GetParam();
-  CommRanks ranks(n, {});
-  const int64_t block = 33;
-  std::vector<Tensor> in(n), out(n);
-  for (int r = 0; r < n; ++r) {
-    in[r] = Make(block * n, DType::kInt32);
-    out[r] = Make(block * n, DType::kInt32);
-    for (int64_t i = 0; i < block * n; ++i) in[r].data<int32_t>()[i] = r * 100000 + i;
-  }
-  CommRanks::ExpectAllOk(ranks.Run([&](int r) { return ranks.comm(r).AllToAll(in[r], out[r]); }));
-  for (int r = 0; r < n; ++r) {
-    for (int p = 0; p < n; ++p) {
-      for (int64_t i = 0; i < block; ++i) {
-        ASSERT_EQ(out[r].data<int32_t>()[p * block + i], p * 100000 + r * block + i);
+  for (bool intra : {false, true}) {
+    CommunicatorOptions options;
+    options.small_message_bytes = 0;
+    options.intra_host = intra;
+    CommRanks ranks(n, options);
+    const int64_t block = 33;
+    std::vector<Tensor> in(n), out(n);
+    for (int r = 0; r < n; ++r) {
+      in[r] = Make(block * n, DType::kInt32);
+      out[r] = Make(block * n, DType::kInt32);
+      for (int64_t i = 0; i < block * n; ++i) in[r].data<int32_t>()[i] = r * 100000 + i;
+    }
+    CommRanks::ExpectAllOk(ranks.Run([&](int r) { return ranks.comm(r).AllToAll(in[r], out[r]); }));
+    for (int r = 0; r < n; ++r) {
+      for (int p = 0; p < n; ++p) {
+        for (int64_t i = 0; i < block; ++i) {
+          ASSERT_EQ(out[r].data<int32_t>()[p * block + i], p * 100000 + r * block + i);
+        }
       }
     }
-  }
-  // V form: rank r sends (r + p) % 3 + p elements to rank p.
-  auto count = [](int from, int to) { return static_cast<int64_t>((from + to) % 3 + to); };
-  std::vector<Tensor> vin(n), vout(n);
-  for (int r = 0; r < n; ++r) {
-    vin[r] = Make(64 * n, DType::kInt64);
-    vout[r] = Make(64 * n, DType::kInt64);
-    int64_t off = 0;
-    for (int p = 0; p < n; ++p) {
-      for (int64_t i = 0; i < count(r, p); ++i)
-        vin[r].data<int64_t>()[off++] = r * 1000 + p * 10 + i;
-    }
-  }
-  CommRanks::ExpectAllOk(ranks.Run([&](int r) {
-    std::vector<int64_t> sc(n), rc(n);
-    for (int p = 0; p < n; ++p) {
-      sc[p] = count(r, p);
-      rc[p] = count(p, r);
-    }
-    return ranks.comm(r).AllToAllV(vin[r], sc, vout[r], rc);
-  }));
-  for (int r = 0; r < n; ++r) {
-    int64_t off = 0;
-    for (int p = 0; p < n; ++p) {
-      for (int64_t i = 0; i < count(p, r); ++i) {
-        ASSERT_EQ(vout[r].data<int64_t>()[off++], p * 1000 + r * 10 + i);
+    // V form: rank r sends (r + p) % 3 + p elements to rank p.
+    auto count = [](int from, int to) { return static_cast<int64_t>((from + to) % 3 + to); };
+    std::vector<Tensor> vin(n), vout(n);
+    for (int r = 0; r < n; ++r) {
+      vin[r] = Make(64 * n, DType::kInt64);
+      vout[r] = Make(64 * n, DType::kInt64);
+      int64_t off = 0;
+      for (int p = 0; p < n; ++p) {
+        for (int64_t i = 0; i < count(r, p); ++i)
+          vin[r].data<int64_t>()[off++] = r * 1000 + p * 10 + i;
       }
     }
+    CommRanks::ExpectAllOk(ranks.Run([&](int r) {
+      std::vector<int64_t> sc(n), rc(n);
+      for (int p = 0; p < n; ++p) {
+        sc[p] = count(r, p);
+        rc[p] = count(p, r);
+      }
+      return ranks.comm(r).AllToAllV(vin[r], sc, vout[r], rc);
+    }));
+    for (int r = 0; r < n; ++r) {
+      int64_t off = 0;
+      for (int p = 0; p < n; ++p) {
+        for (int64_t i = 0; i < count(p, r); ++i) {
+          ASSERT_EQ(vout[r].data<int64_t>()[off++], p * 1000 + r * 10 + i) << "intra " << intra;
+        }
+      }
+    }
+    ExpectPath(ranks, {"alltoall", options, intra});
   }
 }
 
@@ -303,18 +331,24 @@ TEST_P(CollectivesTest, DeterministicIsBitEqualToSerialSumForEverySegmentSize) {
     }
     for (size_t segment : {size_t{64}, size_t{1000}, size_t{1} << 20}) {
       for (size_t small : {size_t{0}, size_t{1} << 30}) {
-        CommunicatorOptions options;
-        options.deterministic = true;
-        options.segment_bytes = segment;
-        options.small_message_bytes = small;
-        CommRanks ranks(n, options);
-        std::vector<Tensor> data(n);
-        for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, dtype);
-        CommRanks::ExpectAllOk(
-            ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
-        for (int r = 0; r < n; ++r) {
-          ASSERT_EQ(std::memcmp(data[r].data(), expected.data(), expected.nbytes()), 0)
-              << DTypeName(dtype) << " segment " << segment << " small " << small << " rank " << r;
+        for (bool intra : {false, true}) {
+          CommunicatorOptions options;
+          options.deterministic = true;
+          options.segment_bytes = segment;
+          options.intra_host_segment_bytes = segment;
+          options.small_message_bytes = small;
+          options.intra_host = intra;
+          CommRanks ranks(n, options);
+          std::vector<Tensor> data(n);
+          for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, dtype);
+          CommRanks::ExpectAllOk(
+              ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+          for (int r = 0; r < n; ++r) {
+            ASSERT_EQ(std::memcmp(data[r].data(), expected.data(), expected.nbytes()), 0)
+                << DTypeName(dtype) << " segment " << segment << " small " << small << " intra "
+                << intra << " rank " << r;
+          }
+          ExpectPath(ranks, {"deterministic", options, intra && small == 0});
         }
       }
     }
@@ -387,31 +421,36 @@ TEST(CollectivesSplitTest, TwoByTwoGroups) {
   EXPECT_EQ(some[0]->size(), 3);
 }
 
-// 64 MiB arrays through the default options (ring, 512 KiB segments): allreduce,
+// 64 MiB arrays through the default options (intra-host path, and the ring): allreduce,
 // reduce-scatter and all-gather against the serial double-precision reference.
 TEST(CollectivesLargeTest, SixtyFourMiB) {
   for (int n : {2, 4}) {
-    CommRanks ranks(n, {});
-    const int64_t count = (int64_t{64} << 20) / 4;
-    std::vector<Tensor> data(n), block(n);
-    for (int r = 0; r < n; ++r) {
-      data[r] = Inputs(r, count, DType::kFloat32);
-      block[r] = Make(count / n, DType::kFloat32);
-    }
-    CommRanks::ExpectAllOk(ranks.Run([&](int r) -> Status {
-      PSZERO_RETURN_IF_ERROR(ranks.comm(r).AllReduce(data[r], ReduceOp::kSum));
-      // Reduce-scatter the reduced array again (each block becomes n times the sum) and
-      // gather the blocks back.
-      PSZERO_RETURN_IF_ERROR(ranks.comm(r).ReduceScatter(data[r], block[r], ReduceOp::kSum));
-      return ranks.comm(r).AllGather(block[r], data[r]);
-    }));
-    for (int r = 0; r < n; ++r) {
-      for (int64_t i = 0; i < count; i += 997) {
-        const double ref = n * Reference(n, i, DType::kFloat32, ReduceOp::kSum);
-        ASSERT_NEAR(Load(data[r].data(), i, DType::kFloat32), ref,
-                    2 * n * Tolerance(DType::kFloat32, n, i))
-            << "n " << n << " rank " << r << " element " << i;
+    for (bool intra : {true, false}) {
+      CommunicatorOptions options;
+      options.intra_host = intra;
+      CommRanks ranks(n, options);
+      const int64_t count = (int64_t{64} << 20) / 4;
+      std::vector<Tensor> data(n), block(n);
+      for (int r = 0; r < n; ++r) {
+        data[r] = Inputs(r, count, DType::kFloat32);
+        block[r] = Make(count / n, DType::kFloat32);
       }
+      CommRanks::ExpectAllOk(ranks.Run([&](int r) -> Status {
+        PSZERO_RETURN_IF_ERROR(ranks.comm(r).AllReduce(data[r], ReduceOp::kSum));
+        // Reduce-scatter the reduced array again (each block becomes n times the sum) and
+        // gather the blocks back.
+        PSZERO_RETURN_IF_ERROR(ranks.comm(r).ReduceScatter(data[r], block[r], ReduceOp::kSum));
+        return ranks.comm(r).AllGather(block[r], data[r]);
+      }));
+      for (int r = 0; r < n; ++r) {
+        for (int64_t i = 0; i < count; i += 997) {
+          const double ref = n * Reference(n, i, DType::kFloat32, ReduceOp::kSum);
+          ASSERT_NEAR(Load(data[r].data(), i, DType::kFloat32), ref,
+                      2 * n * Tolerance(DType::kFloat32, n, i))
+              << "n " << n << " intra " << intra << " rank " << r << " element " << i;
+        }
+      }
+      ExpectPath(ranks, {"64 MiB", options, intra});
     }
   }
 }
@@ -421,6 +460,7 @@ TEST(CollectivesBytesTest, RingMovesExactlyTheBound) {
     CommunicatorOptions options;
     options.small_message_bytes = 0;
     options.segment_bytes = 4096;
+    options.intra_host = false;
     CommRanks ranks(n, options);
     const int64_t count = 3 * 4 * 5 * 1024;  // divisible by every n
     const uint64_t s = static_cast<uint64_t>(count) * 4;
@@ -445,6 +485,94 @@ TEST(CollectivesBytesTest, RingMovesExactlyTheBound) {
       const PeerByteCounters after = ranks.transport(r).TotalCounters();
       EXPECT_EQ(after.bytes_sent - before[r].bytes_sent, (n - 1) * s / n) << "n " << n;
     }
+  }
+}
+
+// The intra-host path reads what the ring would send: each rank pulls, and serves to its
+// peers, 2(N-1)/N * S bytes for an all-reduce and (N-1)/N * S for reduce-scatter and
+// all-gather, while the transport carries none of it.
+TEST(CollectivesBytesTest, IntraHostMovesExactlyTheBoundAndNothingOverTheTransport) {
+  for (int n : {2, 3, 4}) {
+    CommunicatorOptions options;
+    options.small_message_bytes = 0;
+    options.intra_host_segment_bytes = 4096;
+    CommRanks ranks(n, options);
+    const int64_t count = 3 * 4 * 5 * 1024;  // divisible by every n
+    const int64_t s = count * 4;
+    std::vector<Tensor> data(n), out(n);
+    for (int r = 0; r < n; ++r) {
+      data[r] = Inputs(r, count, DType::kFloat32);
+      out[r] = Make(count / n, DType::kFloat32);
+    }
+    // The first op sets the path up (a few small messages over the transport).
+    CommRanks::ExpectAllOk(
+        ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+    ASSERT_TRUE(ranks.comm(0).intra_host_active()) << ranks.comm(0).intra_host_why_not();
+    std::vector<PeerByteCounters> wire(n);
+    std::vector<int64_t> sent(n), received(n);
+    for (int r = 0; r < n; ++r) {
+      wire[r] = ranks.transport(r).TotalCounters();
+      sent[r] = ranks.comm(r).bytes_sent();
+      received[r] = ranks.comm(r).bytes_received();
+    }
+    CommRanks::ExpectAllOk(
+        ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+    for (int r = 0; r < n; ++r) {
+      EXPECT_EQ(ranks.comm(r).bytes_sent() - sent[r], 2 * (n - 1) * s / n) << "n " << n;
+      EXPECT_EQ(ranks.comm(r).bytes_received() - received[r], 2 * (n - 1) * s / n) << "n " << n;
+      sent[r] = ranks.comm(r).bytes_sent();
+      received[r] = ranks.comm(r).bytes_received();
+    }
+    CommRanks::ExpectAllOk(ranks.Run(
+        [&](int r) { return ranks.comm(r).ReduceScatter(data[r], out[r], ReduceOp::kSum); }));
+    CommRanks::ExpectAllOk(
+        ranks.Run([&](int r) { return ranks.comm(r).AllGather(out[r], data[r]); }));
+    for (int r = 0; r < n; ++r) {
+      EXPECT_EQ(ranks.comm(r).bytes_sent() - sent[r], 2 * (n - 1) * s / n) << "n " << n;
+      EXPECT_EQ(ranks.comm(r).bytes_received() - received[r], 2 * (n - 1) * s / n) << "n " << n;
+      const PeerByteCounters now = ranks.transport(r).TotalCounters();
+      EXPECT_EQ(now.bytes_sent, wire[r].bytes_sent) << "n " << n << " rank " << r;
+      EXPECT_EQ(now.bytes_received, wire[r].bytes_received) << "n " << n << " rank " << r;
+    }
+  }
+}
+
+TEST(CollectivesIntraHostTest, EnvironmentTurnsItOff) {
+  ASSERT_EQ(setenv("PSZERO_INTRA_HOST", "0", 1), 0);
+  CommunicatorOptions options;
+  options.small_message_bytes = 0;
+  CommRanks ranks(2, options);
+  std::vector<Tensor> data(2);
+  for (int r = 0; r < 2; ++r) data[r] = Inputs(r, 1000, DType::kFloat32);
+  CommRanks::ExpectAllOk(
+      ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+  unsetenv("PSZERO_INTRA_HOST");
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_FALSE(ranks.comm(r).intra_host_active());
+    EXPECT_EQ(ranks.comm(r).intra_host_why_not(), "PSZERO_INTRA_HOST=0");
+    EXPECT_NEAR(Load(data[r].data(), 5, DType::kFloat32),
+                Reference(2, 5, DType::kFloat32, ReduceOp::kSum), Tolerance(DType::kFloat32, 2, 5));
+  }
+}
+
+// A peer whose set-up record names another host (boot id, network namespace — an
+// emulated host — or pid/mount namespace) keeps the group off the intra-host path.
+TEST(CollectivesIntraHostTest, AnotherHostKeepsTheGroupOnTheTransport) {
+  const int ranks[] = {0, 7};
+  for (int field = 0; field < 4; ++field) {  // boot, net, pid, mount namespace
+    std::string why;
+    auto group = IntraHostGroup::Create(
+        0, 2, ranks,
+        [&](std::span<const std::byte> record, std::span<std::byte> out) -> Status {
+          std::memcpy(out.data(), record.data(), record.size());
+          std::memcpy(out.data() + record.size(), record.data(), record.size());
+          out[record.size() + 8 * field] ^= std::byte{1};  // the peer differs in one key
+          return Status::Ok();
+        },
+        &why);
+    ASSERT_TRUE(group.ok()) << group.status().ToString();
+    EXPECT_EQ(group.value(), nullptr) << "field " << field;
+    EXPECT_EQ(why, "rank 7 is on another host") << "field " << field;
   }
 }
 

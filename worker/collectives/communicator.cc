@@ -1,6 +1,7 @@
 #include "worker/collectives/communicator.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -9,7 +10,10 @@
 #include <tuple>
 #include <utility>
 
+#include <glog/logging.h>
+
 #include "worker/collectives/flight_recorder.h"
+#include "worker/collectives/intra_host.h"
 #include "worker/collectives/nccl_backend.h"
 
 namespace pszero::collectives {
@@ -100,9 +104,12 @@ struct Communicator::OpContext {
 
 Communicator::OpContext Communicator::BeginOp(const char* name) {
   const uint32_t seq = op_seq_++;
-  OpContext op{name, seq, Clock::now() + options_.timeout, {},
-               OpRecordHandle(FlightRecorder::Get().Begin(id_, seq, rank_, size(), name),
-                              &bytes_sent_)};
+  OpContext op{
+      name,
+      seq,
+      Clock::now() + options_.timeout,
+      {},
+      OpRecordHandle(FlightRecorder::Get().Begin(id_, seq, rank_, size(), name), &bytes_sent_)};
   op.where = std::string(name) + " #" + std::to_string(op.seq) + " on comm " + std::to_string(id_) +
              " (rank " + std::to_string(rank_) + " of " + std::to_string(size()) + ")";
   return op;
@@ -168,8 +175,58 @@ Result<Request> Communicator::PostRecv(int peer, uint64_t tag, void* data, size_
   return transport_->Recv(peer, tag, data, bytes);
 }
 
+Result<IntraHostGroup*> Communicator::IntraHost(size_t bytes) {
+  if (!options_.intra_host || size() == 1 || bytes <= options_.small_message_bytes) {
+    return nullptr;
+  }
+  if (!intra_host_decided_) {
+    const char* env = std::getenv("PSZERO_INTRA_HOST");
+    if (env != nullptr && std::string(env) == "0") {
+      intra_host_why_not_ = "PSZERO_INTRA_HOST=0";
+    } else {
+      auto allgather = [this](std::span<const std::byte> record,
+                              std::span<std::byte> out) -> Status {
+        OpContext op = BeginOp("intra-host setup");
+        std::memcpy(out.data() + static_cast<size_t>(rank_) * record.size(), record.data(),
+                    record.size());
+        return DirectAllGather(op, out.data() + static_cast<size_t>(rank_) * record.size(),
+                               out.data(), static_cast<int64_t>(record.size()), DType::kUInt8);
+      };
+      PSZERO_ASSIGN_OR_RETURN(intra_host_, IntraHostGroup::Create(rank_, size(), ranks_, allgather,
+                                                                  &intra_host_why_not_));
+      if (intra_host_ == nullptr) {
+        LOG_IF(INFO, rank_ == 0) << "communicator " << id_ << ": no intra-host path ("
+                                 << intra_host_why_not_ << "); ring over the transport";
+      }
+    }
+    intra_host_decided_ = true;
+  }
+  return intra_host_.get();
+}
+
+Status Communicator::RunIntraHost(
+    OpContext& op, const std::function<Result<IntraHostBytes>(const IntraHostOp&)>& body) {
+  IntraHostOp ctx;
+  ctx.where = op.where;
+  ctx.deadline = op.deadline;
+  ctx.health = [this]() -> Status {
+    PSZERO_RETURN_IF_ERROR(transport_->Progress().status());
+    return Health();
+  };
+  ctx.scratch = [this](size_t bytes) { return Scratch(bytes); };
+  Result<IntraHostBytes> result = body(ctx);
+  if (!result.ok()) {
+    intra_host_->Abandon(result.status());
+    return result.status();
+  }
+  const IntraHostBytes bytes = result.value();
+  bytes_sent_.fetch_add(bytes.served, std::memory_order_relaxed);
+  bytes_received_.fetch_add(bytes.pulled, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
 Result<std::byte*> Communicator::Scratch(size_t bytes) {
-  if (scratch_.nbytes() < bytes) {
+  if (scratch_.data() == nullptr || scratch_.nbytes() < bytes) {  // a default Tensor has 4 bytes
     scratch_ = Tensor();  // release before allocating the larger one
     PSZERO_ASSIGN_OR_RETURN(scratch_,
                             Tensor::Empty({static_cast<int64_t>(bytes)}, DType::kUInt8,
@@ -417,15 +474,13 @@ Status Communicator::DirectReduceScatter(OpContext& op, const std::byte* input, 
     const size_t mine = static_cast<size_t>(layout.SegSize(rank_, g)) * es;
     for (int p = 0; p < n; ++p) {
       if (p == rank_) continue;
-      PSZERO_ASSIGN_OR_RETURN(Request recv,
-                              PostRecv(global_rank(p), tag, slot(lane, p), mine));
+      PSZERO_ASSIGN_OR_RETURN(Request recv, PostRecv(global_rank(p), tag, slot(lane, p), mine));
       reqs.push_back(std::move(recv));
     }
     for (int i = 1; i < n; ++i) {
       const int p = Mod(rank_ + i, n);
       const size_t theirs = static_cast<size_t>(layout.SegSize(p, g)) * es;
-      PSZERO_ASSIGN_OR_RETURN(Request send,
-                              PostSend(global_rank(p), tag, at(input, p, g), theirs));
+      PSZERO_ASSIGN_OR_RETURN(Request send, PostSend(global_rank(p), tag, at(input, p, g), theirs));
       reqs.push_back(std::move(send));
     }
     return Status::Ok();
@@ -451,8 +506,7 @@ Status Communicator::DirectAllGather(OpContext& op, const std::byte* input, std:
     const uint64_t tag = op.Tag(id_, 0);
     for (int p = 0; p < n; ++p) {
       if (p == rank_) continue;
-      PSZERO_ASSIGN_OR_RETURN(Request r,
-                              PostRecv(global_rank(p), tag, output + p * bytes, bytes));
+      PSZERO_ASSIGN_OR_RETURN(Request r, PostRecv(global_rank(p), tag, output + p * bytes, bytes));
       reqs.push_back(std::move(r));
     }
     for (int i = 1; i < n; ++i) {
@@ -485,13 +539,13 @@ Status Communicator::Exchange(OpContext& op, const std::byte* input,
     for (int i = 1; i < n; ++i) {
       const int p = Mod(rank_ - i, n);
       PSZERO_ASSIGN_OR_RETURN(Request r, PostRecv(global_rank(p), tag, output + recv_off[p],
-                                                          static_cast<size_t>(recv_bytes[p])));
+                                                  static_cast<size_t>(recv_bytes[p])));
       reqs.push_back(std::move(r));
     }
     for (int i = 1; i < n; ++i) {
       const int p = Mod(rank_ + i, n);
       PSZERO_ASSIGN_OR_RETURN(Request s, PostSend(global_rank(p), tag, input + send_off[p],
-                                                          static_cast<size_t>(send_bytes[p])));
+                                                  static_cast<size_t>(send_bytes[p])));
       reqs.push_back(std::move(s));
     }
     return Status::Ok();
@@ -512,6 +566,7 @@ Status Communicator::AllReduce(const Tensor& data, ReduceOp reduce) {
   }
   PSZERO_RETURN_IF_ERROR(CheckTensor(data, "allreduce data"));
   PSZERO_RETURN_IF_ERROR(CheckReduce(data.dtype(), reduce));
+  PSZERO_ASSIGN_OR_RETURN(IntraHostGroup * shm, IntraHost(data.nbytes()));
   OpContext op = BeginOp("allreduce");
   const int n = size();
   const int64_t count = data.numel();
@@ -519,6 +574,12 @@ Status Communicator::AllReduce(const Tensor& data, ReduceOp reduce) {
   if (n == 1 || count == 0) return Status::Ok();
   if (data.nbytes() <= options_.small_message_bytes) {
     return DirectAllReduce(op, buf, count, data.dtype(), reduce);
+  }
+  if (shm != nullptr) {
+    return RunIntraHost(op, [&](const IntraHostOp& ctx) {
+      return shm->AllReduce(buf, count, data.dtype(), reduce, options_.intra_host_segment_bytes,
+                            ctx);
+    });
   }
   Layout layout{count, n, 1};
   std::byte* own = buf + layout.ChunkBegin(rank_) * static_cast<int64_t>(data.element_size());
@@ -546,6 +607,8 @@ Status Communicator::ReduceScatter(const Tensor& input, const Tensor& output, Re
     return Status::InvalidArgument("reduce_scatter: input " + input.ToString() +
                                    " must hold size() x output " + output.ToString());
   }
+  PSZERO_ASSIGN_OR_RETURN(IntraHostGroup * shm,
+                          IntraHost(output.numel() == 0 ? 0 : input.nbytes()));
   OpContext op = BeginOp("reduce_scatter");
   const int64_t block = output.numel();
   auto* in = static_cast<const std::byte*>(input.data());
@@ -555,6 +618,12 @@ Status Communicator::ReduceScatter(const Tensor& input, const Tensor& output, Re
     return Status::Ok();
   }
   if (block == 0) return Status::Ok();
+  if (shm != nullptr) {
+    return RunIntraHost(op, [&](const IntraHostOp& ctx) {
+      return shm->ReduceScatter(in, out, block, input.dtype(), reduce,
+                                options_.intra_host_segment_bytes, ctx);
+    });
+  }
   if (options_.deterministic || input.nbytes() <= options_.small_message_bytes) {
     return DirectReduceScatter(op, in, out, input.numel(), input.dtype(), reduce);
   }
@@ -575,6 +644,7 @@ Status Communicator::AllGather(const Tensor& input, const Tensor& output) {
     return Status::InvalidArgument("allgather: output " + output.ToString() +
                                    " must hold size() x input " + input.ToString());
   }
+  PSZERO_ASSIGN_OR_RETURN(IntraHostGroup * shm, IntraHost(output.nbytes()));
   OpContext op = BeginOp("allgather");
   const size_t block_bytes = input.nbytes();
   auto* out = static_cast<std::byte*>(output.data());
@@ -583,6 +653,10 @@ Status Communicator::AllGather(const Tensor& input, const Tensor& output) {
   if (size() == 1 || block_bytes == 0) return Status::Ok();
   if (output.nbytes() <= options_.small_message_bytes) {
     return DirectAllGather(op, own, out, input.numel(), input.dtype());
+  }
+  if (shm != nullptr) {
+    return RunIntraHost(
+        op, [&](const IntraHostOp& ctx) { return shm->AllGather(own, out, block_bytes, ctx); });
   }
   return RingReduceScatterAllGather(op, nullptr, nullptr, out, output.numel(), input.dtype(),
                                     ReduceOp::kSum, /*do_rs=*/false, /*do_ag=*/true);
@@ -597,11 +671,16 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
     return StagedBroadcast(data, root);
   }
   PSZERO_RETURN_IF_ERROR(CheckTensor(data, "broadcast data"));
+  PSZERO_ASSIGN_OR_RETURN(IntraHostGroup * shm, IntraHost(data.nbytes()));
   OpContext op = BeginOp("broadcast");
   const int n = size();
   if (n == 1 || data.nbytes() == 0) return Status::Ok();
   auto* buf = static_cast<std::byte*>(data.data());
   const size_t bytes = data.nbytes();
+  if (shm != nullptr) {
+    return RunIntraHost(
+        op, [&](const IntraHostOp& ctx) { return shm->Broadcast(buf, bytes, root, ctx); });
+  }
   PipelineSpec spec;
   if (bytes <= options_.small_message_bytes) {
     // Root sends to everyone directly.
@@ -663,6 +742,7 @@ Status Communicator::AllToAll(const Tensor& input, const Tensor& output) {
                                    std::to_string(n));
   }
   std::vector<int64_t> counts(n, input.numel() / n);
+  PSZERO_RETURN_IF_ERROR(IntraHost(input.nbytes()).status());
   return AllToAllV(input, counts, output, counts);
 }
 
@@ -702,7 +782,25 @@ Status Communicator::AllToAllV(const Tensor& input, std::span<const int64_t> sen
   if (send_counts[rank_] != recv_counts[rank_]) {
     return Status::InvalidArgument("alltoallv: send and receive counts to self differ");
   }
+  // Sizes differ between ranks here, so the path is the one an earlier op chose (AllToAll
+  // and the other ops choose by size, alike on every rank).
+  IntraHostGroup* shm = intra_host_.get();
   OpContext op = BeginOp("alltoall");
+  if (shm != nullptr) {
+    auto* in = static_cast<const std::byte*>(input.data());
+    auto* out = static_cast<std::byte*>(output.data());
+    int64_t send_off = 0, recv_off = 0;
+    for (int p = 0; p < rank_; ++p) {
+      send_off += send_bytes[p];
+      recv_off += recv_bytes[p];
+    }
+    if (send_bytes[rank_] > 0) {
+      std::memcpy(out + recv_off, in + send_off, static_cast<size_t>(send_bytes[rank_]));
+    }
+    return RunIntraHost(op, [&](const IntraHostOp& ctx) {
+      return shm->AllToAllV(in, send_bytes, out, recv_bytes, ctx);
+    });
+  }
   return Exchange(op, static_cast<const std::byte*>(input.data()), send_bytes,
                   static_cast<std::byte*>(output.data()), recv_bytes);
 }

@@ -32,6 +32,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -47,6 +48,9 @@
 namespace pszero::collectives {
 
 class NcclBackend;
+class IntraHostGroup;
+struct IntraHostOp;
+struct IntraHostBytes;
 
 struct CommunicatorOptions {
   // Deadline of one whole op.
@@ -61,6 +65,12 @@ struct CommunicatorOptions {
   bool deterministic = false;
   // Where scratch (comm buffer) memory is accounted; may be null.
   MemoryTracker* tracker = nullptr;
+  // Host arrays above small_message_bytes take the single-copy intra-host path
+  // (intra_host.h) when every member runs on this host; PSZERO_INTRA_HOST=0 in the
+  // environment turns it off for every communicator.
+  bool intra_host = true;
+  // Pipelining unit of the intra-host reduction (per peer, cache-resident).
+  size_t intra_host_segment_bytes = size_t{128} << 10;
 };
 
 class Communicator {
@@ -110,6 +120,11 @@ class Communicator {
                    std::span<const int64_t> recv_counts);
   Status Barrier();
 
+  // Whether host ops above small_message_bytes take the intra-host path: set up by the
+  // first such op (collective), so false before it. `intra_host_why_not()` says why not.
+  bool intra_host_active() const { return intra_host_ != nullptr; }
+  const std::string& intra_host_why_not() const { return intra_host_why_not_; }
+
   // Payload bytes this communicator's ops have posted to send and to receive, all ops
   // together since it was made (thread-safe to read; take differences around ops).
   int64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
@@ -137,6 +152,14 @@ class Communicator {
   Result<Request> PostSend(int peer, uint64_t tag, const void* data, size_t bytes);
   Result<Request> PostRecv(int peer, uint64_t tag, void* data, size_t bytes);
 
+  // The intra-host group when an op of `bytes` should take it (sets it up on first use;
+  // every rank decides alike), else nullptr.
+  Result<IntraHostGroup*> IntraHost(size_t bytes);
+  // Runs one intra-host op with this communicator's deadline, health and scratch, and
+  // counts its bytes.
+  Status RunIntraHost(OpContext& op,
+                      const std::function<Result<IntraHostBytes>(const IntraHostOp&)>& body);
+
   Status RingReduceScatterAllGather(OpContext& op, const std::byte* input, std::byte* rs_out,
                                     std::byte* ag_buf, int64_t count, DType dtype, ReduceOp reduce,
                                     bool do_rs, bool do_ag);
@@ -163,6 +186,9 @@ class Communicator {
 
   Transport* transport_;
   std::unique_ptr<NcclBackend> nccl_;
+  std::unique_ptr<IntraHostGroup> intra_host_;
+  bool intra_host_decided_ = false;
+  std::string intra_host_why_not_;
   std::vector<int> ranks_;  // transport rank of each group rank
   int rank_;
   uint32_t id_;

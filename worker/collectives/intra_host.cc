@@ -1,0 +1,543 @@
+#include "worker/collectives/intra_host.h"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace pszero::collectives {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kMagic = 0x70737a65726f7368ull;  // "pszerosh"
+constexpr size_t kHeaderBytes = 64;
+constexpr size_t kSlotFixedBytes = 256;
+// Polling interval of a sleeping waiter for peer death, aborts and the deadline.
+constexpr auto kWakeEvery = std::chrono::milliseconds(20);
+// Pause-spins before sleeping on the futex: a few microseconds, so two ranks on two
+// cores meet without a system call while four ranks on two cores do not burn a core.
+constexpr int kSpins = 256;
+
+void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+uint32_t Load(const uint32_t* word) {
+  return std::atomic_ref<uint32_t>(*const_cast<uint32_t*>(word)).load(std::memory_order_acquire);
+}
+
+// Stores `value` and wakes every waiter of the word (in any process).
+void Publish(uint32_t* word, uint32_t value) {
+  std::atomic_ref<uint32_t>(*word).store(value, std::memory_order_release);
+  syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+bool Reached(uint32_t value, uint32_t target) { return static_cast<int32_t>(value - target) >= 0; }
+
+uint64_t Fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+uint64_t NamespaceId(const char* path) {
+  struct stat st {};
+  if (stat(path, &st) != 0) return 0;
+  return (static_cast<uint64_t>(st.st_dev) << 32) ^ static_cast<uint64_t>(st.st_ino);
+}
+
+std::string BootId() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(in, id);
+  return id;
+}
+
+std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+// What every rank tells the others at set-up.
+struct Record {
+  uint64_t boot;    // hash of the kernel's boot id
+  uint64_t net_ns;  // network namespace: an emulated host is a namespace of its own
+  uint64_t pid_ns;
+  uint64_t mnt_ns;
+  int32_t pid;
+  int32_t fd;  // rank 0: the memfd of the control block
+  uint64_t map_bytes;
+  uint64_t cookie_addr;  // where this rank's cookie lies in its own memory
+  uint64_t cookie;
+};
+
+// The set-up's verdict of one rank.
+struct Verdict {
+  uint8_t ok;
+  char why[127];
+};
+
+}  // namespace
+
+struct IntraHostGroup::Peer {
+  int pid = 0;
+  int pidfd = -1;  // -1 for this process's own pid (ranks as threads)
+  int global_rank = 0;
+  // Of the op in progress, read from its slot once it published.
+  uint64_t addr = 0;
+  uint32_t progress_base = 0;
+};
+
+// One rank's part of the control block; every counter on a cache line of its own.
+struct IntraHostGroup::Slot {
+  uint32_t published;  // futex: the op this rank has published its buffers for
+  uint32_t aborted;    // futex: set once an op of this rank failed; the group is unusable
+  uint64_t addr;
+  uint32_t progress_base;
+  alignas(64) uint32_t progress;  // futex: segments this rank reduced and published, all ops
+  alignas(64) uint32_t done;      // futex: the op this rank has finished reading its peers for
+  alignas(64) char reason[64];    // why this rank abandoned its op, written before `aborted`
+  // Followed by n send offsets and n send byte counts (all-to-all).
+  int64_t* send_offsets() { return reinterpret_cast<int64_t*>(this + 1); }
+};
+
+// One op: numbers it, publishes its buffers and waits for the peers to finish with them.
+class IntraHostGroup::OpScope {
+ public:
+  explicit OpScope(IntraHostGroup* g) : g_(g), op_(++g->op_) {}
+  uint32_t op() const { return op_; }
+  // Publishes that this rank's buffers are ready for op `op()`, then waits for every
+  // peer to do the same and records their buffer address and progress base.
+  Status Start(uint64_t addr, const IntraHostOp& ctx) {
+    Slot* me = g_->slot(g_->rank_);
+    me->addr = addr;
+    me->progress_base = g_->progress_;
+    Publish(&me->published, op_);
+    for (int p = 0; p < g_->n_; ++p) {
+      if (p == g_->rank_) continue;
+      PSZERO_RETURN_IF_ERROR(g_->WaitFor(p, &g_->slot(p)->published, op_, "start the op", ctx));
+      g_->peers_[p].addr = g_->slot(p)->addr;
+      g_->peers_[p].progress_base = g_->slot(p)->progress_base;
+    }
+    return Status::Ok();
+  }
+  // This rank has read everything it needs; returns once every peer has too.
+  Status Finish(const IntraHostOp& ctx) {
+    Publish(&g_->slot(g_->rank_)->done, op_);
+    for (int p = 0; p < g_->n_; ++p) {
+      if (p == g_->rank_) continue;
+      PSZERO_RETURN_IF_ERROR(
+          g_->WaitFor(p, &g_->slot(p)->done, op_, "finish reading its peers' buffers", ctx));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  IntraHostGroup* g_;
+  uint32_t op_;
+};
+
+IntraHostGroup::IntraHostGroup(int rank, int n)
+    : rank_(rank), n_(n), peers_(std::make_unique<Peer[]>(static_cast<size_t>(n))) {}
+
+IntraHostGroup::~IntraHostGroup() {
+  if (base_ != nullptr) munmap(base_, map_bytes_);
+  for (int p = 0; p < n_; ++p) {
+    if (peers_[p].pidfd >= 0) close(peers_[p].pidfd);
+  }
+}
+
+IntraHostGroup::Slot* IntraHostGroup::slot(int p) const {
+  return reinterpret_cast<Slot*>(base_ + kHeaderBytes + static_cast<size_t>(p) * slot_bytes_);
+}
+
+Result<std::unique_ptr<IntraHostGroup>> IntraHostGroup::Create(int rank, int n,
+                                                               std::span<const int> global_ranks,
+                                                               const AllGatherFn& allgather,
+                                                               std::string* why_not) {
+  static_assert(sizeof(Slot) == kSlotFixedBytes);
+  std::unique_ptr<IntraHostGroup> g(new IntraHostGroup(rank, n));
+  for (int p = 0; p < n; ++p) g->peers_[p].global_rank = global_ranks[p];
+  std::random_device rd;
+  g->cookie_ = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ reinterpret_cast<uintptr_t>(g.get());
+  g->slot_bytes_ = (kSlotFixedBytes + 16 * static_cast<size_t>(n) + 63) / 64 * 64;
+  g->map_bytes_ = kHeaderBytes + static_cast<size_t>(n) * g->slot_bytes_;
+  std::string local_why;
+  int memfd = -1;
+  if (rank == 0) {
+    memfd = static_cast<int>(syscall(SYS_memfd_create, "pszero-intra-host", MFD_CLOEXEC));
+    if (memfd < 0) {
+      local_why = Errno("memfd_create");
+    } else if (ftruncate(memfd, static_cast<off_t>(g->map_bytes_)) != 0) {
+      local_why = Errno("ftruncate");
+    } else {
+      void* m = mmap(nullptr, g->map_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+      if (m == MAP_FAILED) {
+        local_why = Errno("mmap");
+      } else {
+        g->base_ = static_cast<std::byte*>(m);
+        std::memcpy(g->base_, &kMagic, sizeof(kMagic));
+        std::memcpy(g->base_ + 8, &g->cookie_, sizeof(g->cookie_));
+      }
+    }
+  }
+  struct FdCloser {
+    int fd;
+    ~FdCloser() {
+      if (fd >= 0) close(fd);
+    }
+  } closer{memfd};
+
+  Record mine{};
+  mine.boot = Fnv1a(BootId());
+  mine.net_ns = NamespaceId("/proc/self/ns/net");
+  mine.pid_ns = NamespaceId("/proc/self/ns/pid");
+  mine.mnt_ns = NamespaceId("/proc/self/ns/mnt");
+  mine.pid = static_cast<int32_t>(getpid());
+  mine.fd = memfd;
+  mine.map_bytes = g->map_bytes_;
+  mine.cookie_addr = reinterpret_cast<uintptr_t>(&g->cookie_);
+  mine.cookie = g->cookie_;
+  std::vector<Record> all(static_cast<size_t>(n));
+  PSZERO_RETURN_IF_ERROR(
+      allgather(std::as_bytes(std::span(&mine, 1)), std::as_writable_bytes(std::span(all))));
+  for (int p = 0; p < n; ++p) {
+    const Record& r = all[p];
+    if (r.boot != mine.boot || r.net_ns != mine.net_ns || r.pid_ns != mine.pid_ns ||
+        r.mnt_ns != mine.mnt_ns) {
+      *why_not = "rank " + std::to_string(global_ranks[p]) + " is on another host";
+      return std::unique_ptr<IntraHostGroup>();
+    }
+  }
+  // Same host: attach to rank 0's control block and check cross-memory attach works
+  // with every peer by reading its cookie.
+  if (local_why.empty() && rank != 0) {
+    if (all[0].fd < 0) {
+      local_why = "rank 0 has no control block";
+    } else {
+      const std::string path =
+          "/proc/" + std::to_string(all[0].pid) + "/fd/" + std::to_string(all[0].fd);
+      const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+      if (fd < 0) {
+        local_why = Errno(("open " + path).c_str());
+      } else {
+        struct stat st {};
+        void* m = MAP_FAILED;
+        if (fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) == g->map_bytes_) {
+          m = mmap(nullptr, g->map_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        }
+        close(fd);
+        uint64_t magic = 0, cookie = 0;
+        if (m != MAP_FAILED) {
+          g->base_ = static_cast<std::byte*>(m);
+          std::memcpy(&magic, g->base_, 8);
+          std::memcpy(&cookie, g->base_ + 8, 8);
+        }
+        if (m == MAP_FAILED || magic != kMagic || cookie != all[0].cookie) {
+          local_why = path + " is not rank 0's control block";
+        }
+      }
+    }
+  }
+  for (int p = 0; p < n && local_why.empty(); ++p) {
+    g->peers_[p].pid = all[p].pid;
+    if (all[p].pid == mine.pid) continue;
+    g->peers_[p].pidfd = static_cast<int>(syscall(SYS_pidfd_open, all[p].pid, 0));
+    if (g->peers_[p].pidfd < 0) {
+      local_why = Errno("pidfd_open");
+      break;
+    }
+    uint64_t cookie = 0;
+    iovec local{&cookie, sizeof(cookie)};
+    iovec remote{reinterpret_cast<void*>(all[p].cookie_addr), sizeof(cookie)};
+    if (process_vm_readv(all[p].pid, &local, 1, &remote, 1, 0) !=
+        static_cast<ssize_t>(sizeof(cookie))) {
+      local_why = Errno("process_vm_readv");
+    } else if (cookie != all[p].cookie) {
+      local_why = "pid " + std::to_string(all[p].pid) + " is not rank " +
+                  std::to_string(global_ranks[p]) + " (another pid namespace?)";
+    }
+  }
+  Verdict verdict{};
+  verdict.ok = local_why.empty() ? 1 : 0;
+  std::strncpy(verdict.why, local_why.c_str(), sizeof(verdict.why) - 1);
+  std::vector<Verdict> verdicts(static_cast<size_t>(n));
+  PSZERO_RETURN_IF_ERROR(allgather(std::as_bytes(std::span(&verdict, 1)),
+                                   std::as_writable_bytes(std::span(verdicts))));
+  for (int p = 0; p < n; ++p) {
+    if (verdicts[p].ok == 0) {
+      *why_not = "rank " + std::to_string(global_ranks[p]) + ": " +
+                 std::string(verdicts[p].why, strnlen(verdicts[p].why, sizeof(verdicts[p].why)));
+      return std::unique_ptr<IntraHostGroup>();
+    }
+  }
+  return g;
+}
+
+void IntraHostGroup::Abandon(const Status& reason) {
+  Slot* me = slot(rank_);
+  if (Load(&me->aborted) != 0) return;
+  std::strncpy(me->reason, reason.message().c_str(), sizeof(me->reason) - 1);
+  me->reason[sizeof(me->reason) - 1] = '\0';
+  Publish(&me->aborted, 1);
+}
+
+Status IntraHostGroup::PeerAlive(int p) const {
+  if (peers_[p].pidfd < 0) return Status::Ok();
+  pollfd pfd{peers_[p].pidfd, POLLIN, 0};
+  if (poll(&pfd, 1, 0) > 0) {
+    return Status::Unavailable("rank " + std::to_string(peers_[p].global_rank) + " (pid " +
+                               std::to_string(peers_[p].pid) + ") exited");
+  }
+  return Status::Ok();
+}
+
+Status IntraHostGroup::PeersHealthy() const {
+  // Deaths first: the survivors that noticed one give up too, and the dead rank is the
+  // news.
+  for (int q = 0; q < n_; ++q) {
+    if (q != rank_) PSZERO_RETURN_IF_ERROR(PeerAlive(q));
+  }
+  for (int q = 0; q < n_; ++q) {
+    if (q == rank_ || Load(&slot(q)->aborted) == 0) continue;
+    const char* reason = slot(q)->reason;
+    return Status::Unavailable("rank " + std::to_string(peers_[q].global_rank) + " gave up: " +
+                               std::string(reason, strnlen(reason, sizeof(slot(q)->reason))));
+  }
+  return Status::Ok();
+}
+
+Status IntraHostGroup::WaitFor(int p, const uint32_t* word, uint32_t target, const char* what,
+                               const IntraHostOp& ctx) const {
+  for (int i = 0; i < kSpins; ++i) {
+    if (Reached(Load(word), target)) return Status::Ok();
+    CpuRelax();
+  }
+  while (true) {
+    const uint32_t seen = Load(word);
+    if (Reached(seen, target)) return Status::Ok();
+    PSZERO_RETURN_IF_ERROR(PeersHealthy().WithContext(ctx.where));
+    if (ctx.health) PSZERO_RETURN_IF_ERROR(ctx.health().WithContext(ctx.where));
+    const auto left = ctx.deadline - Clock::now();
+    if (left <= Clock::duration::zero()) {
+      return Status::DeadlineExceeded(ctx.where + ": rank " +
+                                      std::to_string(peers_[p].global_rank) + " did not " + what +
+                                      " before the deadline");
+    }
+    const auto nap = std::min<Clock::duration>(left, kWakeEvery);
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(nap).count();
+    timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    syscall(SYS_futex, word, FUTEX_WAIT, seen, &ts, nullptr, 0);
+  }
+}
+
+Status IntraHostGroup::Pull(int p, uint64_t remote, void* local, size_t bytes,
+                            const IntraHostOp& ctx) const {
+  if (bytes == 0) return Status::Ok();
+  if (peers_[p].pidfd < 0) {  // a rank of this process
+    std::memcpy(local, reinterpret_cast<const void*>(remote), bytes);
+    return Status::Ok();
+  }
+  auto* dst = static_cast<char*>(local);
+  while (bytes > 0) {
+    iovec l{dst, bytes};
+    iovec r{reinterpret_cast<void*>(remote), bytes};
+    const ssize_t got = process_vm_readv(peers_[p].pid, &l, 1, &r, 1, 0);
+    if (got <= 0) {
+      if (got < 0 && errno == EINTR) continue;
+      const int err = errno;
+      PSZERO_RETURN_IF_ERROR(PeersHealthy().WithContext(ctx.where));
+      return Status::Internal(ctx.where + ": reading " + std::to_string(bytes) + " bytes of rank " +
+                              std::to_string(peers_[p].global_rank) +
+                              "'s buffer: " + std::strerror(err));
+    }
+    dst += got;
+    remote += static_cast<uint64_t>(got);
+    bytes -= static_cast<size_t>(got);
+  }
+  return Status::Ok();
+}
+
+Status IntraHostGroup::ReduceChunk(const void* input, int64_t chunk_begin, int64_t chunk_count,
+                                   void* out, DType dtype, ReduceOp op, size_t segment_bytes,
+                                   bool publish, const IntraHostOp& ctx, IntraHostBytes& bytes) {
+  const size_t es = DTypeSize(dtype);
+  const int64_t seg = std::max<int64_t>(1, static_cast<int64_t>(segment_bytes / es));
+  const int64_t segments = std::max<int64_t>(1, (chunk_count + seg - 1) / seg);
+  const size_t slot_bytes =
+      static_cast<size_t>(std::min(seg, std::max<int64_t>(chunk_count, 1))) * es;
+  PSZERO_ASSIGN_OR_RETURN(std::byte * scratch,
+                          ctx.scratch(slot_bytes * static_cast<size_t>(n_ - 1)));
+  std::vector<const void*> inputs(static_cast<size_t>(n_));
+  const double scale = op == ReduceOp::kAvg ? 1.0 / n_ : 1.0;
+  for (int64_t g = 0; g < segments; ++g) {
+    const int64_t begin = chunk_begin + g * seg;
+    const int64_t count = std::min(seg, chunk_count - g * seg);
+    const uint64_t offset = static_cast<uint64_t>(begin) * es;
+    const size_t len = static_cast<size_t>(std::max<int64_t>(count, 0)) * es;
+    int j = 0;
+    for (int i = 1; i < n_; ++i) {  // staggered, so that not every rank reads rank 0 first
+      const int p = (rank_ + i) % n_;
+      std::byte* dst = scratch + static_cast<size_t>(j++) * slot_bytes;
+      PSZERO_RETURN_IF_ERROR(Pull(p, peers_[p].addr + offset, dst, len, ctx));
+      inputs[p] = dst;
+      bytes.pulled += static_cast<int64_t>(len);
+    }
+    inputs[rank_] = static_cast<const std::byte*>(input) + offset;
+    if (count > 0) {
+      ReduceOrdered(static_cast<std::byte*>(out) + static_cast<size_t>(g * seg) * es, inputs.data(),
+                    n_, count, dtype, op, scale);
+    }
+    if (publish) Publish(&slot(rank_)->progress, ++progress_);
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+int64_t ChunkBegin(int64_t count, int n, int c) {
+  const int64_t q = count / n, rem = count % n;
+  return c * q + std::min<int64_t>(c, rem);
+}
+
+}  // namespace
+
+Result<IntraHostBytes> IntraHostGroup::AllReduce(void* data, int64_t count, DType dtype,
+                                                 ReduceOp op, size_t segment_bytes,
+                                                 const IntraHostOp& ctx) {
+  OpScope scope(this);
+  IntraHostBytes bytes;
+  const size_t es = DTypeSize(dtype);
+  auto* buf = static_cast<std::byte*>(data);
+  PSZERO_RETURN_IF_ERROR(scope.Start(reinterpret_cast<uintptr_t>(data), ctx));
+  const int64_t mine = ChunkBegin(count, n_, rank_);
+  const int64_t mine_count = ChunkBegin(count, n_, rank_ + 1) - mine;
+  PSZERO_RETURN_IF_ERROR(ReduceChunk(buf, mine, mine_count, buf + static_cast<size_t>(mine) * es,
+                                     dtype, op, segment_bytes, /*publish=*/true, ctx, bytes));
+  // Every other chunk from its owner, segment runs as soon as they are reduced.
+  const int64_t seg = std::max<int64_t>(1, static_cast<int64_t>(segment_bytes / es));
+  for (int i = 1; i < n_; ++i) {
+    const int p = (rank_ + i) % n_;
+    const int64_t begin = ChunkBegin(count, n_, p);
+    const int64_t chunk = ChunkBegin(count, n_, p + 1) - begin;
+    const int64_t segments = std::max<int64_t>(1, (chunk + seg - 1) / seg);
+    bytes.served += chunk * static_cast<int64_t>(es);  // peer p read our chunk p
+    int64_t have = 0;
+    while (have < segments) {
+      const uint32_t base = peers_[p].progress_base;
+      PSZERO_RETURN_IF_ERROR(WaitFor(p, &slot(p)->progress, base + static_cast<uint32_t>(have + 1),
+                                     "reduce its chunk", ctx));
+      const int64_t ready =
+          std::min<int64_t>(segments, static_cast<int64_t>(Load(&slot(p)->progress) - base));
+      const int64_t from = begin + have * seg;
+      const int64_t to = std::min(begin + chunk, begin + ready * seg);
+      const size_t len = static_cast<size_t>(std::max<int64_t>(to - from, 0)) * es;
+      PSZERO_RETURN_IF_ERROR(Pull(p, peers_[p].addr + static_cast<uint64_t>(from) * es,
+                                  buf + static_cast<size_t>(from) * es, len, ctx));
+      bytes.pulled += static_cast<int64_t>(len);
+      have = ready;
+    }
+  }
+  bytes.served += (n_ - 1) * mine_count * static_cast<int64_t>(es);
+  PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+  return bytes;
+}
+
+Result<IntraHostBytes> IntraHostGroup::ReduceScatter(const void* input, void* output,
+                                                     int64_t block_count, DType dtype, ReduceOp op,
+                                                     size_t segment_bytes, const IntraHostOp& ctx) {
+  OpScope scope(this);
+  IntraHostBytes bytes;
+  PSZERO_RETURN_IF_ERROR(scope.Start(reinterpret_cast<uintptr_t>(input), ctx));
+  PSZERO_RETURN_IF_ERROR(ReduceChunk(input, rank_ * block_count, block_count, output, dtype, op,
+                                     segment_bytes, /*publish=*/false, ctx, bytes));
+  bytes.served = (n_ - 1) * block_count * static_cast<int64_t>(DTypeSize(dtype));
+  PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+  return bytes;
+}
+
+Result<IntraHostBytes> IntraHostGroup::AllGather(const void* input, void* output,
+                                                 size_t block_bytes, const IntraHostOp& ctx) {
+  OpScope scope(this);
+  IntraHostBytes bytes;
+  PSZERO_RETURN_IF_ERROR(scope.Start(reinterpret_cast<uintptr_t>(input), ctx));
+  for (int i = 1; i < n_; ++i) {
+    const int p = (rank_ + i) % n_;
+    PSZERO_RETURN_IF_ERROR(Pull(
+        p, peers_[p].addr, static_cast<std::byte*>(output) + static_cast<size_t>(p) * block_bytes,
+        block_bytes, ctx));
+  }
+  bytes.pulled = bytes.served = (n_ - 1) * static_cast<int64_t>(block_bytes);
+  PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+  return bytes;
+}
+
+Result<IntraHostBytes> IntraHostGroup::Broadcast(void* data, size_t nbytes, int root,
+                                                 const IntraHostOp& ctx) {
+  OpScope scope(this);
+  IntraHostBytes bytes;
+  PSZERO_RETURN_IF_ERROR(scope.Start(reinterpret_cast<uintptr_t>(data), ctx));
+  if (rank_ == root) {
+    bytes.served = (n_ - 1) * static_cast<int64_t>(nbytes);
+  } else {
+    PSZERO_RETURN_IF_ERROR(Pull(root, peers_[root].addr, data, nbytes, ctx));
+    bytes.pulled = static_cast<int64_t>(nbytes);
+  }
+  PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+  return bytes;
+}
+
+Result<IntraHostBytes> IntraHostGroup::AllToAllV(const void* input,
+                                                 std::span<const int64_t> send_bytes, void* output,
+                                                 std::span<const int64_t> recv_bytes,
+                                                 const IntraHostOp& ctx) {
+  OpScope scope(this);
+  IntraHostBytes bytes;
+  int64_t* offsets = slot(rank_)->send_offsets();
+  int64_t off = 0;
+  for (int p = 0; p < n_; ++p) {
+    offsets[p] = off;
+    offsets[n_ + p] = send_bytes[p];
+    off += send_bytes[p];
+    if (p != rank_) bytes.served += send_bytes[p];
+  }
+  PSZERO_RETURN_IF_ERROR(scope.Start(reinterpret_cast<uintptr_t>(input), ctx));
+  std::vector<int64_t> recv_off(static_cast<size_t>(n_) + 1, 0);
+  for (int p = 0; p < n_; ++p) recv_off[p + 1] = recv_off[p] + recv_bytes[p];
+  for (int i = 1; i < n_; ++i) {
+    const int p = (rank_ + i) % n_;
+    const int64_t* theirs = slot(p)->send_offsets();
+    if (theirs[n_ + rank_] != recv_bytes[p]) {
+      return Status::InvalidArgument(ctx.where + ": rank " + std::to_string(peers_[p].global_rank) +
+                                     " sends " + std::to_string(theirs[n_ + rank_]) +
+                                     " bytes here, " + std::to_string(recv_bytes[p]) + " expected");
+    }
+    PSZERO_RETURN_IF_ERROR(Pull(p, peers_[p].addr + static_cast<uint64_t>(theirs[rank_]),
+                                static_cast<std::byte*>(output) + recv_off[p],
+                                static_cast<size_t>(recv_bytes[p]), ctx));
+    bytes.pulled += recv_bytes[p];
+  }
+  PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+  return bytes;
+}
+
+}  // namespace pszero::collectives
