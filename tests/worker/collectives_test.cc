@@ -562,7 +562,7 @@ TEST(CollectivesIntraHostTest, AnotherHostKeepsTheGroupOnTheTransport) {
   for (int field = 0; field < 4; ++field) {  // boot, net, pid, mount namespace
     std::string why;
     auto group = IntraHostGroup::Create(
-        0, 2, ranks,
+        0, 2, ranks, size_t{128} << 10,
         [&](std::span<const std::byte> record, std::span<std::byte> out) -> Status {
           std::memcpy(out.data(), record.data(), record.size());
           std::memcpy(out.data() + record.size(), record.data(), record.size());

@@ -192,8 +192,9 @@ Result<IntraHostGroup*> Communicator::IntraHost(size_t bytes) {
         return DirectAllGather(op, out.data() + static_cast<size_t>(rank_) * record.size(),
                                out.data(), static_cast<int64_t>(record.size()), DType::kUInt8);
       };
-      PSZERO_ASSIGN_OR_RETURN(intra_host_, IntraHostGroup::Create(rank_, size(), ranks_, allgather,
-                                                                  &intra_host_why_not_));
+      PSZERO_ASSIGN_OR_RETURN(intra_host_, IntraHostGroup::Create(rank_, size(), ranks_,
+                                                                  options_.intra_host_segment_bytes,
+                                                                  allgather, &intra_host_why_not_));
       if (intra_host_ == nullptr) {
         LOG_IF(INFO, rank_ == 0) << "communicator " << id_ << ": no intra-host path ("
                                  << intra_host_why_not_ << "); ring over the transport";
@@ -577,8 +578,7 @@ Status Communicator::AllReduce(const Tensor& data, ReduceOp reduce) {
   }
   if (shm != nullptr) {
     return RunIntraHost(op, [&](const IntraHostOp& ctx) {
-      return shm->AllReduce(buf, count, data.dtype(), reduce, options_.intra_host_segment_bytes,
-                            ctx);
+      return shm->AllReduce(buf, count, data.dtype(), reduce, ctx);
     });
   }
   Layout layout{count, n, 1};
@@ -620,8 +620,7 @@ Status Communicator::ReduceScatter(const Tensor& input, const Tensor& output, Re
   if (block == 0) return Status::Ok();
   if (shm != nullptr) {
     return RunIntraHost(op, [&](const IntraHostOp& ctx) {
-      return shm->ReduceScatter(in, out, block, input.dtype(), reduce,
-                                options_.intra_host_segment_bytes, ctx);
+      return shm->ReduceScatter(in, out, block, input.dtype(), reduce, ctx);
     });
   }
   if (options_.deterministic || input.nbytes() <= options_.small_message_bytes) {
@@ -784,7 +783,8 @@ Status Communicator::AllToAllV(const Tensor& input, std::span<const int64_t> sen
   }
   // Sizes differ between ranks here, so the path is the one an earlier op chose (AllToAll
   // and the other ops choose by size, alike on every rank).
-  IntraHostGroup* shm = intra_host_.get();
+  IntraHostGroup* shm =
+      intra_host_ != nullptr && intra_host_->can_alltoall() ? intra_host_.get() : nullptr;
   OpContext op = BeginOp("alltoall");
   if (shm != nullptr) {
     auto* in = static_cast<const std::byte*>(input.data());

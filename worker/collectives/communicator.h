@@ -69,7 +69,8 @@ struct CommunicatorOptions {
   // (intra_host.h) when every member runs on this host; PSZERO_INTRA_HOST=0 in the
   // environment turns it off for every communicator.
   bool intra_host = true;
-  // Pipelining unit of the intra-host reduction (per peer, cache-resident).
+  // The piece of an intra-host round each rank reduces; a round stages N pieces per rank
+  // (double-buffered windows of 2(N+1) pieces per rank, meant to stay in the LLC).
   size_t intra_host_segment_bytes = size_t{128} << 10;
 };
 

@@ -31,7 +31,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr uint64_t kMagic = 0x70737a65726f7368ull;  // "pszerosh"
 constexpr size_t kHeaderBytes = 64;
-constexpr size_t kSlotFixedBytes = 256;
+// A rank's staging window: two round slots of (n inputs + 1 result) pieces.
+constexpr size_t kMaxWindowBytes = size_t{16} << 20;
+constexpr size_t kSlotFixedBytes = 384;
 // Polling interval of a sleeping waiter for peer death, aborts and the deadline.
 constexpr auto kWakeEvery = std::chrono::milliseconds(20);
 // Pause-spins before sleeping on the futex: a few microseconds, so two ranks on two
@@ -93,7 +95,8 @@ struct Record {
 // The set-up's verdict of one rank.
 struct Verdict {
   uint8_t ok;
-  char why[127];
+  uint8_t cma;  // cross-memory attach works with every peer
+  char why[126];
 };
 
 }  // namespace
@@ -102,41 +105,38 @@ struct IntraHostGroup::Peer {
   int pid = 0;
   int pidfd = -1;  // -1 for this process's own pid (ranks as threads)
   int global_rank = 0;
-  // Of the op in progress, read from its slot once it published.
-  uint64_t addr = 0;
-  uint32_t progress_base = 0;
+  uint64_t addr = 0;  // all-to-all: its input, read from its slot once it published
 };
 
-// One rank's part of the control block; every counter on a cache line of its own.
+// One rank's part of the control block; every futex word on a cache line of its own.
+// Counters of rounds are running totals over all ops, so nothing is ever reset.
 struct IntraHostGroup::Slot {
-  uint32_t published;  // futex: the op this rank has published its buffers for
+  uint32_t published;  // futex: the all-to-all this rank has published its input for
   uint32_t aborted;    // futex: set once an op of this rank failed; the group is unusable
   uint64_t addr;
-  uint32_t progress_base;
-  alignas(64) uint32_t progress;  // futex: segments this rank reduced and published, all ops
-  alignas(64) uint32_t done;      // futex: the op this rank has finished reading its peers for
-  alignas(64) char reason[64];    // why this rank abandoned its op, written before `aborted`
+  alignas(64) uint32_t filled;   // futex: rounds whose input this rank staged
+  alignas(64) uint32_t reduced;  // futex: rounds whose result piece this rank wrote
+  alignas(64) uint32_t drained;  // futex: rounds this rank finished reading peers' windows of
+  alignas(64) uint32_t done;     // futex: the all-to-all this rank finished reading for
+  alignas(64) char reason[64];   // why this rank abandoned its op, written before `aborted`
   // Followed by n send offsets and n send byte counts (all-to-all).
   int64_t* send_offsets() { return reinterpret_cast<int64_t*>(this + 1); }
 };
 
-// One op: numbers it, publishes its buffers and waits for the peers to finish with them.
+// An all-to-all: numbers it, publishes the input and waits for the peers to finish with it.
 class IntraHostGroup::OpScope {
  public:
   explicit OpScope(IntraHostGroup* g) : g_(g), op_(++g->op_) {}
-  uint32_t op() const { return op_; }
-  // Publishes that this rank's buffers are ready for op `op()`, then waits for every
-  // peer to do the same and records their buffer address and progress base.
+  // Publishes that this rank's input is ready, then waits for every peer to do the same
+  // and records their input addresses.
   Status Start(uint64_t addr, const IntraHostOp& ctx) {
     Slot* me = g_->slot(g_->rank_);
     me->addr = addr;
-    me->progress_base = g_->progress_;
     Publish(&me->published, op_);
     for (int p = 0; p < g_->n_; ++p) {
       if (p == g_->rank_) continue;
       PSZERO_RETURN_IF_ERROR(g_->WaitFor(p, &g_->slot(p)->published, op_, "start the op", ctx));
       g_->peers_[p].addr = g_->slot(p)->addr;
-      g_->peers_[p].progress_base = g_->slot(p)->progress_base;
     }
     return Status::Ok();
   }
@@ -172,6 +172,7 @@ IntraHostGroup::Slot* IntraHostGroup::slot(int p) const {
 
 Result<std::unique_ptr<IntraHostGroup>> IntraHostGroup::Create(int rank, int n,
                                                                std::span<const int> global_ranks,
+                                                               size_t segment_bytes,
                                                                const AllGatherFn& allgather,
                                                                std::string* why_not) {
   static_assert(sizeof(Slot) == kSlotFixedBytes);
@@ -180,7 +181,15 @@ Result<std::unique_ptr<IntraHostGroup>> IntraHostGroup::Create(int rank, int n,
   std::random_device rd;
   g->cookie_ = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ reinterpret_cast<uintptr_t>(g.get());
   g->slot_bytes_ = (kSlotFixedBytes + 16 * static_cast<size_t>(n) + 63) / 64 * 64;
-  g->map_bytes_ = kHeaderBytes + static_cast<size_t>(n) * g->slot_bytes_;
+  // Pieces are multiples of 64 bytes (every dtype divides them), and a window stays below
+  // kMaxWindowBytes however many ranks share the host.
+  const size_t cap = kMaxWindowBytes / (2 * (static_cast<size_t>(n) + 1));
+  g->piece_bytes_ = std::max<size_t>(64, std::min(segment_bytes, cap) / 64 * 64);
+  g->window_bytes_ = (2 * (static_cast<size_t>(n) + 1) * g->piece_bytes_ + 4095) / 4096 * 4096;
+  const size_t control =
+      (kHeaderBytes + static_cast<size_t>(n) * g->slot_bytes_ + 4095) / 4096 * 4096;
+  g->windows_offset_ = control;
+  g->map_bytes_ = control + static_cast<size_t>(n) * g->window_bytes_;
   std::string local_why;
   int memfd = -1;
   if (rank == 0) {
@@ -258,6 +267,7 @@ Result<std::unique_ptr<IntraHostGroup>> IntraHostGroup::Create(int rank, int n,
       }
     }
   }
+  bool cma = true;
   for (int p = 0; p < n && local_why.empty(); ++p) {
     g->peers_[p].pid = all[p].pid;
     if (all[p].pid == mine.pid) continue;
@@ -270,15 +280,14 @@ Result<std::unique_ptr<IntraHostGroup>> IntraHostGroup::Create(int rank, int n,
     iovec local{&cookie, sizeof(cookie)};
     iovec remote{reinterpret_cast<void*>(all[p].cookie_addr), sizeof(cookie)};
     if (process_vm_readv(all[p].pid, &local, 1, &remote, 1, 0) !=
-        static_cast<ssize_t>(sizeof(cookie))) {
-      local_why = Errno("process_vm_readv");
-    } else if (cookie != all[p].cookie) {
-      local_why = "pid " + std::to_string(all[p].pid) + " is not rank " +
-                  std::to_string(global_ranks[p]) + " (another pid namespace?)";
+            static_cast<ssize_t>(sizeof(cookie)) ||
+        cookie != all[p].cookie) {
+      cma = false;  // all-to-all(v) then stays on the transport
     }
   }
   Verdict verdict{};
   verdict.ok = local_why.empty() ? 1 : 0;
+  verdict.cma = cma ? 1 : 0;
   std::strncpy(verdict.why, local_why.c_str(), sizeof(verdict.why) - 1);
   std::vector<Verdict> verdicts(static_cast<size_t>(n));
   PSZERO_RETURN_IF_ERROR(allgather(std::as_bytes(std::span(&verdict, 1)),
@@ -289,6 +298,7 @@ Result<std::unique_ptr<IntraHostGroup>> IntraHostGroup::Create(int rank, int n,
                  std::string(verdicts[p].why, strnlen(verdicts[p].why, sizeof(verdicts[p].why)));
       return std::unique_ptr<IntraHostGroup>();
     }
+    g->cma_ = g->cma_ && verdicts[p].cma != 0;
   }
   return g;
 }
@@ -377,39 +387,23 @@ Status IntraHostGroup::Pull(int p, uint64_t remote, void* local, size_t bytes,
   return Status::Ok();
 }
 
-Status IntraHostGroup::ReduceChunk(const void* input, int64_t chunk_begin, int64_t chunk_count,
-                                   void* out, DType dtype, ReduceOp op, size_t segment_bytes,
-                                   bool publish, const IntraHostOp& ctx, IntraHostBytes& bytes) {
-  const size_t es = DTypeSize(dtype);
-  const int64_t seg = std::max<int64_t>(1, static_cast<int64_t>(segment_bytes / es));
-  const int64_t segments = std::max<int64_t>(1, (chunk_count + seg - 1) / seg);
-  const size_t slot_bytes =
-      static_cast<size_t>(std::min(seg, std::max<int64_t>(chunk_count, 1))) * es;
-  PSZERO_ASSIGN_OR_RETURN(std::byte * scratch,
-                          ctx.scratch(slot_bytes * static_cast<size_t>(n_ - 1)));
-  std::vector<const void*> inputs(static_cast<size_t>(n_));
-  const double scale = op == ReduceOp::kAvg ? 1.0 / n_ : 1.0;
-  for (int64_t g = 0; g < segments; ++g) {
-    const int64_t begin = chunk_begin + g * seg;
-    const int64_t count = std::min(seg, chunk_count - g * seg);
-    const uint64_t offset = static_cast<uint64_t>(begin) * es;
-    const size_t len = static_cast<size_t>(std::max<int64_t>(count, 0)) * es;
-    int j = 0;
-    for (int i = 1; i < n_; ++i) {  // staggered, so that not every rank reads rank 0 first
-      const int p = (rank_ + i) % n_;
-      std::byte* dst = scratch + static_cast<size_t>(j++) * slot_bytes;
-      PSZERO_RETURN_IF_ERROR(Pull(p, peers_[p].addr + offset, dst, len, ctx));
-      inputs[p] = dst;
-      bytes.pulled += static_cast<int64_t>(len);
-    }
-    inputs[rank_] = static_cast<const std::byte*>(input) + offset;
-    if (count > 0) {
-      ReduceOrdered(static_cast<std::byte*>(out) + static_cast<size_t>(g * seg) * es, inputs.data(),
-                    n_, count, dtype, op, scale);
-    }
-    if (publish) Publish(&slot(rank_)->progress, ++progress_);
+std::byte* IntraHostGroup::window(int p, uint32_t round) const {
+  return base_ + windows_offset_ + static_cast<size_t>(p) * window_bytes_ +
+         (round % 2) * (static_cast<size_t>(n_) + 1) * piece_bytes_;
+}
+
+Status IntraHostGroup::WaitAll(uint32_t Slot::*counter, uint32_t target, const char* what,
+                               const IntraHostOp& ctx) const {
+  for (int i = 1; i < n_; ++i) {
+    const int p = (rank_ + i) % n_;
+    PSZERO_RETURN_IF_ERROR(WaitFor(p, &(slot(p)->*counter), target, what, ctx));
   }
   return Status::Ok();
+}
+
+Status IntraHostGroup::BeginRound(uint32_t t, const IntraHostOp& ctx) const {
+  // Round t reuses the window slot of round t - 2: every peer must be done with it.
+  return WaitAll(&Slot::drained, t - 1, "finish reading an earlier round", ctx);
 }
 
 namespace {
@@ -419,90 +413,193 @@ int64_t ChunkBegin(int64_t count, int n, int c) {
   return c * q + std::min<int64_t>(c, rem);
 }
 
+size_t Bytes(int64_t count, size_t es) { return static_cast<size_t>(count) * es; }
+
 }  // namespace
 
 Result<IntraHostBytes> IntraHostGroup::AllReduce(void* data, int64_t count, DType dtype,
-                                                 ReduceOp op, size_t segment_bytes,
-                                                 const IntraHostOp& ctx) {
-  OpScope scope(this);
+                                                 ReduceOp op, const IntraHostOp& ctx) {
   IntraHostBytes bytes;
   const size_t es = DTypeSize(dtype);
+  const int64_t per_round = static_cast<int64_t>(piece_bytes_ / es) * n_;
+  const int64_t rounds = (count + per_round - 1) / per_round;
   auto* buf = static_cast<std::byte*>(data);
-  PSZERO_RETURN_IF_ERROR(scope.Start(reinterpret_cast<uintptr_t>(data), ctx));
-  const int64_t mine = ChunkBegin(count, n_, rank_);
-  const int64_t mine_count = ChunkBegin(count, n_, rank_ + 1) - mine;
-  PSZERO_RETURN_IF_ERROR(ReduceChunk(buf, mine, mine_count, buf + static_cast<size_t>(mine) * es,
-                                     dtype, op, segment_bytes, /*publish=*/true, ctx, bytes));
-  // Every other chunk from its owner, segment runs as soon as they are reduced.
-  const int64_t seg = std::max<int64_t>(1, static_cast<int64_t>(segment_bytes / es));
-  for (int i = 1; i < n_; ++i) {
-    const int p = (rank_ + i) % n_;
-    const int64_t begin = ChunkBegin(count, n_, p);
-    const int64_t chunk = ChunkBegin(count, n_, p + 1) - begin;
-    const int64_t segments = std::max<int64_t>(1, (chunk + seg - 1) / seg);
-    bytes.served += chunk * static_cast<int64_t>(es);  // peer p read our chunk p
-    int64_t have = 0;
-    while (have < segments) {
-      const uint32_t base = peers_[p].progress_base;
-      PSZERO_RETURN_IF_ERROR(WaitFor(p, &slot(p)->progress, base + static_cast<uint32_t>(have + 1),
-                                     "reduce its chunk", ctx));
-      const int64_t ready =
-          std::min<int64_t>(segments, static_cast<int64_t>(Load(&slot(p)->progress) - base));
-      const int64_t from = begin + have * seg;
-      const int64_t to = std::min(begin + chunk, begin + ready * seg);
-      const size_t len = static_cast<size_t>(std::max<int64_t>(to - from, 0)) * es;
-      PSZERO_RETURN_IF_ERROR(Pull(p, peers_[p].addr + static_cast<uint64_t>(from) * es,
-                                  buf + static_cast<size_t>(from) * es, len, ctx));
-      bytes.pulled += static_cast<int64_t>(len);
-      have = ready;
+  const double scale = op == ReduceOp::kAvg ? 1.0 / n_ : 1.0;
+  // Round i covers [i * per_round, ...), cut into n balanced pieces; rank q owns piece q.
+  auto piece = [&](int64_t i, int q) -> std::pair<int64_t, int64_t> {
+    const int64_t begin = i * per_round, len = std::min(per_round, count - begin);
+    const int64_t b = ChunkBegin(len, n_, q);
+    return {begin + b, ChunkBegin(len, n_, q + 1) - b};
+  };
+  // Stages the pieces the peers reduce (all but our own) in our window.
+  auto stage = [&](int64_t i) -> Status {
+    const uint32_t t = round_ + static_cast<uint32_t>(i);
+    PSZERO_RETURN_IF_ERROR(BeginRound(t, ctx));
+    std::byte* w = window(rank_, t);
+    for (int q = 0; q < n_; ++q) {
+      if (q == rank_) continue;
+      const auto [b, len] = piece(i, q);
+      std::memcpy(w + static_cast<size_t>(q) * piece_bytes_, buf + Bytes(b, es), Bytes(len, es));
+      bytes.served += static_cast<int64_t>(Bytes(len, es));
     }
+    Publish(&slot(rank_)->filled, t + 1);
+    return Status::Ok();
+  };
+  std::vector<const void*> inputs(static_cast<size_t>(n_));
+  if (rounds > 0) PSZERO_RETURN_IF_ERROR(stage(0));
+  for (int64_t i = 0; i < rounds; ++i) {
+    const uint32_t t = round_ + static_cast<uint32_t>(i);
+    if (i + 1 < rounds) PSZERO_RETURN_IF_ERROR(stage(i + 1));  // overlaps the peers' reduce
+    PSZERO_RETURN_IF_ERROR(WaitAll(&Slot::filled, t + 1, "stage its input", ctx));
+    // Our piece: every rank's contribution in ascending rank order, straight from the
+    // peers' windows.
+    const auto [b, len] = piece(i, rank_);
+    for (int p = 0; p < n_; ++p) {
+      inputs[p] = p == rank_ ? static_cast<const void*>(buf + Bytes(b, es))
+                             : window(p, t) + static_cast<size_t>(rank_) * piece_bytes_;
+    }
+    std::byte* result = window(rank_, t) + static_cast<size_t>(n_) * piece_bytes_;
+    if (len > 0) ReduceOrdered(result, inputs.data(), n_, len, dtype, op, scale);
+    bytes.pulled += (n_ - 1) * static_cast<int64_t>(Bytes(len, es));
+    Publish(&slot(rank_)->reduced, t + 1);
+    // Every piece's result into place, ours first.
+    for (int j = 0; j < n_; ++j) {
+      const int q = (rank_ + j) % n_;
+      if (q != rank_) {
+        PSZERO_RETURN_IF_ERROR(WaitFor(q, &slot(q)->reduced, t + 1, "reduce its piece", ctx));
+      }
+      const auto [qb, qlen] = piece(i, q);
+      std::memcpy(buf + Bytes(qb, es), window(q, t) + static_cast<size_t>(n_) * piece_bytes_,
+                  Bytes(qlen, es));
+      if (q == rank_) {
+        bytes.served += (n_ - 1) * static_cast<int64_t>(Bytes(qlen, es));
+      } else {
+        bytes.pulled += static_cast<int64_t>(Bytes(qlen, es));
+      }
+    }
+    Publish(&slot(rank_)->drained, t + 1);
   }
-  bytes.served += (n_ - 1) * mine_count * static_cast<int64_t>(es);
-  PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+  round_ += static_cast<uint32_t>(rounds);
   return bytes;
 }
 
 Result<IntraHostBytes> IntraHostGroup::ReduceScatter(const void* input, void* output,
                                                      int64_t block_count, DType dtype, ReduceOp op,
-                                                     size_t segment_bytes, const IntraHostOp& ctx) {
-  OpScope scope(this);
+                                                     const IntraHostOp& ctx) {
   IntraHostBytes bytes;
-  PSZERO_RETURN_IF_ERROR(scope.Start(reinterpret_cast<uintptr_t>(input), ctx));
-  PSZERO_RETURN_IF_ERROR(ReduceChunk(input, rank_ * block_count, block_count, output, dtype, op,
-                                     segment_bytes, /*publish=*/false, ctx, bytes));
-  bytes.served = (n_ - 1) * block_count * static_cast<int64_t>(DTypeSize(dtype));
-  PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+  const size_t es = DTypeSize(dtype);
+  const int64_t per_round = static_cast<int64_t>(piece_bytes_ / es);
+  const int64_t rounds = (block_count + per_round - 1) / per_round;
+  const auto* in = static_cast<const std::byte*>(input);
+  const double scale = op == ReduceOp::kAvg ? 1.0 / n_ : 1.0;
+  // Round i covers elements [i * per_round, ...) of every block.
+  auto span = [&](int64_t i) -> std::pair<int64_t, int64_t> {
+    return {i * per_round, std::min(per_round, block_count - i * per_round)};
+  };
+  auto stage = [&](int64_t i) -> Status {
+    const uint32_t t = round_ + static_cast<uint32_t>(i);
+    PSZERO_RETURN_IF_ERROR(BeginRound(t, ctx));
+    std::byte* w = window(rank_, t);
+    const auto [b, len] = span(i);
+    for (int q = 0; q < n_; ++q) {
+      if (q == rank_) continue;
+      std::memcpy(w + static_cast<size_t>(q) * piece_bytes_, in + Bytes(q * block_count + b, es),
+                  Bytes(len, es));
+      bytes.served += static_cast<int64_t>(Bytes(len, es));
+    }
+    Publish(&slot(rank_)->filled, t + 1);
+    return Status::Ok();
+  };
+  std::vector<const void*> inputs(static_cast<size_t>(n_));
+  if (rounds > 0) PSZERO_RETURN_IF_ERROR(stage(0));
+  for (int64_t i = 0; i < rounds; ++i) {
+    const uint32_t t = round_ + static_cast<uint32_t>(i);
+    if (i + 1 < rounds) PSZERO_RETURN_IF_ERROR(stage(i + 1));
+    PSZERO_RETURN_IF_ERROR(WaitAll(&Slot::filled, t + 1, "stage its input", ctx));
+    const auto [b, len] = span(i);
+    for (int p = 0; p < n_; ++p) {
+      inputs[p] = p == rank_ ? static_cast<const void*>(in + Bytes(rank_ * block_count + b, es))
+                             : window(p, t) + static_cast<size_t>(rank_) * piece_bytes_;
+    }
+    ReduceOrdered(static_cast<std::byte*>(output) + Bytes(b, es), inputs.data(), n_, len, dtype, op,
+                  scale);
+    bytes.pulled += (n_ - 1) * static_cast<int64_t>(Bytes(len, es));
+    Publish(&slot(rank_)->drained, t + 1);
+  }
+  round_ += static_cast<uint32_t>(rounds);
   return bytes;
 }
 
 Result<IntraHostBytes> IntraHostGroup::AllGather(const void* input, void* output,
                                                  size_t block_bytes, const IntraHostOp& ctx) {
-  OpScope scope(this);
   IntraHostBytes bytes;
-  PSZERO_RETURN_IF_ERROR(scope.Start(reinterpret_cast<uintptr_t>(input), ctx));
-  for (int i = 1; i < n_; ++i) {
-    const int p = (rank_ + i) % n_;
-    PSZERO_RETURN_IF_ERROR(Pull(
-        p, peers_[p].addr, static_cast<std::byte*>(output) + static_cast<size_t>(p) * block_bytes,
-        block_bytes, ctx));
+  // Only our own block is staged, so a round may use the whole input area of a slot.
+  const size_t per_round = static_cast<size_t>(n_) * piece_bytes_;
+  const int64_t rounds = static_cast<int64_t>((block_bytes + per_round - 1) / per_round);
+  auto span = [&](int64_t i) -> std::pair<size_t, size_t> {
+    const size_t b = static_cast<size_t>(i) * per_round;
+    return {b, std::min(per_round, block_bytes - b)};
+  };
+  auto stage = [&](int64_t i) -> Status {
+    const uint32_t t = round_ + static_cast<uint32_t>(i);
+    PSZERO_RETURN_IF_ERROR(BeginRound(t, ctx));
+    const auto [b, len] = span(i);
+    std::memcpy(window(rank_, t), static_cast<const std::byte*>(input) + b, len);
+    bytes.served += (n_ - 1) * static_cast<int64_t>(len);
+    Publish(&slot(rank_)->filled, t + 1);
+    return Status::Ok();
+  };
+  if (rounds > 0) PSZERO_RETURN_IF_ERROR(stage(0));
+  for (int64_t i = 0; i < rounds; ++i) {
+    const uint32_t t = round_ + static_cast<uint32_t>(i);
+    if (i + 1 < rounds) PSZERO_RETURN_IF_ERROR(stage(i + 1));
+    const auto [b, len] = span(i);
+    for (int j = 1; j < n_; ++j) {
+      const int q = (rank_ + j) % n_;
+      PSZERO_RETURN_IF_ERROR(WaitFor(q, &slot(q)->filled, t + 1, "stage its block", ctx));
+      std::memcpy(static_cast<std::byte*>(output) + static_cast<size_t>(q) * block_bytes + b,
+                  window(q, t), len);
+      bytes.pulled += static_cast<int64_t>(len);
+    }
+    Publish(&slot(rank_)->drained, t + 1);
   }
-  bytes.pulled = bytes.served = (n_ - 1) * static_cast<int64_t>(block_bytes);
-  PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+  round_ += static_cast<uint32_t>(rounds);
   return bytes;
 }
 
 Result<IntraHostBytes> IntraHostGroup::Broadcast(void* data, size_t nbytes, int root,
                                                  const IntraHostOp& ctx) {
-  OpScope scope(this);
   IntraHostBytes bytes;
-  PSZERO_RETURN_IF_ERROR(scope.Start(reinterpret_cast<uintptr_t>(data), ctx));
-  if (rank_ == root) {
-    bytes.served = (n_ - 1) * static_cast<int64_t>(nbytes);
-  } else {
-    PSZERO_RETURN_IF_ERROR(Pull(root, peers_[root].addr, data, nbytes, ctx));
-    bytes.pulled = static_cast<int64_t>(nbytes);
+  const size_t per_round = (static_cast<size_t>(n_) + 1) * piece_bytes_;  // the whole slot
+  const int64_t rounds = static_cast<int64_t>((nbytes + per_round - 1) / per_round);
+  auto* buf = static_cast<std::byte*>(data);
+  auto span = [&](int64_t i) -> std::pair<size_t, size_t> {
+    const size_t b = static_cast<size_t>(i) * per_round;
+    return {b, std::min(per_round, nbytes - b)};
+  };
+  auto stage = [&](int64_t i) -> Status {
+    const uint32_t t = round_ + static_cast<uint32_t>(i);
+    PSZERO_RETURN_IF_ERROR(BeginRound(t, ctx));
+    const auto [b, len] = span(i);
+    std::memcpy(window(rank_, t), buf + b, len);
+    bytes.served += (n_ - 1) * static_cast<int64_t>(len);
+    Publish(&slot(rank_)->filled, t + 1);
+    return Status::Ok();
+  };
+  if (rank_ == root && rounds > 0) PSZERO_RETURN_IF_ERROR(stage(0));
+  for (int64_t i = 0; i < rounds; ++i) {
+    const uint32_t t = round_ + static_cast<uint32_t>(i);
+    if (rank_ == root) {
+      if (i + 1 < rounds) PSZERO_RETURN_IF_ERROR(stage(i + 1));
+    } else {
+      const auto [b, len] = span(i);
+      PSZERO_RETURN_IF_ERROR(WaitFor(root, &slot(root)->filled, t + 1, "stage its data", ctx));
+      std::memcpy(buf + b, window(root, t), len);
+      bytes.pulled += static_cast<int64_t>(len);
+    }
+    Publish(&slot(rank_)->drained, t + 1);
   }
-  PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+  round_ += static_cast<uint32_t>(rounds);
   return bytes;
 }
 

@@ -1,30 +1,26 @@
-// Single-copy collectives among the processes of one host (docs/collectives.md,
+// Shared-memory collectives among the processes of one host (docs/collectives.md,
 // "Intra-host path").
 //
 // When every member of a communicator runs on this host (same boot, same network, pid and
-// mount view), ranks read each other's buffers directly with cross-memory attach
-// (process_vm_readv: one copy, kernel to kernel, no staging through a FIFO) and order
-// themselves through a small shared control block (a memfd made by rank 0 and opened by
-// the others through /proc): per rank an op counter, the addresses of its buffers, a
-// progress counter of reduced segments and a "done" counter, each a futex word, so a rank
-// that waits sleeps in the kernel instead of spinning (four ranks on two cores must not
-// spin).
+// mount view), the ranks share one memfd made by rank 0 and opened by the others through
+// /proc: a control slot per rank (futex words: rounds staged, reduced, drained) and a
+// staging window per rank. An op is cut into rounds; in each round every rank copies the
+// pieces its peers need into its window once, each rank reduces its own piece reading
+// the N contributions straight from the peers' windows in ascending rank order (the
+// deterministic order: this path is bit-identical to the deterministic algorithms on
+// every rank, whatever the cut), and every rank copies the reduced pieces into place.
+// Windows are double-buffered (round t+1 is staged while the peers reduce round t) and
+// small enough to stay in the last-level cache, so the only memory traffic is reading
+// the input and writing the output once: DeepSpeed's CPU shm all-reduce and Open MPI's
+// coll/sm work this way. Each rank serves its peers, and reads from them, exactly the
+// ring's bound: 2(N-1)/N * S for an all-reduce, (N-1)/N * S for reduce-scatter and
+// all-gather. All-to-all(v) reads the peers' inputs with cross-memory attach
+// (process_vm_readv) where the kernel allows it.
 //
-// All-reduce: rank r reduces chunk r, segment by segment, pulling the segment of every
-// peer into a cache-sized scratch slot and summing the N contributions in ascending rank
-// order (the deterministic order, so this path is bit-identical to the deterministic
-// algorithms on every rank, whatever the cut); then it pulls every other chunk from its
-// owner as soon as the owner's progress counter says the segment is reduced. Each rank
-// reads 2(N-1)/N * S bytes and serves the same, the ring's bound. Reduce-scatter,
-// all-gather, broadcast and all-to-all(v) are the obvious halves and variants.
+// Waiting: a few microseconds of pause-spinning, then a sleep on the futex (four ranks on
+// two cores must not spin). Counters are running totals over all ops, so nothing is reset
+// between ops and an op returns as soon as its own last round is done.
 //
-// An op ends when every rank has finished reading every other rank's buffers (the "done"
-// counters), so a caller may reuse its buffers as soon as its op returns.
-//
-// Failure: a waiting rank checks every 20 ms whether a peer exited (pidfd), gave up on its
-// op (a flag and a reason in its control slot, set by Abandon), or the communicator
-// reported a failure (`health`), and gives up at the op's deadline naming the peer and
-// what it waited for.
 #pragma once
 
 #include <chrono>
@@ -66,8 +62,11 @@ class IntraHostGroup {
   // when the path cannot be used by every rank (another host, no cross-memory attach, a
   // /proc that does not show the peers); an error Status only when the exchange failed.
   // `global_ranks` name the ranks in messages.
+  // `segment_bytes`: the piece of a round each rank reduces (rounded to 64 bytes and
+  // capped so that a rank's window stays within 16 MiB).
   static Result<std::unique_ptr<IntraHostGroup>> Create(int rank, int n,
                                                         std::span<const int> global_ranks,
+                                                        size_t segment_bytes,
                                                         const AllGatherFn& allgather,
                                                         std::string* why_not);
 
@@ -77,15 +76,18 @@ class IntraHostGroup {
 
   // In place on data (count elements).
   Result<IntraHostBytes> AllReduce(void* data, int64_t count, DType dtype, ReduceOp op,
-                                   size_t segment_bytes, const IntraHostOp& ctx);
-  // input holds n blocks of block_count; output receives block rank().
+                                   const IntraHostOp& ctx);
+  // input holds n blocks of block_count; output (which may be block rank() of input)
+  // receives block rank().
   Result<IntraHostBytes> ReduceScatter(const void* input, void* output, int64_t block_count,
-                                       DType dtype, ReduceOp op, size_t segment_bytes,
-                                       const IntraHostOp& ctx);
+                                       DType dtype, ReduceOp op, const IntraHostOp& ctx);
   // output holds n blocks of block_bytes; block rank() is already in place.
   Result<IntraHostBytes> AllGather(const void* input, void* output, size_t block_bytes,
                                    const IntraHostOp& ctx);
   Result<IntraHostBytes> Broadcast(void* data, size_t bytes, int root, const IntraHostOp& ctx);
+  // Whether AllToAllV may be used: it reads the peers' inputs with cross-memory attach
+  // (process_vm_readv), which a seccomp profile or Yama may forbid.
+  bool can_alltoall() const { return cma_; }
   // Packed blocks, byte counts per peer; the block to self is copied by the caller.
   Result<IntraHostBytes> AllToAllV(const void* input, std::span<const int64_t> send_bytes,
                                    void* output, std::span<const int64_t> recv_bytes,
@@ -111,20 +113,25 @@ class IntraHostGroup {
   Status PeerAlive(int p) const;
   // Ok, or the first dead peer, or the first peer that gave up.
   Status PeersHealthy() const;
-  // The reduce half: chunk `chunk` of every rank's `input` (element offsets from
-  // `chunk_begin`, `chunk_count` elements), summed in rank order into `out`, publishing
-  // progress per segment when `publish` is set.
-  Status ReduceChunk(const void* input, int64_t chunk_begin, int64_t chunk_count, void* out,
-                     DType dtype, ReduceOp op, size_t segment_bytes, bool publish,
-                     const IntraHostOp& ctx, IntraHostBytes& bytes);
+  // Rank p's window slot for round `round` (n input pieces, then the result piece).
+  std::byte* window(int p, uint32_t round) const;
+  // Waits until every peer's `counter` reaches `target`.
+  Status WaitAll(uint32_t Slot::*counter, uint32_t target, const char* what,
+                 const IntraHostOp& ctx) const;
+  // Waits until round t may overwrite its window slot (every peer drained round t - 2).
+  Status BeginRound(uint32_t t, const IntraHostOp& ctx) const;
 
   int rank_;
   int n_;
-  std::byte* base_ = nullptr;  // the shared control block
+  std::byte* base_ = nullptr;  // the shared block: control slots, then one window per rank
   size_t map_bytes_ = 0;
   size_t slot_bytes_ = 0;
-  uint32_t op_ = 0;        // ops run so far; every rank runs the same sequence
-  uint32_t progress_ = 0;  // segments this rank has reduced and published, all ops
+  size_t piece_bytes_ = 0;
+  size_t window_bytes_ = 0;
+  size_t windows_offset_ = 0;
+  uint32_t op_ = 0;     // all-to-alls run so far; every rank runs the same sequence
+  uint32_t round_ = 0;  // rounds run so far, all ops; every rank runs the same sequence
+  bool cma_ = true;
   std::unique_ptr<Peer[]> peers_;
   uint64_t cookie_ = 0;  // read by peers through cross-memory attach at set-up
 };
