@@ -124,7 +124,12 @@ Communicator::Communicator(Transport* transport, std::vector<int> ranks, int ran
       ids_(std::move(ids)),
       options_(options) {}
 
-Communicator::~Communicator() = default;
+Communicator::~Communicator() {
+  if (intra_host_ != nullptr && intra_host_tracker_ != nullptr) {
+    intra_host_tracker_->OnFree(MemoryCategory::kCommBuffers, Device::kHost,
+                                static_cast<int64_t>(intra_host_->own_bytes()));
+  }
+}
 
 Result<std::unique_ptr<Communicator>> Communicator::World(Transport* transport,
                                                           const CommunicatorOptions& options) {
@@ -195,6 +200,11 @@ Result<IntraHostGroup*> Communicator::IntraHost(size_t bytes) {
       PSZERO_ASSIGN_OR_RETURN(intra_host_, IntraHostGroup::Create(rank_, size(), ranks_,
                                                                   options_.intra_host_segment_bytes,
                                                                   allgather, &intra_host_why_not_));
+      if (intra_host_ != nullptr && options_.tracker != nullptr) {
+        intra_host_tracker_ = options_.tracker;  // its shared window is a comm buffer
+        intra_host_tracker_->OnAllocate(MemoryCategory::kCommBuffers, Device::kHost,
+                                        static_cast<int64_t>(intra_host_->own_bytes()));
+      }
       if (intra_host_ == nullptr) {
         LOG_IF(INFO, rank_ == 0) << "communicator " << id_ << ": no intra-host path ("
                                  << intra_host_why_not_ << "); ring over the transport";

@@ -189,6 +189,7 @@ class Communicator {
   std::unique_ptr<NcclBackend> nccl_;
   std::unique_ptr<IntraHostGroup> intra_host_;
   bool intra_host_decided_ = false;
+  MemoryTracker* intra_host_tracker_ = nullptr;
   std::string intra_host_why_not_;
   std::vector<int> ranks_;  // transport rank of each group rank
   int rank_;

@@ -88,6 +88,8 @@ class IntraHostGroup {
   // Whether AllToAllV may be used: it reads the peers' inputs with cross-memory attach
   // (process_vm_readv), which a seccomp profile or Yama may forbid.
   bool can_alltoall() const { return cma_; }
+  // Shared memory this rank's part of the group takes (its control slot and window).
+  size_t own_bytes() const { return slot_bytes_ + window_bytes_; }
   // Packed blocks, byte counts per peer; the block to self is copied by the caller.
   Result<IntraHostBytes> AllToAllV(const void* input, std::span<const int64_t> send_bytes,
                                    void* output, std::span<const int64_t> recv_bytes,
