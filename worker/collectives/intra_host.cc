@@ -417,69 +417,87 @@ size_t Bytes(int64_t count, size_t es) { return static_cast<size_t>(count) * es;
 
 }  // namespace
 
+Status IntraHostGroup::RunRounds(int64_t rounds, bool stages,
+                                 const std::function<void(int64_t, std::byte*)>& stage,
+                                 const std::function<Status(int64_t, uint32_t)>& consume,
+                                 const IntraHostOp& ctx) {
+  auto fill = [&](int64_t i) -> Status {
+    const uint32_t t = round_ + static_cast<uint32_t>(i);
+    PSZERO_RETURN_IF_ERROR(BeginRound(t, ctx));
+    stage(i, window(rank_, t));
+    Publish(&slot(rank_)->filled, t + 1);
+    return Status::Ok();
+  };
+  if (stages && rounds > 0) PSZERO_RETURN_IF_ERROR(fill(0));
+  for (int64_t i = 0; i < rounds; ++i) {
+    const uint32_t t = round_ + static_cast<uint32_t>(i);
+    // Round i+1 is staged while the peers still work on round i.
+    if (stages && i + 1 < rounds) PSZERO_RETURN_IF_ERROR(fill(i + 1));
+    PSZERO_RETURN_IF_ERROR(consume(i, t));
+    Publish(&slot(rank_)->drained, t + 1);
+  }
+  round_ += static_cast<uint32_t>(rounds);
+  return Status::Ok();
+}
+
 Result<IntraHostBytes> IntraHostGroup::AllReduce(void* data, int64_t count, DType dtype,
                                                  ReduceOp op, const IntraHostOp& ctx) {
   IntraHostBytes bytes;
   const size_t es = DTypeSize(dtype);
   const int64_t per_round = static_cast<int64_t>(piece_bytes_ / es) * n_;
-  const int64_t rounds = (count + per_round - 1) / per_round;
   auto* buf = static_cast<std::byte*>(data);
-  const double scale = op == ReduceOp::kAvg ? 1.0 / n_ : 1.0;
   // Round i covers [i * per_round, ...), cut into n balanced pieces; rank q owns piece q.
   auto piece = [&](int64_t i, int q) -> std::pair<int64_t, int64_t> {
     const int64_t begin = i * per_round, len = std::min(per_round, count - begin);
     const int64_t b = ChunkBegin(len, n_, q);
     return {begin + b, ChunkBegin(len, n_, q + 1) - b};
   };
-  // Stages the pieces the peers reduce (all but our own) in our window.
-  auto stage = [&](int64_t i) -> Status {
-    const uint32_t t = round_ + static_cast<uint32_t>(i);
-    PSZERO_RETURN_IF_ERROR(BeginRound(t, ctx));
-    std::byte* w = window(rank_, t);
-    for (int q = 0; q < n_; ++q) {
-      if (q == rank_) continue;
-      const auto [b, len] = piece(i, q);
-      std::memcpy(w + static_cast<size_t>(q) * piece_bytes_, buf + Bytes(b, es), Bytes(len, es));
-      bytes.served += static_cast<int64_t>(Bytes(len, es));
-    }
-    Publish(&slot(rank_)->filled, t + 1);
-    return Status::Ok();
-  };
+  const size_t result = static_cast<size_t>(n_) * piece_bytes_;  // offset in a slot
   std::vector<const void*> inputs(static_cast<size_t>(n_));
-  if (rounds > 0) PSZERO_RETURN_IF_ERROR(stage(0));
-  for (int64_t i = 0; i < rounds; ++i) {
-    const uint32_t t = round_ + static_cast<uint32_t>(i);
-    if (i + 1 < rounds) PSZERO_RETURN_IF_ERROR(stage(i + 1));  // overlaps the peers' reduce
-    PSZERO_RETURN_IF_ERROR(WaitAll(&Slot::filled, t + 1, "stage its input", ctx));
-    // Our piece: every rank's contribution in ascending rank order, straight from the
-    // peers' windows.
-    const auto [b, len] = piece(i, rank_);
-    for (int p = 0; p < n_; ++p) {
-      inputs[p] = p == rank_ ? static_cast<const void*>(buf + Bytes(b, es))
-                             : window(p, t) + static_cast<size_t>(rank_) * piece_bytes_;
-    }
-    std::byte* result = window(rank_, t) + static_cast<size_t>(n_) * piece_bytes_;
-    if (len > 0) ReduceOrdered(result, inputs.data(), n_, len, dtype, op, scale);
-    bytes.pulled += (n_ - 1) * static_cast<int64_t>(Bytes(len, es));
-    Publish(&slot(rank_)->reduced, t + 1);
-    // Every piece's result into place, ours first.
-    for (int j = 0; j < n_; ++j) {
-      const int q = (rank_ + j) % n_;
-      if (q != rank_) {
-        PSZERO_RETURN_IF_ERROR(WaitFor(q, &slot(q)->reduced, t + 1, "reduce its piece", ctx));
-      }
-      const auto [qb, qlen] = piece(i, q);
-      std::memcpy(buf + Bytes(qb, es), window(q, t) + static_cast<size_t>(n_) * piece_bytes_,
-                  Bytes(qlen, es));
-      if (q == rank_) {
-        bytes.served += (n_ - 1) * static_cast<int64_t>(Bytes(qlen, es));
-      } else {
-        bytes.pulled += static_cast<int64_t>(Bytes(qlen, es));
-      }
-    }
-    Publish(&slot(rank_)->drained, t + 1);
-  }
-  round_ += static_cast<uint32_t>(rounds);
+  PSZERO_RETURN_IF_ERROR(RunRounds(
+      (count + per_round - 1) / per_round, /*stages=*/true,
+      [&](int64_t i, std::byte* w) {  // the pieces the peers reduce
+        for (int q = 0; q < n_; ++q) {
+          if (q == rank_) continue;
+          const auto [b, len] = piece(i, q);
+          std::memcpy(w + static_cast<size_t>(q) * piece_bytes_, buf + Bytes(b, es),
+                      Bytes(len, es));
+          bytes.served += static_cast<int64_t>(Bytes(len, es));
+        }
+      },
+      [&](int64_t i, uint32_t t) -> Status {
+        PSZERO_RETURN_IF_ERROR(WaitAll(&Slot::filled, t + 1, "stage its input", ctx));
+        // Our piece: every rank's contribution in ascending rank order, straight from
+        // the peers' windows.
+        const auto [b, len] = piece(i, rank_);
+        for (int p = 0; p < n_; ++p) {
+          inputs[p] = p == rank_ ? static_cast<const void*>(buf + Bytes(b, es))
+                                 : window(p, t) + static_cast<size_t>(rank_) * piece_bytes_;
+        }
+        if (len > 0) {
+          ReduceOrdered(window(rank_, t) + result, inputs.data(), n_, len, dtype, op,
+                        op == ReduceOp::kAvg ? 1.0 / n_ : 1.0);
+        }
+        bytes.pulled += (n_ - 1) * static_cast<int64_t>(Bytes(len, es));
+        Publish(&slot(rank_)->reduced, t + 1);
+        // Every piece's result into place, ours first.
+        for (int j = 0; j < n_; ++j) {
+          const int q = (rank_ + j) % n_;
+          if (q != rank_) {
+            PSZERO_RETURN_IF_ERROR(WaitFor(q, &slot(q)->reduced, t + 1, "reduce its piece", ctx));
+          }
+          const auto [qb, qlen] = piece(i, q);
+          std::memcpy(buf + Bytes(qb, es), window(q, t) + result, Bytes(qlen, es));
+          const int64_t moved = static_cast<int64_t>(Bytes(qlen, es));
+          if (q == rank_) {
+            bytes.served += (n_ - 1) * moved;  // every peer reads our result piece
+          } else {
+            bytes.pulled += moved;
+          }
+        }
+        return Status::Ok();
+      },
+      ctx));
   return bytes;
 }
 
@@ -489,81 +507,67 @@ Result<IntraHostBytes> IntraHostGroup::ReduceScatter(const void* input, void* ou
   IntraHostBytes bytes;
   const size_t es = DTypeSize(dtype);
   const int64_t per_round = static_cast<int64_t>(piece_bytes_ / es);
-  const int64_t rounds = (block_count + per_round - 1) / per_round;
   const auto* in = static_cast<const std::byte*>(input);
-  const double scale = op == ReduceOp::kAvg ? 1.0 / n_ : 1.0;
   // Round i covers elements [i * per_round, ...) of every block.
   auto span = [&](int64_t i) -> std::pair<int64_t, int64_t> {
     return {i * per_round, std::min(per_round, block_count - i * per_round)};
   };
-  auto stage = [&](int64_t i) -> Status {
-    const uint32_t t = round_ + static_cast<uint32_t>(i);
-    PSZERO_RETURN_IF_ERROR(BeginRound(t, ctx));
-    std::byte* w = window(rank_, t);
-    const auto [b, len] = span(i);
-    for (int q = 0; q < n_; ++q) {
-      if (q == rank_) continue;
-      std::memcpy(w + static_cast<size_t>(q) * piece_bytes_, in + Bytes(q * block_count + b, es),
-                  Bytes(len, es));
-      bytes.served += static_cast<int64_t>(Bytes(len, es));
-    }
-    Publish(&slot(rank_)->filled, t + 1);
-    return Status::Ok();
-  };
   std::vector<const void*> inputs(static_cast<size_t>(n_));
-  if (rounds > 0) PSZERO_RETURN_IF_ERROR(stage(0));
-  for (int64_t i = 0; i < rounds; ++i) {
-    const uint32_t t = round_ + static_cast<uint32_t>(i);
-    if (i + 1 < rounds) PSZERO_RETURN_IF_ERROR(stage(i + 1));
-    PSZERO_RETURN_IF_ERROR(WaitAll(&Slot::filled, t + 1, "stage its input", ctx));
-    const auto [b, len] = span(i);
-    for (int p = 0; p < n_; ++p) {
-      inputs[p] = p == rank_ ? static_cast<const void*>(in + Bytes(rank_ * block_count + b, es))
-                             : window(p, t) + static_cast<size_t>(rank_) * piece_bytes_;
-    }
-    ReduceOrdered(static_cast<std::byte*>(output) + Bytes(b, es), inputs.data(), n_, len, dtype, op,
-                  scale);
-    bytes.pulled += (n_ - 1) * static_cast<int64_t>(Bytes(len, es));
-    Publish(&slot(rank_)->drained, t + 1);
-  }
-  round_ += static_cast<uint32_t>(rounds);
+  PSZERO_RETURN_IF_ERROR(RunRounds(
+      (block_count + per_round - 1) / per_round, /*stages=*/true,
+      [&](int64_t i, std::byte* w) {  // the peers' blocks' pieces
+        const auto [b, len] = span(i);
+        for (int q = 0; q < n_; ++q) {
+          if (q == rank_) continue;
+          std::memcpy(w + static_cast<size_t>(q) * piece_bytes_,
+                      in + Bytes(q * block_count + b, es), Bytes(len, es));
+          bytes.served += static_cast<int64_t>(Bytes(len, es));
+        }
+      },
+      [&](int64_t i, uint32_t t) -> Status {
+        PSZERO_RETURN_IF_ERROR(WaitAll(&Slot::filled, t + 1, "stage its input", ctx));
+        const auto [b, len] = span(i);
+        for (int p = 0; p < n_; ++p) {
+          inputs[p] = p == rank_ ? static_cast<const void*>(in + Bytes(rank_ * block_count + b, es))
+                                 : window(p, t) + static_cast<size_t>(rank_) * piece_bytes_;
+        }
+        ReduceOrdered(static_cast<std::byte*>(output) + Bytes(b, es), inputs.data(), n_, len, dtype,
+                      op, op == ReduceOp::kAvg ? 1.0 / n_ : 1.0);
+        bytes.pulled += (n_ - 1) * static_cast<int64_t>(Bytes(len, es));
+        return Status::Ok();
+      },
+      ctx));
   return bytes;
 }
 
 Result<IntraHostBytes> IntraHostGroup::AllGather(const void* input, void* output,
                                                  size_t block_bytes, const IntraHostOp& ctx) {
   IntraHostBytes bytes;
-  // Only our own block is staged, so a round may use the whole input area of a slot.
+  // Only our own block is staged, so a round may use a slot's whole input area.
   const size_t per_round = static_cast<size_t>(n_) * piece_bytes_;
-  const int64_t rounds = static_cast<int64_t>((block_bytes + per_round - 1) / per_round);
   auto span = [&](int64_t i) -> std::pair<size_t, size_t> {
     const size_t b = static_cast<size_t>(i) * per_round;
     return {b, std::min(per_round, block_bytes - b)};
   };
-  auto stage = [&](int64_t i) -> Status {
-    const uint32_t t = round_ + static_cast<uint32_t>(i);
-    PSZERO_RETURN_IF_ERROR(BeginRound(t, ctx));
-    const auto [b, len] = span(i);
-    std::memcpy(window(rank_, t), static_cast<const std::byte*>(input) + b, len);
-    bytes.served += (n_ - 1) * static_cast<int64_t>(len);
-    Publish(&slot(rank_)->filled, t + 1);
-    return Status::Ok();
-  };
-  if (rounds > 0) PSZERO_RETURN_IF_ERROR(stage(0));
-  for (int64_t i = 0; i < rounds; ++i) {
-    const uint32_t t = round_ + static_cast<uint32_t>(i);
-    if (i + 1 < rounds) PSZERO_RETURN_IF_ERROR(stage(i + 1));
-    const auto [b, len] = span(i);
-    for (int j = 1; j < n_; ++j) {
-      const int q = (rank_ + j) % n_;
-      PSZERO_RETURN_IF_ERROR(WaitFor(q, &slot(q)->filled, t + 1, "stage its block", ctx));
-      std::memcpy(static_cast<std::byte*>(output) + static_cast<size_t>(q) * block_bytes + b,
-                  window(q, t), len);
-      bytes.pulled += static_cast<int64_t>(len);
-    }
-    Publish(&slot(rank_)->drained, t + 1);
-  }
-  round_ += static_cast<uint32_t>(rounds);
+  PSZERO_RETURN_IF_ERROR(RunRounds(
+      static_cast<int64_t>((block_bytes + per_round - 1) / per_round), /*stages=*/true,
+      [&](int64_t i, std::byte* w) {
+        const auto [b, len] = span(i);
+        std::memcpy(w, static_cast<const std::byte*>(input) + b, len);
+        bytes.served += (n_ - 1) * static_cast<int64_t>(len);
+      },
+      [&](int64_t i, uint32_t t) -> Status {
+        const auto [b, len] = span(i);
+        for (int j = 1; j < n_; ++j) {
+          const int q = (rank_ + j) % n_;
+          PSZERO_RETURN_IF_ERROR(WaitFor(q, &slot(q)->filled, t + 1, "stage its block", ctx));
+          std::memcpy(static_cast<std::byte*>(output) + static_cast<size_t>(q) * block_bytes + b,
+                      window(q, t), len);
+          bytes.pulled += static_cast<int64_t>(len);
+        }
+        return Status::Ok();
+      },
+      ctx));
   return bytes;
 }
 
@@ -571,35 +575,27 @@ Result<IntraHostBytes> IntraHostGroup::Broadcast(void* data, size_t nbytes, int 
                                                  const IntraHostOp& ctx) {
   IntraHostBytes bytes;
   const size_t per_round = (static_cast<size_t>(n_) + 1) * piece_bytes_;  // the whole slot
-  const int64_t rounds = static_cast<int64_t>((nbytes + per_round - 1) / per_round);
   auto* buf = static_cast<std::byte*>(data);
   auto span = [&](int64_t i) -> std::pair<size_t, size_t> {
     const size_t b = static_cast<size_t>(i) * per_round;
     return {b, std::min(per_round, nbytes - b)};
   };
-  auto stage = [&](int64_t i) -> Status {
-    const uint32_t t = round_ + static_cast<uint32_t>(i);
-    PSZERO_RETURN_IF_ERROR(BeginRound(t, ctx));
-    const auto [b, len] = span(i);
-    std::memcpy(window(rank_, t), buf + b, len);
-    bytes.served += (n_ - 1) * static_cast<int64_t>(len);
-    Publish(&slot(rank_)->filled, t + 1);
-    return Status::Ok();
-  };
-  if (rank_ == root && rounds > 0) PSZERO_RETURN_IF_ERROR(stage(0));
-  for (int64_t i = 0; i < rounds; ++i) {
-    const uint32_t t = round_ + static_cast<uint32_t>(i);
-    if (rank_ == root) {
-      if (i + 1 < rounds) PSZERO_RETURN_IF_ERROR(stage(i + 1));
-    } else {
-      const auto [b, len] = span(i);
-      PSZERO_RETURN_IF_ERROR(WaitFor(root, &slot(root)->filled, t + 1, "stage its data", ctx));
-      std::memcpy(buf + b, window(root, t), len);
-      bytes.pulled += static_cast<int64_t>(len);
-    }
-    Publish(&slot(rank_)->drained, t + 1);
-  }
-  round_ += static_cast<uint32_t>(rounds);
+  PSZERO_RETURN_IF_ERROR(RunRounds(
+      static_cast<int64_t>((nbytes + per_round - 1) / per_round), /*stages=*/rank_ == root,
+      [&](int64_t i, std::byte* w) {
+        const auto [b, len] = span(i);
+        std::memcpy(w, buf + b, len);
+        bytes.served += (n_ - 1) * static_cast<int64_t>(len);
+      },
+      [&](int64_t i, uint32_t t) -> Status {
+        if (rank_ == root) return Status::Ok();
+        const auto [b, len] = span(i);
+        PSZERO_RETURN_IF_ERROR(WaitFor(root, &slot(root)->filled, t + 1, "stage its data", ctx));
+        std::memcpy(buf + b, window(root, t), len);
+        bytes.pulled += static_cast<int64_t>(len);
+        return Status::Ok();
+      },
+      ctx));
   return bytes;
 }
 

@@ -122,6 +122,12 @@ class IntraHostGroup {
                  const IntraHostOp& ctx) const;
   // Waits until round t may overwrite its window slot (every peer drained round t - 2).
   Status BeginRound(uint32_t t, const IntraHostOp& ctx) const;
+  // The round loop of every windowed op: `stage(i, window)` fills our window slot for
+  // round i (when `stages`; round i+1 is staged before round i is consumed),
+  // `consume(i, t)` does round i (global round number t), then the round is drained.
+  Status RunRounds(int64_t rounds, bool stages,
+                   const std::function<void(int64_t, std::byte*)>& stage,
+                   const std::function<Status(int64_t, uint32_t)>& consume, const IntraHostOp& ctx);
 
   int rank_;
   int n_;
