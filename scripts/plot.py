@@ -27,7 +27,6 @@ try:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 except ImportError:
     DEBIAN_PYTHON = "/usr/bin/python3"
     if os.path.realpath(sys.executable) != os.path.realpath(DEBIAN_PYTHON) and os.access(
@@ -236,7 +235,6 @@ def plot_simulate(docs, out_dir, dpi, written):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", markersize=3,
                     color=COLORS.get(mode), label=label)
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: "%g" % v))
         ax.set_yscale("log")
         ax.set_xlabel("workers")
         ax.set_ylabel("predicted step time (s)")
@@ -246,6 +244,10 @@ def plot_simulate(docs, out_dir, dpi, written):
             title += " (calibrated on the sweep)"
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
+        counts = sorted({p["workers"] for pts in doc["projection"].values() for p in pts})
+        step = max(1, (len(counts) + 5) // 6)
+        ax.set_xticks(counts[::step])
+        ax.set_xticklabels([str(c) for c in counts[::step]])
         ax.legend(fontsize=8)
     save(fig, out_dir, "simulate.png", dpi, written)
 

@@ -14,7 +14,7 @@ namespace {
 using nlohmann::json;
 using nlohmann::ordered_json;
 
-// The quick preset: every subcommand once over the modes and 1, 2, 4 workers of gpt-tiny,
+// The quick preset: every subcommand once over the modes and 1, 2, 4, 8 workers of gpt-tiny,
 // sized to finish within 10 minutes on the 2-core VM (docs/benchmarks.md has its wall time).
 constexpr const char* kQuick = R"({
   "timeout_s": 300,
@@ -26,10 +26,10 @@ constexpr const char* kQuick = R"({
     {"kind": "p2p", "sizes": "1K,64K,1M,4M", "no_perftest": true},
     {"kind": "ps", "servers": [1, 2], "workers": [2, 4], "bytes": "16M", "no_p2p": true},
     {"kind": "train", "model": "gpt-tiny", "sync": ["allreduce", "zero1", "zero2", "zero3"],
-     "workers": [1, 2, 4], "steps": 5},
-    {"kind": "train", "model": "gpt-tiny", "sync": "ps", "servers": 1, "workers": [1, 2, 4],
+     "workers": [1, 2, 4, 8], "steps": 5},
+    {"kind": "train", "model": "gpt-tiny", "sync": "ps", "servers": 1, "workers": [1, 2, 4, 8],
      "steps": 5},
-    {"kind": "simulate", "model": "gpt-tiny", "sync": "all", "servers": 1, "workers": 4,
+    {"kind": "simulate", "model": "gpt-tiny", "sync": "all", "servers": 1, "workers": 8,
      "project_to": 1024, "calibrate": "sweep", "fit_host_cores": true}
   ]
 })";

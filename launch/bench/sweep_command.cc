@@ -137,7 +137,7 @@ json ItemJson(const sweep::SweepItem& item, const Outcome& o) {
           {"status", o.status},
           {"error", o.error.empty() ? json(nullptr) : json(o.error)},
           {"wall_s", o.wall_s},
-          {"output", "raw/" + ItemId(item) + ".json"},
+          {"output", o.result.is_null() ? json(nullptr) : json("raw/" + ItemId(item) + ".json")},
           {"stderr_tail", o.stderr_tail},
           {"result", o.result}};
 }
@@ -194,6 +194,8 @@ int RunItem(const std::string& self, const fs::path& dir, const sweep::SweepItem
       AddTrainMemory(dir, &doc, calibration);
       o->result = doc;
       if (Status s = WriteJsonAtomic(output, doc); !s.ok()) o->error = s.ToString();
+    } else if (run->ok()) {
+      o->error = "exited 0 but printed no JSON";
     }
   } else if (run->ok()) {
     Result<std::string> text = ReadFile(output);
@@ -424,7 +426,8 @@ BenchCommand AddSweepCommand(CLI::App& root) {
       "sweep",
       "Runs collective, p2p, ps, train and simulate over modes x workers x models (a preset or "
       "a JSON config), one child per item; JSON and CSV under <out-dir>/<UTC timestamp>/");
-  app->add_option("--preset", f->preset, "Built-in sweep: quick (about 5 minutes here) or full")
+  app->add_option("--preset", f->preset,
+                  "Built-in sweep: quick (under 10 minutes on 2 cores) or full")
       ->check(CLI::IsMember({"quick", "full"}));
   app->add_option("--config", f->config, "JSON file listing the items (docs/benchmarks.md)")
       ->check(CLI::ExistingFile);
