@@ -171,7 +171,7 @@ const std::vector<std::string>& ItemKinds() {
 Result<std::vector<SweepItem>> ParseConfig(const ordered_json& config, double default_timeout_s) {
   if (!config.is_object()) return Status::InvalidArgument("not a JSON object");
   for (const auto& [key, value] : config.items()) {
-    if (key != "items" && key != "timeout_s" && key != "schema" && key != "comment") {
+    if (key != "items" && key != "timeout_s" && key != "comment") {
       return Status::InvalidArgument(key + ": unknown key (items, timeout_s, comment)");
     }
   }

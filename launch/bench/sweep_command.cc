@@ -83,23 +83,17 @@ Status CheckItemFlags(const sweep::SweepItem& item) {
   return Status::Ok();
 }
 
-std::string UtcStamp() {
+// The current UTC time in a strftime format.
+std::string UtcNow(const char* format) {
   const std::time_t now = std::time(nullptr);
   std::tm tm = {};
   gmtime_r(&now, &tm);
   char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y%m%dT%H%M%SZ", &tm);
+  std::strftime(buf, sizeof(buf), format, &tm);
   return buf;
 }
 
-std::string UtcIso() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm = {};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+constexpr const char* kIsoFormat = "%Y-%m-%dT%H:%M:%SZ";
 
 std::string LoadAverage() {
   std::ifstream in("/proc/loadavg");
@@ -222,7 +216,7 @@ Status WriteResults(const fs::path& dir, const json& head,
                     const std::vector<sweep::SweepItem>& items,
                     const std::vector<Outcome>& outcomes, double wall_s, bool final) {
   json doc = head;
-  doc["finished"] = final ? json(UtcIso()) : json(nullptr);
+  doc["finished"] = final ? json(UtcNow(kIsoFormat)) : json(nullptr);
   doc["wall_s"] = wall_s;
   doc["load_average_end"] = LoadAverage();
   json list = json::array();
@@ -253,7 +247,7 @@ Status WriteResults(const fs::path& dir, const json& head,
 
 // <out-dir>/<stamp>, or <stamp>-2, -3 … when a sweep started in the same second.
 Result<fs::path> MakeResultsDir(const std::string& out_dir) {
-  const std::string stamp = UtcStamp();
+  const std::string stamp = UtcNow("%Y%m%dT%H%M%SZ");
   for (int n = 1; n < 100; ++n) {
     fs::path dir = fs::path(out_dir) / (n == 1 ? stamp : stamp + "-" + std::to_string(n));
     std::error_code ec;
@@ -338,7 +332,7 @@ int RunSweep(const SweepFlags& f) {
                {"version", VersionString()},
                {"host_cores", static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))},
                {"load_average_start", LoadAverage()},
-               {"started", UtcIso()}};
+               {"started", UtcNow(kIsoFormat)}};
   const bool terminal = ::isatty(STDOUT_FILENO) == 1;
   std::printf("# pszero-bench sweep: %zu items, results in %s\n", items.size(), dir.c_str());
   std::fflush(stdout);

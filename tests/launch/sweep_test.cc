@@ -173,6 +173,16 @@ TEST(SweepTest, RankMemoryTakesTheLargestRank) {
   EXPECT_TRUE(RankMemory(json::object()).is_null());
 }
 
+TEST(SweepTest, CalibrationTakesRunReportsAndThreeCollectives) {
+  EXPECT_TRUE(UsableForCalibration(json::parse(R"({"schema": "pszero.run/1"})")));
+  for (const char* op : {"allreduce", "reduce_scatter", "allgather"}) {
+    EXPECT_TRUE(UsableForCalibration({{"benchmark", "collective"}, {"op", op}})) << op;
+  }
+  EXPECT_FALSE(UsableForCalibration({{"benchmark", "collective"}, {"op", "broadcast"}}));
+  EXPECT_FALSE(UsableForCalibration({{"benchmark", "ps"}}));
+  EXPECT_FALSE(UsableForCalibration(json::array()));
+}
+
 TEST(SweepTest, EtaUsesTheMeanOfFinishedItemsOfTheSameKind) {
   const ordered_json config = ordered_json::parse(R"({"items": [
     {"kind": "train", "workers": [1, 2, 3]}, {"kind": "p2p"}, {"kind": "ps"}]})");
