@@ -1,9 +1,12 @@
 // The real `pszero-bench sweep`: a tiny config (two collective sizes, the fewest the
 // simulator fits a link to; one 2-worker training job; a simulator projection calibrated on
-// them) leaves results.json and CSVs with
-// positive figures; a bad config is exit 2 naming it before anything runs; a failing item is
-// recorded and the sweep goes on, then exits 1 with a one-line summary.
+// them) leaves results.json and CSVs with positive figures; a bad config is exit 2 naming it
+// before anything runs; a failing item is recorded and the sweep goes on, then exits 1 with
+// a one-line summary; SIGINT stops the running item's whole process tree, keeps
+// results.json and skips the rest.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include <filesystem>
 #include <fstream>
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "common/temp_dir.h"
+#include "tests/support/child_process.h"
 #include "tests/support/subprocess.h"
 
 namespace pszero::testing {
@@ -219,6 +223,55 @@ TEST(SweepCliTest, FailingItemIsRecordedAndTheSweepGoesOn) {
   const auto index = Csv(OnlyResultsDir(out) / "items.csv");
   ASSERT_EQ(index.size(), 3u);
   EXPECT_EQ(Column(index, "status"), (std::vector<std::string>{"failed", "ok"}));
+}
+
+// Processes whose command line mentions `text` (the test's temporary directory).
+std::vector<std::string> ProcessesMentioning(const std::string& text) {
+  std::vector<std::string> found;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string cmdline = Slurp(e.path() / "cmdline");
+    if (cmdline.find(text) != std::string::npos) found.push_back(e.path().filename().string());
+  }
+  return found;
+}
+
+TEST(SweepCliTest, InterruptStopsTheItemKeepsResultsAndSkipsTheRest) {
+  Result<TempDir> tmp = TempDir::Create("sweep-cli");
+  ASSERT_TRUE(tmp.ok());
+  const std::string config = WriteConfig(tmp->path(), R"({"items": [
+    {"kind": "simulate", "model": "gpt-tiny", "workers": 2},
+    {"kind": "train", "model": "gpt-tiny", "sync": "allreduce", "workers": 2, "steps": 5000},
+    {"kind": "simulate", "model": "gpt-tiny", "workers": 4}]})");
+  const fs::path out = tmp->path() / "results";
+  auto sweep = ChildProcess::Spawn(
+      {BinaryPath("pszero-bench"), "sweep", "--config", config, "--out-dir", out.string()});
+  ASSERT_TRUE(sweep);
+  // Interrupt once the train item's job runs: the sweep, the train bench, pszero-launch and
+  // its two workers all name the test's directory on their command lines (no sleeping on a
+  // guess: poll with the child's own wait as the tick).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (ProcessesMentioning(tmp->path().string()).size() < 5) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << sweep->Output();
+    ASSERT_FALSE(sweep->Wait(std::chrono::milliseconds(20))) << sweep->Output();
+  }
+  sweep->Signal(SIGINT);
+  ASSERT_TRUE(sweep->Wait(std::chrono::seconds(30))) << sweep->Output();
+  ASSERT_TRUE(WIFEXITED(sweep->wait_status())) << sweep->Output();
+  EXPECT_EQ(WEXITSTATUS(sweep->wait_status()), 128 + SIGINT) << sweep->Output();
+  EXPECT_NE(sweep->Output().find("interrupted by signal 2"), std::string::npos) << sweep->Output();
+  const json doc = json::parse(Slurp(OnlyResultsDir(out) / "results.json"));
+  EXPECT_FALSE(doc["finished"].is_null());
+  EXPECT_EQ(doc["items"][0]["status"], "ok");
+  EXPECT_EQ(doc["items"][1]["status"], "failed");
+  EXPECT_EQ(doc["items"][2]["status"], "skipped");
+  // The train bench, its launcher and workers are gone too: SIGINT went down the chain
+  // (sweep -> bench -> launcher -> workers), or at worst RunChild's 10 s grace ran out.
+  const auto gone_by = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (!ProcessesMentioning(tmp->path().string()).empty() &&
+         std::chrono::steady_clock::now() < gone_by) {
+    sweep->Wait(std::chrono::milliseconds(50));  // returns at once: used as the tick
+  }
+  EXPECT_EQ(ProcessesMentioning(tmp->path().string()), std::vector<std::string>{});
 }
 
 TEST(SweepCliTest, DryRunForwardsEmulationFlagsToTrainAndPs) {
