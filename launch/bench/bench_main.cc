@@ -1,5 +1,5 @@
 // pszero-bench: measures what pszero is made of. Subcommands: stream, kernels, rendezvous,
-// p2p, collective, ps, train, report-table, simulate, checkpoint, soak.
+// p2p, collective, ps, train, report-table, simulate, checkpoint, soak, sweep.
 #include <vector>
 
 #include "common/flags.h"
@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
       pszero::bench::AddKernelsCommand(*app),  pszero::bench::AddTrainCommand(*app),
       pszero::bench::AddPsCommand(*app),       pszero::bench::AddReportTableCommand(*app),
       pszero::bench::AddSimulateCommand(*app), pszero::bench::AddCheckpointCommand(*app),
-      pszero::bench::AddSoakCommand(*app),
+      pszero::bench::AddSoakCommand(*app),     pszero::bench::AddSweepCommand(*app),
   };
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
   for (const auto& command : commands) {

@@ -80,19 +80,9 @@ Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::mil
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, args[0], &actions, &attr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  ::close(out[1]);
-  ::close(err[1]);
-  if (rc != 0) {
-    ::close(out[0]);
-    ::close(err[0]);
-    return Status::IoError("cannot start " + argv[0] + ": " + strerror(rc));
-  }
-
-  ChildRun run;
+  // The handlers go in before the child exists: a signal between its start and their
+  // installation would end this process by default and leave the child (in a group of its
+  // own, out of the sender's reach) running. Caught early, it is forwarded at once below.
   g_interrupt = 0;
   struct sigaction on_interrupt = {};
   on_interrupt.sa_handler = OnInterrupt;
@@ -101,6 +91,21 @@ Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::mil
   struct sigaction old_term = {};
   ::sigaction(SIGINT, &on_interrupt, &old_int);
   ::sigaction(SIGTERM, &on_interrupt, &old_term);
+  pid_t pid = -1;
+  const int rc = posix_spawnp(&pid, args[0], &actions, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(out[1]);
+  ::close(err[1]);
+  if (rc != 0) {
+    ::sigaction(SIGINT, &old_int, nullptr);
+    ::sigaction(SIGTERM, &old_term, nullptr);
+    ::close(out[0]);
+    ::close(err[0]);
+    return Status::IoError("cannot start " + argv[0] + ": " + strerror(rc));
+  }
+
+  ChildRun run;
   int forwarded = 0;
   Clock::time_point deadline = Clock::now() + timeout;
   Clock::time_point kill_at = Clock::time_point::max();

@@ -25,5 +25,6 @@ BenchCommand AddReportTableCommand(CLI::App& root);
 BenchCommand AddSimulateCommand(CLI::App& root);
 BenchCommand AddCheckpointCommand(CLI::App& root);
 BenchCommand AddSoakCommand(CLI::App& root);
+BenchCommand AddSweepCommand(CLI::App& root);
 
 }  // namespace pszero::bench
