@@ -7,9 +7,11 @@
 // busbw = 2 bytes / time (what crosses the worker's link both ways), beside UCX p2p
 // bandwidth for --bytes measured in the same invocation (launch/bench/p2p.h).
 // With --emulate-hosts H [--link-gbit G] the ranks run on H hosts of an emulated cluster
-// (emulated_cluster.h): server s on host s mod H, the workers in blocks as pszero-launch
-// spreads them (worker 0, this command, on host 0; the p2p yardstick's peer on host 1),
-// UCX over tcp on the rate-limited links. This process makes the namespaces and runs the
+// (emulated_cluster.h), at most one per rank: the workers in blocks as pszero-launch
+// spreads them (worker 0, this command, on host 0), server s on host H-1-s mod H (from the
+// last host back: with one server it is away from worker 0; with H, one per host as
+// BytePS places them), the p2p yardstick's peer on server 0's host; UCX over tcp on the
+// rate-limited links. This process makes the namespaces and runs the
 // command again in host 0's, with the hidden --rank-netns naming every rank's namespace.
 #include <stdlib.h>
 #include <unistd.h>
@@ -180,12 +182,15 @@ std::string Number(double v) {
   return text;
 }
 
-// The host of each rank (servers first, then workers): server s on host s mod H, workers
-// spread in blocks as pszero-launch spreads them over nodes.
+// Hosts of an emulated run: never more than ranks.
+int HostsUsed(const PsFlags& f) { return std::min(f.emulate_hosts, f.servers + f.workers); }
+
+// The host of each rank (servers first, then workers): server s on host H-1-s mod H,
+// workers spread in blocks as pszero-launch spreads them over nodes.
 std::vector<int> RankHosts(const PsFlags& f) {
+  const int h = HostsUsed(f);
   std::vector<int> hosts;
-  for (int s = 0; s < f.servers; ++s) hosts.push_back(s % f.emulate_hosts);
-  const int h = f.emulate_hosts;
+  for (int s = 0; s < f.servers; ++s) hosts.push_back(h - 1 - s % h);
   for (int node = 0; node < h; ++node) {
     const int k = f.workers / h + (node < f.workers % h ? 1 : 0);
     for (int i = 0; i < k; ++i) hosts.push_back(node);
@@ -197,12 +202,12 @@ std::vector<int> RankHosts(const PsFlags& f) {
 int RunEmulated(const PsFlags& f) {
   InterruptLatch latch;
   EmulatedClusterOptions options;
-  options.hosts = f.emulate_hosts;
+  options.hosts = HostsUsed(f);
   options.link_gbit = f.link_gbit;
   Result<std::unique_ptr<EmulatedCluster>> cluster = EmulatedCluster::Create(options);
   if (latch.signal() != 0) return 128 + latch.signal();
   if (!cluster.ok()) {
-    std::cerr << "pszero-bench ps: skipped: cannot emulate " << f.emulate_hosts
+    std::cerr << "pszero-bench ps: skipped: cannot emulate " << options.hosts
               << " hosts here: " << cluster.status().message() << "\n";
     return 77;  // skipped, as `pszero-bench train --emulate-hosts`
   }
@@ -239,12 +244,6 @@ int RunPsCommand(const PsFlags& f) {
     std::cerr << "pszero-bench ps: error: --link-gbit: only with --emulate-hosts\n";
     return 2;
   }
-  if (f.emulate_hosts > std::max(f.servers, f.workers)) {
-    std::cerr << "pszero-bench ps: error: --emulate-hosts: " << f.emulate_hosts << " hosts for "
-              << f.servers << " servers and " << f.workers
-              << " workers (each host runs at least one)\n";
-    return 2;
-  }
   if (f.emulate_hosts > 0 && f.rank_netns.empty()) return RunEmulated(f);
   // The prefix that starts rank r on its emulated host (empty: this machine).
   std::vector<std::string> rank_netns;
@@ -266,8 +265,8 @@ int RunPsCommand(const PsFlags& f) {
   const size_t bytes = Bytes(f);
   double p2p = 0;
   if (!f.no_p2p) {
-    // Between two hosts when emulated: the peer on the host of the last worker.
-    Result<double> r = MeasureP2p(*self, bytes, on(f.servers + f.workers - 1));
+    // Between two hosts when emulated: the peer on server 0's host.
+    Result<double> r = MeasureP2p(*self, bytes, on(0));
     if (!r.ok()) return Fail(r.status().WithContext("p2p"));
     p2p = *r;
   }
@@ -335,6 +334,7 @@ int RunPsCommand(const PsFlags& f) {
       {"aggregate_gbps", aggregate},
       {"p2p_gbps", p2p},
       {"emulate_hosts", f.emulate_hosts},
+      {"hosts_used", f.emulate_hosts > 0 ? nlohmann::json(HostsUsed(f)) : nlohmann::json(nullptr)},
       {"link_gbit", f.link_gbit},
       {"rank_namespaces",
        f.rank_netns.empty() ? nlohmann::json(nullptr) : nlohmann::json(rank_netns)},
@@ -350,11 +350,10 @@ int RunPsCommand(const PsFlags& f) {
         f.servers, f.workers, f.optimizer.c_str(), f.slice_mb);
     if (f.emulate_hosts > 0) {
       std::printf(
-          "# emulated hosts: %d network namespaces, links %s each way (tc tbf); server s on host "
-          "s mod %d, workers in blocks\n",
-          f.emulate_hosts,
-          f.link_gbit > 0 ? (Number(f.link_gbit) + " Gbit/s").c_str() : "not limited",
-          f.emulate_hosts);
+          "# emulated hosts: %d network namespaces, links %s each way (tc tbf); workers in "
+          "blocks from host 0, server s on host H-1-s mod H\n",
+          HostsUsed(f),
+          f.link_gbit > 0 ? (Number(f.link_gbit) + " Gbit/s").c_str() : "not limited");
     }
     std::printf("# %12s %8s %8s %12s %10s %10s %12s %10s %8s\n", "bytes", "servers", "workers",
                 "time_us", "algbw", "busbw", "aggregate", "p2p_bw", "bus/p2p");

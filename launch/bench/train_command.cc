@@ -283,10 +283,6 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
   if (f.link_gbit > 0 && f.emulate_hosts == 0) {
     return UsageError("--link-gbit: only with --emulate-hosts");
   }
-  if (f.emulate_hosts > workers) {
-    return UsageError("--emulate-hosts: " + std::to_string(f.emulate_hosts) + " hosts for " +
-                      std::to_string(workers) + " workers (each host runs at least one)");
-  }
   if (f.emulate_hosts > 0 && f.peer == "torch") {
     return UsageError("--peer: not with --emulate-hosts (the PyTorch peer runs on one host)");
   }
@@ -326,7 +322,9 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
   if (f.emulate_hosts > 0) {
     latch.emplace();
     EmulatedClusterOptions options;
-    options.hosts = f.emulate_hosts;
+    // Each host runs a node launcher with at least one worker: never more hosts than
+    // workers (a sweep passes the same --emulate-hosts to jobs of every size).
+    options.hosts = std::min(f.emulate_hosts, workers);
     options.link_gbit = f.link_gbit;
     Result<std::unique_ptr<EmulatedCluster>> c = EmulatedCluster::Create(options);
     if (latch->signal() != 0) return 128 + latch->signal();
@@ -352,9 +350,9 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
     };
     if (!t.ok()) return fail(t.status());
     cluster_dir.emplace(std::move(t).value());
-    std::vector<int> slots(static_cast<size_t>(f.emulate_hosts));
-    for (int i = 0; i < f.emulate_hosts; ++i) {
-      slots[i] = workers / f.emulate_hosts + (i < workers % f.emulate_hosts ? 1 : 0);
+    std::vector<int> slots(static_cast<size_t>(options.hosts));
+    for (int i = 0; i < options.hosts; ++i) {
+      slots[i] = workers / options.hosts + (i < workers % options.hosts ? 1 : 0);
     }
     Result<EmulatedCluster::HostfileLaunch> h =
         cluster->WriteHostfileLaunch(cluster_dir->path(), slots);

@@ -74,7 +74,7 @@ TEST_F(EmulatedClusterTest, BadFlagsExitTwoNamingTheFlag) {
   const std::string bench = BinaryPath("pszero-bench");
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"train", "--sync", "allreduce", "--workers", "2", "--link-gbit", "1"}, "--link-gbit"},
-      {{"train", "--sync", "allreduce", "--workers", "2", "--emulate-hosts", "3"},
+      {{"train", "--sync", "allreduce", "--workers", "2", "--emulate-hosts", "65"},
        "--emulate-hosts"},
       {{"train", "--sync", "allreduce", "--workers", "2", "--emulate-hosts", "0"},
        "--emulate-hosts"},
@@ -161,6 +161,42 @@ TEST_F(EmulatedClusterTest, OneGbitLinkIsNotExceeded) {
   // From above only: the bucket (256 KiB) lets through at most a burst beyond the rate.
   EXPECT_GT(gbit, 0.0);
   EXPECT_LE(gbit, 1.1);
+}
+
+// What `pszero-bench sweep --emulate-hosts 4` passes to its small items: never more hosts
+// than ranks, and the one server of a ps run away from worker 0.
+TEST_F(EmulatedClusterTest, MoreHostsThanRanksUseOnePerRank) {
+  const ProcessResult ps =
+      RunProcess({BinaryPath("pszero-bench"), "ps", "--servers", "1", "--workers", "1", "--bytes",
+                  "1M", "--iters", "3", "--emulate-hosts", "4", "--link-gbit", "1", "--json"},
+                 seconds(120));
+  if (ps.exit_code == kSkipped) {
+    std::cout << "skipping: " << LastLine(ps.err) << std::endl;
+    GTEST_SKIP() << LastLine(ps.err);
+  }
+  ASSERT_EQ(ps.exit_code, 0) << ps.out << ps.err;
+  const nlohmann::json doc = ParseJson(ps.out);
+  ASSERT_FALSE(doc.is_discarded()) << ps.out;
+  EXPECT_EQ(doc["emulate_hosts"], 4);
+  EXPECT_EQ(doc["hosts_used"], 2);
+  ASSERT_EQ(doc["rank_namespaces"].size(), 2u);  // server 0, then worker 0
+  EXPECT_NE(doc["rank_namespaces"][0], doc["rank_namespaces"][1]);
+  // Server and worker on different hosts: the p2p yardstick crossed a 1 Gbit/s link.
+  EXPECT_GT(doc["p2p_gbps"].get<double>(), 0.0);
+  EXPECT_LE(doc["p2p_gbps"].get<double>() * 8, 1.1);
+
+  const ProcessResult train =
+      RunProcess(Cat({BinaryPath("pszero-bench"), "train", "--workers", "2", "--sync", "allreduce",
+                      "--emulate-hosts", "4", "--timeout", "100", "--json"},
+                     TinyModel()),
+                 seconds(120));
+  ASSERT_EQ(train.exit_code, 0) << train.out << train.err;
+  const nlohmann::json t = ParseJson(train.out);
+  ASSERT_FALSE(t.is_discarded()) << train.out;
+  EXPECT_EQ(t["emulate_hosts"], 4);
+  EXPECT_EQ(t["emulation"]["hosts"], 2);
+  EXPECT_TRUE(t["emulation"]["tbf_burst_bytes"].is_null());  // no --link-gbit: no limit
+  EXPECT_TRUE(t["runs"][0]["error"].is_null()) << t["runs"][0]["error"];
 }
 
 TEST_F(EmulatedClusterTest, InterruptedRunDeletesItsNamespaces) {
