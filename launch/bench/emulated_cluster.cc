@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -232,6 +233,30 @@ EmulatedCluster::~EmulatedCluster() {
                 << "\n";
     }
   }
+}
+
+int RunOnEmulatedHostZero(
+    const std::string& name, const EmulatedClusterOptions& options,
+    const std::function<std::vector<std::string>(const EmulatedCluster&)>& args) {
+  InterruptLatch latch;  // outlives the cluster: a Ctrl-C cannot skip its deletion
+  Result<std::unique_ptr<EmulatedCluster>> cluster = EmulatedCluster::Create(options);
+  if (latch.signal() != 0) return 128 + latch.signal();
+  if (!cluster.ok()) {
+    std::cerr << "pszero-bench " << name << ": skipped: cannot emulate " << options.hosts
+              << " hosts here: " << cluster.status().message() << "\n";
+    return kExitSkipped;
+  }
+  std::vector<std::string> argv = (*cluster)->Exec(0);
+  for (std::string& a : args(**cluster)) argv.push_back(std::move(a));
+  Result<ChildRun> r = RunChild(argv, std::chrono::hours(24), EmulatedCluster::UcxEnvironment());
+  if (!r.ok()) {
+    std::cerr << "pszero-bench " << name << ": " << r.status().ToString() << "\n";
+    return 1;
+  }
+  std::fputs(r->out.c_str(), stdout);
+  std::fputs(r->err.c_str(), stderr);
+  if (r->interrupted_by != 0) return 128 + r->interrupted_by;
+  return r->ok() ? 0 : r->signaled || r->timed_out ? 1 : r->exit_code;
 }
 
 std::string IpProgram() {

@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -94,6 +95,20 @@ class EmulatedCluster {
   std::string subnet_;  // first three octets
   std::vector<std::string> created_;
 };
+
+// Exit code of a bench command that could not run here and was skipped (the automake and
+// ctest convention): --emulate-hosts where namespaces cannot be made.
+constexpr int kExitSkipped = 77;
+
+// For a bench command (`name`: "p2p", "ps") that runs itself again inside host 0 of an
+// emulated cluster, its peers on the other hosts: makes the cluster, runs
+// Exec(0) + args(cluster) with UcxEnvironment(), copies the child's stdout and stderr,
+// and deletes the cluster. Returns the child's exit code; kExitSkipped with one line
+// "pszero-bench NAME: skipped: ..." on stderr when the cluster cannot be made; 128+N
+// after SIGINT or SIGTERM (forwarded to the child).
+int RunOnEmulatedHostZero(
+    const std::string& name, const EmulatedClusterOptions& options,
+    const std::function<std::vector<std::string>(const EmulatedCluster&)>& args);
 
 // The path of iproute2's `ip`, or "" when it is not installed.
 std::string IpProgram();

@@ -17,7 +17,6 @@
 #include "common/report.h"
 #include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
-#include "launch/bench/child_run.h"
 #include "launch/bench/command.h"
 #include "launch/bench/emulated_cluster.h"
 #include "launch/bench/p2p.h"
@@ -75,40 +74,28 @@ std::string Number(double v) {
   return text;
 }
 
-// --emulate-hosts: the namespaces, and this command again on host 0 with --peer-netns.
+// --emulate-hosts: this command again on host 0, with --peer-netns naming host 1.
 int RunEmulated(const P2pFlags& f) {
-  InterruptLatch latch;
-  EmulatedClusterOptions options;
-  options.hosts = 2;
-  options.link_gbit = f.link_gbit;
-  Result<std::unique_ptr<EmulatedCluster>> cluster = EmulatedCluster::Create(options);
-  if (latch.signal() != 0) return 128 + latch.signal();
-  if (!cluster.ok()) {
-    std::cerr << "pszero-bench p2p: skipped: cannot emulate 2 hosts here: "
-              << cluster.status().message() << "\n";
-    return 77;  // skipped, as `pszero-bench train --emulate-hosts`
-  }
   std::error_code ec;
   const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (ec) return Fail(Status::IoError("cannot find /proc/self/exe: " + ec.message()));
-  std::vector<std::string> argv = (*cluster)->Exec(0);
-  argv.insert(argv.end(),
-              {self.string(), "p2p", "--sizes", f.sizes, "--scale", Number(f.scale), "--window",
-               std::to_string(f.window), "--progress", f.progress, "--spin-us",
-               std::to_string(f.spin_us), "--err-mode", f.err_mode, "--no-perftest",
-               "--emulate-hosts", "2", "--peer-netns", (*cluster)->Namespace(1)});
-  if (f.link_gbit > 0) argv.insert(argv.end(), {"--link-gbit", Number(f.link_gbit)});
-  if (f.json) argv.push_back("--json");
-  if (!f.output.empty()) {
-    argv.insert(argv.end(), {"--output", std::filesystem::absolute(f.output).string()});
-  }
-  Result<ChildRun> r = RunChild(argv, std::chrono::minutes(30), EmulatedCluster::UcxEnvironment());
-  if (!r.ok()) return Fail(r.status());
-  std::fputs(r->out.c_str(), stdout);
-  std::fputs(r->err.c_str(), stderr);
-  if (r->interrupted_by != 0) return 128 + r->interrupted_by;
-  if (r->signaled || r->timed_out) return 1;
-  return r->exit_code;
+  EmulatedClusterOptions options;
+  options.hosts = 2;
+  options.link_gbit = f.link_gbit;
+  return RunOnEmulatedHostZero("p2p", options, [&](const EmulatedCluster& cluster) {
+    std::vector<std::string> argv = {
+        self.string(), "p2p",           "--sizes",           f.sizes,
+        "--scale",     Number(f.scale), "--window",          std::to_string(f.window),
+        "--progress",  f.progress,      "--spin-us",         std::to_string(f.spin_us),
+        "--err-mode",  f.err_mode,      "--no-perftest",     "--emulate-hosts",
+        "2",           "--peer-netns",  cluster.Namespace(1)};
+    if (f.link_gbit > 0) argv.insert(argv.end(), {"--link-gbit", Number(f.link_gbit)});
+    if (f.json) argv.push_back("--json");
+    if (!f.output.empty()) {
+      argv.insert(argv.end(), {"--output", std::filesystem::absolute(f.output).string()});
+    }
+    return argv;
+  });
 }
 
 int RunP2pCommand(const P2pFlags& f) {

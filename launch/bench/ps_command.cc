@@ -27,7 +27,6 @@
 #include "common/report.h"
 #include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
-#include "launch/bench/child_run.h"
 #include "launch/bench/command.h"
 #include "launch/bench/emulated_cluster.h"
 #include "launch/bench/p2p.h"
@@ -198,44 +197,44 @@ std::vector<int> RankHosts(const PsFlags& f) {
   return hosts;
 }
 
-// --emulate-hosts: the namespaces, and this command again on host 0 with --rank-netns.
+// --emulate-hosts: this command again on host 0, with --rank-netns placing every rank.
 int RunEmulated(const PsFlags& f) {
-  InterruptLatch latch;
+  Result<std::string> self = SelfPath();
+  if (!self.ok()) return Fail(self.status());
   EmulatedClusterOptions options;
   options.hosts = HostsUsed(f);
   options.link_gbit = f.link_gbit;
-  Result<std::unique_ptr<EmulatedCluster>> cluster = EmulatedCluster::Create(options);
-  if (latch.signal() != 0) return 128 + latch.signal();
-  if (!cluster.ok()) {
-    std::cerr << "pszero-bench ps: skipped: cannot emulate " << options.hosts
-              << " hosts here: " << cluster.status().message() << "\n";
-    return 77;  // skipped, as `pszero-bench train --emulate-hosts`
-  }
-  Result<std::string> self = SelfPath();
-  if (!self.ok()) return Fail(self.status());
-  std::string rank_netns;
-  for (int host : RankHosts(f)) {
-    rank_netns += (rank_netns.empty() ? "" : ",") + (*cluster)->Namespace(host);
-  }
-  std::vector<std::string> argv = (*cluster)->Exec(0);
-  argv.insert(argv.end(),
-              {*self, "ps", "--servers", std::to_string(f.servers), "--workers",
-               std::to_string(f.workers), "--bytes", f.bytes, "--optimizer", f.optimizer,
-               "--ps-slice-mb", Number(f.slice_mb), "--iters", std::to_string(f.iters),
-               "--emulate-hosts", std::to_string(f.emulate_hosts), "--rank-netns", rank_netns});
-  if (f.link_gbit > 0) argv.insert(argv.end(), {"--link-gbit", Number(f.link_gbit)});
-  if (f.no_p2p) argv.push_back("--no-p2p");
-  if (f.json) argv.push_back("--json");
-  if (!f.output.empty()) {
-    argv.insert(argv.end(), {"--output", std::filesystem::absolute(f.output).string()});
-  }
-  Result<ChildRun> r = RunChild(argv, std::chrono::minutes(30), EmulatedCluster::UcxEnvironment());
-  if (!r.ok()) return Fail(r.status());
-  std::fputs(r->out.c_str(), stdout);
-  std::fputs(r->err.c_str(), stderr);
-  if (r->interrupted_by != 0) return 128 + r->interrupted_by;
-  if (r->signaled || r->timed_out) return 1;
-  return r->exit_code;
+  return RunOnEmulatedHostZero("ps", options, [&](const EmulatedCluster& cluster) {
+    std::string rank_netns;
+    for (int host : RankHosts(f)) {
+      rank_netns += (rank_netns.empty() ? "" : ",") + cluster.Namespace(host);
+    }
+    std::vector<std::string> argv = {*self,
+                                     "ps",
+                                     "--servers",
+                                     std::to_string(f.servers),
+                                     "--workers",
+                                     std::to_string(f.workers),
+                                     "--bytes",
+                                     f.bytes,
+                                     "--optimizer",
+                                     f.optimizer,
+                                     "--ps-slice-mb",
+                                     Number(f.slice_mb),
+                                     "--iters",
+                                     std::to_string(f.iters),
+                                     "--emulate-hosts",
+                                     std::to_string(f.emulate_hosts),
+                                     "--rank-netns",
+                                     rank_netns};
+    if (f.link_gbit > 0) argv.insert(argv.end(), {"--link-gbit", Number(f.link_gbit)});
+    if (f.no_p2p) argv.push_back("--no-p2p");
+    if (f.json) argv.push_back("--json");
+    if (!f.output.empty()) {
+      argv.insert(argv.end(), {"--output", std::filesystem::absolute(f.output).string()});
+    }
+    return argv;
+  });
 }
 
 int RunPsCommand(const PsFlags& f) {

@@ -64,10 +64,6 @@ struct TrainBenchFlags {
   double link_gbit = 0;  // 0: links not limited
 };
 
-// Exit code of a run that could not happen here and was skipped (the automake and ctest
-// convention): --emulate-hosts where network namespaces cannot be made.
-constexpr int kExitSkipped = 77;
-
 constexpr const char* kTorchSkipped =
     "torch peer skipped: PyTorch not importable (apt install python3-torch)";
 
@@ -319,6 +315,10 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
   std::optional<TempDir> cluster_dir;
   EmulatedCluster::HostfileLaunch hostfile_launch;
   nlohmann::json emulation = nullptr;
+  auto fail = [](const Status& s) {
+    std::cerr << "pszero-bench train: " << s.ToString() << "\n";
+    return 1;
+  };
   if (f.emulate_hosts > 0) {
     latch.emplace();
     EmulatedClusterOptions options;
@@ -329,7 +329,7 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
     Result<std::unique_ptr<EmulatedCluster>> c = EmulatedCluster::Create(options);
     if (latch->signal() != 0) return 128 + latch->signal();
     if (!c.ok()) {
-      const std::string why = "cannot emulate " + std::to_string(f.emulate_hosts) +
+      const std::string why = "cannot emulate " + std::to_string(options.hosts) +
                               " hosts here: " + c.status().message();
       std::cerr << "pszero-bench train: skipped: " << why << "\n";
       if (f.json) {
@@ -344,10 +344,6 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
     }
     cluster = std::move(c).value();
     Result<TempDir> t = TempDir::Create("pszero-bench-emulated");
-    auto fail = [](const Status& s) {
-      std::cerr << "pszero-bench train: " << s.ToString() << "\n";
-      return 1;
-    };
     if (!t.ok()) return fail(t.status());
     cluster_dir.emplace(std::move(t).value());
     std::vector<int> slots(static_cast<size_t>(options.hosts));

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -90,6 +91,31 @@ TEST_F(EmulatedClusterTest, BadFlagsExitTwoNamingTheFlag) {
     EXPECT_EQ(r.exit_code, 2) << args.back() << ": " << r.err;
     EXPECT_NE(r.err.find(flag), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+// Without CAP_NET_ADMIN (here: as nobody, through setpriv, when the test runs as root)
+// nothing starts: exit 77 and one line with the reason, for train, p2p and ps alike.
+TEST_F(EmulatedClusterTest, WithoutCapabilitiesSkipsWithTheReason) {
+  std::vector<std::string> as_user;
+  if (::geteuid() == 0) {
+    if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/setpriv";
+    as_user = {"/usr/bin/setpriv", "--reuid=65534",   "--regid=65534",
+               "--clear-groups",   "--inh-caps=-all", "--bounding-set=-all"};
+  }
+  const std::string bench = BinaryPath("pszero-bench");
+  for (const std::vector<std::string>& args :
+       {Cat({bench, "train", "--workers", "2", "--sync", "allreduce", "--emulate-hosts", "2",
+             "--link-gbit", "1"},
+            TinyModel()),
+        std::vector<std::string>{bench, "p2p", "--emulate-hosts", "2"},
+        std::vector<std::string>{bench, "ps", "--workers", "2", "--emulate-hosts", "2"}}) {
+    SCOPED_TRACE(args[1]);
+    const ProcessResult r = RunProcess(Cat(as_user, args), seconds(60));
+    EXPECT_EQ(r.exit_code, kSkipped) << r.out << r.err;
+    EXPECT_EQ(r.err, "pszero-bench " + args[1] +
+                         ": skipped: cannot emulate 2 hosts here: not root and without "
+                         "CAP_NET_ADMIN and CAP_SYS_ADMIN (network namespaces need both)\n");
   }
 }
 
