@@ -7,9 +7,10 @@
 // no latency is added.
 //
 // Names come from the creating process's pid (`pz<pid>h<i>` for host i, `pz<pid>br` for
-// the bridge), so runs side by side never collide; the destructor deletes every namespace
-// the object created, by name, whatever happened in between. Namespaces left by a process
-// that was killed with SIGKILL are deleted by the next Create (RemoveStaleNamespaces).
+// the bridge), so runs side by side never collide (one cluster at a time per process, or
+// give each its own `prefix`); the destructor deletes every namespace the object created,
+// by name, whatever happened in between. Namespaces left by a process that was killed
+// with SIGKILL are deleted by the next Create (RemoveStaleNamespaces; default prefix only).
 //
 // Processes run on host i through Exec(i) (`ip netns exec NAME ...`). Whatever runs there
 // must keep UCX off shared memory and on eth0 (UcxEnvironment): the hosts share this
