@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -58,7 +59,11 @@ int64_t EmulatedCluster::DefaultBurstBytes(double link_gbit) {
 }
 
 std::vector<std::string> EmulatedCluster::UcxEnvironment() {
-  return {"UCX_TLS=tcp,self", std::string("UCX_NET_DEVICES=") + kInterface};
+  std::vector<std::string> env = {"UCX_TLS=tcp,self", std::string("UCX_NET_DEVICES=") + kInterface};
+  // UCX logs on stdout by default; over tcp it has more to say (a refused connection
+  // while a peer exits), and stdout is the bench's table or JSON.
+  if (std::getenv("UCX_LOG_FILE") == nullptr) env.push_back("UCX_LOG_FILE=/dev/stderr");
+  return env;
 }
 
 std::string EmulatedCluster::Namespace(int host) const {

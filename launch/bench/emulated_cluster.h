@@ -76,7 +76,8 @@ class EmulatedCluster {
   // what a report records about the emulation.
   nlohmann::json Describe() const;
 
-  // "UCX_TLS=tcp,self", "UCX_NET_DEVICES=eth0": UCX over the emulated links only.
+  // "UCX_TLS=tcp,self", "UCX_NET_DEVICES=eth0": UCX over the emulated links only; and
+  // "UCX_LOG_FILE=/dev/stderr" unless the environment sets it, to keep stdout clean.
   static std::vector<std::string> UcxEnvironment();
   // The tbf bucket for a rate: 2 ms at the rate, at least 256 KiB (docs/benchmarks.md,
   // "Emulated cluster": smaller buckets do not reach 10 Gbit/s and more on veth).
