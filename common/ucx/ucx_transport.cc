@@ -19,6 +19,20 @@ namespace pszero::ucx {
 
 namespace {
 
+// Whether a UCX_TLS value (nullptr: unset) can load a shared-memory (mm) transport.
+bool SharedMemoryAllowed(const char* tls) {
+  if (tls == nullptr || *tls == '\0' || *tls == '^') return true;  // all, or all but some
+  std::istringstream items(tls);
+  for (std::string item; std::getline(items, item, ',');) {
+    item = item.substr(0, item.find(':'));
+    if (item == "all" || item == "sm" || item == "shm" || item == "mm" || item == "posix" ||
+        item == "sysv" || item == "xpmem") {
+      return true;
+    }
+  }
+  return false;
+}
+
 // One UCX AM id carries every pszero active message; the pszero id is in the header.
 constexpr unsigned kUcxAmId = 7;
 constexpr uint32_t kAmMagic = 0x70737a41;  // "psZA"
@@ -186,11 +200,14 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxTransportOpt
   // UCX_POSIX_ERROR_HANDLING and UCX_SYSV_ERROR_HANDLING are per-transport aliases of the
   // shared-memory base option MM_ERROR_HANDLING; only the base name is accepted by
   // ucp_config_modify (the aliases are reported as "invalid configuration" and ignored).
-  if (options.shm_error_handling && std::getenv("UCX_POSIX_ERROR_HANDLING") == nullptr &&
+  // With UCX_TLS naming no shared-memory transport (tcp,self: an emulated host) the mm
+  // options do not exist, and UCX would print "invalid configuration" to stdout.
+  const bool shm = SharedMemoryAllowed(std::getenv("UCX_TLS"));
+  if (shm && options.shm_error_handling && std::getenv("UCX_POSIX_ERROR_HANDLING") == nullptr &&
       std::getenv("UCX_SYSV_ERROR_HANDLING") == nullptr) {
     defaults["MM_ERROR_HANDLING"] = "y";
   }
-  if (options.shm_fifo_size > 0 && std::getenv("UCX_POSIX_FIFO_SIZE") == nullptr &&
+  if (shm && options.shm_fifo_size > 0 && std::getenv("UCX_POSIX_FIFO_SIZE") == nullptr &&
       std::getenv("UCX_SYSV_FIFO_SIZE") == nullptr) {
     defaults["MM_FIFO_SIZE"] = std::to_string(options.shm_fifo_size);
   }

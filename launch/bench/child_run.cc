@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 extern char** environ;
@@ -27,12 +28,35 @@ volatile sig_atomic_t g_interrupt = 0;
 
 void OnInterrupt(int sig) { g_interrupt = sig; }
 
+// What an InterruptLatch noted: the first SIGINT or SIGTERM while it existed.
+volatile sig_atomic_t g_latched = 0;
+
+void OnLatchedInterrupt(int sig) {
+  if (g_latched == 0) g_latched = sig;
+}
+
 int MillisLeft(Clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   return static_cast<int>(std::max<int64_t>(0, left.count()));
 }
 
 }  // namespace
+
+InterruptLatch::InterruptLatch() {
+  g_latched = 0;
+  struct sigaction on = {};
+  on.sa_handler = OnLatchedInterrupt;
+  sigemptyset(&on.sa_mask);
+  ::sigaction(SIGINT, &on, &old_int_);
+  ::sigaction(SIGTERM, &on, &old_term_);
+}
+
+InterruptLatch::~InterruptLatch() {
+  ::sigaction(SIGINT, &old_int_, nullptr);
+  ::sigaction(SIGTERM, &old_term_, nullptr);
+}
+
+int InterruptLatch::signal() const { return g_latched; }
 
 std::string ChildRun::Describe() const {
   if (timed_out) return "timed out";
@@ -58,7 +82,8 @@ std::string LastLines(const std::string& text, int lines) {
   return out;
 }
 
-Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
+                          const std::vector<std::string>& env) {
   if (argv.empty()) return Status::InvalidArgument("RunChild: empty argv");
   int out[2], err[2];
   if (::pipe2(out, O_CLOEXEC) != 0) return Status::IoError(std::string("pipe: ") + strerror(errno));
@@ -80,6 +105,18 @@ Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::mil
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view kv(*e);
+    const std::string_view name = kv.substr(0, kv.find('='));
+    const bool replaced = std::any_of(env.begin(), env.end(), [&](const std::string& add) {
+      return add.size() > name.size() && add.compare(0, name.size(), name) == 0 &&
+             add[name.size()] == '=';
+    });
+    if (!replaced) envp.push_back(*e);
+  }
+  for (const std::string& kv : env) envp.push_back(const_cast<char*>(kv.c_str()));
+  envp.push_back(nullptr);
   // The handlers go in before the child exists: a signal between its start and their
   // installation would end this process by default and leave the child (in a group of its
   // own, out of the sender's reach) running. Caught early, it is forwarded at once below.
@@ -92,7 +129,7 @@ Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::mil
   ::sigaction(SIGINT, &on_interrupt, &old_int);
   ::sigaction(SIGTERM, &on_interrupt, &old_term);
   pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, args[0], &actions, &attr, args.data(), environ);
+  const int rc = posix_spawnp(&pid, args[0], &actions, &attr, args.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(out[1]);
@@ -160,6 +197,7 @@ Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::mil
   ::sigaction(SIGINT, &old_int, nullptr);
   ::sigaction(SIGTERM, &old_term, nullptr);
   run.interrupted_by = g_interrupt;
+  if (run.interrupted_by != 0 && g_latched == 0) g_latched = run.interrupted_by;
   if (WIFSIGNALED(status)) {
     run.signaled = true;
     run.term_signal = WTERMSIG(status);

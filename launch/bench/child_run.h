@@ -9,6 +9,8 @@
 // from one thread at a time (it installs those two signal handlers for its duration).
 #pragma once
 
+#include <signal.h>
+
 #include <chrono>
 #include <string>
 #include <vector>
@@ -32,8 +34,27 @@ struct ChildRun {
 };
 
 // argv[0] is the program: a path, or a name looked up in PATH. IoError when it cannot be
-// started (not found, not executable).
-Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
+// started (not found, not executable). `env` entries ("K=V") are set in the child's
+// environment (this process's otherwise), replacing a variable of the same name.
+Result<ChildRun> RunChild(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
+                          const std::vector<std::string>& env = {});
+
+// While one exists, SIGINT and SIGTERM do not end pszero-bench: they are noted, and
+// signal() says which came first (also one that RunChild forwarded to its child
+// meanwhile). For work that must not be cut short between children, such as deleting
+// an emulated cluster's namespaces. One at a time; not thread-safe.
+class InterruptLatch {
+ public:
+  InterruptLatch();
+  ~InterruptLatch();
+  InterruptLatch(const InterruptLatch&) = delete;
+  InterruptLatch& operator=(const InterruptLatch&) = delete;
+  int signal() const;
+
+ private:
+  struct sigaction old_int_ = {};
+  struct sigaction old_term_ = {};
+};
 
 // The last `lines` lines of `text`, for error messages.
 std::string LastLines(const std::string& text, int lines);

@@ -1,7 +1,10 @@
 // `pszero-bench p2p`: latency and bandwidth between two processes over the UCX transport,
 // next to ucx_perftest on the same sizes. The command starts its own peer: it re-executes
 // this binary with the hidden --peer-dir flag; the two swap UCX worker addresses through a
-// FileKeyValueStore in a fresh temporary directory.
+// FileKeyValueStore in a fresh temporary directory. With --emulate-hosts 2 [--link-gbit G]
+// the two run on two hosts of an emulated cluster (emulated_cluster.h): this process makes
+// the namespaces and runs the measuring side in the first (hidden --peer-netns names the
+// second, where that one starts its peer), UCX over tcp on the rate-limited links.
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -15,6 +18,7 @@
 #include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
 #include "launch/bench/command.h"
+#include "launch/bench/emulated_cluster.h"
 #include "launch/bench/p2p.h"
 
 #include <ucp/api/ucp.h>
@@ -34,6 +38,9 @@ struct P2pFlags {
   bool json = false;
   std::string output;
   std::string peer_dir;  // hidden: set in the peer process
+  int emulate_hosts = 0;
+  double link_gbit = 0;
+  std::string peer_netns;  // hidden: the peer's namespace (the measuring side of --emulate-hosts)
 };
 
 ucx::UcxTransportOptions TransportOptions(const P2pFlags& f, int rank) {
@@ -61,10 +68,50 @@ int RunPeer(const P2pFlags& f, const std::vector<size_t>& sizes) {
   return s.ok() ? 0 : Fail(s);
 }
 
+std::string Number(double v) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.17g", v);
+  return text;
+}
+
+// --emulate-hosts: this command again on host 0, with --peer-netns naming host 1.
+int RunEmulated(const P2pFlags& f) {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return Fail(Status::IoError("cannot find /proc/self/exe: " + ec.message()));
+  EmulatedClusterOptions options;
+  options.hosts = 2;
+  options.link_gbit = f.link_gbit;
+  return RunOnEmulatedHostZero("p2p", options, [&](const EmulatedCluster& cluster) {
+    std::vector<std::string> argv = {
+        self.string(), "p2p",           "--sizes",           f.sizes,
+        "--scale",     Number(f.scale), "--window",          std::to_string(f.window),
+        "--progress",  f.progress,      "--spin-us",         std::to_string(f.spin_us),
+        "--err-mode",  f.err_mode,      "--no-perftest",     "--emulate-hosts",
+        "2",           "--peer-netns",  cluster.Namespace(1)};
+    if (f.link_gbit > 0) argv.insert(argv.end(), {"--link-gbit", Number(f.link_gbit)});
+    if (f.json) argv.push_back("--json");
+    if (!f.output.empty()) {
+      argv.insert(argv.end(), {"--output", std::filesystem::absolute(f.output).string()});
+    }
+    return argv;
+  });
+}
+
 int RunP2pCommand(const P2pFlags& f) {
   Result<std::vector<size_t>> sizes = ParseSizeList(f.sizes);  // validated by the flag
   if (!sizes.ok()) return Fail(sizes.status());
   if (!f.peer_dir.empty()) return RunPeer(f, *sizes);
+  if (f.link_gbit > 0 && f.emulate_hosts == 0) {
+    std::cerr << "pszero-bench p2p: error: --link-gbit: only with --emulate-hosts\n";
+    return 2;
+  }
+  if (f.emulate_hosts != 0 && f.emulate_hosts != 2) {
+    std::cerr << "pszero-bench p2p: error: --emulate-hosts: p2p runs on 2 hosts, not "
+              << f.emulate_hosts << "\n";
+    return 2;
+  }
+  if (f.emulate_hosts > 0 && f.peer_netns.empty()) return RunEmulated(f);
 
   Result<TempDir> temp = TempDir::Create("pszero-p2p");
   if (!temp.ok()) return Fail(temp.status());
@@ -82,6 +129,11 @@ int RunP2pCommand(const P2pFlags& f) {
                                    "--progress",  f.progress,
                                    "--spin-us",   std::to_string(f.spin_us),
                                    "--err-mode",  f.err_mode};
+  if (!f.peer_netns.empty()) {
+    const std::string ip = IpProgram();
+    if (ip.empty()) return Fail(Status::NotFound("--peer-netns: no 'ip' command"));
+    argv.insert(argv.begin(), {ip, "netns", "exec", f.peer_netns});
+  }
   Result<std::vector<P2pRow>> rows = Status::Internal("not measured");
   std::string lanes;
   {
@@ -143,6 +195,8 @@ int RunP2pCommand(const P2pFlags& f) {
                         {"err_mode", f.err_mode},
                         {"window", f.window},
                         {"perftest", perftest_note},
+                        {"emulate_hosts", f.emulate_hosts},
+                        {"link_gbit", f.link_gbit},
                         {"unit", "latency: one way (half round trip), us; GB/s = 1e9 B/s"},
                         {"runs", runs}};
   if (f.json) {
@@ -154,6 +208,10 @@ int RunP2pCommand(const P2pFlags& f) {
                 f.progress == "spin" ? "spin" : "spin-then-block", f.spin_us, f.err_mode.c_str(),
                 f.window);
     std::printf("# ucx_perftest: %s\n", perftest_note.c_str());
+    if (f.emulate_hosts > 0) {
+      std::printf("# emulated hosts: 2 network namespaces, link %s each way (tc tbf)\n",
+                  f.link_gbit > 0 ? (Number(f.link_gbit) + " Gbit/s").c_str() : "not limited");
+    }
     std::printf("# %12s  %10s  %10s  %12s  %12s  %9s  %9s\n", "bytes", "lat_us", "bw_GB/s",
                 "pt_lat_us", "pt_bw_GB/s", "lat_ratio", "bw_ratio");
     for (size_t i = 0; i < rows->size(); ++i) {
@@ -204,7 +262,17 @@ BenchCommand AddP2pCommand(CLI::App& root) {
   app->add_flag("--no-perftest", flags->no_perftest, "Do not run ucx_perftest beside");
   app->add_flag("--json", flags->json, "Print JSON instead of the table");
   app->add_option("--output", flags->output, "Also write the JSON to this file (atomically)");
+  app->add_option("--emulate-hosts", flags->emulate_hosts,
+                  "Run the two processes on 2 emulated hosts (network namespaces, UCX tcp over a "
+                  "bridge; needs root; exit 77 where it cannot)")
+      ->check(CLI::Range(1, 64));
+  app->add_option("--link-gbit", flags->link_gbit,
+                  "With --emulate-hosts: limit each host link to this rate each way, Gbit/s "
+                  "(tc tbf)")
+      ->check(CLI::Range(0.001, 1000.0));
   app->add_option("--peer-dir", flags->peer_dir, "Internal: run as the peer process")->group("");
+  app->add_option("--peer-netns", flags->peer_netns, "Internal: start the peer in this namespace")
+      ->group("");
   return {app, [flags] { return RunP2pCommand(*flags); }};
 }
 

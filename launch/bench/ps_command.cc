@@ -6,6 +6,13 @@
 // iteration. Reported per worker: algbw = bytes / time of one push+pull round, and
 // busbw = 2 bytes / time (what crosses the worker's link both ways), beside UCX p2p
 // bandwidth for --bytes measured in the same invocation (launch/bench/p2p.h).
+// With --emulate-hosts H [--link-gbit G] the ranks run on H hosts of an emulated cluster
+// (emulated_cluster.h), at most one per rank: the workers in blocks as pszero-launch
+// spreads them (worker 0, this command, on host 0), server s on host H-1-s mod H (from the
+// last host back: with one server it is away from worker 0; with H, one per host as
+// BytePS places them), the p2p yardstick's peer on server 0's host; UCX over tcp on the
+// rate-limited links. This process makes the namespaces and runs the
+// command again in host 0's, with the hidden --rank-netns naming every rank's namespace.
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -14,12 +21,14 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <sstream>
 
 #include "common/file_kv_store.h"
 #include "common/report.h"
 #include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
 #include "launch/bench/command.h"
+#include "launch/bench/emulated_cluster.h"
 #include "launch/bench/p2p.h"
 #include "server/ps_server.h"
 #include "worker/ps/ps_client.h"
@@ -43,6 +52,9 @@ struct PsFlags {
   std::string output;
   std::string peer_dir;  // hidden: set in the peer processes
   int peer_rank = -1;
+  int emulate_hosts = 0;
+  double link_gbit = 0;
+  std::string rank_netns;  // hidden: every rank's namespace, comma-separated
 };
 
 int Fail(const Status& s) {
@@ -144,12 +156,16 @@ Result<std::string> SelfPath() {
 }
 
 // UCX p2p bandwidth at `bytes` between two processes, as `pszero-bench p2p` measures it.
-Result<double> MeasureP2p(const std::string& self, size_t bytes) {
+// `on` prefixes the peer's command line (an emulated host's `ip netns exec NS`).
+Result<double> MeasureP2p(const std::string& self, size_t bytes, std::vector<std::string> on) {
   PSZERO_ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("pszero-ps-p2p"));
   FileKeyValueStore store(dir.path());
-  PSZERO_ASSIGN_OR_RETURN(
-      BenchChild peer, BenchChild::Spawn({self, "p2p", "--peer-dir", dir.path().string(), "--sizes",
-                                          std::to_string(bytes), "--no-perftest"}));
+  for (const std::string& a :
+       {self, std::string("p2p"), std::string("--peer-dir"), dir.path().string(),
+        std::string("--sizes"), std::to_string(bytes), std::string("--no-perftest")}) {
+    on.push_back(a);
+  }
+  PSZERO_ASSIGN_OR_RETURN(BenchChild peer, BenchChild::Spawn(on));
   ucx::UcxTransportOptions o = Options(0, 2, "p2p");
   PSZERO_ASSIGN_OR_RETURN(auto t, ucx::UcxTransport::Create(o, &store));
   Result<std::vector<P2pRow>> rows = P2pMeasure(*t, {bytes}, 1.0, 16);
@@ -159,14 +175,97 @@ Result<double> MeasureP2p(const std::string& self, size_t bytes) {
   return (*rows)[0].bandwidth_gbps;
 }
 
+std::string Number(double v) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.17g", v);
+  return text;
+}
+
+// Hosts of an emulated run: never more than ranks.
+int HostsUsed(const PsFlags& f) { return std::min(f.emulate_hosts, f.servers + f.workers); }
+
+// The host of each rank (servers first, then workers): server s on host H-1-s mod H,
+// workers spread in blocks as pszero-launch spreads them over nodes.
+std::vector<int> RankHosts(const PsFlags& f) {
+  const int h = HostsUsed(f);
+  std::vector<int> hosts;
+  for (int s = 0; s < f.servers; ++s) hosts.push_back(h - 1 - s % h);
+  for (int node = 0; node < h; ++node) {
+    const int k = f.workers / h + (node < f.workers % h ? 1 : 0);
+    for (int i = 0; i < k; ++i) hosts.push_back(node);
+  }
+  return hosts;
+}
+
+// --emulate-hosts: this command again on host 0, with --rank-netns placing every rank.
+int RunEmulated(const PsFlags& f) {
+  Result<std::string> self = SelfPath();
+  if (!self.ok()) return Fail(self.status());
+  EmulatedClusterOptions options;
+  options.hosts = HostsUsed(f);
+  options.link_gbit = f.link_gbit;
+  return RunOnEmulatedHostZero("ps", options, [&](const EmulatedCluster& cluster) {
+    std::string rank_netns;
+    for (int host : RankHosts(f)) {
+      rank_netns += (rank_netns.empty() ? "" : ",") + cluster.Namespace(host);
+    }
+    std::vector<std::string> argv = {*self,
+                                     "ps",
+                                     "--servers",
+                                     std::to_string(f.servers),
+                                     "--workers",
+                                     std::to_string(f.workers),
+                                     "--bytes",
+                                     f.bytes,
+                                     "--optimizer",
+                                     f.optimizer,
+                                     "--ps-slice-mb",
+                                     Number(f.slice_mb),
+                                     "--iters",
+                                     std::to_string(f.iters),
+                                     "--emulate-hosts",
+                                     std::to_string(f.emulate_hosts),
+                                     "--rank-netns",
+                                     rank_netns};
+    if (f.link_gbit > 0) argv.insert(argv.end(), {"--link-gbit", Number(f.link_gbit)});
+    if (f.no_p2p) argv.push_back("--no-p2p");
+    if (f.json) argv.push_back("--json");
+    if (!f.output.empty()) {
+      argv.insert(argv.end(), {"--output", std::filesystem::absolute(f.output).string()});
+    }
+    return argv;
+  });
+}
+
 int RunPsCommand(const PsFlags& f) {
   if (!f.peer_dir.empty()) return RunPeer(f);
+  if (f.link_gbit > 0 && f.emulate_hosts == 0) {
+    std::cerr << "pszero-bench ps: error: --link-gbit: only with --emulate-hosts\n";
+    return 2;
+  }
+  if (f.emulate_hosts > 0 && f.rank_netns.empty()) return RunEmulated(f);
+  // The prefix that starts rank r on its emulated host (empty: this machine).
+  std::vector<std::string> rank_netns;
+  if (!f.rank_netns.empty()) {
+    std::istringstream names(f.rank_netns);
+    for (std::string n; std::getline(names, n, ',');) rank_netns.push_back(n);
+    if (static_cast<int>(rank_netns.size()) != f.servers + f.workers) {
+      std::cerr << "pszero-bench ps: error: --rank-netns: one namespace per rank\n";
+      return 2;
+    }
+  }
+  const std::string ip = rank_netns.empty() ? "" : IpProgram();
+  auto on = [&](int rank) -> std::vector<std::string> {
+    if (rank_netns.empty()) return {};
+    return {ip, "netns", "exec", rank_netns[static_cast<size_t>(rank)]};
+  };
   Result<std::string> self = SelfPath();
   if (!self.ok()) return Fail(self.status());
   const size_t bytes = Bytes(f);
   double p2p = 0;
   if (!f.no_p2p) {
-    Result<double> r = MeasureP2p(*self, bytes);
+    // Between two hosts when emulated: the peer on server 0's host.
+    Result<double> r = MeasureP2p(*self, bytes, on(0));
     if (!r.ok()) return Fail(r.status().WithContext("p2p"));
     p2p = *r;
   }
@@ -177,11 +276,17 @@ int RunPsCommand(const PsFlags& f) {
   std::vector<BenchChild> children;
   for (int rank = 0; rank < world; ++rank) {
     if (rank == f.servers) continue;  // worker 0 is this process
-    Result<BenchChild> child = BenchChild::Spawn(
-        {*self, "ps", "--peer-dir", dir->path().string(), "--peer-rank", std::to_string(rank),
-         "--servers", std::to_string(f.servers), "--workers", std::to_string(f.workers), "--bytes",
-         f.bytes, "--optimizer", f.optimizer, "--ps-slice-mb", std::to_string(f.slice_mb),
-         "--iters", std::to_string(Iters(f))});
+    std::vector<std::string> argv = on(rank);
+    for (const std::string& a :
+         {*self, std::string("ps"), std::string("--peer-dir"), dir->path().string(),
+          std::string("--peer-rank"), std::to_string(rank), std::string("--servers"),
+          std::to_string(f.servers), std::string("--workers"), std::to_string(f.workers),
+          std::string("--bytes"), f.bytes, std::string("--optimizer"), f.optimizer,
+          std::string("--ps-slice-mb"), Number(f.slice_mb), std::string("--iters"),
+          std::to_string(Iters(f))}) {
+      argv.push_back(a);
+    }
+    Result<BenchChild> child = BenchChild::Spawn(argv);
     if (!child.ok()) return Fail(child.status());
     children.push_back(std::move(child).value());
   }
@@ -227,6 +332,11 @@ int RunPsCommand(const PsFlags& f) {
       {"busbw_gbps", busbw},
       {"aggregate_gbps", aggregate},
       {"p2p_gbps", p2p},
+      {"emulate_hosts", f.emulate_hosts},
+      {"hosts_used", f.emulate_hosts > 0 ? nlohmann::json(HostsUsed(f)) : nlohmann::json(nullptr)},
+      {"link_gbit", f.link_gbit},
+      {"rank_namespaces",
+       f.rank_netns.empty() ? nlohmann::json(nullptr) : nlohmann::json(rank_netns)},
       {"busbw_over_p2p", p2p > 0 ? busbw / p2p : 0.0},
       {"unit",
        "per worker: algbw = bytes / (push+pull round), busbw = 2 bytes / round; "
@@ -237,6 +347,13 @@ int RunPsCommand(const PsFlags& f) {
     std::printf(
         "# pszero-bench ps: %d servers, %d workers, bsp, optimizer %s, slices of %.2f MiB\n",
         f.servers, f.workers, f.optimizer.c_str(), f.slice_mb);
+    if (f.emulate_hosts > 0) {
+      std::printf(
+          "# emulated hosts: %d network namespaces, links %s each way (tc tbf); workers in "
+          "blocks from host 0, server s on host H-1-s mod H\n",
+          HostsUsed(f),
+          f.link_gbit > 0 ? (Number(f.link_gbit) + " Gbit/s").c_str() : "not limited");
+    }
     std::printf("# %12s %8s %8s %12s %10s %10s %12s %10s %8s\n", "bytes", "servers", "workers",
                 "time_us", "algbw", "busbw", "aggregate", "p2p_bw", "bus/p2p");
     std::printf("  %12zu %8d %8d %12.1f %10.3f %10.3f %12.3f %10.3f %8.2f\n", bytes, f.servers,
@@ -277,6 +394,15 @@ BenchCommand AddPsCommand(CLI::App& root) {
   app->add_flag("--no-p2p", flags->no_p2p, "Do not measure UCX p2p bandwidth beside");
   app->add_flag("--json", flags->json, "Print JSON instead of the table");
   app->add_option("--output", flags->output, "Also write the JSON to this file (atomically)");
+  app->add_option("--emulate-hosts", flags->emulate_hosts,
+                  "Run the ranks on this many emulated hosts (network namespaces, UCX tcp over a "
+                  "bridge; needs root; exit 77 where it cannot)")
+      ->check(CLI::Range(1, 64));
+  app->add_option("--link-gbit", flags->link_gbit,
+                  "With --emulate-hosts: limit each host link to this rate each way, Gbit/s "
+                  "(tc tbf)")
+      ->check(CLI::Range(0.001, 1000.0));
+  app->add_option("--rank-netns", flags->rank_netns, "Internal: every rank's namespace")->group("");
   app->add_option("--peer-dir", flags->peer_dir, "Internal: run as a peer process")->group("");
   app->add_option("--peer-rank", flags->peer_rank, "Internal: the peer's rank")->group("");
   return {app, [flags] { return RunPsCommand(*flags); }};

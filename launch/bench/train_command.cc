@@ -12,10 +12,15 @@
 //   report becomes one row of run_report.h's table. --peer torch adds the same preset under
 //   PyTorch (scripts/torch_peer.py: DDP, ZeroRedundancyOptimizer, FSDP) and the ratio
 //   ours/torch of the median step time, per mode.
+// * With --emulate-hosts H [--link-gbit G]: each of those jobs runs across H network
+//   namespaces (emulated_cluster.h), one node launcher each, started by `pszero-launch
+//   --hostfile` through an ssh stand-in; UCX over tcp only, every host link limited to G
+//   Gbit/s each way by tc tbf. The emulation is recorded in the JSON and in each report.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -30,6 +35,7 @@
 #include "kernels/gemm.h"
 #include "launch/bench/child_run.h"
 #include "launch/bench/command.h"
+#include "launch/bench/emulated_cluster.h"
 #include "launch/bench/run_report.h"
 #include "launch/launcher.h"
 #include "worker/collectives/communicator.h"
@@ -53,6 +59,9 @@ struct TrainBenchFlags {
   std::string bin_dir;
   std::string report_dir;
   double timeout_s = 1800;
+  // Emulated cluster (0: this machine as one host).
+  int emulate_hosts = 0;
+  double link_gbit = 0;  // 0: links not limited
 };
 
 constexpr const char* kTorchSkipped =
@@ -234,6 +243,16 @@ std::string FindTorchPython(const std::string& forced) {
   return "";
 }
 
+// Adds "emulation" (EmulatedCluster::Describe, or null) to the run report at `path`.
+Status RecordEmulation(const std::string& path, const nlohmann::json& emulation) {
+  if (emulation.is_null()) return Status::Ok();
+  std::ifstream in(path);
+  nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
+  if (doc.is_discarded()) return Status::Corruption(path + ": unreadable report");
+  doc["emulation"] = emulation;
+  return WriteJsonAtomic(path, doc);
+}
+
 struct ModeOutcome {
   std::string mode;
   std::optional<RunSummary> run;
@@ -256,6 +275,12 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
     train::TrainFlags m = flags;
     m.sync = mode;
     if (Status s = train::CheckTrainFlags(m, workers); !s.ok()) return UsageError(s.message());
+  }
+  if (f.link_gbit > 0 && f.emulate_hosts == 0) {
+    return UsageError("--link-gbit: only with --emulate-hosts");
+  }
+  if (f.emulate_hosts > 0 && f.peer == "torch") {
+    return UsageError("--peer: not with --emulate-hosts (the PyTorch peer runs on one host)");
   }
   if (f.peer == "torch") {
     if (flags.model != "mlp" && flags.model != "gpt-tiny" && flags.model != "gpt-small") {
@@ -282,12 +307,74 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
     if (ec) return UsageError("--report-dir: " + report_dir.string() + ": " + ec.message());
   }
 
+  // The emulated cluster lives until every job ran; the latch keeps a Ctrl-C between jobs
+  // from ending pszero-bench before the namespaces are deleted (declared first: it outlives
+  // the cluster).
+  std::optional<InterruptLatch> latch;
+  std::unique_ptr<EmulatedCluster> cluster;
+  std::optional<TempDir> cluster_dir;
+  EmulatedCluster::HostfileLaunch hostfile_launch;
+  nlohmann::json emulation = nullptr;
+  auto fail = [](const Status& s) {
+    std::cerr << "pszero-bench train: " << s.ToString() << "\n";
+    return 1;
+  };
+  if (f.emulate_hosts > 0) {
+    latch.emplace();
+    EmulatedClusterOptions options;
+    // Each host runs a node launcher with at least one worker: never more hosts than
+    // workers (a sweep passes the same --emulate-hosts to jobs of every size).
+    options.hosts = std::min(f.emulate_hosts, workers);
+    options.link_gbit = f.link_gbit;
+    Result<std::unique_ptr<EmulatedCluster>> c = EmulatedCluster::Create(options);
+    if (latch->signal() != 0) return 128 + latch->signal();
+    if (!c.ok()) {
+      const std::string why = "cannot emulate " + std::to_string(options.hosts) +
+                              " hosts here: " + c.status().message();
+      std::cerr << "pszero-bench train: skipped: " << why << "\n";
+      if (f.json) {
+        std::cout << nlohmann::json({{"benchmark", "train"},
+                                     {"emulate_hosts", f.emulate_hosts},
+                                     {"link_gbit", f.link_gbit},
+                                     {"skipped", why}})
+                         .dump(2)
+                  << "\n";
+      }
+      return kExitSkipped;
+    }
+    cluster = std::move(c).value();
+    Result<TempDir> t = TempDir::Create("pszero-bench-emulated");
+    if (!t.ok()) return fail(t.status());
+    cluster_dir.emplace(std::move(t).value());
+    std::vector<int> slots(static_cast<size_t>(options.hosts));
+    for (int i = 0; i < options.hosts; ++i) {
+      slots[i] = workers / options.hosts + (i < workers % options.hosts ? 1 : 0);
+    }
+    Result<EmulatedCluster::HostfileLaunch> h =
+        cluster->WriteHostfileLaunch(cluster_dir->path(), slots);
+    if (!h.ok()) return fail(h.status());
+    hostfile_launch = *h;
+    emulation = cluster->Describe();
+  }
+
   if (!f.json) {
     std::printf(
         "# pszero-bench train: %s (%lld params), %d workers (--tp %d), %lld steps, %s, %d "
         "thread(s) per worker; one pszero-launch job per mode\n",
         config->name.c_str(), static_cast<long long>(model::ParamCount(*config)), workers, flags.tp,
         static_cast<long long>(flags.steps), flags.precision.c_str(), flags.threads);
+    if (cluster && cluster->link_gbit() > 0) {
+      std::printf(
+          "# emulated cluster: %d hosts (network namespaces, one node launcher each), links %g "
+          "Gbit/s each way (tc tbf, burst %lld B), UCX tcp on %s\n",
+          cluster->hosts(), cluster->link_gbit(), static_cast<long long>(cluster->burst_bytes()),
+          EmulatedCluster::kInterface);
+    } else if (cluster) {
+      std::printf(
+          "# emulated cluster: %d hosts (network namespaces, one node launcher each), links not "
+          "limited, UCX tcp on %s\n",
+          cluster->hosts(), EmulatedCluster::kInterface);
+    }
     std::fputs(RunTableHeader().c_str(), stdout);
     std::fflush(stdout);
   }
@@ -307,9 +394,18 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
                                      std::to_string(mode == "ps" ? f.servers : 0),
                                      "--timeout",
                                      timeout_text};
+    std::vector<std::string> env;
+    if (cluster) {
+      // Node 0 runs the rendezvous service on its own address; the namespace is fresh, so
+      // the port is free. --servers S spreads like the workers: S = H puts one per host.
+      argv.insert(argv.end(), {"--hostfile", hostfile_launch.hostfile, "--master-addr",
+                               cluster->Address(0), "--master-port", "29500"});
+      env = EmulatedCluster::UcxEnvironment();
+      env.push_back("PSZERO_SSH=" + hostfile_launch.ssh);
+    }
     for (const std::string& a : train::TrainArgs(m)) argv.push_back(a);
-    Result<ChildRun> r =
-        RunChild(argv, std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1000) + 30000));
+    Result<ChildRun> r = RunChild(
+        argv, std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1000) + 30000), env);
     if (r.ok() && r->interrupted_by != 0) return 128 + r->interrupted_by;  // the user stopped it
     if (!r.ok()) {
       o.error = r.status().message();
@@ -324,6 +420,9 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
     } else if (Result<RunSummary> run = ReadRunReport(m.report); !run.ok()) {
       o.exit_code = 1;
       o.error = "pszero-launch exited 0 but the report is unusable: " + run.status().message();
+    } else if (Status s = RecordEmulation(m.report, emulation); !s.ok()) {
+      o.exit_code = 1;
+      o.error = s.message();
     } else {
       o.run = *run;
     }
@@ -336,6 +435,7 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
       std::fflush(stdout);
     }
     outcomes.push_back(std::move(o));
+    if (latch && latch->signal() != 0) return 128 + latch->signal();
   }
 
   // The PyTorch peer: the same preset, processes, batch per replica, steps and threads.
@@ -395,6 +495,8 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
       nlohmann::json entry = o.run ? ToJson(*o.run) : nlohmann::json{{"sync", o.mode}};
       entry["error"] = o.run ? nlohmann::json(nullptr) : nlohmann::json(o.error);
       entry["ours_over_torch_step_time"] = ratio_of(o);
+      entry["emulate_hosts"] = f.emulate_hosts;
+      entry["link_gbit"] = f.link_gbit;
       runs.push_back(entry);
     }
     nlohmann::json doc = {{"benchmark", "train"},
@@ -406,6 +508,9 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
                           {"steps", flags.steps},
                           {"precision", flags.precision},
                           {"threads_per_worker", flags.threads},
+                          {"emulate_hosts", f.emulate_hosts},
+                          {"link_gbit", f.link_gbit},
+                          {"emulation", emulation},
                           {"runs", runs},
                           {"torch", torch}};
     if (!torch_note.empty()) std::cerr << torch_note << "\n";
@@ -479,12 +584,20 @@ BenchCommand AddTrainCommand(CLI::App& root) {
                   "Keep the jobs' run reports here (MODEL-MODE.json; default: a temporary dir)");
   app->add_option("--timeout", flags->timeout_s, "Seconds each job may run")
       ->check(CLI::Range(1.0, 1e6));
+  app->add_option("--emulate-hosts", flags->emulate_hosts,
+                  "Run each job across this many network namespaces as hosts (one node launcher "
+                  "each, UCX tcp over a bridge; needs root; exit 77 where it cannot)")
+      ->check(CLI::Range(1, 64));
+  app->add_option("--link-gbit", flags->link_gbit,
+                  "With --emulate-hosts: limit every host link to this rate each way, Gbit/s "
+                  "(tc tbf)")
+      ->check(CLI::Range(0.001, 1000.0));
   app->add_flag("--json", flags->json, "Print JSON instead of the table");
   return {app, [flags, app] {
             flags->sync_given = app->count("--sync") > 0;
             const bool launched = flags->sync_given || !flags->peer.empty() ||
                                   (flags->workers > 0 && flags->workers != flags->train.tp) ||
-                                  flags->servers > 0;
+                                  flags->servers > 0 || flags->emulate_hosts > 0;
             return launched ? RunLaunchedBench(*flags) : RunTrainBench(*flags);
           }};
 }

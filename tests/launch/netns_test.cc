@@ -4,8 +4,8 @@
 // held to tcp on eth0 (UCX_TLS, UCX_NET_DEVICES pass through the launcher). Every sync
 // mode trains the tiny GPT for 3 deterministic steps and must end with the one-host
 // run's sha256. Needs root and iproute2; skipped with the reason otherwise. The
-// namespaces (names and subnet from this test's pid) are deleted at the end, also when an
-// assertion fails.
+// namespaces are pszero-bench's EmulatedCluster without a rate limit (names and subnet
+// from this test's pid), deleted at the end, also when an assertion fails.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -15,6 +15,7 @@
 #include <memory>
 #include <sstream>
 
+#include "launch/bench/emulated_cluster.h"
 #include "tests/launch/multinode_test_util.h"
 #include "tests/support/child_process.h"
 #include "tests/support/subprocess.h"
@@ -27,111 +28,15 @@ using std::chrono::seconds;
 constexpr int kNodes = 4;
 constexpr char kToken[] = "pszero-netns-test-token-91c2";
 
-std::string FindIp() {
-  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
-    if (::access(p, X_OK) == 0) return p;
-  }
-  return "";
-}
-
-// The namespaces of one test run; every one created is deleted by the destructor.
-class NamespaceCluster {
- public:
-  // nullptr with `why` set when namespaces cannot be made here.
-  static std::unique_ptr<NamespaceCluster> Create(int nodes, std::string* why) {
-    if (::geteuid() != 0) {
-      *why = "not root (network namespaces need CAP_NET_ADMIN)";
-      return nullptr;
-    }
-    const std::string ip = FindIp();
-    if (ip.empty()) {
-      *why = "no 'ip' command (iproute2)";
-      return nullptr;
-    }
-    std::unique_ptr<NamespaceCluster> c(new NamespaceCluster(ip));
-    const int pid = static_cast<int>(::getpid());
-    c->prefix_ = "pz" + std::to_string(pid);
-    c->subnet_ = "10." + std::to_string(100 + pid % 100) + "." + std::to_string(pid / 100 % 256);
-    const std::string bridge = c->prefix_ + "br";
-    if (!c->AddNamespace(bridge, why)) return nullptr;
-    if (!c->Ip({"-n", bridge, "link", "set", "lo", "up"}, why) ||
-        !c->Ip({"-n", bridge, "link", "add", "br0", "type", "bridge"}, why) ||
-        !c->Ip({"-n", bridge, "link", "set", "br0", "up"}, why)) {
-      return nullptr;
-    }
-    for (int i = 0; i < nodes; ++i) {
-      const std::string ns = c->Namespace(i);
-      const std::string host_end = c->prefix_ + "a" + std::to_string(i);
-      const std::string bridge_end = c->prefix_ + "b" + std::to_string(i);
-      if (!c->AddNamespace(ns, why)) return nullptr;
-      // Made in this namespace, both ends moved out at once: nothing stays behind here.
-      if (!c->Ip({"link", "add", host_end, "type", "veth", "peer", "name", bridge_end}, why)) {
-        return nullptr;
-      }
-      const bool moved = c->Ip({"link", "set", host_end, "netns", ns}, why) &&
-                         c->Ip({"link", "set", bridge_end, "netns", bridge}, why);
-      if (!moved) {
-        std::string ignored;
-        c->Ip({"link", "del", host_end}, &ignored);
-        return nullptr;
-      }
-      if (!c->Ip({"-n", ns, "link", "set", host_end, "name", "eth0"}, why) ||
-          !c->Ip({"-n", ns, "addr", "add", c->Address(i) + "/24", "dev", "eth0"}, why) ||
-          !c->Ip({"-n", ns, "link", "set", "eth0", "up"}, why) ||
-          !c->Ip({"-n", ns, "link", "set", "lo", "up"}, why) ||
-          !c->Ip({"-n", bridge, "link", "set", bridge_end, "master", "br0"}, why) ||
-          !c->Ip({"-n", bridge, "link", "set", bridge_end, "up"}, why)) {
-        return nullptr;
-      }
-    }
-    return c;
-  }
-
-  ~NamespaceCluster() {
-    for (auto it = created_.rbegin(); it != created_.rend(); ++it) {
-      std::string why;
-      if (!Ip({"netns", "del", *it}, &why))
-        ADD_FAILURE() << "could not delete " << *it << ": " << why;
-    }
-  }
-
-  std::string Namespace(int i) const { return prefix_ + "h" + std::to_string(i); }
-  std::string Address(int i) const { return subnet_ + "." + std::to_string(i + 1); }
-  const std::string& ip() const { return ip_; }
-
- private:
-  explicit NamespaceCluster(std::string ip) : ip_(std::move(ip)) {}
-
-  bool AddNamespace(const std::string& name, std::string* why) {
-    if (!Ip({"netns", "add", name}, why)) return false;
-    created_.push_back(name);
-    return true;
-  }
-
-  bool Ip(const std::vector<std::string>& args, std::string* why) const {
-    const ProcessResult r = RunProcess(Cat({ip_}, args), seconds(30));
-    if (r.exit_code == 0 && !r.signaled && !r.timed_out) return true;
-    std::ostringstream s;
-    s << "ip";
-    for (const auto& a : args) s << " " << a;
-    s << ": " << r.err;
-    *why = s.str();
-    return false;
-  }
-
-  std::string ip_;
-  std::string prefix_;
-  std::string subnet_;
-  std::vector<std::string> created_;
-};
-
 TEST(NetnsTest, FourNamespacesTrainEverySyncModeLikeOneHost) {
-  std::string why;
-  std::unique_ptr<NamespaceCluster> cluster = NamespaceCluster::Create(kNodes, &why);
-  if (!cluster) {
-    std::cout << "skipping: cannot create network namespaces: " << why << std::endl;
-    GTEST_SKIP() << "cannot create network namespaces: " << why;
+  bench::EmulatedClusterOptions options;
+  options.hosts = kNodes;
+  Result<std::unique_ptr<bench::EmulatedCluster>> created = bench::EmulatedCluster::Create(options);
+  if (!created.ok()) {
+    std::cout << "skipping: " << created.status().message() << std::endl;
+    GTEST_SKIP() << created.status().message();
   }
+  const std::unique_ptr<bench::EmulatedCluster> cluster = std::move(created).value();
   for (const std::string& v : kClusterVars) ::unsetenv(v.c_str());
 
   const auto one_host_start = std::chrono::steady_clock::now();
@@ -156,12 +61,12 @@ TEST(NetnsTest, FourNamespacesTrainEverySyncModeLikeOneHost) {
     std::vector<std::unique_ptr<ChildProcess>> nodes;
     for (int i = 0; i < kNodes; ++i) {
       nodes.push_back(ChildProcess::Spawn(
-          Cat({cluster->ip(), "netns", "exec", cluster->Namespace(i), BinaryPath("pszero-launch"),
-               "--timeout", "100", "--nnodes", std::to_string(kNodes), "--node-rank",
-               std::to_string(i), "--master-addr", cluster->Address(0), "--master-port",
-               std::to_string(port), "--nproc-per-node", "2"},
+          Cat(Cat(cluster->Exec(i), {BinaryPath("pszero-launch"), "--timeout", "100", "--nnodes",
+                                     std::to_string(kNodes), "--node-rank", std::to_string(i),
+                                     "--master-addr", cluster->Address(0), "--master-port",
+                                     std::to_string(port), "--nproc-per-node", "2"}),
               job),
-          {std::string("PSZERO_TOKEN=") + kToken, "UCX_TLS=tcp,self", "UCX_NET_DEVICES=eth0"},
+          Cat({std::string("PSZERO_TOKEN=") + kToken}, bench::EmulatedCluster::UcxEnvironment()),
           kClusterVars));
       ASSERT_NE(nodes.back(), nullptr);
     }
@@ -195,7 +100,7 @@ TEST(NetnsTest, FourNamespacesTrainEverySyncModeLikeOneHost) {
   {
     std::ofstream(ssh) << "#!/bin/sh\n[ \"$1\" = -o ] && [ \"$2\" = BatchMode=yes ] || exit 97\n"
                        << "ns=" << cluster->Namespace(0).substr(0, cluster->Namespace(0).size() - 2)
-                       << "$3\nshift 3\nexec env -i PATH=\"$PATH\" " << cluster->ip()
+                       << "$3\nshift 3\nexec env -i PATH=\"$PATH\" " << bench::IpProgram()
                        << " netns exec \"$ns\" /bin/sh -c \"$1\"\n";
     std::filesystem::permissions(ssh, std::filesystem::perms::owner_all);
     std::ofstream out(hosts);
@@ -207,8 +112,8 @@ TEST(NetnsTest, FourNamespacesTrainEverySyncModeLikeOneHost) {
                       "--master-addr", cluster->Address(0), "--master-port", std::to_string(port)},
                      TinyTraining("zero3")),
                  seconds(120),
-                 {"PSZERO_SSH=" + ssh, std::string("PSZERO_TOKEN=") + kToken, "UCX_TLS=tcp,self",
-                  "UCX_NET_DEVICES=eth0"});
+                 Cat({"PSZERO_SSH=" + ssh, std::string("PSZERO_TOKEN=") + kToken},
+                     bench::EmulatedCluster::UcxEnvironment()));
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   ASSERT_EQ(r.exit_code, 0) << r.err;
