@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -54,12 +55,40 @@ std::vector<std::string> HungJob(const std::string& collective_timeout_s) {
           collective_timeout_s};
 }
 const char kHangFault[] = "PSZERO_FAULT_INJECT=hang:w1:step2";
-// What every worker and the launcher say about that job: the op numbers are those of the
-// job's fixed sequence of collectives (world comm 0: set-up and the injected barrier; the
-// data-parallel comm: step 1's bucket and loss average, then step 2's bucket).
-const char kExpectedDiagnosis[] =
-    "rank 0 waits in allreduce #2 on comm 1 (allreduce bucket 0); rank 1 waits in barrier #1 on "
-    "comm 0";
+// What every worker and the launcher say about that job: worker 0 in step 2's gradient
+// bucket on the data-parallel comm, worker 1 in the barrier on the world comm. The op
+// numbers depend on how many ops the collectives' set-up takes; ExpectedDiagnosis() reads
+// them from the workers' own flight-recorder dumps.
+const std::regex kDiagnosisShape(
+    R"(rank 0 waits in allreduce #\d+ on comm 1 \(allreduce bucket 0\); )"
+    R"(rank 1 waits in barrier #\d+ on comm 0)");
+
+// Worker `tag`'s latest op as OpRecord::Describe() writes it: the last line of the last
+// flight-recorder dump it printed ("[w0]   allreduce #2 on comm 1 (allreduce bucket 0)
+// rank 0/2, RUNNING for 39 ms").
+std::string LastRecordedOp(const std::string& out, const std::string& tag) {
+  std::string last;
+  std::istringstream lines(out);
+  const std::string prefix = tag + "   ";
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(prefix, 0) != 0) continue;
+    const size_t end = line.find(" rank ");
+    if (end != std::string::npos) last = line.substr(prefix.size(), end - prefix.size());
+  }
+  return last;
+}
+
+// The line the launcher must print, from what each worker's recorder says.
+std::string ExpectedDiagnosis(const std::string& out) {
+  return "rank 0 waits in " + LastRecordedOp(out, "[w0]") + "; rank 1 waits in " +
+         LastRecordedOp(out, "[w1]");
+}
+
+size_t Count(const std::string& out, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = out.find(what); at != std::string::npos; at = out.find(what, at + 1)) ++n;
+  return n;
+}
 
 // The text after "hang diagnosis: " of every line of `out` that starts with `tag`.
 std::vector<std::string> Diagnoses(const std::string& out, const std::string& tag) {
@@ -204,7 +233,8 @@ TEST(HangTest, StuckCollectiveIsDiagnosedByEveryWorkerAndTheLauncher) {
   // last line (the cause).
   const std::vector<std::string> launcher = Diagnoses(r.err, "[launch]");
   ASSERT_EQ(launcher.size(), 1u) << r.err;
-  EXPECT_EQ(launcher[0], kExpectedDiagnosis) << r.err;
+  EXPECT_TRUE(std::regex_match(launcher[0], kDiagnosisShape)) << launcher[0];
+  EXPECT_EQ(launcher[0], ExpectedDiagnosis(r.err)) << r.err;
   for (const char* tag : {"[w0]", "[w1]"}) {
     for (const std::string& d : Diagnoses(r.err, tag)) EXPECT_EQ(d, launcher[0]) << tag;
   }
@@ -239,17 +269,23 @@ TEST(HangTest, SigusrToTheLauncherNamesWhereEachWorkerWaits) {
   })) << job->Output();
   // Worker 0 reaches its bucket's allreduce a moment after worker 1 enters the barrier; a
   // report taken before that names its previous op, so ask again until it names the
-  // bucket (each round ends with the launcher's line: no sleeping here).
+  // bucket (each round ends with the launcher's line and both workers' dumps: no sleeping
+  // here).
   std::vector<std::string> lines;
-  for (int round = 1; round <= 20; ++round) {
+  std::string out;
+  for (size_t round = 1; round <= 20; ++round) {
     job->Signal(SIGUSR1);
     ASSERT_TRUE(wait_for([&] {
-      return Diagnoses(job->Output(), "[launch]").size() == static_cast<size_t>(round);
+      const std::string now = job->Output();
+      return Diagnoses(now, "[launch]").size() == round &&
+             Count(now, "SIGUSR1: flight recorder") == 2 * round;
     })) << job->Output();
-    lines = Diagnoses(job->Output(), "[launch]");
-    if (lines.back() == kExpectedDiagnosis) break;
+    out = job->Output();
+    lines = Diagnoses(out, "[launch]");
+    if (std::regex_match(lines.back(), kDiagnosisShape)) break;
   }
-  EXPECT_EQ(lines.back(), kExpectedDiagnosis) << job->Output();
+  EXPECT_TRUE(std::regex_match(lines.back(), kDiagnosisShape)) << out;
+  EXPECT_EQ(lines.back(), ExpectedDiagnosis(out)) << out;
   EXPECT_FALSE(job->exited()) << "SIGUSR1 must not stop the job:\n" << job->Output();
   EXPECT_NE(job->Output().find("SIGUSR1: flight recorder, last 256"), std::string::npos);
 
