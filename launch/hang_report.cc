@@ -39,7 +39,11 @@ bool HangReport::OnKeySet(const std::string& key, const std::string& value) {
   if (!open_) return false;  // a worker signalled by someone else: no round to add it to
   const nlohmann::json j = nlohmann::json::parse(value, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return began;
-  latest_[static_cast<size_t>(rank)] = collectives::OpRecordFromJson(j);
+  try {
+    latest_[static_cast<size_t>(rank)] = collectives::OpRecordFromJson(j);
+  } catch (const nlohmann::json::exception&) {
+    return began;  // a field of the wrong type: not a report (and no reason to die)
+  }
   if (!has_report_[static_cast<size_t>(rank)]) {
     has_report_[static_cast<size_t>(rank)] = true;
     ++reported_;

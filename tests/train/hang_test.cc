@@ -186,8 +186,9 @@ TEST(HangReportTest, CollectsOneReportPerWorkerPerRound) {
   EXPECT_FALSE(hang.open());
   EXPECT_TRUE(hang.OnKeySet(timeout + "1", report(b)));  // the first timeout begins a round
   EXPECT_FALSE(hang.OnKeySet(timeout + "0", report(a)));
-  EXPECT_FALSE(hang.OnKeySet(timeout + "0", report(a)));  // counted once
-  EXPECT_FALSE(hang.OnKeySet(timeout + "7", report(a)));  // no such worker
+  EXPECT_FALSE(hang.OnKeySet(timeout + "0", report(a)));             // counted once
+  EXPECT_FALSE(hang.OnKeySet(timeout + "7", report(a)));             // no such worker
+  EXPECT_FALSE(hang.OnKeySet(timeout + "2", R"({"comm": "one"})"));  // not a report
   EXPECT_FALSE(hang.complete());
   EXPECT_EQ(hang.reported(), 2);
   EXPECT_EQ(hang.TakeLine(),
