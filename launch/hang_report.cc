@@ -34,7 +34,8 @@ bool HangReport::OnKeySet(const std::string& key, const std::string& value) {
   const bool timeout = rank >= 0;
   if (!timeout) rank = RankAfter(key, collectives::kHangSignalKeyPrefix);
   if (rank < 0 || rank >= num_workers_) return false;
-  const bool began = !open_ && timeout;
+  saw_timeout_ = saw_timeout_ || timeout;
+  const bool began = !open_ && (timeout || open_on_signal_report_);
   if (began) Open();
   if (!open_) return false;  // a worker signalled by someone else: no round to add it to
   const nlohmann::json j = nlohmann::json::parse(value, nullptr, false);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "launch/hang_report.h"
+#include "tests/launch/multinode_test_util.h"
 #include "tests/support/child_process.h"
 #include "tests/support/subprocess.h"
 #include "worker/collectives/flight_recorder.h"
@@ -21,6 +22,8 @@ namespace {
 
 using ::pszero::testing::BinaryPath;
 using ::pszero::testing::ChildProcess;
+using ::pszero::testing::FreePort;
+using ::pszero::testing::kClusterVars;
 using ::pszero::testing::ProcessResult;
 using ::pszero::testing::RunProcess;
 
@@ -184,7 +187,9 @@ TEST(HangReportTest, CollectsOneReportPerWorkerPerRound) {
   EXPECT_FALSE(hang.OnKeySet("pszero/blob/w1", "x"));
   EXPECT_FALSE(hang.OnKeySet(signal + "0", report(a)));  // no round asked for it
   EXPECT_FALSE(hang.open());
+  EXPECT_FALSE(hang.saw_timeout());
   EXPECT_TRUE(hang.OnKeySet(timeout + "1", report(b)));  // the first timeout begins a round
+  EXPECT_TRUE(hang.saw_timeout());
   EXPECT_FALSE(hang.OnKeySet(timeout + "0", report(a)));
   EXPECT_FALSE(hang.OnKeySet(timeout + "0", report(a)));             // counted once
   EXPECT_FALSE(hang.OnKeySet(timeout + "7", report(a)));             // no such worker
@@ -203,6 +208,13 @@ TEST(HangReportTest, CollectsOneReportPerWorkerPerRound) {
   EXPECT_EQ(hang.TakeLine(),
             "hang diagnosis: no disagreement: every worker waits in allreduce #2 on comm 1 "
             "(allreduce bucket 0)");
+
+  // --rendezvous-only: mpirun, not the service's launcher, forwarded the signal.
+  HangReport unasked(2, /*open_on_signal_report=*/true);
+  EXPECT_TRUE(unasked.OnKeySet(signal + "1", report(b)));
+  EXPECT_FALSE(unasked.OnKeySet(signal + "0", report(a)));
+  EXPECT_TRUE(unasked.complete());
+  EXPECT_FALSE(unasked.saw_timeout());
 }
 
 TEST(HangTest, StuckCollectiveIsDiagnosedByEveryWorkerAndTheLauncher) {
@@ -294,6 +306,50 @@ TEST(HangTest, SigusrToTheLauncherNamesWhereEachWorkerWaits) {
   const ProcessResult r = job->Finish(std::chrono::seconds(30));
   EXPECT_FALSE(r.timed_out);
   EXPECT_EQ(r.exit_code, 128 + SIGTERM) << r.out;
+}
+
+// `pszero-launch --rendezvous-only` with workers another tool started (torchrun-style
+// variables): the service hears their reports and names the hang too, and exits 1 although
+// the workers said goodbye.
+TEST(HangTest, RendezvousOnlyServiceNamesTheHang) {
+  const std::string port = std::to_string(FreePort());
+  const std::string token = "PSZERO_TOKEN=0123456789abcdef";
+  auto service = ChildProcess::Spawn({BinaryPath("pszero-launch"), "--rendezvous-only", "--workers",
+                                      "2", "--master-port", port, "--timeout", "120"},
+                                     {token}, kClusterVars);
+  ASSERT_NE(service, nullptr);
+  std::vector<std::string> job = HungJob("3");
+  job.erase(job.begin(), job.begin() + 5);  // pszero-launch --timeout 120 --workers 2
+  job.insert(job.begin(), BinaryPath("pszero-worker"));
+  std::vector<std::unique_ptr<ChildProcess>> workers;
+  for (int rank : {0, 1}) {
+    workers.push_back(ChildProcess::Spawn(
+        job,
+        {token, kHangFault, "RANK=" + std::to_string(rank), "LOCAL_RANK=" + std::to_string(rank),
+         "WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + port},
+        kClusterVars));
+    ASSERT_NE(workers.back(), nullptr);
+  }
+  // The workers' output as the launcher would show it: every line tagged.
+  std::string tagged;
+  for (int rank : {0, 1}) {
+    const ProcessResult w = workers[static_cast<size_t>(rank)]->Finish(std::chrono::seconds(60));
+    EXPECT_EQ(w.exit_code, 4) << w.out;
+    std::istringstream lines(w.out);
+    const std::string tag = "[w" + std::to_string(rank) + "]";
+    for (std::string line; std::getline(lines, line);) {
+      tagged += (line.rfind(tag, 0) == 0 ? line : tag + " " + line) + "\n";
+    }
+  }
+  const ProcessResult s = service->Finish(std::chrono::seconds(30));
+  EXPECT_EQ(s.exit_code, 1) << s.out;
+  const std::vector<std::string> lines = Diagnoses(s.out, "[launch]");
+  ASSERT_EQ(lines.size(), 1u) << s.out;
+  EXPECT_TRUE(std::regex_match(lines[0], kDiagnosisShape)) << lines[0];
+  EXPECT_EQ(lines[0], ExpectedDiagnosis(tagged)) << tagged;
+  EXPECT_NE(s.out.find("job failed: a collective ran past --collective-timeout-s"),
+            std::string::npos)
+      << s.out;
 }
 
 }  // namespace
