@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/exit_codes.h"
+#include "launch/hang_report.h"
 #include "launch/progress.h"
 #include "launch/rendezvous_service.h"
 #include "launch/spawn_attributes.h"
@@ -42,6 +43,8 @@ namespace {
 
 // How long stopped children get between SIGTERM and SIGKILL.
 constexpr milliseconds kTermToKill{2000};
+// After forwarding SIGUSR1: how long the workers may take to report their latest op.
+constexpr milliseconds kSignalReportWait{5000};
 
 std::string SignalName(int sig) {
   const char* abbrev = sigabbrev_np(sig);
@@ -110,6 +113,8 @@ class LocalJob {
         grace_timer_(io_),
         kill_timer_(io_),
         linger_timer_(io_),
+        hang_timer_(io_),
+        hang_(options.world_workers >= 0 ? options.world_workers : options.num_workers),
         progress_("w0", ::isatty(STDOUT_FILENO) == 1),
         stderr_terminal_(::isatty(STDERR_FILENO) == 1) {}
 
@@ -130,6 +135,7 @@ class LocalJob {
     signals_.add(SIGINT, ec);
     signals_.add(SIGTERM, ec);
     signals_.add(SIGCHLD, ec);
+    signals_.add(SIGUSR1, ec);
     if (ec) {
       LOG(ERROR) << "cannot install signal handlers: " << ec.message();
       return kExitLaunchError;
@@ -145,6 +151,9 @@ class LocalJob {
       so.token = options_.token;
       so.heartbeat_timeout = options_.heartbeat_timeout;
       so.on_peer_lost = [this](const PeerLost& news) { OnPeerLost(news); };
+      so.on_set = [this](const std::string& key, const std::string& value) {
+        OnKeySet(key, value);
+      };
       Result<std::unique_ptr<RendezvousService>> service = RendezvousService::Start(io_, so);
       if (!service.ok()) {
         LOG(ERROR) << "cannot start the rendezvous service: " << service.status().ToString();
@@ -327,6 +336,8 @@ class LocalJob {
       if (ec) return;
       if (sig == SIGCHLD) {
         Reap();
+      } else if (sig == SIGUSR1) {
+        OnDumpRequest();
       } else {
         OnInterrupt(sig);
       }
@@ -375,6 +386,44 @@ class LocalJob {
     LOG(WARNING) << news.ToString();
     if (!first_news_) first_news_ = news;
     StartGrace();
+  }
+
+  // SIGUSR1: every worker dumps its flight recorder and reports its latest op; the
+  // launcher that owns the service names the disagreement (HangReport).
+  void OnDumpRequest() {
+    BreakProgress(STDERR_FILENO);
+    int forwarded = 0;
+    for (const Child& c : children_) {
+      if (c.exited || c.role != Role::kWorker) continue;
+      ::kill(c.pid, SIGUSR1);
+      ++forwarded;
+    }
+    if (!service_) {
+      LOG(WARNING) << "received SIGUSR1; forwarded it to " << forwarded
+                   << " workers (node 0's launcher names where they wait)";
+      return;
+    }
+    LOG(WARNING) << "received SIGUSR1; asking " << forwarded
+                 << " workers for their flight recorders";
+    hang_.BeginSignalRound();
+    signal_round_ = true;
+    hang_timer_.expires_after(kSignalReportWait);
+    hang_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec && signal_round_ && hang_.open()) PrintHangDiagnosis();
+    });
+  }
+
+  void OnKeySet(const std::string& key, const std::string& value) {
+    if (hang_.OnKeySet(key, value)) signal_round_ = false;  // a timeout began a round
+    // A timeout round is printed when the job ends, just above its cause; a signal round
+    // as soon as every worker has reported.
+    if (signal_round_ && hang_.complete()) PrintHangDiagnosis();
+  }
+
+  void PrintHangDiagnosis() {
+    BreakProgress(STDERR_FILENO);
+    hang_timer_.cancel();
+    LOG(ERROR) << hang_.TakeLine();
   }
 
   void OnInterrupt(int sig) {
@@ -457,6 +506,7 @@ class LocalJob {
     timeout_timer_.cancel();
     grace_timer_.cancel();
     kill_timer_.cancel();
+    hang_timer_.cancel();
     if (service_) service_->Stop();
     io_.stop();
   }
@@ -490,6 +540,8 @@ class LocalJob {
   int Finish() {
     // A job that ended before its last step leaves the progress line open.
     WriteAll(STDOUT_FILENO, progress_.BeforeOtherOutput());
+    // Who waited where, when a collective timed out: the line users look for.
+    if (hang_.open()) LOG(ERROR) << hang_.TakeLine();
     // The cause: the first failure that is not a reaction to another one.
     const Child* cause = nullptr;
     for (size_t i : failures_) {
@@ -531,6 +583,9 @@ class LocalJob {
   asio::steady_timer grace_timer_;
   asio::steady_timer kill_timer_;
   asio::steady_timer linger_timer_;
+  asio::steady_timer hang_timer_;
+  HangReport hang_;
+  bool signal_round_ = false;  // the open HangReport round began with SIGUSR1
   std::unique_ptr<RendezvousService> service_;
   uint16_t port_ = 0;
   std::vector<Child> children_;

@@ -12,11 +12,13 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <thread>
 
 #include "common/exit_codes.h"
+#include "launch/hang_report.h"
 #include "launch/spawn_attributes.h"
 
 extern char** environ;
@@ -153,7 +155,7 @@ class SshJob {
   }
 
   int Run() {
-    signal_fd_ = BlockedSignalFd({SIGCHLD, SIGINT, SIGTERM}, &blocked_);
+    signal_fd_ = BlockedSignalFd({SIGCHLD, SIGINT, SIGTERM, SIGUSR1}, &blocked_);
     if (signal_fd_ < 0) {
       LOG(ERROR) << "cannot watch signals: " << std::strerror(errno);
       return kExitLaunchError;
@@ -305,6 +307,10 @@ class SshJob {
       const int sig = static_cast<int>(info.ssi_signo);
       if (sig == SIGCHLD) {
         Reap();
+      } else if (sig == SIGUSR1) {
+        // ssh passes no signal on; node 0's launcher owns the workers' reports.
+        LOG(WARNING) << "SIGUSR1 is not forwarded over ssh: send it to the pszero-launch of "
+                        "every node (node 0's names where the workers wait)";
       } else {
         if (interrupted_ == 0) interrupted_ = sig;
         LOG(WARNING) << "received signal " << sig << "; stopping every node";
@@ -420,13 +426,31 @@ int RunSshJob(const SshJobOptions& options) {
 
 int RunRendezvousOnly(const RendezvousServiceOptions& options, milliseconds timeout) {
   sigset_t set;
-  const int sfd = BlockedSignalFd({SIGINT, SIGTERM}, &set);
+  const int sfd = BlockedSignalFd({SIGINT, SIGTERM, SIGUSR1}, &set);
   if (sfd < 0) {
     LOG(ERROR) << "cannot watch signals: " << std::strerror(errno);
     return kExitLaunchError;
   }
   RendezvousServiceOptions so = options;
   so.on_peer_lost = [](const PeerLost& news) { LOG(WARNING) << news.ToString(); };
+  // The workers are another tool's children: they report a collective past its deadline,
+  // or SIGUSR1 that mpirun forwarded to them, here; one line names who waits where.
+  std::mutex hang_mu;
+  HangReport hang(options.num_workers, /*open_on_signal_report=*/true);
+  std::optional<Clock::time_point> round_began;
+  so.on_set = [&](const std::string& key, const std::string& value) {
+    std::lock_guard lock(hang_mu);
+    if (hang.OnKeySet(key, value)) round_began = Clock::now();
+  };
+  // Prints the open round's line once every worker answered, or when `force`d (the job
+  // ends), or 5 s after the round began.
+  auto print_hang = [&](bool force) {
+    std::lock_guard lock(hang_mu);
+    if (!hang.open()) return;
+    if (force || hang.complete() || Clock::now() - *round_began >= milliseconds(5000)) {
+      LOG(ERROR) << hang.TakeLine();
+    }
+  };
   Result<std::unique_ptr<RendezvousServiceThread>> service = RendezvousServiceThread::Start(so);
   if (!service.ok()) {
     LOG(ERROR) << "cannot start the rendezvous service: " << service.status().ToString();
@@ -443,24 +467,39 @@ int RunRendezvousOnly(const RendezvousServiceOptions& options, milliseconds time
     // Wakes up for a signal within the slice; the service's state is checked each time.
     pollfd p{sfd, POLLIN, 0};
     const RendezvousSnapshot snap = (*service)->service().Snapshot();
+    const bool ending = !snap.lost.empty() || snap.left >= world ||
+                        (timeout.count() > 0 && Clock::now() - start >= timeout);
+    print_hang(ending);
     if (!snap.lost.empty()) {
       LOG(ERROR) << "job failed: " << snap.lost.front().ToString();
       code = kExitFailure;
     } else if (snap.left >= world) {
-      LOG(INFO) << "all " << world << " processes left";
-      code = kExitOk;
+      std::lock_guard lock(hang_mu);
+      if (hang.saw_timeout()) {
+        // The workers said goodbye, but after a collective ran past its deadline.
+        LOG(ERROR) << "job failed: a collective ran past --collective-timeout-s";
+        code = kExitFailure;
+      } else {
+        LOG(INFO) << "all " << world << " processes left";
+        code = kExitOk;
+      }
     } else if (timeout.count() > 0 && Clock::now() - start >= timeout) {
       LOG(ERROR) << "job failed: it ran past --timeout";
       code = kExitTimeout;
     } else if (::poll(&p, 1, 50) > 0) {
-      signalfd_siginfo info;
-      if (::read(sfd, &info, sizeof(info)) == sizeof(info)) {
+      signalfd_siginfo info{};
+      if (::read(sfd, &info, sizeof(info)) == sizeof(info) && info.ssi_signo == SIGUSR1) {
+        LOG(WARNING) << "SIGUSR1: the workers are another tool's processes; signal them "
+                        "(mpirun forwards SIGUSR1 to its ranks) and this service names where "
+                        "they wait";
+      } else if (info.ssi_signo != 0) {
         LOG(ERROR) << "interrupted by signal " << info.ssi_signo;
         code = 128 + static_cast<int>(info.ssi_signo);
       }
     }
   }
-  service->reset();
+  service->reset();  // joins the service's thread: no more on_set calls
+  print_hang(true);  // a round a signal interrupted
   ::close(sfd);
   ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
   return code;

@@ -471,6 +471,7 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
         if (auto c = w.conn.lock()) Send(c, wire::Reply{w.request_id, StatusCode::kOk, "", value});
       }
     }
+    if (options_.on_set) options_.on_set(key, value);
     kv_[key] = std::move(value);
   }
 

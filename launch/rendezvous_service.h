@@ -49,6 +49,9 @@ struct RendezvousServiceOptions {
   uint32_t max_payload_bytes = wire::kDefaultMaxPayloadBytes;
   // Called on the I/O thread for each lost peer (must not block).
   std::function<void(const PeerLost&)> on_peer_lost;
+  // Called on the I/O thread for each key set in the store (by a member, or a join blob;
+  // must not block): how the launcher hears of the workers' flight-recorder reports.
+  std::function<void(const std::string& key, const std::string& value)> on_set;
 };
 
 // What the service has seen so far; for tests, the launcher's messages and the benchmark.

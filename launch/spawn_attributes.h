@@ -15,7 +15,7 @@ class ChildSpawnAttributes {
     posix_spawnattr_init(&attr_);
     sigset_t defaults, empty;
     sigemptyset(&defaults);
-    for (int sig : {SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGHUP}) sigaddset(&defaults, sig);
+    for (int sig : {SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGHUP, SIGUSR1}) sigaddset(&defaults, sig);
     sigemptyset(&empty);
     posix_spawnattr_setflags(
         &attr_, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);

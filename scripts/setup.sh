@@ -13,7 +13,7 @@ PACKAGES=(
   libcli11-dev
   nlohmann-json3-dev
   libopenblas-dev
-  libssl-dev
+  libssl-dev openssl
   clang libclang-rt-14-dev clang-format
   openmpi-bin libopenmpi-dev
   iproute2 procps

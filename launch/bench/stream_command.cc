@@ -82,6 +82,7 @@ BenchCommand AddStreamCommand(CLI::App& root) {
       root.add_subcommand("stream", "STREAM copy/scale/add/triad host memory bandwidth");
   app->add_option("--threads", flags->threads,
                   "Thread counts to measure, comma-separated (default: all cores)")
+      ->default_str("")  // --help must not depend on the machine (docs/flags.md)
       ->delimiter(',')
       ->check(CLI::Range(1, 4096));
   app->add_option("--iters", flags->iters, "Timed iterations per kernel")

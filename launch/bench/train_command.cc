@@ -576,7 +576,9 @@ BenchCommand AddTrainCommand(CLI::App& root) {
       ->check(CLI::IsMember({"torch"}));
   app->add_option("--python", flags->python,
                   "Interpreter for --peer torch (default: python3, then /usr/bin/python3)");
-  app->add_option("--torch-script", flags->torch_script, "The PyTorch peer script");
+  app->add_option("--torch-script", flags->torch_script,
+                  "The PyTorch peer script (default: scripts/torch_peer.py of the source tree)")
+      ->default_str("");  // not the build machine's path (docs/flags.md)
   app->add_option("--bin-dir", flags->bin_dir,
                   "Directory of pszero-launch (default: beside pszero-bench)")
       ->check(CLI::ExistingDirectory);

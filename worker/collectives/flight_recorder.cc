@@ -1,6 +1,8 @@
 #include "worker/collectives/flight_recorder.h"
 
+#include <algorithm>
 #include <sstream>
+#include <utility>
 
 #include "common/trace.h"
 
@@ -90,7 +92,8 @@ nlohmann::json ToJson(const OpRecord& r) {
           {"comm_size", r.comm_size},
           {"op", r.op},
           {"label", r.label},
-          {"start_us", r.start_us}};
+          {"start_us", r.start_us},
+          {"end_us", r.end_us}};
 }
 
 OpRecord OpRecordFromJson(const nlohmann::json& j) {
@@ -103,8 +106,41 @@ OpRecord OpRecordFromJson(const nlohmann::json& j) {
   r.op = j.value("op", "");
   r.label = j.value("label", "");
   r.start_us = j.value("start_us", int64_t{0});
+  r.end_us = j.value("end_us", int64_t{0});
   return r;
 }
+
+namespace {
+
+// An op that ended is behind its rank (a report of an op that failed clears end_us: that
+// is where the rank waited).
+bool Finished(const OpRecord& r) { return r.end_us != 0; }
+
+// Where one report says its rank is: "waits in allreduce #3 on comm 1 (bucket 0)".
+std::string Whereabouts(const OpRecord& r, bool plural) {
+  if (r.id == 0) return "sent no report";
+  if (Finished(r)) return std::string(plural ? "are" : "is") + " past " + r.Describe();
+  return std::string(plural ? "wait" : "waits") + " in " + r.Describe();
+}
+
+// "0", "0-3", "0,2,5-7"
+std::string RankList(const std::vector<int>& ranks) {
+  std::string out;
+  for (size_t i = 0; i < ranks.size();) {
+    size_t j = i;
+    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    if (!out.empty()) out += ",";
+    out += std::to_string(ranks[i]);
+    if (j > i) {
+      out += j == i + 1 ? ',' : '-';
+      out += std::to_string(ranks[j]);
+    }
+    i = j + 1;
+  }
+  return out;
+}
+
+}  // namespace
 
 std::string DiagnoseHang(const std::vector<OpRecord>& latest) {
   bool same = !latest.empty();
@@ -115,13 +151,34 @@ std::string DiagnoseHang(const std::vector<OpRecord>& latest) {
     }
   }
   if (same) return "";
-  std::string out;
+  // Ranks whose reports read the same, in order of their lowest rank.
+  std::vector<std::pair<std::string, std::vector<int>>> groups;
   for (size_t r = 0; r < latest.size(); ++r) {
+    const std::string where =
+        latest[r].id == 0 ? "" : latest[r].Describe() + (Finished(latest[r]) ? "|past" : "");
+    auto g = std::find_if(groups.begin(), groups.end(),
+                          [&](const auto& entry) { return entry.first == where; });
+    if (g == groups.end()) {
+      groups.push_back({where, {static_cast<int>(r)}});
+    } else {
+      g->second.push_back(static_cast<int>(r));
+    }
+  }
+  std::string out;
+  for (const auto& [where, ranks] : groups) {
     if (!out.empty()) out += "; ";
-    out += "rank " + std::to_string(r) +
-           (latest[r].id == 0 ? " sent no report" : " waits in " + latest[r].Describe());
+    const bool plural = ranks.size() > 1;
+    out += plural ? "ranks " : "rank ";
+    out += RankList(ranks);
+    out += ' ';
+    out += Whereabouts(latest[static_cast<size_t>(ranks[0])], plural);
   }
   return out;
+}
+
+std::string DescribeAgreement(const std::vector<OpRecord>& latest) {
+  if (latest.empty()) return "no worker reported";
+  return "every worker " + Whereabouts(latest[0], false);
 }
 
 }  // namespace pszero::collectives

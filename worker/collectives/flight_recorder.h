@@ -6,7 +6,9 @@
 // Dump() lists them; Latest() is the op this process began last — where it waits, or the
 // op that just failed. DiagnoseHang() compares every rank's latest op and names the
 // disagreement ("rank 0 waits in allreduce #13 on comm 2 (loss average); rank 1 waits in
-// barrier #5 on comm 0"). Thread-safe.
+// barrier #5 on comm 0"). Workers publish their latest op in the job's key-value store
+// under the two prefixes below, where the other workers and pszero-launch (which owns the
+// rendezvous service) read them. Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +35,12 @@ struct OpRecord {
   std::string Describe() const;  // "allreduce #13 on comm 2 (loss average)"
 };
 
+// Key prefixes (followed by the worker's rank) of a worker's latest op, as ToJson() writes
+// it: after --collective-timeout-s expired, and on SIGUSR1 (the value then carries a
+// fresh "dumped_us" each time, so a second signal is a new value).
+inline constexpr char kHangTimeoutKeyPrefix[] = "pszero/hang/timeout/";
+inline constexpr char kHangSignalKeyPrefix[] = "pszero/hang/signal/";
+
 class FlightRecorder {
  public:
   static constexpr size_t kCapacity = 256;
@@ -58,7 +66,14 @@ nlohmann::json ToJson(const OpRecord& r);
 OpRecord OpRecordFromJson(const nlohmann::json& j);
 
 // `latest[r]`: rank r's latest op (id 0: no report from it). One line naming where each rank
-// waits; empty when every rank reported the same op (same comm, number and kind).
+// waits (an op that ended, end_us != 0: "is past"; report a failed op with end_us 0); ranks at the
+// same op are named together ("ranks 0,2-7 wait in allreduce #812 on comm 1 (allreduce bucket 4);
+// rank 1 waits in barrier #3 on comm 0"). Empty when every rank reported the same op (same comm,
+// number and kind).
 std::string DiagnoseHang(const std::vector<OpRecord>& latest);
+
+// "every worker waits in allreduce #5 on comm 1 (...)": the line for `latest` when
+// DiagnoseHang() finds no disagreement (every report is the same op).
+std::string DescribeAgreement(const std::vector<OpRecord>& latest);
 
 }  // namespace pszero::collectives

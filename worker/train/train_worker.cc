@@ -50,8 +50,10 @@ void ReportFailure(RendezvousClient& client, int rank, int world, const Status& 
                << " collectives at most:\n"
                << recorder.Dump();
   if (why.code() != StatusCode::kDeadlineExceeded) return;
-  const std::string key = "pszero/hang/timeout/";
-  if (!client.Set(key + std::to_string(rank), ToJson(recorder.Latest()).dump()).ok()) return;
+  const std::string key = collectives::kHangTimeoutKeyPrefix;
+  collectives::OpRecord waited = recorder.Latest();
+  waited.end_us = 0;  // it failed: this is where the rank waited, not an op it is past
+  if (!client.Set(key + std::to_string(rank), ToJson(waited).dump()).ok()) return;
   const auto deadline = std::chrono::steady_clock::now() + wait;
   std::vector<collectives::OpRecord> latest(world);
   for (int r = 0; r < world; ++r) {
@@ -67,12 +69,14 @@ void ReportFailure(RendezvousClient& client, int rank, int world, const Status& 
   if (!diagnosis.empty()) LOG(ERROR) << "hang diagnosis: " << diagnosis;
 }
 
-// SIGUSR1 → this worker's flight recorder in its log, while training goes on (a job that
-// seems stuck: `kill -USR1 <worker pid>`). The handler only writes a byte to a pipe; a
-// thread of its own does the rest.
+// SIGUSR1 → this worker's flight recorder in its log, and its latest op in the job's
+// key-value store (collectives::kHangSignalKeyPrefix + rank) for pszero-launch, which
+// forwards its own SIGUSR1 to every worker and names the disagreement; training goes on
+// (a job that seems stuck: `kill -USR1 <launcher pid>`). The handler only writes a byte to
+// a pipe; a thread of its own does the rest (the client is thread-safe).
 class RecorderOnSignal {
  public:
-  RecorderOnSignal() {
+  RecorderOnSignal(RendezvousClient& client, int rank) {
     if (::pipe(fds_) != 0) return;
     write_fd_.store(fds_[1]);
     struct sigaction sa {};
@@ -84,12 +88,18 @@ class RecorderOnSignal {
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
     ::sigaction(SIGUSR1, &sa, &old_);
-    thread_ = std::thread([this] {
+    thread_ = std::thread([this, &client, rank] {
       char c;
       while (::read(fds_[0], &c, 1) == 1 && c == 's') {
+        collectives::FlightRecorder& recorder = collectives::FlightRecorder::Get();
         LOG(WARNING) << "SIGUSR1: flight recorder, last " << collectives::FlightRecorder::kCapacity
                      << " collectives at most:\n"
-                     << collectives::FlightRecorder::Get().Dump();
+                     << recorder.Dump();
+        nlohmann::json latest = ToJson(recorder.Latest());
+        latest["dumped_us"] = Tracer::NowUs();  // a new value for every signal
+        const Status published =
+            client.Set(collectives::kHangSignalKeyPrefix + std::to_string(rank), latest.dump());
+        if (!published.ok()) LOG(WARNING) << "SIGUSR1: " << published.ToString();
       }
     });
   }
@@ -148,7 +158,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
     Tracer::Get()->NameThread("main");
   }
 
-  RecorderOnSignal recorder_on_signal;
+  RecorderOnSignal recorder_on_signal(client, rank);
   const milliseconds collective_timeout(static_cast<int64_t>(flags.collective_timeout_s * 1000));
   MemoryTracker tracker;
   // Two transports: the model's thread drives tensor parallelism on the first while the
