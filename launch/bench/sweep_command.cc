@@ -26,6 +26,7 @@
 #include "common/report.h"
 #include "launch/bench/child_run.h"
 #include "launch/bench/command.h"
+#include "launch/bench/emulated_cluster.h"
 #include "launch/bench/sweep.h"
 #include "launch/progress.h"
 
@@ -114,7 +115,7 @@ std::string ItemId(const sweep::SweepItem& item) {
 
 // The outcome of one item, as results.json records it.
 struct Outcome {
-  std::string status = "pending";  // ok, failed, skipped (after an interrupt)
+  std::string status = "pending";  // ok, failed, skipped (after an interrupt, or exit 77)
   std::string error;
   double wall_s = 0;
   std::vector<std::string> argv;
@@ -180,6 +181,12 @@ int RunItem(const std::string& self, const fs::path& dir, const sweep::SweepItem
     return 0;
   }
   o->stderr_tail = LastLines(run->err, 20);
+  if (!run->signaled && !run->timed_out && run->exit_code == kExitSkipped) {
+    // The child could not run here (e.g. --emulate-hosts without namespaces) and said why.
+    o->status = "skipped";
+    o->error = LastLines(run->err, 1);
+    return run->interrupted_by;
+  }
   if (item.kind == "train") {
     // train prints its JSON on stdout (and exits non-zero when one of its jobs failed,
     // keeping the others' rows); the sweep keeps it as raw/ID.json.
@@ -385,11 +392,13 @@ int RunSweep(const SweepFlags& f) {
     std::cerr << "pszero-bench sweep: " << s.ToString() << "\n";
     return 1;
   }
-  int ok = 0, failed = 0;
+  int ok = 0, failed = 0, skipped = 0;
   std::string first_failure;
   for (size_t i = 0; i < items.size(); ++i) {
     if (outcomes[i].status == "ok") {
       ++ok;
+    } else if (outcomes[i].status == "skipped" && interrupted == 0) {
+      ++skipped;
     } else if (outcomes[i].status == "failed") {
       if (failed++ == 0) {
         first_failure = "item " + std::to_string(items[i].index) + " " + items[i].name + ": " +
@@ -402,6 +411,7 @@ int RunSweep(const SweepFlags& f) {
   if (failed > 0) {
     summary << ", " << failed << " failed (" << first_failure << (failed > 1 ? "; …" : "") << ")";
   }
+  if (skipped > 0) summary << ", " << skipped << " skipped (could not run here)";
   if (interrupted != 0) summary << ", interrupted by signal " << interrupted;
   summary << " in " << FormatEta(wall) << "; results in " << dir.string();
   if (failed == 0 && interrupted == 0) {

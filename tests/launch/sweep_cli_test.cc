@@ -6,7 +6,9 @@
 // results.json and skips the rest.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -223,6 +225,35 @@ TEST(SweepCliTest, FailingItemIsRecordedAndTheSweepGoesOn) {
   const auto index = Csv(OnlyResultsDir(out) / "items.csv");
   ASSERT_EQ(index.size(), 3u);
   EXPECT_EQ(Column(index, "status"), (std::vector<std::string>{"failed", "ok"}));
+}
+
+// An item whose child cannot run here (exit 77: --emulate-hosts without CAP_NET_ADMIN,
+// here as nobody through setpriv) is recorded as skipped with the child's reason, and the
+// sweep still succeeds.
+TEST(SweepCliTest, ItemThatCannotRunHereIsSkippedWithTheReason) {
+  if (::geteuid() != 0 || ::access("/usr/bin/setpriv", X_OK) != 0) {
+    GTEST_SKIP() << "needs root and /usr/bin/setpriv to run the sweep as nobody";
+  }
+  Result<TempDir> tmp = TempDir::Create("sweep-cli");
+  ASSERT_TRUE(tmp.ok());
+  ASSERT_EQ(::chmod(tmp->path().c_str(), 0777), 0);
+  const std::string config = WriteConfig(tmp->path(), R"({"items": [
+    {"kind": "train", "model": "gpt-tiny", "sync": "allreduce", "workers": 2, "steps": 1},
+    {"kind": "simulate", "model": "gpt-tiny", "workers": 4}]})");
+  const fs::path out = tmp->path() / "results";
+  const ProcessResult r =
+      RunProcess({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                  "--inh-caps=-all", "--bounding-set=-all", BinaryPath("pszero-bench"), "sweep",
+                  "--config", config, "--out-dir", out.string(), "--emulate-hosts", "2"},
+                 std::chrono::seconds(120));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("sweep: 1 of 2 items ok, 1 skipped (could not run here)"), std::string::npos)
+      << r.out << r.err;
+  const json doc = json::parse(Slurp(OnlyResultsDir(out) / "results.json"));
+  EXPECT_EQ(doc["items"][0]["status"], "skipped");
+  EXPECT_NE(doc["items"][0]["error"].get<std::string>().find("cannot emulate"), std::string::npos)
+      << doc["items"][0]["error"];
+  EXPECT_EQ(doc["items"][1]["status"], "ok");
 }
 
 // Processes whose command line mentions `text` (the test's temporary directory).
