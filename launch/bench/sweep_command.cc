@@ -65,7 +65,8 @@ Status CheckItemFlags(const sweep::SweepItem& item) {
                                    : item.kind == "ps"       ? AddPsCommand
                                    : item.kind == "train"    ? AddTrainCommand
                                                              : AddSimulateCommand;
-  add(*root);
+  // The command owns the flags its options write into: it must outlive the parse.
+  const BenchCommand command = add(*root);
   std::vector<std::string> args = {"pszero-bench"};
   for (const std::string& a : sweep::ChildArgs(item, {}, "/dev/null", "/dev/null", {})) {
     args.push_back(a);
