@@ -36,9 +36,12 @@ constexpr size_t kMaxWindowBytes = size_t{16} << 20;
 constexpr size_t kSlotFixedBytes = 384;
 // Polling interval of a sleeping waiter for peer death, aborts and the deadline.
 constexpr auto kWakeEvery = std::chrono::milliseconds(20);
-// Pause-spins before sleeping on the futex: a few microseconds, so two ranks on two
-// cores meet without a system call while four ranks on two cores do not burn a core.
-constexpr int kSpins = 256;
+// Spinning before sleeping on the futex. With a core per rank a peer is running and about
+// to publish, so spinning a while saves a futex sleep and wake (tens of µs in a VM) per
+// round; with more ranks than cores, a few µs only, so that four ranks on two cores do
+// not burn the core a peer needs.
+constexpr auto kSpinOwnCore = std::chrono::microseconds(20);
+constexpr auto kSpinShared = std::chrono::microseconds(2);
 
 void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -178,6 +181,7 @@ Result<std::unique_ptr<IntraHostGroup>> IntraHostGroup::Create(int rank, int n,
   static_assert(sizeof(Slot) == kSlotFixedBytes);
   std::unique_ptr<IntraHostGroup> g(new IntraHostGroup(rank, n));
   for (int p = 0; p < n; ++p) g->peers_[p].global_rank = global_ranks[p];
+  g->spin_ = n <= sysconf(_SC_NPROCESSORS_ONLN) ? kSpinOwnCore : kSpinShared;
   std::random_device rd;
   g->cookie_ = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ reinterpret_cast<uintptr_t>(g.get());
   g->slot_bytes_ = (kSlotFixedBytes + 16 * static_cast<size_t>(n) + 63) / 64 * 64;
@@ -338,10 +342,13 @@ Status IntraHostGroup::PeersHealthy() const {
 
 Status IntraHostGroup::WaitFor(int p, const uint32_t* word, uint32_t target, const char* what,
                                const IntraHostOp& ctx) const {
-  for (int i = 0; i < kSpins; ++i) {
-    if (Reached(Load(word), target)) return Status::Ok();
-    CpuRelax();
-  }
+  const auto spin_until = Clock::now() + spin_;
+  do {
+    for (int i = 0; i < 32; ++i) {
+      if (Reached(Load(word), target)) return Status::Ok();
+      CpuRelax();
+    }
+  } while (Clock::now() < spin_until);
   while (true) {
     const uint32_t seen = Load(word);
     if (Reached(seen, target)) return Status::Ok();

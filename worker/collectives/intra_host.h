@@ -17,9 +17,10 @@
 // all-gather. All-to-all(v) reads the peers' inputs with cross-memory attach
 // (process_vm_readv) where the kernel allows it.
 //
-// Waiting: a few microseconds of pause-spinning, then a sleep on the futex (four ranks on
-// two cores must not spin). Counters are running totals over all ops, so nothing is reset
-// between ops and an op returns as soon as its own last round is done.
+// Waiting: pause-spinning (~50 µs when every rank has a core of its own, a few µs when
+// ranks share cores), then a sleep on the futex (four ranks on two cores must not spin). Counters
+// are running totals over all ops, so nothing is reset between ops and an op returns as soon as its
+// own last round is done.
 //
 #pragma once
 
@@ -140,6 +141,8 @@ class IntraHostGroup {
   uint32_t op_ = 0;     // all-to-alls run so far; every rank runs the same sequence
   uint32_t round_ = 0;  // rounds run so far, all ops; every rank runs the same sequence
   bool cma_ = true;
+  // Spinning before a futex sleep (longer with a core per rank).
+  std::chrono::nanoseconds spin_{2000};
   std::unique_ptr<Peer[]> peers_;
   uint64_t cookie_ = 0;  // read by peers through cross-memory attach at set-up
 };
