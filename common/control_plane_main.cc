@@ -221,6 +221,8 @@ int ControlPlaneMain(Role role, int argc, char** argv, const ProcessWork& work) 
     LOG(WARNING) << token.status().message();
   }
 
+  // Tests: a process that dies before it has joined (its tag is known from the launcher).
+  if (tag != nullptr && *tag != '\0') MaybeInjectFault(tag, "join");
   Result<std::unique_ptr<RendezvousClient>> client =
       RendezvousClient::Join(options, milliseconds(flags.join_timeout_ms));
   if (!client.ok()) {

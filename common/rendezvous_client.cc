@@ -110,6 +110,16 @@ class RendezvousClient::Impl {
 
   uint64_t NextId() { return next_id_.fetch_add(1); }
 
+  Status SendOneWay(const wire::Message& message) {
+    PSZERO_RETURN_IF_ERROR(wire::Validate(message));
+    {
+      std::lock_guard lock(mu_);
+      if (closed_) return Status::Unavailable(failure_);
+    }
+    asio::post(io_, [this, f = wire::EncodeFrame(message)]() mutable { Send(std::move(f)); });
+    return Status::Ok();
+  }
+
   std::optional<PeerLost> FirstLost() const {
     std::lock_guard lock(mu_);
     if (lost_.empty()) return std::nullopt;
@@ -481,6 +491,13 @@ Result<PeerLost> RendezvousClient::WaitForPeerLost(milliseconds timeout) {
 
 void RendezvousClient::SetPeerLostCallback(std::function<void(const PeerLost&)> callback) {
   impl_->SetCallback(std::move(callback));
+}
+
+Status RendezvousClient::ReportLost(Role role, int rank, const std::string& reason) {
+  if (impl_->options().role != Role::kLauncher) {
+    return Status::InvalidArgument("only a node launcher reports lost processes");
+  }
+  return impl_->SendOneWay(wire::PeerLost{role, static_cast<uint32_t>(rank), reason});
 }
 
 void RendezvousClient::Leave() { impl_->Leave(); }

@@ -90,6 +90,12 @@ class RendezvousClient final : public KeyValueStore {
   // Called on the client's I/O thread for each lost peer (must not block).
   void SetPeerLostCallback(std::function<void(const PeerLost&)> callback);
 
+  // A node launcher's client (role Role::kLauncher; Join() returns once the service
+  // admitted it, without waiting for the world): reports that `role` `rank`, a process
+  // this launcher started, has died, so that the service fails the job at once, even
+  // before the whole job has joined. Unavailable when the connection is gone.
+  Status ReportLost(Role role, int rank, const std::string& reason);
+
   // Says goodbye and closes the connection; later calls return Unavailable. Called by
   // the destructor when not called before.
   void Leave();

@@ -11,6 +11,8 @@ std::string_view RoleName(Role role) {
       return "server";
     case Role::kWorker:
       return "worker";
+    case Role::kLauncher:
+      return "node launcher";
   }
   return "unknown";
 }
@@ -20,7 +22,7 @@ std::string PeerName(Role role, int rank) {
 }
 
 std::string PeerTag(Role role, int rank) {
-  std::string tag(1, role == Role::kServer ? 's' : 'w');
+  std::string tag(1, role == Role::kServer ? 's' : role == Role::kWorker ? 'w' : 'n');
   tag += std::to_string(rank);
   return tag;
 }
@@ -96,7 +98,7 @@ class Reader {
   Status RoleField(const char* field, Role* role) {
     uint8_t x = 0;
     PSZERO_RETURN_IF_ERROR(U8(field, &x));
-    if (x > static_cast<uint8_t>(Role::kWorker)) {
+    if (x > static_cast<uint8_t>(Role::kLauncher)) {
       return Status::Corruption(std::string("unknown ") + field + " " + std::to_string(x));
     }
     *role = static_cast<Role>(x);

@@ -23,8 +23,10 @@
 namespace pszero {
 
 // The two kinds of processes that join a job. Ranks are per role: servers 0..S-1,
-// workers 0..W-1.
-enum class Role : uint8_t { kServer = 0, kWorker = 1 };
+// workers 0..W-1. A node launcher of a multi-node job (docs/cluster.md) joins too, as
+// kLauncher with its node rank as rank: it is no member of the world (no rank, no
+// barriers), but reports the deaths of the processes it started and hears of losses.
+enum class Role : uint8_t { kServer = 0, kWorker = 1, kLauncher = 2 };
 
 // "server" / "worker".
 std::string_view RoleName(Role role);
@@ -146,7 +148,8 @@ struct Heartbeat {
   friend bool operator==(const Heartbeat&, const Heartbeat&) = default;
 };
 
-// service → every surviving client: a process of the job is gone.
+// service → every surviving client: a process of the job is gone. Also node launcher →
+// service: a process that launcher started has died (the service then fails the job).
 struct PeerLost {
   Role role = Role::kWorker;
   uint32_t rank = 0;

@@ -238,8 +238,8 @@ int main(int argc, char** argv) {
     }
     f.master_port = pszero::kDefaultMasterPort;
   }
-  if (multinode && f.max_restarts > 0) {
-    return Usage("--max-restarts: a single-machine feature for now (docs/cluster.md)");
+  if (f.rendezvous_only && f.max_restarts > 0) {
+    return Usage("--max-restarts: not with --rendezvous-only (another tool starts the processes)");
   }
 
   // Per-node counts: the hostfile's slots, --nproc-per-node, or --workers spread evenly.
@@ -388,24 +388,43 @@ int main(int argc, char** argv) {
     options.worker_rank_offset = layout.WorkerOffset(f.node_rank);
     options.server_rank_offset = layout.ServerOffset(f.node_rank);
     options.host_service = f.node_rank == 0;
+    // Every node but node 0 joins node 0's service itself: it reports its children's
+    // deaths at once and takes the checkpoint to resume from node 0's plan.
+    options.join_as_node_launcher = f.node_rank != 0;
+    if (options.join_as_node_launcher) {
+      pszero::train::TrainFlags plain = train;
+      plain.resume.clear();
+      options.worker_args = pszero::train::TrainArgs(plain);
+    }
     LOG(INFO) << "node " << f.node_rank << " of " << f.nnodes << ": " << options.num_workers
               << " workers (from rank " << options.worker_rank_offset << "), "
               << options.num_servers << " servers; rendezvous " << f.master_addr << ":"
               << f.master_port;
   }
+  options.resume = train.resume;
   int code = pszero::RunLocalJob(options);
   // Restart after a failed process (not after a timeout, an interrupt or a launch error).
+  // Node 0 (or the one machine) picks the newest checkpoint once all its processes are
+  // gone (worker 0, which commits checkpoints, is one of them) and its service tells the
+  // other nodes, whose launchers rejoin it for the next generation (docs/cluster.md).
   for (int restart = 1; code == pszero::kExitFailure && restart <= f.max_restarts; ++restart) {
-    pszero::train::TrainFlags again = train;
-    std::string from = again.resume.empty() ? "the beginning" : again.resume;
-    if (!train.checkpoint_dir.empty()) {
-      if (auto at = pszero::train::ResolveCheckpoint(train.checkpoint_dir); at.ok()) {
-        again.resume = train.checkpoint_dir;
-        from = at->string();
+    options.generation = restart;
+    if (options.join_as_node_launcher) {
+      LOG(WARNING) << "restart " << restart << "/" << f.max_restarts
+                   << ": rejoining node 0's rendezvous service for generation " << restart;
+    } else {
+      pszero::train::TrainFlags again = train;
+      std::string from = again.resume.empty() ? "the beginning" : again.resume;
+      if (!train.checkpoint_dir.empty()) {
+        if (auto at = pszero::train::ResolveCheckpoint(train.checkpoint_dir); at.ok()) {
+          again.resume = at->string();
+          from = at->string();
+        }
       }
+      LOG(WARNING) << "restart " << restart << "/" << f.max_restarts << " from " << from;
+      options.worker_args = pszero::train::TrainArgs(again);
+      options.resume = again.resume;
     }
-    LOG(WARNING) << "restart " << restart << "/" << f.max_restarts << " from " << from;
-    options.worker_args = pszero::train::TrainArgs(again);
     code = pszero::RunLocalJob(options);
   }
   return code;

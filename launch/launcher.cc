@@ -7,19 +7,24 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "common/exit_codes.h"
+#include "common/rendezvous_client.h"
 #include "launch/hang_report.h"
 #include "launch/progress.h"
 #include "launch/rendezvous_service.h"
@@ -31,6 +36,37 @@ namespace pszero {
 
 namespace asio = boost::asio;
 using std::chrono::milliseconds;
+
+std::string LaunchPlan::Encode() const {
+  return "generation=" + std::to_string(generation) + "\nresume=" + resume + "\n";
+}
+
+Result<LaunchPlan> LaunchPlan::Decode(std::string_view text) {
+  LaunchPlan plan;
+  bool have_generation = false, have_resume = false;
+  while (!text.empty()) {
+    const size_t nl = text.find('\n');
+    const std::string_view line = text.substr(0, nl);
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    if (line.rfind("generation=", 0) == 0) {
+      const std::string value(line.substr(11));
+      char* end = nullptr;
+      const long g = std::strtol(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || g < 0 || g > 1000000) {
+        return Status::Corruption("launch plan: bad generation '" + value + "'");
+      }
+      plan.generation = static_cast<int>(g);
+      have_generation = true;
+    } else if (line.rfind("resume=", 0) == 0) {
+      plan.resume = std::string(line.substr(7));
+      have_resume = true;
+    } else if (!line.empty()) {
+      return Status::Corruption("launch plan: unexpected line '" + std::string(line) + "'");
+    }
+  }
+  if (!have_generation || !have_resume) return Status::Corruption("launch plan: incomplete");
+  return plan;
+}
 
 std::string ExecutableDir() {
   std::error_code ec;
@@ -108,6 +144,7 @@ class LocalJob {
  public:
   explicit LocalJob(const LaunchOptions& options)
       : options_(options),
+        worker_args_(options.worker_args),
         signals_(io_),
         timeout_timer_(io_),
         grace_timer_(io_),
@@ -131,6 +168,13 @@ class LocalJob {
   }
 
   int Run() {
+    if (options_.join_as_node_launcher) {
+      if (Status s = JoinAsNodeLauncher(); !s.ok()) {
+        LOG(ERROR) << "cannot join the job as the node launcher of node " << options_.node_rank
+                   << ": " << s.ToString();
+        return s.code() == StatusCode::kDeadlineExceeded ? kExitDeadline : kExitLaunchError;
+      }
+    }
     boost::system::error_code ec;
     signals_.add(SIGINT, ec);
     signals_.add(SIGTERM, ec);
@@ -154,6 +198,7 @@ class LocalJob {
       so.on_set = [this](const std::string& key, const std::string& value) {
         OnKeySet(key, value);
       };
+      so.launch_plan = LaunchPlan{options_.generation, options_.resume}.Encode();
       Result<std::unique_ptr<RendezvousService>> service = RendezvousService::Start(io_, so);
       if (!service.ok()) {
         LOG(ERROR) << "cannot start the rendezvous service: " << service.status().ToString();
@@ -193,6 +238,73 @@ class LocalJob {
   }
   int WorldServers() const {
     return options_.world_servers >= 0 ? options_.world_servers : options_.num_servers;
+  }
+
+  // Joins node 0's service as Role::kLauncher and reads its LaunchPlan, retrying while
+  // that service is still the previous generation's (it refuses joins once failed, or
+  // publishes an older generation) until --join-timeout-ms.
+  Status JoinAsNodeLauncher() {
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + options_.join_timeout;
+    RendezvousOptions ro;
+    ro.master_addr = options_.master_addr;
+    ro.master_port = options_.master_port;
+    ro.token = options_.token;
+    ro.role = Role::kLauncher;
+    ro.node_rank = options_.node_rank;
+    ro.heartbeat_interval = options_.heartbeat_interval;
+    Status last = Status::DeadlineExceeded("no answer");
+    for (;;) {
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) {
+        return Status::DeadlineExceeded("no rendezvous service of generation " +
+                                        std::to_string(options_.generation) + " within " +
+                                        std::to_string(options_.join_timeout.count()) +
+                                        " ms (last: " + last.ToString() + ")");
+      }
+      Result<std::unique_ptr<RendezvousClient>> client = RendezvousClient::Join(ro, left);
+      if (!client.ok()) {
+        const StatusCode code = client.status().code();
+        // Refused by the previous generation's service (failed, or this node's earlier
+        // connection still open): try again. Anything else (token, deadline) is final.
+        if (code != StatusCode::kUnavailable && code != StatusCode::kInvalidArgument) {
+          return client.status();
+        }
+        last = client.status();
+      } else {
+        Result<std::string> text =
+            (*client)->Get(kLaunchPlanKey, std::min(left, milliseconds(10000)));
+        if (text.ok()) {
+          PSZERO_ASSIGN_OR_RETURN(LaunchPlan plan, LaunchPlan::Decode(*text));
+          if (plan.generation > options_.generation) {
+            return Status::Internal("node 0 serves generation " + std::to_string(plan.generation) +
+                                    ", this node is at " + std::to_string(options_.generation));
+          }
+          if (plan.generation == options_.generation) {
+            if (!plan.resume.empty()) {
+              worker_args_.push_back("--resume");
+              worker_args_.push_back(plan.resume);
+            }
+            node_client_ = std::move(client).value();
+            LOG(INFO) << "joined node 0's rendezvous service (generation " << plan.generation
+                      << (plan.resume.empty() ? "" : ", resuming from " + plan.resume) << ")";
+            break;
+          }
+          last = Status::Unavailable("node 0 still serves generation " +
+                                     std::to_string(plan.generation));
+        } else {
+          last = text.status();
+        }
+      }
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    // Losses elsewhere reach this node's loop at once (its children learn of them too).
+    node_client_->SetPeerLostCallback([this](const PeerLost& news) {
+      asio::post(io_, [this, news] {
+        if (!done_) OnPeerLost(news);
+      });
+    });
+    return Status::Ok();
   }
 
   // `local_rank` among this node's processes of `role`; the service gives the global
@@ -248,8 +360,7 @@ class LocalJob {
     const ChildSpawnAttributes attr;
 
     std::vector<char*> argv = {const_cast<char*>(program.c_str())};
-    for (const std::string& a :
-         role == Role::kWorker ? options_.worker_args : options_.server_args) {
+    for (const std::string& a : role == Role::kWorker ? worker_args_ : options_.server_args) {
       argv.push_back(const_cast<char*>(a.c_str()));
     }
     argv.push_back(nullptr);
@@ -378,6 +489,15 @@ class LocalJob {
     }
     // A consequence is no news: the job has already failed.
     if (!c.IsConsequence() && service_) service_->ReportLost(c.role, c.rank, c.DescribeExit());
+    // On another node: node 0's service hears of it now, not at a heartbeat timeout or
+    // at the join deadline (a process that dies before the job is complete).
+    if (!c.IsConsequence() && node_client_) {
+      const Status reported = node_client_->ReportLost(c.role, c.rank,
+                                                       c.DescribeExit() + " on node " +
+                                                           std::to_string(options_.node_rank) +
+                                                           " (pid " + std::to_string(c.pid) + ")");
+      if (!reported.ok()) LOG(WARNING) << "cannot report it to node 0: " << reported.ToString();
+    }
     StartGrace();
   }
 
@@ -577,6 +697,7 @@ class LocalJob {
   }
 
   const LaunchOptions& options_;
+  std::vector<std::string> worker_args_;  // options_.worker_args, plus the plan's --resume
   asio::io_context io_;
   asio::signal_set signals_;
   asio::steady_timer timeout_timer_;
@@ -587,6 +708,9 @@ class LocalJob {
   HangReport hang_;
   bool signal_round_ = false;  // the open HangReport round began with SIGUSR1
   std::unique_ptr<RendezvousService> service_;
+  // Node launchers of nodes > 0: their connection to node 0's service. Declared after
+  // io_, so destroyed (its thread joined) first.
+  std::unique_ptr<RendezvousClient> node_client_;
   uint16_t port_ = 0;
   std::vector<Child> children_;
   std::vector<size_t> failures_;  // indices into children_, in exit order

@@ -5,16 +5,32 @@
 // there), prefixes every line they print with their tag ("[s0] ", "[w3] "), forwards
 // SIGINT and SIGTERM to them, and reaps each by pid. When a child fails it tells the
 // others through the service, gives them `grace` to exit on their own, then stops the
-// rest (SIGTERM, then SIGKILL). Everything runs on one thread and one io_context.
+// rest (SIGTERM, then SIGKILL). Everything runs on one thread and one io_context (a node
+// launcher's RendezvousClient has its own I/O thread, whose news are posted to it).
 // Exit codes are those of common/exit_codes.h; docs/launch.md lists them.
 // Call once per process (it installs signal handlers for its duration).
 #pragma once
 
 #include <chrono>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "common/status.h"
+
 namespace pszero {
+
+// What node 0's rendezvous service tells the node launchers of the other nodes
+// (RendezvousServiceOptions::launch_plan): which generation of the job it serves (0, then
+// one more per --max-restarts restart) and the checkpoint every worker resumes from
+// (empty: none), so that every node restarts from the checkpoint node 0 chose.
+struct LaunchPlan {
+  int generation = 0;
+  std::string resume;
+
+  std::string Encode() const;
+  static Result<LaunchPlan> Decode(std::string_view text);  // Corruption when malformed
+};
 
 struct LaunchOptions {
   int num_workers = 1;
@@ -40,6 +56,16 @@ struct LaunchOptions {
   int world_servers = -1;      // servers in the whole job; -1: num_servers
   int worker_rank_offset = 0;  // global rank of this node's first worker (node-major order)
   int server_rank_offset = 0;  // global rank of this node's first server
+
+  // Restarts across nodes (docs/cluster.md). Node 0 publishes LaunchPlan{generation,
+  // resume} through its service (the workers' --resume is already in worker_args). The
+  // node launcher of any other node (join_as_node_launcher) first joins that service as
+  // Role::kLauncher, waiting until it serves `generation`, appends `--resume <plan's>`
+  // to worker_args, reports each of its children's deaths to the service at once, and
+  // hears of every loss elsewhere.
+  int generation = 0;
+  std::string resume;
+  bool join_as_node_launcher = false;
 };
 
 // Runs the job to its end and returns the launcher's exit code.

@@ -63,6 +63,7 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void Begin() {
+    if (!options_.launch_plan.empty()) kv_[kLaunchPlanKey] = options_.launch_plan;
     Accept();
     ScheduleHeartbeatCheck();
   }
@@ -90,6 +91,7 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
     for (auto& c : conns) CloseConnection(c);
     conns_.clear();
     members_.clear();
+    launchers_.clear();
     barriers_.clear();
     get_waiters_.clear();
     UpdateSnapshot();
@@ -120,7 +122,8 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
     bool closing = false;  // close once the queue is written
     bool closed = false;
     std::string nonce;
-    uint64_t member = 0;  // 0: not joined
+    uint64_t member = 0;    // 0: not joined
+    bool launcher = false;  // member is a key of launchers_, not of members_
     std::string close_reason;
     std::string peer;  // remote address, for messages
   };
@@ -138,6 +141,14 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
     ConnPtr conn;
     Clock::time_point last_seen;
     MemberState state = MemberState::kJoined;
+  };
+
+  // A node launcher of another node (Role::kLauncher): outside the world.
+  struct Launcher {
+    int node_rank = 0;
+    ConnPtr conn;
+    Clock::time_point last_seen;
+    bool left = false;
   };
 
   struct Waiter {
@@ -295,6 +306,7 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
     const bool was_closed = conn->closed;
     CloseConnection(conn);
     if (was_closed) return;
+    if (conn->launcher) return LauncherGone(conn->member, reason);
     auto it = members_.find(conn->member);
     if (it != members_.end()) {
       Member& m = it->second;
@@ -322,6 +334,7 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
                                        std::string(wire::MessageTypeName(wire::TypeOf(message)))),
                     &protocol_errors_);
     }
+    if (conn->launcher) return DispatchLauncher(conn, std::move(message));
     auto it = members_.find(conn->member);
     if (it == members_.end()) return;
     const uint64_t id = it->first;
@@ -332,17 +345,7 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
       Send(conn, wire::Reply{set->request_id, StatusCode::kOk, "", ""});
       return Publish(set->key, std::move(set->value));
     }
-    if (auto* get = std::get_if<wire::Get>(&message)) {
-      auto kv = kv_.find(get->key);
-      if (kv != kv_.end()) {
-        return Send(conn, wire::Reply{get->request_id, StatusCode::kOk, "", kv->second});
-      }
-      if (!failure_.empty()) {
-        return Send(conn, wire::Reply{get->request_id, StatusCode::kUnavailable, failure_, ""});
-      }
-      get_waiters_[get->key].push_back(Waiter{conn, get->request_id, id});
-      return;
-    }
+    if (auto* get = std::get_if<wire::Get>(&message)) return OnGet(conn, id, *get);
     if (auto* barrier = std::get_if<wire::Barrier>(&message)) {
       return OnBarrier(conn, id, *barrier);
     }
@@ -353,6 +356,95 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
                               std::string(wire::MessageTypeName(wire::TypeOf(message))) +
                               " frame from a client"),
            &protocol_errors_);
+  }
+
+  void OnGet(const ConnPtr& conn, uint64_t id, const wire::Get& get) {
+    auto kv = kv_.find(get.key);
+    if (kv != kv_.end()) {
+      return Send(conn, wire::Reply{get.request_id, StatusCode::kOk, "", kv->second});
+    }
+    if (!failure_.empty()) {
+      return Send(conn, wire::Reply{get.request_id, StatusCode::kUnavailable, failure_, ""});
+    }
+    get_waiters_[get.key].push_back(Waiter{conn, get.request_id, id});
+  }
+
+  // ---- node launchers of other nodes ----------------------------------------------------
+
+  void OnLauncherJoin(const ConnPtr& conn, const wire::Join& join) {
+    if (!failure_.empty()) {
+      return Reject(conn, Status::Unavailable("the job has failed: " + failure_), &refused_joins_);
+    }
+    for (const auto& [id, l] : launchers_) {
+      if (!l.left && l.node_rank == static_cast<int>(join.node_rank)) {
+        return Reject(conn,
+                      Status::InvalidArgument("the node launcher of node " +
+                                              std::to_string(join.node_rank) + " already joined"),
+                      &refused_joins_);
+      }
+    }
+    conn->handshake_timer.cancel();
+    const uint64_t id = next_member_id_++;
+    launchers_.emplace(id, Launcher{static_cast<int>(join.node_rank), conn, Clock::now(), false});
+    conn->member = id;
+    conn->launcher = true;
+    // Its welcome lists only itself (rank = node rank): it needs no ranks of the world.
+    wire::Welcome welcome;
+    welcome.num_servers = static_cast<uint32_t>(options_.num_servers);
+    welcome.num_workers = static_cast<uint32_t>(options_.num_workers);
+    welcome.heartbeat_timeout_ms = static_cast<uint32_t>(options_.heartbeat_timeout.count());
+    welcome.members.push_back(
+        wire::MemberInfo{Role::kLauncher, join.node_rank, join.node_rank, 0, join.host});
+    Send(conn, welcome);
+    VLOG(1) << "rendezvous: node launcher of node " << join.node_rank << " joined from "
+            << conn->peer;
+    UpdateSnapshot();
+  }
+
+  void DispatchLauncher(const ConnPtr& conn, wire::Message message) {
+    auto it = launchers_.find(conn->member);
+    if (it == launchers_.end()) return;
+    Launcher& launcher = it->second;
+    launcher.last_seen = Clock::now();
+    if (std::holds_alternative<wire::Heartbeat>(message)) return;
+    if (auto* get = std::get_if<wire::Get>(&message)) return OnGet(conn, it->first, *get);
+    if (auto* cancel = std::get_if<wire::Cancel>(&message)) {
+      return OnCancel(it->first, cancel->request_id);
+    }
+    if (auto* report = std::get_if<wire::PeerLost>(&message)) {
+      if (report->role == Role::kLauncher ||
+          report->rank >= static_cast<uint32_t>(expected(report->role))) {
+        return Reject(conn,
+                      Status::InvalidArgument(
+                          "node launcher " + std::to_string(launcher.node_rank) + " reported " +
+                          PeerName(report->role, static_cast<int>(report->rank)) +
+                          ", not a process of this job"),
+                      &protocol_errors_);
+      }
+      return OnReportLost(report->role, static_cast<int>(report->rank), report->reason);
+    }
+    if (std::holds_alternative<wire::Leave>(message)) {
+      launcher.left = true;
+      return UpdateSnapshot();
+    }
+    Reject(conn,
+           Status::Corruption("unexpected " +
+                              std::string(wire::MessageTypeName(wire::TypeOf(message))) +
+                              " frame from a node launcher"),
+           &protocol_errors_);
+  }
+
+  // A node launcher that went away without a goodbye: nobody watches its node's
+  // processes any more, so the job fails.
+  void LauncherGone(uint64_t id, const std::string& reason) {
+    auto it = launchers_.find(id);
+    if (it == launchers_.end()) return;
+    const int node = it->second.node_rank;
+    const bool left = it->second.left;
+    if (it->second.conn) CloseConnection(it->second.conn);
+    launchers_.erase(it);
+    if (!left) FailJob(PeerLost{Role::kLauncher, node, reason});
+    UpdateSnapshot();
   }
 
   void OnJoin(const ConnPtr& conn, const wire::Join& join) {
@@ -368,6 +460,7 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
       UpdateSnapshot();
       return;
     }
+    if (join.role == Role::kLauncher) return OnLauncherJoin(conn, join);
     Status refuse = CheckAdmission(join);
     if (!refuse.ok()) return Reject(conn, refuse, &refused_joins_);
     conn->handshake_timer.cancel();
@@ -581,6 +674,9 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
     for (auto& [id, m] : members_) {
       if (m.state == MemberState::kJoined && m.conn) Send(m.conn, frame);
     }
+    for (auto& [id, l] : launchers_) {
+      if (!l.left && l.conn) Send(l.conn, frame);
+    }
     const std::string why = "failed: " + news.ToString();
     for (auto& [name, b] : barriers_) {
       for (const Waiter& w : b.waiters) {
@@ -622,6 +718,17 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
         silent.push_back(id);
       }
     }
+    std::vector<std::pair<uint64_t, milliseconds>> silent_launchers;
+    for (const auto& [id, l] : launchers_) {
+      if (!l.left && now - l.last_seen > options_.heartbeat_timeout) {
+        silent_launchers.emplace_back(id,
+                                      std::chrono::duration_cast<milliseconds>(now - l.last_seen));
+      }
+    }
+    for (const auto& [id, quiet] : silent_launchers) {
+      LauncherGone(id, "no heartbeat for " + Ms(quiet) + " (timeout " +
+                           Ms(options_.heartbeat_timeout) + ")");
+    }
     for (uint64_t id : silent) {
       const auto quiet = std::chrono::duration_cast<milliseconds>(now - members_.at(id).last_seen);
       const std::string reason =
@@ -646,6 +753,7 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
     s.protocol_errors = protocol_errors_;
     s.refused_joins = refused_joins_;
     s.left = left_;
+    for (const auto& [id, l] : launchers_) s.launchers += l.left ? 0 : 1;
     s.lost = lost_;
     for (const auto& [name, b] : barriers_) {
       s.barrier_arrivals[name] = static_cast<int>(b.arrived.size());
@@ -667,6 +775,7 @@ class RendezvousService::Impl : public std::enable_shared_from_this<Impl> {
 
   std::set<ConnPtr> conns_;
   std::map<uint64_t, Member> members_;
+  std::map<uint64_t, Launcher> launchers_;
   uint64_t next_member_id_ = 1;
   bool world_complete_ = false;
   std::map<std::string, std::string> kv_;

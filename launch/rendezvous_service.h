@@ -1,7 +1,10 @@
 // RendezvousService: the control-plane server of a job (Boost.Asio, TCP).
 //
 // It admits exactly the expected world (S servers + W workers), each only after the
-// client answered a random nonce with HMAC-SHA256 of the cluster token; assigns ranks
+// client answered a random nonce with HMAC-SHA256 of the cluster token (and, beside the
+// world, the node launchers of other nodes: Role::kLauncher, one per node, which may
+// read the job's keys, report the death of a process they started, and are told of
+// every loss; a node launcher that goes away without a goodbye fails the job); assigns ranks
 // once everyone has joined; stores the job's key-value pairs (including every member's
 // join blob under wire::BlobKey); runs named barriers over the whole world; and watches
 // heartbeats. A member whose connection drops without a goodbye, or who is silent for
@@ -52,7 +55,14 @@ struct RendezvousServiceOptions {
   // Called on the I/O thread for each key set in the store (by a member, or a join blob;
   // must not block): how the launcher hears of the workers' flight-recorder reports.
   std::function<void(const std::string& key, const std::string& value)> on_set;
+  // Published under kLaunchPlanKey for the node launchers of other nodes (which
+  // generation of a restarted job this service serves, and its checkpoint:
+  // launch/launcher.h's LaunchPlan); empty: nothing published.
+  std::string launch_plan;
 };
+
+// The key under which the service publishes RendezvousServiceOptions::launch_plan.
+inline constexpr char kLaunchPlanKey[] = "pszero/launch/plan";
 
 // What the service has seen so far; for tests, the launcher's messages and the benchmark.
 struct RendezvousSnapshot {
@@ -63,6 +73,7 @@ struct RendezvousSnapshot {
   int protocol_errors = 0;  // connections dropped for malformed or unexpected frames
   int refused_joins = 0;    // authenticated joins refused (duplicate, world full, ...)
   int left = 0;             // members that said goodbye
+  int launchers = 0;        // node launchers of other nodes connected (docs/cluster.md)
   std::vector<PeerLost> lost;
   std::map<std::string, int> barrier_arrivals;  // pending barriers and their arrivals
 };

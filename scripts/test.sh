@@ -38,5 +38,56 @@ if ! "$fuzz_dir/bin/wire_fuzzer" -runs=1000000 -seed=1 -max_len=4096 \
 fi
 echo "wire_fuzzer: $(grep -E '^Done [0-9]+ runs' "$fuzz_dir/fuzz.log"), no crash"
 
-# Every test that fits CI's budget; its summary is the last thing this script prints.
+# Every test that fits CI's budget.
 ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" -L "unit|integration|fault|gpu" -LE slow
+
+# Sanitizer stages (docs/testing.md): each in its own build directory, CPU only, -Werror,
+# -O1 with line tables, building only the test binaries it runs (target tests-<label>)
+# and the programs they start. Reports from uninstrumented third-party libraries (UCX,
+# glog, OpenBLAS, libgomp) are suppressed by tests/sanitizers/*.supp, never our frames.
+# Each stage prints one summary line; a finding fails the test that caused it, and the
+# stage prints that test's output and fails the script.
+sup="$PWD/tests/sanitizers"
+san_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=-O1 -DNDEBUG"
+  -DPSZERO_CUDA=OFF -DPSZERO_WERROR=ON)
+# sanitizer_stage NAME DIR SANITIZE "TARGETS" SKIP_FILE CTEST_ARGS...
+# SKIP_FILE: regular expressions (one a line, # comments) of tests the stage leaves out,
+# each with its reason in the file.
+sanitizer_stage() {
+  local name=$1 dir=$2 sanitize=$3 targets=$4 skip_file=$5
+  shift 5
+  local start=$SECONDS skip
+  skip=$(grep -v -E '^ *(#|$)' "$skip_file" | paste -sd '|' || true)
+  if [[ -n "$skip" ]]; then set -- "$@" -E "$skip"; fi
+  mkdir -p "$dir"
+  cmake -S . -B "$dir" "${san_args[@]}" -DPSZERO_SANITIZE="$sanitize" >"$dir/configure.log" 2>&1 ||
+    { cat "$dir/configure.log"; echo "$name: configure FAILED"; exit 1; }
+  # shellcheck disable=SC2086  # the target list is split on purpose
+  cmake --build "$dir" -j "$jobs" --target $targets
+  if ! ctest --test-dir "$dir" --output-on-failure -j "$jobs" "$@" >"$dir/ctest.log" 2>&1; then
+    grep -v -E '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed' "$dir/ctest.log" | tail -n 200
+    echo "$name: FAILED ($(grep -E 'tests passed' "$dir/ctest.log"); log: $dir/ctest.log)"
+    exit 1
+  fi
+  echo "$name: $(grep -E 'tests passed' "$dir/ctest.log") (ctest ${*:1:2}; $((SECONDS - start)) s)"
+}
+
+# ASan + UBSan: the unit and fault tests (label asan: those that do not link the
+# benchmarks' library; a finding in a child process, say a pszero-worker under
+# pszero-launch, fails that process and so the test).
+export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=0
+export LSAN_OPTIONS="suppressions=$sup/lsan.supp:print_suppressions=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$sup/ubsan.supp"
+sanitizer_stage "asan+ubsan" "${PSZERO_ASAN_BUILD_DIR:-build-asan}" address,undefined \
+  "tests-asan" "$sup/asan.skip" -L asan -LE "slow|gpu"
+unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
+
+# TSan: the concurrency tests (label tsan: transport, collectives with ranks as threads,
+# CollectiveStream, the flight recorder, rendezvous service and clients, KV store).
+# UCX's memory hooks (libucm patches madvise, mmap and malloc) run inside threads TSan has
+# already retired and crash it; the transport does not need them.
+export TSAN_OPTIONS="suppressions=$sup/tsan.supp:second_deadlock_stack=1:print_suppressions=0"
+export UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_MALLOC_HOOKS=no
+sanitizer_stage "tsan" "${PSZERO_TSAN_BUILD_DIR:-build-tsan}" thread "tests-tsan" \
+  "$sup/tsan.skip" -L tsan
+unset TSAN_OPTIONS UCX_MEM_MMAP_HOOK_MODE UCX_MEM_MALLOC_HOOKS

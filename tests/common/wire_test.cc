@@ -32,6 +32,7 @@ std::vector<Message> Samples() {
           Reply{46, StatusCode::kUnavailable, "worker 2 lost", "value"},
           Heartbeat{},
           PeerLost{Role::kWorker, 2, "connection closed"},
+          Join{Role::kLauncher, 1, 0, -1, "node1", "", std::string(kMacBytes, 'm')},
           Leave{}};
 }
 
@@ -187,6 +188,7 @@ TEST(WireTest, ErrorTextIsClampedToWhatDecodes) {
 TEST(WireTest, NamesAndKeys) {
   EXPECT_EQ(PeerName(Role::kWorker, 3), "worker 3");
   EXPECT_EQ(PeerTag(Role::kServer, 0), "s0");
+  EXPECT_EQ(PeerName(Role::kLauncher, 1), "node launcher 1");
   EXPECT_EQ(BlobKey(Role::kWorker, 12), "pszero/blob/w12");
 }
 

@@ -1,7 +1,8 @@
 // Failures beyond one machine (node launchers as processes on 127.0.0.1): a worker killed
-// on node 1 (in the control-plane rounds, or mid-training) fails both nodes, each naming it; a
-// --hostfile launcher killed outright leaves no node launcher behind (each stops when its ssh stdin
-// ends).
+// on node 1 (before the job has joined, in the control-plane rounds, or mid-training) fails
+// both nodes, each naming it, the first within 5 s; with --max-restarts both nodes restart
+// from node 0's checkpoint and end bit-identical; a --hostfile launcher killed outright
+// leaves no node launcher behind (each stops when its ssh stdin ends).
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,10 +11,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <thread>
 
 #include "common/temp_dir.h"
-
 #include "tests/launch/multinode_test_util.h"
 
 namespace pszero::testing {
@@ -43,6 +44,99 @@ TEST(MultiNodeFaultTest, WorkerKilledOnNodeOneFailsBothNodes) {
     EXPECT_TRUE(HasLine(runs[0].output, survivor, "stopping: worker 3 lost")) << runs[0].output;
   }
   EXPECT_TRUE(HasLine(runs[1].output, "[w2]", "stopping: worker 3 lost")) << runs[1].output;
+}
+
+// The time (glog's, seconds into the day) of the first line of `out` that starts with
+// `prefix` and holds every one of `texts`; -1 when none does.
+double FirstLineSeconds(const std::string& out, const std::string& prefix,
+                        const std::vector<std::string>& texts) {
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(prefix, 0) != 0) continue;
+    bool all = true;
+    for (const std::string& t : texts) all = all && line.find(t) != std::string::npos;
+    if (all) return GlogSeconds(line);
+  }
+  return -1.0;
+}
+
+// A worker of node 1 that dies before it has joined: node 1's launcher reports it to node
+// 0's service, which fails the job at once instead of at the join deadline (60 s here).
+TEST(MultiNodeFaultTest, WorkerDeadBeforeJoiningOnNodeOneFailsTheJobWithinFiveSeconds) {
+  const std::string port = std::to_string(FreePort());
+  std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> nodes;
+  for (int r = 0; r < 2; ++r) {
+    nodes.push_back(
+        {{"--nnodes", "2", "--node-rank", std::to_string(r), "--master-port", port,
+          "--nproc-per-node", "2", "--join-timeout-ms", "60000", "--grace-ms", "3000"},
+         {std::string("PSZERO_TOKEN=") + kToken, "PSZERO_FAULT_INJECT=sigkill:w3:join"}});
+  }
+  const std::vector<NodeRun> runs = RunNodes(nodes);
+  EXPECT_EQ(runs[1].exit_code, 1) << runs[1].output;
+  EXPECT_NE(LastLine(runs[1].output).find("job failed: worker 3 (pid "), std::string::npos)
+      << runs[1].output;
+  EXPECT_EQ(runs[0].exit_code, 1) << runs[0].output;
+  const std::string last = LastLine(runs[0].output);
+  EXPECT_NE(last.find("job failed: worker 3 lost: was killed by signal 9"), std::string::npos)
+      << runs[0].output;
+  EXPECT_NE(last.find(" on node 1 (pid "), std::string::npos) << runs[0].output;
+  const double killed =
+      FirstLineSeconds(runs[1].output, "[w3]", {"fault injection: sigkill at 'join'"});
+  const double detected = FirstLineSeconds(runs[0].output, "[launch:n0]", {"worker 3 lost"});
+  ASSERT_GE(killed, 0.0) << runs[1].output;
+  ASSERT_GE(detected, 0.0) << runs[0].output;
+  EXPECT_LE(detected - killed, 5.0) << runs[0].output;
+}
+
+// --max-restarts across two nodes: a worker of node 1 killed (SIGKILL) at a seeded step;
+// both node launchers stop their workers and start them again from the newest checkpoint
+// (node 0 picks it, its service tells node 1), once, and the final parameters equal the
+// uninterrupted two-node run's bit for bit.
+TEST(MultiNodeFaultTest, WorkerKilledOnNodeOneRestartsBothNodesFromTheCheckpoint) {
+  auto dir = TempDir::Create("pszero-multinode-restart");
+  ASSERT_TRUE(dir.ok());
+  auto two_nodes = [&](const std::vector<std::string>& extra, const std::vector<std::string>& env) {
+    const std::string port = std::to_string(FreePort());
+    std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> nodes;
+    for (int r = 0; r < 2; ++r) {
+      nodes.push_back({Cat(Cat({"--nnodes", "2", "--node-rank", std::to_string(r), "--master-port",
+                                port, "--nproc-per-node", "2"},
+                               TinyTraining("zero2", "6")),
+                           extra),
+                       Cat({std::string("PSZERO_TOKEN=") + kToken}, env)});
+    }
+    return RunNodes(nodes);
+  };
+  const std::vector<NodeRun> clean = two_nodes({}, {});
+  ASSERT_EQ(clean[0].exit_code, 0) << clean[0].output;
+  ASSERT_EQ(clean[1].exit_code, 0) << clean[1].output;
+  const std::string want = PrintedSha(clean[0].output);
+  ASSERT_EQ(want.size(), 64u) << clean[0].output;
+
+  std::mt19937 rng(20261126);
+  const int worker = 2 + static_cast<int>(rng() % 2);  // node 1 runs workers 2 and 3
+  const int step = 2 + static_cast<int>(rng() % 5);    // 2..6
+  SCOPED_TRACE("kill worker " + std::to_string(worker) + " at step " + std::to_string(step));
+  const std::vector<NodeRun> runs = two_nodes(
+      {"--checkpoint-dir", (dir->path() / "ck").string(), "--checkpoint-every", "2",
+       "--max-restarts", "2"},
+      {"PSZERO_FAULT_INJECT=sigkill:w" + std::to_string(worker) + ":step" + std::to_string(step),
+       "PSZERO_FAULT_ONCE=" + (dir->path() / "fired").string()});
+  ASSERT_EQ(runs[0].exit_code, 0) << runs[0].output;
+  ASSERT_EQ(runs[1].exit_code, 0) << runs[1].output;
+  EXPECT_EQ(PrintedSha(runs[0].output), want) << runs[0].output;
+  EXPECT_TRUE(HasLine(runs[0].output, "[launch:n0]", "restart 1/2 from ")) << runs[0].output;
+  EXPECT_TRUE(HasLine(runs[1].output, "[launch:n1]", "restart 1/2: rejoining")) << runs[1].output;
+  for (const NodeRun& run : runs) EXPECT_EQ(run.output.find("restart 2/2"), std::string::npos);
+  // Detection: node 1's launcher names the killed worker within 5 s of the kill.
+  const std::string tag = "[w" + std::to_string(worker) + "]";
+  const double killed = FirstLineSeconds(runs[1].output, tag, {"fault injection: sigkill"});
+  const double detected =
+      FirstLineSeconds(runs[1].output, "[launch:n1]",
+                       {"worker " + std::to_string(worker) + " (pid ", "killed by signal 9"});
+  ASSERT_GE(killed, 0.0) << runs[1].output;
+  ASSERT_GE(detected, 0.0) << runs[1].output;
+  EXPECT_LE(detected - killed, 5.0);
 }
 
 // The same during training: the data plane's peer-failure handling and the control

@@ -271,7 +271,7 @@ TEST(MultiNodeFlagsTest, BadMultiNodeFlagsExitTwoNamingTheFlag) {
       {{"--nnodes", "2", "--master-port", "0"}, "--master-port"},
       {{"--nnodes", "2", "--nproc-per-node", "1,2,3"}, "--nproc-per-node"},
       {{"--nnodes", "2", "--workers", "3", "--nproc-per-node", "2"}, "--workers"},
-      {{"--nnodes", "2", "--max-restarts", "1"}, "--max-restarts"},
+      {{"--nnodes", "2", "--rendezvous-only", "--max-restarts", "1"}, "--max-restarts"},
       {{"--hostfile", "/dev/null", "--nnodes", "2"}, "--nnodes"},
       {{"--hostfile", "/nonexistent/hosts"}, "--hostfile"},
       {{"--config", "/nonexistent/pszero.json"}, "--config"},

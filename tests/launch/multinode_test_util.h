@@ -9,13 +9,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "tests/support/child_process.h"
+#include "tests/support/job_output.h"  // PrintedSha
 #include "tests/support/subprocess.h"
 
 namespace pszero::testing {
@@ -63,12 +63,6 @@ inline std::vector<std::string> TinyTraining(const std::string& sync,
   return {"--model", "custom", "--layers", "2",       "--d-model", "64",      "--heads",
           "4",       "--seq",  "16",       "--batch", "4",         "--vocab", "64",
           "--seed",  "5",      "--steps",  steps,     "--sync",    sync,      "--deterministic"};
-}
-
-inline std::string PrintedSha(const std::string& out) {
-  std::smatch m;
-  static const std::regex re("final_params_sha256 ([0-9a-f]{64})");
-  return std::regex_search(out, m, re) ? m[1].str() : "";
 }
 
 inline std::vector<std::string> Cat(std::vector<std::string> a, const std::vector<std::string>& b) {

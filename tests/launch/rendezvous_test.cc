@@ -1,5 +1,6 @@
 // The rendezvous service and client with processes as threads of this test: joining,
-// rank assignment, blob exchange, key-value store, barriers, deadlines, and 256 clients.
+// rank assignment, blob exchange, key-value store, barriers, deadlines, 256 clients, and
+// node launchers (admitted at once, reading the launch plan, reporting deaths).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -225,6 +226,61 @@ TEST(RendezvousTest, TwoHundredFiftySixClientsJoinAndPassABarrier) {
     passed += s.ok();
   });
   EXPECT_EQ(passed.load(), kClients);
+}
+
+// A node launcher of another node joins without waiting for the world, reads the plan
+// node 0 published, and its report of a process that died before joining fails every
+// process still waiting to join, naming it; a failed job refuses later launchers (so a
+// restarted node waits for the next generation's service).
+TEST(RendezvousTest, NodeLauncherReportFailsTheJobBeforeItIsComplete) {
+  const std::string plan = "generation=3\nresume=/ck/step-000004\n";
+  TestService ts(0, 2, milliseconds(2000), plan);
+  const RendezvousOptions lo = ts.Client(Role::kLauncher, 0, /*node_rank=*/1);
+  auto launcher = RendezvousClient::Join(lo, kWait);
+  ASSERT_TRUE(launcher.ok()) << launcher.status().ToString();
+  EXPECT_EQ((*launcher)->rank(), 1);
+  Result<std::string> got = (*launcher)->Get(kLaunchPlanKey, kWait);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, plan);
+  EXPECT_TRUE(
+      ts.service().WaitUntil([](const RendezvousSnapshot& s) { return s.launchers == 1; }, kWait));
+  const auto twice = RendezvousClient::Join(lo, kWait);
+  EXPECT_EQ(twice.status().code(), StatusCode::kInvalidArgument) << twice.status().ToString();
+
+  Status joined;
+  std::thread worker(
+      [&] { joined = RendezvousClient::Join(ts.Client(Role::kWorker, 0), kWait).status(); });
+  EXPECT_TRUE(
+      ts.service().WaitUntil([](const RendezvousSnapshot& s) { return s.joined == 1; }, kWait));
+  ASSERT_TRUE((*launcher)->ReportLost(Role::kWorker, 1, "was killed by signal 9 on node 1").ok());
+  worker.join();
+  EXPECT_EQ(joined.code(), StatusCode::kUnavailable) << joined.ToString();
+  EXPECT_NE(joined.message().find("worker 1 lost: was killed by signal 9 on node 1"),
+            std::string::npos)
+      << joined.ToString();
+  Result<PeerLost> news = (*launcher)->WaitForPeerLost(kWait);
+  ASSERT_TRUE(news.ok()) << news.status().ToString();
+  EXPECT_EQ(news->role, Role::kWorker);
+  EXPECT_EQ(news->rank, 1);
+  const auto late = RendezvousClient::Join(ts.Client(Role::kLauncher, 0, 2), kWait);
+  EXPECT_EQ(late.status().code(), StatusCode::kUnavailable) << late.status().ToString();
+}
+
+// A node launcher that falls silent (its machine or process is gone) fails the job.
+TEST(RendezvousTest, SilentNodeLauncherFailsTheJob) {
+  TestService ts(0, 1, milliseconds(300));
+  auto launcher = RendezvousClient::Join(ts.Client(Role::kLauncher, 0, 1), kWait);
+  ASSERT_TRUE(launcher.ok()) << launcher.status().ToString();
+  (*launcher)->StopHeartbeatsForTesting();
+  EXPECT_TRUE(ts.service().WaitUntil(
+      [](const RendezvousSnapshot& s) {
+        return s.lost.size() == 1 && s.lost[0].role == Role::kLauncher && s.lost[0].rank == 1;
+      },
+      kWait));
+  const auto joined = RendezvousClient::Join(ts.Client(Role::kWorker, 0), kWait);
+  EXPECT_EQ(joined.status().code(), StatusCode::kUnavailable) << joined.status().ToString();
+  EXPECT_NE(joined.status().message().find("node launcher 1 lost: no heartbeat"), std::string::npos)
+      << joined.status().ToString();
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <string>
+#include <utility>
 
 #include "common/auth.h"
 #include "common/rendezvous_client.h"
@@ -19,13 +21,15 @@ inline constexpr milliseconds kWait{30000};
 
 struct TestService {
   explicit TestService(int servers, int workers,
-                       milliseconds heartbeat_timeout = milliseconds(2000)) {
+                       milliseconds heartbeat_timeout = milliseconds(2000),
+                       std::string launch_plan = "") {
     token = *GenerateClusterToken();
     RendezvousServiceOptions o;
     o.num_servers = servers;
     o.num_workers = workers;
     o.token = token;
     o.heartbeat_timeout = heartbeat_timeout;
+    o.launch_plan = std::move(launch_plan);
     auto started = RendezvousServiceThread::Start(o);
     EXPECT_TRUE(started.ok()) << started.status().ToString();
     if (started.ok()) thread = std::move(started).value();
