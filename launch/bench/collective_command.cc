@@ -43,7 +43,7 @@ struct CollectiveFlags {
   int in_flight = 4;
   int small_kb = 32;
   std::string intra_host = "on";
-  int intra_host_segment_kb = 128;
+  int intra_host_segment_kb = 512;
   std::string progress = "block";
   std::string peer;
   bool json = false;

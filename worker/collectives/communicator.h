@@ -71,7 +71,7 @@ struct CommunicatorOptions {
   bool intra_host = true;
   // The piece of an intra-host round each rank reduces; a round stages N pieces per rank
   // (double-buffered windows of 2(N+1) pieces per rank, meant to stay in the LLC).
-  size_t intra_host_segment_bytes = size_t{128} << 10;
+  size_t intra_host_segment_bytes = size_t{512} << 10;
 };
 
 class Communicator {

@@ -31,8 +31,10 @@ using Clock = std::chrono::steady_clock;
 
 constexpr uint64_t kMagic = 0x70737a65726f7368ull;  // "pszerosh"
 constexpr size_t kHeaderBytes = 64;
-// A rank's staging window: two round slots of (n inputs + 1 result) pieces.
+// A rank's staging window: two round slots of (n inputs + 1 result) pieces; all the
+// ranks' windows together stay within a last-level cache's worth.
 constexpr size_t kMaxWindowBytes = size_t{16} << 20;
+constexpr size_t kMaxWindowsBytes = size_t{32} << 20;
 constexpr size_t kSlotFixedBytes = 384;
 // Polling interval of a sleeping waiter for peer death, aborts and the deadline.
 constexpr auto kWakeEvery = std::chrono::milliseconds(20);
@@ -47,6 +49,42 @@ void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
   _mm_pause();
 #endif
+}
+
+// Ops at least this large write their results with streaming (non-temporal) stores: the
+// result does not fit the cache anyway, and a streaming store skips the read-for-
+// ownership of every destination line, a third of a cached copy's memory traffic.
+constexpr size_t kStreamingBytes = size_t{8} << 20;
+
+// Copies a result piece into the caller's buffer, streaming when `streaming`.
+void CopyOut(void* dst, const void* src, size_t n, bool streaming) {
+#if defined(__x86_64__)
+  if (streaming && n >= 4096) {
+    auto* d = static_cast<char*>(dst);
+    const auto* s = static_cast<const char*>(src);
+    const size_t head = std::min(n, (16 - (reinterpret_cast<uintptr_t>(d) & 15)) & 15);
+    std::memcpy(d, s, head);
+    d += head;
+    s += head;
+    n -= head;
+    const size_t body = n & ~size_t{63};
+    for (size_t i = 0; i < body; i += 64) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 16));
+      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 32));
+      const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 48));
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), a);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 16), b);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 32), c);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 48), e);
+    }
+    std::memcpy(d + body, s + body, n - body);
+    _mm_sfence();
+    return;
+  }
+#endif
+  (void)streaming;
+  std::memcpy(dst, src, n);
 }
 
 uint32_t Load(const uint32_t* word) {
@@ -185,9 +223,11 @@ Result<std::unique_ptr<IntraHostGroup>> IntraHostGroup::Create(int rank, int n,
   std::random_device rd;
   g->cookie_ = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ reinterpret_cast<uintptr_t>(g.get());
   g->slot_bytes_ = (kSlotFixedBytes + 16 * static_cast<size_t>(n) + 63) / 64 * 64;
-  // Pieces are multiples of 64 bytes (every dtype divides them), and a window stays below
-  // kMaxWindowBytes however many ranks share the host.
-  const size_t cap = kMaxWindowBytes / (2 * (static_cast<size_t>(n) + 1));
+  // Pieces are multiples of 64 bytes (every dtype divides them), and the windows stay
+  // within kMaxWindowBytes each and kMaxWindowsBytes together however many ranks share
+  // the host.
+  const size_t cap = std::min(kMaxWindowBytes, kMaxWindowsBytes / static_cast<size_t>(n)) /
+                     (2 * (static_cast<size_t>(n) + 1));
   g->piece_bytes_ = std::max<size_t>(64, std::min(segment_bytes, cap) / 64 * 64);
   g->window_bytes_ = (2 * (static_cast<size_t>(n) + 1) * g->piece_bytes_ + 4095) / 4096 * 4096;
   const size_t control =
@@ -460,6 +500,7 @@ Result<IntraHostBytes> IntraHostGroup::AllReduce(void* data, int64_t count, DTyp
     return {begin + b, ChunkBegin(len, n_, q + 1) - b};
   };
   const size_t result = static_cast<size_t>(n_) * piece_bytes_;  // offset in a slot
+  const bool streaming = Bytes(count, es) >= kStreamingBytes;
   std::vector<const void*> inputs(static_cast<size_t>(n_));
   PSZERO_RETURN_IF_ERROR(RunRounds(
       (count + per_round - 1) / per_round, /*stages=*/true,
@@ -494,7 +535,7 @@ Result<IntraHostBytes> IntraHostGroup::AllReduce(void* data, int64_t count, DTyp
             PSZERO_RETURN_IF_ERROR(WaitFor(q, &slot(q)->reduced, t + 1, "reduce its piece", ctx));
           }
           const auto [qb, qlen] = piece(i, q);
-          std::memcpy(buf + Bytes(qb, es), window(q, t) + result, Bytes(qlen, es));
+          CopyOut(buf + Bytes(qb, es), window(q, t) + result, Bytes(qlen, es), streaming);
           const int64_t moved = static_cast<int64_t>(Bytes(qlen, es));
           if (q == rank_) {
             bytes.served += (n_ - 1) * moved;  // every peer reads our result piece
@@ -552,6 +593,7 @@ Result<IntraHostBytes> IntraHostGroup::AllGather(const void* input, void* output
   IntraHostBytes bytes;
   // Only our own block is staged, so a round may use a slot's whole input area.
   const size_t per_round = static_cast<size_t>(n_) * piece_bytes_;
+  const bool streaming = block_bytes * static_cast<size_t>(n_) >= kStreamingBytes;
   auto span = [&](int64_t i) -> std::pair<size_t, size_t> {
     const size_t b = static_cast<size_t>(i) * per_round;
     return {b, std::min(per_round, block_bytes - b)};
@@ -568,8 +610,8 @@ Result<IntraHostBytes> IntraHostGroup::AllGather(const void* input, void* output
         for (int j = 1; j < n_; ++j) {
           const int q = (rank_ + j) % n_;
           PSZERO_RETURN_IF_ERROR(WaitFor(q, &slot(q)->filled, t + 1, "stage its block", ctx));
-          std::memcpy(static_cast<std::byte*>(output) + static_cast<size_t>(q) * block_bytes + b,
-                      window(q, t), len);
+          CopyOut(static_cast<std::byte*>(output) + static_cast<size_t>(q) * block_bytes + b,
+                  window(q, t), len, streaming);
           bytes.pulled += static_cast<int64_t>(len);
         }
         return Status::Ok();
@@ -598,7 +640,7 @@ Result<IntraHostBytes> IntraHostGroup::Broadcast(void* data, size_t nbytes, int 
         if (rank_ == root) return Status::Ok();
         const auto [b, len] = span(i);
         PSZERO_RETURN_IF_ERROR(WaitFor(root, &slot(root)->filled, t + 1, "stage its data", ctx));
-        std::memcpy(buf + b, window(root, t), len);
+        CopyOut(buf + b, window(root, t), len, nbytes >= kStreamingBytes);
         bytes.pulled += static_cast<int64_t>(len);
         return Status::Ok();
       },
