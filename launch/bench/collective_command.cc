@@ -44,6 +44,7 @@ struct CollectiveFlags {
   int small_kb = 32;
   std::string intra_host = "on";
   int intra_host_segment_kb = 512;
+  int intra_host_min_kb = 0;
   std::string progress = "block";
   std::string peer;
   bool json = false;
@@ -92,6 +93,7 @@ collectives::CommunicatorOptions CommOptions(const CollectiveFlags& f) {
   o.deterministic = f.deterministic;
   o.intra_host = f.intra_host == "on";
   o.intra_host_segment_bytes = static_cast<size_t>(f.intra_host_segment_kb) << 10;
+  o.intra_host_min_bytes = static_cast<size_t>(f.intra_host_min_kb) << 10;
   return o;
 }
 
@@ -166,6 +168,8 @@ std::vector<std::string> RankArgv(const std::string& self, const CollectiveFlags
                                    f.intra_host,
                                    "--intra-host-segment-kb",
                                    std::to_string(f.intra_host_segment_kb),
+                                   "--intra-host-min-kb",
+                                   std::to_string(f.intra_host_min_kb),
                                    "--progress",
                                    f.progress,
                                    "--backend",
@@ -367,8 +371,11 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
   app->add_option("--small-kb", f->small_kb, "Direct algorithm at or below this many KiB")
       ->check(CLI::Range(0, 1 << 20));
   app->add_option("--intra-host", f->intra_host,
-                  "Single-copy shared-memory path above --small-kb when all ranks share a host")
+                  "Shared-memory path above --intra-host-min-kb when all ranks share a host")
       ->check(CLI::IsMember({"on", "off"}));
+  app->add_option("--intra-host-min-kb", f->intra_host_min_kb,
+                  "Arrays of at most this many KiB stay off the intra-host path")
+      ->check(CLI::Range(0, 1 << 20));
   app->add_option("--intra-host-segment-kb", f->intra_host_segment_kb,
                   "Intra-host reduction unit per peer, KiB")
       ->check(CLI::Range(1, 1 << 20));

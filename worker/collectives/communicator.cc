@@ -181,7 +181,7 @@ Result<Request> Communicator::PostRecv(int peer, uint64_t tag, void* data, size_
 }
 
 Result<IntraHostGroup*> Communicator::IntraHost(size_t bytes) {
-  if (!options_.intra_host || size() == 1 || bytes <= options_.small_message_bytes) {
+  if (!options_.intra_host || size() == 1 || bytes <= options_.intra_host_min_bytes) {
     return nullptr;
   }
   if (!intra_host_decided_) {
@@ -583,13 +583,13 @@ Status Communicator::AllReduce(const Tensor& data, ReduceOp reduce) {
   const int64_t count = data.numel();
   auto* buf = static_cast<std::byte*>(data.data());
   if (n == 1 || count == 0) return Status::Ok();
-  if (data.nbytes() <= options_.small_message_bytes) {
-    return DirectAllReduce(op, buf, count, data.dtype(), reduce);
-  }
   if (shm != nullptr) {
     return RunIntraHost(op, [&](const IntraHostOp& ctx) {
       return shm->AllReduce(buf, count, data.dtype(), reduce, ctx);
     });
+  }
+  if (data.nbytes() <= options_.small_message_bytes) {
+    return DirectAllReduce(op, buf, count, data.dtype(), reduce);
   }
   Layout layout{count, n, 1};
   std::byte* own = buf + layout.ChunkBegin(rank_) * static_cast<int64_t>(data.element_size());
@@ -660,12 +660,12 @@ Status Communicator::AllGather(const Tensor& input, const Tensor& output) {
   std::byte* own = out + rank_ * block_bytes;
   if (input.data() != own && block_bytes > 0) std::memcpy(own, input.data(), block_bytes);
   if (size() == 1 || block_bytes == 0) return Status::Ok();
-  if (output.nbytes() <= options_.small_message_bytes) {
-    return DirectAllGather(op, own, out, input.numel(), input.dtype());
-  }
   if (shm != nullptr) {
     return RunIntraHost(
         op, [&](const IntraHostOp& ctx) { return shm->AllGather(own, out, block_bytes, ctx); });
+  }
+  if (output.nbytes() <= options_.small_message_bytes) {
+    return DirectAllGather(op, own, out, input.numel(), input.dtype());
   }
   return RingReduceScatterAllGather(op, nullptr, nullptr, out, output.numel(), input.dtype(),
                                     ReduceOp::kSum, /*do_rs=*/false, /*do_ag=*/true);

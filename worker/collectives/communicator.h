@@ -65,10 +65,12 @@ struct CommunicatorOptions {
   bool deterministic = false;
   // Where scratch (comm buffer) memory is accounted; may be null.
   MemoryTracker* tracker = nullptr;
-  // Host arrays above small_message_bytes take the single-copy intra-host path
+  // Host arrays above intra_host_min_bytes take the shared-memory intra-host path
   // (intra_host.h) when every member runs on this host; PSZERO_INTRA_HOST=0 in the
-  // environment turns it off for every communicator.
+  // environment turns it off for every communicator. Measured faster than the direct
+  // algorithm over UCX from 1 KiB up (docs/collectives.md), hence the 0 switch point.
   bool intra_host = true;
+  size_t intra_host_min_bytes = 0;
   // The piece of an intra-host round each rank reduces; a round stages N pieces per rank
   // (double-buffered windows of 2(N+1) pieces per rank, meant to stay in the LLC).
   size_t intra_host_segment_bytes = size_t{512} << 10;
