@@ -1,5 +1,7 @@
 #include "launch/bench/emulated_cluster.h"
 
+#include <CLI/CLI.hpp>
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -279,6 +281,19 @@ void RemoveStaleNamespaces(const std::string& ip) {
     if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
     (void)RunChild({ip, "netns", "del", name}, kCommandTimeout);
   }
+}
+
+void AddEmulationFlags(CLI::App* app, int* emulate_hosts, double* link_gbit,
+                       const std::string& hosts_help) {
+  app->add_option("--emulate-hosts", *emulate_hosts,
+                  hosts_help +
+                      " (network namespaces, UCX tcp over a bridge; needs root; exit 77 "
+                      "where it cannot)")
+      ->check(CLI::Range(1, 64));
+  app->add_option("--link-gbit", *link_gbit,
+                  "With --emulate-hosts: limit each host link to this rate each way, Gbit/s "
+                  "(tc tbf)")
+      ->check(CLI::Range(0.001, 1000.0));
 }
 
 }  // namespace pszero::bench

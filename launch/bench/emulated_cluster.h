@@ -32,6 +32,10 @@
 
 #include "common/status.h"
 
+namespace CLI {
+class App;
+}  // namespace CLI
+
 namespace pszero::bench {
 
 struct EmulatedClusterOptions {
@@ -97,6 +101,11 @@ class EmulatedCluster {
   std::string subnet_;  // first three octets
   std::vector<std::string> created_;
 };
+
+// --emulate-hosts H and --link-gbit G on a bench subcommand; `hosts_help` says what runs
+// on the emulated hosts.
+void AddEmulationFlags(CLI::App* app, int* emulate_hosts, double* link_gbit,
+                       const std::string& hosts_help);
 
 // Exit code of a bench command that could not run here and was skipped (the automake and
 // ctest convention): --emulate-hosts where namespaces cannot be made.

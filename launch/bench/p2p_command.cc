@@ -262,14 +262,8 @@ BenchCommand AddP2pCommand(CLI::App& root) {
   app->add_flag("--no-perftest", flags->no_perftest, "Do not run ucx_perftest beside");
   app->add_flag("--json", flags->json, "Print JSON instead of the table");
   app->add_option("--output", flags->output, "Also write the JSON to this file (atomically)");
-  app->add_option("--emulate-hosts", flags->emulate_hosts,
-                  "Run the two processes on 2 emulated hosts (network namespaces, UCX tcp over a "
-                  "bridge; needs root; exit 77 where it cannot)")
-      ->check(CLI::Range(1, 64));
-  app->add_option("--link-gbit", flags->link_gbit,
-                  "With --emulate-hosts: limit each host link to this rate each way, Gbit/s "
-                  "(tc tbf)")
-      ->check(CLI::Range(0.001, 1000.0));
+  AddEmulationFlags(app, &flags->emulate_hosts, &flags->link_gbit,
+                    "Run the two processes on 2 emulated hosts");
   app->add_option("--peer-dir", flags->peer_dir, "Internal: run as the peer process")->group("");
   app->add_option("--peer-netns", flags->peer_netns, "Internal: start the peer in this namespace")
       ->group("");

@@ -394,14 +394,8 @@ BenchCommand AddPsCommand(CLI::App& root) {
   app->add_flag("--no-p2p", flags->no_p2p, "Do not measure UCX p2p bandwidth beside");
   app->add_flag("--json", flags->json, "Print JSON instead of the table");
   app->add_option("--output", flags->output, "Also write the JSON to this file (atomically)");
-  app->add_option("--emulate-hosts", flags->emulate_hosts,
-                  "Run the ranks on this many emulated hosts (network namespaces, UCX tcp over a "
-                  "bridge; needs root; exit 77 where it cannot)")
-      ->check(CLI::Range(1, 64));
-  app->add_option("--link-gbit", flags->link_gbit,
-                  "With --emulate-hosts: limit each host link to this rate each way, Gbit/s "
-                  "(tc tbf)")
-      ->check(CLI::Range(0.001, 1000.0));
+  AddEmulationFlags(app, &flags->emulate_hosts, &flags->link_gbit,
+                    "Run the ranks on this many emulated hosts");
   app->add_option("--rank-netns", flags->rank_netns, "Internal: every rank's namespace")->group("");
   app->add_option("--peer-dir", flags->peer_dir, "Internal: run as a peer process")->group("");
   app->add_option("--peer-rank", flags->peer_rank, "Internal: the peer's rank")->group("");

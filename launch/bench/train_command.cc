@@ -586,14 +586,8 @@ BenchCommand AddTrainCommand(CLI::App& root) {
                   "Keep the jobs' run reports here (MODEL-MODE.json; default: a temporary dir)");
   app->add_option("--timeout", flags->timeout_s, "Seconds each job may run")
       ->check(CLI::Range(1.0, 1e6));
-  app->add_option("--emulate-hosts", flags->emulate_hosts,
-                  "Run each job across this many network namespaces as hosts (one node launcher "
-                  "each, UCX tcp over a bridge; needs root; exit 77 where it cannot)")
-      ->check(CLI::Range(1, 64));
-  app->add_option("--link-gbit", flags->link_gbit,
-                  "With --emulate-hosts: limit every host link to this rate each way, Gbit/s "
-                  "(tc tbf)")
-      ->check(CLI::Range(0.001, 1000.0));
+  AddEmulationFlags(app, &flags->emulate_hosts, &flags->link_gbit,
+                    "Run each job across this many emulated hosts, one node launcher each");
   app->add_flag("--json", flags->json, "Print JSON instead of the table");
   return {app, [flags, app] {
             flags->sync_given = app->count("--sync") > 0;
