@@ -25,9 +25,9 @@ using ::pszero::testing::ProcessResult;
 using ::pszero::testing::RunProcess;
 
 const std::vector<std::string> kJob = {
-    "--model", "custom", "--layers", "2", "--d-model", "64", "--heads", "4", "--seq", "16",
-    "--batch", "4", "--vocab", "64", "--seed", "9", "--deterministic", "--workers", "3",
-    "--sync", "zero2", "--steps", "6"};
+    "--model",         "custom",    "--layers", "2",      "--d-model", "64",      "--heads", "4",
+    "--seq",           "16",        "--batch",  "4",      "--vocab",   "64",      "--seed",  "9",
+    "--deterministic", "--workers", "3",        "--sync", "zero2",     "--steps", "6"};
 
 ProcessResult Launch(std::vector<std::string> extra, const std::vector<std::string>& env = {}) {
   for (const char* v : {"PSZERO_FAULT_INJECT", "PSZERO_FAULT_ONCE", "PSZERO_TOKEN"}) ::unsetenv(v);
@@ -51,12 +51,11 @@ TEST(RestartTest, KilledWorkerRestartsFromTheCheckpointAndEndsBitIdentical) {
                  " at step " + std::to_string(step));
     auto dir = TempDir::Create("pszero-restart");
     ASSERT_TRUE(dir.ok());
-    const ProcessResult r =
-        Launch({"--checkpoint-dir", (dir->path() / "ck").string(), "--checkpoint-every", "2",
-                "--max-restarts", "2"},
-               {"PSZERO_FAULT_INJECT=sigkill:w" + std::to_string(worker) + ":step" +
-                    std::to_string(step),
-                "PSZERO_FAULT_ONCE=" + (dir->path() / "fired").string()});
+    const ProcessResult r = Launch(
+        {"--checkpoint-dir", (dir->path() / "ck").string(), "--checkpoint-every", "2",
+         "--max-restarts", "2"},
+        {"PSZERO_FAULT_INJECT=sigkill:w" + std::to_string(worker) + ":step" + std::to_string(step),
+         "PSZERO_FAULT_ONCE=" + (dir->path() / "fired").string()});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(PrintedSha(r.out), want);
     EXPECT_NE(r.err.find("restart 1/2 from "), std::string::npos) << r.err;

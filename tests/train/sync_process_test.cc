@@ -28,9 +28,9 @@ using ::pszero::testing::PrintedSha;
 using ::pszero::testing::ProcessResult;
 using ::pszero::testing::RunProcess;
 
-const std::vector<std::string> kModel = {"--model", "custom", "--layers", "2",  "--d-model",
-                                         "64",      "--heads", "4",        "--seq", "16",
-                                         "--batch", "4",       "--vocab",  "64",   "--seed", "5"};
+const std::vector<std::string> kModel = {"--model", "custom", "--layers", "2",  "--d-model", "64",
+                                         "--heads", "4",      "--seq",    "16", "--batch",   "4",
+                                         "--vocab", "64",     "--seed",   "5"};
 
 ProcessResult Launch(std::vector<std::string> extra, const std::vector<std::string>& env = {}) {
   ::unsetenv("PSZERO_FAULT_INJECT");

@@ -25,11 +25,34 @@ TEST(TraceTest, MergedTimelineShowsLayersCollectivesAndOverlap) {
   ASSERT_TRUE(dir.ok());
   const std::string path = (dir->path() / "trace.json").string();
   ::unsetenv("PSZERO_FAULT_INJECT");
-  const ProcessResult r = RunProcess(
-      {BinaryPath("pszero-launch"), "--timeout", "120", "--workers", "2", "--sync", "allreduce",
-       "--model", "custom", "--layers", "4", "--d-model", "64", "--heads", "4", "--seq", "32",
-       "--batch", "4", "--vocab", "64", "--steps", "4", "--bucket-mb", "0.01", "--trace", path},
-      std::chrono::seconds(150));
+  const ProcessResult r = RunProcess({BinaryPath("pszero-launch"),
+                                      "--timeout",
+                                      "120",
+                                      "--workers",
+                                      "2",
+                                      "--sync",
+                                      "allreduce",
+                                      "--model",
+                                      "custom",
+                                      "--layers",
+                                      "4",
+                                      "--d-model",
+                                      "64",
+                                      "--heads",
+                                      "4",
+                                      "--seq",
+                                      "32",
+                                      "--batch",
+                                      "4",
+                                      "--vocab",
+                                      "64",
+                                      "--steps",
+                                      "4",
+                                      "--bucket-mb",
+                                      "0.01",
+                                      "--trace",
+                                      path},
+                                     std::chrono::seconds(150));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::ifstream in(path);
   ASSERT_TRUE(in.good()) << path;
@@ -66,9 +89,9 @@ TEST(TraceTest, MergedTimelineShowsLayersCollectivesAndOverlap) {
     ASSERT_GE(stream_tid, 0) << "worker " << pid;
     std::set<std::string> names;
     for (const Event& e : tracks[main_tid]) names.insert(e.name);
-    for (const char* want : {"step 1", "step 4", "forward", "backward", "optimizer",
-                             "forward embed", "forward h.0", "forward h.3", "forward ln_f",
-                             "backward h.3", "backward h.0", "backward ln_f"}) {
+    for (const char* want :
+         {"step 1", "step 4", "forward", "backward", "optimizer", "forward embed", "forward h.0",
+          "forward h.3", "forward ln_f", "backward h.3", "backward h.0", "backward ln_f"}) {
       EXPECT_TRUE(names.count(want)) << "worker " << pid << " lacks '" << want << "'";
     }
     int buckets = 0;

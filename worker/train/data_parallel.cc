@@ -32,7 +32,8 @@ Result<Tensor> BufferPool::Acquire(int64_t n, bool zero) {
     // The smallest spare that fits.
     int best = -1;
     for (int i = 0; i < static_cast<int>(spare_.size()); ++i) {
-      if (spare_[i].numel() >= n && (best < 0 || spare_[i].numel() < spare_[best].numel())) best = i;
+      if (spare_[i].numel() >= n && (best < 0 || spare_[i].numel() < spare_[best].numel()))
+        best = i;
     }
     if (best >= 0) {
       out = std::move(spare_[best]);

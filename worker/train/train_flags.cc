@@ -56,7 +56,8 @@ void AddTrainFlags(CLI::App& app, TrainFlags& f) {
   app.add_option("--threads", f.threads, "Kernel threads per worker")->check(CLI::Range(1, 1024));
   app.add_option("--sync", f.sync, "Data-parallel sync mode: allreduce, zero1, zero2, zero3 or ps")
       ->check(CLI::IsMember({"allreduce", "zero1", "zero2", "zero3", "ps"}));
-  app.add_option("--bucket-mb", f.bucket_mb, "Gradient bucket size in MiB (allreduce, zero1, zero2)")
+  app.add_option("--bucket-mb", f.bucket_mb,
+                 "Gradient bucket size in MiB (allreduce, zero1, zero2)")
       ->check(CLI::Range(0.001, 65536.0));
   app.add_flag("--deterministic", f.deterministic,
                "Sum gradients in ascending rank order: every sync mode gives the same bits");

@@ -34,14 +34,14 @@ struct TrainFlags {
   int threads = 1;  // kernel threads per worker
   // How the D replicas stay in step (sync_strategy.h): allreduce, zero1, zero2, zero3, ps.
   std::string sync = "allreduce";
-  double bucket_mb = 25.0;     // gradient bucket of allreduce / zero1 / zero2
-  bool deterministic = false;  // ascending-rank fp32 sums: bit-identical across modes
-  std::string report;          // run.json path (docs/report.md); written by worker 0
-  std::string checkpoint_dir;  // checkpoints (docs/checkpoints.md)
-  int64_t checkpoint_every = 0;  // steps between checkpoints (0: only at the end)
-  std::string resume;          // a checkpoint (or checkpoint directory) to start from
+  double bucket_mb = 25.0;              // gradient bucket of allreduce / zero1 / zero2
+  bool deterministic = false;           // ascending-rank fp32 sums: bit-identical across modes
+  std::string report;                   // run.json path (docs/report.md); written by worker 0
+  std::string checkpoint_dir;           // checkpoints (docs/checkpoints.md)
+  int64_t checkpoint_every = 0;         // steps between checkpoints (0: only at the end)
+  std::string resume;                   // a checkpoint (or checkpoint directory) to start from
   double collective_timeout_s = 120.0;  // deadline of one collective op
-  std::string trace;           // Chrome trace-event JSON of every worker, merged by worker 0
+  std::string trace;  // Chrome trace-event JSON of every worker, merged by worker 0
 };
 
 void AddTrainFlags(CLI::App& app, TrainFlags& flags);

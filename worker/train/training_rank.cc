@@ -10,8 +10,7 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
                                                         const TrainFlags& flags,
                                                         collectives::Communicator* tp_comm,
                                                         collectives::Communicator* dp_comm,
-                                                        MemoryTracker* tracker,
-                                                        const PsSetup* ps) {
+                                                        MemoryTracker* tracker, const PsSetup* ps) {
   auto r = std::make_unique<TrainingRank>();
   r->tp = std::make_unique<model::TensorParallel>(tp_comm);
   r->kernels = kernels::KernelContext::Host(flags.threads);
@@ -35,11 +34,12 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
   dopt.dp_size = dp_size;
   PSZERO_ASSIGN_OR_RETURN(r->data, model::DataSource::Create(config, dopt));
   if (dp_comm == nullptr) {
-    PSZERO_ASSIGN_OR_RETURN(r->sync, SingleReplicaSync::Create(&r->model->params(),
-                                                               OptimizerOptions{}, r->kernels,
-                                                               tracker));
+    PSZERO_ASSIGN_OR_RETURN(
+        r->sync,
+        SingleReplicaSync::Create(&r->model->params(), OptimizerOptions{}, r->kernels, tracker));
   } else if (flags.sync == "ps") {
-    if (ps == nullptr) return Status::InvalidArgument("--sync ps: no parameter servers in this job");
+    if (ps == nullptr)
+      return Status::InvalidArgument("--sync ps: no parameter servers in this job");
     PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<PsSync> s,
                             MakePsSync(&r->model->params(), ps->options, ps->store));
     r->ps = s.get();

@@ -36,9 +36,9 @@ class Zero2Sync final : public DataParallelSync {
   std::vector<int> pending_units_;
   std::vector<Tensor> bucket_grads_;  // per bucket (pool buffers), while backward fills it
   std::unique_ptr<BufferPool> pool_;
-  Tensor grads_;                      // shard
-  Tensor m_;                          // shard
-  Tensor v_;                          // shard
+  Tensor grads_;  // shard
+  Tensor m_;      // shard
+  Tensor v_;      // shard
 };
 
 }  // namespace pszero::train

@@ -23,8 +23,8 @@ Result<std::unique_ptr<Zero3Sync>> Zero3Sync::Create(model::ParamBuffer* params,
       std::make_unique<BufferPool>(MemoryCategory::kGatheredParams, options.tracker, 2);
   s->grad_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3);
   const int64_t n = s->shard_numel();
-  PSZERO_ASSIGN_OR_RETURN(
-      s->param_shard_, Tensor::Empty({n}, DType::kFloat32, MemoryCategory::kParams, options.tracker));
+  PSZERO_ASSIGN_OR_RETURN(s->param_shard_, Tensor::Empty({n}, DType::kFloat32,
+                                                         MemoryCategory::kParams, options.tracker));
   for (Tensor* t : {&s->grads_, &s->m_, &s->v_}) {
     PSZERO_ASSIGN_OR_RETURN(
         *t, Tensor::Zeros({n}, DType::kFloat32,
@@ -35,7 +35,8 @@ Result<std::unique_ptr<Zero3Sync>> Zero3Sync::Create(model::ParamBuffer* params,
   for (size_t u = 0; u < units; ++u) {
     const Bucket& b = s->buckets_[s->bucket_of_unit_[u]];
     const int64_t begin = b.begin + s->rank() * s->piece(b);
-    params->InitialValues(begin, begin + s->piece(b), s->param_shard_.data<float>() + b.shard_offset);
+    params->InitialValues(begin, begin + s->piece(b),
+                          s->param_shard_.data<float>() + b.shard_offset);
   }
   return s;
 }
@@ -71,9 +72,9 @@ Status Zero3Sync::Attach(int unit) {
   if (g.attached) return Status::Ok();
   bf16_t* bf16 = nullptr;
   if (params_->bf16()) {
-    PSZERO_ASSIGN_OR_RETURN(g.params_bf16, Tensor::Empty(g.params.shape(), DType::kBFloat16,
-                                                         MemoryCategory::kGatheredParams,
-                                                         options_.tracker));
+    PSZERO_ASSIGN_OR_RETURN(g.params_bf16,
+                            Tensor::Empty(g.params.shape(), DType::kBFloat16,
+                                          MemoryCategory::kGatheredParams, options_.tracker));
     PSZERO_RETURN_IF_ERROR(kernels::Cast(g.params.data(), DType::kFloat32, g.params_bf16.data(),
                                          DType::kBFloat16, g.params.numel(), options_.kernels));
     bf16 = g.params_bf16.data<bf16_t>();

@@ -42,9 +42,9 @@ class Zero3Sync final : public DataParallelSync {
   using DataParallelSync::DataParallelSync;
 
   struct Gathered {
-    Tensor storage;      // from the pool (may be larger than the unit)
-    Tensor params;       // fp32 view of storage: the whole (padded) unit
-    Tensor params_bf16;  // with bf16 compute
+    Tensor storage;          // from the pool (may be larger than the unit)
+    Tensor params;           // fp32 view of storage: the whole (padded) unit
+    Tensor params_bf16;      // with bf16 compute
     collectives::Work work;  // the all-gather, while in flight
     bool attached = false;
   };
@@ -65,15 +65,15 @@ class Zero3Sync final : public DataParallelSync {
   std::vector<Tensor> unit_grads_;  // pool buffers while backward fills them
   std::unique_ptr<BufferPool> gathered_pool_;
   std::unique_ptr<BufferPool> grad_pool_;
-  std::vector<int> order_;    // units in order of use, recorded in the first step
+  std::vector<int> order_;  // units in order of use, recorded in the first step
   bool recorded_ = false;
-  size_t cursor_ = 0;         // uses so far this step
+  size_t cursor_ = 0;  // uses so far this step
   int live_units_ = 0;
   int peak_gathered_ = 0;
   Tensor param_shard_;
-  Tensor grads_;   // shard
-  Tensor m_;       // shard
-  Tensor v_;       // shard
+  Tensor grads_;  // shard
+  Tensor m_;      // shard
+  Tensor v_;      // shard
 };
 
 }  // namespace pszero::train
