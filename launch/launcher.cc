@@ -29,6 +29,7 @@
 #include "launch/progress.h"
 #include "launch/rendezvous_service.h"
 #include "launch/spawn_attributes.h"
+#include "launch/write_all.h"
 
 extern char** environ;
 
@@ -85,18 +86,6 @@ constexpr milliseconds kSignalReportWait{5000};
 std::string SignalName(int sig) {
   const char* abbrev = sigabbrev_np(sig);
   return abbrev != nullptr ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
-}
-
-// Writes all of `data` to `fd`; the launcher's own output failing is not worth dying for.
-void WriteAll(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
 }
 
 // One stream (stdout or stderr) of a child, copied line by line with the child's prefix.

@@ -20,6 +20,7 @@
 #include "common/exit_codes.h"
 #include "launch/hang_report.h"
 #include "launch/spawn_attributes.h"
+#include "launch/write_all.h"
 
 extern char** environ;
 
@@ -99,17 +100,6 @@ std::string DescribeWait(int st) {
   if (WIFEXITED(st)) return "exited with code " + std::to_string(WEXITSTATUS(st));
   if (WIFSIGNALED(st)) return "was killed by signal " + std::to_string(WTERMSIG(st));
   return "ended with wait status " + std::to_string(st);
-}
-
-void WriteAll(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
 }
 
 // Blocks `signals` in this thread (and so in threads started later) and returns a
