@@ -22,24 +22,38 @@ namespace {
 
 constexpr char kToken[] = "pszero-multinode-fault-token-3a7e";
 
-// The control-plane life only (no --model): the failure travels through the service,
-// independently of what the data plane does when a peer vanishes mid-transfer.
-TEST(MultiNodeFaultTest, WorkerKilledOnNodeOneFailsBothNodes) {
+// Two node launchers of 2 workers each on a free port, with `args` after the common ones
+// and `env` beside the token; their runs in node order.
+std::vector<NodeRun> RunTwoNodes(const std::vector<std::string>& args,
+                                 const std::vector<std::string>& env) {
   const std::string port = std::to_string(FreePort());
   std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> nodes;
   for (int r = 0; r < 2; ++r) {
-    nodes.push_back(
-        {{"--nnodes", "2", "--node-rank", std::to_string(r), "--master-port", port,
-          "--nproc-per-node", "2", "--grace-ms", "3000"},
-         {std::string("PSZERO_TOKEN=") + kToken, "PSZERO_FAULT_INJECT=sigkill:w3:published"}});
+    nodes.push_back({Cat({"--nnodes", "2", "--node-rank", std::to_string(r), "--master-port", port,
+                          "--nproc-per-node", "2"},
+                         args),
+                     Cat({std::string("PSZERO_TOKEN=") + kToken}, env)});
   }
-  const std::vector<NodeRun> runs = RunNodes(nodes);
+  return RunNodes(nodes);
+}
+
+// Both nodes failed because worker 3 (on node 1) died: node 1 names its pid, node 0 the
+// lost worker.
+void ExpectWorkerThreeFailedBothNodes(const std::vector<NodeRun>& runs) {
   EXPECT_EQ(runs[1].exit_code, 1) << runs[1].output;
   EXPECT_NE(LastLine(runs[1].output).find("job failed: worker 3 (pid "), std::string::npos)
       << runs[1].output;
   EXPECT_EQ(runs[0].exit_code, 1) << runs[0].output;
   EXPECT_NE(LastLine(runs[0].output).find("job failed: worker 3 lost"), std::string::npos)
       << runs[0].output;
+}
+
+// The control-plane life only (no --model): the failure travels through the service,
+// independently of what the data plane does when a peer vanishes mid-transfer.
+TEST(MultiNodeFaultTest, WorkerKilledOnNodeOneFailsBothNodes) {
+  const std::vector<NodeRun> runs =
+      RunTwoNodes({"--grace-ms", "3000"}, {"PSZERO_FAULT_INJECT=sigkill:w3:published"});
+  ExpectWorkerThreeFailedBothNodes(runs);
   for (const char* survivor : {"[w0]", "[w1]"}) {
     EXPECT_TRUE(HasLine(runs[0].output, survivor, "stopping: worker 3 lost")) << runs[0].output;
   }
@@ -63,19 +77,10 @@ double FirstLineSeconds(const std::string& out, const std::string& prefix,
 // A worker of node 1 that dies before it has joined: node 1's launcher reports it to node
 // 0's service, which fails the job at once instead of at the join deadline (60 s here).
 TEST(MultiNodeFaultTest, WorkerDeadBeforeJoiningOnNodeOneFailsTheJobWithinFiveSeconds) {
-  const std::string port = std::to_string(FreePort());
-  std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> nodes;
-  for (int r = 0; r < 2; ++r) {
-    nodes.push_back(
-        {{"--nnodes", "2", "--node-rank", std::to_string(r), "--master-port", port,
-          "--nproc-per-node", "2", "--join-timeout-ms", "60000", "--grace-ms", "3000"},
-         {std::string("PSZERO_TOKEN=") + kToken, "PSZERO_FAULT_INJECT=sigkill:w3:join"}});
-  }
-  const std::vector<NodeRun> runs = RunNodes(nodes);
-  EXPECT_EQ(runs[1].exit_code, 1) << runs[1].output;
-  EXPECT_NE(LastLine(runs[1].output).find("job failed: worker 3 (pid "), std::string::npos)
-      << runs[1].output;
-  EXPECT_EQ(runs[0].exit_code, 1) << runs[0].output;
+  const std::vector<NodeRun> runs =
+      RunTwoNodes({"--join-timeout-ms", "60000", "--grace-ms", "3000"},
+                  {"PSZERO_FAULT_INJECT=sigkill:w3:join"});
+  ExpectWorkerThreeFailedBothNodes(runs);
   const std::string last = LastLine(runs[0].output);
   EXPECT_NE(last.find("job failed: worker 3 lost: was killed by signal 9"), std::string::npos)
       << runs[0].output;
@@ -96,16 +101,7 @@ TEST(MultiNodeFaultTest, WorkerKilledOnNodeOneRestartsBothNodesFromTheCheckpoint
   auto dir = TempDir::Create("pszero-multinode-restart");
   ASSERT_TRUE(dir.ok());
   auto two_nodes = [&](const std::vector<std::string>& extra, const std::vector<std::string>& env) {
-    const std::string port = std::to_string(FreePort());
-    std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> nodes;
-    for (int r = 0; r < 2; ++r) {
-      nodes.push_back({Cat(Cat({"--nnodes", "2", "--node-rank", std::to_string(r), "--master-port",
-                                port, "--nproc-per-node", "2"},
-                               TinyTraining("zero2", "6")),
-                           extra),
-                       Cat({std::string("PSZERO_TOKEN=") + kToken}, env)});
-    }
-    return RunNodes(nodes);
+    return RunTwoNodes(Cat(TinyTraining("zero2", "6"), extra), env);
   };
   const std::vector<NodeRun> clean = two_nodes({}, {});
   ASSERT_EQ(clean[0].exit_code, 0) << clean[0].output;
@@ -142,22 +138,10 @@ TEST(MultiNodeFaultTest, WorkerKilledOnNodeOneRestartsBothNodesFromTheCheckpoint
 // The same during training: the data plane's peer-failure handling and the control
 // plane's news both stop the survivors on both nodes.
 TEST(MultiNodeFaultTest, WorkerKilledMidTrainingOnNodeOneFailsBothNodes) {
-  const std::string port = std::to_string(FreePort());
-  std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> nodes;
-  for (int r = 0; r < 2; ++r) {
-    nodes.push_back(
-        {Cat({"--nnodes", "2", "--node-rank", std::to_string(r), "--master-port", port,
-              "--nproc-per-node", "2", "--grace-ms", "3000"},
-             TinyTraining("allreduce", "100000")),
-         {std::string("PSZERO_TOKEN=") + kToken, "PSZERO_FAULT_INJECT=sigkill:w3:step2"}});
-  }
-  const std::vector<NodeRun> runs = RunNodes(nodes);
-  EXPECT_EQ(runs[1].exit_code, 1) << runs[1].output;
-  EXPECT_NE(LastLine(runs[1].output).find("job failed: worker 3 (pid "), std::string::npos)
-      << runs[1].output;
-  EXPECT_EQ(runs[0].exit_code, 1) << runs[0].output;
-  EXPECT_NE(LastLine(runs[0].output).find("job failed: worker 3 lost"), std::string::npos)
-      << runs[0].output;
+  const std::vector<NodeRun> runs =
+      RunTwoNodes(Cat({"--grace-ms", "3000"}, TinyTraining("allreduce", "100000")),
+                  {"PSZERO_FAULT_INJECT=sigkill:w3:step2"});
+  ExpectWorkerThreeFailedBothNodes(runs);
 }
 
 // Waits until process `pid` (not necessarily a child) has ended; false after `timeout`.
