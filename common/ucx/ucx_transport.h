@@ -120,6 +120,8 @@ class UcxTransport final : public Transport {
   Status OpStatus(const PendingOp& op, ucs_status_t status) const;
   void MarkPeerFailed(Peer* peer, ucs_status_t status);
   int HandleFailedPeers();
+  // Ends the operations with a failed peer that UCX left pending after the forced close.
+  int AbandonPeerOps(const Peer& peer);
   int FinishCompleted();
   int DispatchAm();
   void DeliverAm(AmArrival& arrival, std::span<const std::byte> payload);
