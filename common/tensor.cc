@@ -5,6 +5,8 @@
 #include <cstring>
 #include <numeric>
 
+#include "common/shared_host_memory.h"
+
 #ifdef PSZERO_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #endif
@@ -70,8 +72,20 @@ Result<std::shared_ptr<Storage>> Storage::Allocate(int64_t bytes, Device device,
   return std::shared_ptr<Storage>(new Storage(data, bytes, device, category, tracker));
 }
 
+Result<std::shared_ptr<Storage>> Storage::AllocateShared(int64_t bytes, MemoryCategory category,
+                                                         MemoryTracker* tracker) {
+  if (bytes <= 0) return Allocate(bytes, Device::kHost, category, tracker);
+  PSZERO_ASSIGN_OR_RETURN(void* data, AllocateSharedHost(static_cast<size_t>(bytes)));
+  if (tracker != nullptr) tracker->OnAllocate(category, Device::kHost, bytes);
+  std::shared_ptr<Storage> storage(new Storage(data, bytes, Device::kHost, category, tracker));
+  storage->shared_ = true;
+  return storage;
+}
+
 Storage::~Storage() {
-  if (device_ == Device::kHost) {
+  if (shared_) {
+    FreeSharedHost(data_);
+  } else if (device_ == Device::kHost) {
     std::free(data_);
   } else {
 #ifdef PSZERO_HAVE_CUDA
@@ -108,6 +122,21 @@ Result<Tensor> Tensor::Empty(const Shape& shape, DType dtype, MemoryCategory cat
   t.strides_ = ContiguousStrides(shape);
   t.dtype_ = dtype;
   t.device_ = device;
+  return t;
+}
+
+Result<Tensor> Tensor::EmptyShared(const Shape& shape, DType dtype, MemoryCategory category,
+                                   MemoryTracker* tracker) {
+  PSZERO_RETURN_IF_ERROR(CheckShape(shape));
+  const int64_t bytes = ShapeNumel(shape) * static_cast<int64_t>(DTypeSize(dtype));
+  PSZERO_ASSIGN_OR_RETURN(auto storage, Storage::AllocateShared(bytes, category, tracker));
+  Tensor t;
+  t.data_ = storage->data();
+  t.storage_ = std::move(storage);
+  t.shape_ = shape;
+  t.strides_ = ContiguousStrides(shape);
+  t.dtype_ = dtype;
+  t.device_ = Device::kHost;
   return t;
 }
 

@@ -36,6 +36,9 @@ class Storage {
  public:
   static Result<std::shared_ptr<Storage>> Allocate(int64_t bytes, Device device,
                                                    MemoryCategory category, MemoryTracker* tracker);
+  // Host memory the other processes of this host can map (common/shared_host_memory.h).
+  static Result<std::shared_ptr<Storage>> AllocateShared(int64_t bytes, MemoryCategory category,
+                                                         MemoryTracker* tracker);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -44,6 +47,7 @@ class Storage {
   int64_t bytes() const { return bytes_; }
   Device device() const { return device_; }
   MemoryCategory category() const { return category_; }
+  bool shared() const { return shared_; }
 
  private:
   Storage(void* data, int64_t bytes, Device device, MemoryCategory category, MemoryTracker* tracker)
@@ -54,6 +58,7 @@ class Storage {
   Device device_;
   MemoryCategory category_;
   MemoryTracker* tracker_;  // may be null: untracked
+  bool shared_ = false;     // from AllocateShared
 };
 
 class Tensor {
@@ -63,6 +68,15 @@ class Tensor {
   // Uninitialized owning tensor. `tracker` may be null (untracked scratch memory).
   static Result<Tensor> Empty(const Shape& shape, DType dtype, MemoryCategory category,
                               MemoryTracker* tracker, Device device = Device::kHost);
+  // Uninitialized owning host tensor in shared memory: the intra-host collectives read it
+  // from the peers' processes in place (single copy) instead of staging it.
+  // Its pages are fresh, so it reads as zeros: ZerosShared is the same call.
+  static Result<Tensor> EmptyShared(const Shape& shape, DType dtype, MemoryCategory category,
+                                    MemoryTracker* tracker);
+  static Result<Tensor> ZerosShared(const Shape& shape, DType dtype, MemoryCategory category,
+                                    MemoryTracker* tracker) {
+    return EmptyShared(shape, dtype, category, tracker);
+  }
   // Owning tensor filled with zero bytes.
   static Result<Tensor> Zeros(const Shape& shape, DType dtype, MemoryCategory category,
                               MemoryTracker* tracker, Device device = Device::kHost);
@@ -83,6 +97,8 @@ class Tensor {
   size_t nbytes() const { return static_cast<size_t>(numel()) * element_size(); }
   bool is_contiguous() const;
   bool owns_storage() const { return storage_ != nullptr; }
+  // Whether it lies in shared host memory (EmptyShared).
+  bool shared_memory() const { return storage_ != nullptr && storage_->shared(); }
   // Tensors sharing one storage (0 for a non-owning view).
   long storage_use_count() const { return storage_.use_count(); }
 

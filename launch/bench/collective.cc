@@ -99,10 +99,14 @@ struct Buffers {
   Tensor in, out;
 };
 
-Result<Buffers> Allocate(const std::string& op, int64_t count, int n, DType dtype, Device device) {
+Result<Buffers> Allocate(const std::string& op, int64_t count, int n, DType dtype, Device device,
+                         bool shared) {
   Buffers b;
   const int64_t block = count / n;
   auto make = [&](int64_t c) {
+    if (shared && device == Device::kHost) {
+      return Tensor::EmptyShared({c}, dtype, MemoryCategory::kCommBuffers, nullptr);
+    }
     return Tensor::Empty({c}, dtype, MemoryCategory::kCommBuffers, nullptr, device);
   };
   if (op == "allreduce" || op == "broadcast") {
@@ -179,7 +183,8 @@ Result<std::vector<CollectiveRow>> RunCollectiveSweep(Communicator& comm,
     CollectiveRow row;
     row.count = std::max<int64_t>(n, static_cast<int64_t>(size / es) / n * n);
     row.bytes = row.count * static_cast<int64_t>(es);
-    PSZERO_ASSIGN_OR_RETURN(Buffers b, Allocate(sweep.op, row.count, n, sweep.dtype, sweep.device));
+    PSZERO_ASSIGN_OR_RETURN(Buffers b, Allocate(sweep.op, row.count, n, sweep.dtype, sweep.device,
+                                                sweep.shared_buffers));
     PSZERO_RETURN_IF_ERROR(Fill(b.in, comm.rank(), 0));
     for (int i = 0; i < sweep.warmup; ++i) PSZERO_RETURN_IF_ERROR(RunOnce(comm, sweep, b));
     PSZERO_RETURN_IF_ERROR(comm.Barrier());

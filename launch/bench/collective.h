@@ -30,6 +30,7 @@ struct CollectiveSweep {
   int warmup = 5;
   bool check = false;
   Device device = Device::kHost;  // kCuda: device buffers (NCCL when the comm has it)
+  bool shared_buffers = true;     // host buffers from Tensor::EmptyShared
 };
 
 struct CollectiveRow {

@@ -45,6 +45,7 @@ struct CollectiveFlags {
   std::string intra_host = "on";
   int intra_host_segment_kb = 512;
   int intra_host_min_kb = 0;
+  std::string buffers = "shared";
   std::string progress = "block";
   std::string peer;
   bool json = false;
@@ -82,6 +83,7 @@ Result<CollectiveSweep> MakeSweep(const CollectiveFlags& f) {
   s.iters = f.iters;
   s.warmup = f.warmup;
   s.check = f.check;
+  s.shared_buffers = f.buffers == "shared";
   return s;
 }
 
@@ -170,6 +172,8 @@ std::vector<std::string> RankArgv(const std::string& self, const CollectiveFlags
                                    std::to_string(f.intra_host_segment_kb),
                                    "--intra-host-min-kb",
                                    std::to_string(f.intra_host_min_kb),
+                                   "--buffers",
+                                   f.buffers,
                                    "--progress",
                                    f.progress,
                                    "--backend",
@@ -288,6 +292,7 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
       {"segment_bytes", static_cast<int64_t>(f.segment_kb) << 10},
       {"small_message_bytes", static_cast<int64_t>(f.small_kb) << 10},
       {"intra_host_segment_bytes", static_cast<int64_t>(f.intra_host_segment_kb) << 10},
+      {"buffers", f.buffers},
       {"lanes", doc.value("lanes", "")},
       {"rows", ToJson(*rows)}};
   if (mpi) {
@@ -379,6 +384,10 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
   app->add_option("--intra-host-segment-kb", f->intra_host_segment_kb,
                   "Intra-host reduction unit per peer, KiB")
       ->check(CLI::Range(1, 1 << 20));
+  app->add_option("--buffers", f->buffers,
+                  "Host buffers in shared memory (the intra-host path reads them in place, "
+                  "as NCCL's registered buffers) or private (staged through windows)")
+      ->check(CLI::IsMember({"shared", "private"}));
   app->add_option("--progress", f->progress, "UCX progress: block (spin, then sleep) or spin")
       ->check(CLI::IsMember({"block", "spin"}));
   app->add_option("--peer", f->peer, "Also run the same sweep with this yardstick")

@@ -5,6 +5,9 @@
 #include <cstdint>
 #include <numeric>
 
+#include "common/memory.h"
+#include "common/shared_host_memory.h"
+
 namespace pszero {
 namespace {
 
@@ -160,6 +163,41 @@ TEST(TensorTest, DeviceTensorsWithoutCudaAreAnError) {
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("CUDA"), std::string::npos);
 #endif
+}
+
+// A shared tensor reads as zeros, is found by any range inside it (with its offset), and
+// is gone from the registry once freed; private memory is never found.
+TEST(SharedHostMemoryTest, RegistryFindsRangesInsideLiveAllocationsOnly) {
+  MemoryTracker tracker;
+  const void* first_data = nullptr;
+  {
+    auto t = Tensor::EmptyShared({1000}, DType::kFloat32, MemoryCategory::kCommBuffers, &tracker);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    EXPECT_TRUE(t->shared_memory());
+    EXPECT_EQ(tracker.Usage(MemoryCategory::kCommBuffers).live_bytes, 4000);
+    const float* f = t->data<float>();
+    for (int i = 0; i < 1000; ++i) ASSERT_EQ(f[i], 0.0f) << i;
+    first_data = t->data();
+    auto whole = FindSharedHost(f, 4000);
+    ASSERT_TRUE(whole.has_value());
+    EXPECT_EQ(whole->offset, 0u);
+    EXPECT_GE(whole->region_bytes, 4000u);
+    EXPECT_GE(whole->fd, 0);
+    auto inner = FindSharedHost(f + 100, 400);
+    ASSERT_TRUE(inner.has_value());
+    EXPECT_EQ(inner->offset, 400u);
+    EXPECT_EQ(inner->id, whole->id);
+    EXPECT_FALSE(FindSharedHost(f, whole->region_bytes + 1).has_value());
+    auto other = Tensor::EmptyShared({10}, DType::kInt64, MemoryCategory::kOther, nullptr);
+    ASSERT_TRUE(other.ok());
+    EXPECT_NE(FindSharedHost(other->data(), 80)->id, whole->id);
+    auto priv = Tensor::Empty({1000}, DType::kFloat32, MemoryCategory::kOther, nullptr);
+    ASSERT_TRUE(priv.ok());
+    EXPECT_FALSE(FindSharedHost(priv->data(), 4000).has_value());
+    EXPECT_FALSE(priv->shared_memory());
+  }
+  EXPECT_EQ(tracker.Usage(MemoryCategory::kCommBuffers).live_bytes, 0);
+  EXPECT_FALSE(FindSharedHost(first_data, 4).has_value());
 }
 
 }  // namespace

@@ -22,12 +22,14 @@ int main(int argc, char** argv) {
   std::string store_dir;
   int rank = 1, world = 2, iterations = 1;
   int64_t count = 1 << 20;
+  std::string buffers = "private";
   auto app = pszero::MakeApp("collective_peer", "one rank of a collectives test");
   app->add_option("--store", store_dir)->required();
   app->add_option("--rank", rank)->required();
   app->add_option("--world", world)->required();
   app->add_option("--iterations", iterations);
   app->add_option("--count", count);
+  app->add_option("--buffers", buffers)->check(CLI::IsMember({"private", "shared", "fresh"}));
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
 
   pszero::FileKeyValueStore store(store_dir);
@@ -42,7 +44,11 @@ int main(int argc, char** argv) {
       status = transport.status();
     } else {
       auto comm = pszero::collectives::Communicator::World(transport->get());
-      status = comm.ok() ? pszero::testing::RunCheckedIterations(**comm, iterations, count, &store)
+      status = comm.ok() ? pszero::testing::RunCheckedIterations(
+                               **comm, iterations, count, &store,
+                               buffers == "private"  ? pszero::testing::CheckBuffers::kPrivate
+                               : buffers == "shared" ? pszero::testing::CheckBuffers::kShared
+                                                     : pszero::testing::CheckBuffers::kFreshShared)
                          : comm.status();
       if (!status.ok() && iterations == 0) {
         // Report, then stay (with the transport alive) until the test says to go.

@@ -49,12 +49,15 @@ class CollectivesProcessTest : public ::testing::Test {
   }
 
   // Spawns ranks 1..n-1, then makes this process rank 0.
-  void StartWorld(int n, int iterations, int64_t count) {
+  // A rank killed with SIGKILL while the others are blocked in their next allreduce.
+  void KillMidCollective(testing::CheckBuffers buffers);
+
+  void StartWorld(int n, int iterations, int64_t count, const std::string& buffers = "private") {
     for (int r = 1; r < n; ++r) {
       peers_.push_back(ChildProcess::Spawn(
           {testing::BinaryPath("collective_peer"), "--store", dir_.string(), "--rank",
            std::to_string(r), "--world", std::to_string(n), "--iterations",
-           std::to_string(iterations), "--count", std::to_string(count)}));
+           std::to_string(iterations), "--count", std::to_string(count), "--buffers", buffers}));
       ASSERT_TRUE(peers_.back());
     }
     ucx::UcxTransportOptions o;
@@ -88,11 +91,37 @@ TEST_F(CollectivesProcessTest, FourProcessesAgree) {
   }
 }
 
+// Every rank's buffers in shared memory: the intra-host path reads them in place. The
+// buffers are fresh every iteration, more than a rank keeps mapped per peer.
+TEST_F(CollectivesProcessTest, FourProcessesReadSharedBuffersInPlace) {
+  const int n = 4, iterations = 12;
+  StartWorld(n, iterations, (1 << 18) + 3, "fresh");
+  Status s = testing::RunCheckedIterations(*comm_, iterations, (1 << 18) + 3, nullptr,
+                                           testing::CheckBuffers::kFreshShared);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  // All-reduce, reduce-scatter, all-gather and broadcast, every iteration.
+  EXPECT_EQ(comm_->single_copy_ops(), 4 * iterations);
+  for (int r = 1; r < n; ++r) {
+    testing::ProcessResult result = peers_[r - 1]->Finish(milliseconds(120000));
+    EXPECT_EQ(result.exit_code, 0) << "rank " << r << ": " << Result(r, milliseconds(0)) << "\n"
+                                   << result.out;
+  }
+}
+
 TEST_F(CollectivesProcessTest, RankKilledMidCollectiveFailsEverySurvivorWithin5s) {
+  KillMidCollective(testing::CheckBuffers::kPrivate);
+}
+
+TEST_F(CollectivesProcessTest, RankKilledMidSingleCopyCollectiveFailsEverySurvivorWithin5s) {
+  KillMidCollective(testing::CheckBuffers::kShared);
+}
+
+void CollectivesProcessTest::KillMidCollective(testing::CheckBuffers buffers) {
   const int n = 4, victim = 2;
-  StartWorld(n, /*iterations=*/0, 1 << 18);
+  StartWorld(n, /*iterations=*/0, 1 << 18,
+             buffers == testing::CheckBuffers::kShared ? "shared" : "private");
   // Two rounds here, so that every peer is past its first round and looping.
-  ASSERT_TRUE(testing::RunCheckedIterations(*comm_, 2, 1 << 18, nullptr).ok());
+  ASSERT_TRUE(testing::RunCheckedIterations(*comm_, 2, 1 << 18, nullptr, buffers).ok());
   for (int r = 1; r < n; ++r) {
     ASSERT_TRUE(store_->Get("job/progress/" + std::to_string(r), milliseconds(60000)).ok());
   }
@@ -102,7 +131,7 @@ TEST_F(CollectivesProcessTest, RankKilledMidCollectiveFailsEverySurvivorWithin5s
   testing::ProcessResult killed = peers_[victim - 1]->Finish(milliseconds(60000));
   EXPECT_TRUE(killed.signaled);
 
-  Status s = testing::RunCheckedIterations(*comm_, 1, 1 << 18, nullptr);
+  Status s = testing::RunCheckedIterations(*comm_, 1, 1 << 18, nullptr, buffers);
   const auto mine = std::chrono::steady_clock::now() - killed_at;
   EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
   EXPECT_NE(s.message().find("rank " + std::to_string(victim)), std::string::npos) << s.ToString();

@@ -112,14 +112,19 @@ double Tolerance(DType dtype, int n, int64_t i) {
   }
 }
 
-Tensor Make(int64_t count, DType dtype) {
-  Result<Tensor> t = Tensor::Zeros({count}, dtype, MemoryCategory::kOther, nullptr);
-  EXPECT_TRUE(t.ok());
+// `shared`: in shared host memory, which the intra-host path reads in place.
+Tensor Make(int64_t count, DType dtype, bool shared = false) {
+  Result<Tensor> t = shared ? Tensor::EmptyShared({count}, dtype, MemoryCategory::kOther, nullptr)
+                            : Tensor::Zeros({count}, dtype, MemoryCategory::kOther, nullptr);
+  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  if (shared) {
+    EXPECT_TRUE(t->ZeroFill().ok());
+  }
   return std::move(t).value();
 }
 
-Tensor Inputs(int r, int64_t count, DType dtype) {
-  Tensor t = Make(count, dtype);
+Tensor Inputs(int r, int64_t count, DType dtype, bool shared = false) {
+  Tensor t = Make(count, dtype, shared);
   for (int64_t i = 0; i < count; ++i) Store(t.data(), i, dtype, InputValue(r, i, dtype));
   return t;
 }
@@ -128,6 +133,7 @@ struct Config {
   const char* name;
   CommunicatorOptions options;
   bool intra_host = false;  // the intra-host path must be the one taken
+  bool shared = false;      // buffers in shared memory: the ops must read them in place
 };
 
 std::vector<Config> Configs() {
@@ -144,10 +150,13 @@ std::vector<Config> Configs() {
   CommunicatorOptions shm;
   shm.small_message_bytes = 0;
   shm.intra_host_segment_bytes = 96;  // many segments, uneven ones included
+  CommunicatorOptions single = shm;
+  single.intra_host_single_copy_min_bytes = 0;
   return {{"direct", direct},
           {"ring", ring},
           {"deterministic", det},
-          {"intra-host", shm, /*intra_host=*/true}};
+          {"intra-host", shm, /*intra_host=*/true},
+          {"single-copy", single, /*intra_host=*/true, /*shared=*/true}};
 }
 
 // The path the config asks for is the one the ranks took.
@@ -156,6 +165,11 @@ void ExpectPath(CommRanks& ranks, const Config& config) {
   for (int r = 0; r < ranks.size(); ++r) {
     EXPECT_EQ(ranks.comm(r).intra_host_active(), config.intra_host)
         << config.name << " rank " << r << ": " << ranks.comm(r).intra_host_why_not();
+    if (config.shared) {
+      EXPECT_GT(ranks.comm(r).single_copy_ops(), 0) << config.name << " rank " << r;
+    } else {
+      EXPECT_EQ(ranks.comm(r).single_copy_ops(), 0) << config.name << " rank " << r;
+    }
   }
 }
 
@@ -181,7 +195,7 @@ TEST_P(CollectivesTest, AllReduceEveryDTypeOpAndAlgorithm) {
         if (!CheckReduce(dtype, op).ok()) continue;
         for (int64_t count : Counts(n)) {
           std::vector<Tensor> data(n);
-          for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, dtype);
+          for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, dtype, config.shared);
           CommRanks::ExpectAllOk(
               ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], op); }));
           for (int r = 0; r < n; ++r) {
@@ -207,8 +221,8 @@ TEST_P(CollectivesTest, ReduceScatterAndAllGather) {
       for (int64_t block : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{257}}) {
         std::vector<Tensor> in(n), out(n);
         for (int r = 0; r < n; ++r) {
-          in[r] = Inputs(r, block * n, dtype);
-          out[r] = Make(block, dtype);
+          in[r] = Inputs(r, block * n, dtype, config.shared);
+          out[r] = Make(block, dtype, config.shared);
         }
         CommRanks::ExpectAllOk(ranks.Run(
             [&](int r) { return ranks.comm(r).ReduceScatter(in[r], out[r], ReduceOp::kSum); }));
@@ -223,8 +237,8 @@ TEST_P(CollectivesTest, ReduceScatterAndAllGather) {
         // All-gather the blocks back: every rank gets every rank's input block r.
         std::vector<Tensor> gathered(n);
         for (int r = 0; r < n; ++r) {
-          gathered[r] = Make(block * n, dtype);
-          in[r] = Inputs(r, block, dtype);
+          gathered[r] = Make(block * n, dtype, config.shared);
+          in[r] = Inputs(r, block, dtype, config.shared);
         }
         CommRanks::ExpectAllOk(
             ranks.Run([&](int r) { return ranks.comm(r).AllGather(in[r], gathered[r]); }));
@@ -249,7 +263,7 @@ TEST_P(CollectivesTest, BroadcastFromEveryRoot) {
     for (int root = 0; root < n; ++root) {
       for (int64_t count : {int64_t{0}, int64_t{1}, int64_t{1009}}) {
         std::vector<Tensor> data(n);
-        for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, DType::kFloat32);
+        for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, DType::kFloat32, config.shared);
         CommRanks::ExpectAllOk(
             ranks.Run([&](int r) { return ranks.comm(r).Broadcast(data[r], root); }));
         for (int r = 0; r < n; ++r) {
@@ -335,16 +349,19 @@ TEST_P(CollectivesTest, DeterministicIsBitEqualToSerialSumForEverySegmentSize) {
     }
     for (size_t segment : {size_t{64}, size_t{1000}, size_t{1} << 20}) {
       for (size_t small : {size_t{0}, size_t{1} << 30}) {
-        for (bool intra : {false, true}) {
+        // Transport, intra-host staged, intra-host single copy.
+        for (int path : {0, 1, 2}) {
+          const bool intra = path > 0, shared = path == 2;
           CommunicatorOptions options;
           options.deterministic = true;
           options.segment_bytes = segment;
           options.intra_host_segment_bytes = segment;
           options.small_message_bytes = small;
           options.intra_host = intra;
+          options.intra_host_single_copy_min_bytes = 0;
           CommRanks ranks(n, options);
           std::vector<Tensor> data(n);
-          for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, dtype);
+          for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, dtype, shared);
           CommRanks::ExpectAllOk(
               ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
           for (int r = 0; r < n; ++r) {
@@ -352,7 +369,7 @@ TEST_P(CollectivesTest, DeterministicIsBitEqualToSerialSumForEverySegmentSize) {
                 << DTypeName(dtype) << " segment " << segment << " small " << small << " intra "
                 << intra << " rank " << r;
           }
-          ExpectPath(ranks, {"deterministic", options, intra});
+          ExpectPath(ranks, {"deterministic", options, intra, shared});
         }
       }
     }
@@ -429,15 +446,17 @@ TEST(CollectivesSplitTest, TwoByTwoGroups) {
 // reduce-scatter and all-gather against the serial double-precision reference.
 TEST(CollectivesLargeTest, SixtyFourMiB) {
   for (int n : {2, 4}) {
-    for (bool intra : {true, false}) {
+    // Intra-host staged, intra-host single copy, transport.
+    for (int path : {0, 1, 2}) {
+      const bool intra = path < 2, shared = path == 1;
       CommunicatorOptions options;
       options.intra_host = intra;
       CommRanks ranks(n, options);
       const int64_t count = (int64_t{64} << 20) / 4;
       std::vector<Tensor> data(n), block(n);
       for (int r = 0; r < n; ++r) {
-        data[r] = Inputs(r, count, DType::kFloat32);
-        block[r] = Make(count / n, DType::kFloat32);
+        data[r] = Inputs(r, count, DType::kFloat32, shared);
+        block[r] = Make(count / n, DType::kFloat32, shared);
       }
       CommRanks::ExpectAllOk(ranks.Run([&](int r) -> Status {
         PSZERO_RETURN_IF_ERROR(ranks.comm(r).AllReduce(data[r], ReduceOp::kSum));
@@ -451,10 +470,10 @@ TEST(CollectivesLargeTest, SixtyFourMiB) {
           const double ref = n * Reference(n, i, DType::kFloat32, ReduceOp::kSum);
           ASSERT_NEAR(Load(data[r].data(), i, DType::kFloat32), ref,
                       2 * n * Tolerance(DType::kFloat32, n, i))
-              << "n " << n << " intra " << intra << " rank " << r << " element " << i;
+              << "n " << n << " path " << path << " rank " << r << " element " << i;
         }
       }
-      ExpectPath(ranks, {"64 MiB", options, intra});
+      ExpectPath(ranks, {"64 MiB", options, intra, shared});
     }
   }
 }
@@ -497,46 +516,50 @@ TEST(CollectivesBytesTest, RingMovesExactlyTheBound) {
 // all-gather, while the transport carries none of it.
 TEST(CollectivesBytesTest, IntraHostMovesExactlyTheBoundAndNothingOverTheTransport) {
   for (int n : {2, 3, 4}) {
-    CommunicatorOptions options;
-    options.small_message_bytes = 0;
-    options.intra_host_segment_bytes = 4096;
-    CommRanks ranks(n, options);
-    const int64_t count = 3 * 4 * 5 * 1024;  // divisible by every n
-    const int64_t s = count * 4;
-    std::vector<Tensor> data(n), out(n);
-    for (int r = 0; r < n; ++r) {
-      data[r] = Inputs(r, count, DType::kFloat32);
-      out[r] = Make(count / n, DType::kFloat32);
-    }
-    // The first op sets the path up (a few small messages over the transport).
-    CommRanks::ExpectAllOk(
-        ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
-    ASSERT_TRUE(ranks.comm(0).intra_host_active()) << ranks.comm(0).intra_host_why_not();
-    std::vector<PeerByteCounters> wire(n);
-    std::vector<int64_t> sent(n), received(n);
-    for (int r = 0; r < n; ++r) {
-      wire[r] = ranks.transport(r).TotalCounters();
-      sent[r] = ranks.comm(r).bytes_sent();
-      received[r] = ranks.comm(r).bytes_received();
-    }
-    CommRanks::ExpectAllOk(
-        ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
-    for (int r = 0; r < n; ++r) {
-      EXPECT_EQ(ranks.comm(r).bytes_sent() - sent[r], 2 * (n - 1) * s / n) << "n " << n;
-      EXPECT_EQ(ranks.comm(r).bytes_received() - received[r], 2 * (n - 1) * s / n) << "n " << n;
-      sent[r] = ranks.comm(r).bytes_sent();
-      received[r] = ranks.comm(r).bytes_received();
-    }
-    CommRanks::ExpectAllOk(ranks.Run(
-        [&](int r) { return ranks.comm(r).ReduceScatter(data[r], out[r], ReduceOp::kSum); }));
-    CommRanks::ExpectAllOk(
-        ranks.Run([&](int r) { return ranks.comm(r).AllGather(out[r], data[r]); }));
-    for (int r = 0; r < n; ++r) {
-      EXPECT_EQ(ranks.comm(r).bytes_sent() - sent[r], 2 * (n - 1) * s / n) << "n " << n;
-      EXPECT_EQ(ranks.comm(r).bytes_received() - received[r], 2 * (n - 1) * s / n) << "n " << n;
-      const PeerByteCounters now = ranks.transport(r).TotalCounters();
-      EXPECT_EQ(now.bytes_sent, wire[r].bytes_sent) << "n " << n << " rank " << r;
-      EXPECT_EQ(now.bytes_received, wire[r].bytes_received) << "n " << n << " rank " << r;
+    for (bool shared : {false, true}) {  // staged; single copy
+      SCOPED_TRACE(shared ? "single copy" : "staged");
+      CommunicatorOptions options;
+      options.small_message_bytes = 0;
+      options.intra_host_segment_bytes = 4096;
+      CommRanks ranks(n, options);
+      const int64_t count = 3 * 4 * 5 * 1024;  // divisible by every n
+      const int64_t s = count * 4;
+      std::vector<Tensor> data(n), out(n);
+      for (int r = 0; r < n; ++r) {
+        data[r] = Inputs(r, count, DType::kFloat32, shared);
+        out[r] = Make(count / n, DType::kFloat32, shared);
+      }
+      // The first op sets the path up (a few small messages over the transport).
+      CommRanks::ExpectAllOk(
+          ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+      ASSERT_TRUE(ranks.comm(0).intra_host_active()) << ranks.comm(0).intra_host_why_not();
+      std::vector<PeerByteCounters> wire(n);
+      std::vector<int64_t> sent(n), received(n);
+      for (int r = 0; r < n; ++r) {
+        wire[r] = ranks.transport(r).TotalCounters();
+        sent[r] = ranks.comm(r).bytes_sent();
+        received[r] = ranks.comm(r).bytes_received();
+      }
+      CommRanks::ExpectAllOk(
+          ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+      for (int r = 0; r < n; ++r) {
+        EXPECT_EQ(ranks.comm(r).bytes_sent() - sent[r], 2 * (n - 1) * s / n) << "n " << n;
+        EXPECT_EQ(ranks.comm(r).bytes_received() - received[r], 2 * (n - 1) * s / n) << "n " << n;
+        sent[r] = ranks.comm(r).bytes_sent();
+        received[r] = ranks.comm(r).bytes_received();
+      }
+      CommRanks::ExpectAllOk(ranks.Run(
+          [&](int r) { return ranks.comm(r).ReduceScatter(data[r], out[r], ReduceOp::kSum); }));
+      CommRanks::ExpectAllOk(
+          ranks.Run([&](int r) { return ranks.comm(r).AllGather(out[r], data[r]); }));
+      for (int r = 0; r < n; ++r) {
+        EXPECT_EQ(ranks.comm(r).bytes_sent() - sent[r], 2 * (n - 1) * s / n) << "n " << n;
+        EXPECT_EQ(ranks.comm(r).bytes_received() - received[r], 2 * (n - 1) * s / n) << "n " << n;
+        const PeerByteCounters now = ranks.transport(r).TotalCounters();
+        EXPECT_EQ(now.bytes_sent, wire[r].bytes_sent) << "n " << n << " rank " << r;
+        EXPECT_EQ(now.bytes_received, wire[r].bytes_received) << "n " << n << " rank " << r;
+        EXPECT_EQ(ranks.comm(r).single_copy_ops(), shared ? 4 : 0) << "n " << n << " rank " << r;
+      }
     }
   }
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <exception>
 #include <functional>
 #include <numeric>
@@ -225,6 +226,13 @@ Status Communicator::RunIntraHost(
     return Health();
   };
   ctx.scratch = [this](size_t bytes) { return Scratch(bytes); };
+  // PSZERO_SINGLE_COPY=0 stages every op, as with private buffers.
+  static const bool single_copy_off = [] {
+    const char* env = std::getenv("PSZERO_SINGLE_COPY");
+    return env != nullptr && std::string(env) == "0";
+  }();
+  ctx.single_copy_min_bytes = single_copy_off ? std::numeric_limits<size_t>::max()
+                                              : options_.intra_host_single_copy_min_bytes;
   Result<IntraHostBytes> result = body(ctx);
   if (!result.ok()) {
     intra_host_->Abandon(result.status());
@@ -233,6 +241,7 @@ Status Communicator::RunIntraHost(
   const IntraHostBytes bytes = result.value();
   bytes_sent_.fetch_add(bytes.served, std::memory_order_relaxed);
   bytes_received_.fetch_add(bytes.pulled, std::memory_order_relaxed);
+  if (bytes.single_copy) single_copy_ops_.fetch_add(1, std::memory_order_relaxed);
   return Status::Ok();
 }
 
@@ -658,12 +667,13 @@ Status Communicator::AllGather(const Tensor& input, const Tensor& output) {
   const size_t block_bytes = input.nbytes();
   auto* out = static_cast<std::byte*>(output.data());
   std::byte* own = out + rank_ * block_bytes;
+  if (shm != nullptr && size() > 1 && block_bytes > 0) {  // it places our block itself
+    return RunIntraHost(op, [&](const IntraHostOp& ctx) {
+      return shm->AllGather(input.data(), out, block_bytes, ctx);
+    });
+  }
   if (input.data() != own && block_bytes > 0) std::memcpy(own, input.data(), block_bytes);
   if (size() == 1 || block_bytes == 0) return Status::Ok();
-  if (shm != nullptr) {
-    return RunIntraHost(
-        op, [&](const IntraHostOp& ctx) { return shm->AllGather(own, out, block_bytes, ctx); });
-  }
   if (output.nbytes() <= options_.small_message_bytes) {
     return DirectAllGather(op, own, out, input.numel(), input.dtype());
   }

@@ -74,6 +74,10 @@ struct CommunicatorOptions {
   // The piece of an intra-host round each rank reduces; a round stages N pieces per rank
   // (double-buffered windows of 2(N+1) pieces per rank, meant to stay in the LLC).
   size_t intra_host_segment_bytes = size_t{512} << 10;
+  // Intra-host ops of at least this many bytes first exchange where each rank's buffer
+  // lies; when every buffer is shared host memory (Tensor::EmptyShared) the op reads the
+  // peers' buffers in place (single copy) instead of staging them.
+  size_t intra_host_single_copy_min_bytes = size_t{64} << 10;
 };
 
 class Communicator {
@@ -127,6 +131,8 @@ class Communicator {
   // first such op (collective), so false before it. `intra_host_why_not()` says why not.
   bool intra_host_active() const { return intra_host_ != nullptr; }
   const std::string& intra_host_why_not() const { return intra_host_why_not_; }
+  // Intra-host ops that read the peers' shared buffers in place, since this was made.
+  int64_t single_copy_ops() const { return single_copy_ops_.load(std::memory_order_relaxed); }
 
   // Payload bytes this communicator's ops have posted to send and to receive, all ops
   // together since it was made (thread-safe to read; take differences around ops).
@@ -193,6 +199,7 @@ class Communicator {
   bool intra_host_decided_ = false;
   MemoryTracker* intra_host_tracker_ = nullptr;
   std::string intra_host_why_not_;
+  std::atomic<int64_t> single_copy_ops_{0};
   std::vector<int> ranks_;  // transport rank of each group rank
   int rank_;
   uint32_t id_;

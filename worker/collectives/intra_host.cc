@@ -19,6 +19,8 @@
 #include <random>
 #include <vector>
 
+#include "common/shared_host_memory.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -35,7 +37,7 @@ constexpr size_t kHeaderBytes = 64;
 // ranks' windows together stay within a last-level cache's worth.
 constexpr size_t kMaxWindowBytes = size_t{16} << 20;
 constexpr size_t kMaxWindowsBytes = size_t{32} << 20;
-constexpr size_t kSlotFixedBytes = 384;
+constexpr size_t kSlotFixedBytes = 448;
 // Polling interval of a sleeping waiter for peer death, aborts and the deadline.
 constexpr auto kWakeEvery = std::chrono::milliseconds(20);
 // Spinning before sleeping on the futex. With a core per rank a peer is running and about
@@ -142,44 +144,84 @@ struct Verdict {
 
 }  // namespace
 
+// A peer's shared allocation mapped into this process (read-only).
+struct PeerMapping {
+  uint64_t id = 0;  // the allocation's id in the peer's process
+  const std::byte* base = nullptr;
+  size_t bytes = 0;
+  uint64_t last_use = 0;
+};
+
+// Mappings kept per peer; the least recently used one goes first.
+constexpr size_t kMappingsPerPeer = 8;
+
 struct IntraHostGroup::Peer {
   int pid = 0;
   int pidfd = -1;  // -1 for this process's own pid (ranks as threads)
   int global_rank = 0;
-  uint64_t addr = 0;  // all-to-all: its input, read from its slot once it published
+  uint64_t addr = 0;  // its published buffer, read from its slot once it published
+  // Its published buffer readable here (a mapping of its shared allocation), or null.
+  const std::byte* shared = nullptr;
+  std::vector<PeerMapping> mappings;
 };
 
 // One rank's part of the control block; every futex word on a cache line of its own.
 // Counters of rounds are running totals over all ops, so nothing is ever reset.
 struct IntraHostGroup::Slot {
-  uint32_t published;  // futex: the all-to-all this rank has published its input for
+  uint32_t published;  // futex: the op (all-to-all, single-copy) this rank published its buffer for
   uint32_t aborted;    // futex: set once an op of this rank failed; the group is unusable
-  uint64_t addr;
+  uint64_t addr;       // the published buffer
+  int32_t region_fd;   // its shared allocation's memfd in this rank's process, or -1
+  uint32_t unused;
+  uint64_t region_id;
+  uint64_t region_inode;
+  uint64_t region_bytes;
+  uint64_t region_offset;
   alignas(64) uint32_t filled;   // futex: rounds whose input this rank staged
   alignas(64) uint32_t reduced;  // futex: rounds whose result piece this rank wrote
   alignas(64) uint32_t drained;  // futex: rounds this rank finished reading peers' windows of
-  alignas(64) uint32_t done;     // futex: the all-to-all this rank finished reading for
+  alignas(64) uint32_t done;     // futex: the op this rank finished reading peers' buffers for
+  alignas(64) uint32_t written;  // futex: the single-copy op whose result piece this rank wrote
   alignas(64) char reason[64];   // why this rank abandoned its op, written before `aborted`
   // Followed by n send offsets and n send byte counts (all-to-all).
   int64_t* send_offsets() { return reinterpret_cast<int64_t*>(this + 1); }
 };
 
-// An all-to-all: numbers it, publishes the input and waits for the peers to finish with it.
+// An op on the peers' buffers (all-to-all, single-copy): numbers it, publishes this
+// rank's buffer and waits for the peers to finish with it.
 class IntraHostGroup::OpScope {
  public:
   explicit OpScope(IntraHostGroup* g) : g_(g), op_(++g->op_) {}
-  // Publishes that this rank's input is ready, then waits for every peer to do the same
-  // and records their input addresses.
-  Status Start(uint64_t addr, const IntraHostOp& ctx) {
+  uint32_t op() const { return op_; }
+  // Publishes that this rank's buffer [buffer, buffer + bytes) is ready, then waits for
+  // every peer to do the same and records their buffers' addresses and, where a buffer
+  // lies in shared memory, maps it (Peer::shared; this rank's own buffer too).
+  Status Start(const void* buffer, size_t bytes, const IntraHostOp& ctx) {
     Slot* me = g_->slot(g_->rank_);
-    me->addr = addr;
+    me->addr = reinterpret_cast<uintptr_t>(buffer);
+    const std::optional<SharedHostRef> ref =
+        buffer == nullptr ? std::nullopt : FindSharedHost(buffer, bytes);
+    me->region_fd = ref ? ref->fd : -1;
+    me->region_id = ref ? ref->id : 0;
+    me->region_inode = ref ? ref->inode : 0;
+    me->region_bytes = ref ? ref->region_bytes : 0;
+    me->region_offset = ref ? ref->offset : 0;
+    g_->peers_[g_->rank_].shared = ref ? static_cast<const std::byte*>(buffer) : nullptr;
     Publish(&me->published, op_);
     for (int p = 0; p < g_->n_; ++p) {
       if (p == g_->rank_) continue;
       PSZERO_RETURN_IF_ERROR(g_->WaitFor(p, &g_->slot(p)->published, op_, "start the op", ctx));
       g_->peers_[p].addr = g_->slot(p)->addr;
+      PSZERO_RETURN_IF_ERROR(g_->MapPeerBuffer(p, ctx));
     }
     return Status::Ok();
+  }
+  // Whether every rank's buffer is readable here.
+  bool AllShared() const {
+    for (int p = 0; p < g_->n_; ++p) {
+      if (g_->peers_[p].shared == nullptr) return false;
+    }
+    return true;
   }
   // This rank has read everything it needs; returns once every peer has too.
   Status Finish(const IntraHostOp& ctx) {
@@ -204,6 +246,9 @@ IntraHostGroup::~IntraHostGroup() {
   if (base_ != nullptr) munmap(base_, map_bytes_);
   for (int p = 0; p < n_; ++p) {
     if (peers_[p].pidfd >= 0) close(peers_[p].pidfd);
+    for (const PeerMapping& m : peers_[p].mappings) {
+      munmap(const_cast<std::byte*>(m.base), m.bytes);
+    }
   }
 }
 
@@ -380,6 +425,60 @@ Status IntraHostGroup::PeersHealthy() const {
   return Status::Ok();
 }
 
+Status IntraHostGroup::MapPeerBuffer(int p, const IntraHostOp& ctx) {
+  Peer& peer = peers_[p];
+  peer.shared = nullptr;
+  const Slot* s = slot(p);
+  if (s->region_fd < 0) return Status::Ok();
+  if (peer.pidfd < 0) {  // a rank of this process: its address is ours
+    peer.shared = reinterpret_cast<const std::byte*>(peer.addr);
+    return Status::Ok();
+  }
+  ++map_uses_;
+  auto it = std::find_if(peer.mappings.begin(), peer.mappings.end(),
+                         [&](const PeerMapping& m) { return m.id == s->region_id; });
+  if (it == peer.mappings.end() || it->bytes != s->region_bytes) {
+    if (it != peer.mappings.end()) {
+      munmap(const_cast<std::byte*>(it->base), it->bytes);
+      peer.mappings.erase(it);
+    }
+    if (peer.mappings.size() >= kMappingsPerPeer) {
+      auto lru = std::min_element(
+          peer.mappings.begin(), peer.mappings.end(),
+          [](const PeerMapping& a, const PeerMapping& b) { return a.last_use < b.last_use; });
+      munmap(const_cast<std::byte*>(lru->base), lru->bytes);
+      peer.mappings.erase(lru);
+    }
+    // The peer holds the allocation (and its fd) until every rank finished the op,
+    // unless the op failed there: then it gave up first, and that is the news. The
+    // inode tells a reused fd number from the file published.
+    const std::string path =
+        "/proc/" + std::to_string(peer.pid) + "/fd/" + std::to_string(s->region_fd);
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st {};
+    void* m = MAP_FAILED;
+    std::string what = fd < 0 ? Errno("open") : "not the file published";
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        static_cast<uint64_t>(st.st_ino) == s->region_inode &&
+        static_cast<uint64_t>(st.st_size) == s->region_bytes) {
+      m = mmap(nullptr, s->region_bytes, PROT_READ, MAP_SHARED, fd, 0);
+      if (m == MAP_FAILED) what = Errno("mmap");
+    }
+    if (fd >= 0) close(fd);
+    if (m == MAP_FAILED) {
+      PSZERO_RETURN_IF_ERROR(PeersHealthy().WithContext(ctx.where));
+      return Status::Internal(ctx.where + ": mapping rank " + std::to_string(peer.global_rank) +
+                              "'s shared buffer " + path + ": " + what);
+    }
+    peer.mappings.push_back(
+        PeerMapping{s->region_id, static_cast<const std::byte*>(m), s->region_bytes, 0});
+    it = peer.mappings.end() - 1;
+  }
+  it->last_use = map_uses_;
+  peer.shared = it->base + s->region_offset;
+  return Status::Ok();
+}
+
 Status IntraHostGroup::WaitFor(int p, const uint32_t* word, uint32_t target, const char* what,
                                const IntraHostOp& ctx) const {
   const auto spin_until = Clock::now() + spin_;
@@ -491,6 +590,11 @@ Result<IntraHostBytes> IntraHostGroup::AllReduce(void* data, int64_t count, DTyp
                                                  ReduceOp op, const IntraHostOp& ctx) {
   IntraHostBytes bytes;
   const size_t es = DTypeSize(dtype);
+  if (Bytes(count, es) >= ctx.single_copy_min_bytes) {
+    OpScope scope(this);
+    PSZERO_RETURN_IF_ERROR(scope.Start(data, Bytes(count, es), ctx));
+    if (scope.AllShared()) return SingleCopyAllReduce(scope, data, count, dtype, op, ctx);
+  }
   const int64_t per_round = static_cast<int64_t>(piece_bytes_ / es) * n_;
   auto* buf = static_cast<std::byte*>(data);
   // Round i covers [i * per_round, ...), cut into n balanced pieces; rank q owns piece q.
@@ -549,11 +653,63 @@ Result<IntraHostBytes> IntraHostGroup::AllReduce(void* data, int64_t count, DTyp
   return bytes;
 }
 
+Result<IntraHostBytes> IntraHostGroup::SingleCopyAllReduce(OpScope& scope, void* data,
+                                                           int64_t count, DType dtype, ReduceOp op,
+                                                           const IntraHostOp& ctx) {
+  IntraHostBytes bytes;
+  const size_t es = DTypeSize(dtype);
+  auto* buf = static_cast<std::byte*>(data);
+  // Rank q owns piece q: it reduces it from every rank's buffer in ascending rank order
+  // into its own buffer (nobody else reads that piece there until it is written), then
+  // every rank copies the other pieces' results from their owners.
+  auto piece = [&](int q) -> std::pair<size_t, size_t> {
+    const int64_t b = ChunkBegin(count, n_, q);
+    return {Bytes(b, es), Bytes(ChunkBegin(count, n_, q + 1) - b, es)};
+  };
+  const auto [mine, mine_len] = piece(rank_);
+  std::vector<const void*> inputs(static_cast<size_t>(n_));
+  for (int p = 0; p < n_; ++p) inputs[p] = peers_[p].shared + mine;
+  if (mine_len > 0) {
+    ReduceOrdered(buf + mine, inputs.data(), n_, static_cast<int64_t>(mine_len / es), dtype, op,
+                  op == ReduceOp::kAvg ? 1.0 / n_ : 1.0);
+  }
+  Publish(&slot(rank_)->written, scope.op());
+  bytes.pulled += (n_ - 1) * static_cast<int64_t>(mine_len);
+  bytes.served += (n_ - 1) * static_cast<int64_t>(mine_len);  // every peer reads our result
+  const bool streaming = Bytes(count, es) >= kStreamingBytes;
+  for (int j = 1; j < n_; ++j) {
+    const int q = (rank_ + j) % n_;
+    PSZERO_RETURN_IF_ERROR(WaitFor(q, &slot(q)->written, scope.op(), "reduce its piece", ctx));
+    const auto [b, len] = piece(q);
+    CopyOut(buf + b, peers_[q].shared + b, len, streaming);
+    bytes.pulled += static_cast<int64_t>(len);
+    bytes.served += static_cast<int64_t>(len);  // rank q read our piece q
+  }
+  PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+  bytes.single_copy = true;
+  return bytes;
+}
+
 Result<IntraHostBytes> IntraHostGroup::ReduceScatter(const void* input, void* output,
                                                      int64_t block_count, DType dtype, ReduceOp op,
                                                      const IntraHostOp& ctx) {
   IntraHostBytes bytes;
   const size_t es = DTypeSize(dtype);
+  if (Bytes(block_count, es) * static_cast<size_t>(n_) >= ctx.single_copy_min_bytes) {
+    OpScope scope(this);
+    PSZERO_RETURN_IF_ERROR(scope.Start(input, Bytes(block_count, es) * n_, ctx));
+    if (scope.AllShared()) {
+      // Our block: every rank's contribution in ascending rank order, in place.
+      std::vector<const void*> inputs(static_cast<size_t>(n_));
+      for (int p = 0; p < n_; ++p) inputs[p] = peers_[p].shared + Bytes(rank_ * block_count, es);
+      ReduceOrdered(output, inputs.data(), n_, block_count, dtype, op,
+                    op == ReduceOp::kAvg ? 1.0 / n_ : 1.0);
+      bytes.pulled = bytes.served = (n_ - 1) * static_cast<int64_t>(Bytes(block_count, es));
+      PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+      bytes.single_copy = true;
+      return bytes;
+    }
+  }
   const int64_t per_round = static_cast<int64_t>(piece_bytes_ / es);
   const auto* in = static_cast<const std::byte*>(input);
   // Round i covers elements [i * per_round, ...) of every block.
@@ -591,9 +747,26 @@ Result<IntraHostBytes> IntraHostGroup::ReduceScatter(const void* input, void* ou
 Result<IntraHostBytes> IntraHostGroup::AllGather(const void* input, void* output,
                                                  size_t block_bytes, const IntraHostOp& ctx) {
   IntraHostBytes bytes;
+  const bool streaming = block_bytes * static_cast<size_t>(n_) >= kStreamingBytes;
+  auto* out = static_cast<std::byte*>(output);
+  std::byte* own = out + static_cast<size_t>(rank_) * block_bytes;
+  if (block_bytes * static_cast<size_t>(n_) >= ctx.single_copy_min_bytes) {
+    OpScope scope(this);
+    PSZERO_RETURN_IF_ERROR(scope.Start(input, block_bytes, ctx));
+    if (scope.AllShared()) {
+      for (int j = 0; j < n_; ++j) {
+        const int q = (rank_ + j) % n_;
+        std::byte* dst = out + static_cast<size_t>(q) * block_bytes;
+        if (dst != peers_[q].shared) CopyOut(dst, peers_[q].shared, block_bytes, streaming);
+      }
+      bytes.pulled = bytes.served = (n_ - 1) * static_cast<int64_t>(block_bytes);
+      PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+      bytes.single_copy = true;
+      return bytes;
+    }
+  }
   // Only our own block is staged, so a round may use a slot's whole input area.
   const size_t per_round = static_cast<size_t>(n_) * piece_bytes_;
-  const bool streaming = block_bytes * static_cast<size_t>(n_) >= kStreamingBytes;
   auto span = [&](int64_t i) -> std::pair<size_t, size_t> {
     const size_t b = static_cast<size_t>(i) * per_round;
     return {b, std::min(per_round, block_bytes - b)};
@@ -603,6 +776,8 @@ Result<IntraHostBytes> IntraHostGroup::AllGather(const void* input, void* output
       [&](int64_t i, std::byte* w) {
         const auto [b, len] = span(i);
         std::memcpy(w, static_cast<const std::byte*>(input) + b, len);
+        // Our own block from the window, which the cache still holds.
+        if (input != own) CopyOut(own + b, w, len, streaming);
         bytes.served += (n_ - 1) * static_cast<int64_t>(len);
       },
       [&](int64_t i, uint32_t t) -> Status {
@@ -610,8 +785,7 @@ Result<IntraHostBytes> IntraHostGroup::AllGather(const void* input, void* output
         for (int j = 1; j < n_; ++j) {
           const int q = (rank_ + j) % n_;
           PSZERO_RETURN_IF_ERROR(WaitFor(q, &slot(q)->filled, t + 1, "stage its block", ctx));
-          CopyOut(static_cast<std::byte*>(output) + static_cast<size_t>(q) * block_bytes + b,
-                  window(q, t), len, streaming);
+          CopyOut(out + static_cast<size_t>(q) * block_bytes + b, window(q, t), len, streaming);
           bytes.pulled += static_cast<int64_t>(len);
         }
         return Status::Ok();
@@ -623,6 +797,21 @@ Result<IntraHostBytes> IntraHostGroup::AllGather(const void* input, void* output
 Result<IntraHostBytes> IntraHostGroup::Broadcast(void* data, size_t nbytes, int root,
                                                  const IntraHostOp& ctx) {
   IntraHostBytes bytes;
+  if (nbytes >= ctx.single_copy_min_bytes) {
+    OpScope scope(this);
+    PSZERO_RETURN_IF_ERROR(scope.Start(data, nbytes, ctx));
+    if (peers_[root].shared != nullptr) {  // only the root's buffer is read
+      if (rank_ == root) {
+        bytes.served = (n_ - 1) * static_cast<int64_t>(nbytes);
+      } else {
+        CopyOut(data, peers_[root].shared, nbytes, nbytes >= kStreamingBytes);
+        bytes.pulled = static_cast<int64_t>(nbytes);
+      }
+      PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));
+      bytes.single_copy = true;
+      return bytes;
+    }
+  }
   const size_t per_round = (static_cast<size_t>(n_) + 1) * piece_bytes_;  // the whole slot
   auto* buf = static_cast<std::byte*>(data);
   auto span = [&](int64_t i) -> std::pair<size_t, size_t> {
@@ -662,7 +851,7 @@ Result<IntraHostBytes> IntraHostGroup::AllToAllV(const void* input,
     off += send_bytes[p];
     if (p != rank_) bytes.served += send_bytes[p];
   }
-  PSZERO_RETURN_IF_ERROR(scope.Start(reinterpret_cast<uintptr_t>(input), ctx));
+  PSZERO_RETURN_IF_ERROR(scope.Start(input, static_cast<size_t>(off), ctx));
   std::vector<int64_t> recv_off(static_cast<size_t>(n_) + 1, 0);
   for (int p = 0; p < n_; ++p) recv_off[p + 1] = recv_off[p] + recv_bytes[p];
   for (int i = 1; i < n_; ++i) {
@@ -673,9 +862,13 @@ Result<IntraHostBytes> IntraHostGroup::AllToAllV(const void* input,
                                      " sends " + std::to_string(theirs[n_ + rank_]) +
                                      " bytes here, " + std::to_string(recv_bytes[p]) + " expected");
     }
-    PSZERO_RETURN_IF_ERROR(Pull(p, peers_[p].addr + static_cast<uint64_t>(theirs[rank_]),
-                                static_cast<std::byte*>(output) + recv_off[p],
-                                static_cast<size_t>(recv_bytes[p]), ctx));
+    auto* dst = static_cast<std::byte*>(output) + recv_off[p];
+    if (peers_[p].shared != nullptr) {  // its input is mapped here: no system call
+      std::memcpy(dst, peers_[p].shared + theirs[rank_], static_cast<size_t>(recv_bytes[p]));
+    } else {
+      PSZERO_RETURN_IF_ERROR(Pull(p, peers_[p].addr + static_cast<uint64_t>(theirs[rank_]), dst,
+                                  static_cast<size_t>(recv_bytes[p]), ctx));
+    }
     bytes.pulled += recv_bytes[p];
   }
   PSZERO_RETURN_IF_ERROR(scope.Finish(ctx));

@@ -44,12 +44,16 @@ struct IntraHostOp {
   std::function<Status()> health;
   // Scratch memory of at least `bytes`, valid until the op returns.
   std::function<Result<std::byte*>(size_t bytes)> scratch;
+  // Ops of at least this many bytes read the peers' buffers in place when every rank's
+  // lies in shared memory (every rank passes the same value).
+  size_t single_copy_min_bytes = size_t{64} << 10;
 };
 
 // Bytes this rank pulled from its peers and served to them in one op.
 struct IntraHostBytes {
   int64_t pulled = 0;
   int64_t served = 0;
+  bool single_copy = false;  // read the peers' buffers in place
 };
 
 class IntraHostGroup {
@@ -82,7 +86,8 @@ class IntraHostGroup {
   // receives block rank().
   Result<IntraHostBytes> ReduceScatter(const void* input, void* output, int64_t block_count,
                                        DType dtype, ReduceOp op, const IntraHostOp& ctx);
-  // output holds n blocks of block_bytes; block rank() is already in place.
+  // output holds n blocks of block_bytes; input is this rank's block (it may be block
+  // rank() of output).
   Result<IntraHostBytes> AllGather(const void* input, void* output, size_t block_bytes,
                                    const IntraHostOp& ctx);
   Result<IntraHostBytes> Broadcast(void* data, size_t bytes, int root, const IntraHostOp& ctx);
@@ -108,6 +113,11 @@ class IntraHostGroup {
   IntraHostGroup(int rank, int n);
 
   Slot* slot(int p) const;
+  // After rank p published its buffer: maps it (cached) when it lies in shared memory.
+  Status MapPeerBuffer(int p, const IntraHostOp& ctx);
+  // An all-reduce reading every rank's buffer in place (all published and mapped).
+  Result<IntraHostBytes> SingleCopyAllReduce(OpScope& scope, void* data, int64_t count, DType dtype,
+                                             ReduceOp op, const IntraHostOp& ctx);
   // Copies `bytes` at `remote` in rank p's memory to `local`.
   Status Pull(int p, uint64_t remote, void* local, size_t bytes, const IntraHostOp& ctx) const;
   // Waits until rank p's futex word at `word` reaches `target` (wrap-around compare).
@@ -138,8 +148,9 @@ class IntraHostGroup {
   size_t piece_bytes_ = 0;
   size_t window_bytes_ = 0;
   size_t windows_offset_ = 0;
-  uint32_t op_ = 0;     // all-to-alls run so far; every rank runs the same sequence
-  uint32_t round_ = 0;  // rounds run so far, all ops; every rank runs the same sequence
+  uint32_t op_ = 0;        // ops on published buffers run so far; every rank runs the same sequence
+  uint64_t map_uses_ = 0;  // clock of the peer mappings' least-recently-used order
+  uint32_t round_ = 0;     // rounds run so far, all ops; every rank runs the same sequence
   bool cma_ = true;
   // Spinning before a futex sleep (longer with a core per rank).
   std::chrono::nanoseconds spin_{2000};

@@ -96,10 +96,10 @@ Status ParamBuffer::Allocate(MemoryTracker* tracker, bool bf16, ParamStorage sto
   unit_params_bf16_.assign(units, nullptr);
   if (storage.params_resident) {
     PSZERO_ASSIGN_OR_RETURN(
-        params_, Tensor::Zeros({numel_}, DType::kFloat32, MemoryCategory::kParams, tracker));
+        params_, Tensor::ZerosShared({numel_}, DType::kFloat32, MemoryCategory::kParams, tracker));
     if (bf16) {
-      PSZERO_ASSIGN_OR_RETURN(params_bf16_, Tensor::Zeros({numel_}, DType::kBFloat16,
-                                                          MemoryCategory::kParams, tracker));
+      PSZERO_ASSIGN_OR_RETURN(params_bf16_, Tensor::ZerosShared({numel_}, DType::kBFloat16,
+                                                                MemoryCategory::kParams, tracker));
     }
     for (size_t u = 0; u < units; ++u) {
       unit_params_[u] = params_.data<float>() + units_[u].begin;
@@ -108,7 +108,7 @@ Status ParamBuffer::Allocate(MemoryTracker* tracker, bool bf16, ParamStorage sto
   }
   if (storage.grads_resident) {
     PSZERO_ASSIGN_OR_RETURN(
-        grads_, Tensor::Zeros({numel_}, DType::kFloat32, MemoryCategory::kGrads, tracker));
+        grads_, Tensor::ZerosShared({numel_}, DType::kFloat32, MemoryCategory::kGrads, tracker));
     for (size_t u = 0; u < units; ++u) unit_grads_[u] = grads_.data<float>() + units_[u].begin;
   }
   return Status::Ok();

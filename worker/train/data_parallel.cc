@@ -47,7 +47,8 @@ Result<Tensor> BufferPool::Acquire(int64_t n, bool zero) {
     ++in_use_;
   }
   if (!out.defined()) {
-    Result<Tensor> t = Tensor::Empty({n}, DType::kFloat32, category_, tracker_);
+    // Shared memory: the intra-host collectives read it in place.
+    Result<Tensor> t = Tensor::EmptyShared({n}, DType::kFloat32, category_, tracker_);
     if (!t.ok()) {
       std::lock_guard lock(mu_);
       --in_use_;

@@ -23,8 +23,10 @@ Result<std::unique_ptr<Zero3Sync>> Zero3Sync::Create(model::ParamBuffer* params,
       std::make_unique<BufferPool>(MemoryCategory::kGatheredParams, options.tracker, 2);
   s->grad_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3);
   const int64_t n = s->shard_numel();
-  PSZERO_ASSIGN_OR_RETURN(s->param_shard_, Tensor::Empty({n}, DType::kFloat32,
-                                                         MemoryCategory::kParams, options.tracker));
+  // Shared memory: the peers' all-gathers read it in place on one host.
+  PSZERO_ASSIGN_OR_RETURN(s->param_shard_, Tensor::EmptyShared({n}, DType::kFloat32,
+                                                               MemoryCategory::kParams,
+                                                               options.tracker));
   for (Tensor* t : {&s->grads_, &s->m_, &s->v_}) {
     PSZERO_ASSIGN_OR_RETURN(
         *t, Tensor::Zeros({n}, DType::kFloat32,
