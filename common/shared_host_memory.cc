@@ -59,7 +59,8 @@ Result<void*> AllocateSharedHost(size_t bytes) {
   }
   Registry& r = registry();
   std::lock_guard lock(r.mu);
-  r.regions[reinterpret_cast<uintptr_t>(data)] = Region{fd, r.next_id++, static_cast<uint64_t>(st.st_ino), mapped};
+  r.regions[reinterpret_cast<uintptr_t>(data)] =
+      Region{fd, r.next_id++, static_cast<uint64_t>(st.st_ino), mapped};
   return data;
 }
 

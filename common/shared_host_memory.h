@@ -18,7 +18,7 @@ namespace pszero {
 
 // Where a byte range lies in a shared allocation.
 struct SharedHostRef {
-  int fd = -1;      // the allocation's memfd in this process
+  int fd = -1;         // the allocation's memfd in this process
   uint64_t id = 0;     // unique per allocation in this process (fds are reused)
   uint64_t inode = 0;  // the memfd's inode: a peer checks it opened this very file
   size_t region_bytes = 0;
