@@ -612,8 +612,8 @@ Result<IntraHostBytes> IntraHostGroup::AllReduce(void* data, int64_t count, DTyp
         for (int q = 0; q < n_; ++q) {
           if (q == rank_) continue;
           const auto [b, len] = piece(i, q);
-          std::memcpy(w + static_cast<size_t>(q) * piece_bytes_, buf + Bytes(b, es),
-                      Bytes(len, es));
+          CopyOut(w + static_cast<size_t>(q) * piece_bytes_, buf + Bytes(b, es), Bytes(len, es),
+                  streaming);
           bytes.served += static_cast<int64_t>(Bytes(len, es));
         }
       },
@@ -712,6 +712,7 @@ Result<IntraHostBytes> IntraHostGroup::ReduceScatter(const void* input, void* ou
   }
   const int64_t per_round = static_cast<int64_t>(piece_bytes_ / es);
   const auto* in = static_cast<const std::byte*>(input);
+  const bool streaming = Bytes(block_count, es) * static_cast<size_t>(n_) >= kStreamingBytes;
   // Round i covers elements [i * per_round, ...) of every block.
   auto span = [&](int64_t i) -> std::pair<int64_t, int64_t> {
     return {i * per_round, std::min(per_round, block_count - i * per_round)};
@@ -723,8 +724,8 @@ Result<IntraHostBytes> IntraHostGroup::ReduceScatter(const void* input, void* ou
         const auto [b, len] = span(i);
         for (int q = 0; q < n_; ++q) {
           if (q == rank_) continue;
-          std::memcpy(w + static_cast<size_t>(q) * piece_bytes_,
-                      in + Bytes(q * block_count + b, es), Bytes(len, es));
+          CopyOut(w + static_cast<size_t>(q) * piece_bytes_, in + Bytes(q * block_count + b, es),
+                  Bytes(len, es), streaming);
           bytes.served += static_cast<int64_t>(Bytes(len, es));
         }
       },
@@ -775,9 +776,9 @@ Result<IntraHostBytes> IntraHostGroup::AllGather(const void* input, void* output
       static_cast<int64_t>((block_bytes + per_round - 1) / per_round), /*stages=*/true,
       [&](int64_t i, std::byte* w) {
         const auto [b, len] = span(i);
-        std::memcpy(w, static_cast<const std::byte*>(input) + b, len);
-        // Our own block from the window, which the cache still holds.
-        if (input != own) CopyOut(own + b, w, len, streaming);
+        const auto* src = static_cast<const std::byte*>(input) + b;
+        CopyOut(w, src, len, streaming);
+        if (input != own) CopyOut(own + b, src, len, streaming);
         bytes.served += (n_ - 1) * static_cast<int64_t>(len);
       },
       [&](int64_t i, uint32_t t) -> Status {
@@ -822,7 +823,7 @@ Result<IntraHostBytes> IntraHostGroup::Broadcast(void* data, size_t nbytes, int 
       static_cast<int64_t>((nbytes + per_round - 1) / per_round), /*stages=*/rank_ == root,
       [&](int64_t i, std::byte* w) {
         const auto [b, len] = span(i);
-        std::memcpy(w, buf + b, len);
+        CopyOut(w, buf + b, len, nbytes >= kStreamingBytes);
         bytes.served += (n_ - 1) * static_cast<int64_t>(len);
       },
       [&](int64_t i, uint32_t t) -> Status {
