@@ -9,10 +9,14 @@
 // the N contributions straight from the peers' windows in ascending rank order (the
 // deterministic order: this path is bit-identical to the deterministic algorithms on
 // every rank, whatever the cut), and every rank copies the reduced pieces into place.
-// Windows are double-buffered (round t+1 is staged while the peers reduce round t) and
-// small enough to stay in the last-level cache, so the only memory traffic is reading
-// the input and writing the output once: DeepSpeed's CPU shm all-reduce and Open MPI's
-// coll/sm work this way. Each rank serves its peers, and reads from them, exactly the
+// Windows are double-buffered (round t+1 is staged while the peers reduce round t);
+// DeepSpeed's CPU shm all-reduce and Open MPI's coll/sm work this way. Ops of 8 MiB and
+// more stage with streaming stores (through DRAM, not the writer's cache).
+//
+// Single copy: when every rank's buffer lies in shared host memory (Tensor::EmptyShared,
+// common/shared_host_memory.h), an op of at least IntraHostOp::single_copy_min_bytes
+// maps the peers' buffers read-only and reads them in place, with no staging: the
+// registered buffers of NCCL on a host. Each rank serves its peers, and reads from them, exactly the
 // ring's bound: 2(N-1)/N * S for an all-reduce, (N-1)/N * S for reduce-scatter and
 // all-gather. All-to-all(v) reads the peers' inputs with cross-memory attach
 // (process_vm_readv) where the kernel allows it.
