@@ -110,19 +110,23 @@ Status CheckShape(const Shape& shape) {
 
 }  // namespace
 
+Tensor Tensor::Own(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype) {
+  Tensor t;
+  t.data_ = storage->data();
+  t.device_ = storage->device();
+  t.storage_ = std::move(storage);
+  t.shape_ = shape;
+  t.strides_ = ContiguousStrides(shape);
+  t.dtype_ = dtype;
+  return t;
+}
+
 Result<Tensor> Tensor::Empty(const Shape& shape, DType dtype, MemoryCategory category,
                              MemoryTracker* tracker, Device device) {
   PSZERO_RETURN_IF_ERROR(CheckShape(shape));
   const int64_t bytes = ShapeNumel(shape) * static_cast<int64_t>(DTypeSize(dtype));
   PSZERO_ASSIGN_OR_RETURN(auto storage, Storage::Allocate(bytes, device, category, tracker));
-  Tensor t;
-  t.data_ = storage->data();
-  t.storage_ = std::move(storage);
-  t.shape_ = shape;
-  t.strides_ = ContiguousStrides(shape);
-  t.dtype_ = dtype;
-  t.device_ = device;
-  return t;
+  return Own(std::move(storage), shape, dtype);
 }
 
 Result<Tensor> Tensor::EmptyShared(const Shape& shape, DType dtype, MemoryCategory category,
@@ -130,14 +134,7 @@ Result<Tensor> Tensor::EmptyShared(const Shape& shape, DType dtype, MemoryCatego
   PSZERO_RETURN_IF_ERROR(CheckShape(shape));
   const int64_t bytes = ShapeNumel(shape) * static_cast<int64_t>(DTypeSize(dtype));
   PSZERO_ASSIGN_OR_RETURN(auto storage, Storage::AllocateShared(bytes, category, tracker));
-  Tensor t;
-  t.data_ = storage->data();
-  t.storage_ = std::move(storage);
-  t.shape_ = shape;
-  t.strides_ = ContiguousStrides(shape);
-  t.dtype_ = dtype;
-  t.device_ = Device::kHost;
-  return t;
+  return Own(std::move(storage), shape, dtype);
 }
 
 Result<Tensor> Tensor::Zeros(const Shape& shape, DType dtype, MemoryCategory category,

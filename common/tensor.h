@@ -133,6 +133,8 @@ class Tensor {
   std::string ToString() const;
 
  private:
+  // A contiguous tensor over all of `storage`.
+  static Tensor Own(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype);
   void assertDType(DType expected) const;
   Status CheckDim(int d) const;
 

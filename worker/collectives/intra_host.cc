@@ -430,10 +430,9 @@ Status IntraHostGroup::MapPeerBuffer(int p, const IntraHostOp& ctx) {
   peer.shared = nullptr;
   const Slot* s = slot(p);
   if (s->region_fd < 0) return Status::Ok();
-  if (peer.pidfd < 0) {  // a rank of this process: its address is ours
-    peer.shared = reinterpret_cast<const std::byte*>(peer.addr);
-    return Status::Ok();
-  }
+  // A rank of this process (ranks as threads) is mapped like any other: its buffer at a
+  // second address, as the control block is (one code path; and ThreadSanitizer, which
+  // cannot see the futex words' ordering through two mappings, sees no false races).
   ++map_uses_;
   auto it = std::find_if(peer.mappings.begin(), peer.mappings.end(),
                          [&](const PeerMapping& m) { return m.id == s->region_id; });
