@@ -123,10 +123,12 @@ int RunRank(const CollectiveFlags& f) {
   Result<std::vector<CollectiveRow>> rows = RunCollectiveSweep(**comm, *sweep);
   if (!rows.ok()) return Fail(rows.status());
   if (f.rank == 0) {
-    // The path large host arrays took: intra-host (single copy) or the UCX algorithms.
-    const std::string path = (*comm)->intra_host_active()
-                                 ? "intra-host"
-                                 : "ucx " + (*transport)->EndpointTransports(f.ranks > 1 ? 1 : 0);
+    // The path host arrays took: intra-host (reading shared buffers in place, or staged
+    // through the windows) or the UCX algorithms.
+    const std::string path = !(*comm)->intra_host_active()
+                                 ? "ucx " + (*transport)->EndpointTransports(f.ranks > 1 ? 1 : 0)
+                             : (*comm)->single_copy_ops() > 0 ? "intra-host single-copy"
+                                                              : "intra-host staged";
     nlohmann::json doc = {{"rows", ToJson(*rows)}, {"lanes", path}};
     Status s = store.Set("coll/result", doc.dump());
     if (!s.ok()) return Fail(s);

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <string>
+#include <tuple>
 
 #include "tests/support/subprocess.h"
 
@@ -38,18 +40,22 @@ TEST(CollectiveBenchTest, EveryOpIsCheckedAndRight) {
   }
 }
 
-// Both paths move the ring's bound per rank: the UCX ring sends it, the intra-host path
-// serves it to the peers' reads.
-TEST(CollectiveBenchTest, BytesPerRankAreTheBoundOnBothPaths) {
-  for (const char* path : {"off", "on"}) {
-    nlohmann::json j =
-        RunBench({"--op", "allreduce", "--ranks", "4", "--min-bytes", "1M", "--max-bytes", "1M",
-                  "--iters", "3", "--warmup", "1", "--small-kb", "0", "--intra-host", path});
+// Every path moves the ring's bound per rank: the UCX ring sends it, the intra-host path
+// serves it to the peers' reads (staged or straight from shared buffers); the JSON names
+// the path taken.
+TEST(CollectiveBenchTest, BytesPerRankAreTheBoundOnEveryPath) {
+  for (auto [intra, buffers, expected] :
+       {std::tuple{"off", "shared", "ucx"}, std::tuple{"on", "private", "intra-host staged"},
+        std::tuple{"on", "shared", "intra-host single-copy"}}) {
+    nlohmann::json j = RunBench({"--op", "allreduce", "--ranks", "4", "--min-bytes", "1M",
+                                 "--max-bytes", "1M", "--iters", "3", "--warmup", "1", "--small-kb",
+                                 "0", "--intra-host", intra, "--buffers", buffers});
     ASSERT_EQ(j["rows"].size(), 1u);
     const int64_t s = j["rows"][0]["bytes"];
-    EXPECT_EQ(j["rows"][0]["bytes_sent_rank0"].get<int64_t>(), 2 * 3 * s / 4) << path;
+    EXPECT_EQ(j["rows"][0]["bytes_sent_rank0"].get<int64_t>(), 2 * 3 * s / 4) << expected;
     const std::string lanes = j["lanes"];
-    EXPECT_EQ(lanes == "intra-host", std::string(path) == "on") << lanes;
+    EXPECT_EQ(lanes.rfind(expected, 0), 0u) << lanes;
+    EXPECT_EQ(j["buffers"], buffers);
   }
 }
 
