@@ -37,7 +37,7 @@ constexpr size_t kHeaderBytes = 64;
 // ranks' windows together stay within a last-level cache's worth.
 constexpr size_t kMaxWindowBytes = size_t{16} << 20;
 constexpr size_t kMaxWindowsBytes = size_t{32} << 20;
-constexpr size_t kSlotFixedBytes = 448;
+constexpr size_t kSlotFixedBytes = 512;
 // Polling interval of a sleeping waiter for peer death, aborts and the deadline.
 constexpr auto kWakeEvery = std::chrono::milliseconds(20);
 // Spinning before sleeping on the futex. With a core per rank a peer is running and about
@@ -93,10 +93,14 @@ uint32_t Load(const uint32_t* word) {
   return std::atomic_ref<uint32_t>(*const_cast<uint32_t*>(word)).load(std::memory_order_acquire);
 }
 
-// Stores `value` and wakes every waiter of the word (in any process).
-void Publish(uint32_t* word, uint32_t value) {
-  std::atomic_ref<uint32_t>(*word).store(value, std::memory_order_release);
-  syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+// Stores `value` and wakes every waiter of the word (in any process), with a system call
+// only when someone sleeps on the slot (`sleepers`). Sequentially consistent against the
+// waiter's increment-then-recheck: either the waiter sees the value or we see it.
+void Publish(uint32_t* word, uint32_t value, uint32_t* sleepers) {
+  std::atomic_ref<uint32_t>(*word).store(value, std::memory_order_seq_cst);
+  if (std::atomic_ref<uint32_t>(*sleepers).load(std::memory_order_seq_cst) != 0) {
+    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+  }
 }
 
 bool Reached(uint32_t value, uint32_t target) { return static_cast<int32_t>(value - target) >= 0; }
@@ -177,12 +181,13 @@ struct IntraHostGroup::Slot {
   uint64_t region_inode;
   uint64_t region_bytes;
   uint64_t region_offset;
-  alignas(64) uint32_t filled;   // futex: rounds whose input this rank staged
-  alignas(64) uint32_t reduced;  // futex: rounds whose result piece this rank wrote
-  alignas(64) uint32_t drained;  // futex: rounds this rank finished reading peers' windows of
-  alignas(64) uint32_t done;     // futex: the op this rank finished reading peers' buffers for
-  alignas(64) uint32_t written;  // futex: the single-copy op whose result piece this rank wrote
-  alignas(64) char reason[64];   // why this rank abandoned its op, written before `aborted`
+  alignas(64) uint32_t filled;    // futex: rounds whose input this rank staged
+  alignas(64) uint32_t reduced;   // futex: rounds whose result piece this rank wrote
+  alignas(64) uint32_t drained;   // futex: rounds this rank finished reading peers' windows of
+  alignas(64) uint32_t done;      // futex: the op this rank finished reading peers' buffers for
+  alignas(64) uint32_t written;   // futex: the single-copy op whose result piece this rank wrote
+  alignas(64) char reason[64];    // why this rank abandoned its op, written before `aborted`
+  alignas(64) uint32_t sleepers;  // peers asleep on a futex word of this slot
   // Followed by n send offsets and n send byte counts (all-to-all).
   int64_t* send_offsets() { return reinterpret_cast<int64_t*>(this + 1); }
 };
@@ -207,7 +212,7 @@ class IntraHostGroup::OpScope {
     me->region_bytes = ref ? ref->region_bytes : 0;
     me->region_offset = ref ? ref->offset : 0;
     g_->peers_[g_->rank_].shared = ref ? static_cast<const std::byte*>(buffer) : nullptr;
-    Publish(&me->published, op_);
+    Publish(&me->published, op_, &me->sleepers);
     for (int p = 0; p < g_->n_; ++p) {
       if (p == g_->rank_) continue;
       PSZERO_RETURN_IF_ERROR(g_->WaitFor(p, &g_->slot(p)->published, op_, "start the op", ctx));
@@ -225,7 +230,8 @@ class IntraHostGroup::OpScope {
   }
   // This rank has read everything it needs; returns once every peer has too.
   Status Finish(const IntraHostOp& ctx) {
-    Publish(&g_->slot(g_->rank_)->done, op_);
+    Slot* me = g_->slot(g_->rank_);
+    Publish(&me->done, op_, &me->sleepers);
     for (int p = 0; p < g_->n_; ++p) {
       if (p == g_->rank_) continue;
       PSZERO_RETURN_IF_ERROR(
@@ -397,7 +403,7 @@ void IntraHostGroup::Abandon(const Status& reason) {
   if (Load(&me->aborted) != 0) return;
   std::strncpy(me->reason, reason.message().c_str(), sizeof(me->reason) - 1);
   me->reason[sizeof(me->reason) - 1] = '\0';
-  Publish(&me->aborted, 1);
+  Publish(&me->aborted, 1, &me->sleepers);
 }
 
 Status IntraHostGroup::PeerAlive(int p) const {
@@ -501,7 +507,12 @@ Status IntraHostGroup::WaitFor(int p, const uint32_t* word, uint32_t target, con
     const auto nap = std::min<Clock::duration>(left, kWakeEvery);
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(nap).count();
     timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
-    syscall(SYS_futex, word, FUTEX_WAIT, seen, &ts, nullptr, 0);
+    std::atomic_ref<uint32_t> sleepers(slot(p)->sleepers);
+    sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const uint32_t now =
+        std::atomic_ref<uint32_t>(*const_cast<uint32_t*>(word)).load(std::memory_order_seq_cst);
+    if (now == seen) syscall(SYS_futex, word, FUTEX_WAIT, seen, &ts, nullptr, 0);
+    sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
 }
 
@@ -570,7 +581,7 @@ Status IntraHostGroup::RunRounds(int64_t rounds, bool stages,
     const uint32_t t = round_ + static_cast<uint32_t>(i);
     PSZERO_RETURN_IF_ERROR(BeginRound(t, ctx));
     stage(i, window(rank_, t));
-    Publish(&slot(rank_)->filled, t + 1);
+    Publish(&slot(rank_)->filled, t + 1, &slot(rank_)->sleepers);
     return Status::Ok();
   };
   if (stages && rounds > 0) PSZERO_RETURN_IF_ERROR(fill(0));
@@ -579,7 +590,7 @@ Status IntraHostGroup::RunRounds(int64_t rounds, bool stages,
     // Round i+1 is staged while the peers still work on round i.
     if (stages && i + 1 < rounds) PSZERO_RETURN_IF_ERROR(fill(i + 1));
     PSZERO_RETURN_IF_ERROR(consume(i, t));
-    Publish(&slot(rank_)->drained, t + 1);
+    Publish(&slot(rank_)->drained, t + 1, &slot(rank_)->sleepers);
   }
   round_ += static_cast<uint32_t>(rounds);
   return Status::Ok();
@@ -630,7 +641,7 @@ Result<IntraHostBytes> IntraHostGroup::AllReduce(void* data, int64_t count, DTyp
                         op == ReduceOp::kAvg ? 1.0 / n_ : 1.0);
         }
         bytes.pulled += (n_ - 1) * static_cast<int64_t>(Bytes(len, es));
-        Publish(&slot(rank_)->reduced, t + 1);
+        Publish(&slot(rank_)->reduced, t + 1, &slot(rank_)->sleepers);
         // Every piece's result into place, ours first.
         for (int j = 0; j < n_; ++j) {
           const int q = (rank_ + j) % n_;
@@ -672,7 +683,7 @@ Result<IntraHostBytes> IntraHostGroup::SingleCopyAllReduce(OpScope& scope, void*
     ReduceOrdered(buf + mine, inputs.data(), n_, static_cast<int64_t>(mine_len / es), dtype, op,
                   op == ReduceOp::kAvg ? 1.0 / n_ : 1.0);
   }
-  Publish(&slot(rank_)->written, scope.op());
+  Publish(&slot(rank_)->written, scope.op(), &slot(rank_)->sleepers);
   bytes.pulled += (n_ - 1) * static_cast<int64_t>(mine_len);
   bytes.served += (n_ - 1) * static_cast<int64_t>(mine_len);  // every peer reads our result
   const bool streaming = Bytes(count, es) >= kStreamingBytes;
