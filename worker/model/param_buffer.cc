@@ -147,6 +147,14 @@ void ParamBuffer::AttachUnitGrads(int unit, float* grads) { unit_grads_[unit] = 
 
 void ParamBuffer::AttachUnitGradsBf16(int unit, bf16_t* grads) { unit_grads_bf16_[unit] = grads; }
 
+void ParamBuffer::AttachUnitGradStorage(int unit, void* grads) {
+  if (bf16_only()) {
+    AttachUnitGradsBf16(unit, static_cast<bf16_t*>(grads));
+  } else {
+    AttachUnitGrads(unit, static_cast<float*>(grads));
+  }
+}
+
 void ParamBuffer::InitialValues(int64_t begin, int64_t end, float* out) const {
   std::fill(out, out + (end - begin), 0.0f);
   for (const ParamView& v : views_) {

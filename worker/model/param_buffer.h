@@ -107,6 +107,9 @@ class ParamBuffer {
   void AttachUnitParams(int unit, float* params, bf16_t* params_bf16);
   void AttachUnitGrads(int unit, float* grads);
   void AttachUnitGradsBf16(int unit, bf16_t* grads);
+  // The gradient storage a sync strategy keeps for `unit`, of grad_dtype(): fp32 ones
+  // backward writes, or (bf16-only) the bf16 ones the model casts its scratch into.
+  void AttachUnitGradStorage(int unit, void* grads);
   // Where unit `unit`'s fp32 / bf16 gradients live now (null: none attached).
   float* unit_grads(int unit) const { return unit_grads_[unit]; }
   bf16_t* unit_grads_bf16(int unit) const { return unit_grads_bf16_[unit]; }

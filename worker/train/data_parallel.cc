@@ -182,6 +182,10 @@ Status DataParallelSync::Update(int64_t step, float* param, const void* grad, fl
 }
 
 Status DataParallelSync::CreateOptimizerState(bool sharded) {
+  if (params_->bf16() && !bf16_only()) {
+    return Status::Internal(std::string(name()) +
+                            ": bf16 compute needs the bf16-only storage of SyncPlanFor");
+  }
   sharded_ = sharded;
   const int64_t n = sharded ? shard_numel() : params_->numel();
   for (Tensor* t : {&m_, &v_}) {

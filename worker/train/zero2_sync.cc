@@ -33,13 +33,9 @@ Status Zero2Sync::BeforeBackward(int unit) {
   PSZERO_ASSIGN_OR_RETURN(bucket_grads_[b], pool_->Acquire(bucket.size(), /*zero=*/true));
   const auto& units = params_->units();
   for (int u = bucket.first_unit; u < bucket.end_unit; ++u) {
-    void* g =
-        Elements(bucket_grads_[b].data(), grad_dtype(), units[u].begin - bucket.begin, 1).data();
-    if (bf16_only()) {
-      params_->AttachUnitGradsBf16(u, static_cast<bf16_t*>(g));
-    } else {
-      params_->AttachUnitGrads(u, static_cast<float*>(g));
-    }
+    params_->AttachUnitGradStorage(
+        u,
+        Elements(bucket_grads_[b].data(), grad_dtype(), units[u].begin - bucket.begin, 1).data());
   }
   return Status::Ok();
 }
@@ -53,13 +49,8 @@ Status Zero2Sync::GradientsReady(int unit) {
     return Status::Internal("zero2: gradients of bucket " + std::to_string(b) +
                             " ready before its backward began");
   }
-  for (int u = bucket.first_unit; u < bucket.end_unit; ++u) {
-    if (bf16_only()) {
-      params_->AttachUnitGradsBf16(u, nullptr);
-    } else {
-      params_->AttachUnitGrads(u, nullptr);
-    }
-  }
+  for (int u = bucket.first_unit; u < bucket.end_unit; ++u)
+    params_->AttachUnitGradStorage(u, nullptr);
   // The op owns the bucket's memory from now on and frees it when it is done.
   Tensor storage = std::move(bucket_grads_[b]);
   bucket_grads_[b] = Tensor();

@@ -112,11 +112,7 @@ Status Zero3Sync::Use(int unit, bool backward) {
   if (backward && !unit_grads_[unit].defined()) {
     const Bucket& b = buckets_[bucket_of_unit_[unit]];
     PSZERO_ASSIGN_OR_RETURN(unit_grads_[unit], grad_pool_->Acquire(b.size(), /*zero=*/true));
-    if (bf16_only()) {
-      params_->AttachUnitGradsBf16(unit, unit_grads_[unit].data<bf16_t>());
-    } else {
-      params_->AttachUnitGrads(unit, unit_grads_[unit].data<float>());
-    }
+    params_->AttachUnitGradStorage(unit, unit_grads_[unit].data());
   }
   return Status::Ok();
 }
@@ -131,11 +127,7 @@ Status Zero3Sync::GradientsReady(int unit) {
     return Status::Internal("zero3: gradients of unit " + params_->units()[unit].name +
                             " ready before its backward began");
   }
-  if (bf16_only()) {
-    params_->AttachUnitGradsBf16(unit, nullptr);
-  } else {
-    params_->AttachUnitGrads(unit, nullptr);
-  }
+  params_->AttachUnitGradStorage(unit, nullptr);
   Tensor storage = std::move(unit_grads_[unit]);
   unit_grads_[unit] = Tensor();
   const Bucket& b = buckets_[bucket_of_unit_[unit]];
