@@ -1,12 +1,16 @@
 // The seams the data-parallel sync modes build on: units tile the flat buffer in
 // canonical order, the hooks fire in the documented order, and each unit's gradients are
-// final when GradientsReady says so; the memory each buffer holds is tracked by category.
+// final when GradientsReady says so; the memory each buffer holds is tracked by category;
+// bf16-only storage holds 2 + 2 bytes per parameter and hands each unit's bf16 gradients
+// over cast from its fp32 scratch before GradientsReady.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "common/half.h"
 #include "tests/model/model_test_util.h"
 
 namespace pszero::model {
@@ -30,8 +34,16 @@ class RecordingHooks : public LayerHooks {
   Status GradientsReady(int unit) override {
     events.emplace_back('G', unit);
     const ParamUnit& u = params_->units()[unit];
-    const float* g = params_->grads().data<float>();
-    ready.emplace_back(g + u.begin, g + u.end);
+    if (params_->bf16_only()) {
+      if (params_->unit_grads(unit) != nullptr) return Status::Internal("fp32 scratch attached");
+      const bf16_t* g = params_->unit_grads_bf16(unit);
+      std::vector<float> got;
+      for (int64_t i = 0; i < u.end - u.begin; ++i) got.push_back(Bf16BitsToFloat(g[i].bits));
+      ready.push_back(std::move(got));
+    } else {
+      const float* g = params_->grads().data<float>();
+      ready.emplace_back(g + u.begin, g + u.end);
+    }
     ready_unit.push_back(unit);
     return Status::Ok();
   }
@@ -110,6 +122,58 @@ TEST(HooksTest, MemoryIsTrackedPerCategory) {
     ASSERT_TRUE(trainer.RunStep(0).ok());
     EXPECT_GT(tracker.Usage(MemoryCategory::kActivations).live_bytes, 0);
   }
+}
+
+TEST(HooksTest, Bf16OnlyStorageHoldsBf16ParamsAndGradsAndCastsEachUnitOnce) {
+  const ModelConfig c = testing::SmallGpt();
+  MemoryTracker tracker;
+  TensorParallel tp;
+  ParamStorage storage;
+  storage.fp32_copies = false;
+  ModelContext ctx{kernels::KernelContext::Host(), &tp, &tracker, true, 1, storage};
+  auto m = Model::Create(c, ctx, 3);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ParamBuffer& params = (*m)->params();
+  const int64_t n = params.numel();
+  EXPECT_TRUE(params.bf16_only());
+  EXPECT_FALSE(params.params().defined());
+  EXPECT_FALSE(params.grads().defined());
+  EXPECT_EQ(tracker.Usage(MemoryCategory::kParams).live_bytes, n * 2);
+  EXPECT_EQ(tracker.Usage(MemoryCategory::kGrads).live_bytes, n * 2);
+  // The bf16 parameters are the rounded initial values.
+  std::vector<float> init(static_cast<size_t>(n));
+  params.InitialValues(0, n, init.data());
+  for (int64_t i = 0; i < n; ++i) {
+    ASSERT_EQ(params.params_bf16().data<bf16_t>()[i].bits, FloatToBf16Bits(init[i])) << i;
+  }
+
+  DataOptions dopt;
+  auto data = DataSource::Create(c, dopt);
+  ASSERT_TRUE(data.ok());
+  Batch batch;
+  ASSERT_TRUE((*data)->Next(0, &batch).ok());
+  RecordingHooks hooks(&params);
+  ASSERT_TRUE(params.ZeroGrads().ok());
+  auto loss = (*m)->Forward(batch, &hooks);
+  ASSERT_TRUE(loss.ok()) << loss.status().ToString();
+  EXPECT_TRUE(std::isfinite(*loss));
+  const Status s = (*m)->Backward(&hooks);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  // Every unit handed over once, in the documented order, with what it holds at the end.
+  ASSERT_EQ(hooks.ready_unit.size(), params.units().size());
+  const bf16_t* g = params.grads_bf16().data<bf16_t>();
+  bool nonzero = false;
+  for (size_t i = 0; i < hooks.ready.size(); ++i) {
+    const ParamUnit& u = params.units()[hooks.ready_unit[i]];
+    for (int64_t j = u.begin; j < u.end; ++j) {
+      ASSERT_EQ(hooks.ready[i][j - u.begin], Bf16BitsToFloat(g[j].bits)) << u.name;
+      nonzero = nonzero || g[j].bits != 0;
+    }
+  }
+  EXPECT_TRUE(nonzero);
+  // The fp32 scratch is an activation, not model state.
+  EXPECT_EQ(tracker.Usage(MemoryCategory::kGrads).peak_bytes, n * 2);
+  EXPECT_EQ(tracker.Usage(MemoryCategory::kParams).peak_bytes, n * 2);
 }
 
 }  // namespace

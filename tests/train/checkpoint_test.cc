@@ -93,6 +93,26 @@ TEST_F(CheckpointTest, ResumedInAnotherModeContinuesBitForBit) {
   EXPECT_TRUE(PrintedLosses(again.out).empty());
 }
 
+// bf16 mixed precision: the checkpoint holds the fp32 master weights (zero3 assembles them
+// from the shards), and every mode resumes from them bit for bit.
+TEST(CheckpointBf16Test, ResumedInAnotherModeContinuesBitForBit) {
+  auto d = TempDir::Create("pszero-ckpt-bf16");
+  ASSERT_TRUE(d.ok());
+  const fs::path ck = d->path() / "ck";
+  const ProcessResult full =
+      Launch({"--workers", "2", "--sync", "zero3", "--precision", "bf16", "--steps", "4",
+              "--checkpoint-dir", ck.string(), "--checkpoint-every", "2"});
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  const std::string want = PrintedSha(full.out);
+  ASSERT_EQ(want.size(), 64u) << full.out;
+  for (const char* mode : {"allreduce", "zero1", "zero2", "zero3"}) {
+    const ProcessResult r = Launch({"--workers", "2", "--sync", mode, "--precision", "bf16",
+                                    "--steps", "4", "--resume", (ck / "step-00000002").string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(PrintedSha(r.out), want) << mode;
+  }
+}
+
 TEST_F(CheckpointTest, ResumeReshardsToAnyTpAndDp) {
   const fs::path step2 = ck_ / "step-00000002";
   const std::string want = ManifestSha(step2);

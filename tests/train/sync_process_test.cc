@@ -1,6 +1,6 @@
 // The sync modes as users run them: pszero-launch with real worker processes.
-//  * --deterministic allreduce and zero3 with T = 2, D = 2 end with the same sha256, and
-//    the run report (docs/report.md) holds what it promises;
+//  * --deterministic allreduce and zero3 with T = 2, D = 2 end with the same sha256 (fp32,
+//    and bf16 mixed precision), and the run report (docs/report.md) holds what it promises;
 //  * a worker killed in the middle of training: every survivor stops on its own within
 //    5 s, naming it, and the launcher's last line names it.
 #include <gtest/gtest.h>
@@ -44,49 +44,54 @@ ProcessResult Launch(std::vector<std::string> extra, const std::vector<std::stri
 TEST(SyncProcessTest, DeterministicModesAgreeAcrossProcessesAndTheReportHoldsUp) {
   auto dir = TempDir::Create("pszero-sync");
   ASSERT_TRUE(dir.ok());
-  std::vector<std::string> shas;
-  for (const char* mode : {"allreduce", "zero3"}) {
-    const std::string report = (dir->path() / (std::string(mode) + ".json")).string();
-    const ProcessResult r = Launch({"--workers", "4", "--tp", "2", "--sync", mode, "--steps", "3",
-                                    "--deterministic", "--report", report});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    const std::string sha = PrintedSha(r.out);
-    ASSERT_FALSE(sha.empty()) << r.out;
-    shas.push_back(sha);
+  for (const std::string precision : {"fp32", "bf16"}) {
+    std::vector<std::string> shas;
+    for (const char* mode : {"allreduce", "zero3"}) {
+      SCOPED_TRACE(std::string(mode) + " " + precision);
+      const std::string report = (dir->path() / (std::string(mode) + precision + ".json")).string();
+      const ProcessResult r =
+          Launch({"--workers", "4", "--tp", "2", "--sync", mode, "--steps", "3", "--deterministic",
+                  "--precision", precision, "--report", report});
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      const std::string sha = PrintedSha(r.out);
+      ASSERT_FALSE(sha.empty()) << r.out;
+      shas.push_back(sha);
 
-    std::ifstream in(report);
-    ASSERT_TRUE(in.good()) << report;
-    const nlohmann::json doc = nlohmann::json::parse(in);
-    EXPECT_EQ(doc["schema"], "pszero.run/1");
-    EXPECT_EQ(doc["flags"]["sync"], mode);
-    EXPECT_EQ(doc["flags"]["tp"], 2);
-    EXPECT_EQ(doc["flags"]["dp"], 2);
-    EXPECT_EQ(doc["flags"]["deterministic"], true);
-    EXPECT_EQ(doc["final_params_sha256"], sha);
-    ASSERT_EQ(doc["steps"].size(), 3u);
-    for (size_t s = 0; s < 3; ++s) {
-      EXPECT_EQ(doc["steps"][s]["step"], s + 1);
-      EXPECT_GT(doc["steps"][s]["time_s"].get<double>(), 0.0);
-      EXPECT_TRUE(std::isfinite(doc["steps"][s]["loss"].get<double>()));
+      std::ifstream in(report);
+      ASSERT_TRUE(in.good()) << report;
+      const nlohmann::json doc = nlohmann::json::parse(in);
+      EXPECT_EQ(doc["schema"], "pszero.run/1");
+      EXPECT_EQ(doc["flags"]["sync"], mode);
+      EXPECT_EQ(doc["flags"]["tp"], 2);
+      EXPECT_EQ(doc["flags"]["dp"], 2);
+      EXPECT_EQ(doc["flags"]["deterministic"], true);
+      EXPECT_EQ(doc["flags"]["precision"], precision);
+      EXPECT_EQ(doc["final_params_sha256"], sha);
+      ASSERT_EQ(doc["steps"].size(), 3u);
+      for (size_t s = 0; s < 3; ++s) {
+        EXPECT_EQ(doc["steps"][s]["step"], s + 1);
+        EXPECT_GT(doc["steps"][s]["time_s"].get<double>(), 0.0);
+        EXPECT_TRUE(std::isfinite(doc["steps"][s]["loss"].get<double>()));
+      }
+      // Ψ is per TP rank: half the model's matrices plus the replicated vectors.
+      const int64_t psi = doc["model"]["params_per_tp_rank"];
+      EXPECT_LT(psi, doc["model"]["params"].get<int64_t>());
+      ASSERT_EQ(doc["ranks"].size(), 4u);
+      for (size_t i = 0; i < 4; ++i) {
+        const nlohmann::json& rank = doc["ranks"][i];
+        EXPECT_EQ(rank["rank"], i);
+        EXPECT_EQ(rank["tp_rank"], i % 2);
+        EXPECT_EQ(rank["dp_rank"], i / 2);
+        const nlohmann::json& ms = rank["memory"]["model_state"];
+        EXPECT_NEAR(ms["ratio"].get<double>(), 1.0, 0.05) << ms.dump();
+        EXPECT_EQ(ms["formula"], std::string(mode) == "zero3" ? "16Ψ/D" : "16Ψ");
+        const nlohmann::json& bytes = rank["bytes_per_step"];
+        EXPECT_NEAR(bytes["ratio"].get<double>(), 1.0, 0.01) << bytes.dump();
+        EXPECT_GT(rank["bytes_total"]["sent"].get<int64_t>(), bytes["sent"].get<int64_t>());
+      }
     }
-    // Ψ is per TP rank: half the model's matrices plus the replicated vectors.
-    const int64_t psi = doc["model"]["params_per_tp_rank"];
-    EXPECT_LT(psi, doc["model"]["params"].get<int64_t>());
-    ASSERT_EQ(doc["ranks"].size(), 4u);
-    for (size_t i = 0; i < 4; ++i) {
-      const nlohmann::json& rank = doc["ranks"][i];
-      EXPECT_EQ(rank["rank"], i);
-      EXPECT_EQ(rank["tp_rank"], i % 2);
-      EXPECT_EQ(rank["dp_rank"], i / 2);
-      const nlohmann::json& ms = rank["memory"]["model_state"];
-      EXPECT_NEAR(ms["ratio"].get<double>(), 1.0, 0.05) << ms.dump();
-      EXPECT_EQ(ms["formula"], std::string(mode) == "zero3" ? "16Ψ/D" : "16Ψ");
-      const nlohmann::json& bytes = rank["bytes_per_step"];
-      EXPECT_NEAR(bytes["ratio"].get<double>(), 1.0, 0.01) << bytes.dump();
-      EXPECT_GT(rank["bytes_total"]["sent"].get<int64_t>(), bytes["sent"].get<int64_t>());
-    }
+    EXPECT_EQ(shas[0], shas[1]);
   }
-  EXPECT_EQ(shas[0], shas[1]);
 }
 
 TEST(SyncProcessTest, KilledWorkerStopsEverySurvivorNamingItWithinFiveSeconds) {

@@ -4,8 +4,10 @@
 //
 //  * every mode against allreduce: within tolerance with the ring, bit for bit with
 //    --deterministic, for D = 1, 2, 4 and for T = 2 x D = 2;
-//  * model-state memory per rank within 5% of the ZeRO formula (fp32);
-//  * bytes per step per rank within 1% of 2Ψ(D-1)/D (3Ψ(D-1)/D for zero3);
+//  * model-state memory per rank within 5% of the ZeRO formula (fp32, and bf16 mixed
+//    precision: 16Ψ, 4Ψ+12Ψ/D, 2Ψ+14Ψ/D, 16Ψ/D);
+//  * bytes per step per rank within 1% of 2Ψ(D-1)/D (3Ψ(D-1)/D for zero3) elements;
+//  * bf16: every mode bit for bit equal to allreduce with --deterministic;
 //  * zero3 never holds more than two units' gathered parameters.
 #include <gtest/gtest.h>
 
@@ -117,8 +119,10 @@ std::vector<RankOutcome> RunJob(const model::ModelConfig& config, const TrainFla
   return out;
 }
 
-TrainFlags Flags(const std::string& sync, int tp, bool deterministic, double bucket_mb = 0.01) {
+TrainFlags Flags(const std::string& sync, int tp, bool deterministic, double bucket_mb = 0.01,
+                 const std::string& precision = "fp32") {
   TrainFlags f;
+  f.precision = precision;
   f.model = "custom";
   f.sync = sync;
   f.tp = tp;
@@ -174,32 +178,62 @@ TEST_P(SyncModesTest, EveryModeMatchesAllReduce) {
 TEST_P(SyncModesTest, MemoryAndBytesMatchTheZeroFormulas) {
   const Shape shape = GetParam();
   const model::ModelConfig config = TestGpt();
+  for (const char* precision : {"fp32", "bf16"}) {
+    const bool bf16 = std::string(precision) == "bf16";
+    for (const char* mode : kModes) {
+      SCOPED_TRACE(std::string(mode) + " " + precision + " T=" + std::to_string(shape.tp) +
+                   " D=" + std::to_string(shape.dp));
+      // One bucket above the collectives' small-message size: the ring algorithms, whose
+      // bytes are the paper's (a small all-reduce takes the direct, latency-optimal one).
+      const std::vector<RankOutcome> got =
+          RunJob(config, Flags(mode, shape.tp, false, /*bucket_mb=*/1.0, precision), shape.dp);
+      for (const RankOutcome& r : got) {
+        ASSERT_GT(r.psi, 0);
+        const ModelStateBytes want = PredictModelState(mode, r.psi, shape.dp, bf16);
+        const double ratio = static_cast<double>(r.model_state_peak) / want.total();
+        EXPECT_NEAR(ratio, 1.0, 0.05) << want.formula;
+        const double theory = TheoryElementsPerStep(mode, r.psi, shape.dp) *
+                              static_cast<double>(TrafficElementBytes(mode, bf16));
+        if (shape.dp == 1) {
+          EXPECT_EQ(r.last_step.sent, 0);
+        } else {
+          EXPECT_NEAR(r.last_step.sent / theory, 1.0, 0.01);
+          EXPECT_EQ(r.last_step.received, r.last_step.sent);
+        }
+        if (std::string(mode) == "zero3") {
+          EXPECT_GE(r.gathered_units_peak, 1);
+          EXPECT_LE(r.gathered_units_peak, 2);
+          EXPECT_LE(r.gathered_peak, 2 * r.largest_unit_bytes / (bf16 ? 2 : 1));
+        } else {
+          EXPECT_EQ(r.gathered_peak, 0);
+        }
+      }
+    }
+  }
+}
+
+// bf16 mixed precision: bf16 gradients summed in ascending rank order in fp32 and rounded
+// once, an element-wise optimizer on the fp32 master: every mode ends with allreduce's bits.
+TEST_P(SyncModesTest, Bf16ModesMatchAllReduceBitForBit) {
+  const Shape shape = GetParam();
+  const model::ModelConfig config = TestGpt();
+  const std::vector<RankOutcome> ref =
+      RunJob(config, Flags("allreduce", shape.tp, true, 0.01, "bf16"), shape.dp);
+  ASSERT_FALSE(ref[0].full.empty());
+  for (const RankOutcome& r : ref) EXPECT_EQ(r.full, ref[0].full);
+  // A different computation from fp32's (the model really reads bf16).
+  const std::vector<RankOutcome> fp32 =
+      RunJob(config, Flags("allreduce", shape.tp, true, 0.01), shape.dp);
+  EXPECT_NE(fp32[0].full, ref[0].full);
   for (const char* mode : kModes) {
-    SCOPED_TRACE(std::string(mode) + " T=" + std::to_string(shape.tp) +
+    SCOPED_TRACE(std::string(mode) + " bf16 T=" + std::to_string(shape.tp) +
                  " D=" + std::to_string(shape.dp));
-    // One bucket above the collectives' small-message size: the ring algorithms, whose
-    // bytes are the paper's (a small all-reduce takes the direct, latency-optimal one).
     const std::vector<RankOutcome> got =
-        RunJob(config, Flags(mode, shape.tp, false, /*bucket_mb=*/1.0), shape.dp);
-    for (const RankOutcome& r : got) {
-      ASSERT_GT(r.psi, 0);
-      const ModelStateBytes want = PredictModelState(mode, r.psi, shape.dp, false);
-      const double ratio = static_cast<double>(r.model_state_peak) / want.total();
-      EXPECT_NEAR(ratio, 1.0, 0.05) << want.formula;
-      const double theory = TheoryElementsPerStep(mode, r.psi, shape.dp) * sizeof(float);
-      if (shape.dp == 1) {
-        EXPECT_EQ(r.last_step.sent, 0);
-      } else {
-        EXPECT_NEAR(r.last_step.sent / theory, 1.0, 0.01);
-        EXPECT_EQ(r.last_step.received, r.last_step.sent);
-      }
-      if (std::string(mode) == "zero3") {
-        EXPECT_GE(r.gathered_units_peak, 1);
-        EXPECT_LE(r.gathered_units_peak, 2);
-        EXPECT_LE(r.gathered_peak, 2 * r.largest_unit_bytes);
-      } else {
-        EXPECT_EQ(r.gathered_peak, 0);
-      }
+        RunJob(config, Flags(mode, shape.tp, true, 0.01, "bf16"), shape.dp);
+    ASSERT_EQ(got.size(), ref.size());
+    for (size_t r = 0; r < got.size(); ++r) {
+      EXPECT_EQ(got[r].full, ref[0].full) << "rank " << r;
+      EXPECT_EQ(got[r].losses, ref[0].losses) << "rank " << r;
     }
   }
 }

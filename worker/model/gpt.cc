@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/half.h"
 #include "kernels/elementwise.h"
 #include "kernels/loss.h"
 
@@ -72,22 +73,33 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
   // Vocab-parallel embedding: this rank's rows, zeros elsewhere, then reduce; + positions.
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, 0));
   float* x0 = xs_.data<float>();
+  // fp32 parameters, or (bf16-only storage) the bf16 ones, upcast row by row.
   const float* wte = params_.param(wte_);
   const float* wpe = params_.param(wpe_);
+  const bf16_t* wte_bf16 = params_.param_bf16(wte_);
+  const bf16_t* wpe_bf16 = params_.param_bf16(wpe_);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t id = batch.tokens[i] - v0;
     float* row = x0 + i * d;
     if (id >= 0 && id < vl) {
-      std::memcpy(row, wte + id * d, d * sizeof(float));
+      if (wte != nullptr) {
+        std::memcpy(row, wte + id * d, d * sizeof(float));
+      } else {
+        for (int64_t j = 0; j < d; ++j) row[j] = Bf16BitsToFloat(wte_bf16[id * d + j].bits);
+      }
     } else {
       std::fill(row, row + d, 0.0f);
     }
   }
   PSZERO_RETURN_IF_ERROR(ctx_.tp->ReduceForward(x0, n * d));
   for (int64_t i = 0; i < n; ++i) {
-    const float* pos = wpe + (i % c.seq) * d;
+    const int64_t at = (i % c.seq) * d;
     float* row = x0 + i * d;
-    for (int64_t j = 0; j < d; ++j) row[j] += pos[j];
+    if (wpe != nullptr) {
+      for (int64_t j = 0; j < d; ++j) row[j] += wpe[at + j];
+    } else {
+      for (int64_t j = 0; j < d; ++j) row[j] += Bf16BitsToFloat(wpe_bf16[at + j].bits);
+    }
   }
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, 0));
 
@@ -118,7 +130,7 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
   return *loss_.data<float>();
 }
 
-Status GptModel::Backward(LayerHooks* hooks) {
+Status GptModel::RunBackward(LayerHooks* hooks) {
   const ModelConfig& c = config_;
   const int64_t n = c.batch * c.seq;
   const int64_t d = c.d_model;
@@ -219,7 +231,7 @@ Result<float> MlpModel::Forward(const Batch& batch, LayerHooks* hooks) {
   return *loss_.data<float>();
 }
 
-Status MlpModel::Backward(LayerHooks* hooks) {
+Status MlpModel::RunBackward(LayerHooks* hooks) {
   const ModelConfig& c = config_;
   const int64_t n = c.batch;
   const int64_t d = c.d_model;

@@ -9,10 +9,10 @@ class GptModel final : public Model {
  public:
   GptModel(const ModelConfig& config, const ModelContext& ctx) : Model(config, ctx) {}
   Result<float> Forward(const Batch& batch, LayerHooks* hooks) override;
-  Status Backward(LayerHooks* hooks) override;
 
  private:
   Status Declare() override;
+  Status RunBackward(LayerHooks* hooks) override;
 
   int wte_ = -1;
   int wpe_ = -1;
@@ -30,10 +30,10 @@ class MlpModel final : public Model {
  public:
   MlpModel(const ModelConfig& config, const ModelContext& ctx) : Model(config, ctx) {}
   Result<float> Forward(const Batch& batch, LayerHooks* hooks) override;
-  Status Backward(LayerHooks* hooks) override;
 
  private:
   Status Declare() override;
+  Status RunBackward(LayerHooks* hooks) override;
   Status AfterInitialize(uint64_t seed) override;
 
   std::vector<MlpBlock> blocks_;

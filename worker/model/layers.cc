@@ -29,6 +29,20 @@ Status EnsureBuffer(Tensor& t, int64_t n, const ModelContext& ctx) {
   return Status::Ok();
 }
 
+Result<const float*> ParamFloats(const ModelContext& ctx, ParamBuffer& params, int view,
+                                 Tensor& scratch) {
+  if (const float* p = params.param(view); p != nullptr) return p;
+  const bf16_t* b = params.param_bf16(view);
+  if (b == nullptr) {
+    return Status::Internal("parameter " + params.views()[view].spec.name + " not attached");
+  }
+  const int64_t n = params.views()[view].numel;
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(scratch, n, ctx));
+  PSZERO_RETURN_IF_ERROR(
+      kernels::Cast(b, DType::kBFloat16, scratch.data(), DType::kFloat32, n, ctx.kernels));
+  return scratch.data<float>();
+}
+
 Status MatmulWeightT(const ModelContext& ctx, const float* x, int64_t n, int64_t in, const float* w,
                      const bf16_t* w_bf16, int64_t out, float* y, Tensor& x_bf16) {
   if (!ctx.bf16) {
@@ -93,8 +107,8 @@ Status Linear::Forward(const ModelContext& ctx, ParamBuffer& params, const float
   PSZERO_RETURN_IF_ERROR(MatmulWeightT(ctx, x, n, local_in_, params.param(weight_),
                                        params.param_bf16(weight_), local_out_, y, x_bf16_));
   if (parallel_ == Parallel::kRow) PSZERO_RETURN_IF_ERROR(ctx.tp->ReduceForward(y, n * local_out_));
-  return kernels::BiasAdd(y, local_out_, params.param(bias_), y, local_out_, n, local_out_,
-                          ctx.kernels);
+  PSZERO_ASSIGN_OR_RETURN(const float* bias, ParamFloats(ctx, params, bias_, bias_f32_));
+  return kernels::BiasAdd(y, local_out_, bias, y, local_out_, n, local_out_, ctx.kernels);
 }
 
 Status Linear::Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
@@ -126,14 +140,16 @@ Status LayerNorm::Forward(const ModelContext& ctx, ParamBuffer& params, const fl
   x_ = x;
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(mean_, n, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(rstd_, n, ctx));
-  return kernels::LayerNormForward(x, dim_, params.param(gamma_), params.param(beta_),
-                                   kLayerNormEps, y, dim_, mean_.data<float>(), rstd_.data<float>(),
-                                   n, dim_, ctx.kernels);
+  PSZERO_ASSIGN_OR_RETURN(const float* gamma, ParamFloats(ctx, params, gamma_, gamma_f32_));
+  PSZERO_ASSIGN_OR_RETURN(const float* beta, ParamFloats(ctx, params, beta_, beta_f32_));
+  return kernels::LayerNormForward(x, dim_, gamma, beta, kLayerNormEps, y, dim_,
+                                   mean_.data<float>(), rstd_.data<float>(), n, dim_, ctx.kernels);
 }
 
 Status LayerNorm::Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
                            float* dx) {
-  return kernels::LayerNormBackward(dy, dim_, x_, dim_, params.param(gamma_), mean_.data<float>(),
+  PSZERO_ASSIGN_OR_RETURN(const float* gamma, ParamFloats(ctx, params, gamma_, gamma_f32_));
+  return kernels::LayerNormBackward(dy, dim_, x_, dim_, gamma, mean_.data<float>(),
                                     rstd_.data<float>(), dx, dim_, params.grad(gamma_),
                                     params.grad(beta_), n, dim_, ctx.kernels);
 }

@@ -41,6 +41,12 @@ struct ModelContext {
 // A fp32 activation buffer of n elements; reallocated only when n changes.
 Status EnsureBuffer(Tensor& t, int64_t n, const ModelContext& ctx);
 
+// The fp32 values of parameter `view`: the parameter itself, or with bf16-only storage
+// (no fp32 parameters) its bf16 values upcast into `scratch` (an activation buffer). For
+// the small vectors (biases, LayerNorm gains and shifts).
+Result<const float*> ParamFloats(const ModelContext& ctx, ParamBuffer& params, int view,
+                                 Tensor& scratch);
+
 enum class Parallel : uint8_t { kNone, kColumn, kRow };
 
 class Linear {
@@ -66,8 +72,9 @@ class Linear {
   int64_t local_in_ = 0;
   int64_t local_out_ = 0;
   const float* x_ = nullptr;
-  Tensor x_bf16_;   // bf16 copy of x (bf16 mode)
-  Tensor dy_bf16_;  // bf16 copy of dy (bf16 mode)
+  Tensor bias_f32_;  // upcast bias (bf16-only storage)
+  Tensor x_bf16_;    // bf16 copy of x (bf16 mode)
+  Tensor dy_bf16_;   // bf16 copy of dy (bf16 mode)
 };
 
 // y = x W^T for a row-major W given by pointer (fp32 or bf16 view of a ParamBuffer), and
@@ -93,6 +100,7 @@ class LayerNorm {
   const float* x_ = nullptr;
   Tensor mean_;
   Tensor rstd_;
+  Tensor gamma_f32_, beta_f32_;  // upcast (bf16-only storage)
 };
 
 // out = x + RowParallel(attention(ColumnParallel_qkv(LN(x)))). x [batch*seq, d].

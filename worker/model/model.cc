@@ -1,8 +1,83 @@
 #include "worker/model/model.h"
 
+#include <vector>
+
+#include "kernels/cast.h"
 #include "worker/model/gpt.h"
 
 namespace pszero::model {
+
+// Forwards every hook; gives a unit an fp32 gradient scratch from its BeforeBackward on
+// (after the inner hook attached the bf16 gradient storage), and casts the scratch into
+// the bf16 gradients before the inner GradientsReady. Buffers are the largest unit's size,
+// kept for reuse.
+class Model::GradScratch final : public LayerHooks {
+ public:
+  GradScratch(ParamBuffer* params, const ModelContext& ctx)
+      : params_(params), ctx_(ctx), open_(params->units().size()) {}
+  void set_inner(LayerHooks* inner) { inner_ = inner; }
+
+  Status BeforeForward(int unit) override {
+    return inner_ == nullptr ? Status::Ok() : inner_->BeforeForward(unit);
+  }
+  Status ParamsDone(int unit) override {
+    return inner_ == nullptr ? Status::Ok() : inner_->ParamsDone(unit);
+  }
+  Status BeforeBackward(int unit) override {
+    if (inner_ != nullptr) PSZERO_RETURN_IF_ERROR(inner_->BeforeBackward(unit));
+    if (open_[unit].defined()) return Status::Ok();  // GPT's embedding: open already
+    if (!spare_.empty()) {
+      open_[unit] = std::move(spare_.back());
+      spare_.pop_back();
+    } else {
+      PSZERO_ASSIGN_OR_RETURN(open_[unit],
+                              Tensor::Empty({params_->largest_unit()}, DType::kFloat32,
+                                            MemoryCategory::kActivations, ctx_.tracker));
+    }
+    const ParamUnit& u = params_->units()[unit];
+    PSZERO_RETURN_IF_ERROR(
+        Tensor::Wrap(open_[unit].data(), {u.end - u.begin}, DType::kFloat32).ZeroFill());
+    params_->AttachUnitGrads(unit, open_[unit].data<float>());
+    return Status::Ok();
+  }
+  Status GradientsReady(int unit) override {
+    if (!open_[unit].defined()) {
+      return Status::Internal("gradients of unit " + params_->units()[unit].name +
+                              " ready before its backward began");
+    }
+    bf16_t* out = params_->unit_grads_bf16(unit);
+    if (out == nullptr) {
+      return Status::Internal("unit " + params_->units()[unit].name +
+                              ": no bf16 gradient storage attached");
+    }
+    const ParamUnit& u = params_->units()[unit];
+    PSZERO_RETURN_IF_ERROR(kernels::Cast(open_[unit].data(), DType::kFloat32, out, DType::kBFloat16,
+                                         u.end - u.begin, ctx_.kernels));
+    params_->AttachUnitGrads(unit, nullptr);
+    spare_.push_back(std::move(open_[unit]));
+    open_[unit] = Tensor();
+    return inner_ == nullptr ? Status::Ok() : inner_->GradientsReady(unit);
+  }
+
+ private:
+  ParamBuffer* params_;
+  const ModelContext& ctx_;
+  LayerHooks* inner_ = nullptr;
+  std::vector<Tensor> open_;  // per unit, while its backward runs
+  std::vector<Tensor> spare_;
+};
+
+Model::Model(const ModelConfig& config, const ModelContext& ctx)
+    : config_(config), ctx_(ctx), params_(ctx.tp->rank(), ctx.tp->size(), ctx.unit_align) {}
+
+Model::~Model() = default;
+
+Status Model::Backward(LayerHooks* hooks) {
+  if (!params_.bf16_only()) return RunBackward(hooks);
+  if (grad_scratch_ == nullptr) grad_scratch_ = std::make_unique<GradScratch>(&params_, ctx_);
+  grad_scratch_->set_inner(hooks);
+  return RunBackward(grad_scratch_.get());
+}
 
 Result<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, const ModelContext& ctx,
                                              uint64_t seed) {

@@ -11,7 +11,11 @@
 //
 // Create() declares, allocates and initializes the parameters from the seed (the same
 // full weights for every T). Forward then Backward, once per step; gradients accumulate
-// into params().grads() (the caller zeroes them). Not thread-safe.
+// into params().grads() (the caller zeroes them). With bf16-only storage
+// (ParamStorage::fp32_copies false) the layers read the bf16 parameters, and each unit's
+// backward accumulates into an fp32 scratch (activations; at most two units' worth, GPT's
+// embedding being open through the whole backward) that is cast once into the unit's bf16
+// gradients before GradientsReady(unit) reaches the hooks. Not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -37,7 +41,7 @@ class Model {
  public:
   static Result<std::unique_ptr<Model>> Create(const ModelConfig& config, const ModelContext& ctx,
                                                uint64_t seed);
-  virtual ~Model() = default;
+  virtual ~Model();
 
   const ModelConfig& config() const { return config_; }
   ParamBuffer& params() { return params_; }
@@ -45,18 +49,23 @@ class Model {
 
   // The mean loss of the batch (identical on every TP rank). `hooks` may be null.
   virtual Result<float> Forward(const Batch& batch, LayerHooks* hooks) = 0;
-  // d(loss)/d(params), accumulated into the gradient buffer.
-  virtual Status Backward(LayerHooks* hooks) = 0;
+  // d(loss)/d(params), accumulated into the gradient buffer (bf16-only storage: written,
+  // through the fp32 scratch).
+  Status Backward(LayerHooks* hooks);
 
  protected:
-  Model(const ModelConfig& config, const ModelContext& ctx)
-      : config_(config), ctx_(ctx), params_(ctx.tp->rank(), ctx.tp->size(), ctx.unit_align) {}
+  Model(const ModelConfig& config, const ModelContext& ctx);
   virtual Status Declare() = 0;
+  virtual Status RunBackward(LayerHooks* hooks) = 0;
   virtual Status AfterInitialize(uint64_t /*seed*/) { return Status::Ok(); }
 
   ModelConfig config_;
   ModelContext ctx_;
   ParamBuffer params_;
+
+ private:
+  class GradScratch;
+  std::unique_ptr<GradScratch> grad_scratch_;  // bf16-only storage
 };
 
 }  // namespace pszero::model

@@ -90,28 +90,52 @@ Status ParamBuffer::Allocate(MemoryTracker* tracker, bool bf16, ParamStorage sto
   PadUnit();
   bf16_ = bf16;
   storage_ = storage;
+  const bool fp32 = !bf16_only();
   const size_t units = units_.size();
   unit_params_.assign(units, nullptr);
   unit_grads_.assign(units, nullptr);
   unit_params_bf16_.assign(units, nullptr);
+  unit_grads_bf16_.assign(units, nullptr);
   if (storage.params_resident) {
-    PSZERO_ASSIGN_OR_RETURN(
-        params_, Tensor::ZerosShared({numel_}, DType::kFloat32, MemoryCategory::kParams, tracker));
+    if (fp32) {
+      PSZERO_ASSIGN_OR_RETURN(params_, Tensor::ZerosShared({numel_}, DType::kFloat32,
+                                                           MemoryCategory::kParams, tracker));
+    }
     if (bf16) {
       PSZERO_ASSIGN_OR_RETURN(params_bf16_, Tensor::ZerosShared({numel_}, DType::kBFloat16,
                                                                 MemoryCategory::kParams, tracker));
     }
     for (size_t u = 0; u < units; ++u) {
-      unit_params_[u] = params_.data<float>() + units_[u].begin;
+      if (fp32) unit_params_[u] = params_.data<float>() + units_[u].begin;
       if (bf16) unit_params_bf16_[u] = params_bf16_.data<bf16_t>() + units_[u].begin;
     }
   }
   if (storage.grads_resident) {
-    PSZERO_ASSIGN_OR_RETURN(
-        grads_, Tensor::ZerosShared({numel_}, DType::kFloat32, MemoryCategory::kGrads, tracker));
-    for (size_t u = 0; u < units; ++u) unit_grads_[u] = grads_.data<float>() + units_[u].begin;
+    if (fp32) {
+      PSZERO_ASSIGN_OR_RETURN(
+          grads_, Tensor::ZerosShared({numel_}, DType::kFloat32, MemoryCategory::kGrads, tracker));
+      for (size_t u = 0; u < units; ++u) unit_grads_[u] = grads_.data<float>() + units_[u].begin;
+    } else {
+      PSZERO_ASSIGN_OR_RETURN(grads_bf16_, Tensor::ZerosShared({numel_}, DType::kBFloat16,
+                                                               MemoryCategory::kGrads, tracker));
+      for (size_t u = 0; u < units; ++u) {
+        unit_grads_bf16_[u] = grads_bf16_.data<bf16_t>() + units_[u].begin;
+      }
+    }
   }
   return Status::Ok();
+}
+
+Status ParamBuffer::ZeroGrads() {
+  if (grads_.defined()) PSZERO_RETURN_IF_ERROR(grads_.ZeroFill());
+  if (grads_bf16_.defined()) PSZERO_RETURN_IF_ERROR(grads_bf16_.ZeroFill());
+  return Status::Ok();
+}
+
+int64_t ParamBuffer::largest_unit() const {
+  int64_t n = 0;
+  for (const ParamUnit& u : units_) n = std::max(n, u.end - u.begin);
+  return n;
 }
 
 void ParamBuffer::AttachUnitParams(int unit, float* params, bf16_t* params_bf16) {
@@ -120,6 +144,16 @@ void ParamBuffer::AttachUnitParams(int unit, float* params, bf16_t* params_bf16)
 }
 
 void ParamBuffer::AttachUnitGrads(int unit, float* grads) { unit_grads_[unit] = grads; }
+
+void ParamBuffer::AttachUnitGradsBf16(int unit, bf16_t* grads) { unit_grads_bf16_[unit] = grads; }
+
+void ParamBuffer::AttachUnitGradStorage(int unit, void* grads) {
+  if (bf16_only()) {
+    AttachUnitGradsBf16(unit, static_cast<bf16_t*>(grads));
+  } else {
+    AttachUnitGrads(unit, static_cast<float*>(grads));
+  }
+}
 
 void ParamBuffer::InitialValues(int64_t begin, int64_t end, float* out) const {
   std::fill(out, out + (end - begin), 0.0f);
@@ -152,18 +186,29 @@ int64_t ParamBuffer::FullIndex(const ParamView& view, int64_t local_index, int t
 Status ParamBuffer::Initialize(uint64_t seed) {
   if (unit_params_.empty()) return Status::Internal("ParamBuffer::Initialize before Allocate");
   seed_ = seed;
-  if (!params_.defined()) return Status::Ok();
-  float* p = params_.data<float>();
-  for (const ParamView& v : views_) {
-    for (int64_t i = 0; i < v.numel; ++i) {
-      p[v.offset + i] = InitialValue(seed, v.spec, FullIndex(v, i, tp_rank_, tp_size_));
+  if (params_.defined()) {
+    float* p = params_.data<float>();
+    for (const ParamView& v : views_) {
+      for (int64_t i = 0; i < v.numel; ++i) {
+        p[v.offset + i] = InitialValue(seed, v.spec, FullIndex(v, i, tp_rank_, tp_size_));
+      }
+    }
+    return RefreshBf16();
+  }
+  if (params_bf16_.defined()) {  // bf16 only: the rounded initial values
+    bf16_t* b = params_bf16_.data<bf16_t>();
+    for (const ParamView& v : views_) {
+      for (int64_t i = 0; i < v.numel; ++i) {
+        b[v.offset + i].bits =
+            FloatToBf16Bits(InitialValue(seed, v.spec, FullIndex(v, i, tp_rank_, tp_size_)));
+      }
     }
   }
-  return RefreshBf16();
+  return Status::Ok();
 }
 
 Status ParamBuffer::RefreshBf16() {
-  if (!has_bf16()) return Status::Ok();
+  if (!has_bf16() || !params_.defined()) return Status::Ok();
   const float* p = params_.data<float>();
   bf16_t* b = params_bf16_.data<bf16_t>();
   for (int64_t i = 0; i < numel_; ++i) b[i].bits = FloatToBf16Bits(p[i]);

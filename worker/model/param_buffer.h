@@ -1,7 +1,10 @@
-// ParamBuffer: every parameter of one TP rank's model shard in one flat fp32 buffer, in a
-// canonical order, with a twin gradient buffer at the same offsets (and, for bf16 compute,
-// a bf16 copy of the parameters). Sync strategies and checkpoints work on these buffers
-// and their views, never on layers.
+// ParamBuffer: every parameter of one TP rank's model shard in one flat buffer, in a
+// canonical order, with a twin gradient buffer at the same offsets. fp32 compute: fp32
+// parameters and gradients. bf16 compute: bf16 parameters (what the layers read), and
+// either fp32 parameters and gradients beside them (ParamStorage::fp32_copies, as ps keeps
+// them) or bf16 gradients only, the fp32 master weights then being the sync strategy's
+// optimizer state (the ZeRO paper's mixed-precision split). Sync strategies and
+// checkpoints work on these buffers and their views, never on layers.
 //
 // Layers declare parameters with Add() (full T = 1 shape, how it is split across TP), the
 // model calls Allocate() once, then Initialize(seed). A parameter's values are a function
@@ -46,9 +49,16 @@ struct ParamView {
 // each (params(), grads()). Not resident (ZeRO-3 params, ZeRO-2/3 gradients): no flat
 // tensor; a sync strategy attaches each unit's storage (AttachUnit*) while the model
 // reads it, and keeps the owned shard itself.
+//
+// With bf16 compute, fp32_copies = true keeps fp32 parameters and fp32 gradients beside
+// the bf16 parameters (ps, a lone replica). false: the buffer holds bf16 parameters and
+// bf16 gradients only (2 + 2 bytes per parameter); backward still accumulates a unit's
+// gradients in fp32, in a scratch the model attaches for the unit's backward (AttachUnitGrads)
+// and casts into the bf16 gradients when the unit is done (model.h).
 struct ParamStorage {
   bool params_resident = true;
   bool grads_resident = true;
+  bool fp32_copies = true;
 };
 
 // A unit covers [begin, end): its views, then padding (zeros) up to the next multiple of
@@ -80,31 +90,47 @@ class ParamBuffer {
   void BeginUnit(const std::string& name);
 
   // Allocates the resident params and grads (zeroed), and a resident bf16 parameter copy
-  // when `bf16` and the params are resident.
+  // when `bf16` and the params are resident (bf16-only storage: no fp32 ones, bf16 grads).
   Status Allocate(MemoryTracker* tracker, bool bf16, ParamStorage storage = {});
   // Fills the resident parameters from the seed (and refreshes the bf16 copy); remembers
   // the seed for InitialValues.
   Status Initialize(uint64_t seed);
-  // Refreshes the bf16 copy from the fp32 parameters (no-op without one).
+  // Refreshes the bf16 copy from the fp32 parameters (no-op without both).
   Status RefreshBf16();
   // The initial values of flat elements [begin, end) (padding: 0) into out[0, end-begin).
   void InitialValues(int64_t begin, int64_t end, float* out) const;
 
   // Storage of unit `unit` while it is not resident: fp32 params (and their bf16 copy
-  // with bf16 compute), or grads, for elements [unit.begin, unit.end); null detaches.
+  // with bf16 compute; bf16-only: the bf16 params alone), or grads, for elements
+  // [unit.begin, unit.end); null detaches. AttachUnitGrads is what backward writes (fp32);
+  // bf16-only storage keeps its gradients in AttachUnitGradsBf16's.
   void AttachUnitParams(int unit, float* params, bf16_t* params_bf16);
   void AttachUnitGrads(int unit, float* grads);
+  void AttachUnitGradsBf16(int unit, bf16_t* grads);
+  // The gradient storage a sync strategy keeps for `unit`, of grad_dtype(): fp32 ones
+  // backward writes, or (bf16-only) the bf16 ones the model casts its scratch into.
+  void AttachUnitGradStorage(int unit, void* grads);
+  // Where unit `unit`'s fp32 / bf16 gradients live now (null: none attached).
+  float* unit_grads(int unit) const { return unit_grads_[unit]; }
+  bf16_t* unit_grads_bf16(int unit) const { return unit_grads_bf16_[unit]; }
 
   int64_t numel() const { return numel_; }  // including the units' padding
   int64_t unit_align() const { return unit_align_; }
   bool bf16() const { return bf16_; }
+  // bf16 compute without fp32 copies: bf16 parameters and bf16 gradients only.
+  bool bf16_only() const { return bf16_ && !storage_.fp32_copies; }
+  // The element type of the gradients a sync strategy reduces.
+  DType grad_dtype() const { return bf16_only() ? DType::kBFloat16 : DType::kFloat32; }
+  // Elements of the largest unit (padding included).
+  int64_t largest_unit() const;
   const ParamStorage& storage() const { return storage_; }
   // Index of the unit that holds view `view`.
   int unit_of(int view) const { return view_unit_[view]; }
   const std::vector<ParamView>& views() const { return views_; }
   const std::vector<ParamUnit>& units() const { return units_; }
 
-  // Null while the view's unit has no storage attached (not resident).
+  // Null while the view's unit has no storage attached (not resident); param() is null
+  // with bf16-only storage too (read param_bf16).
   float* param(int view) { return At(unit_params_, view); }
   float* grad(int view) { return At(unit_grads_, view); }
   // Null without a bf16 copy.
@@ -115,8 +141,9 @@ class ParamBuffer {
   const Tensor& params() const { return params_; }
   const Tensor& grads() const { return grads_; }
   const Tensor& params_bf16() const { return params_bf16_; }
+  const Tensor& grads_bf16() const { return grads_bf16_; }
   // Zeroes the resident gradients (attached unit gradients are the strategy's).
-  Status ZeroGrads() { return grads_.defined() ? grads_.ZeroFill() : Status::Ok(); }
+  Status ZeroGrads();
 
   // Index in the full (T = 1) tensor of element `local_index` of `view` on TP rank
   // `tp_rank` of `tp_size`: how shards are assembled into the canonical full vector.
@@ -143,11 +170,13 @@ class ParamBuffer {
   std::vector<float*> unit_params_;
   std::vector<float*> unit_grads_;
   std::vector<bf16_t*> unit_params_bf16_;
+  std::vector<bf16_t*> unit_grads_bf16_;
   std::vector<ParamView> views_;
   std::vector<ParamUnit> units_;
   Tensor params_;
   Tensor grads_;
   Tensor params_bf16_;
+  Tensor grads_bf16_;
 };
 
 // The deterministic initial value of element `full_index` of parameter `name`.

@@ -1,8 +1,8 @@
 // allreduce (DDP, "ZeRO-0"): every rank holds all parameters, gradients and optimizer
-// state (16Ψ bytes in fp32). Gradients are bucketed (--bucket-mb, from the last unit
-// backwards, as backward produces them) and each bucket is all-reduced on the stream the
-// moment its last unit is ready, overlapping the rest of backward; Step waits for them
-// and runs fused AdamW over everything with grad_scale 1/D.
+// state (16Ψ bytes in fp32; bf16: 2Ψ params, 2Ψ grads, 12Ψ fp32 master + m + v). Gradients are
+// bucketed (--bucket-mb, from the last unit backwards, as backward produces them) and each bucket
+// is all-reduced on the stream the moment its last unit is ready, overlapping the rest of backward;
+// Step waits for them and runs fused AdamW over everything with grad_scale 1/D.
 #pragma once
 
 #include <memory>
@@ -19,15 +19,11 @@ class AllReduceSync final : public DataParallelSync {
   std::string_view name() const override { return "allreduce"; }
   Status GradientsReady(int unit) override;
   Status Step(int64_t step) override;
-  Result<Moments> LocalMoments(const model::ParamBuffer& params) override;
-  Status Restore(const std::vector<float>& params, const Moments& moments) override;
 
  private:
   using DataParallelSync::DataParallelSync;
 
   std::vector<int> pending_units_;  // per bucket: units not yet ready this step
-  Tensor m_;
-  Tensor v_;
 };
 
 }  // namespace pszero::train

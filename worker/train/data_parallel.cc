@@ -1,8 +1,10 @@
 #include "worker/train/data_parallel.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "common/trace.h"
+#include "kernels/cast.h"
 #include "kernels/optimizer.h"
 
 namespace pszero::train {
@@ -11,7 +13,10 @@ Result<SyncPlan> SyncPlanFor(std::string_view mode, int dp_size) {
   SyncPlan plan;
   // 16 floats: a piece of every unit starts on a 64-byte line.
   plan.unit_align = 16 * static_cast<int64_t>(std::max(dp_size, 1));
-  if (mode == "allreduce" || mode == "zero1" || mode == "ps" || mode == "single") return plan;
+  if (mode == "ps" || mode == "single") return plan;
+  // bf16 compute: bf16 parameters and gradients only; the strategy keeps the fp32 master.
+  plan.storage.fp32_copies = false;
+  if (mode == "allreduce" || mode == "zero1") return plan;
   if (mode == "zero2") {
     plan.storage.grads_resident = false;
     return plan;
@@ -48,7 +53,7 @@ Result<Tensor> BufferPool::Acquire(int64_t n, bool zero) {
   }
   if (!out.defined()) {
     // Shared memory: the intra-host collectives read it in place.
-    Result<Tensor> t = Tensor::EmptyShared({n}, DType::kFloat32, category_, tracker_);
+    Result<Tensor> t = Tensor::EmptyShared({n}, dtype_, category_, tracker_);
     if (!t.ok()) {
       std::lock_guard lock(mu_);
       --in_use_;
@@ -56,7 +61,7 @@ Result<Tensor> BufferPool::Acquire(int64_t n, bool zero) {
     }
     out = std::move(t).value();
   }
-  if (zero) std::fill(out.data<float>(), out.data<float>() + n, 0.0f);
+  if (zero) std::memset(out.data(), 0, static_cast<size_t>(n) * DTypeSize(dtype_));
   return out;
 }
 
@@ -105,6 +110,10 @@ double TheoryElementsPerStep(std::string_view mode, int64_t psi, int dp_size) {
   if (mode == "single" || dp_size <= 1) return 0.0;
   const double frac = static_cast<double>(dp_size - 1) / dp_size;
   return (mode == "zero3" ? 3.0 : 2.0) * static_cast<double>(psi) * frac;
+}
+
+int64_t TrafficElementBytes(std::string_view mode, bool bf16) {
+  return bf16 && mode != "ps" && mode != "single" ? 2 : 4;
 }
 
 DataParallelSync::DataParallelSync(model::ParamBuffer* params, const DataParallelOptions& options)
@@ -163,27 +172,107 @@ Status DataParallelSync::Synchronize() {
 
 Status DataParallelSync::Wait(const collectives::Work& work) { return work.Wait(options_.timeout); }
 
-Status DataParallelSync::Update(int64_t step, float* param, const float* grad, float* m, float* v,
+Status DataParallelSync::Update(int64_t step, float* param, const void* grad, float* m, float* v,
                                 bf16_t* param_bf16, int64_t n) {
   TraceScope scope("optimizer", "compute");
   kernels::AdamWParams hp = options_.optimizer.adamw;
   hp.step = step;
   hp.grad_scale = 1.0f / static_cast<float>(size());
-  return kernels::AdamW(hp, param, grad, DType::kFloat32, m, v, param_bf16, n, options_.kernels);
+  return kernels::AdamW(hp, param, grad, grad_dtype(), m, v, param_bf16, n, options_.kernels);
 }
 
-Status DataParallelSync::AllGatherBucketParams() {
+Status DataParallelSync::CreateOptimizerState(bool sharded) {
+  if (params_->bf16() && !bf16_only()) {
+    return Status::Internal(std::string(name()) +
+                            ": bf16 compute needs the bf16-only storage of SyncPlanFor");
+  }
+  sharded_ = sharded;
+  const int64_t n = sharded ? shard_numel() : params_->numel();
+  for (Tensor* t : {&m_, &v_}) {
+    PSZERO_ASSIGN_OR_RETURN(
+        *t, Tensor::Zeros({n}, DType::kFloat32, MemoryCategory::kOptimizer, options_.tracker));
+  }
+  if (!bf16_only()) return Status::Ok();
+  PSZERO_ASSIGN_OR_RETURN(
+      master_, Tensor::Empty({n}, DType::kFloat32, MemoryCategory::kOptimizer, options_.tracker));
+  float* master = master_.data<float>();
+  if (!sharded) {
+    params_->InitialValues(0, n, master);
+    return Status::Ok();
+  }
+  for (const Bucket& b : buckets_) {
+    const int64_t begin = b.begin + rank() * piece(b);
+    params_->InitialValues(begin, begin + piece(b), master + b.shard_offset);
+  }
+  return Status::Ok();
+}
+
+Status DataParallelSync::UpdateOwnedPieces(int64_t step, void* grads, bool grads_in_buffer) {
+  const DType gt = grad_dtype();
+  for (const Bucket& b : buckets_) {
+    const int64_t at = b.begin + rank() * piece(b);
+    const Tensor g = Elements(grads, gt, grads_in_buffer ? at : b.shard_offset, piece(b));
+    float* m = m_.data<float>() + b.shard_offset;
+    float* v = v_.data<float>() + b.shard_offset;
+    if (bf16_only()) {
+      PSZERO_RETURN_IF_ERROR(Update(step, master_.data<float>() + b.shard_offset, g.data(), m, v,
+                                    params_->params_bf16().data<bf16_t>() + at, piece(b)));
+    } else {
+      PSZERO_RETURN_IF_ERROR(
+          Update(step, params_->params().data<float>() + at, g.data(), m, v, nullptr, piece(b)));
+    }
+  }
+  // Every bucket's parameters from their owners' pieces.
+  const DType pt = bf16_only() ? DType::kBFloat16 : DType::kFloat32;
+  void* p = bf16_only() ? params_->params_bf16().data() : params_->params().data();
   collectives::Communicator* group = options_.group;
-  float* p = params_->params().data<float>();
   for (size_t i = 0; i < buckets_.size(); ++i) {
     const Bucket& b = buckets_[i];
-    Tensor mine = Floats(p + b.begin + rank() * piece(b), piece(b));
-    Tensor all = Floats(p + b.begin, b.size());
+    Tensor mine = Elements(p, pt, b.begin + rank() * piece(b), piece(b));
+    Tensor all = Elements(p, pt, b.begin, b.size());
     Enqueue("allgather params bucket " + std::to_string(i),
             [group, mine, all] { return group->AllGather(mine, all); });
   }
   PSZERO_RETURN_IF_ERROR(Synchronize());
   return params_->RefreshBf16();
+}
+
+Result<std::vector<float>> DataParallelSync::LocalParams(const model::ParamBuffer& params) {
+  if (!bf16_only()) return SyncStrategy::LocalParams(params);
+  std::vector<float> out(static_cast<size_t>(params_->numel()));
+  if (sharded_) {
+    PSZERO_RETURN_IF_ERROR(GatherPieces(master_.data<float>(), out.data()));
+  } else {
+    std::copy(master_.data<float>(), master_.data<float>() + master_.numel(), out.begin());
+  }
+  return out;
+}
+
+Result<Moments> DataParallelSync::LocalMoments(const model::ParamBuffer&) {
+  if (sharded_) return GatherMoments(m_, v_);
+  return CopyMoments(m_, v_);
+}
+
+Status DataParallelSync::Restore(const std::vector<float>& params, const Moments& moments) {
+  if (sharded_) {
+    ScatterPieces(moments.m.data(), m_.data<float>());
+    ScatterPieces(moments.v.data(), v_.data<float>());
+  } else {
+    std::copy(moments.m.begin(), moments.m.end(), m_.data<float>());
+    std::copy(moments.v.begin(), moments.v.end(), v_.data<float>());
+  }
+  if (!bf16_only()) {
+    std::copy(params.begin(), params.end(), params_->params().data<float>());
+    return params_->RefreshBf16();
+  }
+  if (sharded_) {
+    ScatterPieces(params.data(), master_.data<float>());
+  } else {
+    std::copy(params.begin(), params.end(), master_.data<float>());
+  }
+  // The parameters the model reads: every one, rounded.
+  return kernels::Cast(params.data(), DType::kFloat32, params_->params_bf16().data(),
+                       DType::kBFloat16, params_->numel(), options_.kernels);
 }
 
 Status DataParallelSync::GatherPieces(const float* shard, float* local) {

@@ -13,6 +13,13 @@
 // (it has a transport of its own: tensor-parallel ops run on the model's thread meanwhile).
 // Deterministic communicators make every mode sum each gradient element in ascending rank
 // order in fp32, and the optimizer is element-wise, so all modes give the same bits.
+//
+// bf16 mixed precision (the ZeRO paper's split): the ParamBuffer holds bf16 parameters and
+// bf16 gradients only (SyncPlan: fp32_copies false); the gradients are reduced in bf16
+// (fp32 accumulation, rounded once), and the optimizer state is the fp32 master weights
+// with m and v, over everything (allreduce) or this rank's pieces (zero1/2/3). AdamW
+// updates the master and writes its bf16 rounding into the parameters the model reads,
+// which zero1/2 then all-gather in bf16. Checkpoints and checksums see the fp32 master.
 #pragma once
 
 #include <atomic>
@@ -37,18 +44,24 @@ namespace pszero::train {
 
 // A non-owning fp32 tensor over n floats at p.
 inline Tensor Floats(float* p, int64_t n) { return Tensor::Wrap(p, {n}, DType::kFloat32); }
+// A non-owning tensor of n `dtype` elements from element `offset` of base.
+inline Tensor Elements(void* base, DType dtype, int64_t offset, int64_t n) {
+  return Tensor::Wrap(static_cast<char*>(base) + offset * static_cast<int64_t>(DTypeSize(dtype)),
+                      {n}, dtype);
+}
 
-// Reusable fp32 buffers for what the sharded modes gather and free every step (a zero3
-// layer's parameters, zero2/zero3 gradient buckets): a fresh allocation of tens of MB each
+// Reusable buffers (fp32, or the dtype given) for what the sharded modes gather and free every step
+// (a zero3 layer's parameters, zero2/zero3 gradient buckets): a fresh allocation of tens of MB each
 // time costs its page faults again. At most `max_buffers` are held, in use or spare, unless
 // more are in use at once; spares that do not fit are freed before a new one is made, so
 // the tracked peak stays what the mode needs. Thread-safe (buffers come back from the
 // collective stream's thread).
 class BufferPool {
  public:
-  BufferPool(MemoryCategory category, MemoryTracker* tracker, int max_buffers)
-      : category_(category), tracker_(tracker), max_buffers_(max_buffers) {}
-  // An owning tensor of at least n floats (its first n zeroed when `zero`).
+  BufferPool(MemoryCategory category, MemoryTracker* tracker, int max_buffers,
+             DType dtype = DType::kFloat32)
+      : category_(category), tracker_(tracker), max_buffers_(max_buffers), dtype_(dtype) {}
+  // An owning tensor of at least n elements (its first n zeroed when `zero`).
   Result<Tensor> Acquire(int64_t n, bool zero);
   void Release(Tensor buffer);
 
@@ -56,6 +69,7 @@ class BufferPool {
   MemoryCategory category_;
   MemoryTracker* tracker_;
   int max_buffers_;
+  DType dtype_;
   std::mutex mu_;
   std::vector<Tensor> spare_;
   int in_use_ = 0;
@@ -83,6 +97,9 @@ ModelStateBytes PredictModelState(std::string_view mode, int64_t psi, int dp_siz
 // Elements each rank sends per step by the paper: 2Ψ(D-1)/D, or 3Ψ(D-1)/D for zero3; ps
 // pushes Ψ (and pulls Ψ).
 double TheoryElementsPerStep(std::string_view mode, int64_t psi, int dp_size);
+// Bytes per element of that traffic: 2 for the data-parallel modes in bf16 (bf16
+// gradients and parameters), else 4 (ps pushes and pulls fp32).
+int64_t TrafficElementBytes(std::string_view mode, bool bf16);
 
 struct DataParallelOptions {
   collectives::Communicator* group = nullptr;  // the data-parallel group (required)
@@ -109,6 +126,13 @@ class DataParallelSync : public SyncStrategy {
   Result<float> AverageLoss(float loss) override;
   SyncTraffic last_step_traffic() const override { return last_step_; }
   SyncTraffic total_traffic() const override;
+  // The fp32 master weights in local layout (gathered when sharded), or the fp32
+  // parameters without bf16-only storage.
+  Result<std::vector<float>> LocalParams(const model::ParamBuffer& params) override;
+  Result<Moments> LocalMoments(const model::ParamBuffer&) override;
+  // Keeps the owned part of the moments and the master, and the parameters the model
+  // reads (resident parameters: all of them; zero3 overrides).
+  Status Restore(const std::vector<float>& params, const Moments& moments) override;
 
  protected:
   DataParallelSync(model::ParamBuffer* params, const DataParallelOptions& options);
@@ -120,18 +144,25 @@ class DataParallelSync : public SyncStrategy {
   void PlanBuckets(bool per_unit);
   int64_t piece(const Bucket& b) const { return b.size() / size(); }
   int64_t shard_numel() const { return params_->numel() / size(); }
+  bool bf16_only() const { return params_->bf16_only(); }
+  DType grad_dtype() const { return params_->grad_dtype(); }
+  // m and v (and, with bf16-only storage, the fp32 master weights, filled with the initial
+  // values) over the whole buffer or, `sharded`, this rank's pieces; call after PlanBuckets.
+  Status CreateOptimizerState(bool sharded);
 
   // Runs `fn` on the stream (after everything queued before it).
   collectives::Work Enqueue(std::string name, std::function<Status()> fn);
   // Waits for everything queued.
   Status Synchronize();
   Status Wait(const collectives::Work& work);
-  // Fused AdamW over n elements with grad_scale 1/D.
-  Status Update(int64_t step, float* param, const float* grad, float* m, float* v,
+  // Fused AdamW over n elements with grad_scale 1/D; gradients of grad_dtype().
+  Status Update(int64_t step, float* param, const void* grad, float* m, float* v,
                 bf16_t* param_bf16, int64_t n);
-  // zero1 / zero2 Step's second half: all-gathers every bucket's parameters in place
-  // (rank r contributes piece r), waits, and refreshes the bf16 copy.
-  Status AllGatherBucketParams();
+  // zero1 / zero2 Step: updates the owned piece of every bucket from `grads` (the piece's
+  // gradients at grads + shard_offset, or at the buffer offset when `grads_in_buffer`),
+  // then all-gathers every bucket's parameters in place (rank r contributes piece r; bf16
+  // ones with bf16-only storage), waits, and refreshes any bf16 copy.
+  Status UpdateOwnedPieces(int64_t step, void* grads, bool grads_in_buffer);
   // The whole local-layout vector from this rank's pieces of every bucket (collective),
   // and this rank's pieces cut from a local-layout vector.
   Status GatherPieces(const float* shard, float* local);
@@ -145,6 +176,10 @@ class DataParallelSync : public SyncStrategy {
   DataParallelOptions options_;
   std::vector<Bucket> buckets_;
   std::vector<int> bucket_of_unit_;
+  bool sharded_ = false;  // the optimizer state covers this rank's pieces only
+  Tensor master_;         // fp32 master weights (bf16-only storage)
+  Tensor m_;
+  Tensor v_;
 
  private:
   collectives::CollectiveStream stream_;

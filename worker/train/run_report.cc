@@ -22,7 +22,8 @@ nlohmann::json RankReport(const TrainFlags& flags, const RankFacts& f,
   const int64_t measured = tracker.Usage(MemoryCategory::kParams).peak_bytes +
                            tracker.Usage(MemoryCategory::kGrads).peak_bytes +
                            tracker.Usage(MemoryCategory::kOptimizer).peak_bytes;
-  const double theory = TheoryElementsPerStep(flags.sync, f.psi, f.dp_size) * sizeof(float);
+  const double theory = TheoryElementsPerStep(flags.sync, f.psi, f.dp_size) *
+                        static_cast<double>(TrafficElementBytes(flags.sync, bf16));
   auto ratio = [](double a, double b) { return b > 0 ? nlohmann::json(a / b) : nlohmann::json(); };
   return {
       {"rank", f.rank},

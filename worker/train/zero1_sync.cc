@@ -7,7 +7,7 @@ namespace pszero::train {
 
 Result<std::unique_ptr<Zero1Sync>> Zero1Sync::Create(model::ParamBuffer* params,
                                                      const DataParallelOptions& options) {
-  if (!params->params().defined() || !params->grads().defined()) {
+  if (!params->storage().params_resident || !params->storage().grads_resident) {
     return Status::Internal("zero1 needs resident parameters and gradients");
   }
   std::unique_ptr<Zero1Sync> s(new Zero1Sync(params, options));
@@ -18,13 +18,10 @@ Result<std::unique_ptr<Zero1Sync>> Zero1Sync::Create(model::ParamBuffer* params,
     s->pending_units_[b] = s->buckets_[b].end_unit - s->buckets_[b].first_unit;
     largest = std::max(largest, s->piece(s->buckets_[b]));
   }
-  const int64_t n = s->shard_numel();
-  PSZERO_ASSIGN_OR_RETURN(s->m_, Tensor::Zeros({n}, DType::kFloat32, MemoryCategory::kOptimizer,
-                                               options.tracker));
-  PSZERO_ASSIGN_OR_RETURN(s->v_, Tensor::Zeros({n}, DType::kFloat32, MemoryCategory::kOptimizer,
-                                               options.tracker));
-  PSZERO_ASSIGN_OR_RETURN(s->scratch_, Tensor::Empty({largest}, DType::kFloat32,
-                                                     MemoryCategory::kCommBuffers, options.tracker));
+  PSZERO_RETURN_IF_ERROR(s->CreateOptimizerState(/*sharded=*/true));
+  PSZERO_ASSIGN_OR_RETURN(
+      s->scratch_, Tensor::Empty({largest}, params->grad_dtype(), MemoryCategory::kCommBuffers,
+                                 options.tracker));
   return s;
 }
 
@@ -35,10 +32,10 @@ Status Zero1Sync::GradientsReady(int unit) {
   if (--pending_units_[b] > 0) return Status::Ok();
   const Bucket& bucket = buckets_[b];
   pending_units_[b] = bucket.end_unit - bucket.first_unit;
-  float* g = params_->grads().data<float>();
-  Tensor all = Floats(g + bucket.begin, bucket.size());
-  float* mine = g + bucket.begin + rank() * piece(bucket);
-  Tensor out = Floats(scratch_.data<float>(), piece(bucket));
+  void* g = bf16_only() ? params_->grads_bf16().data() : params_->grads().data();
+  Tensor all = Elements(g, grad_dtype(), bucket.begin, bucket.size());
+  void* mine = Elements(g, grad_dtype(), bucket.begin + rank() * piece(bucket), 1).data();
+  Tensor out = Elements(scratch_.data(), grad_dtype(), 0, piece(bucket));
   collectives::Communicator* group = options_.group;
   Enqueue("reduce-scatter bucket " + std::to_string(b), [group, all, out, mine] {
     PSZERO_RETURN_IF_ERROR(group->ReduceScatter(all, out, collectives::ReduceOp::kSum));
@@ -50,14 +47,8 @@ Status Zero1Sync::GradientsReady(int unit) {
 
 Status Zero1Sync::Step(int64_t step) {
   PSZERO_RETURN_IF_ERROR(Synchronize());
-  float* p = params_->params().data<float>();
-  float* g = params_->grads().data<float>();
-  for (const Bucket& b : buckets_) {
-    const int64_t at = b.begin + rank() * piece(b);
-    PSZERO_RETURN_IF_ERROR(Update(step, p + at, g + at, m_.data<float>() + b.shard_offset,
-                                  v_.data<float>() + b.shard_offset, nullptr, piece(b)));
-  }
-  PSZERO_RETURN_IF_ERROR(AllGatherBucketParams());
+  void* g = bf16_only() ? params_->grads_bf16().data() : params_->grads().data();
+  PSZERO_RETURN_IF_ERROR(UpdateOwnedPieces(step, g, /*grads_in_buffer=*/true));
   EndStepTraffic();
   return Status::Ok();
 }

@@ -4,7 +4,7 @@ namespace pszero::train {
 
 Result<std::unique_ptr<Zero2Sync>> Zero2Sync::Create(model::ParamBuffer* params,
                                                      const DataParallelOptions& options) {
-  if (!params->params().defined() || params->grads().defined()) {
+  if (!params->storage().params_resident || params->storage().grads_resident) {
     return Status::Internal("zero2 needs resident parameters and no resident gradients");
   }
   std::unique_ptr<Zero2Sync> s(new Zero2Sync(params, options));
@@ -13,17 +13,14 @@ Result<std::unique_ptr<Zero2Sync>> Zero2Sync::Create(model::ParamBuffer* params,
   s->bucket_grads_.resize(s->buckets_.size());
   // The bucket backward starts in (GPT: with the tied embedding, kept to the end), the one
   // being filled, one being reduce-scattered.
-  s->pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3);
+  s->pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3,
+                                          params->grad_dtype());
   for (size_t b = 0; b < s->buckets_.size(); ++b) {
     s->pending_units_[b] = s->buckets_[b].end_unit - s->buckets_[b].first_unit;
   }
-  const int64_t n = s->shard_numel();
-  for (Tensor* t : {&s->grads_, &s->m_, &s->v_}) {
-    PSZERO_ASSIGN_OR_RETURN(
-        *t, Tensor::Zeros({n}, DType::kFloat32,
-                          t == &s->grads_ ? MemoryCategory::kGrads : MemoryCategory::kOptimizer,
-                          options.tracker));
-  }
+  PSZERO_ASSIGN_OR_RETURN(s->grads_, Tensor::Zeros({s->shard_numel()}, params->grad_dtype(),
+                                                   MemoryCategory::kGrads, options.tracker));
+  PSZERO_RETURN_IF_ERROR(s->CreateOptimizerState(/*sharded=*/true));
   return s;
 }
 
@@ -34,10 +31,11 @@ Status Zero2Sync::BeforeBackward(int unit) {
   if (bucket_grads_[b].defined()) return Status::Ok();
   const Bucket& bucket = buckets_[b];
   PSZERO_ASSIGN_OR_RETURN(bucket_grads_[b], pool_->Acquire(bucket.size(), /*zero=*/true));
-  float* g = bucket_grads_[b].data<float>();
   const auto& units = params_->units();
   for (int u = bucket.first_unit; u < bucket.end_unit; ++u) {
-    params_->AttachUnitGrads(u, g + (units[u].begin - bucket.begin));
+    params_->AttachUnitGradStorage(
+        u,
+        Elements(bucket_grads_[b].data(), grad_dtype(), units[u].begin - bucket.begin, 1).data());
   }
   return Status::Ok();
 }
@@ -51,12 +49,13 @@ Status Zero2Sync::GradientsReady(int unit) {
     return Status::Internal("zero2: gradients of bucket " + std::to_string(b) +
                             " ready before its backward began");
   }
-  for (int u = bucket.first_unit; u < bucket.end_unit; ++u) params_->AttachUnitGrads(u, nullptr);
+  for (int u = bucket.first_unit; u < bucket.end_unit; ++u)
+    params_->AttachUnitGradStorage(u, nullptr);
   // The op owns the bucket's memory from now on and frees it when it is done.
   Tensor storage = std::move(bucket_grads_[b]);
   bucket_grads_[b] = Tensor();
-  Tensor all = Floats(storage.data<float>(), bucket.size());
-  Tensor mine = Floats(grads_.data<float>() + bucket.shard_offset, piece(bucket));
+  Tensor all = Elements(storage.data(), grad_dtype(), 0, bucket.size());
+  Tensor mine = Elements(grads_.data(), grad_dtype(), bucket.shard_offset, piece(bucket));
   collectives::Communicator* group = options_.group;
   BufferPool* pool = pool_.get();
   Enqueue("reduce-scatter bucket " + std::to_string(b),
@@ -70,14 +69,7 @@ Status Zero2Sync::GradientsReady(int unit) {
 
 Status Zero2Sync::Step(int64_t step) {
   PSZERO_RETURN_IF_ERROR(Synchronize());
-  float* p = params_->params().data<float>();
-  for (const Bucket& b : buckets_) {
-    const int64_t at = b.begin + rank() * piece(b);
-    PSZERO_RETURN_IF_ERROR(Update(step, p + at, grads_.data<float>() + b.shard_offset,
-                                  m_.data<float>() + b.shard_offset,
-                                  v_.data<float>() + b.shard_offset, nullptr, piece(b)));
-  }
-  PSZERO_RETURN_IF_ERROR(AllGatherBucketParams());
+  PSZERO_RETURN_IF_ERROR(UpdateOwnedPieces(step, grads_.data(), /*grads_in_buffer=*/false));
   EndStepTraffic();
   return Status::Ok();
 }

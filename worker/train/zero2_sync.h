@@ -1,6 +1,6 @@
 // zero2 (ZeRO stage 2): optimizer state and gradients partitioned 1/D; every rank keeps
-// all parameters (4Ψ + 12Ψ/D bytes in fp32). No full gradient buffer exists: a bucket's
-// gradient memory (grad_buckets) is allocated when backward first writes into it,
+// all parameters (4Ψ + 12Ψ/D bytes in fp32, 2Ψ + 14Ψ/D in bf16). No full gradient buffer exists: a
+// bucket's gradient memory (grad_buckets) is allocated when backward first writes into it,
 // reduce-scattered on the stream as soon as its last unit is ready (rank r keeping the
 // sum of piece r in its gradient shard), and freed when that op is done. Step updates the
 // owned pieces with fused AdamW, then all-gathers every bucket's parameters.
@@ -22,13 +22,6 @@ class Zero2Sync final : public DataParallelSync {
   Status BeforeBackward(int unit) override;
   Status GradientsReady(int unit) override;
   Status Step(int64_t step) override;
-  Result<Moments> LocalMoments(const model::ParamBuffer&) override { return GatherMoments(m_, v_); }
-  Status Restore(const std::vector<float>& params, const Moments& moments) override {
-    std::copy(params.begin(), params.end(), params_->params().data<float>());
-    ScatterPieces(moments.m.data(), m_.data<float>());
-    ScatterPieces(moments.v.data(), v_.data<float>());
-    return params_->RefreshBf16();
-  }
 
  private:
   using DataParallelSync::DataParallelSync;
@@ -36,9 +29,7 @@ class Zero2Sync final : public DataParallelSync {
   std::vector<int> pending_units_;
   std::vector<Tensor> bucket_grads_;  // per bucket (pool buffers), while backward fills it
   std::unique_ptr<BufferPool> pool_;
-  Tensor grads_;  // shard
-  Tensor m_;      // shard
-  Tensor v_;      // shard
+  Tensor grads_;  // shard (grad_dtype())
 };
 
 }  // namespace pszero::train

@@ -19,19 +19,23 @@ Result<std::unique_ptr<Zero3Sync>> Zero3Sync::Create(model::ParamBuffer* params,
   s->unit_grads_.resize(units);
   // Two units gathered at once; gradients: embed (kept through backward), the current
   // unit, one being reduce-scattered.
-  s->gathered_pool_ =
-      std::make_unique<BufferPool>(MemoryCategory::kGatheredParams, options.tracker, 2);
-  s->grad_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3);
+  s->gathered_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGatheredParams, options.tracker,
+                                                   2, s->param_dtype());
+  s->grad_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3,
+                                               params->grad_dtype());
   const int64_t n = s->shard_numel();
   // Shared memory: the peers' all-gathers read it in place on one host.
-  PSZERO_ASSIGN_OR_RETURN(s->param_shard_, Tensor::EmptyShared({n}, DType::kFloat32,
-                                                               MemoryCategory::kParams,
-                                                               options.tracker));
-  for (Tensor* t : {&s->grads_, &s->m_, &s->v_}) {
-    PSZERO_ASSIGN_OR_RETURN(
-        *t, Tensor::Zeros({n}, DType::kFloat32,
-                          t == &s->grads_ ? MemoryCategory::kGrads : MemoryCategory::kOptimizer,
-                          options.tracker));
+  PSZERO_ASSIGN_OR_RETURN(
+      s->param_shard_,
+      Tensor::EmptyShared({n}, s->param_dtype(), MemoryCategory::kParams, options.tracker));
+  PSZERO_ASSIGN_OR_RETURN(
+      s->grads_, Tensor::Zeros({n}, params->grad_dtype(), MemoryCategory::kGrads, options.tracker));
+  PSZERO_RETURN_IF_ERROR(s->CreateOptimizerState(/*sharded=*/true));
+  if (s->bf16_only()) {
+    // The master holds this rank's pieces from the seed; the parameters are their rounding.
+    PSZERO_RETURN_IF_ERROR(kernels::Cast(s->master_.data(), DType::kFloat32, s->param_shard_.data(),
+                                         DType::kBFloat16, n, options.kernels));
+    return s;
   }
   // This rank's piece of every unit, straight from the seed.
   for (size_t u = 0; u < units; ++u) {
@@ -54,9 +58,9 @@ Status Zero3Sync::Prefetch(int unit) {
   if (g.params.defined()) return Status::Ok();
   const Bucket& b = buckets_[bucket_of_unit_[unit]];
   PSZERO_ASSIGN_OR_RETURN(g.storage, gathered_pool_->Acquire(b.size(), /*zero=*/false));
-  g.params = Floats(g.storage.data<float>(), b.size());
+  g.params = Elements(g.storage.data(), param_dtype(), 0, b.size());
   peak_gathered_ = std::max(peak_gathered_, ++live_units_);
-  Tensor mine = Floats(shard_piece(param_shard_, unit), piece(b));
+  Tensor mine = ShardPiece(param_shard_, unit);
   Tensor all = g.params;
   collectives::Communicator* group = options_.group;
   g.work = Enqueue("allgather unit " + params_->units()[unit].name,
@@ -72,16 +76,11 @@ Status Zero3Sync::Attach(int unit) {
     g.work = collectives::Work();
   }
   if (g.attached) return Status::Ok();
-  bf16_t* bf16 = nullptr;
-  if (params_->bf16()) {
-    PSZERO_ASSIGN_OR_RETURN(g.params_bf16,
-                            Tensor::Empty(g.params.shape(), DType::kBFloat16,
-                                          MemoryCategory::kGatheredParams, options_.tracker));
-    PSZERO_RETURN_IF_ERROR(kernels::Cast(g.params.data(), DType::kFloat32, g.params_bf16.data(),
-                                         DType::kBFloat16, g.params.numel(), options_.kernels));
-    bf16 = g.params_bf16.data<bf16_t>();
+  if (bf16_only()) {
+    params_->AttachUnitParams(unit, nullptr, g.params.data<bf16_t>());
+  } else {
+    params_->AttachUnitParams(unit, g.params.data<float>(), nullptr);
   }
-  params_->AttachUnitParams(unit, g.params.data<float>(), bf16);
   g.attached = true;
   return Status::Ok();
 }
@@ -113,7 +112,7 @@ Status Zero3Sync::Use(int unit, bool backward) {
   if (backward && !unit_grads_[unit].defined()) {
     const Bucket& b = buckets_[bucket_of_unit_[unit]];
     PSZERO_ASSIGN_OR_RETURN(unit_grads_[unit], grad_pool_->Acquire(b.size(), /*zero=*/true));
-    params_->AttachUnitGrads(unit, unit_grads_[unit].data<float>());
+    params_->AttachUnitGradStorage(unit, unit_grads_[unit].data());
   }
   return Status::Ok();
 }
@@ -128,12 +127,12 @@ Status Zero3Sync::GradientsReady(int unit) {
     return Status::Internal("zero3: gradients of unit " + params_->units()[unit].name +
                             " ready before its backward began");
   }
-  params_->AttachUnitGrads(unit, nullptr);
+  params_->AttachUnitGradStorage(unit, nullptr);
   Tensor storage = std::move(unit_grads_[unit]);
   unit_grads_[unit] = Tensor();
   const Bucket& b = buckets_[bucket_of_unit_[unit]];
-  Tensor all = Floats(storage.data<float>(), b.size());
-  Tensor mine = Floats(shard_piece(grads_, unit), piece(b));
+  Tensor all = Elements(storage.data(), grad_dtype(), 0, b.size());
+  Tensor mine = ShardPiece(grads_, unit);
   collectives::Communicator* group = options_.group;
   BufferPool* pool = grad_pool_.get();
   // The op hands the buffer back to the pool when it is done with it.
@@ -153,8 +152,13 @@ Status Zero3Sync::Step(int64_t step) {
   for (size_t u = 0; u < gathered_.size(); ++u) {
     PSZERO_RETURN_IF_ERROR(Release(static_cast<int>(u)));
   }
-  PSZERO_RETURN_IF_ERROR(Update(step, param_shard_.data<float>(), grads_.data<float>(),
-                                m_.data<float>(), v_.data<float>(), nullptr, shard_numel()));
+  if (bf16_only()) {
+    PSZERO_RETURN_IF_ERROR(Update(step, master_.data<float>(), grads_.data(), m_.data<float>(),
+                                  v_.data<float>(), param_shard_.data<bf16_t>(), shard_numel()));
+  } else {
+    PSZERO_RETURN_IF_ERROR(Update(step, param_shard_.data<float>(), grads_.data(), m_.data<float>(),
+                                  v_.data<float>(), nullptr, shard_numel()));
+  }
   EndStepTraffic();
   recorded_ = true;
   cursor_ = 0;
@@ -164,6 +168,7 @@ Status Zero3Sync::Step(int64_t step) {
 }
 
 Result<std::vector<float>> Zero3Sync::LocalParams(const model::ParamBuffer& params) {
+  if (bf16_only()) return DataParallelSync::LocalParams(params);  // the master
   std::vector<float> out(static_cast<size_t>(params.numel()));
   PSZERO_RETURN_IF_ERROR(GatherPieces(param_shard_.data<float>(), out.data()));
   return out;
@@ -173,10 +178,15 @@ Status Zero3Sync::Restore(const std::vector<float>& params, const Moments& momen
   for (size_t u = 0; u < gathered_.size(); ++u) {
     PSZERO_RETURN_IF_ERROR(Release(static_cast<int>(u)));
   }
-  ScatterPieces(params.data(), param_shard_.data<float>());
   ScatterPieces(moments.m.data(), m_.data<float>());
   ScatterPieces(moments.v.data(), v_.data<float>());
-  return Status::Ok();
+  if (!bf16_only()) {
+    ScatterPieces(params.data(), param_shard_.data<float>());
+    return Status::Ok();
+  }
+  ScatterPieces(params.data(), master_.data<float>());
+  return kernels::Cast(master_.data(), DType::kFloat32, param_shard_.data(), DType::kBFloat16,
+                       shard_numel(), options_.kernels);
 }
 
 }  // namespace pszero::train

@@ -1,6 +1,7 @@
 // zero3 (ZeRO stage 3, FSDP FULL_SHARD): parameters, gradients and optimizer state all
-// partitioned 1/D (16Ψ/D bytes in fp32). Rank r owns piece r of every unit (layer), and
-// initializes it from the seed without ever building the full model.
+// partitioned 1/D (16Ψ/D bytes in fp32 and in bf16, where the shard is bf16 parameters
+// and gradients beside the fp32 master, m and v). Rank r owns piece r of every unit
+// (layer), and initializes it from the seed without ever building the full model.
 //
 // A unit's parameters are all-gathered (gathered_params) just before its forward and
 // again before its backward, and released when the model says it is done with them
@@ -32,7 +33,6 @@ class Zero3Sync final : public DataParallelSync {
   Status GradientsReady(int unit) override;
   Status Step(int64_t step) override;
   Result<std::vector<float>> LocalParams(const model::ParamBuffer& params) override;
-  Result<Moments> LocalMoments(const model::ParamBuffer&) override { return GatherMoments(m_, v_); }
   Status Restore(const std::vector<float>& params, const Moments& moments) override;
 
   // Largest number of units gathered at once so far (tests: at most two).
@@ -43,8 +43,7 @@ class Zero3Sync final : public DataParallelSync {
 
   struct Gathered {
     Tensor storage;          // from the pool (may be larger than the unit)
-    Tensor params;           // fp32 view of storage: the whole (padded) unit
-    Tensor params_bf16;      // with bf16 compute
+    Tensor params;           // view of storage: the whole (padded) unit, in param_dtype()
     collectives::Work work;  // the all-gather, while in flight
     bool attached = false;
   };
@@ -57,8 +56,12 @@ class Zero3Sync final : public DataParallelSync {
   Status Release(int unit);
   // The unit used after the current position of the recorded order (-1: none known).
   int NextUse() const;
-  float* shard_piece(Tensor& t, int unit) {
-    return t.data<float>() + buckets_[bucket_of_unit_[unit]].shard_offset;
+  // The parameters' element type: bf16 with bf16-only storage.
+  DType param_dtype() const { return bf16_only() ? DType::kBFloat16 : DType::kFloat32; }
+  // This rank's piece of `unit` in a shard-layout tensor.
+  Tensor ShardPiece(Tensor& t, int unit) {
+    const Bucket& b = buckets_[bucket_of_unit_[unit]];
+    return Elements(t.data(), t.dtype(), b.shard_offset, piece(b));
   }
 
   std::vector<Gathered> gathered_;
@@ -70,10 +73,8 @@ class Zero3Sync final : public DataParallelSync {
   size_t cursor_ = 0;  // uses so far this step
   int live_units_ = 0;
   int peak_gathered_ = 0;
-  Tensor param_shard_;
-  Tensor grads_;  // shard
-  Tensor m_;      // shard
-  Tensor v_;      // shard
+  Tensor param_shard_;  // param_dtype(): the fp32 master in fp32, bf16 beside master_ in bf16
+  Tensor grads_;        // shard (grad_dtype())
 };
 
 }  // namespace pszero::train
