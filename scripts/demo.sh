@@ -9,7 +9,7 @@
 # tensor-parallel workers. Within five minutes on two cores.
 #
 # PSZERO_DEMO_OUT (default: <build>/demo) keeps the reports and each job's log;
-# PSZERO_DEMO_GPT_STEPS (8) and PSZERO_DEMO_MLP_STEPS (3) set the steps per run.
+# PSZERO_DEMO_GPT_STEPS (8) and PSZERO_DEMO_MLP_STEPS (5) set the steps per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +52,7 @@ run_job() {
 echo "== four workers, every sync mode (run reports: $out) =="
 for model in gpt-tiny mlp; do
   steps=${PSZERO_DEMO_GPT_STEPS:-8}
-  [[ $model == mlp ]] && steps=${PSZERO_DEMO_MLP_STEPS:-3}
+  [[ $model == mlp ]] && steps=${PSZERO_DEMO_MLP_STEPS:-5}
   for mode in allreduce zero1 zero2 zero3; do
     run_job "$model" "$mode" 0 "$steps" "$model-$mode"
   done
