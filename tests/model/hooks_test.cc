@@ -55,6 +55,18 @@ class RecordingHooks : public LayerHooks {
   ParamBuffer* params_;
 };
 
+// The first batch of the default synthetic stream of `c`.
+Batch FirstBatch(const ModelConfig& c) {
+  DataOptions dopt;
+  auto data = DataSource::Create(c, dopt);
+  EXPECT_TRUE(data.ok()) << data.status().ToString();
+  Batch batch;
+  if (data.ok()) {
+    EXPECT_TRUE((*data)->Next(0, &batch).ok());
+  }
+  return batch;
+}
+
 TEST(HooksTest, UnitsTileTheBufferAndHooksFireInOrderWithFinalGradients) {
   const ModelConfig c = testing::SmallGpt();  // 2 layers: units embed, h.0, h.1, ln_f
   TensorParallel tp;
@@ -75,11 +87,7 @@ TEST(HooksTest, UnitsTileTheBufferAndHooksFireInOrderWithFinalGradients) {
   EXPECT_EQ(params.views().front().spec.name, "wte.weight");
   EXPECT_EQ(params.views().back().spec.name, "ln_f.bias");
 
-  DataOptions dopt;
-  auto data = DataSource::Create(c, dopt);
-  ASSERT_TRUE(data.ok());
-  Batch batch;
-  ASSERT_TRUE((*data)->Next(0, &batch).ok());
+  const Batch batch = FirstBatch(c);
   RecordingHooks hooks(&params);
   ASSERT_TRUE(params.ZeroGrads().ok());
   ASSERT_TRUE((*m)->Forward(batch, &hooks).ok());
@@ -147,11 +155,7 @@ TEST(HooksTest, Bf16OnlyStorageHoldsBf16ParamsAndGradsAndCastsEachUnitOnce) {
     ASSERT_EQ(params.params_bf16().data<bf16_t>()[i].bits, FloatToBf16Bits(init[i])) << i;
   }
 
-  DataOptions dopt;
-  auto data = DataSource::Create(c, dopt);
-  ASSERT_TRUE(data.ok());
-  Batch batch;
-  ASSERT_TRUE((*data)->Next(0, &batch).ok());
+  const Batch batch = FirstBatch(c);
   RecordingHooks hooks(&params);
   ASSERT_TRUE(params.ZeroGrads().ok());
   auto loss = (*m)->Forward(batch, &hooks);

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <string>
 #include <tuple>

@@ -16,10 +16,10 @@
 // Single copy: when every rank's buffer lies in shared host memory (Tensor::EmptyShared,
 // common/shared_host_memory.h), an op of at least IntraHostOp::single_copy_min_bytes
 // maps the peers' buffers read-only and reads them in place, with no staging: the
-// registered buffers of NCCL on a host. Each rank serves its peers, and reads from them, exactly the
-// ring's bound: 2(N-1)/N * S for an all-reduce, (N-1)/N * S for reduce-scatter and
-// all-gather. All-to-all(v) reads the peers' inputs with cross-memory attach
-// (process_vm_readv) where the kernel allows it.
+// registered buffers of NCCL on a host. Each rank serves its peers, and reads from them, exactly
+// the ring's bound: 2(N-1)/N * S for an all-reduce, (N-1)/N * S for reduce-scatter and all-gather.
+// All-to-all(v) reads the peers' inputs with cross-memory attach (process_vm_readv) where the
+// kernel allows it.
 //
 // Waiting: pause-spinning (~50 µs when every rank has a core of its own, a few µs when
 // ranks share cores), then a sleep on the futex (four ranks on two cores must not spin). Counters
