@@ -99,10 +99,15 @@ struct Buffers {
   Tensor in, out;
 };
 
-Result<Buffers> Allocate(const std::string& op, int64_t count, int n, DType dtype, Device device,
-                         bool shared) {
+Result<Buffers> Allocate(const std::string& op, int64_t count, int n, int rank, DType dtype,
+                         Device device, bool shared, bool in_place) {
   Buffers b;
   const int64_t block = count / n;
+  // Block `rank` of `whole`, a view that lives as long as `whole` (both in Buffers).
+  auto own_block = [&](const Tensor& whole) {
+    return Tensor::Wrap(static_cast<std::byte*>(whole.data()) + rank * block * DTypeSize(dtype),
+                        {block}, dtype, device);
+  };
   auto make = [&](int64_t c) {
     if (shared && device == Device::kHost) {
       return Tensor::EmptyShared({c}, dtype, MemoryCategory::kCommBuffers, nullptr);
@@ -113,10 +118,18 @@ Result<Buffers> Allocate(const std::string& op, int64_t count, int n, DType dtyp
     PSZERO_ASSIGN_OR_RETURN(b.in, make(count));
   } else if (op == "reduce_scatter") {
     PSZERO_ASSIGN_OR_RETURN(b.in, make(count));
-    PSZERO_ASSIGN_OR_RETURN(b.out, make(block));
+    if (in_place) {
+      b.out = own_block(b.in);
+    } else {
+      PSZERO_ASSIGN_OR_RETURN(b.out, make(block));
+    }
   } else if (op == "allgather") {
-    PSZERO_ASSIGN_OR_RETURN(b.in, make(block));
     PSZERO_ASSIGN_OR_RETURN(b.out, make(count));
+    if (in_place) {
+      b.in = own_block(b.out);
+    } else {
+      PSZERO_ASSIGN_OR_RETURN(b.in, make(block));
+    }
   } else {
     PSZERO_ASSIGN_OR_RETURN(b.in, make(count));
     PSZERO_ASSIGN_OR_RETURN(b.out, make(count));
@@ -183,8 +196,9 @@ Result<std::vector<CollectiveRow>> RunCollectiveSweep(Communicator& comm,
     CollectiveRow row;
     row.count = std::max<int64_t>(n, static_cast<int64_t>(size / es) / n * n);
     row.bytes = row.count * static_cast<int64_t>(es);
-    PSZERO_ASSIGN_OR_RETURN(Buffers b, Allocate(sweep.op, row.count, n, sweep.dtype, sweep.device,
-                                                sweep.shared_buffers));
+    PSZERO_ASSIGN_OR_RETURN(Buffers b,
+                            Allocate(sweep.op, row.count, n, comm.rank(), sweep.dtype, sweep.device,
+                                     sweep.shared_buffers, sweep.in_place));
     PSZERO_RETURN_IF_ERROR(Fill(b.in, comm.rank(), 0));
     for (int i = 0; i < sweep.warmup; ++i) PSZERO_RETURN_IF_ERROR(RunOnce(comm, sweep, b));
     PSZERO_RETURN_IF_ERROR(comm.Barrier());

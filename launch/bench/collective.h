@@ -31,6 +31,9 @@ struct CollectiveSweep {
   bool check = false;
   Device device = Device::kHost;  // kCuda: device buffers (NCCL when the comm has it)
   bool shared_buffers = true;     // host buffers from Tensor::EmptyShared
+  // reduce_scatter: the output is block rank of the input; allgather: the input is block
+  // rank of the output (nccl-tests' in-place columns).
+  bool in_place = false;
 };
 
 struct CollectiveRow {

@@ -46,6 +46,7 @@ struct CollectiveFlags {
   int intra_host_segment_kb = 512;
   int intra_host_min_kb = 0;
   std::string buffers = "shared";
+  bool in_place = false;
   std::string progress = "block";
   std::string peer;
   bool json = false;
@@ -84,6 +85,7 @@ Result<CollectiveSweep> MakeSweep(const CollectiveFlags& f) {
   s.warmup = f.warmup;
   s.check = f.check;
   s.shared_buffers = f.buffers == "shared";
+  s.in_place = f.in_place;
   return s;
 }
 
@@ -182,6 +184,7 @@ std::vector<std::string> RankArgv(const std::string& self, const CollectiveFlags
                                    f.backend};
   if (f.check) argv.push_back("--check");
   if (f.deterministic) argv.push_back("--deterministic");
+  if (f.in_place) argv.push_back("--in-place");
   return argv;
 }
 
@@ -295,6 +298,7 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
       {"small_message_bytes", static_cast<int64_t>(f.small_kb) << 10},
       {"intra_host_segment_bytes", static_cast<int64_t>(f.intra_host_segment_kb) << 10},
       {"buffers", f.buffers},
+      {"in_place", f.in_place},
       {"lanes", doc.value("lanes", "")},
       {"rows", ToJson(*rows)}};
   if (mpi) {
@@ -390,6 +394,9 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
                   "Host buffers in shared memory (the intra-host path reads them in place, "
                   "as NCCL's registered buffers) or private (staged through windows)")
       ->check(CLI::IsMember({"shared", "private"}));
+  app->add_flag("--in-place", f->in_place,
+                "reduce_scatter into block rank of the input, allgather from block rank of the "
+                "output (nccl-tests' in-place columns)");
   app->add_option("--progress", f->progress, "UCX progress: block (spin, then sleep) or spin")
       ->check(CLI::IsMember({"block", "spin"}));
   app->add_option("--peer", f->peer, "Also run the same sweep with this yardstick")

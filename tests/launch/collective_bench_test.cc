@@ -59,6 +59,27 @@ TEST(CollectiveBenchTest, BytesPerRankAreTheBoundOnEveryPath) {
   }
 }
 
+// nccl-tests' in-place forms: reduce-scatter into block rank of its input, all-gather from
+// block rank of its output; checked on the single-copy, staged and UCX paths.
+TEST(CollectiveBenchTest, InPlaceReduceScatterAndAllGatherAreRight) {
+  for (const char* op : {"reduce_scatter", "allgather"}) {
+    for (auto [intra, buffers] :
+         {std::pair{"on", "shared"}, std::pair{"on", "private"}, std::pair{"off", "private"}}) {
+      nlohmann::json j =
+          RunBench({"--op",        op,     "--ranks",       "3",          "--min-bytes",  "12",
+                    "--max-bytes", "3M",   "--step-factor", "64",         "--iters",      "2",
+                    "--warmup",    "1",    "--check",       "--in-place", "--intra-host", intra,
+                    "--buffers",   buffers});
+      ASSERT_TRUE(j.contains("rows")) << op;
+      EXPECT_EQ(j["in_place"], true);
+      ASSERT_EQ(j["rows"].size(), 4u) << op;  // 12, 768, 48K and 3M (single copy from 64K)
+      for (const auto& row : j["rows"]) {
+        EXPECT_EQ(row["wrong"], 0) << op << " " << intra << " " << buffers << " " << row.dump();
+      }
+    }
+  }
+}
+
 TEST(CollectiveBenchTest, BadFlagsExit2NamingTheFlag) {
   for (auto [flag, value] : {std::pair{"--op", "gather"}, std::pair{"--ranks", "0"},
                              std::pair{"--min-bytes", "lots"}, std::pair{"--dtype", "fp8"}}) {
