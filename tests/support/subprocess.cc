@@ -8,13 +8,18 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 extern char** environ;
 
 namespace pszero::testing {
 
-std::string BinaryPath(const std::string& name) { return std::string(PSZERO_BIN_DIR) + "/" + name; }
+std::string BinaryPath(const std::string& name) {
+  // PSZERO_BIN_DIR in the environment: binaries moved elsewhere (scripts/device_bundle.sh).
+  const char* moved = std::getenv("PSZERO_BIN_DIR");
+  return std::string(moved != nullptr && *moved != '\0' ? moved : PSZERO_BIN_DIR) + "/" + name;
+}
 
 ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
                          const std::vector<std::string>& env) {
