@@ -114,12 +114,9 @@ double Tolerance(DType dtype, int n, int64_t i) {
 
 // `shared`: in shared host memory, which the intra-host path reads in place.
 Tensor Make(int64_t count, DType dtype, bool shared = false) {
-  Result<Tensor> t = shared ? Tensor::EmptyShared({count}, dtype, MemoryCategory::kOther, nullptr)
+  Result<Tensor> t = shared ? Tensor::ZerosShared({count}, dtype, MemoryCategory::kOther, nullptr)
                             : Tensor::Zeros({count}, dtype, MemoryCategory::kOther, nullptr);
   EXPECT_TRUE(t.ok()) << t.status().ToString();
-  if (shared) {
-    EXPECT_TRUE(t->ZeroFill().ok());
-  }
   return std::move(t).value();
 }
 

@@ -93,16 +93,6 @@ uint32_t Load(const uint32_t* word) {
   return std::atomic_ref<uint32_t>(*const_cast<uint32_t*>(word)).load(std::memory_order_acquire);
 }
 
-// Stores `value` and wakes every waiter of the word (in any process), with a system call
-// only when someone sleeps on the slot (`sleepers`). Sequentially consistent against the
-// waiter's increment-then-recheck: either the waiter sees the value or we see it.
-void Publish(uint32_t* word, uint32_t value, uint32_t* sleepers) {
-  std::atomic_ref<uint32_t>(*word).store(value, std::memory_order_seq_cst);
-  if (std::atomic_ref<uint32_t>(*sleepers).load(std::memory_order_seq_cst) != 0) {
-    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
-  }
-}
-
 bool Reached(uint32_t value, uint32_t target) { return static_cast<int32_t>(value - target) >= 0; }
 
 uint64_t Fnv1a(const std::string& s) {
@@ -212,7 +202,7 @@ class IntraHostGroup::OpScope {
     me->region_bytes = ref ? ref->region_bytes : 0;
     me->region_offset = ref ? ref->offset : 0;
     g_->peers_[g_->rank_].shared = ref ? static_cast<const std::byte*>(buffer) : nullptr;
-    Publish(&me->published, op_, &me->sleepers);
+    g_->Publish(&Slot::published, op_);
     for (int p = 0; p < g_->n_; ++p) {
       if (p == g_->rank_) continue;
       PSZERO_RETURN_IF_ERROR(g_->WaitFor(p, &g_->slot(p)->published, op_, "start the op", ctx));
@@ -230,14 +220,8 @@ class IntraHostGroup::OpScope {
   }
   // This rank has read everything it needs; returns once every peer has too.
   Status Finish(const IntraHostOp& ctx) {
-    Slot* me = g_->slot(g_->rank_);
-    Publish(&me->done, op_, &me->sleepers);
-    for (int p = 0; p < g_->n_; ++p) {
-      if (p == g_->rank_) continue;
-      PSZERO_RETURN_IF_ERROR(
-          g_->WaitFor(p, &g_->slot(p)->done, op_, "finish reading its peers' buffers", ctx));
-    }
-    return Status::Ok();
+    g_->Publish(&Slot::done, op_);
+    return g_->WaitAll(&Slot::done, op_, "finish reading its peers' buffers", ctx);
   }
 
  private:
@@ -260,6 +244,14 @@ IntraHostGroup::~IntraHostGroup() {
 
 IntraHostGroup::Slot* IntraHostGroup::slot(int p) const {
   return reinterpret_cast<Slot*>(base_ + kHeaderBytes + static_cast<size_t>(p) * slot_bytes_);
+}
+
+void IntraHostGroup::Publish(uint32_t Slot::*word, uint32_t value) const {
+  Slot* me = slot(rank_);
+  std::atomic_ref<uint32_t>(me->*word).store(value, std::memory_order_seq_cst);
+  if (std::atomic_ref<uint32_t>(me->sleepers).load(std::memory_order_seq_cst) != 0) {
+    syscall(SYS_futex, &(me->*word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+  }
 }
 
 Result<std::unique_ptr<IntraHostGroup>> IntraHostGroup::Create(int rank, int n,
@@ -403,7 +395,7 @@ void IntraHostGroup::Abandon(const Status& reason) {
   if (Load(&me->aborted) != 0) return;
   std::strncpy(me->reason, reason.message().c_str(), sizeof(me->reason) - 1);
   me->reason[sizeof(me->reason) - 1] = '\0';
-  Publish(&me->aborted, 1, &me->sleepers);
+  Publish(&Slot::aborted, 1);
 }
 
 Status IntraHostGroup::PeerAlive(int p) const {
@@ -581,7 +573,7 @@ Status IntraHostGroup::RunRounds(int64_t rounds, bool stages,
     const uint32_t t = round_ + static_cast<uint32_t>(i);
     PSZERO_RETURN_IF_ERROR(BeginRound(t, ctx));
     stage(i, window(rank_, t));
-    Publish(&slot(rank_)->filled, t + 1, &slot(rank_)->sleepers);
+    Publish(&Slot::filled, t + 1);
     return Status::Ok();
   };
   if (stages && rounds > 0) PSZERO_RETURN_IF_ERROR(fill(0));
@@ -590,7 +582,7 @@ Status IntraHostGroup::RunRounds(int64_t rounds, bool stages,
     // Round i+1 is staged while the peers still work on round i.
     if (stages && i + 1 < rounds) PSZERO_RETURN_IF_ERROR(fill(i + 1));
     PSZERO_RETURN_IF_ERROR(consume(i, t));
-    Publish(&slot(rank_)->drained, t + 1, &slot(rank_)->sleepers);
+    Publish(&Slot::drained, t + 1);
   }
   round_ += static_cast<uint32_t>(rounds);
   return Status::Ok();
@@ -641,7 +633,7 @@ Result<IntraHostBytes> IntraHostGroup::AllReduce(void* data, int64_t count, DTyp
                         op == ReduceOp::kAvg ? 1.0 / n_ : 1.0);
         }
         bytes.pulled += (n_ - 1) * static_cast<int64_t>(Bytes(len, es));
-        Publish(&slot(rank_)->reduced, t + 1, &slot(rank_)->sleepers);
+        Publish(&Slot::reduced, t + 1);
         // Every piece's result into place, ours first.
         for (int j = 0; j < n_; ++j) {
           const int q = (rank_ + j) % n_;
@@ -683,7 +675,7 @@ Result<IntraHostBytes> IntraHostGroup::SingleCopyAllReduce(OpScope& scope, void*
     ReduceOrdered(buf + mine, inputs.data(), n_, static_cast<int64_t>(mine_len / es), dtype, op,
                   op == ReduceOp::kAvg ? 1.0 / n_ : 1.0);
   }
-  Publish(&slot(rank_)->written, scope.op(), &slot(rank_)->sleepers);
+  Publish(&Slot::written, scope.op());
   bytes.pulled += (n_ - 1) * static_cast<int64_t>(mine_len);
   bytes.served += (n_ - 1) * static_cast<int64_t>(mine_len);  // every peer reads our result
   const bool streaming = Bytes(count, es) >= kStreamingBytes;

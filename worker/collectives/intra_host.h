@@ -117,6 +117,11 @@ class IntraHostGroup {
   IntraHostGroup(int rank, int n);
 
   Slot* slot(int p) const;
+  // Stores `value` in this rank's `word` and wakes its waiters (in any process), with a
+  // system call only when a peer sleeps on this rank's slot (its sleeper count).
+  // Sequentially consistent against the waiter's increment-then-recheck: either the
+  // waiter sees the value or this rank sees the sleeper.
+  void Publish(uint32_t Slot::*word, uint32_t value) const;
   // After rank p published its buffer: maps it (cached) when it lies in shared memory.
   Status MapPeerBuffer(int p, const IntraHostOp& ctx);
   // An all-reduce reading every rank's buffer in place (all published and mapped).
