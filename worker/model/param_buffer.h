@@ -119,8 +119,10 @@ class ParamBuffer {
   bool bf16() const { return bf16_; }
   // bf16 compute without fp32 copies: bf16 parameters and bf16 gradients only.
   bool bf16_only() const { return bf16_ && !storage_.fp32_copies; }
-  // The element type of the gradients a sync strategy reduces.
-  DType grad_dtype() const { return bf16_only() ? DType::kBFloat16 : DType::kFloat32; }
+  // The element type of the parameters a sync strategy keeps in step (all-gathers) and of
+  // the gradients it reduces.
+  DType param_dtype() const { return bf16_only() ? DType::kBFloat16 : DType::kFloat32; }
+  DType grad_dtype() const { return param_dtype(); }
   // Elements of the largest unit (padding included).
   int64_t largest_unit() const;
   const ParamStorage& storage() const { return storage_; }
@@ -142,6 +144,10 @@ class ParamBuffer {
   const Tensor& grads() const { return grads_; }
   const Tensor& params_bf16() const { return params_bf16_; }
   const Tensor& grads_bf16() const { return grads_bf16_; }
+  // The resident flat tensors a sync strategy keeps in step: the parameters the model
+  // reads and the gradients it reduces (bf16-only: the bf16 ones; else the fp32 ones).
+  const Tensor& sync_params() const { return bf16_only() ? params_bf16_ : params_; }
+  const Tensor& sync_grads() const { return bf16_only() ? grads_bf16_ : grads_; }
   // Zeroes the resident gradients (attached unit gradients are the strategy's).
   Status ZeroGrads();
 

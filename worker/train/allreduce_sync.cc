@@ -24,8 +24,7 @@ Status AllReduceSync::GradientsReady(int unit) {
   if (--pending_units_[b] > 0) return Status::Ok();
   const Bucket& bucket = buckets_[b];
   pending_units_[b] = bucket.end_unit - bucket.first_unit;  // for the next step
-  void* g = bf16_only() ? params_->grads_bf16().data() : params_->grads().data();
-  Tensor grads = Elements(g, grad_dtype(), bucket.begin, bucket.size());
+  Tensor grads = Elements(params_->sync_grads().data(), grad_dtype(), bucket.begin, bucket.size());
   collectives::Communicator* group = options_.group;
   Enqueue("allreduce bucket " + std::to_string(b),
           [group, grads] { return group->AllReduce(grads, collectives::ReduceOp::kSum); });

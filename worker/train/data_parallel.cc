@@ -223,8 +223,8 @@ Status DataParallelSync::UpdateOwnedPieces(int64_t step, void* grads, bool grads
     }
   }
   // Every bucket's parameters from their owners' pieces.
-  const DType pt = bf16_only() ? DType::kBFloat16 : DType::kFloat32;
-  void* p = bf16_only() ? params_->params_bf16().data() : params_->params().data();
+  const DType pt = params_->param_dtype();
+  void* p = params_->sync_params().data();
   collectives::Communicator* group = options_.group;
   for (size_t i = 0; i < buckets_.size(); ++i) {
     const Bucket& b = buckets_[i];

@@ -7,12 +7,12 @@
 
 #include <memory>
 
+#include "common/kv_store.h"
 #include "common/memory.h"
 #include "common/status.h"
 #include "worker/collectives/communicator.h"
 #include "worker/model/data.h"
 #include "worker/model/model.h"
-#include "common/kv_store.h"
 #include "worker/train/ps_sync.h"
 #include "worker/train/sync_strategy.h"
 #include "worker/train/train_flags.h"
@@ -39,11 +39,8 @@ struct PsSetup {
   KeyValueStore* store = nullptr;
   PsSyncOptions options;
 };
-Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig& config,
-                                                        const TrainFlags& flags,
-                                                        collectives::Communicator* tp_comm,
-                                                        collectives::Communicator* dp_comm,
-                                                        MemoryTracker* tracker,
-                                                        const PsSetup* ps = nullptr);
+Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(
+    const model::ModelConfig& config, const TrainFlags& flags, collectives::Communicator* tp_comm,
+    collectives::Communicator* dp_comm, MemoryTracker* tracker, const PsSetup* ps = nullptr);
 
 }  // namespace pszero::train

@@ -32,7 +32,7 @@ Status Zero1Sync::GradientsReady(int unit) {
   if (--pending_units_[b] > 0) return Status::Ok();
   const Bucket& bucket = buckets_[b];
   pending_units_[b] = bucket.end_unit - bucket.first_unit;
-  void* g = bf16_only() ? params_->grads_bf16().data() : params_->grads().data();
+  void* g = params_->sync_grads().data();
   Tensor all = Elements(g, grad_dtype(), bucket.begin, bucket.size());
   void* mine = Elements(g, grad_dtype(), bucket.begin + rank() * piece(bucket), 1).data();
   Tensor out = Elements(scratch_.data(), grad_dtype(), 0, piece(bucket));
@@ -47,8 +47,8 @@ Status Zero1Sync::GradientsReady(int unit) {
 
 Status Zero1Sync::Step(int64_t step) {
   PSZERO_RETURN_IF_ERROR(Synchronize());
-  void* g = bf16_only() ? params_->grads_bf16().data() : params_->grads().data();
-  PSZERO_RETURN_IF_ERROR(UpdateOwnedPieces(step, g, /*grads_in_buffer=*/true));
+  PSZERO_RETURN_IF_ERROR(
+      UpdateOwnedPieces(step, params_->sync_grads().data(), /*grads_in_buffer=*/true));
   EndStepTraffic();
   return Status::Ok();
 }

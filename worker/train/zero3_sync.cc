@@ -20,14 +20,14 @@ Result<std::unique_ptr<Zero3Sync>> Zero3Sync::Create(model::ParamBuffer* params,
   // Two units gathered at once; gradients: embed (kept through backward), the current
   // unit, one being reduce-scattered.
   s->gathered_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGatheredParams, options.tracker,
-                                                   2, s->param_dtype());
+                                                   2, params->param_dtype());
   s->grad_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3,
                                                params->grad_dtype());
   const int64_t n = s->shard_numel();
   // Shared memory: the peers' all-gathers read it in place on one host.
   PSZERO_ASSIGN_OR_RETURN(
       s->param_shard_,
-      Tensor::EmptyShared({n}, s->param_dtype(), MemoryCategory::kParams, options.tracker));
+      Tensor::EmptyShared({n}, params->param_dtype(), MemoryCategory::kParams, options.tracker));
   PSZERO_ASSIGN_OR_RETURN(
       s->grads_, Tensor::Zeros({n}, params->grad_dtype(), MemoryCategory::kGrads, options.tracker));
   PSZERO_RETURN_IF_ERROR(s->CreateOptimizerState(/*sharded=*/true));
@@ -58,7 +58,7 @@ Status Zero3Sync::Prefetch(int unit) {
   if (g.params.defined()) return Status::Ok();
   const Bucket& b = buckets_[bucket_of_unit_[unit]];
   PSZERO_ASSIGN_OR_RETURN(g.storage, gathered_pool_->Acquire(b.size(), /*zero=*/false));
-  g.params = Elements(g.storage.data(), param_dtype(), 0, b.size());
+  g.params = Elements(g.storage.data(), params_->param_dtype(), 0, b.size());
   peak_gathered_ = std::max(peak_gathered_, ++live_units_);
   Tensor mine = ShardPiece(param_shard_, unit);
   Tensor all = g.params;

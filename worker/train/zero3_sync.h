@@ -56,8 +56,6 @@ class Zero3Sync final : public DataParallelSync {
   Status Release(int unit);
   // The unit used after the current position of the recorded order (-1: none known).
   int NextUse() const;
-  // The parameters' element type: bf16 with bf16-only storage.
-  DType param_dtype() const { return bf16_only() ? DType::kBFloat16 : DType::kFloat32; }
   // This rank's piece of `unit` in a shard-layout tensor.
   Tensor ShardPiece(Tensor& t, int unit) {
     const Bucket& b = buckets_[bucket_of_unit_[unit]];
