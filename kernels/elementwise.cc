@@ -1,6 +1,7 @@
 #include "kernels/elementwise.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -93,6 +94,29 @@ Status GeluBackward(const float* x, const float* dy, float* dx, int64_t n,
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
   cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread / 4, [&](int, int64_t s, int64_t e) {
     k.gelu_backward(x + s, dy + s, dx + s, e - s);
+  });
+  return Status::Ok();
+}
+
+Status Copy2D(const void* src, int64_t ld_src, void* dst, int64_t ld_dst, int64_t rows,
+              int64_t cols, DType dtype, const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("Copy2D", {rows, cols}, {src, dst}));
+  PSZERO_RETURN_IF_ERROR(internal::CheckLd("Copy2D", ld_src, cols));
+  PSZERO_RETURN_IF_ERROR(internal::CheckLd("Copy2D", ld_dst, cols));
+  if (rows == 0 || cols == 0) return Status::Ok();
+  const auto es = static_cast<int64_t>(DTypeSize(dtype));
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(
+        cuda::Copy2D(src, ld_src, dst, ld_dst, rows, cols, es, ctx.cuda->stream()));
+  }
+  const auto* s = static_cast<const char*>(src);
+  auto* d = static_cast<char*>(dst);
+  const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / cols);
+  cpu::ParallelFor(ctx.threads, rows, min_rows, [&](int, int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      std::memcpy(d + r * ld_dst * es, s + r * ld_src * es, static_cast<size_t>(cols * es));
+    }
   });
   return Status::Ok();
 }

@@ -31,4 +31,10 @@ Status GeluForward(const float* x, float* y, int64_t n, const KernelContext& ctx
 Status GeluBackward(const float* x, const float* dy, float* dx, int64_t n,
                     const KernelContext& ctx);
 
+// dst[r, 0:cols] = src[r, 0:cols] for r < rows, rows of `dtype` elements with leading
+// dimensions ld_src and ld_dst (a strided block copy: the transposes around TP's
+// gathers). The two blocks must not overlap.
+Status Copy2D(const void* src, int64_t ld_src, void* dst, int64_t ld_dst, int64_t rows,
+              int64_t cols, DType dtype, const KernelContext& ctx);
+
 }  // namespace pszero::kernels

@@ -35,7 +35,7 @@ Status EmbeddingForward(const float* table, int64_t vocab, int64_t dim, const in
   if (n == 0 || dim == 0) return Status::Ok();
   if (ctx.device == Device::kCuda) {
     PSZERO_KERNELS_CUDA_CALL(
-        cuda::EmbeddingForward(table, vocab, dim, ids, n, out, ctx.cuda->stream()));
+        cuda::EmbeddingForward(table, 0, vocab, dim, ids, n, out, ctx.cuda->stream()));
   }
   PSZERO_RETURN_IF_ERROR(CheckIds(ids, n, vocab));
   const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / dim);
@@ -56,7 +56,7 @@ Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t n, int64
   if (n == 0 || dim == 0) return Status::Ok();
   if (ctx.device == Device::kCuda) {
     PSZERO_KERNELS_CUDA_CALL(
-        cuda::EmbeddingBackward(dout, ids, n, vocab, dim, dtable, ctx.cuda->stream()));
+        cuda::EmbeddingBackward(dout, ids, n, 0, vocab, dim, dtable, ctx.cuda->stream()));
   }
   PSZERO_RETURN_IF_ERROR(CheckIds(ids, n, vocab));
   // Threads split the columns, so each element of dtable is added to by one thread, in
@@ -65,6 +65,57 @@ Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t n, int64
   cpu::ParallelFor(ctx.threads, dim, min_cols, [&](int, int64_t b, int64_t e) {
     for (int64_t i = 0; i < n; ++i) {
       float* __restrict row = dtable + static_cast<int64_t>(ids[i]) * dim;
+      const float* __restrict g = dout + i * dim;
+      for (int64_t c = b; c < e; ++c) row[c] += g[c];
+    }
+  });
+  return Status::Ok();
+}
+
+Status EmbeddingShardForward(const float* table, int64_t first, int64_t rows, int64_t dim,
+                             const int32_t* ids, int64_t n, float* out, const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("EmbeddingShardForward", {n, dim}, {ids, out}));
+  if (rows < 0 || first < 0) return Status::InvalidArgument("EmbeddingShardForward: bad shard");
+  if (n == 0 || dim == 0) return Status::Ok();
+  if (rows > 0 && table == nullptr) {
+    return Status::InvalidArgument("EmbeddingShardForward: null pointer");
+  }
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(
+        cuda::EmbeddingForward(table, first, rows, dim, ids, n, out, ctx.cuda->stream()));
+  }
+  const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / dim);
+  cpu::ParallelFor(ctx.threads, n, min_rows, [&](int, int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t id = static_cast<int64_t>(ids[i]) - first;
+      if (id >= 0 && id < rows) {
+        std::memcpy(out + i * dim, table + id * dim, static_cast<size_t>(dim) * sizeof(float));
+      } else {
+        std::fill(out + i * dim, out + (i + 1) * dim, 0.0f);
+      }
+    }
+  });
+  return Status::Ok();
+}
+
+Status EmbeddingShardBackward(const float* dout, const int32_t* ids, int64_t n, int64_t first,
+                              int64_t rows, int64_t dim, float* dtable, const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("EmbeddingShardBackward", {n, dim}, {dout, ids}));
+  if (rows < 0 || first < 0) return Status::InvalidArgument("EmbeddingShardBackward: bad shard");
+  if (n == 0 || dim == 0 || rows == 0) return Status::Ok();
+  if (dtable == nullptr) return Status::InvalidArgument("EmbeddingShardBackward: null pointer");
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(
+        cuda::EmbeddingBackward(dout, ids, n, first, rows, dim, dtable, ctx.cuda->stream()));
+  }
+  const int64_t min_cols = std::max<int64_t>(16, cpu::kMinElementsPerThread / n);
+  cpu::ParallelFor(ctx.threads, dim, min_cols, [&](int, int64_t b, int64_t e) {
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t id = static_cast<int64_t>(ids[i]) - first;
+      if (id < 0 || id >= rows) continue;
+      float* __restrict row = dtable + id * dim;
       const float* __restrict g = dout + i * dim;
       for (int64_t c = b; c < e; ++c) row[c] += g[c];
     }

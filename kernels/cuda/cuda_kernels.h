@@ -57,9 +57,14 @@ Status MseLossForward(const float* pred, const float* target, int64_t n, float* 
 Status MseLossBackward(const float* pred, const float* target, int64_t n, float dloss, float* dpred,
                        void* stream);
 
-Status EmbeddingForward(const float* table, int64_t vocab, int64_t dim, const int32_t* ids,
-                        int64_t n, float* out, void* stream);
-Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t n, int64_t vocab,
-                         int64_t dim, float* dtable, void* stream);
+// Rows [first, first + rows) of the table; other ids give zeros / are skipped.
+Status EmbeddingForward(const float* table, int64_t first, int64_t rows, int64_t dim,
+                        const int32_t* ids, int64_t n, float* out, void* stream);
+Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t n, int64_t first,
+                         int64_t rows, int64_t dim, float* dtable, void* stream);
+
+// dst[r, :cols] = src[r, :cols] for `rows` rows of `element_bytes`-byte elements.
+Status Copy2D(const void* src, int64_t ld_src, void* dst, int64_t ld_dst, int64_t rows,
+              int64_t cols, int64_t element_bytes, void* stream);
 
 }  // namespace pszero::kernels::cuda

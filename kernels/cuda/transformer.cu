@@ -197,21 +197,21 @@ __global__ void MseBackwardKernel(const float* pred, const float* target, int64_
   PSZERO_GRID_STRIDE(i, n) { dpred[i] = coef * (pred[i] - target[i]); }
 }
 
-__global__ void EmbeddingForwardKernel(const float* table, int64_t vocab, int64_t dim,
-                                       const int32_t* ids, int64_t n, float* out) {
+__global__ void EmbeddingForwardKernel(const float* table, int64_t first, int64_t rows,
+                                       int64_t dim, const int32_t* ids, int64_t n, float* out) {
   PSZERO_GRID_STRIDE(i, n * dim) {
     const int64_t row = i / dim, c = i % dim;
-    const int32_t id = ids[row];
-    out[i] = (id >= 0 && id < vocab) ? table[static_cast<int64_t>(id) * dim + c] : 0.0f;
+    const int64_t id = static_cast<int64_t>(ids[row]) - first;
+    out[i] = (id >= 0 && id < rows) ? table[id * dim + c] : 0.0f;
   }
 }
 
 __global__ void EmbeddingBackwardKernel(const float* dout, const int32_t* ids, int64_t n,
-                                        int64_t vocab, int64_t dim, float* dtable) {
+                                        int64_t first, int64_t rows, int64_t dim, float* dtable) {
   PSZERO_GRID_STRIDE(c, dim) {
     for (int64_t i = 0; i < n; ++i) {
-      const int32_t id = ids[i];
-      if (id >= 0 && id < vocab) dtable[static_cast<int64_t>(id) * dim + c] += dout[i * dim + c];
+      const int64_t id = static_cast<int64_t>(ids[i]) - first;
+      if (id >= 0 && id < rows) dtable[id * dim + c] += dout[i * dim + c];
     }
   }
 }
@@ -321,18 +321,28 @@ Status MseLossBackward(const float* pred, const float* target, int64_t n, float 
   return LaunchStatus("MseLossBackward");
 }
 
-Status EmbeddingForward(const float* table, int64_t vocab, int64_t dim, const int32_t* ids,
-                        int64_t n, float* out, void* stream) {
-  EmbeddingForwardKernel<<<GridFor(n * dim), kThreads, 0, AsStream(stream)>>>(table, vocab, dim,
-                                                                              ids, n, out);
+Status EmbeddingForward(const float* table, int64_t first, int64_t rows, int64_t dim,
+                        const int32_t* ids, int64_t n, float* out, void* stream) {
+  EmbeddingForwardKernel<<<GridFor(n * dim), kThreads, 0, AsStream(stream)>>>(table, first, rows,
+                                                                              dim, ids, n, out);
   return LaunchStatus("EmbeddingForward");
 }
 
-Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t n, int64_t vocab,
-                         int64_t dim, float* dtable, void* stream) {
-  EmbeddingBackwardKernel<<<GridFor(dim), kThreads, 0, AsStream(stream)>>>(dout, ids, n, vocab, dim,
-                                                                           dtable);
+Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t n, int64_t first,
+                         int64_t rows, int64_t dim, float* dtable, void* stream) {
+  EmbeddingBackwardKernel<<<GridFor(dim), kThreads, 0, AsStream(stream)>>>(dout, ids, n, first,
+                                                                           rows, dim, dtable);
   return LaunchStatus("EmbeddingBackward");
+}
+
+Status Copy2D(const void* src, int64_t ld_src, void* dst, int64_t ld_dst, int64_t rows,
+              int64_t cols, int64_t element_bytes, void* stream) {
+  const cudaError_t err = cudaMemcpy2DAsync(
+      dst, static_cast<size_t>(ld_dst * element_bytes), src,
+      static_cast<size_t>(ld_src * element_bytes), static_cast<size_t>(cols * element_bytes),
+      static_cast<size_t>(rows), cudaMemcpyDeviceToDevice, AsStream(stream));
+  if (err != cudaSuccess) return Status::Internal(std::string("Copy2D: ") + cudaGetErrorString(err));
+  return Status::Ok();
 }
 
 }  // namespace pszero::kernels::cuda

@@ -358,6 +358,41 @@ TEST_F(CudaTwinTest, AttentionAndEmbedding) {
   EXPECT_EQ(Down<float>(gdt), dtable);  // same order of additions on both devices
 }
 
+TEST_F(CudaTwinTest, EmbeddingShardAndCopy2D) {
+  const int64_t vocab = 50, dim = 24, m = 300, first = 20, rows = 17;
+  const std::vector<float> full = RandomFloats(vocab * dim, 66), gout = RandomFloats(m * dim, 67);
+  const std::vector<float> shard(full.begin() + first * dim, full.begin() + (first + rows) * dim);
+  std::vector<int32_t> ids(m);
+  for (int64_t i = 0; i < m; ++i) ids[i] = static_cast<int32_t>((i * 7) % vocab);
+  std::vector<float> emb(m * dim), dshard(rows * dim, 0.0f);
+  ASSERT_TRUE(
+      EmbeddingShardForward(shard.data(), first, rows, dim, ids.data(), m, emb.data(), Cpu()).ok());
+  ASSERT_TRUE(
+      EmbeddingShardBackward(gout.data(), ids.data(), m, first, rows, dim, dshard.data(), Cpu())
+          .ok());
+  Tensor gt = Up(shard), gids = Up(ids), gemb = Up(std::vector<float>(m * dim, -1.0f)),
+         ggo = Up(gout), gdt = Up(std::vector<float>(rows * dim, 0.0f));
+  ASSERT_TRUE(EmbeddingShardForward(P<float>(gt), first, rows, dim, P<int32_t>(gids), m,
+                                    P<float>(gemb), Gpu())
+                  .ok());
+  ASSERT_TRUE(EmbeddingShardBackward(P<float>(ggo), P<int32_t>(gids), m, first, rows, dim,
+                                     P<float>(gdt), Gpu())
+                  .ok());
+  EXPECT_EQ(Down<float>(gemb), emb);
+  EXPECT_EQ(Down<float>(gdt), dshard);
+
+  const int64_t r = 33, cols = 10, ld_src = 17, ld_dst = 12;
+  const std::vector<float> src = RandomFloats(r * ld_src, 68);
+  std::vector<float> dst(r * ld_dst, 2.0f);
+  Tensor gs = Up(src), gd = Up(dst);
+  ASSERT_TRUE(
+      Copy2D(src.data() + 3, ld_src, dst.data() + 2, ld_dst, r, cols, DType::kFloat32, Cpu()).ok());
+  ASSERT_TRUE(
+      Copy2D(P<float>(gs) + 3, ld_src, P<float>(gd) + 2, ld_dst, r, cols, DType::kFloat32, Gpu())
+          .ok());
+  EXPECT_EQ(Down<float>(gd), dst);
+}
+
 TEST(CudaAvailabilityTest, CreateFailsCleanlyWithoutDevice) {
   if (CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present: nothing to check here";
   auto r = CudaResources::Create(0);

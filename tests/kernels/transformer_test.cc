@@ -505,6 +505,61 @@ TEST(EmbeddingTest, LookupAndScatterAddGradient) {
   }
 }
 
+TEST(EmbeddingTest, VocabShardLooksUpItsRowsAndZerosTheRest) {
+  for (const KernelContext& ctx : HostContexts()) {
+    for (int64_t n : {0, 1, 7, 1023, 5000}) {
+      SCOPED_TRACE(Describe(ctx) + " n=" + std::to_string(n));
+      const int64_t vocab = 37, dim = 19, first = 12, rows = 13;  // rows [12, 25)
+      const std::vector<float> full = RandomFloats(vocab * dim, 83);
+      const std::vector<int32_t> ids = RandomTargets(n, vocab, 84 + n);
+      const float* shard = full.data() + first * dim;
+      std::vector<float> out(static_cast<size_t>(n * dim), -1.0f);
+      ASSERT_TRUE(
+          EmbeddingShardForward(shard, first, rows, dim, ids.data(), n, out.data(), ctx).ok());
+      for (int64_t i = 0; i < n; ++i) {
+        const bool mine = ids[i] >= first && ids[i] < first + rows;
+        for (int64_t c = 0; c < dim; ++c) {
+          ASSERT_EQ(out[i * dim + c], mine ? full[ids[i] * dim + c] : 0.0f);
+        }
+      }
+      const std::vector<float> dout = RandomFloats(n * dim, 85);
+      std::vector<float> dshard(static_cast<size_t>(rows * dim), 0.25f);
+      ASSERT_TRUE(
+          EmbeddingShardBackward(dout.data(), ids.data(), n, first, rows, dim, dshard.data(), ctx)
+              .ok());
+      std::vector<float> want(static_cast<size_t>(rows * dim), 0.25f);  // serial, ascending i
+      for (int64_t i = 0; i < n; ++i) {
+        if (ids[i] < first || ids[i] >= first + rows) continue;
+        for (int64_t c = 0; c < dim; ++c) want[(ids[i] - first) * dim + c] += dout[i * dim + c];
+      }
+      EXPECT_EQ(dshard, want);
+    }
+  }
+}
+
+TEST(Copy2DTest, CopiesBlocksBetweenStrides) {
+  for (const KernelContext& ctx : HostContexts()) {
+    for (int64_t rows : {0, 1, 3, 2000}) {
+      SCOPED_TRACE(Describe(ctx) + " rows=" + std::to_string(rows));
+      const int64_t cols = 5, ld_src = 9, ld_dst = 7;
+      const std::vector<float> src = RandomFloats(rows * ld_src, 86);
+      std::vector<float> dst(static_cast<size_t>(rows * ld_dst), -3.0f);
+      ASSERT_TRUE(
+          Copy2D(src.data() + 2, ld_src, dst.data() + 1, ld_dst, rows, cols, DType::kFloat32, ctx)
+              .ok());
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < ld_dst; ++c) {
+          const float want = c >= 1 && c < 1 + cols ? src[r * ld_src + 2 + c - 1] : -3.0f;
+          ASSERT_EQ(dst[r * ld_dst + c], want) << r << "," << c;
+        }
+      }
+    }
+  }
+  std::vector<float> a(4), b(4);
+  EXPECT_EQ(Copy2D(a.data(), 1, b.data(), 2, 2, 2, DType::kFloat32, KernelContext::Host()).code(),
+            StatusCode::kInvalidArgument);  // ld_src < cols
+}
+
 TEST(EmbeddingTest, OutOfRangeIdIsRejected) {
   std::vector<float> table(6), out(2);
   std::vector<int32_t> ids = {3};
