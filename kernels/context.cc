@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "kernels/cuda_resources.h"
+
 namespace pszero::kernels {
 
 std::string_view CpuIsaName(CpuIsa isa) {
@@ -66,6 +68,12 @@ Status CheckContext(const KernelContext& ctx) {
 #else
   return Status::Unavailable("CUDA kernels need a CUDA build (built with PSZERO_CUDA=OFF)");
 #endif
+}
+
+Status Fence(const KernelContext& ctx) {
+  if (ctx.device == Device::kHost) return Status::Ok();
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  return ctx.cuda->Synchronize();
 }
 
 }  // namespace pszero::kernels

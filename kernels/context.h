@@ -51,4 +51,9 @@ struct KernelContext {
 // (and CUDA built in) for kCuda.
 Status CheckContext(const KernelContext& ctx);
 
+// Waits until every kernel enqueued through `ctx` so far has run, so that another stream
+// (an NCCL collective) or the host may read what they wrote. Nothing to wait for on the
+// host, where kernels return done.
+Status Fence(const KernelContext& ctx);
+
 }  // namespace pszero::kernels

@@ -65,8 +65,8 @@ Result<std::vector<float>> LocalFromFull(const ParamBuffer& params, const std::v
 }
 
 std::string Sha256Hex(const std::vector<float>& full) {
-  return BytesSha256(std::string_view(reinterpret_cast<const char*>(full.data()),
-                                      full.size() * sizeof(float)));
+  return BytesSha256(
+      std::string_view(reinterpret_cast<const char*>(full.data()), full.size() * sizeof(float)));
 }
 
 }  // namespace pszero::model

@@ -2,10 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
-
-#include "common/half.h"
+#include <vector>
 #include "kernels/elementwise.h"
+#include "kernels/embedding.h"
 #include "kernels/loss.h"
 
 namespace pszero::model {
@@ -20,9 +19,29 @@ Status Hook(LayerHooks* hooks, Status (LayerHooks::*fn)(int), int unit) {
   return hooks == nullptr ? Status::Ok() : (hooks->*fn)(unit);
 }
 
+// The scalar loss, from the model's device.
+Result<float> ReadLoss(const Tensor& loss) {
+  float value = 0.0f;
+  PSZERO_RETURN_IF_ERROR(Tensor::Wrap(&value, {1}, DType::kFloat32).CopyFrom(loss));
+  return value;
+}
+
 }  // namespace
 
 // ---- GPT ----
+
+Status GptModel::UploadIds() {
+  const int64_t n = static_cast<int64_t>(batch_.tokens.size());
+  if (ids_.numel() != 2 * n) {
+    PSZERO_ASSIGN_OR_RETURN(
+        ids_, Tensor::Empty({2 * n}, DType::kInt32, MemoryCategory::kActivations, ctx_.tracker,
+                            ctx_.kernels.device));
+  }
+  ids_host_.resize(static_cast<size_t>(2 * n));
+  std::copy(batch_.tokens.begin(), batch_.tokens.end(), ids_host_.begin());
+  std::copy(batch_.targets.begin(), batch_.targets.end(), ids_host_.begin() + n);
+  return ids_.CopyFrom(Tensor::Wrap(ids_host_.data(), {2 * n}, DType::kInt32));
+}
 
 Status GptModel::Declare() {
   const ModelConfig& c = config_;
@@ -70,36 +89,21 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(lse_, n, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(loss_, 1, ctx_));
 
+  // The batch's ids (tokens, then targets) on the device.
+  PSZERO_RETURN_IF_ERROR(UploadIds());
+
   // Vocab-parallel embedding: this rank's rows, zeros elsewhere, then reduce; + positions.
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, 0));
   float* x0 = xs_.data<float>();
-  // fp32 parameters, or (bf16-only storage) the bf16 ones, upcast row by row.
-  const float* wte = params_.param(wte_);
-  const float* wpe = params_.param(wpe_);
-  const bf16_t* wte_bf16 = params_.param_bf16(wte_);
-  const bf16_t* wpe_bf16 = params_.param_bf16(wpe_);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t id = batch.tokens[i] - v0;
-    float* row = x0 + i * d;
-    if (id >= 0 && id < vl) {
-      if (wte != nullptr) {
-        std::memcpy(row, wte + id * d, d * sizeof(float));
-      } else {
-        for (int64_t j = 0; j < d; ++j) row[j] = Bf16BitsToFloat(wte_bf16[id * d + j].bits);
-      }
-    } else {
-      std::fill(row, row + d, 0.0f);
-    }
-  }
+  // fp32 parameters, or (bf16-only storage) the bf16 ones upcast into scratch.
+  PSZERO_ASSIGN_OR_RETURN(const float* wte, ParamFloats(ctx_, params_, wte_, wte_f32_));
+  PSZERO_ASSIGN_OR_RETURN(const float* wpe, ParamFloats(ctx_, params_, wpe_, wpe_f32_));
+  PSZERO_RETURN_IF_ERROR(
+      kernels::EmbeddingShardForward(wte, v0, vl, d, tokens(), n, x0, ctx_.kernels));
   PSZERO_RETURN_IF_ERROR(ctx_.tp->ReduceForward(x0, n * d));
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t at = (i % c.seq) * d;
-    float* row = x0 + i * d;
-    if (wpe != nullptr) {
-      for (int64_t j = 0; j < d; ++j) row[j] += wpe[at + j];
-    } else {
-      for (int64_t j = 0; j < d; ++j) row[j] += Bf16BitsToFloat(wpe_bf16[at + j].bits);
-    }
+  for (int64_t b = 0; b < c.batch; ++b) {
+    float* rows = x0 + b * c.seq * d;
+    PSZERO_RETURN_IF_ERROR(kernels::Add(rows, wpe, rows, c.seq * d, ctx_.kernels));
   }
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, 0));
 
@@ -124,10 +128,10 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, 0));
   PSZERO_RETURN_IF_ERROR(
       ctx_.tp->GatherLastDimForward(logits_local_.data<float>(), n, vl, logits_.data<float>()));
-  PSZERO_RETURN_IF_ERROR(
-      kernels::CrossEntropyForward(logits_.data<float>(), c.vocab, batch_.targets.data(), n,
-                                   c.vocab, lse_.data<float>(), loss_.data<float>(), ctx_.kernels));
-  return *loss_.data<float>();
+  PSZERO_RETURN_IF_ERROR(kernels::CrossEntropyForward(logits_.data<float>(), c.vocab, targets(), n,
+                                                      c.vocab, lse_.data<float>(),
+                                                      loss_.data<float>(), ctx_.kernels));
+  return ReadLoss(loss_);
 }
 
 Status GptModel::RunBackward(LayerHooks* hooks) {
@@ -143,10 +147,10 @@ Status GptModel::RunBackward(LayerHooks* hooks) {
 
   // dlogits over the full vocabulary (in place), then gather's backward: this rank's slice.
   float* logits = logits_.data<float>();
-  PSZERO_RETURN_IF_ERROR(kernels::CrossEntropyBackward(logits, c.vocab, batch_.targets.data(),
+  PSZERO_RETURN_IF_ERROR(kernels::CrossEntropyBackward(logits, c.vocab, targets(),
                                                        lse_.data<float>(), n, c.vocab, 1.0f, logits,
                                                        c.vocab, ctx_.kernels));
-  ctx_.tp->SliceLastDim(logits, n, vl, dlogits_local_.data<float>());
+  PSZERO_RETURN_IF_ERROR(ctx_.tp->SliceLastDim(logits, n, vl, dlogits_local_.data<float>()));
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, 0));
   float* dh = grad_a_.data<float>();
   PSZERO_RETURN_IF_ERROR(MatmulWeightBackward(
@@ -168,19 +172,14 @@ Status GptModel::RunBackward(LayerHooks* hooks) {
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::GradientsReady, unit));
   }
 
-  // Embedding: positions get every row; this rank's vocabulary rows get theirs.
-  float* dwte = params_.grad(wte_);
+  // Embedding: positions get every row (batch after batch: each element summed in
+  // ascending row order); this rank's vocabulary rows get theirs.
   float* dwpe = params_.grad(wpe_);
-  for (int64_t i = 0; i < n; ++i) {
-    const float* row = dx + i * d;
-    float* pos = dwpe + (i % c.seq) * d;
-    for (int64_t j = 0; j < d; ++j) pos[j] += row[j];
-    const int64_t id = batch_.tokens[i] - v0;
-    if (id >= 0 && id < vl) {
-      float* emb = dwte + id * d;
-      for (int64_t j = 0; j < d; ++j) emb[j] += row[j];
-    }
+  for (int64_t b = 0; b < c.batch; ++b) {
+    PSZERO_RETURN_IF_ERROR(kernels::Add(dwpe, dx + b * c.seq * d, dwpe, c.seq * d, ctx_.kernels));
   }
+  PSZERO_RETURN_IF_ERROR(kernels::EmbeddingShardBackward(dx, tokens(), n, v0, vl, d,
+                                                         params_.grad(wte_), ctx_.kernels));
   return Hook(hooks, &LayerHooks::GradientsReady, 0);
 }
 
@@ -201,11 +200,14 @@ Status MlpModel::Declare() {
 Status MlpModel::AfterInitialize(uint64_t seed) {
   const ParamSpec spec{"mlp.target", {config_.batch, config_.d_model}, -1, 1, ParamInit::kNormal,
                        1.0f};
-  target_.resize(config_.batch * config_.d_model);
-  for (size_t i = 0; i < target_.size(); ++i) {
-    target_[i] = InitialValue(seed, spec, static_cast<int64_t>(i));
+  std::vector<float> target(static_cast<size_t>(config_.batch * config_.d_model));
+  for (size_t i = 0; i < target.size(); ++i) {
+    target[i] = InitialValue(seed, spec, static_cast<int64_t>(i));
   }
-  return Status::Ok();
+  const auto n = static_cast<int64_t>(target.size());
+  PSZERO_ASSIGN_OR_RETURN(target_, Tensor::Empty({n}, DType::kFloat32, MemoryCategory::kActivations,
+                                                 ctx_.tracker, ctx_.kernels.device));
+  return target_.CopyFrom(Tensor::Wrap(target.data(), {n}, DType::kFloat32));
 }
 
 Result<float> MlpModel::Forward(const Batch& batch, LayerHooks* hooks) {
@@ -218,7 +220,9 @@ Result<float> MlpModel::Forward(const Batch& batch, LayerHooks* hooks) {
   }
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(xs_, (c.layers + 1) * n * d, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(loss_, 1, ctx_));
-  std::copy(batch.inputs.begin(), batch.inputs.end(), xs_.data<float>());
+  PSZERO_RETURN_IF_ERROR(Tensor::Wrap(xs_.data(), {n * d}, DType::kFloat32, ctx_.kernels.device)
+                             .CopyFrom(Tensor::Wrap(const_cast<float*>(batch.inputs.data()),
+                                                    {n * d}, DType::kFloat32)));
   for (int64_t l = 0; l < c.layers; ++l) {
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, static_cast<int>(l)));
     float* x = xs_.data<float>() + l * n * d;
@@ -226,9 +230,9 @@ Result<float> MlpModel::Forward(const Batch& batch, LayerHooks* hooks) {
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, static_cast<int>(l)));
   }
   PSZERO_RETURN_IF_ERROR(kernels::MseLossForward(xs_.data<float>() + c.layers * n * d,
-                                                 target_.data(), n * d, loss_.data<float>(),
+                                                 target_.data<float>(), n * d, loss_.data<float>(),
                                                  ctx_.kernels));
-  return *loss_.data<float>();
+  return ReadLoss(loss_);
 }
 
 Status MlpModel::RunBackward(LayerHooks* hooks) {
@@ -238,8 +242,8 @@ Status MlpModel::RunBackward(LayerHooks* hooks) {
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(grad_a_, n * d, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(grad_b_, n * d, ctx_));
   float* dx = grad_a_.data<float>();
-  PSZERO_RETURN_IF_ERROR(kernels::MseLossBackward(xs_.data<float>() + c.layers * n * d,
-                                                  target_.data(), n * d, 1.0f, dx, ctx_.kernels));
+  PSZERO_RETURN_IF_ERROR(kernels::MseLossBackward(
+      xs_.data<float>() + c.layers * n * d, target_.data<float>(), n * d, 1.0f, dx, ctx_.kernels));
   for (int64_t l = c.layers - 1; l >= 0; --l) {
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, static_cast<int>(l)));
     float* other = dx == grad_a_.data<float>() ? grad_b_.data<float>() : grad_a_.data<float>();

@@ -13,6 +13,10 @@ class GptModel final : public Model {
  private:
   Status Declare() override;
   Status RunBackward(LayerHooks* hooks) override;
+  // Copies the batch's tokens and targets to ids_ (on the model's device).
+  Status UploadIds();
+  const int32_t* tokens() const { return ids_.data<int32_t>(); }
+  const int32_t* targets() const { return ids_.data<int32_t>() + ids_.numel() / 2; }
 
   int wte_ = -1;
   int wpe_ = -1;
@@ -24,6 +28,9 @@ class GptModel final : public Model {
   Tensor mids_;  // [layers][n, d]: between a block's attention and its MLP
   Tensor hf_, logits_local_, logits_, lse_, loss_, dlogits_local_, grad_a_, grad_b_;
   Tensor hf_bf16_, dlogits_bf16_;
+  Tensor wte_f32_, wpe_f32_;       // upcast embeddings (bf16-only storage)
+  Tensor ids_;                     // [2n] int32: tokens, then targets
+  std::vector<int32_t> ids_host_;  // their host staging
 };
 
 class MlpModel final : public Model {
@@ -37,7 +44,7 @@ class MlpModel final : public Model {
   Status AfterInitialize(uint64_t seed) override;
 
   std::vector<MlpBlock> blocks_;
-  std::vector<float> target_;
+  Tensor target_;  // [batch, d] on the model's device
   Tensor xs_, loss_, grad_a_, grad_b_;
 };
 

@@ -15,8 +15,8 @@ constexpr float kLayerNormEps = 1e-5f;
 
 Status EnsureBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
   if (t.defined() && t.numel() == n) return Status::Ok();
-  PSZERO_ASSIGN_OR_RETURN(
-      t, Tensor::Empty({n}, DType::kBFloat16, MemoryCategory::kActivations, ctx.tracker));
+  PSZERO_ASSIGN_OR_RETURN(t, Tensor::Empty({n}, DType::kBFloat16, MemoryCategory::kActivations,
+                                           ctx.tracker, ctx.kernels.device));
   return Status::Ok();
 }
 
@@ -24,8 +24,8 @@ Status EnsureBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
 
 Status EnsureBuffer(Tensor& t, int64_t n, const ModelContext& ctx) {
   if (t.defined() && t.numel() == n) return Status::Ok();
-  PSZERO_ASSIGN_OR_RETURN(
-      t, Tensor::Empty({n}, DType::kFloat32, MemoryCategory::kActivations, ctx.tracker));
+  PSZERO_ASSIGN_OR_RETURN(t, Tensor::Empty({n}, DType::kFloat32, MemoryCategory::kActivations,
+                                           ctx.tracker, ctx.kernels.device));
   return Status::Ok();
 }
 

@@ -11,7 +11,9 @@
 //  * AttentionBlock: x + RowParallel(attention(ColumnParallel QKV(LN(x)))), heads/T per rank.
 //  * MlpBlock: x + RowParallel(GELU(ColumnParallel(LN(x)))).
 // Parameter gradients accumulate (+=); activation gradients are overwritten. Layers are
-// host fp32, with bf16 GEMM operands (fp32 accumulation) when the context says so.
+// fp32, with bf16 GEMM operands (fp32 accumulation) when the context says so, and run
+// only kernels: every buffer they touch lives on the kernel context's device (host or
+// CUDA), and on CUDA they enqueue work on its stream without waiting for it.
 #pragma once
 
 #include <cstdint>
@@ -38,7 +40,8 @@ struct ModelContext {
   ParamStorage storage;
 };
 
-// A fp32 activation buffer of n elements; reallocated only when n changes.
+// A fp32 activation buffer of n elements on the context's device; reallocated only when n
+// changes.
 Status EnsureBuffer(Tensor& t, int64_t n, const ModelContext& ctx);
 
 // The fp32 values of parameter `view`: the parameter itself, or with bf16-only storage

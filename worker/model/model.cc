@@ -30,13 +30,14 @@ class Model::GradScratch final : public LayerHooks {
       open_[unit] = std::move(spare_.back());
       spare_.pop_back();
     } else {
-      PSZERO_ASSIGN_OR_RETURN(open_[unit],
-                              Tensor::Empty({params_->largest_unit()}, DType::kFloat32,
-                                            MemoryCategory::kActivations, ctx_.tracker));
+      PSZERO_ASSIGN_OR_RETURN(open_[unit], Tensor::Empty({params_->largest_unit()}, DType::kFloat32,
+                                                         MemoryCategory::kActivations, ctx_.tracker,
+                                                         ctx_.kernels.device));
     }
     const ParamUnit& u = params_->units()[unit];
     PSZERO_RETURN_IF_ERROR(
-        Tensor::Wrap(open_[unit].data(), {u.end - u.begin}, DType::kFloat32).ZeroFill());
+        Tensor::Wrap(open_[unit].data(), {u.end - u.begin}, DType::kFloat32, ctx_.kernels.device)
+            .ZeroFill());
     params_->AttachUnitGrads(unit, open_[unit].data<float>());
     return Status::Ok();
   }
@@ -83,9 +84,7 @@ Result<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, const Mo
                                              uint64_t seed) {
   if (ctx.tp == nullptr) return Status::InvalidArgument("ModelContext without TensorParallel");
   PSZERO_RETURN_IF_ERROR(ValidateConfig(config, ctx.tp->size()));
-  if (ctx.kernels.device != Device::kHost) {
-    return Status::InvalidArgument("--device cuda: the model layers run on the host only so far");
-  }
+  PSZERO_RETURN_IF_ERROR(kernels::CheckContext(ctx.kernels));
   std::unique_ptr<Model> m;
   if (config.kind == ModelKind::kGpt) {
     m = std::make_unique<GptModel>(config, ctx);
@@ -93,7 +92,7 @@ Result<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, const Mo
     m = std::make_unique<MlpModel>(config, ctx);
   }
   PSZERO_RETURN_IF_ERROR(m->Declare());
-  PSZERO_RETURN_IF_ERROR(m->params_.Allocate(ctx.tracker, ctx.bf16, ctx.storage));
+  PSZERO_RETURN_IF_ERROR(m->params_.Allocate(ctx.tracker, ctx.bf16, ctx.storage, ctx.kernels));
   PSZERO_RETURN_IF_ERROR(m->params_.Initialize(seed));
   PSZERO_RETURN_IF_ERROR(m->AfterInitialize(seed));
   return m;

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "common/half.h"
+#include "kernels/cast.h"
 
 namespace pszero::model {
 
@@ -85,11 +87,19 @@ void ParamBuffer::BeginUnit(const std::string& name) {
   units_.push_back(std::move(u));
 }
 
-Status ParamBuffer::Allocate(MemoryTracker* tracker, bool bf16, ParamStorage storage) {
+Status ParamBuffer::Allocate(MemoryTracker* tracker, bool bf16, ParamStorage storage,
+                             const kernels::KernelContext& kernels) {
   if (!unit_params_.empty()) return Status::Internal("ParamBuffer::Allocate twice");
   PadUnit();
   bf16_ = bf16;
   storage_ = storage;
+  kernels_ = kernels;
+  const Device device = kernels.device;
+  // Host buffers are shared memory: the intra-host collectives read them in place.
+  auto zeros = [&](DType dtype, MemoryCategory category) {
+    return device == Device::kHost ? Tensor::ZerosShared({numel_}, dtype, category, tracker)
+                                   : Tensor::Zeros({numel_}, dtype, category, tracker, device);
+  };
   const bool fp32 = !bf16_only();
   const size_t units = units_.size();
   unit_params_.assign(units, nullptr);
@@ -98,12 +108,10 @@ Status ParamBuffer::Allocate(MemoryTracker* tracker, bool bf16, ParamStorage sto
   unit_grads_bf16_.assign(units, nullptr);
   if (storage.params_resident) {
     if (fp32) {
-      PSZERO_ASSIGN_OR_RETURN(params_, Tensor::ZerosShared({numel_}, DType::kFloat32,
-                                                           MemoryCategory::kParams, tracker));
+      PSZERO_ASSIGN_OR_RETURN(params_, zeros(DType::kFloat32, MemoryCategory::kParams));
     }
     if (bf16) {
-      PSZERO_ASSIGN_OR_RETURN(params_bf16_, Tensor::ZerosShared({numel_}, DType::kBFloat16,
-                                                                MemoryCategory::kParams, tracker));
+      PSZERO_ASSIGN_OR_RETURN(params_bf16_, zeros(DType::kBFloat16, MemoryCategory::kParams));
     }
     for (size_t u = 0; u < units; ++u) {
       if (fp32) unit_params_[u] = params_.data<float>() + units_[u].begin;
@@ -112,12 +120,10 @@ Status ParamBuffer::Allocate(MemoryTracker* tracker, bool bf16, ParamStorage sto
   }
   if (storage.grads_resident) {
     if (fp32) {
-      PSZERO_ASSIGN_OR_RETURN(
-          grads_, Tensor::ZerosShared({numel_}, DType::kFloat32, MemoryCategory::kGrads, tracker));
+      PSZERO_ASSIGN_OR_RETURN(grads_, zeros(DType::kFloat32, MemoryCategory::kGrads));
       for (size_t u = 0; u < units; ++u) unit_grads_[u] = grads_.data<float>() + units_[u].begin;
     } else {
-      PSZERO_ASSIGN_OR_RETURN(grads_bf16_, Tensor::ZerosShared({numel_}, DType::kBFloat16,
-                                                               MemoryCategory::kGrads, tracker));
+      PSZERO_ASSIGN_OR_RETURN(grads_bf16_, zeros(DType::kBFloat16, MemoryCategory::kGrads));
       for (size_t u = 0; u < units; ++u) {
         unit_grads_bf16_[u] = grads_bf16_.data<bf16_t>() + units_[u].begin;
       }
@@ -183,36 +189,43 @@ int64_t ParamBuffer::FullIndex(const ParamView& view, int64_t local_index, int t
   return (outer * full_dim + full_c) * inner + j;
 }
 
+Status ParamBuffer::FillInitialValues(int64_t begin, int64_t end, void* out, DType dtype) const {
+  const int64_t n = end - begin;
+  if (n <= 0) return Status::Ok();
+  if (dtype == DType::kFloat32 && device() == Device::kHost) {
+    InitialValues(begin, end, static_cast<float*>(out));
+    return Status::Ok();
+  }
+  std::vector<float> values(static_cast<size_t>(n));
+  InitialValues(begin, end, values.data());
+  if (dtype == DType::kFloat32) {
+    return Tensor::Wrap(out, {n}, DType::kFloat32, device())
+        .CopyFrom(Tensor::Wrap(values.data(), {n}, DType::kFloat32));
+  }
+  if (dtype != DType::kBFloat16) return Status::Internal("FillInitialValues: fp32 or bf16 only");
+  std::vector<bf16_t> rounded(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) rounded[i].bits = FloatToBf16Bits(values[i]);
+  return Tensor::Wrap(out, {n}, DType::kBFloat16, device())
+      .CopyFrom(Tensor::Wrap(rounded.data(), {n}, DType::kBFloat16));
+}
+
 Status ParamBuffer::Initialize(uint64_t seed) {
   if (unit_params_.empty()) return Status::Internal("ParamBuffer::Initialize before Allocate");
   seed_ = seed;
   if (params_.defined()) {
-    float* p = params_.data<float>();
-    for (const ParamView& v : views_) {
-      for (int64_t i = 0; i < v.numel; ++i) {
-        p[v.offset + i] = InitialValue(seed, v.spec, FullIndex(v, i, tp_rank_, tp_size_));
-      }
-    }
+    PSZERO_RETURN_IF_ERROR(FillInitialValues(0, numel_, params_.data()));
     return RefreshBf16();
   }
   if (params_bf16_.defined()) {  // bf16 only: the rounded initial values
-    bf16_t* b = params_bf16_.data<bf16_t>();
-    for (const ParamView& v : views_) {
-      for (int64_t i = 0; i < v.numel; ++i) {
-        b[v.offset + i].bits =
-            FloatToBf16Bits(InitialValue(seed, v.spec, FullIndex(v, i, tp_rank_, tp_size_)));
-      }
-    }
+    return FillInitialValues(0, numel_, params_bf16_.data(), DType::kBFloat16);
   }
   return Status::Ok();
 }
 
 Status ParamBuffer::RefreshBf16() {
   if (!has_bf16() || !params_.defined()) return Status::Ok();
-  const float* p = params_.data<float>();
-  bf16_t* b = params_bf16_.data<bf16_t>();
-  for (int64_t i = 0; i < numel_; ++i) b[i].bits = FloatToBf16Bits(p[i]);
-  return Status::Ok();
+  return kernels::Cast(params_.data(), DType::kFloat32, params_bf16_.data(), DType::kBFloat16,
+                       numel_, kernels_);
 }
 
 }  // namespace pszero::model

@@ -21,6 +21,7 @@
 #include "common/memory.h"
 #include "common/status.h"
 #include "common/tensor.h"
+#include "kernels/context.h"
 
 namespace pszero::model {
 
@@ -90,15 +91,22 @@ class ParamBuffer {
   void BeginUnit(const std::string& name);
 
   // Allocates the resident params and grads (zeroed), and a resident bf16 parameter copy
-  // when `bf16` and the params are resident (bf16-only storage: no fp32 ones, bf16 grads).
-  Status Allocate(MemoryTracker* tracker, bool bf16, ParamStorage storage = {});
+  // when `bf16` and the params are resident (bf16-only storage: no fp32 ones, bf16 grads),
+  // on the device of `kernels` (host: shared memory, which the intra-host collectives read
+  // in place), whose kernels also refresh the bf16 copy.
+  Status Allocate(MemoryTracker* tracker, bool bf16, ParamStorage storage = {},
+                  const kernels::KernelContext& kernels = kernels::KernelContext::Host());
   // Fills the resident parameters from the seed (and refreshes the bf16 copy); remembers
   // the seed for InitialValues.
   Status Initialize(uint64_t seed);
   // Refreshes the bf16 copy from the fp32 parameters (no-op without both).
   Status RefreshBf16();
-  // The initial values of flat elements [begin, end) (padding: 0) into out[0, end-begin).
+  // The initial values of flat elements [begin, end) (padding: 0) into out[0, end-begin),
+  // host memory.
   void InitialValues(int64_t begin, int64_t end, float* out) const;
+  // The same into `out` on device(), fp32, or (`dtype` bf16) rounded to bf16.
+  Status FillInitialValues(int64_t begin, int64_t end, void* out,
+                           DType dtype = DType::kFloat32) const;
 
   // Storage of unit `unit` while it is not resident: fp32 params (and their bf16 copy
   // with bf16 compute; bf16-only: the bf16 params alone), or grads, for elements
@@ -115,6 +123,9 @@ class ParamBuffer {
   bf16_t* unit_grads_bf16(int unit) const { return unit_grads_bf16_[unit]; }
 
   int64_t numel() const { return numel_; }  // including the units' padding
+  // Where the buffers live, and the kernels that work on them (Allocate's).
+  Device device() const { return kernels_.device; }
+  const kernels::KernelContext& kernels() const { return kernels_; }
   int64_t unit_align() const { return unit_align_; }
   bool bf16() const { return bf16_; }
   // bf16 compute without fp32 copies: bf16 parameters and bf16 gradients only.
@@ -170,6 +181,7 @@ class ParamBuffer {
   bool bf16_ = false;
   uint64_t seed_ = 0;
   ParamStorage storage_;
+  kernels::KernelContext kernels_;
   int64_t numel_ = 0;
   std::vector<int> view_unit_;
   // Per unit: where element unit.begin lives (null: not attached).
