@@ -313,4 +313,11 @@ std::string Tensor::ToString() const {
          std::string(DeviceName(device_));
 }
 
+Status CopyElements(void* dst, Device dst_device, const void* src, Device src_device, int64_t n,
+                    DType dtype) {
+  if (n == 0) return Status::Ok();
+  return Tensor::Wrap(dst, {n}, dtype, dst_device)
+      .CopyFrom(Tensor::Wrap(const_cast<void*>(src), {n}, dtype, src_device));
+}
+
 }  // namespace pszero

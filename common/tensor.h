@@ -146,4 +146,10 @@ class Tensor {
   Device device_ = Device::kHost;
 };
 
+// Copies n contiguous elements of `dtype` from `src` on `src_device` to `dst` on
+// `dst_device` (either may be the host; a device copy waits for the kernels before it, on
+// a blocking stream, and returns when the data has landed).
+Status CopyElements(void* dst, Device dst_device, const void* src, Device src_device, int64_t n,
+                    DType dtype);
+
 }  // namespace pszero

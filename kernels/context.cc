@@ -76,4 +76,10 @@ Status Fence(const KernelContext& ctx) {
   return ctx.cuda->Synchronize();
 }
 
+Status BindThread(const KernelContext& ctx) {
+  if (ctx.device == Device::kHost) return Status::Ok();
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  return ctx.cuda->BindThisThread();
+}
+
 }  // namespace pszero::kernels

@@ -56,4 +56,7 @@ Status CheckContext(const KernelContext& ctx);
 // host, where kernels return done.
 Status Fence(const KernelContext& ctx);
 
+// Makes ctx's CUDA device current on the calling thread (nothing on the host).
+Status BindThread(const KernelContext& ctx);
+
 }  // namespace pszero::kernels

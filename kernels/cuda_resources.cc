@@ -58,6 +58,13 @@ Status CudaResources::Synchronize() {
   return Status::Ok();
 }
 
+Status CudaResources::BindThisThread() const {
+  const cudaError_t err = cudaSetDevice(device_);
+  if (err != cudaSuccess)
+    return Status::Internal(std::string("cudaSetDevice: ") + cudaGetErrorString(err));
+  return Status::Ok();
+}
+
 #else  // CPU build
 
 int CudaDeviceCount() { return 0; }
@@ -69,6 +76,8 @@ Result<std::unique_ptr<CudaResources>> CudaResources::Create(int) {
 CudaResources::~CudaResources() = default;
 
 Status CudaResources::Synchronize() { return Status::Ok(); }
+
+Status CudaResources::BindThisThread() const { return Status::Ok(); }
 
 #endif
 

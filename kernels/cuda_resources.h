@@ -27,6 +27,9 @@ class CudaResources {
   void* cublas() const { return cublas_; }  // cublasHandle_t
   // Waits for everything enqueued so far; reports the first asynchronous error.
   Status Synchronize();
+  // Makes this object's device the calling thread's current one (the CUDA runtime keeps
+  // one per thread): call it first on any other thread that allocates or copies for it.
+  Status BindThisThread() const;
 
  private:
   CudaResources() = default;

@@ -24,7 +24,10 @@ Status AllReduceSync::GradientsReady(int unit) {
   if (--pending_units_[b] > 0) return Status::Ok();
   const Bucket& bucket = buckets_[b];
   pending_units_[b] = bucket.end_unit - bucket.first_unit;  // for the next step
-  Tensor grads = Elements(params_->sync_grads().data(), grad_dtype(), bucket.begin, bucket.size());
+  // The kernels that wrote the bucket's gradients have run before the collective reads them.
+  PSZERO_RETURN_IF_ERROR(Fence());
+  Tensor grads =
+      Elements(params_->sync_grads().data(), grad_dtype(), bucket.begin, bucket.size(), device());
   collectives::Communicator* group = options_.group;
   Enqueue("allreduce bucket " + std::to_string(b),
           [group, grads] { return group->AllReduce(grads, collectives::ReduceOp::kSum); });

@@ -52,8 +52,10 @@ Result<Tensor> BufferPool::Acquire(int64_t n, bool zero) {
     ++in_use_;
   }
   if (!out.defined()) {
-    // Shared memory: the intra-host collectives read it in place.
-    Result<Tensor> t = Tensor::EmptyShared({n}, dtype_, category_, tracker_);
+    // Host: shared memory, the intra-host collectives read it in place.
+    Result<Tensor> t = device_ == Device::kHost
+                           ? Tensor::EmptyShared({n}, dtype_, category_, tracker_)
+                           : Tensor::Empty({n}, dtype_, category_, tracker_, device_);
     if (!t.ok()) {
       std::lock_guard lock(mu_);
       --in_use_;
@@ -61,7 +63,7 @@ Result<Tensor> BufferPool::Acquire(int64_t n, bool zero) {
     }
     out = std::move(t).value();
   }
-  if (zero) std::memset(out.data(), 0, static_cast<size_t>(n) * DTypeSize(dtype_));
+  if (zero) PSZERO_RETURN_IF_ERROR(Tensor::Wrap(out.data(), {n}, dtype_, device_).ZeroFill());
   return out;
 }
 
@@ -119,6 +121,19 @@ int64_t TrafficElementBytes(std::string_view mode, bool bf16) {
 DataParallelSync::DataParallelSync(model::ParamBuffer* params, const DataParallelOptions& options)
     : params_(params), options_(options) {
   mark_ = {options_.group->bytes_sent(), options_.group->bytes_received()};
+  // The stream's thread allocates and copies for the device too.
+  const kernels::KernelContext k = options_.kernels;
+  Enqueue("bind the device", [k] { return kernels::BindThread(k); });
+}
+
+Result<std::vector<float>> DataParallelSync::ToHost(const float* p, int64_t n) const {
+  std::vector<float> out(static_cast<size_t>(n));
+  PSZERO_RETURN_IF_ERROR(CopyElements(out.data(), Device::kHost, p, device(), n, DType::kFloat32));
+  return out;
+}
+
+Status DataParallelSync::FromHost(const float* host, float* p, int64_t n) const {
+  return CopyElements(p, device(), host, Device::kHost, n, DType::kFloat32);
 }
 
 DataParallelSync::~DataParallelSync() = default;
@@ -189,20 +204,18 @@ Status DataParallelSync::CreateOptimizerState(bool sharded) {
   sharded_ = sharded;
   const int64_t n = sharded ? shard_numel() : params_->numel();
   for (Tensor* t : {&m_, &v_}) {
-    PSZERO_ASSIGN_OR_RETURN(
-        *t, Tensor::Zeros({n}, DType::kFloat32, MemoryCategory::kOptimizer, options_.tracker));
+    PSZERO_ASSIGN_OR_RETURN(*t, Tensor::Zeros({n}, DType::kFloat32, MemoryCategory::kOptimizer,
+                                              options_.tracker, device()));
   }
   if (!bf16_only()) return Status::Ok();
-  PSZERO_ASSIGN_OR_RETURN(
-      master_, Tensor::Empty({n}, DType::kFloat32, MemoryCategory::kOptimizer, options_.tracker));
+  PSZERO_ASSIGN_OR_RETURN(master_, Tensor::Empty({n}, DType::kFloat32, MemoryCategory::kOptimizer,
+                                                 options_.tracker, device()));
   float* master = master_.data<float>();
-  if (!sharded) {
-    params_->InitialValues(0, n, master);
-    return Status::Ok();
-  }
+  if (!sharded) return params_->FillInitialValues(0, n, master);
   for (const Bucket& b : buckets_) {
     const int64_t begin = b.begin + rank() * piece(b);
-    params_->InitialValues(begin, begin + piece(b), master + b.shard_offset);
+    PSZERO_RETURN_IF_ERROR(
+        params_->FillInitialValues(begin, begin + piece(b), master + b.shard_offset));
   }
   return Status::Ok();
 }
@@ -222,14 +235,15 @@ Status DataParallelSync::UpdateOwnedPieces(int64_t step, void* grads, bool grads
           Update(step, params_->params().data<float>() + at, g.data(), m, v, nullptr, piece(b)));
     }
   }
-  // Every bucket's parameters from their owners' pieces.
+  // Every bucket's parameters from their owners' pieces, once the updates have run.
+  PSZERO_RETURN_IF_ERROR(Fence());
   const DType pt = params_->param_dtype();
   void* p = params_->sync_params().data();
   collectives::Communicator* group = options_.group;
   for (size_t i = 0; i < buckets_.size(); ++i) {
     const Bucket& b = buckets_[i];
-    Tensor mine = Elements(p, pt, b.begin + rank() * piece(b), piece(b));
-    Tensor all = Elements(p, pt, b.begin, b.size());
+    Tensor mine = Elements(p, pt, b.begin + rank() * piece(b), piece(b), device());
+    Tensor all = Elements(p, pt, b.begin, b.size(), device());
     Enqueue("allgather params bucket " + std::to_string(i),
             [group, mine, all] { return group->AllGather(mine, all); });
   }
@@ -239,12 +253,11 @@ Status DataParallelSync::UpdateOwnedPieces(int64_t step, void* grads, bool grads
 
 Result<std::vector<float>> DataParallelSync::LocalParams(const model::ParamBuffer& params) {
   if (!bf16_only()) return SyncStrategy::LocalParams(params);
+  PSZERO_ASSIGN_OR_RETURN(std::vector<float> master,
+                          ToHost(master_.data<float>(), master_.numel()));
+  if (!sharded_) return master;
   std::vector<float> out(static_cast<size_t>(params_->numel()));
-  if (sharded_) {
-    PSZERO_RETURN_IF_ERROR(GatherPieces(master_.data<float>(), out.data()));
-  } else {
-    std::copy(master_.data<float>(), master_.data<float>() + master_.numel(), out.begin());
-  }
+  PSZERO_RETURN_IF_ERROR(GatherPieces(master.data(), out.data()));
   return out;
 }
 
@@ -253,26 +266,29 @@ Result<Moments> DataParallelSync::LocalMoments(const model::ParamBuffer&) {
   return CopyMoments(m_, v_);
 }
 
+Status DataParallelSync::RestorePieces(const std::vector<float>& local, float* p) const {
+  if (!sharded_) return FromHost(local.data(), p, params_->numel());
+  std::vector<float> shard(static_cast<size_t>(shard_numel()));
+  ScatterPieces(local.data(), shard.data());
+  return FromHost(shard.data(), p, shard_numel());
+}
+
 Status DataParallelSync::Restore(const std::vector<float>& params, const Moments& moments) {
-  if (sharded_) {
-    ScatterPieces(moments.m.data(), m_.data<float>());
-    ScatterPieces(moments.v.data(), v_.data<float>());
-  } else {
-    std::copy(moments.m.begin(), moments.m.end(), m_.data<float>());
-    std::copy(moments.v.begin(), moments.v.end(), v_.data<float>());
-  }
+  PSZERO_RETURN_IF_ERROR(RestorePieces(moments.m, m_.data<float>()));
+  PSZERO_RETURN_IF_ERROR(RestorePieces(moments.v, v_.data<float>()));
   if (!bf16_only()) {
-    std::copy(params.begin(), params.end(), params_->params().data<float>());
+    PSZERO_RETURN_IF_ERROR(
+        FromHost(params.data(), params_->params().data<float>(), params_->numel()));
     return params_->RefreshBf16();
   }
-  if (sharded_) {
-    ScatterPieces(params.data(), master_.data<float>());
-  } else {
-    std::copy(params.begin(), params.end(), master_.data<float>());
-  }
+  PSZERO_RETURN_IF_ERROR(RestorePieces(params, master_.data<float>()));
   // The parameters the model reads: every one, rounded.
-  return kernels::Cast(params.data(), DType::kFloat32, params_->params_bf16().data(),
-                       DType::kBFloat16, params_->numel(), options_.kernels);
+  std::vector<bf16_t> rounded(params.size());
+  PSZERO_RETURN_IF_ERROR(kernels::Cast(params.data(), DType::kFloat32, rounded.data(),
+                                       DType::kBFloat16, params_->numel(),
+                                       kernels::KernelContext::Host(options_.kernels.threads)));
+  return CopyElements(params_->params_bf16().data(), device(), rounded.data(), Device::kHost,
+                      params_->numel(), DType::kBFloat16);
 }
 
 Status DataParallelSync::GatherPieces(const float* shard, float* local) {
@@ -298,8 +314,10 @@ Result<Moments> DataParallelSync::GatherMoments(const Tensor& m, const Tensor& v
   Moments out;
   out.m.resize(static_cast<size_t>(params_->numel()));
   out.v.resize(static_cast<size_t>(params_->numel()));
-  PSZERO_RETURN_IF_ERROR(GatherPieces(m.data<float>(), out.m.data()));
-  PSZERO_RETURN_IF_ERROR(GatherPieces(v.data<float>(), out.v.data()));
+  PSZERO_ASSIGN_OR_RETURN(std::vector<float> m_shard, ToHost(m.data<float>(), m.numel()));
+  PSZERO_ASSIGN_OR_RETURN(std::vector<float> v_shard, ToHost(v.data<float>(), v.numel()));
+  PSZERO_RETURN_IF_ERROR(GatherPieces(m_shard.data(), out.m.data()));
+  PSZERO_RETURN_IF_ERROR(GatherPieces(v_shard.data(), out.v.data()));
   return out;
 }
 

@@ -20,6 +20,15 @@
 // with m and v, over everything (allreduce) or this rank's pieces (zero1/2/3). AdamW
 // updates the master and writes its bf16 rounding into the parameters the model reads,
 // which zero1/2 then all-gather in bf16. Checkpoints and checksums see the fp32 master.
+//
+// Device (CUDA) buffers: the optimizer state, the shards and the pools live on the
+// ParamBuffer's device, the optimizer runs there, and the collectives take NCCL. Kernels
+// run asynchronously on the compute stream, NCCL on a stream of its own: so a hook fences
+// the compute stream (kernels::Fence) before it hands a buffer the kernels wrote to a
+// collective, and before a buffer the kernels may still read goes back to a pool; a
+// collective's result is final when its Work is done (the host waited for it). The
+// stream's thread binds the device first. Checkpoint reads and writes stage through host
+// vectors.
 #pragma once
 
 #include <atomic>
@@ -44,10 +53,11 @@ namespace pszero::train {
 
 // A non-owning fp32 tensor over n floats at p.
 inline Tensor Floats(float* p, int64_t n) { return Tensor::Wrap(p, {n}, DType::kFloat32); }
-// A non-owning tensor of n `dtype` elements from element `offset` of base.
-inline Tensor Elements(void* base, DType dtype, int64_t offset, int64_t n) {
+// A non-owning tensor of n `dtype` elements from element `offset` of base (on `device`).
+inline Tensor Elements(void* base, DType dtype, int64_t offset, int64_t n,
+                       Device device = Device::kHost) {
   return Tensor::Wrap(static_cast<char*>(base) + offset * static_cast<int64_t>(DTypeSize(dtype)),
-                      {n}, dtype);
+                      {n}, dtype, device);
 }
 
 // Reusable buffers (fp32, or the dtype given) for what the sharded modes gather and free every step
@@ -58,9 +68,15 @@ inline Tensor Elements(void* base, DType dtype, int64_t offset, int64_t n) {
 // collective stream's thread).
 class BufferPool {
  public:
+  // Buffers on `device` (host: shared memory, which the intra-host collectives read in
+  // place).
   BufferPool(MemoryCategory category, MemoryTracker* tracker, int max_buffers,
-             DType dtype = DType::kFloat32)
-      : category_(category), tracker_(tracker), max_buffers_(max_buffers), dtype_(dtype) {}
+             DType dtype = DType::kFloat32, Device device = Device::kHost)
+      : category_(category),
+        tracker_(tracker),
+        max_buffers_(max_buffers),
+        dtype_(dtype),
+        device_(device) {}
   // An owning tensor of at least n elements (its first n zeroed when `zero`).
   Result<Tensor> Acquire(int64_t n, bool zero);
   void Release(Tensor buffer);
@@ -70,6 +86,7 @@ class BufferPool {
   MemoryTracker* tracker_;
   int max_buffers_;
   DType dtype_;
+  Device device_;
   std::mutex mu_;
   std::vector<Tensor> spare_;
   int in_use_ = 0;
@@ -165,12 +182,22 @@ class DataParallelSync : public SyncStrategy {
   Status UpdateOwnedPieces(int64_t step, void* grads, bool grads_in_buffer);
   // The whole local-layout vector from this rank's pieces of every bucket (collective),
   // and this rank's pieces cut from a local-layout vector.
+  // Host memory on both sides.
   Status GatherPieces(const float* shard, float* local);
   void ScatterPieces(const float* local, float* shard) const;
-  // Copies of a shard-layout pair of moments gathered into local layout.
+  // A local-layout host vector into `p` (device()): this rank's pieces when sharded_, else
+  // all of it.
+  Status RestorePieces(const std::vector<float>& local, float* p) const;
+  // Copies of a shard-layout pair of moments (on device()) gathered into local layout.
   Result<Moments> GatherMoments(const Tensor& m, const Tensor& v);
   // Counts the step's traffic; call at the end of Step.
   void EndStepTraffic();
+  // Waits for the kernels enqueued so far (the compute stream; nothing on the host).
+  Status Fence() const { return kernels::Fence(options_.kernels); }
+  Device device() const { return options_.kernels.device; }
+  // n floats of a device()-side buffer into a host vector, and back.
+  Result<std::vector<float>> ToHost(const float* p, int64_t n) const;
+  Status FromHost(const float* host, float* p, int64_t n) const;
 
   model::ParamBuffer* params_;
   DataParallelOptions options_;

@@ -6,10 +6,10 @@ Result<std::unique_ptr<SingleReplicaSync>> SingleReplicaSync::Create(
     model::ParamBuffer* params, const OptimizerOptions& options,
     const kernels::KernelContext& kernels, MemoryTracker* tracker) {
   std::unique_ptr<SingleReplicaSync> s(new SingleReplicaSync(params, options, kernels));
-  PSZERO_ASSIGN_OR_RETURN(s->m_, Tensor::Zeros({params->numel()}, DType::kFloat32,
-                                               MemoryCategory::kOptimizer, tracker));
-  PSZERO_ASSIGN_OR_RETURN(s->v_, Tensor::Zeros({params->numel()}, DType::kFloat32,
-                                               MemoryCategory::kOptimizer, tracker));
+  for (Tensor* t : {&s->m_, &s->v_}) {
+    PSZERO_ASSIGN_OR_RETURN(*t, Tensor::Zeros({params->numel()}, DType::kFloat32,
+                                              MemoryCategory::kOptimizer, tracker, kernels.device));
+  }
   return s;
 }
 

@@ -8,20 +8,32 @@ Result<std::vector<float>> SyncStrategy::LocalParams(const model::ParamBuffer& p
   if (!params.params().defined()) {
     return Status::Internal(std::string(name()) + ": parameters not resident");
   }
-  const float* p = params.params().data<float>();
-  return std::vector<float>(p, p + params.numel());
+  return HostFloats(params.params());
 }
 
-Moments CopyMoments(const Tensor& m, const Tensor& v) {
-  return Moments{std::vector<float>(m.data<float>(), m.data<float>() + m.numel()),
-                 std::vector<float>(v.data<float>(), v.data<float>() + v.numel())};
+Result<std::vector<float>> HostFloats(const Tensor& t) {
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  PSZERO_RETURN_IF_ERROR(Tensor::Wrap(out.data(), {t.numel()}, DType::kFloat32).CopyFrom(t));
+  return out;
+}
+
+Result<Moments> CopyMoments(const Tensor& m, const Tensor& v) {
+  Moments out;
+  PSZERO_ASSIGN_OR_RETURN(out.m, HostFloats(m));
+  PSZERO_ASSIGN_OR_RETURN(out.v, HostFloats(v));
+  return out;
 }
 
 Status RestoreWhole(model::ParamBuffer* params, const std::vector<float>& values,
                     const Moments& moments, Tensor& m, Tensor& v) {
-  std::copy(values.begin(), values.end(), params->params().data<float>());
-  std::copy(moments.m.begin(), moments.m.end(), m.data<float>());
-  std::copy(moments.v.begin(), moments.v.end(), v.data<float>());
+  auto host = [](const std::vector<float>& x) {
+    return Tensor::Wrap(const_cast<float*>(x.data()), {static_cast<int64_t>(x.size())},
+                        DType::kFloat32);
+  };
+  Tensor p = params->params();  // a view
+  PSZERO_RETURN_IF_ERROR(p.CopyFrom(host(values)));
+  PSZERO_RETURN_IF_ERROR(m.CopyFrom(host(moments.m)));
+  PSZERO_RETURN_IF_ERROR(v.CopyFrom(host(moments.v)));
   return params->RefreshBf16();
 }
 

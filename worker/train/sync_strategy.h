@@ -59,9 +59,12 @@ class SyncStrategy : public model::LayerHooks {
   virtual SyncTraffic total_traffic() const { return {}; }
 };
 
-// For strategies that keep whole (unsharded) moments m, v of params.numel() values:
-// copies of them, and a restore of parameters (then the bf16 copy) and moments.
-Moments CopyMoments(const Tensor& m, const Tensor& v);
+// A host copy of an fp32 tensor on any device.
+Result<std::vector<float>> HostFloats(const Tensor& t);
+// For strategies that keep whole (unsharded) moments m, v of params.numel() values (on
+// any device): host copies of them, and a restore of parameters (then the bf16 copy) and
+// moments.
+Result<Moments> CopyMoments(const Tensor& m, const Tensor& v);
 Status RestoreWhole(model::ParamBuffer* params, const std::vector<float>& values,
                     const Moments& moments, Tensor& m, Tensor& v);
 

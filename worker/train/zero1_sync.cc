@@ -1,7 +1,6 @@
 #include "worker/train/zero1_sync.h"
 
 #include <algorithm>
-#include <cstring>
 
 namespace pszero::train {
 
@@ -21,7 +20,7 @@ Result<std::unique_ptr<Zero1Sync>> Zero1Sync::Create(model::ParamBuffer* params,
   PSZERO_RETURN_IF_ERROR(s->CreateOptimizerState(/*sharded=*/true));
   PSZERO_ASSIGN_OR_RETURN(
       s->scratch_, Tensor::Empty({largest}, params->grad_dtype(), MemoryCategory::kCommBuffers,
-                                 options.tracker));
+                                 options.tracker, options.kernels.device));
   return s;
 }
 
@@ -32,15 +31,16 @@ Status Zero1Sync::GradientsReady(int unit) {
   if (--pending_units_[b] > 0) return Status::Ok();
   const Bucket& bucket = buckets_[b];
   pending_units_[b] = bucket.end_unit - bucket.first_unit;
+  PSZERO_RETURN_IF_ERROR(Fence());
   void* g = params_->sync_grads().data();
-  Tensor all = Elements(g, grad_dtype(), bucket.begin, bucket.size());
-  void* mine = Elements(g, grad_dtype(), bucket.begin + rank() * piece(bucket), 1).data();
-  Tensor out = Elements(scratch_.data(), grad_dtype(), 0, piece(bucket));
+  Tensor all = Elements(g, grad_dtype(), bucket.begin, bucket.size(), device());
+  Tensor mine =
+      Elements(g, grad_dtype(), bucket.begin + rank() * piece(bucket), piece(bucket), device());
+  Tensor out = Elements(scratch_.data(), grad_dtype(), 0, piece(bucket), device());
   collectives::Communicator* group = options_.group;
-  Enqueue("reduce-scatter bucket " + std::to_string(b), [group, all, out, mine] {
+  Enqueue("reduce-scatter bucket " + std::to_string(b), [group, all, out, mine]() mutable {
     PSZERO_RETURN_IF_ERROR(group->ReduceScatter(all, out, collectives::ReduceOp::kSum));
-    std::memcpy(mine, out.data(), out.nbytes());
-    return Status::Ok();
+    return mine.CopyFrom(out);
   });
   return Status::Ok();
 }

@@ -14,12 +14,13 @@ Result<std::unique_ptr<Zero2Sync>> Zero2Sync::Create(model::ParamBuffer* params,
   // The bucket backward starts in (GPT: with the tied embedding, kept to the end), the one
   // being filled, one being reduce-scattered.
   s->pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3,
-                                          params->grad_dtype());
+                                          params->grad_dtype(), options.kernels.device);
   for (size_t b = 0; b < s->buckets_.size(); ++b) {
     s->pending_units_[b] = s->buckets_[b].end_unit - s->buckets_[b].first_unit;
   }
-  PSZERO_ASSIGN_OR_RETURN(s->grads_, Tensor::Zeros({s->shard_numel()}, params->grad_dtype(),
-                                                   MemoryCategory::kGrads, options.tracker));
+  PSZERO_ASSIGN_OR_RETURN(
+      s->grads_, Tensor::Zeros({s->shard_numel()}, params->grad_dtype(), MemoryCategory::kGrads,
+                               options.tracker, s->device()));
   PSZERO_RETURN_IF_ERROR(s->CreateOptimizerState(/*sharded=*/true));
   return s;
 }
@@ -51,11 +52,12 @@ Status Zero2Sync::GradientsReady(int unit) {
   }
   for (int u = bucket.first_unit; u < bucket.end_unit; ++u)
     params_->AttachUnitGradStorage(u, nullptr);
+  PSZERO_RETURN_IF_ERROR(Fence());
   // The op owns the bucket's memory from now on and frees it when it is done.
   Tensor storage = std::move(bucket_grads_[b]);
   bucket_grads_[b] = Tensor();
-  Tensor all = Elements(storage.data(), grad_dtype(), 0, bucket.size());
-  Tensor mine = Elements(grads_.data(), grad_dtype(), bucket.shard_offset, piece(bucket));
+  Tensor all = Elements(storage.data(), grad_dtype(), 0, bucket.size(), device());
+  Tensor mine = Elements(grads_.data(), grad_dtype(), bucket.shard_offset, piece(bucket), device());
   collectives::Communicator* group = options_.group;
   BufferPool* pool = pool_.get();
   Enqueue("reduce-scatter bucket " + std::to_string(b),

@@ -19,17 +19,22 @@ Result<std::unique_ptr<Zero3Sync>> Zero3Sync::Create(model::ParamBuffer* params,
   s->unit_grads_.resize(units);
   // Two units gathered at once; gradients: embed (kept through backward), the current
   // unit, one being reduce-scattered.
+  const Device device = options.kernels.device;
   s->gathered_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGatheredParams, options.tracker,
-                                                   2, params->param_dtype());
+                                                   2, params->param_dtype(), device);
   s->grad_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3,
-                                               params->grad_dtype());
+                                               params->grad_dtype(), device);
   const int64_t n = s->shard_numel();
-  // Shared memory: the peers' all-gathers read it in place on one host.
+  // Host: shared memory, the peers' all-gathers read it in place on one host.
+  PSZERO_ASSIGN_OR_RETURN(s->param_shard_,
+                          device == Device::kHost
+                              ? Tensor::EmptyShared({n}, params->param_dtype(),
+                                                    MemoryCategory::kParams, options.tracker)
+                              : Tensor::Empty({n}, params->param_dtype(), MemoryCategory::kParams,
+                                              options.tracker, device));
   PSZERO_ASSIGN_OR_RETURN(
-      s->param_shard_,
-      Tensor::EmptyShared({n}, params->param_dtype(), MemoryCategory::kParams, options.tracker));
-  PSZERO_ASSIGN_OR_RETURN(
-      s->grads_, Tensor::Zeros({n}, params->grad_dtype(), MemoryCategory::kGrads, options.tracker));
+      s->grads_,
+      Tensor::Zeros({n}, params->grad_dtype(), MemoryCategory::kGrads, options.tracker, device));
   PSZERO_RETURN_IF_ERROR(s->CreateOptimizerState(/*sharded=*/true));
   if (s->bf16_only()) {
     // The master holds this rank's pieces from the seed; the parameters are their rounding.
@@ -41,8 +46,8 @@ Result<std::unique_ptr<Zero3Sync>> Zero3Sync::Create(model::ParamBuffer* params,
   for (size_t u = 0; u < units; ++u) {
     const Bucket& b = s->buckets_[s->bucket_of_unit_[u]];
     const int64_t begin = b.begin + s->rank() * s->piece(b);
-    params->InitialValues(begin, begin + s->piece(b),
-                          s->param_shard_.data<float>() + b.shard_offset);
+    PSZERO_RETURN_IF_ERROR(params->FillInitialValues(
+        begin, begin + s->piece(b), s->param_shard_.data<float>() + b.shard_offset));
   }
   return s;
 }
@@ -58,7 +63,7 @@ Status Zero3Sync::Prefetch(int unit) {
   if (g.params.defined()) return Status::Ok();
   const Bucket& b = buckets_[bucket_of_unit_[unit]];
   PSZERO_ASSIGN_OR_RETURN(g.storage, gathered_pool_->Acquire(b.size(), /*zero=*/false));
-  g.params = Elements(g.storage.data(), params_->param_dtype(), 0, b.size());
+  g.params = Elements(g.storage.data(), params_->param_dtype(), 0, b.size(), device());
   peak_gathered_ = std::max(peak_gathered_, ++live_units_);
   Tensor mine = ShardPiece(param_shard_, unit);
   Tensor all = g.params;
@@ -90,6 +95,8 @@ Status Zero3Sync::Release(int unit) {
   if (!g.params.defined()) return Status::Ok();
   Status status;
   if (g.work.valid()) status = Wait(g.work);  // never free memory an op still writes
+  // nor memory kernels may still read (the pool hands it to the next all-gather)
+  if (status.ok()) status = Fence();
   params_->AttachUnitParams(unit, nullptr, nullptr);
   gathered_pool_->Release(std::move(g.storage));
   g = Gathered();
@@ -128,10 +135,11 @@ Status Zero3Sync::GradientsReady(int unit) {
                             " ready before its backward began");
   }
   params_->AttachUnitGradStorage(unit, nullptr);
+  PSZERO_RETURN_IF_ERROR(Fence());
   Tensor storage = std::move(unit_grads_[unit]);
   unit_grads_[unit] = Tensor();
   const Bucket& b = buckets_[bucket_of_unit_[unit]];
-  Tensor all = Elements(storage.data(), grad_dtype(), 0, b.size());
+  Tensor all = Elements(storage.data(), grad_dtype(), 0, b.size(), device());
   Tensor mine = ShardPiece(grads_, unit);
   collectives::Communicator* group = options_.group;
   BufferPool* pool = grad_pool_.get();
@@ -162,15 +170,17 @@ Status Zero3Sync::Step(int64_t step) {
   EndStepTraffic();
   recorded_ = true;
   cursor_ = 0;
-  // The next step's first unit, while the loop finishes this one.
+  // The next step's first unit, while the loop finishes this one (after the update).
+  PSZERO_RETURN_IF_ERROR(Fence());
   if (!order_.empty()) PSZERO_RETURN_IF_ERROR(Prefetch(order_.front()));
   return Status::Ok();
 }
 
 Result<std::vector<float>> Zero3Sync::LocalParams(const model::ParamBuffer& params) {
   if (bf16_only()) return DataParallelSync::LocalParams(params);  // the master
+  PSZERO_ASSIGN_OR_RETURN(std::vector<float> shard, HostFloats(param_shard_));
   std::vector<float> out(static_cast<size_t>(params.numel()));
-  PSZERO_RETURN_IF_ERROR(GatherPieces(param_shard_.data<float>(), out.data()));
+  PSZERO_RETURN_IF_ERROR(GatherPieces(shard.data(), out.data()));
   return out;
 }
 
@@ -178,13 +188,10 @@ Status Zero3Sync::Restore(const std::vector<float>& params, const Moments& momen
   for (size_t u = 0; u < gathered_.size(); ++u) {
     PSZERO_RETURN_IF_ERROR(Release(static_cast<int>(u)));
   }
-  ScatterPieces(moments.m.data(), m_.data<float>());
-  ScatterPieces(moments.v.data(), v_.data<float>());
-  if (!bf16_only()) {
-    ScatterPieces(params.data(), param_shard_.data<float>());
-    return Status::Ok();
-  }
-  ScatterPieces(params.data(), master_.data<float>());
+  PSZERO_RETURN_IF_ERROR(RestorePieces(moments.m, m_.data<float>()));
+  PSZERO_RETURN_IF_ERROR(RestorePieces(moments.v, v_.data<float>()));
+  if (!bf16_only()) return RestorePieces(params, param_shard_.data<float>());
+  PSZERO_RETURN_IF_ERROR(RestorePieces(params, master_.data<float>()));
   return kernels::Cast(master_.data(), DType::kFloat32, param_shard_.data(), DType::kBFloat16,
                        shard_numel(), options_.kernels);
 }

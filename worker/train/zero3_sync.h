@@ -59,7 +59,7 @@ class Zero3Sync final : public DataParallelSync {
   // This rank's piece of `unit` in a shard-layout tensor.
   Tensor ShardPiece(Tensor& t, int unit) {
     const Bucket& b = buckets_[bucket_of_unit_[unit]];
-    return Elements(t.data(), t.dtype(), b.shard_offset, piece(b));
+    return Elements(t.data(), t.dtype(), b.shard_offset, piece(b), t.device());
   }
 
   std::vector<Gathered> gathered_;
