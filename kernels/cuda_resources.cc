@@ -11,6 +11,8 @@ namespace pszero::kernels {
 
 #ifdef PSZERO_HAVE_CUDA
 
+bool CudaBuilt() { return true; }
+
 int CudaDeviceCount() {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {
@@ -66,6 +68,8 @@ Status CudaResources::BindThisThread() const {
 }
 
 #else  // CPU build
+
+bool CudaBuilt() { return false; }
 
 int CudaDeviceCount() { return 0; }
 

@@ -14,6 +14,8 @@ namespace pszero::kernels {
 
 // CUDA devices visible to this process; 0 in a CPU build or when the driver finds none.
 int CudaDeviceCount();
+// Whether this build has the CUDA kernels (PSZERO_CUDA found CUDA).
+bool CudaBuilt();
 
 class CudaResources {
  public:

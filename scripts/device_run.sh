@@ -13,7 +13,7 @@ export LD_LIBRARY_PATH="$here/lib:${nccl}:/usr/local/cuda/lib64:${LD_LIBRARY_PAT
 export UCX_MODULE_DIR="$here/lib/ucx" PSZERO_BIN_DIR="$here/bin"
 { nvidia-smi -L; ldd "$here/bin/pszero-bench" | grep -E "not found|cuda|nccl|cublas"; } 2>&1 | tee "$out/env.txt"
 rc=0
-for t in kernels_cuda_test device_staging_test collectives_gpu_test; do
+for t in kernels_cuda_test device_staging_test collectives_gpu_test device_train_test; do
   timeout 300 "$here/bin/$t" >"$out/$t.log" 2>&1 || rc=1
   echo "$t: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$out/$t.log" | tr '\n' ' ')"
 done
@@ -24,4 +24,11 @@ timeout 120 "$here/bin/pszero-bench" collective --backend nccl --ranks 1 --min-b
   --max-bytes 256M --step-factor 16 --check --output "$out/nccl.json" \
   >"$out/nccl.log" 2>&1 || rc=1
 tail -n 10 "$out/nccl.log"
+# Training on the GPU: gpt-small, one worker, fp32 and bf16 (step time and memory in the
+# reports).
+for p in fp32 bf16; do
+  timeout 180 "$here/bin/pszero-launch" --workers 1 --model gpt-small --steps 6 --device cuda \
+    --precision "$p" --report "$out/train-gpt-small-$p.json" >"$out/train-$p.log" 2>&1 || rc=1
+  tail -n 3 "$out/train-$p.log"
+done
 exit $rc

@@ -32,6 +32,7 @@
 #include "common/report.h"
 #include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
+#include "kernels/cuda_resources.h"
 #include "kernels/gemm.h"
 #include "launch/bench/child_run.h"
 #include "launch/bench/command.h"
@@ -67,13 +68,19 @@ struct TrainBenchFlags {
 constexpr const char* kTorchSkipped =
     "torch peer skipped: PyTorch not importable (apt install python3-torch)";
 
-// Seconds of each timed step on rank 0 (all ranks step together).
+// Seconds of each timed step on rank 0 (all ranks step together). --device cuda: every
+// rank (a thread) on CUDA device 0; its TP collectives are staged (one GPU: no NCCL).
 Status RunRank(const model::ModelConfig& config, const train::TrainFlags& flags,
                collectives::Communicator* comm, std::vector<double>* step_seconds,
                double* gemm_seconds, std::vector<float>* losses) {
   MemoryTracker tracker;
-  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<train::TrainingRank> run,
-                          train::BuildTrainingRank(config, flags, comm, nullptr, &tracker));
+  std::unique_ptr<kernels::CudaResources> cuda;
+  if (flags.device == "cuda") {
+    PSZERO_ASSIGN_OR_RETURN(cuda, kernels::CudaResources::Create(0));
+  }
+  PSZERO_ASSIGN_OR_RETURN(
+      std::unique_ptr<train::TrainingRank> run,
+      train::BuildTrainingRank(config, flags, comm, nullptr, &tracker, nullptr, cuda.get()));
   for (int64_t s = 0; s <= flags.steps; ++s) {
     PSZERO_ASSIGN_OR_RETURN(train::StepResult r, run->trainer->RunStep(s));
     if (s > 0) {
@@ -85,14 +92,24 @@ Status RunRank(const model::ModelConfig& config, const train::TrainFlags& flags,
   const int64_t n = config.tokens_per_step();
   const int64_t k = config.d_model;
   const int64_t cols = config.d_model * config.ffn_mult / run->tp->size();
-  std::vector<float> a(n * k, 0.5f), b(k * cols, 0.25f), c(n * cols);
+  const Device device = run->kernels.device;
+  PSZERO_ASSIGN_OR_RETURN(
+      Tensor a, Tensor::Empty({n * k}, DType::kFloat32, MemoryCategory::kOther, nullptr, device));
+  PSZERO_ASSIGN_OR_RETURN(Tensor b, Tensor::Empty({k * cols}, DType::kFloat32,
+                                                  MemoryCategory::kOther, nullptr, device));
+  PSZERO_ASSIGN_OR_RETURN(Tensor c, Tensor::Empty({n * cols}, DType::kFloat32,
+                                                  MemoryCategory::kOther, nullptr, device));
+  std::vector<float> ha(n * k, 0.5f), hb(k * cols, 0.25f);
+  PSZERO_RETURN_IF_ERROR(a.CopyFrom(Tensor::Wrap(ha.data(), {n * k}, DType::kFloat32)));
+  PSZERO_RETURN_IF_ERROR(b.CopyFrom(Tensor::Wrap(hb.data(), {k * cols}, DType::kFloat32)));
   double best = 1e30;
   for (int rep = 0; rep < 3; ++rep) {
     if (comm != nullptr) PSZERO_RETURN_IF_ERROR(comm->Barrier());
     const auto t0 = std::chrono::steady_clock::now();
     PSZERO_RETURN_IF_ERROR(kernels::Gemm(false, false, n, cols, k, 1.0f, a.data(), k, b.data(),
-                                         cols, 0.0f, c.data(), cols, DType::kFloat32,
+                                         cols, 0.0f, c.data<float>(), cols, DType::kFloat32,
                                          run->kernels));
+    PSZERO_RETURN_IF_ERROR(kernels::Fence(run->kernels));
     best = std::min(best,
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
@@ -167,6 +184,7 @@ int RunTrainBench(const TrainBenchFlags& f) {
       {"tp", t},
       {"steps", flags.steps},
       {"precision", flags.precision},
+      {"device", flags.device},
       {"threads_per_rank", flags.threads},
       {"tokens_per_step", config->tokens_per_step()},
       {"flops_per_step", flops},

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <regex>
 
+#include "kernels/cuda_resources.h"
 #include "tests/model/model_test_util.h"
 #include "tests/support/subprocess.h"
 #include "tests/worker/collective_test_util.h"
@@ -99,10 +100,18 @@ TEST(TrainCliTest, BadTrainingFlagsExitTwo) {
   r = RunProcess({BinaryPath("pszero-launch"), "--model", "gpt-tiny", "--layers", "2"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--layers"), std::string::npos) << r.err;
-  // --device cuda is not implemented yet: refused up front, not after the join.
-  r = RunProcess(Launch({"--workers", "1", "--device", "cuda"}));
-  EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_NE(r.err.find("--device"), std::string::npos) << r.err;
+  // --device cuda: a CPU build refuses it up front; a CUDA build without a GPU stops the
+  // worker, saying so (a GPU: the gpu-labelled tests train on it).
+  if (!kernels::CudaBuilt()) {
+    r = RunProcess(Launch({"--workers", "1", "--device", "cuda"}));
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_NE(r.err.find("--device cuda: this build has no CUDA"), std::string::npos) << r.err;
+  } else if (kernels::CudaDeviceCount() == 0) {
+    r = RunProcess(Launch({"--workers", "1", "--device", "cuda"}));
+    EXPECT_NE(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("--device cuda: worker 0 sees no CUDA device"), std::string::npos)
+        << r.err;
+  }
   r = RunProcess({BinaryPath("pszero-launch"), "--model", "gpt-huge"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--model"), std::string::npos) << r.err;

@@ -855,8 +855,17 @@ Status Communicator::Barrier() {
 
 Status Communicator::EnableNccl(KeyValueStore* store, const std::string& job_key, int cuda_device) {
   if (store == nullptr) return Status::InvalidArgument("EnableNccl without a key-value store");
-  PSZERO_ASSIGN_OR_RETURN(nccl_, NcclBackend::Create(store, job_key + "/comm" + std::to_string(id_),
-                                                     rank_, size(), cuda_device, options_.timeout));
+  const std::string key = job_key + "/comm" + std::to_string(id_);
+  PSZERO_ASSIGN_OR_RETURN(bool distinct, NcclBackend::DistinctGpus(store, key, rank_, size(),
+                                                                   cuda_device, options_.timeout));
+  if (!distinct) {
+    LOG_IF(WARNING, rank_ == 0) << "communicator " << id_ << ": some of its " << size()
+                                << " ranks share a GPU, which NCCL refuses; their device tensors "
+                                   "are staged through host memory";
+    return Status::Ok();
+  }
+  PSZERO_ASSIGN_OR_RETURN(
+      nccl_, NcclBackend::Create(store, key, rank_, size(), cuda_device, options_.timeout));
   return Status::Ok();
 }
 

@@ -106,6 +106,8 @@ class Communicator {
 
   // Collective: creates the NCCL communicator for this group on `cuda_device`, swapping
   // NCCL's unique id through `store` under a key made of `job_key` and this comm's id.
+  // When two ranks share one GPU (more workers than GPUs on a host), which NCCL refuses,
+  // it leaves NCCL off (logged; nccl_enabled() false, device tensors staged).
   // InvalidArgument in a build without CUDA.
   Status EnableNccl(KeyValueStore* store, const std::string& job_key, int cuda_device);
   bool nccl_enabled() const { return nccl_ != nullptr; }

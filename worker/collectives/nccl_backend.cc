@@ -6,6 +6,9 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <unistd.h>
+
+#include <set>
 #include <thread>
 #endif
 
@@ -17,6 +20,11 @@ struct NcclBackend::Impl {};
 
 Result<std::unique_ptr<NcclBackend>> NcclBackend::Create(KeyValueStore*, const std::string&, int,
                                                          int, int, std::chrono::milliseconds) {
+  return Status::InvalidArgument(
+      "the NCCL backend needs a CUDA build (built with PSZERO_CUDA=OFF)");
+}
+Result<bool> NcclBackend::DistinctGpus(KeyValueStore*, const std::string&, int, int, int,
+                                       std::chrono::milliseconds) {
   return Status::InvalidArgument(
       "the NCCL backend needs a CUDA build (built with PSZERO_CUDA=OFF)");
 }
@@ -149,6 +157,24 @@ struct NcclBackend::Impl {
 
 NcclBackend::NcclBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 NcclBackend::~NcclBackend() = default;
+
+Result<bool> NcclBackend::DistinctGpus(KeyValueStore* store, const std::string& key, int rank,
+                                       int size, int cuda_device,
+                                       std::chrono::milliseconds timeout) {
+  char bus[64] = {};
+  PSZERO_RETURN_IF_ERROR(
+      CudaStatus(cudaDeviceGetPCIBusId(bus, sizeof bus, cuda_device), "cudaDeviceGetPCIBusId"));
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "?");
+  const std::string prefix = "nccl-gpu/" + key + "/";
+  PSZERO_RETURN_IF_ERROR(store->Set(prefix + std::to_string(rank), std::string(host) + "/" + bus));
+  std::set<std::string> seen;
+  for (int r = 0; r < size; ++r) {
+    PSZERO_ASSIGN_OR_RETURN(std::string gpu, store->Get(prefix + std::to_string(r), timeout));
+    seen.insert(gpu);
+  }
+  return static_cast<int>(seen.size()) == size;
+}
 
 Result<std::unique_ptr<NcclBackend>> NcclBackend::Create(KeyValueStore* store,
                                                          const std::string& key, int rank, int size,

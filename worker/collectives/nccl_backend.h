@@ -27,6 +27,12 @@ class NcclBackend {
   static Result<std::unique_ptr<NcclBackend>> Create(KeyValueStore* store, const std::string& key,
                                                      int rank, int size, int cuda_device,
                                                      std::chrono::milliseconds timeout);
+  // Collective over the same group: whether every rank has a GPU of its own. Each publishes
+  // "<host>/<PCI bus id>" of `cuda_device` under `key` and reads the others'; NCCL refuses
+  // a communicator with two ranks on one GPU ("Duplicate GPU detected"), so ranks that share
+  // one keep their device tensors on the staged path. Every rank gets the same answer.
+  static Result<bool> DistinctGpus(KeyValueStore* store, const std::string& key, int rank, int size,
+                                   int cuda_device, std::chrono::milliseconds timeout);
   ~NcclBackend();
   NcclBackend(const NcclBackend&) = delete;
   NcclBackend& operator=(const NcclBackend&) = delete;

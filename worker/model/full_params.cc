@@ -8,7 +8,10 @@ Result<std::vector<float>> GatherFullParams(const ParamBuffer& params, TensorPar
   if (!params.params().defined()) {
     return Status::Internal("GatherFullParams: the parameters are not resident");
   }
-  return GatherFullParams(params, params.params().data<float>(), tp);
+  std::vector<float> mine(static_cast<size_t>(params.numel()));
+  PSZERO_RETURN_IF_ERROR(
+      Tensor::Wrap(mine.data(), {params.numel()}, DType::kFloat32).CopyFrom(params.params()));
+  return GatherFullParams(params, mine.data(), tp);
 }
 
 Result<std::vector<float>> GatherFullParams(const ParamBuffer& params, const float* mine,

@@ -10,18 +10,20 @@ namespace pszero::train {
 
 nlohmann::json RankReport(const TrainFlags& flags, const RankFacts& f,
                           const MemoryTracker& tracker) {
+  // Where the model lives (--device): its memory is what the ZeRO formulas predict.
+  const Device device = flags.device == "cuda" ? Device::kCuda : Device::kHost;
   nlohmann::json categories = nlohmann::json::object();
   for (int c = 0; c < kNumMemoryCategories; ++c) {
     const auto category = static_cast<MemoryCategory>(c);
-    const MemoryUsage u = tracker.Usage(category);
+    const MemoryUsage u = tracker.Usage(category, device);
     categories[std::string(MemoryCategoryName(category))] = {{"live", u.live_bytes},
                                                              {"peak", u.peak_bytes}};
   }
   const bool bf16 = flags.precision == "bf16";
   const ModelStateBytes want = PredictModelState(flags.sync, f.psi, f.dp_size, bf16);
-  const int64_t measured = tracker.Usage(MemoryCategory::kParams).peak_bytes +
-                           tracker.Usage(MemoryCategory::kGrads).peak_bytes +
-                           tracker.Usage(MemoryCategory::kOptimizer).peak_bytes;
+  const int64_t measured = tracker.Usage(MemoryCategory::kParams, device).peak_bytes +
+                           tracker.Usage(MemoryCategory::kGrads, device).peak_bytes +
+                           tracker.Usage(MemoryCategory::kOptimizer, device).peak_bytes;
   const double theory = TheoryElementsPerStep(flags.sync, f.psi, f.dp_size) *
                         static_cast<double>(TrafficElementBytes(flags.sync, bf16));
   auto ratio = [](double a, double b) { return b > 0 ? nlohmann::json(a / b) : nlohmann::json(); };
@@ -38,7 +40,8 @@ nlohmann::json RankReport(const TrainFlags& flags, const RankFacts& f,
       {"rss_bytes", {{"after_first_step", f.rss_after_first_step}, {"end", f.rss_end}}},
       {"checkpoint", f.checkpoint},
       {"memory",
-       {{"categories", categories},
+       {{"device", flags.device},
+        {"categories", categories},
         {"model_state",
          {{"measured_peak", measured},
           {"predicted", want.total()},

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "kernels/cuda_resources.h"
 #include "worker/model/data.h"
 #include "worker/train/checkpoint.h"
 
@@ -92,9 +93,10 @@ Result<model::ModelConfig> ResolveModel(const TrainFlags& f) {
 
 Status CheckTrainFlags(const TrainFlags& f, int workers) {
   if (f.model.empty()) return Status::Ok();
-  if (f.device != "cpu") {
-    return Status::InvalidArgument("--device " + f.device +
-                                   ": not implemented yet (the model layers run on the host)");
+  if (f.device == "cuda" && !kernels::CudaBuilt()) {
+    return Status::InvalidArgument(
+        "--device cuda: this build has no CUDA (configured with -DPSZERO_CUDA=OFF or without a "
+        "CUDA toolkit)");
   }
   PSZERO_ASSIGN_OR_RETURN(model::ModelConfig c, ResolveModel(f));
   PSZERO_RETURN_IF_ERROR(model::ValidateConfig(c, f.tp));

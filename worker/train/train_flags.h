@@ -50,9 +50,9 @@ void AddTrainFlags(CLI::App& app, TrainFlags& flags);
 Result<model::ModelConfig> ResolveModel(const TrainFlags& flags);
 
 // Everything that can be checked before any process starts, for `workers` workers:
-// --device cpu (cuda is not implemented yet), the model shape against --tp, --workers == --tp (one
-// replica until the data-parallel modes exist), a readable non-empty --data file. InvalidArgument
-// naming the flag.
+// --device cuda only in a CUDA build (whether this machine has a GPU is the worker's to find
+// out), the model shape against --tp, --workers a multiple of --tp, a readable non-empty
+// --data file, the checkpoint flags. InvalidArgument naming the flag.
 Status CheckTrainFlags(const TrainFlags& flags, int workers);
 
 // The flags as arguments for a pszero-worker command line (only what is set).

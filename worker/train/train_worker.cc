@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -15,6 +16,7 @@
 #include "common/report.h"
 #include "common/trace.h"
 #include "common/ucx/ucx_transport.h"
+#include "kernels/cuda_resources.h"
 #include "worker/collectives/communicator.h"
 #include "worker/collectives/flight_recorder.h"
 #include "worker/model/full_params.h"
@@ -121,6 +123,25 @@ class RecorderOnSignal {
   std::thread thread_;
 };
 
+// The GPU of this worker: local rank (PSZERO_LOCAL_RANK, set by the launcher or derived
+// from mpirun/torchrun/Slurm variables) modulo the devices it sees, as torchrun's
+// LOCAL_RANK → cuda:LOCAL_RANK.
+Result<std::unique_ptr<kernels::CudaResources>> OpenWorkerDevice(int rank) {
+  const int count = kernels::CudaDeviceCount();
+  if (count == 0) {
+    return Status::Unavailable("--device cuda: worker " + std::to_string(rank) +
+                               " sees no CUDA device");
+  }
+  int local_rank = 0;
+  if (const char* v = std::getenv("PSZERO_LOCAL_RANK"); v != nullptr) local_rank = std::atoi(v);
+  const int device = std::max(local_rank, 0) % count;
+  PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<kernels::CudaResources> cuda,
+                          kernels::CudaResources::Create(device));
+  LOG(INFO) << "worker " << rank << " (local rank " << local_rank << ") on CUDA device " << device
+            << " of " << count;
+  return cuda;
+}
+
 // Every worker writes its events beside `path`; worker 0 merges them into `path` (one
 // machine, or a shared file system) and removes the parts.
 Status WriteTrace(const std::string& path, int rank, int world, collectives::Communicator& comm) {
@@ -182,6 +203,17 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
                           worlds[0]->Split(replica, tp_rank));
   PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<collectives::Communicator> dp_comm,
                           worlds[1]->Split(tp_rank, replica));
+  // --device cuda: this worker's GPU (local rank modulo the visible devices), and NCCL for
+  // the device tensors of its TP and DP groups.
+  std::unique_ptr<kernels::CudaResources> cuda;
+  if (flags.device == "cuda") {
+    PSZERO_ASSIGN_OR_RETURN(cuda, OpenWorkerDevice(rank));
+    for (collectives::Communicator* c : {tp_comm.get(), dp_comm.get()}) {
+      if (c->size() == 1) continue;
+      PSZERO_RETURN_IF_ERROR(
+          c->EnableNccl(&client, "pszero/train/nccl", cuda->device()).WithContext("--device cuda"));
+    }
+  }
   std::atomic<PsSync*> ps_sync{nullptr};
   client.SetPeerLostCallback([&](const PeerLost& lost) {
     const Status why = Status::Unavailable(lost.ToString());
@@ -200,7 +232,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   ps.options.group = dp_comm.get();
   PSZERO_ASSIGN_OR_RETURN(
       std::unique_ptr<TrainingRank> run,
-      BuildTrainingRank(config, flags, tp_comm.get(), dp_comm.get(), &tracker, &ps));
+      BuildTrainingRank(config, flags, tp_comm.get(), dp_comm.get(), &tracker, &ps, cuda.get()));
   ps_sync = run->ps;
   model::TensorParallel& tp = *run->tp;
   model::ParamBuffer& params = run->model->params();

@@ -10,10 +10,17 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
                                                         const TrainFlags& flags,
                                                         collectives::Communicator* tp_comm,
                                                         collectives::Communicator* dp_comm,
-                                                        MemoryTracker* tracker, const PsSetup* ps) {
+                                                        MemoryTracker* tracker, const PsSetup* ps,
+                                                        kernels::CudaResources* cuda) {
   auto r = std::make_unique<TrainingRank>();
-  r->tp = std::make_unique<model::TensorParallel>(tp_comm);
-  r->kernels = kernels::KernelContext::Host(flags.threads);
+  if (flags.device == "cuda") {
+    if (cuda == nullptr) return Status::Internal("--device cuda without a CUDA device set up");
+    r->cuda = cuda;
+    r->kernels = kernels::KernelContext::Cuda(cuda);
+  } else {
+    r->kernels = kernels::KernelContext::Host(flags.threads);
+  }
+  r->tp = std::make_unique<model::TensorParallel>(tp_comm, r->kernels);
   const int dp_size = dp_comm == nullptr ? 1 : dp_comm->size();
   const int dp_rank = dp_comm == nullptr ? 0 : dp_comm->rank();
   model::ModelContext ctx;
@@ -40,6 +47,9 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
   } else if (flags.sync == "ps") {
     if (ps == nullptr)
       return Status::InvalidArgument("--sync ps: no parameter servers in this job");
+    if (flags.device == "cuda") {
+      return Status::InvalidArgument("--sync ps --device cuda: device staging is not wired yet");
+    }
     PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<PsSync> s,
                             MakePsSync(&r->model->params(), ps->options, ps->store));
     r->ps = s.get();

@@ -10,6 +10,7 @@
 #include "common/kv_store.h"
 #include "common/memory.h"
 #include "common/status.h"
+#include "kernels/cuda_resources.h"
 #include "worker/collectives/communicator.h"
 #include "worker/model/data.h"
 #include "worker/model/model.h"
@@ -21,6 +22,7 @@
 namespace pszero::train {
 
 struct TrainingRank {
+  kernels::CudaResources* cuda = nullptr;  // --device cuda: the caller's (outlives this)
   std::unique_ptr<model::TensorParallel> tp;
   kernels::KernelContext kernels;
   std::unique_ptr<model::Model> model;
@@ -35,12 +37,15 @@ struct TrainingRank {
 // null means one replica and no exchange (SingleReplicaSync). `tracker` must outlive the
 // result. The rank reads data part dp_comm->rank() of dp_comm->size(). --sync ps needs
 // `ps` (the servers are found through ps->store; the PsSync is also in TrainingRank::ps).
+// --device cuda needs `cuda`, the CUDA stream and cuBLAS handle of this rank's GPU (the
+// caller has enabled NCCL on the communicators, or their device ops are staged).
 struct PsSetup {
   KeyValueStore* store = nullptr;
   PsSyncOptions options;
 };
 Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(
     const model::ModelConfig& config, const TrainFlags& flags, collectives::Communicator* tp_comm,
-    collectives::Communicator* dp_comm, MemoryTracker* tracker, const PsSetup* ps = nullptr);
+    collectives::Communicator* dp_comm, MemoryTracker* tracker, const PsSetup* ps = nullptr,
+    kernels::CudaResources* cuda = nullptr);
 
 }  // namespace pszero::train
