@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 out=${2:-.device}
-bins=(kernels_cuda_test device_staging_test collectives_gpu_test pszero-bench)
+bins=(kernels_cuda_test device_staging_test collectives_gpu_test pinned_tensor_test
+  ps_sync_device_test pszero-bench)
 for b in "${bins[@]}"; do
   [[ -x "$build/bin/$b" ]] || { echo "device_bundle: $build/bin/$b missing (build with CUDA first)"; exit 1; }
 done
