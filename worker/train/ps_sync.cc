@@ -187,11 +187,12 @@ Status PsSync::Step(int64_t /*step*/) {
     PSZERO_RETURN_IF_ERROR(client_->WaitPushes(options_.timeout));
     stale_.assign(stale_.size(), staged() || params_->has_bf16());
   } else {
-    // Slice by slice, in the order the pulls were started: the first slices are applied
-    // (copied to the device, cast to bf16) while the later ones are still arriving.
+    // Slice by slice, last first (backward pushed them, and so started their pulls, in
+    // that order): the first slices to land are applied (copied to the device, cast to
+    // bf16) while the others are still arriving.
     const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
     const ps::SliceMap& map = client_->map();
-    for (int i = 0; i < map.num_slices(); ++i) {
+    for (int i = map.num_slices() - 1; i >= 0; --i) {
       const ps::Slice& slice = map.slice(i);
       PSZERO_RETURN_IF_ERROR(
           client_->WaitParams(slice.begin, slice.begin + slice.numel, Remaining(deadline)));
