@@ -82,9 +82,36 @@ Result<std::shared_ptr<Storage>> Storage::AllocateShared(int64_t bytes, MemoryCa
   return storage;
 }
 
+Result<std::shared_ptr<Storage>> Storage::AllocatePinned(int64_t bytes, MemoryCategory category,
+                                                         MemoryTracker* tracker) {
+#ifdef PSZERO_HAVE_CUDA
+  if (bytes <= 0) return Allocate(bytes, Device::kHost, category, tracker);
+  void* data = nullptr;
+  cudaError_t err = cudaMallocHost(&data, static_cast<size_t>(bytes));
+  if (err != cudaSuccess) {
+    return Status::Unavailable("cudaMallocHost of " + std::to_string(bytes) +
+                               " bytes failed: " + cudaGetErrorString(err));
+  }
+  if (tracker != nullptr) tracker->OnAllocate(category, Device::kHost, bytes);
+  std::shared_ptr<Storage> storage(new Storage(data, bytes, Device::kHost, category, tracker));
+  storage->pinned_ = true;
+  return storage;
+#else
+  (void)bytes;
+  (void)category;
+  (void)tracker;
+  return Status::InvalidArgument(
+      "pinned host memory needs a CUDA build (built with PSZERO_CUDA=OFF)");
+#endif
+}
+
 Storage::~Storage() {
   if (shared_) {
     FreeSharedHost(data_);
+  } else if (pinned_) {
+#ifdef PSZERO_HAVE_CUDA
+    cudaFreeHost(data_);
+#endif
   } else if (device_ == Device::kHost) {
     std::free(data_);
   } else {
@@ -134,6 +161,18 @@ Result<Tensor> Tensor::EmptyShared(const Shape& shape, DType dtype, MemoryCatego
   PSZERO_RETURN_IF_ERROR(CheckShape(shape));
   const int64_t bytes = ShapeNumel(shape) * static_cast<int64_t>(DTypeSize(dtype));
   PSZERO_ASSIGN_OR_RETURN(auto storage, Storage::AllocateShared(bytes, category, tracker));
+  return Own(std::move(storage), shape, dtype);
+}
+
+Result<Tensor> Tensor::EmptyPinned(const Shape& shape, DType dtype, MemoryCategory category,
+                                   MemoryTracker* tracker) {
+  PSZERO_RETURN_IF_ERROR(CheckShape(shape));
+  const int64_t bytes = ShapeNumel(shape) * static_cast<int64_t>(DTypeSize(dtype));
+#ifdef PSZERO_HAVE_CUDA
+  PSZERO_ASSIGN_OR_RETURN(auto storage, Storage::AllocatePinned(bytes, category, tracker));
+#else
+  PSZERO_ASSIGN_OR_RETURN(auto storage, Storage::Allocate(bytes, Device::kHost, category, tracker));
+#endif
   return Own(std::move(storage), shape, dtype);
 }
 

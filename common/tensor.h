@@ -39,6 +39,10 @@ class Storage {
   // Host memory the other processes of this host can map (common/shared_host_memory.h).
   static Result<std::shared_ptr<Storage>> AllocateShared(int64_t bytes, MemoryCategory category,
                                                          MemoryTracker* tracker);
+  // Page-locked host memory (cudaMallocHost) that device copies reach by DMA at full
+  // speed; Unavailable when the CUDA runtime refuses it. Only CUDA builds have it.
+  static Result<std::shared_ptr<Storage>> AllocatePinned(int64_t bytes, MemoryCategory category,
+                                                         MemoryTracker* tracker);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -48,6 +52,7 @@ class Storage {
   Device device() const { return device_; }
   MemoryCategory category() const { return category_; }
   bool shared() const { return shared_; }
+  bool pinned() const { return pinned_; }
 
  private:
   Storage(void* data, int64_t bytes, Device device, MemoryCategory category, MemoryTracker* tracker)
@@ -59,6 +64,7 @@ class Storage {
   MemoryCategory category_;
   MemoryTracker* tracker_;  // may be null: untracked
   bool shared_ = false;     // from AllocateShared
+  bool pinned_ = false;     // from AllocatePinned
 };
 
 class Tensor {
@@ -77,6 +83,11 @@ class Tensor {
                                     MemoryTracker* tracker) {
     return EmptyShared(shape, dtype, category, tracker);
   }
+  // Uninitialized owning host tensor in page-locked memory, for staging device data
+  // (host↔device copies of it run at full DMA speed). A CPU build has no device to copy
+  // from: it returns ordinary host memory (pinned() false).
+  static Result<Tensor> EmptyPinned(const Shape& shape, DType dtype, MemoryCategory category,
+                                    MemoryTracker* tracker);
   // Owning tensor filled with zero bytes.
   static Result<Tensor> Zeros(const Shape& shape, DType dtype, MemoryCategory category,
                               MemoryTracker* tracker, Device device = Device::kHost);
@@ -99,6 +110,8 @@ class Tensor {
   bool owns_storage() const { return storage_ != nullptr; }
   // Whether it lies in shared host memory (EmptyShared).
   bool shared_memory() const { return storage_ != nullptr && storage_->shared(); }
+  // Whether it lies in page-locked host memory (EmptyPinned in a CUDA build).
+  bool pinned() const { return storage_ != nullptr && storage_->pinned(); }
   // Tensors sharing one storage (0 for a non-owning view).
   long storage_use_count() const { return storage_.use_count(); }
 

@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 out=${2:-.device}
-bins=(kernels_cuda_test device_staging_test collectives_gpu_test device_train_test pszero-bench
-      pszero-launch pszero-worker pszero-server)
+bins=(kernels_cuda_test device_staging_test collectives_gpu_test pinned_tensor_test
+  ps_sync_device_test device_train_test pszero-bench pszero-launch pszero-worker pszero-server)
 for b in "${bins[@]}"; do
   [[ -x "$build/bin/$b" ]] || { echo "device_bundle: $build/bin/$b missing (build with CUDA first)"; exit 1; }
 done

@@ -13,7 +13,8 @@ export LD_LIBRARY_PATH="$here/lib:${nccl}:/usr/local/cuda/lib64:${LD_LIBRARY_PAT
 export UCX_MODULE_DIR="$here/lib/ucx" PSZERO_BIN_DIR="$here/bin"
 { nvidia-smi -L; ldd "$here/bin/pszero-bench" | grep -E "not found|cuda|nccl|cublas"; } 2>&1 | tee "$out/env.txt"
 rc=0
-for t in kernels_cuda_test device_staging_test collectives_gpu_test device_train_test; do
+for t in kernels_cuda_test device_staging_test collectives_gpu_test pinned_tensor_test \
+  ps_sync_device_test device_train_test; do
   timeout 300 "$here/bin/$t" >"$out/$t.log" 2>&1 || rc=1
   echo "$t: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$out/$t.log" | tr '\n' ' ')"
 done

@@ -165,6 +165,23 @@ TEST(TensorTest, DeviceTensorsWithoutCudaAreAnError) {
 #endif
 }
 
+TEST(TensorTest, PinnedWithoutCudaIsPlainTrackedHostMemory) {
+#ifdef PSZERO_HAVE_CUDA
+  GTEST_SKIP() << "CUDA build: pinned memory is covered by pinned_tensor_test (gpu)";
+#else
+  MemoryTracker tracker;
+  Result<Tensor> t =
+      Tensor::EmptyPinned({10}, DType::kFloat32, MemoryCategory::kCommBuffers, &tracker);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_FALSE(t->pinned());
+  EXPECT_EQ(t->device(), Device::kHost);
+  EXPECT_EQ(tracker.Usage(MemoryCategory::kCommBuffers).live_bytes, 40);
+  t->data<float>()[9] = 1.0f;
+  *t = Tensor();
+  EXPECT_EQ(tracker.Usage(MemoryCategory::kCommBuffers).live_bytes, 0);
+#endif
+}
+
 // A shared tensor reads as zeros, is found by any range inside it (with its offset), and
 // is gone from the registry once freed; private memory is never found.
 TEST(SharedHostMemoryTest, RegistryFindsRangesInsideLiveAllocationsOnly) {

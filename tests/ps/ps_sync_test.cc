@@ -2,8 +2,9 @@
 // servers and D workers, each worker training a real model through the strategy's hooks.
 //  * bsp is bit-identical to an independent serial reference (the D replicas' gradients
 //    summed in ascending rank order in fp32, then AdamW with grad_scale 1/D), fp32 and
-//    bf16, S = 1, 2, D = 2, 4;
-//  * the loss falls under bsp, ssp and asp;
+//    bf16, S = 1, 2, D = 2, 4; also staged through host mirrors (stage_through_host: the
+//    path of device parameters, run on host ones), which are tracked as comm_buffers;
+//  * the loss falls under bsp, ssp and asp, in place and staged;
 //  * ssp never lets a worker read parameters beyond its staleness while one worker is
 //    held back (instrumented: what each pull contained), and asp lets the fast worker
 //    finish while the slow one lags;
@@ -16,6 +17,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <string>
+#include <tuple>
 
 #include "common/memory.h"
 #include "kernels/optimizer.h"
@@ -122,7 +125,13 @@ struct BspCase {
   int workers;
   bool bf16;
   bool overlap;
+  bool staged = false;  // PsSyncOptions::stage_through_host
 };
+
+std::string CaseName(const BspCase& c) {
+  return "S" + std::to_string(c.servers) + "D" + std::to_string(c.workers) +
+         (c.bf16 ? "Bf16" : "Fp32") + (c.overlap ? "Overlap" : "") + (c.staged ? "Staged" : "");
+}
 
 class PsSyncBspTest : public ::testing::TestWithParam<BspCase> {};
 
@@ -183,13 +192,19 @@ TEST_P(PsSyncBspTest, BitIdenticalToSerialAscendingSumAndAdamW) {
   std::vector<std::vector<uint16_t>> finals_bf16(static_cast<size_t>(D));
   std::vector<std::vector<float>> losses(static_cast<size_t>(D));
   std::vector<int64_t> sent(static_cast<size_t>(D)), received(static_cast<size_t>(D));
+  std::vector<int64_t> staging(static_cast<size_t>(D)), comm_buffers(static_cast<size_t>(D));
   std::vector<ps::ServerCounters> server_counters;
   PsRun run = RunPsCluster(S, D, so, [&](int w, Transport& t) -> Status {
     PSZERO_ASSIGN_OR_RETURN(auto r, MakeReplica(config, c.bf16, seed, w, D));
     train::PsSyncOptions o = SyncOptions(w, D, S);
     o.overlap_pulls_with_forward = c.overlap;
+    o.stage_through_host = c.staged;
+    o.tracker = &r->tracker;
     PSZERO_ASSIGN_OR_RETURN(auto sync,
                             train::PsSync::Create(&r->model->params(), &t, o, slice_bytes));
+    staging[static_cast<size_t>(w)] = sync->staging_bytes();
+    comm_buffers[static_cast<size_t>(w)] =
+        r->tracker.Usage(MemoryCategory::kCommBuffers).live_bytes;
     for (int step = 0; step < steps; ++step) {
       PSZERO_ASSIGN_OR_RETURN(float loss, TrainStep(*r, sync.get(), step));
       losses[static_cast<size_t>(w)].push_back(loss);
@@ -217,6 +232,9 @@ TEST_P(PsSyncBspTest, BitIdenticalToSerialAscendingSumAndAdamW) {
     if (!c.overlap) {
       EXPECT_EQ(received[i], static_cast<int64_t>(n) * 4) << "worker " << w;
     }
+    // Staged: fp32 params and grads mirrored on the host, and tracked.
+    EXPECT_EQ(staging[i], c.staged ? static_cast<int64_t>(n) * 8 : 0) << "worker " << w;
+    EXPECT_EQ(comm_buffers[i], staging[i]) << "worker " << w;
   }
   for (const auto& s : run.servers) EXPECT_EQ(s.rejected, 0) << s.last_error;
   // What the servers report over the data plane (for run reports): every worker's
@@ -232,33 +250,34 @@ TEST_P(PsSyncBspTest, BitIdenticalToSerialAscendingSumAndAdamW) {
   EXPECT_EQ(held, static_cast<int64_t>(n) * 4 * (3 + D));
 }
 
-INSTANTIATE_TEST_SUITE_P(ServersWorkers, PsSyncBspTest,
-                         ::testing::Values(BspCase{1, 2, false, false}, BspCase{2, 2, false, false},
-                                           BspCase{2, 4, false, false}, BspCase{2, 2, true, false},
-                                           BspCase{2, 2, true, true}),
-                         [](const auto& info) {
-                           return "S" + std::to_string(info.param.servers) + "D" +
-                                  std::to_string(info.param.workers) +
-                                  (info.param.bf16 ? "Bf16" : "Fp32") +
-                                  (info.param.overlap ? "Overlap" : "");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    ServersWorkers, PsSyncBspTest,
+    ::testing::Values(BspCase{1, 2, false, false}, BspCase{2, 2, false, false},
+                      BspCase{2, 4, false, false}, BspCase{2, 2, true, false},
+                      BspCase{2, 2, true, true}, BspCase{1, 2, false, false, true},
+                      BspCase{2, 2, false, false, true}, BspCase{2, 2, false, true, true},
+                      BspCase{2, 2, true, false, true}, BspCase{2, 2, true, true, true}),
+    [](const auto& info) { return CaseName(info.param); });
 
-class PsSyncLossTest : public ::testing::TestWithParam<ps::Consistency> {};
+class PsSyncLossTest : public ::testing::TestWithParam<std::tuple<ps::Consistency, bool>> {};
 
 TEST_P(PsSyncLossTest, LossFallsWithTwoServersAndTwoWorkers) {
   const int S = 2, D = 2, steps = 12;
   const model::ModelConfig config = TinyMlp();
+  const bool staged = std::get<1>(GetParam());
   ps::PsServerOptions so;
   so.slice_bytes = 8192;
-  so.consistency = GetParam();
+  so.consistency = std::get<0>(GetParam());
   so.staleness = 1;
   so.optimizer = ps::OptimizerKind::kAdamW;
   so.adamw.lr = 1e-2f;
   std::vector<std::vector<float>> losses(static_cast<size_t>(D));
   PsRun run = RunPsCluster(S, D, so, [&](int w, Transport& t) -> Status {
     PSZERO_ASSIGN_OR_RETURN(auto r, MakeReplica(config, false, 3, w, D));
-    PSZERO_ASSIGN_OR_RETURN(auto sync, train::PsSync::Create(&r->model->params(), &t,
-                                                             SyncOptions(w, D, S), so.slice_bytes));
+    train::PsSyncOptions o = SyncOptions(w, D, S);
+    o.stage_through_host = staged;
+    PSZERO_ASSIGN_OR_RETURN(auto sync,
+                            train::PsSync::Create(&r->model->params(), &t, o, so.slice_bytes));
     for (int step = 0; step < steps; ++step) {
       PSZERO_ASSIGN_OR_RETURN(float loss, TrainStep(*r, sync.get(), step));
       losses[static_cast<size_t>(w)].push_back(loss);
@@ -274,9 +293,14 @@ TEST_P(PsSyncLossTest, LossFallsWithTwoServersAndTwoWorkers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Consistency, PsSyncLossTest,
-                         ::testing::Values(ps::Consistency::kBsp, ps::Consistency::kSsp,
-                                           ps::Consistency::kAsp),
-                         [](const auto& info) { return std::string(ConsistencyName(info.param)); });
+                         ::testing::Combine(::testing::Values(ps::Consistency::kBsp,
+                                                              ps::Consistency::kSsp,
+                                                              ps::Consistency::kAsp),
+                                            ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(ConsistencyName(std::get<0>(info.param))) +
+                                  (std::get<1>(info.param) ? "Staged" : "");
+                         });
 
 // ---- ssp / asp with a slow worker --------------------------------------------------------
 
@@ -385,6 +409,7 @@ TEST_P(PsSyncCheckpointTest, RestoredIntoFreshServersContinuesBitForBit) {
     PSZERO_ASSIGN_OR_RETURN(auto r, MakeReplica(config, c.bf16, seed, w, D));
     train::PsSyncOptions o = SyncOptions(w, D, S);
     o.overlap_pulls_with_forward = c.overlap;
+    o.stage_through_host = c.staged;
     PSZERO_ASSIGN_OR_RETURN(auto sync,
                             train::PsSync::Create(&r->model->params(), &t, o, slice_bytes));
     Saved& mine = saved[static_cast<size_t>(w)];
@@ -414,6 +439,7 @@ TEST_P(PsSyncCheckpointTest, RestoredIntoFreshServersContinuesBitForBit) {
     std::fill(p, p + r->model->params().numel(), 0.5f);
     train::PsSyncOptions o = SyncOptions(w, D, S);
     o.overlap_pulls_with_forward = c.overlap;
+    o.stage_through_host = c.staged;
     PSZERO_ASSIGN_OR_RETURN(auto sync,
                             train::PsSync::Create(&r->model->params(), &t, o, slice_bytes));
     const Saved& from = saved[static_cast<size_t>(w)];
@@ -442,12 +468,15 @@ TEST_P(PsSyncCheckpointTest, RestoredIntoFreshServersContinuesBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, PsSyncCheckpointTest,
                          ::testing::Values(BspCase{2, 2, false, false}, BspCase{1, 2, true, true},
-                                           BspCase{2, 4, true, false}),
+                                           BspCase{2, 4, true, false},
+                                           BspCase{2, 2, false, false, true},
+                                           BspCase{1, 2, true, true, true}),
                          [](const auto& info) {
                            const BspCase& c = info.param;
                            return std::to_string(c.servers) + "servers" +
                                   std::to_string(c.workers) + "workers" +
-                                  (c.bf16 ? "Bf16" : "Fp32") + (c.overlap ? "Overlap" : "");
+                                  (c.bf16 ? "Bf16" : "Fp32") + (c.overlap ? "Overlap" : "") +
+                                  (c.staged ? "Staged" : "");
                          });
 
 TEST(PsSyncSspTest, NeverReadsBeyondStalenessWithASlowWorker) {

@@ -3,8 +3,9 @@
 // Without a CUDA device (a CPU build, or no GPU here) every test is skipped saying so.
 //  * one replica, in process: GPT and MLP, fp32 and bf16, 5 steps on cuda track the CPU's
 //    losses and end at the CPU's parameters within a stated tolerance;
-//  * pszero-launch, 2 workers: allreduce, zero1, zero2, zero3 with --deterministic end with
-//    one sha256 on cuda (as on the host), and their losses track the host's;
+//  * pszero-launch, 2 workers: allreduce, zero1, zero2, zero3 and ps (1 server, bsp) with
+//    --deterministic end with one sha256 on cuda (as on the host), and their losses track
+//    the host's;
 //  * pszero-launch --tp 2 on cuda tracks --tp 2 on the host.
 // On a machine with one GPU the workers share it, so their collectives take the staged
 // path (NCCL refuses two ranks on one GPU); with a GPU per worker they take NCCL.
@@ -127,10 +128,12 @@ TEST_F(DeviceTrainTest, EveryModeOnCudaAgreesBitForBitAndTracksTheHost) {
   const std::vector<double> host_losses = Losses(host.out);
   ASSERT_EQ(host_losses.size(), 4u) << host.out;
   std::vector<std::string> shas;
-  for (const std::string mode : {"allreduce", "zero1", "zero2", "zero3"}) {
+  for (const std::string mode : {"allreduce", "zero1", "zero2", "zero3", "ps"}) {
     SCOPED_TRACE(mode);
-    const ProcessResult r =
-        Launch({"--workers", "2", "--sync", mode, "--deterministic", "--device", "cuda"});
+    std::vector<std::string> args = {"--workers",       "2",        "--sync", mode,
+                                     "--deterministic", "--device", "cuda"};
+    if (mode == "ps") args.insert(args.end(), {"--servers", "1"});
+    const ProcessResult r = Launch(args);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     shas.push_back(PrintedSha(r.out));
     ASSERT_FALSE(shas.back().empty()) << r.out;

@@ -2,11 +2,13 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
-#include "common/half.h"
 #include "common/ucx/ucx_transport.h"
+#include "kernels/cast.h"
+#include "kernels/cuda_resources.h"
 
 namespace pszero::train {
 
@@ -26,7 +28,19 @@ Status CheckOptions(const PsSyncOptions& o) {
                                    " outside 0.." + std::to_string(o.dp_size - 1));
   }
   if (o.tp_rank < 0) return Status::InvalidArgument("ps sync: negative TP rank");
-  return Status::Ok();
+  return kernels::CheckContext(o.kernels);
+}
+
+// Elements [begin, end) of a flat fp32 tensor on its device, as a tensor of their own.
+Tensor Range(const Tensor& flat, int64_t begin, int64_t end) {
+  return Tensor::Wrap(flat.data<float>() + begin, {end - begin}, DType::kFloat32, flat.device());
+}
+
+// What is left until `deadline` (at least 1 ms: a wait still looks once).
+std::chrono::milliseconds Remaining(std::chrono::steady_clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  return std::max(left, std::chrono::milliseconds(1));
 }
 
 }  // namespace
@@ -47,7 +61,43 @@ Result<std::unique_ptr<PsSync>> PsSync::Create(model::ParamBuffer* params, Trans
   if (params == nullptr || params->numel() < 1) {
     return Status::InvalidArgument("ps sync: no parameters");
   }
+  const Tensor& model_params = params->params();
+  const Tensor& model_grads = params->grads();
+  if (!model_params.defined() || !model_grads.defined()) {
+    return Status::InvalidArgument("ps sync: needs resident fp32 parameters and gradients");
+  }
+  if (model_params.device() != options.kernels.device ||
+      model_grads.device() != options.kernels.device) {
+    return Status::InvalidArgument(
+        "ps sync: the parameters live on " + std::string(DeviceName(model_params.device())) +
+        ", the kernel context is for " + std::string(DeviceName(options.kernels.device)));
+  }
   std::unique_ptr<PsSync> s(new PsSync(params, options));
+  const auto n = static_cast<size_t>(params->numel());
+  std::span<float> p(model_params.data<float>(), n);
+  std::span<const float> g(model_grads.data<float>(), n);
+  const bool on_device = model_params.device() == Device::kCuda;
+  if (on_device || options.stage_through_host) {
+    // Pinned for the device's DMA; plain host memory when only forced (no device).
+    const Shape shape{params->numel()};
+    auto mirror = [&]() {
+      return on_device ? Tensor::EmptyPinned(shape, DType::kFloat32, MemoryCategory::kCommBuffers,
+                                             options.tracker)
+                       : Tensor::Empty(shape, DType::kFloat32, MemoryCategory::kCommBuffers,
+                                       options.tracker);
+    };
+    PSZERO_ASSIGN_OR_RETURN(s->host_params_, mirror());
+    PSZERO_ASSIGN_OR_RETURN(s->host_grads_, mirror());
+    PSZERO_RETURN_IF_ERROR(s->host_grads_.ZeroFill());
+    // DP rank 0 sends these as the servers' initial values.
+    PSZERO_RETURN_IF_ERROR(s->WaitForCompute("the initial parameters"));
+    PSZERO_RETURN_IF_ERROR(s->host_params_.CopyFrom(Range(model_params, 0, params->numel())));
+    p = std::span<float>(s->host_params_.data<float>(), n);
+    g = std::span<const float>(s->host_grads_.data<float>(), n);
+    LOG(INFO) << "ps sync: staging " << DeviceName(model_params.device())
+              << " parameters and gradients through " << s->staging_bytes() << " bytes of "
+              << (s->host_params_.pinned() ? "pinned " : "") << "host memory";
+  }
   s->transport_ = transport;
   ps::PsClientOptions co;
   co.worker = options.dp_rank;
@@ -56,14 +106,11 @@ Result<std::unique_ptr<PsSync>> PsSync::Create(model::ParamBuffer* params, Trans
   for (int r = 0; r < options.num_servers; ++r) co.server_ranks.push_back(r);
   co.slice_bytes = slice_bytes;
   co.pull_on_push = true;
-  const auto n = static_cast<size_t>(params->numel());
-  std::span<float> p(params->params().data<float>(), n);
-  std::span<const float> g(params->grads().data<float>(), n);
   PSZERO_ASSIGN_OR_RETURN(s->client_, ps::PsClient::Create(transport, co, p, g));
   PSZERO_RETURN_IF_ERROR(s->client_->Initialize(options.timeout));
   if (options.dp_rank == 0) s->init_bytes_ = params->numel() * 4;
-  PSZERO_RETURN_IF_ERROR(params->RefreshBf16());
-  s->bf16_stale_.assign(params->units().size(), false);
+  PSZERO_RETURN_IF_ERROR(s->ApplyParams(0, params->numel()));
+  s->stale_.assign(params->units().size(), false);
   s->sent_at_step_start_ = s->client_->stats().push_bytes;
   s->received_at_step_start_ = s->client_->stats().pull_bytes;
   return s;
@@ -73,26 +120,60 @@ PsSync::~PsSync() = default;
 
 Status PsSync::Progress() { return transport_->Progress().status(); }
 
-void PsSync::RefreshBf16Range(int64_t begin, int64_t end) {
-  if (!params_->has_bf16()) return;
-  const float* p = params_->params().data<float>();
-  bf16_t* b = params_->params_bf16().data<bf16_t>();
-  for (int64_t i = begin; i < end; ++i) b[i].bits = FloatToBf16Bits(p[i]);
+Status PsSync::WaitForCompute(const char* what) {
+  if (options_.kernels.device != Device::kCuda) return Status::Ok();
+  return options_.kernels.cuda->Synchronize().WithContext(std::string("ps sync: computing ") +
+                                                          what);
+}
+
+const float* PsSync::host_params() const {
+  return staged() ? host_params_.data<float>() : params_->params().data<float>();
+}
+
+Status PsSync::ApplyParams(int64_t begin, int64_t end) {
+  if (staged()) {
+    // A cudaMemcpy on the legacy default stream: ordered after the compute stream's work
+    // so far (a blocking stream), and before every kernel enqueued after it.
+    PSZERO_RETURN_IF_ERROR(
+        Range(params_->params(), begin, end).CopyFrom(Range(host_params_, begin, end)));
+  }
+  if (!params_->has_bf16()) return Status::Ok();
+  return kernels::Cast(params_->params().data<float>() + begin, DType::kFloat32,
+                       params_->params_bf16().data<bf16_t>() + begin, DType::kBFloat16, end - begin,
+                       options_.kernels);
+}
+
+Status PsSync::PushGradients(int64_t begin, int64_t end) {
+  if (!staged()) return client_->PushGradients(begin, end);
+  // Slice by slice: a slice is pushed (asynchronously) as soon as its last part is on the
+  // host, and is on the wire while the next part is copied.
+  const ps::SliceMap& map = client_->map();
+  const auto [first, last] = map.SlicesTouching(begin, end);
+  for (int i = first; i < last; ++i) {
+    const ps::Slice& slice = map.slice(i);
+    const int64_t b = std::max(begin, slice.begin);
+    const int64_t e = std::min(end, slice.begin + slice.numel);
+    PSZERO_RETURN_IF_ERROR(Range(host_grads_, b, e).CopyFrom(Range(params_->grads(), b, e)));
+    PSZERO_RETURN_IF_ERROR(client_->PushGradients(b, e));
+    PSZERO_RETURN_IF_ERROR(Progress());
+  }
+  return Status::Ok();
 }
 
 Status PsSync::BeforeForward(int unit) {
   const model::ParamUnit& u = params_->units()[static_cast<size_t>(unit)];
   PSZERO_RETURN_IF_ERROR(client_->WaitParams(u.begin, u.end, options_.timeout));
-  if (bf16_stale_[static_cast<size_t>(unit)]) {
-    RefreshBf16Range(u.begin, u.end);
-    bf16_stale_[static_cast<size_t>(unit)] = false;
+  if (stale_[static_cast<size_t>(unit)]) {
+    PSZERO_RETURN_IF_ERROR(ApplyParams(u.begin, u.end));
+    stale_[static_cast<size_t>(unit)] = false;
   }
   return Status::Ok();
 }
 
 Status PsSync::GradientsReady(int unit) {
   const model::ParamUnit& u = params_->units()[static_cast<size_t>(unit)];
-  PSZERO_RETURN_IF_ERROR(client_->PushGradients(u.begin, u.end));
+  if (staged()) PSZERO_RETURN_IF_ERROR(WaitForCompute("the gradients"));
+  PSZERO_RETURN_IF_ERROR(PushGradients(u.begin, u.end));
   // Moves what is ready (acks, replies, rendezvous completions) while backward goes on.
   return Progress();
 }
@@ -104,10 +185,19 @@ Status PsSync::Step(int64_t /*step*/) {
   if (options_.overlap_pulls_with_forward) {
     // The next step zeroes the gradients: the pushes must have left them.
     PSZERO_RETURN_IF_ERROR(client_->WaitPushes(options_.timeout));
-    bf16_stale_.assign(bf16_stale_.size(), params_->has_bf16());
+    stale_.assign(stale_.size(), staged() || params_->has_bf16());
   } else {
-    PSZERO_RETURN_IF_ERROR(client_->WaitAll(options_.timeout));
-    PSZERO_RETURN_IF_ERROR(params_->RefreshBf16());
+    // Slice by slice, last first (backward pushed them, and so started their pulls, in
+    // that order): the first slices to land are applied (copied to the device, cast to
+    // bf16) while the others are still arriving.
+    const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+    const ps::SliceMap& map = client_->map();
+    for (int i = map.num_slices() - 1; i >= 0; --i) {
+      const ps::Slice& slice = map.slice(i);
+      PSZERO_RETURN_IF_ERROR(
+          client_->WaitParams(slice.begin, slice.begin + slice.numel, Remaining(deadline)));
+      PSZERO_RETURN_IF_ERROR(ApplyParams(slice.begin, slice.begin + slice.numel));
+    }
   }
   const ps::PsClientStats& st = client_->stats();
   sent_last_step_ = st.push_bytes - sent_at_step_start_;
@@ -121,9 +211,9 @@ Status PsSync::Flush() {
   PSZERO_RETURN_IF_ERROR(client_->WaitAll(options_.timeout));
   const auto& units = params_->units();
   for (size_t u = 0; u < units.size(); ++u) {
-    if (!bf16_stale_[u]) continue;
-    RefreshBf16Range(units[u].begin, units[u].end);
-    bf16_stale_[u] = false;
+    if (!stale_[u]) continue;
+    PSZERO_RETURN_IF_ERROR(ApplyParams(units[u].begin, units[u].end));
+    stale_[u] = false;
   }
   return Status::Ok();
 }
@@ -132,8 +222,12 @@ void PsSync::Abort(const Status& why) { client_->Abort(why); }
 
 Result<std::vector<float>> PsSync::LocalParams(const model::ParamBuffer& params) {
   PSZERO_RETURN_IF_ERROR(Flush());
-  if (options_.consistency == ps::Consistency::kBsp) return SyncStrategy::LocalParams(params);
   const auto n = static_cast<size_t>(params.numel());
+  if (options_.consistency == ps::Consistency::kBsp) {
+    // The resident copy as the client holds it (after Flush, the model's too).
+    const float* p = host_params();
+    return std::vector<float>(p, p + n);
+  }
   std::vector<float> server_params(n), m(n), v(n);
   PSZERO_RETURN_IF_ERROR(client_->ReadState(server_params, m, v, options_.timeout)
                              .WithContext("reading the servers' parameters"));
@@ -150,7 +244,7 @@ Result<Moments> PsSync::LocalMoments(const model::ParamBuffer& params) {
   // Under bsp the checkpoint's parameters are the resident ones (LocalParams): they must be
   // the servers' bits, or the moments would belong to other parameters.
   if (options_.consistency == ps::Consistency::kBsp &&
-      std::memcmp(server_params.data(), params.params().data<float>(), n * 4) != 0) {
+      std::memcmp(server_params.data(), host_params(), n * 4) != 0) {
     return Status::Internal("ps sync: the servers' parameters at clock " +
                             std::to_string(client_->clock()) + " differ from worker " +
                             std::to_string(options_.worker_rank) + "'s");
@@ -196,13 +290,13 @@ Status PsSync::RestoreAt(const std::vector<float>& params, const Moments& moment
   // pulled parameters are the restored ones, on every worker of the group.
   PSZERO_RETURN_IF_ERROR(
       client_->ResumeAt(steps, options_.timeout).WithContext("pulling the restored parameters"));
-  if (std::memcmp(params_->params().data<float>(), params.data(), n * 4) != 0) {
+  if (std::memcmp(host_params(), params.data(), n * 4) != 0) {
     return Status::Internal("ps sync: the servers hold other parameters at step " +
                             std::to_string(steps) +
                             " than the restored ones (servers already past that step?)");
   }
-  PSZERO_RETURN_IF_ERROR(params_->RefreshBf16());
-  bf16_stale_.assign(bf16_stale_.size(), false);
+  PSZERO_RETURN_IF_ERROR(ApplyParams(0, params_->numel()));
+  stale_.assign(stale_.size(), false);
   sent_at_step_start_ = client_->stats().push_bytes;
   received_at_step_start_ = client_->stats().pull_bytes;
   return Status::Ok();

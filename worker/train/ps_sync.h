@@ -44,8 +44,21 @@
 // PsSyncOptions::resume_step, or RestoreAt.
 //
 // Memory: the worker holds only the model's params and grads (the ParamBuffer); optimizer
-// state lives on the servers. Pushes read the gradient buffer and pulls land in the
-// parameter buffer in place (zero-copy), so PsSync allocates no tensors of its own.
+// state lives on the servers. On the host, pushes read the gradient buffer and pulls land
+// in the parameter buffer in place (zero-copy), so PsSync allocates no tensors of its own.
+//
+// Device parameters (--device cuda; the servers stay on the CPU and the wire is the same):
+// UCX here has no CUDA support, so PsSync stages. It owns host mirrors of the flat fp32
+// params and grads (pinned, 8 bytes per parameter, tracked as comm_buffers) that the
+// PsClient works on. GradientsReady(u) waits for the compute stream, then copies u's
+// gradients device→host slice by slice and pushes each slice as soon as it is complete,
+// so a slice's push is on the wire while the next one is copied. Pulls land in the host
+// mirror; each landed range is copied host→device (and cast into the bf16 copy on the
+// device) by Step, BeforeForward or Flush, whichever the contract above says makes the
+// parameters final: the device parameters are final when they return (in stream order:
+// the copies precede every kernel enqueued afterwards). Checkpoint reads and Restore go
+// through the mirror. `stage_through_host` forces the same staged path on host
+// parameters (tests).
 //
 // Failures: every wait has `timeout`; a dead server fails the step with Unavailable
 // naming it ("ps server 1 (transport rank 1) is lost: ...") within ~5 s (UCX keepalive),
@@ -59,8 +72,11 @@
 #include <vector>
 
 #include "common/kv_store.h"
+#include "common/memory.h"
 #include "common/ps/ps_protocol.h"
+#include "common/tensor.h"
 #include "common/transport.h"
+#include "kernels/context.h"
 #include "worker/collectives/communicator.h"
 #include "worker/model/param_buffer.h"
 #include "worker/ps/ps_client.h"
@@ -85,6 +101,15 @@ struct PsSyncOptions {
   // The data-parallel group, for AverageLoss only (used on the caller's thread; PsSync's
   // own traffic goes to the servers). Null: AverageLoss returns the local loss.
   collectives::Communicator* group = nullptr;
+  // Where the ParamBuffer lives and its kernels run (the model's context): the bf16 copy
+  // is refreshed with kernels::Cast on it, and with device parameters it is where the
+  // compute stream is waited for. Its device must be the ParamBuffer's.
+  kernels::KernelContext kernels;
+  // Stage through host mirrors even though the parameters are on the host (tests: the
+  // staged path of device parameters, run on a CPU).
+  bool stage_through_host = false;
+  // Tracks the host mirrors (comm_buffers) when staging; may be null.
+  MemoryTracker* tracker = nullptr;
 };
 
 class PsSync final : public SyncStrategy {
@@ -136,6 +161,12 @@ class PsSync final : public SyncStrategy {
   int64_t bytes_received_total() const { return client_->stats().pull_bytes; }
   // Model-state bytes this strategy holds besides the ParamBuffer: none.
   int64_t optimizer_state_bytes() const { return 0; }
+  // Whether the parameters go through host mirrors (device parameters, or
+  // stage_through_host), and the bytes those mirrors take (0 when not staged).
+  bool staged() const { return host_params_.defined(); }
+  int64_t staging_bytes() const {
+    return staged() ? static_cast<int64_t>(host_params_.nbytes() + host_grads_.nbytes()) : 0;
+  }
 
   // Every server's counters (bytes pushed to / pulled from it, memory it holds), asked over
   // the data plane: for the run report's "servers" entries. Any worker may ask, at any
@@ -148,8 +179,16 @@ class PsSync final : public SyncStrategy {
  private:
   PsSync(model::ParamBuffer* params, const PsSyncOptions& options)
       : params_(params), options_(options) {}
-  // Casts [begin, end) of the fp32 parameters into the bf16 copy (as RefreshBf16 does).
-  void RefreshBf16Range(int64_t begin, int64_t end);
+  // Pulled parameters [begin, end) become the model's: copied host→device from the mirror
+  // when staged, then cast into the bf16 copy (kernels::Cast on options_.kernels).
+  Status ApplyParams(int64_t begin, int64_t end);
+  // Gradients [begin, end) are final: when staged, each slice's part is copied into the
+  // mirror and pushed as soon as its slice is complete; else pushed in place.
+  Status PushGradients(int64_t begin, int64_t end);
+  // The fp32 parameters on the host as the client sees them: the mirror when staged.
+  const float* host_params() const;
+  // With device parameters: waits for the compute stream (what it computes: `what`).
+  Status WaitForCompute(const char* what);
   Status Progress();
 
   model::ParamBuffer* params_;
@@ -157,7 +196,11 @@ class PsSync final : public SyncStrategy {
   std::unique_ptr<Transport> owned_transport_;  // declared before the client: outlives it
   Transport* transport_ = nullptr;
   std::unique_ptr<ps::PsClient> client_;
-  std::vector<bool> bf16_stale_;  // per unit, overlap mode: pulled but not yet cast
+  // Per unit, overlap mode: pulled but not yet applied (ApplyParams).
+  std::vector<bool> stale_;
+  // Staged mode: the host mirrors the client works on (undefined otherwise).
+  Tensor host_params_;
+  Tensor host_grads_;
   int64_t init_bytes_ = 0;
   int64_t sent_at_step_start_ = 0;
   int64_t received_at_step_start_ = 0;

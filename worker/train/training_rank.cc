@@ -47,11 +47,11 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
   } else if (flags.sync == "ps") {
     if (ps == nullptr)
       return Status::InvalidArgument("--sync ps: no parameter servers in this job");
-    if (flags.device == "cuda") {
-      return Status::InvalidArgument("--sync ps --device cuda: device staging is not wired yet");
-    }
+    PsSyncOptions o = ps->options;
+    o.kernels = r->model->context().kernels;  // where the ParamBuffer lives
+    o.tracker = tracker;
     PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<PsSync> s,
-                            MakePsSync(&r->model->params(), ps->options, ps->store));
+                            MakePsSync(&r->model->params(), o, ps->store));
     r->ps = s.get();
     r->sync = std::move(s);
   } else {

@@ -1,0 +1,157 @@
+// PsSync (worker/train/ps_sync.h) with the model's ParamBuffer on a CUDA device: the staged
+// path for real. S = 2 servers and D = 2 workers as threads, each worker with its own
+// CudaResources, bsp: the replicas end with the same parameters, which equal the servers'
+// (LocalMoments checks that) and the host mirror; the bf16 copy on the device is the cast
+// of the fp32 parameters; the mirrors are pinned and tracked; the loss falls.
+// Skipped without a CUDA device, and while the model layers cannot live on the device.
+// The same staged code runs on host parameters in ps_sync_test (stage_through_host).
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/half.h"
+#include "common/memory.h"
+#include "kernels/cuda_resources.h"
+#include "tests/ps/ps_test_util.h"
+#include "worker/model/data.h"
+#include "worker/model/model.h"
+#include "worker/train/ps_sync.h"
+
+namespace pszero::testing {
+namespace {
+
+using std::chrono::milliseconds;
+
+model::ModelConfig TinyMlp() {
+  model::ModelConfig c;
+  c.name = "custom-mlp";
+  c.kind = model::ModelKind::kMlp;
+  c.layers = 2;
+  c.d_model = 32;
+  c.heads = 1;
+  c.seq = 1;
+  c.batch = 4;
+  c.ffn_mult = 4;
+  return c;
+}
+
+// One replica whose model lives on the device of `cuda`.
+struct DeviceReplica {
+  std::unique_ptr<kernels::CudaResources> cuda;
+  MemoryTracker tracker;
+  model::TensorParallel tp;
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<model::DataSource> data;
+  model::Batch batch;
+};
+
+Result<std::unique_ptr<DeviceReplica>> MakeDeviceReplica(bool bf16, uint64_t seed, int dp_rank,
+                                                         int dp_size) {
+  auto r = std::make_unique<DeviceReplica>();
+  PSZERO_ASSIGN_OR_RETURN(r->cuda, kernels::CudaResources::Create(0));
+  model::ModelContext ctx;
+  ctx.kernels = kernels::KernelContext::Cuda(r->cuda.get());
+  ctx.tp = &r->tp;
+  ctx.tracker = &r->tracker;
+  ctx.bf16 = bf16;
+  PSZERO_ASSIGN_OR_RETURN(r->model, model::Model::Create(TinyMlp(), ctx, seed));
+  model::DataOptions d;
+  d.seed = seed;
+  d.dp_rank = dp_rank;
+  d.dp_size = dp_size;
+  PSZERO_ASSIGN_OR_RETURN(r->data, model::DataSource::Create(TinyMlp(), d));
+  return r;
+}
+
+// A device tensor's elements, copied to the host.
+template <typename T>
+Result<std::vector<T>> Download(const Tensor& t) {
+  std::vector<T> out(static_cast<size_t>(t.numel()));
+  PSZERO_RETURN_IF_ERROR(Tensor::Wrap(out.data(), {t.numel()}, t.dtype()).CopyFrom(t));
+  return out;
+}
+
+class PsSyncDeviceTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PsSyncDeviceTest, DeviceReplicasStayInStepWithTheServersAndLossFalls) {
+  if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  const bool bf16 = GetParam();
+  {
+    auto probe = MakeDeviceReplica(bf16, 3, 0, 1);
+    if (!probe.ok() && probe.status().code() == StatusCode::kInvalidArgument) {
+      GTEST_SKIP() << "the model cannot live on the device yet: " << probe.status().ToString();
+    }
+    ASSERT_TRUE(probe.ok()) << probe.status().ToString();
+    if ((*probe)->model->params().params().device() != Device::kCuda) {
+      GTEST_SKIP() << "the ParamBuffer is not allocated on the device yet";
+    }
+  }
+  const int S = 2, D = 2, steps = 8;
+  ps::PsServerOptions so;
+  so.slice_bytes = 8192;  // several slices, crossing unit boundaries
+  so.consistency = ps::Consistency::kBsp;
+  so.optimizer = ps::OptimizerKind::kAdamW;
+  so.adamw.lr = 1e-2f;
+  std::vector<std::vector<float>> losses(D), finals(D);
+  PsRun run = RunPsCluster(S, D, so, [&](int w, Transport& t) -> Status {
+    PSZERO_ASSIGN_OR_RETURN(auto r, MakeDeviceReplica(bf16, 3, w, D));
+    model::ParamBuffer& params = r->model->params();
+    train::PsSyncOptions o;
+    o.worker_rank = w;
+    o.num_workers = D;
+    o.num_servers = S;
+    o.dp_rank = w;
+    o.dp_size = D;
+    o.timeout = milliseconds(30000);
+    o.kernels = r->model->context().kernels;
+    o.tracker = &r->tracker;
+    PSZERO_ASSIGN_OR_RETURN(auto sync, train::PsSync::Create(&params, &t, o, so.slice_bytes));
+    const int64_t n = params.numel();
+    if (!sync->staged() || sync->staging_bytes() != 8 * n ||
+        r->tracker.Usage(MemoryCategory::kCommBuffers).live_bytes != 8 * n) {
+      return Status::Internal("device parameters not staged through 8 bytes per parameter");
+    }
+    for (int step = 0; step < steps; ++step) {
+      PSZERO_RETURN_IF_ERROR(r->data->Next(step, &r->batch));
+      PSZERO_RETURN_IF_ERROR(params.ZeroGrads());
+      PSZERO_ASSIGN_OR_RETURN(float loss, r->model->Forward(r->batch, sync.get()));
+      PSZERO_RETURN_IF_ERROR(r->model->Backward(sync.get()));
+      PSZERO_RETURN_IF_ERROR(sync->Step(step + 1));
+      losses[static_cast<size_t>(w)].push_back(loss);
+    }
+    PSZERO_RETURN_IF_ERROR(sync->Flush());
+    PSZERO_RETURN_IF_ERROR(r->cuda->Synchronize());
+    // The servers' parameters are the host mirror's (LocalMoments fails otherwise), which
+    // are the device's.
+    PSZERO_RETURN_IF_ERROR(sync->LocalMoments(params).status());
+    PSZERO_ASSIGN_OR_RETURN(std::vector<float> mirror, sync->LocalParams(params));
+    PSZERO_ASSIGN_OR_RETURN(std::vector<float> device, Download<float>(params.params()));
+    if (mirror != device) return Status::Internal("device parameters differ from the mirror");
+    if (params.has_bf16()) {
+      PSZERO_ASSIGN_OR_RETURN(std::vector<bf16_t> b, Download<bf16_t>(params.params_bf16()));
+      for (int64_t i = 0; i < n; ++i) {
+        if (b[static_cast<size_t>(i)].bits != FloatToBf16Bits(device[static_cast<size_t>(i)])) {
+          return Status::Internal("bf16 copy stale at element " + std::to_string(i));
+        }
+      }
+    }
+    finals[static_cast<size_t>(w)] = std::move(device);
+    return Status::Ok();
+  });
+  EXPECT_ALL_OK(run.workers);
+  for (const auto& s : run.servers) EXPECT_EQ(s.rejected, 0) << s.last_error;
+  EXPECT_TRUE(finals[0] == finals[1]) << "replicas out of step";
+  for (int w = 0; w < D; ++w) {
+    const auto& l = losses[static_cast<size_t>(w)];
+    ASSERT_EQ(l.size(), static_cast<size_t>(steps));
+    EXPECT_LT(l.back(), l.front()) << "worker " << w << " loss did not fall";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Precision, PsSyncDeviceTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Bf16" : "Fp32"; });
+
+}  // namespace
+}  // namespace pszero::testing
