@@ -315,7 +315,11 @@ Status Tensor::CopyFrom(const Tensor& src) {
   if (!is_contiguous() || !src.is_contiguous()) {
     return Status::InvalidArgument("device copies need contiguous tensors");
   }
+  // On the legacy default stream: after the kernels of blocking streams enqueued before it.
+  // cudaMemcpy may return before a device-to-device or pageable host-to-device copy has
+  // landed; waiting here makes the copy final for every stream and the host.
   cudaError_t err = cudaMemcpy(data_, src.data_, nbytes(), cudaMemcpyDefault);
+  if (err == cudaSuccess) err = cudaStreamSynchronize(cudaStreamLegacy);
   if (err != cudaSuccess)
     return Status::Internal(std::string("cudaMemcpy: ") + cudaGetErrorString(err));
   return Status::Ok();

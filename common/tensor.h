@@ -134,12 +134,16 @@ class Tensor {
   Result<Tensor> Flatten() const { return Reshape({numel()}); }
 
   // Copies the elements of `src` (same shape and dtype) into this tensor, honouring the
-  // strides of both. Host↔device copies need both sides contiguous.
+  // strides of both. Host↔device copies need both sides contiguous; a device copy starts
+  // after the kernels enqueued before it on blocking CUDA streams and has landed when it
+  // returns.
   Status CopyFrom(const Tensor& src);
   // Contiguous owning copy.
   Result<Tensor> Clone(MemoryCategory category, MemoryTracker* tracker,
                        Device device = Device::kHost) const;
-  // Sets every element's bytes to zero (contiguous tensors).
+  // Sets every element's bytes to zero (contiguous tensors). On a device: a cudaMemset on
+  // the legacy default stream, ordered with the kernels of blocking streams but not waited
+  // for (CudaResources::Synchronize waits for it).
   Status ZeroFill();
 
   // "fp32[16, 1024] cpu".
@@ -160,8 +164,7 @@ class Tensor {
 };
 
 // Copies n contiguous elements of `dtype` from `src` on `src_device` to `dst` on
-// `dst_device` (either may be the host; a device copy waits for the kernels before it, on
-// a blocking stream, and returns when the data has landed).
+// `dst_device` (either may be the host), as Tensor::CopyFrom.
 Status CopyElements(void* dst, Device dst_device, const void* src, Device src_device, int64_t n,
                     DType dtype);
 

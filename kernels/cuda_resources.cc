@@ -56,6 +56,8 @@ CudaResources::~CudaResources() {
 
 Status CudaResources::Synchronize() {
   cudaError_t err = cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
+  // The legacy default stream too: Tensor::ZeroFill's cudaMemset runs there.
+  if (err == cudaSuccess) err = cudaStreamSynchronize(cudaStreamLegacy);
   if (err != cudaSuccess) return Status::Internal(std::string("CUDA: ") + cudaGetErrorString(err));
   return Status::Ok();
 }

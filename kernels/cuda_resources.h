@@ -27,7 +27,8 @@ class CudaResources {
   int device() const { return device_; }
   void* stream() const { return stream_; }  // cudaStream_t
   void* cublas() const { return cublas_; }  // cublasHandle_t
-  // Waits for everything enqueued so far; reports the first asynchronous error.
+  // Waits for everything enqueued so far on the stream, and on the legacy default stream
+  // (where cudaMemset/cudaMemcpy of Tensor go); reports the first asynchronous error.
   Status Synchronize();
   // Makes this object's device the calling thread's current one (the CUDA runtime keeps
   // one per thread): call it first on any other thread that allocates or copies for it.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/half.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda_resources.h"
@@ -35,7 +36,7 @@ Status EmbeddingForward(const float* table, int64_t vocab, int64_t dim, const in
   if (n == 0 || dim == 0) return Status::Ok();
   if (ctx.device == Device::kCuda) {
     PSZERO_KERNELS_CUDA_CALL(
-        cuda::EmbeddingForward(table, 0, vocab, dim, ids, n, out, ctx.cuda->stream()));
+        cuda::EmbeddingForward(table, false, 0, vocab, dim, ids, n, out, ctx.cuda->stream()));
   }
   PSZERO_RETURN_IF_ERROR(CheckIds(ids, n, vocab));
   const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / dim);
@@ -72,27 +73,37 @@ Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t n, int64
   return Status::Ok();
 }
 
-Status EmbeddingShardForward(const float* table, int64_t first, int64_t rows, int64_t dim,
-                             const int32_t* ids, int64_t n, float* out, const KernelContext& ctx) {
+Status EmbeddingShardForward(const void* table, DType table_dtype, int64_t first, int64_t rows,
+                             int64_t dim, const int32_t* ids, int64_t n, float* out,
+                             const KernelContext& ctx) {
   PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
   PSZERO_RETURN_IF_ERROR(internal::CheckArgs("EmbeddingShardForward", {n, dim}, {ids, out}));
   if (rows < 0 || first < 0) return Status::InvalidArgument("EmbeddingShardForward: bad shard");
+  if (table_dtype != DType::kFloat32 && table_dtype != DType::kBFloat16) {
+    return Status::InvalidArgument("EmbeddingShardForward: fp32 or bf16 tables only");
+  }
   if (n == 0 || dim == 0) return Status::Ok();
   if (rows > 0 && table == nullptr) {
     return Status::InvalidArgument("EmbeddingShardForward: null pointer");
   }
+  const bool bf16 = table_dtype == DType::kBFloat16;
   if (ctx.device == Device::kCuda) {
     PSZERO_KERNELS_CUDA_CALL(
-        cuda::EmbeddingForward(table, first, rows, dim, ids, n, out, ctx.cuda->stream()));
+        cuda::EmbeddingForward(table, bf16, first, rows, dim, ids, n, out, ctx.cuda->stream()));
   }
   const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / dim);
   cpu::ParallelFor(ctx.threads, n, min_rows, [&](int, int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const int64_t id = static_cast<int64_t>(ids[i]) - first;
-      if (id >= 0 && id < rows) {
-        std::memcpy(out + i * dim, table + id * dim, static_cast<size_t>(dim) * sizeof(float));
+      float* row = out + i * dim;
+      if (id < 0 || id >= rows) {
+        std::fill(row, row + dim, 0.0f);
+      } else if (bf16) {
+        const uint16_t* src = static_cast<const uint16_t*>(table) + id * dim;
+        for (int64_t c = 0; c < dim; ++c) row[c] = Bf16BitsToFloat(src[c]);
       } else {
-        std::fill(out + i * dim, out + (i + 1) * dim, 0.0f);
+        std::memcpy(row, static_cast<const float*>(table) + id * dim,
+                    static_cast<size_t>(dim) * sizeof(float));
       }
     }
   });

@@ -57,9 +57,10 @@ Status MseLossForward(const float* pred, const float* target, int64_t n, float* 
 Status MseLossBackward(const float* pred, const float* target, int64_t n, float dloss, float* dpred,
                        void* stream);
 
-// Rows [first, first + rows) of the table; other ids give zeros / are skipped.
-Status EmbeddingForward(const float* table, int64_t first, int64_t rows, int64_t dim,
-                        const int32_t* ids, int64_t n, float* out, void* stream);
+// Rows [first, first + rows) of the table (fp32, or bf16 when table_bf16); other ids give
+// zeros / are skipped.
+Status EmbeddingForward(const void* table, bool table_bf16, int64_t first, int64_t rows,
+                        int64_t dim, const int32_t* ids, int64_t n, float* out, void* stream);
 Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t n, int64_t first,
                          int64_t rows, int64_t dim, float* dtable, void* stream);
 

@@ -197,12 +197,18 @@ __global__ void MseBackwardKernel(const float* pred, const float* target, int64_
   PSZERO_GRID_STRIDE(i, n) { dpred[i] = coef * (pred[i] - target[i]); }
 }
 
-__global__ void EmbeddingForwardKernel(const float* table, int64_t first, int64_t rows,
-                                       int64_t dim, const int32_t* ids, int64_t n, float* out) {
+__device__ __forceinline__ float TableValue(const float* t, int64_t i) { return t[i]; }
+__device__ __forceinline__ float TableValue(const uint16_t* t, int64_t i) {
+  return Bf16ToF32(t[i]);
+}
+
+template <typename T>
+__global__ void EmbeddingForwardKernel(const T* table, int64_t first, int64_t rows, int64_t dim,
+                                       const int32_t* ids, int64_t n, float* out) {
   PSZERO_GRID_STRIDE(i, n * dim) {
     const int64_t row = i / dim, c = i % dim;
     const int64_t id = static_cast<int64_t>(ids[row]) - first;
-    out[i] = (id >= 0 && id < rows) ? table[id * dim + c] : 0.0f;
+    out[i] = (id >= 0 && id < rows) ? TableValue(table, id * dim + c) : 0.0f;
   }
 }
 
@@ -321,10 +327,15 @@ Status MseLossBackward(const float* pred, const float* target, int64_t n, float 
   return LaunchStatus("MseLossBackward");
 }
 
-Status EmbeddingForward(const float* table, int64_t first, int64_t rows, int64_t dim,
-                        const int32_t* ids, int64_t n, float* out, void* stream) {
-  EmbeddingForwardKernel<<<GridFor(n * dim), kThreads, 0, AsStream(stream)>>>(table, first, rows,
-                                                                              dim, ids, n, out);
+Status EmbeddingForward(const void* table, bool table_bf16, int64_t first, int64_t rows,
+                        int64_t dim, const int32_t* ids, int64_t n, float* out, void* stream) {
+  if (table_bf16) {
+    EmbeddingForwardKernel<<<GridFor(n * dim), kThreads, 0, AsStream(stream)>>>(
+        static_cast<const uint16_t*>(table), first, rows, dim, ids, n, out);
+  } else {
+    EmbeddingForwardKernel<<<GridFor(n * dim), kThreads, 0, AsStream(stream)>>>(
+        static_cast<const float*>(table), first, rows, dim, ids, n, out);
+  }
   return LaunchStatus("EmbeddingForward");
 }
 
@@ -341,7 +352,8 @@ Status Copy2D(const void* src, int64_t ld_src, void* dst, int64_t ld_dst, int64_
       dst, static_cast<size_t>(ld_dst * element_bytes), src,
       static_cast<size_t>(ld_src * element_bytes), static_cast<size_t>(cols * element_bytes),
       static_cast<size_t>(rows), cudaMemcpyDeviceToDevice, AsStream(stream));
-  if (err != cudaSuccess) return Status::Internal(std::string("Copy2D: ") + cudaGetErrorString(err));
+  if (err != cudaSuccess)
+    return Status::Internal(std::string("Copy2D: ") + cudaGetErrorString(err));
   return Status::Ok();
 }
 

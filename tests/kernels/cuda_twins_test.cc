@@ -365,21 +365,33 @@ TEST_F(CudaTwinTest, EmbeddingShardAndCopy2D) {
   std::vector<int32_t> ids(m);
   for (int64_t i = 0; i < m; ++i) ids[i] = static_cast<int32_t>((i * 7) % vocab);
   std::vector<float> emb(m * dim), dshard(rows * dim, 0.0f);
-  ASSERT_TRUE(
-      EmbeddingShardForward(shard.data(), first, rows, dim, ids.data(), m, emb.data(), Cpu()).ok());
+  ASSERT_TRUE(EmbeddingShardForward(shard.data(), DType::kFloat32, first, rows, dim, ids.data(), m,
+                                    emb.data(), Cpu())
+                  .ok());
   ASSERT_TRUE(
       EmbeddingShardBackward(gout.data(), ids.data(), m, first, rows, dim, dshard.data(), Cpu())
           .ok());
   Tensor gt = Up(shard), gids = Up(ids), gemb = Up(std::vector<float>(m * dim, -1.0f)),
          ggo = Up(gout), gdt = Up(std::vector<float>(rows * dim, 0.0f));
-  ASSERT_TRUE(EmbeddingShardForward(P<float>(gt), first, rows, dim, P<int32_t>(gids), m,
-                                    P<float>(gemb), Gpu())
+  ASSERT_TRUE(EmbeddingShardForward(P<float>(gt), DType::kFloat32, first, rows, dim,
+                                    P<int32_t>(gids), m, P<float>(gemb), Gpu())
                   .ok());
   ASSERT_TRUE(EmbeddingShardBackward(P<float>(ggo), P<int32_t>(gids), m, first, rows, dim,
                                      P<float>(gdt), Gpu())
                   .ok());
   EXPECT_EQ(Down<float>(gemb), emb);
   EXPECT_EQ(Down<float>(gdt), dshard);
+  std::vector<uint16_t> shard_bf16(shard.size());
+  for (size_t i = 0; i < shard.size(); ++i) shard_bf16[i] = FloatToBf16Bits(shard[i]);
+  std::vector<float> emb_bf16(m * dim);
+  ASSERT_TRUE(EmbeddingShardForward(shard_bf16.data(), DType::kBFloat16, first, rows, dim,
+                                    ids.data(), m, emb_bf16.data(), Cpu())
+                  .ok());
+  Tensor gtb = Up(shard_bf16);
+  ASSERT_TRUE(EmbeddingShardForward(P<uint16_t>(gtb), DType::kBFloat16, first, rows, dim,
+                                    P<int32_t>(gids), m, P<float>(gemb), Gpu())
+                  .ok());
+  EXPECT_EQ(Down<float>(gemb), emb_bf16);
 
   const int64_t r = 33, cols = 10, ld_src = 17, ld_dst = 12;
   const std::vector<float> src = RandomFloats(r * ld_src, 68);

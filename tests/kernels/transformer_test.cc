@@ -514,8 +514,9 @@ TEST(EmbeddingTest, VocabShardLooksUpItsRowsAndZerosTheRest) {
       const std::vector<int32_t> ids = RandomTargets(n, vocab, 84 + n);
       const float* shard = full.data() + first * dim;
       std::vector<float> out(static_cast<size_t>(n * dim), -1.0f);
-      ASSERT_TRUE(
-          EmbeddingShardForward(shard, first, rows, dim, ids.data(), n, out.data(), ctx).ok());
+      ASSERT_TRUE(EmbeddingShardForward(shard, DType::kFloat32, first, rows, dim, ids.data(), n,
+                                        out.data(), ctx)
+                      .ok());
       for (int64_t i = 0; i < n; ++i) {
         const bool mine = ids[i] >= first && ids[i] < first + rows;
         for (int64_t c = 0; c < dim; ++c) {
@@ -533,6 +534,19 @@ TEST(EmbeddingTest, VocabShardLooksUpItsRowsAndZerosTheRest) {
         for (int64_t c = 0; c < dim; ++c) want[(ids[i] - first) * dim + c] += dout[i * dim + c];
       }
       EXPECT_EQ(dshard, want);
+      // A bf16 table: its rows widened exactly.
+      std::vector<uint16_t> shard_bf16(static_cast<size_t>(rows * dim));
+      for (size_t i = 0; i < shard_bf16.size(); ++i) shard_bf16[i] = FloatToBf16Bits(shard[i]);
+      ASSERT_TRUE(EmbeddingShardForward(shard_bf16.data(), DType::kBFloat16, first, rows, dim,
+                                        ids.data(), n, out.data(), ctx)
+                      .ok());
+      for (int64_t i = 0; i < n; ++i) {
+        const bool mine = ids[i] >= first && ids[i] < first + rows;
+        for (int64_t c = 0; c < dim; ++c) {
+          ASSERT_EQ(out[i * dim + c],
+                    mine ? Bf16BitsToFloat(shard_bf16[(ids[i] - first) * dim + c]) : 0.0f);
+        }
+      }
     }
   }
 }

@@ -581,6 +581,7 @@ Status Communicator::Exchange(OpContext& op, const std::byte* input,
 Status Communicator::AllReduce(const Tensor& data, ReduceOp reduce) {
   if (OnDevice(data)) {
     PSZERO_RETURN_IF_ERROR(CheckReduce(data.dtype(), reduce));
+    if (size() == 1) return Status::Ok();  // nothing to stage through the host
     if (UseNccl(data)) return nccl_->AllReduce(data, reduce, options_.timeout);
     return StagedAllReduce(data, reduce);
   }
@@ -614,6 +615,7 @@ Status Communicator::AllReduce(const Tensor& data, ReduceOp reduce) {
 Status Communicator::ReduceScatter(const Tensor& input, const Tensor& output, ReduceOp reduce) {
   if (OnDevice(input) || OnDevice(output)) {
     PSZERO_RETURN_IF_ERROR(CheckReduce(input.dtype(), reduce));
+    if (size() == 1) return CopyUnlessSame(input, output);
     if (UseNccl(input) && UseNccl(output) && input.numel() == output.numel() * size()) {
       return nccl_->ReduceScatter(input, output, reduce, options_.timeout);
     }
@@ -651,6 +653,7 @@ Status Communicator::ReduceScatter(const Tensor& input, const Tensor& output, Re
 
 Status Communicator::AllGather(const Tensor& input, const Tensor& output) {
   if (OnDevice(input) || OnDevice(output)) {
+    if (size() == 1) return CopyUnlessSame(input, output);
     if (UseNccl(input) && UseNccl(output) && output.numel() == input.numel() * size()) {
       return nccl_->AllGather(input, output, options_.timeout);
     }
@@ -686,6 +689,7 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
     return Status::InvalidArgument("broadcast root " + std::to_string(root) + " out of range");
   }
   if (OnDevice(data)) {
+    if (size() == 1) return root == 0 ? Status::Ok() : Status::InvalidArgument("broadcast root");
     if (UseNccl(data)) return nccl_->Broadcast(data, root, options_.timeout);
     return StagedBroadcast(data, root);
   }
@@ -855,7 +859,10 @@ Status Communicator::Barrier() {
 
 Status Communicator::EnableNccl(KeyValueStore* store, const std::string& job_key, int cuda_device) {
   if (store == nullptr) return Status::InvalidArgument("EnableNccl without a key-value store");
-  const std::string key = job_key + "/comm" + std::to_string(id_);
+  // Comm ids repeat across the groups of one split (every TP group is comm 1 of its
+  // world): the members' transport ranks make the key unique in the job.
+  std::string key = job_key + "/comm" + std::to_string(id_) + "/ranks";
+  for (int r : ranks_) key.append(1, '-').append(std::to_string(r));
   PSZERO_ASSIGN_OR_RETURN(bool distinct, NcclBackend::DistinctGpus(store, key, rank_, size(),
                                                                    cuda_device, options_.timeout));
   if (!distinct) {
@@ -866,11 +873,21 @@ Status Communicator::EnableNccl(KeyValueStore* store, const std::string& job_key
   }
   PSZERO_ASSIGN_OR_RETURN(
       nccl_, NcclBackend::Create(store, key, rank_, size(), cuda_device, options_.timeout));
+  nccl_->set_health([this] { return Health(); });
   return Status::Ok();
 }
 
 bool Communicator::UseNccl(const Tensor& t) const {
   return nccl_ != nullptr && OnDevice(t) && t.is_contiguous() && !options_.deterministic;
+}
+
+Status Communicator::CopyUnlessSame(const Tensor& input, const Tensor& output) {
+  if (input.dtype() != output.dtype() || input.numel() != output.numel()) {
+    return Status::InvalidArgument("a group of one: input " + input.ToString() + " and output " +
+                                   output.ToString() + " must match");
+  }
+  if (input.data() == output.data()) return Status::Ok();
+  return Tensor(output).CopyFrom(input);
 }
 
 Result<Tensor> Communicator::HostCopy(const Tensor& t) {

@@ -105,7 +105,9 @@ class Communicator {
   Transport* transport() const { return transport_; }
 
   // Collective: creates the NCCL communicator for this group on `cuda_device`, swapping
-  // NCCL's unique id through `store` under a key made of `job_key` and this comm's id.
+  // NCCL's unique id through `store` under a key made of `job_key`, this comm's id and its
+  // members' transport ranks (distinct groups of one split share an id). Communicators of
+  // different worlds (transports) need different `job_key`s.
   // When two ranks share one GPU (more workers than GPUs on a host), which NCCL refuses,
   // it leaves NCCL off (logged; nccl_enabled() false, device tensors staged).
   // InvalidArgument in a build without CUDA.
@@ -186,6 +188,8 @@ class Communicator {
   // Device tensors without NCCL (or under `deterministic`): host copies, the host op,
   // copies back.
   bool UseNccl(const Tensor& t) const;
+  // A device op of a group of one: output = input (nothing when they are the same).
+  static Status CopyUnlessSame(const Tensor& input, const Tensor& output);
   Status StagedAllReduce(const Tensor& data, ReduceOp op);
   Status StagedReduceScatter(const Tensor& input, const Tensor& output, ReduceOp op);
   Status StagedAllGather(const Tensor& input, const Tensor& output);

@@ -30,6 +30,7 @@ Result<bool> NcclBackend::DistinctGpus(KeyValueStore*, const std::string&, int, 
 }
 NcclBackend::NcclBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 NcclBackend::~NcclBackend() = default;
+void NcclBackend::set_health(std::function<Status()>) {}
 Status NcclBackend::AllReduce(const Tensor&, ReduceOp, std::chrono::milliseconds) {
   return Status::Internal("no NCCL in this build");
 }
@@ -110,6 +111,7 @@ struct NcclBackend::Impl {
   int size = 1;
   int device = 0;
   bool aborted = false;
+  std::function<Status()> health;
 
   ~Impl() {
     if (comm != nullptr) {
@@ -135,6 +137,12 @@ struct NcclBackend::Impl {
       if (async != ncclSuccess && async != ncclInProgress) {
         aborted = true;
         return NcclStatus(async, what);
+      }
+      if (health) {
+        if (Status h = health(); !h.ok()) {
+          aborted = true;
+          return h.WithContext(std::string(what) + " on NCCL");
+        }
       }
       if (std::chrono::steady_clock::now() > deadline) {
         aborted = true;
@@ -202,6 +210,8 @@ Result<std::unique_ptr<NcclBackend>> NcclBackend::Create(KeyValueStore* store,
       NcclStatus(ncclCommInitRank(&impl->comm, size, id, rank), "ncclCommInitRank"));
   return std::unique_ptr<NcclBackend>(new NcclBackend(std::move(impl)));
 }
+
+void NcclBackend::set_health(std::function<Status()> health) { impl_->health = std::move(health); }
 
 Status NcclBackend::AllReduce(const Tensor& data, ReduceOp op, std::chrono::milliseconds timeout) {
   PSZERO_RETURN_IF_ERROR(CheckDevice(data, "allreduce data"));

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -36,6 +37,11 @@ class NcclBackend {
   ~NcclBackend();
   NcclBackend(const NcclBackend&) = delete;
   NcclBackend& operator=(const NcclBackend&) = delete;
+
+  // Polled while an op waits: a failure (the communicator aborted by the control plane's
+  // news of a lost peer) aborts the NCCL communicator and ends the op with it, instead of
+  // waiting for the deadline.
+  void set_health(std::function<Status()> health);
 
   // Same contracts as the Communicator ops, on device tensors.
   Status AllReduce(const Tensor& data, ReduceOp op, std::chrono::milliseconds timeout);

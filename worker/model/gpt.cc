@@ -95,11 +95,14 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
   // Vocab-parallel embedding: this rank's rows, zeros elsewhere, then reduce; + positions.
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, 0));
   float* x0 = xs_.data<float>();
-  // fp32 parameters, or (bf16-only storage) the bf16 ones upcast into scratch.
-  PSZERO_ASSIGN_OR_RETURN(const float* wte, ParamFloats(ctx_, params_, wte_, wte_f32_));
+  // fp32 parameters, or (bf16-only storage) the bf16 ones: the embedding reads the bf16
+  // rows it needs, the positions are upcast into scratch.
+  const float* wte = params_.param(wte_);
+  PSZERO_RETURN_IF_ERROR(kernels::EmbeddingShardForward(
+      wte != nullptr ? static_cast<const void*>(wte) : params_.param_bf16(wte_),
+      wte != nullptr ? DType::kFloat32 : DType::kBFloat16, v0, vl, d, tokens(), n, x0,
+      ctx_.kernels));
   PSZERO_ASSIGN_OR_RETURN(const float* wpe, ParamFloats(ctx_, params_, wpe_, wpe_f32_));
-  PSZERO_RETURN_IF_ERROR(
-      kernels::EmbeddingShardForward(wte, v0, vl, d, tokens(), n, x0, ctx_.kernels));
   PSZERO_RETURN_IF_ERROR(ctx_.tp->ReduceForward(x0, n * d));
   for (int64_t b = 0; b < c.batch; ++b) {
     float* rows = x0 + b * c.seq * d;

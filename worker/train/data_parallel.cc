@@ -53,9 +53,10 @@ Result<Tensor> BufferPool::Acquire(int64_t n, bool zero) {
   }
   if (!out.defined()) {
     // Host: shared memory, the intra-host collectives read it in place.
+    const int64_t size = std::max(n, fixed_elements_);
     Result<Tensor> t = device_ == Device::kHost
-                           ? Tensor::EmptyShared({n}, dtype_, category_, tracker_)
-                           : Tensor::Empty({n}, dtype_, category_, tracker_, device_);
+                           ? Tensor::EmptyShared({size}, dtype_, category_, tracker_)
+                           : Tensor::Empty({size}, dtype_, category_, tracker_, device_);
     if (!t.ok()) {
       std::lock_guard lock(mu_);
       --in_use_;
@@ -122,8 +123,10 @@ DataParallelSync::DataParallelSync(model::ParamBuffer* params, const DataParalle
     : params_(params), options_(options) {
   mark_ = {options_.group->bytes_sent(), options_.group->bytes_received()};
   // The stream's thread allocates and copies for the device too.
-  const kernels::KernelContext k = options_.kernels;
-  Enqueue("bind the device", [k] { return kernels::BindThread(k); });
+  if (device() != Device::kHost) {
+    const kernels::KernelContext k = options_.kernels;
+    Enqueue("bind the device", [k] { return kernels::BindThread(k); });
+  }
 }
 
 Result<std::vector<float>> DataParallelSync::ToHost(const float* p, int64_t n) const {

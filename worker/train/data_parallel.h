@@ -69,14 +69,18 @@ inline Tensor Elements(void* base, DType dtype, int64_t offset, int64_t n,
 class BufferPool {
  public:
   // Buffers on `device` (host: shared memory, which the intra-host collectives read in
-  // place).
+  // place). `fixed_elements` > 0: every buffer has that many elements (at least), so that
+  // after the first step no buffer is ever freed or made again — on a GPU cudaFree waits
+  // for the whole device, NCCL kernels of other groups included.
   BufferPool(MemoryCategory category, MemoryTracker* tracker, int max_buffers,
-             DType dtype = DType::kFloat32, Device device = Device::kHost)
+             DType dtype = DType::kFloat32, Device device = Device::kHost,
+             int64_t fixed_elements = 0)
       : category_(category),
         tracker_(tracker),
         max_buffers_(max_buffers),
         dtype_(dtype),
-        device_(device) {}
+        device_(device),
+        fixed_elements_(fixed_elements) {}
   // An owning tensor of at least n elements (its first n zeroed when `zero`).
   Result<Tensor> Acquire(int64_t n, bool zero);
   void Release(Tensor buffer);
@@ -87,6 +91,7 @@ class BufferPool {
   int max_buffers_;
   DType dtype_;
   Device device_;
+  int64_t fixed_elements_;
   std::mutex mu_;
   std::vector<Tensor> spare_;
   int in_use_ = 0;

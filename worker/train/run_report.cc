@@ -19,6 +19,17 @@ nlohmann::json RankReport(const TrainFlags& flags, const RankFacts& f,
     categories[std::string(MemoryCategoryName(category))] = {{"live", u.live_bytes},
                                                              {"peak", u.peak_bytes}};
   }
+  // On a GPU, what stays in host memory (ps's pinned mirrors, staged collectives).
+  nlohmann::json host_categories;
+  if (device != Device::kHost) {
+    host_categories = nlohmann::json::object();
+    for (int c = 0; c < kNumMemoryCategories; ++c) {
+      const auto category = static_cast<MemoryCategory>(c);
+      const MemoryUsage u = tracker.Usage(category, Device::kHost);
+      host_categories[std::string(MemoryCategoryName(category))] = {{"live", u.live_bytes},
+                                                                    {"peak", u.peak_bytes}};
+    }
+  }
   const bool bf16 = flags.precision == "bf16";
   const ModelStateBytes want = PredictModelState(flags.sync, f.psi, f.dp_size, bf16);
   const int64_t measured = tracker.Usage(MemoryCategory::kParams, device).peak_bytes +
@@ -42,6 +53,7 @@ nlohmann::json RankReport(const TrainFlags& flags, const RankFacts& f,
       {"memory",
        {{"device", flags.device},
         {"categories", categories},
+        {"host_categories", host_categories},
         {"model_state",
          {{"measured_peak", measured},
           {"predicted", want.total()},

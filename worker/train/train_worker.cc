@@ -204,14 +204,17 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<collectives::Communicator> dp_comm,
                           worlds[1]->Split(tp_rank, replica));
   // --device cuda: this worker's GPU (local rank modulo the visible devices), and NCCL for
-  // the device tensors of its TP and DP groups.
+  // the device tensors of its TP and DP groups (not under --deterministic, whose sums NCCL
+  // cannot give: those stage through host memory).
   std::unique_ptr<kernels::CudaResources> cuda;
   if (flags.device == "cuda") {
     PSZERO_ASSIGN_OR_RETURN(cuda, OpenWorkerDevice(rank));
-    for (collectives::Communicator* c : {tp_comm.get(), dp_comm.get()}) {
-      if (c->size() == 1) continue;
+    const std::pair<collectives::Communicator*, const char*> groups[] = {
+        {tp_comm.get(), "pszero/train/nccl/tp"}, {dp_comm.get(), "pszero/train/nccl/dp"}};
+    for (const auto& [comm, key] : groups) {
+      if (comm->size() == 1 || flags.deterministic) continue;
       PSZERO_RETURN_IF_ERROR(
-          c->EnableNccl(&client, "pszero/train/nccl", cuda->device()).WithContext("--device cuda"));
+          comm->EnableNccl(&client, key, cuda->device()).WithContext("--device cuda"));
     }
   }
   std::atomic<PsSync*> ps_sync{nullptr};

@@ -77,6 +77,8 @@ Result<StepResult> Trainer::RunStep(int64_t step) {
   {
     TraceScope scope("sync step (" + std::string(sync_->name()) + ")", "phase");
     PSZERO_RETURN_IF_ERROR(sync_->Step(step + 1));
+    // On a GPU the step's kernels may still run: the step ends when they have.
+    PSZERO_RETURN_IF_ERROR(kernels::Fence(model_->context().kernels));
   }
   StepResult r;
   r.step = step;

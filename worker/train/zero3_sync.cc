@@ -20,10 +20,12 @@ Result<std::unique_ptr<Zero3Sync>> Zero3Sync::Create(model::ParamBuffer* params,
   // Two units gathered at once; gradients: embed (kept through backward), the current
   // unit, one being reduce-scattered.
   const Device device = options.kernels.device;
+  // On a GPU every buffer has the largest unit's size (no cudaFree mid-step).
+  const int64_t fixed = device == Device::kHost ? 0 : params->largest_unit();
   s->gathered_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGatheredParams, options.tracker,
-                                                   2, params->param_dtype(), device);
+                                                   2, params->param_dtype(), device, fixed);
   s->grad_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3,
-                                               params->grad_dtype(), device);
+                                               params->grad_dtype(), device, fixed);
   const int64_t n = s->shard_numel();
   // Host: shared memory, the peers' all-gathers read it in place on one host.
   PSZERO_ASSIGN_OR_RETURN(s->param_shard_,
@@ -40,6 +42,7 @@ Result<std::unique_ptr<Zero3Sync>> Zero3Sync::Create(model::ParamBuffer* params,
     // The master holds this rank's pieces from the seed; the parameters are their rounding.
     PSZERO_RETURN_IF_ERROR(kernels::Cast(s->master_.data(), DType::kFloat32, s->param_shard_.data(),
                                          DType::kBFloat16, n, options.kernels));
+    PSZERO_RETURN_IF_ERROR(s->Fence());  // the first all-gather reads the shard
     return s;
   }
   // This rank's piece of every unit, straight from the seed.
@@ -192,8 +195,9 @@ Status Zero3Sync::Restore(const std::vector<float>& params, const Moments& momen
   PSZERO_RETURN_IF_ERROR(RestorePieces(moments.v, v_.data<float>()));
   if (!bf16_only()) return RestorePieces(params, param_shard_.data<float>());
   PSZERO_RETURN_IF_ERROR(RestorePieces(params, master_.data<float>()));
-  return kernels::Cast(master_.data(), DType::kFloat32, param_shard_.data(), DType::kBFloat16,
-                       shard_numel(), options_.kernels);
+  PSZERO_RETURN_IF_ERROR(kernels::Cast(master_.data(), DType::kFloat32, param_shard_.data(),
+                                       DType::kBFloat16, shard_numel(), options_.kernels));
+  return Fence();  // the next all-gather reads the shard
 }
 
 }  // namespace pszero::train
