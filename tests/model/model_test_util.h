@@ -44,6 +44,13 @@ inline model::ModelConfig SmallMlp() {
   return c;
 }
 
+// SmallMlp, twice as wide: the ps tests' model (its buffer cuts into several slices).
+inline model::ModelConfig TinyMlp() {
+  model::ModelConfig c = SmallMlp();
+  c.d_model = 32;
+  return c;
+}
+
 // What one rank ends with after some steps.
 struct RunResult {
   std::vector<float> losses;

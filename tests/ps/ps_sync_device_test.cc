@@ -14,6 +14,7 @@
 #include "common/half.h"
 #include "common/memory.h"
 #include "kernels/cuda_resources.h"
+#include "tests/model/model_test_util.h"
 #include "tests/ps/ps_test_util.h"
 #include "worker/model/data.h"
 #include "worker/model/model.h"
@@ -23,19 +24,6 @@ namespace pszero::testing {
 namespace {
 
 using std::chrono::milliseconds;
-
-model::ModelConfig TinyMlp() {
-  model::ModelConfig c;
-  c.name = "custom-mlp";
-  c.kind = model::ModelKind::kMlp;
-  c.layers = 2;
-  c.d_model = 32;
-  c.heads = 1;
-  c.seq = 1;
-  c.batch = 4;
-  c.ffn_mult = 4;
-  return c;
-}
 
 // One replica whose model lives on the device of `cuda`.
 struct DeviceReplica {

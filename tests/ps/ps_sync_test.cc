@@ -22,6 +22,7 @@
 
 #include "common/memory.h"
 #include "kernels/optimizer.h"
+#include "tests/model/model_test_util.h"
 #include "tests/ps/ps_test_util.h"
 #include "worker/model/data.h"
 #include "worker/model/model.h"
@@ -44,19 +45,6 @@ model::ModelConfig TinyGpt() {
   c.batch = 2;
   c.ffn_mult = 4;
   c.vocab = 64;
-  return c;
-}
-
-model::ModelConfig TinyMlp() {
-  model::ModelConfig c;
-  c.name = "custom-mlp";
-  c.kind = model::ModelKind::kMlp;
-  c.layers = 2;
-  c.d_model = 32;
-  c.heads = 1;
-  c.seq = 1;
-  c.batch = 4;
-  c.ffn_mult = 4;
   return c;
 }
 
