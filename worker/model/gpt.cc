@@ -166,7 +166,7 @@ Status GptModel::RunBackward(LayerHooks* hooks) {
   PSZERO_RETURN_IF_ERROR(MatmulWeightBackward(
       ctx_, dlogits_local_.data<float>(), n, vl, params_.param(wte_), params_.param_bf16(wte_), d,
       ctx_.bf16 ? hf_.data<bf16_t>() : nullptr, ctx_.bf16 ? nullptr : hf_.data<float>(),
-      params_.grad(wte_), dh, dlogits_bf16_));
+      params_.grad(wte_), dh, grad_bf16_scratch_));
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, 0));
   PSZERO_RETURN_IF_ERROR(ctx_.tp->CopyBackward(dh, n * d));
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, last));

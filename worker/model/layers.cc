@@ -93,7 +93,9 @@ Status MatmulWeightBackward(const ModelContext& ctx, const float* dy, int64_t n,
   if (x_bf16 == nullptr || w_bf16 == nullptr) {
     return Status::Internal("bf16 backward without its bf16 operands");
   }
-  PSZERO_RETURN_IF_ERROR(EnsureBf16(dy_bf16, n * out, ctx));
+  if (!dy_bf16.defined() || dy_bf16.numel() < n * out) {
+    PSZERO_RETURN_IF_ERROR(EnsureBf16(dy_bf16, n * out, ctx));
+  }
   PSZERO_RETURN_IF_ERROR(
       kernels::Cast(dy, DType::kFloat32, dy_bf16.data(), DType::kBFloat16, n * out, ctx.kernels));
   PSZERO_RETURN_IF_ERROR(kernels::Gemm(true, false, out, in, n, 1.0f, dy_bf16.data(), out, x_bf16,
@@ -155,9 +157,9 @@ Status Linear::Backward(const ModelContext& ctx, ParamBuffer& params, const floa
                         float* dx) {
   PSZERO_RETURN_IF_ERROR(
       kernels::BiasAddBackward(dy, local_out_, n, local_out_, params.grad(bias_), ctx.kernels));
-  PSZERO_RETURN_IF_ERROR(MatmulWeightBackward(ctx, dy, n, local_out_, params.param(weight_),
-                                              params.param_bf16(weight_), local_in_, x_bf16_, x_,
-                                              params.grad(weight_), dx, dy_bf16_));
+  PSZERO_RETURN_IF_ERROR(MatmulWeightBackward(
+      ctx, dy, n, local_out_, params.param(weight_), params.param_bf16(weight_), local_in_, x_bf16_,
+      x_, params.grad(weight_), dx, GradBf16Scratch(ctx, dy_bf16_)));
   if (parallel_ == Parallel::kColumn && dx != nullptr) {
     PSZERO_RETURN_IF_ERROR(ctx.tp->CopyBackward(dx, n * local_in_));
   }

@@ -42,6 +42,10 @@ struct ModelContext {
   // How the ParamBuffer is laid out and held (param_buffer.h): a sync strategy's choice.
   int64_t unit_align = 1;
   ParamStorage storage;
+  // bf16 mode: where backward casts a GEMM's output gradient for the bf16 GEMMs. It lives
+  // only within one MatmulWeightBackward, so one buffer (grown to the largest) serves a
+  // whole model: Model points this at one it owns. Null: each Linear keeps its own.
+  Tensor* grad_bf16_scratch = nullptr;
 };
 
 // A fp32 activation buffer of n elements on the context's device; reallocated only when n
@@ -49,6 +53,11 @@ struct ModelContext {
 Status EnsureBuffer(Tensor& t, int64_t n, const ModelContext& ctx);
 // A buffer for an activation that feeds a GEMM: bf16 when ctx.bf16, else fp32 (as above).
 Status EnsureGemmInput(Tensor& t, int64_t n, const ModelContext& ctx);
+
+// The bf16 gradient scratch to use: the context's shared one, else `own`.
+inline Tensor& GradBf16Scratch(const ModelContext& ctx, Tensor& own) {
+  return ctx.grad_bf16_scratch != nullptr ? *ctx.grad_bf16_scratch : own;
+}
 
 // The fp32 values of parameter `view`: the parameter itself, or with bf16-only storage
 // (no fp32 parameters) its bf16 values upcast into `scratch` (an activation buffer). For
@@ -90,13 +99,14 @@ class Linear {
   const bf16_t* x_bf16_ = nullptr;  // bf16 mode: the last x (the caller's, or x_copy_)
   Tensor bias_f32_;                 // upcast bias (bf16-only storage)
   Tensor x_copy_;                   // bf16 copy of a fp32 x (bf16 mode)
-  Tensor dy_bf16_;                  // bf16 copy of dy (bf16 mode)
+  Tensor dy_bf16_;                  // bf16 copy of dy (bf16 mode, no shared scratch)
 };
 
 // y = x W^T for a row-major W given by pointer (fp32 or bf16 view of a ParamBuffer), and
 // the two backward GEMMs. fp32 mode uses w and the fp32 x; bf16 mode uses w_bf16 and a
 // bf16 x: MatmulWeightT's fp32-x form casts x into `x_bf16` (which backward then reads),
-// its bf16-x form takes x as it is. dy is cast into the scratch `dy_bf16`.
+// its bf16-x form takes x as it is. dy is cast into the scratch `dy_bf16` (grown when
+// smaller than dy, never shrunk).
 Status MatmulWeightT(const ModelContext& ctx, const float* x, int64_t n, int64_t in, const float* w,
                      const bf16_t* w_bf16, int64_t out, float* y, Tensor& x_bf16);
 Status MatmulWeightT(const ModelContext& ctx, const bf16_t* x, int64_t n, int64_t in,

@@ -60,8 +60,9 @@ class Model {
   virtual Status AfterInitialize(uint64_t /*seed*/) { return Status::Ok(); }
 
   ModelConfig config_;
-  ModelContext ctx_;
+  ModelContext ctx_;  // its grad_bf16_scratch is grad_bf16_scratch_
   ParamBuffer params_;
+  Tensor grad_bf16_scratch_;  // bf16 mode: every layer's dy cast, one at a time
 
  private:
   class GradScratch;
