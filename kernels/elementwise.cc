@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -70,17 +71,36 @@ Status Add(const float* a, const float* b, float* out, int64_t n, const KernelCo
   return Status::Ok();
 }
 
-Status GeluForward(const float* x, float* y, int64_t n, const KernelContext& ctx) {
+namespace {
+
+template <typename Y>
+Status GeluForwardImpl(const float* x, Y* y, int64_t n, const KernelContext& ctx) {
+  constexpr bool kBf16 = std::is_same_v<Y, bf16_t>;
   PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
   PSZERO_RETURN_IF_ERROR(internal::CheckArgs("GeluForward", {n}, {x, y}));
   if (n == 0) return Status::Ok();
   if (ctx.device == Device::kCuda) {
-    PSZERO_KERNELS_CUDA_CALL(cuda::GeluForward(x, y, n, ctx.cuda->stream()));
+    PSZERO_KERNELS_CUDA_CALL(cuda::GeluForward(x, y, kBf16, n, ctx.cuda->stream()));
   }
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
-  cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread / 4,
-                   [&](int, int64_t s, int64_t e) { k.gelu(x + s, y + s, e - s); });
+  cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread / 4, [&](int, int64_t s, int64_t e) {
+    if constexpr (kBf16) {
+      k.gelu_bf16(x + s, reinterpret_cast<uint16_t*>(y + s), e - s);
+    } else {
+      k.gelu(x + s, y + s, e - s);
+    }
+  });
   return Status::Ok();
+}
+
+}  // namespace
+
+Status GeluForward(const float* x, float* y, int64_t n, const KernelContext& ctx) {
+  return GeluForwardImpl(x, y, n, ctx);
+}
+
+Status GeluForward(const float* x, bf16_t* y, int64_t n, const KernelContext& ctx) {
+  return GeluForwardImpl(x, y, n, ctx);
 }
 
 Status GeluBackward(const float* x, const float* dy, float* dx, int64_t n,

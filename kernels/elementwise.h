@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "common/half.h"
 #include "common/status.h"
 #include "kernels/context.h"
 
@@ -27,6 +28,9 @@ Status Add(const float* a, const float* b, float* out, int64_t n, const KernelCo
 
 // y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); y may equal x.
 Status GeluForward(const float* x, float* y, int64_t n, const KernelContext& ctx);
+// The same computed in fp32 and rounded to a bf16 y (bit for bit GeluForward then Cast):
+// the bf16 input of the next GEMM under mixed precision.
+Status GeluForward(const float* x, bf16_t* y, int64_t n, const KernelContext& ctx);
 // dx = dy * GELU'(x); dx may equal dy.
 Status GeluBackward(const float* x, const float* dy, float* dx, int64_t n,
                     const KernelContext& ctx);

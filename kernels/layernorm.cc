@@ -1,6 +1,7 @@
 #include "kernels/layernorm.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -11,9 +12,14 @@
 
 namespace pszero::kernels {
 
-Status LayerNormForward(const float* x, int64_t ldx, const float* gamma, const float* beta,
-                        float eps, float* y, int64_t ldy, float* mean, float* rstd, int64_t rows,
-                        int64_t cols, const KernelContext& ctx) {
+namespace {
+
+// y is float or bf16_t; the CUDA twin and the host table take bf16 as raw bits.
+template <typename Y>
+Status LayerNormForwardImpl(const float* x, int64_t ldx, const float* gamma, const float* beta,
+                            float eps, Y* y, int64_t ldy, float* mean, float* rstd, int64_t rows,
+                            int64_t cols, const KernelContext& ctx) {
+  constexpr bool kBf16 = std::is_same_v<Y, bf16_t>;
   PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
   PSZERO_RETURN_IF_ERROR(
       internal::CheckArgs("LayerNormForward", {rows, cols}, {x, gamma, beta, y, mean, rstd}));
@@ -21,16 +27,35 @@ Status LayerNormForward(const float* x, int64_t ldx, const float* gamma, const f
   PSZERO_RETURN_IF_ERROR(internal::CheckLd("LayerNormForward", ldy, cols));
   if (rows == 0 || cols == 0) return Status::Ok();
   if (ctx.device == Device::kCuda) {
-    PSZERO_KERNELS_CUDA_CALL(cuda::LayerNormForward(x, ldx, gamma, beta, eps, y, ldy, mean, rstd,
-                                                    rows, cols, ctx.cuda->stream()));
+    PSZERO_KERNELS_CUDA_CALL(cuda::LayerNormForward(x, ldx, gamma, beta, eps, y, kBf16, ldy, mean,
+                                                    rstd, rows, cols, ctx.cuda->stream()));
   }
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
   const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / cols);
   cpu::ParallelFor(ctx.threads, rows, min_rows, [&](int, int64_t b, int64_t e) {
-    k.layernorm(x + b * ldx, ldx, gamma, beta, eps, y + b * ldy, ldy, mean + b, rstd + b, e - b,
-                cols);
+    if constexpr (kBf16) {
+      k.layernorm_bf16(x + b * ldx, ldx, gamma, beta, eps, reinterpret_cast<uint16_t*>(y + b * ldy),
+                       ldy, mean + b, rstd + b, e - b, cols);
+    } else {
+      k.layernorm(x + b * ldx, ldx, gamma, beta, eps, y + b * ldy, ldy, mean + b, rstd + b, e - b,
+                  cols);
+    }
   });
   return Status::Ok();
+}
+
+}  // namespace
+
+Status LayerNormForward(const float* x, int64_t ldx, const float* gamma, const float* beta,
+                        float eps, float* y, int64_t ldy, float* mean, float* rstd, int64_t rows,
+                        int64_t cols, const KernelContext& ctx) {
+  return LayerNormForwardImpl(x, ldx, gamma, beta, eps, y, ldy, mean, rstd, rows, cols, ctx);
+}
+
+Status LayerNormForward(const float* x, int64_t ldx, const float* gamma, const float* beta,
+                        float eps, bf16_t* y, int64_t ldy, float* mean, float* rstd, int64_t rows,
+                        int64_t cols, const KernelContext& ctx) {
+  return LayerNormForwardImpl(x, ldx, gamma, beta, eps, y, ldy, mean, rstd, rows, cols, ctx);
 }
 
 Status LayerNormBackward(const float* dy, int64_t lddy, const float* x, int64_t ldx,

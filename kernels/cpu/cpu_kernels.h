@@ -44,9 +44,15 @@ struct CpuKernels {
                    int64_t rows, int64_t cols);
   void (*col_sum_acc)(const float* dy, int64_t ld, int64_t rows, int64_t cols, float* acc);
   void (*gelu)(const float* x, float* y, int64_t n);
+  // The same values rounded to bf16 on the store (bit-identical to gelu, then f32_to_bf16).
+  void (*gelu_bf16)(const float* x, uint16_t* y, int64_t n);
   void (*gelu_backward)(const float* x, const float* dy, float* dx, int64_t n);
   void (*layernorm)(const float* x, int64_t ldx, const float* gamma, const float* beta, float eps,
                     float* y, int64_t ldy, float* mean, float* rstd, int64_t rows, int64_t cols);
+  // The same with y rounded to bf16 on the store (mean and rstd stay fp32).
+  void (*layernorm_bf16)(const float* x, int64_t ldx, const float* gamma, const float* beta,
+                         float eps, uint16_t* y, int64_t ldy, float* mean, float* rstd,
+                         int64_t rows, int64_t cols);
   // dgamma_acc/dbeta_acc: += per-column sums over these rows.
   void (*layernorm_backward)(const float* dy, int64_t lddy, const float* x, int64_t ldx,
                              const float* gamma, const float* mean, const float* rstd, float* dx,

@@ -32,12 +32,14 @@ Status BiasAdd(const float* x, int64_t ldx, const float* bias, float* y, int64_t
 Status BiasAddBackward(const float* dy, int64_t lddy, int64_t rows, int64_t cols, float* dbias,
                        void* stream);
 Status Add(const float* a, const float* b, float* out, int64_t n, void* stream);
-Status GeluForward(const float* x, float* y, int64_t n, void* stream);
+// y is fp32, or bf16 bits (uint16_t) when y_bf16: computed in fp32, rounded on the store.
+Status GeluForward(const float* x, void* y, bool y_bf16, int64_t n, void* stream);
 Status GeluBackward(const float* x, const float* dy, float* dx, int64_t n, void* stream);
 
+// y as in GeluForward (fp32, or bf16 when y_bf16); mean and rstd fp32.
 Status LayerNormForward(const float* x, int64_t ldx, const float* gamma, const float* beta,
-                        float eps, float* y, int64_t ldy, float* mean, float* rstd, int64_t rows,
-                        int64_t cols, void* stream);
+                        float eps, void* y, bool y_bf16, int64_t ldy, float* mean, float* rstd,
+                        int64_t rows, int64_t cols, void* stream);
 Status LayerNormBackward(const float* dy, int64_t lddy, const float* x, int64_t ldx,
                          const float* gamma, const float* mean, const float* rstd, float* dx,
                          int64_t lddx, float* dgamma, float* dbeta, int64_t rows, int64_t cols,

@@ -37,11 +37,13 @@ __global__ void AddKernel(const float* a, const float* b, float* out, int64_t n)
   PSZERO_GRID_STRIDE(i, n) { out[i] = a[i] + b[i]; }
 }
 
-__global__ void GeluKernel(const float* x, float* y, int64_t n) {
+// Y: float, or uint16_t for a bf16 output (StoreF rounds the fp32 value to nearest even).
+template <typename Y>
+__global__ void GeluKernel(const float* x, Y* y, int64_t n) {
   PSZERO_GRID_STRIDE(i, n) {
     const float xi = x[i];
     const float t = tanhf(kGeluK0 * (xi + kGeluK1 * xi * xi * xi));
-    y[i] = 0.5f * xi * (1.0f + t);
+    StoreF(y, i, 0.5f * xi * (1.0f + t));
   }
 }
 
@@ -54,13 +56,15 @@ __global__ void GeluBackwardKernel(const float* x, const float* dy, float* dx, i
   }
 }
 
+// Y as in GeluKernel: statistics and arithmetic in fp32, only the store rounds.
+template <typename Y>
 __global__ void LayerNormKernel(const float* x, int64_t ldx, const float* gamma, const float* beta,
-                                float eps, float* y, int64_t ldy, float* mean, float* rstd,
+                                float eps, Y* y, int64_t ldy, float* mean, float* rstd,
                                 int64_t cols) {
   __shared__ float shared[32];
   const int64_t r = blockIdx.x;
   const float* xr = x + r * ldx;
-  float* yr = y + r * ldy;
+  Y* yr = y + r * ldy;
   float s = 0;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += xr[c];
   const float mu = BlockSum(s, shared) / static_cast<float>(cols);
@@ -68,7 +72,7 @@ __global__ void LayerNormKernel(const float* x, int64_t ldx, const float* gamma,
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) q += (xr[c] - mu) * (xr[c] - mu);
   const float rs = rsqrtf(BlockSum(q, shared) / static_cast<float>(cols) + eps);
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    yr[c] = (xr[c] - mu) * rs * gamma[c] + beta[c];
+    StoreF(yr, c, (xr[c] - mu) * rs * gamma[c] + beta[c]);
   }
   if (threadIdx.x == 0) {
     mean[r] = mu;
@@ -250,8 +254,12 @@ Status Add(const float* a, const float* b, float* out, int64_t n, void* stream) 
   return LaunchStatus("Add");
 }
 
-Status GeluForward(const float* x, float* y, int64_t n, void* stream) {
-  GeluKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(x, y, n);
+Status GeluForward(const float* x, void* y, bool y_bf16, int64_t n, void* stream) {
+  if (y_bf16) {
+    GeluKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(x, static_cast<uint16_t*>(y), n);
+  } else {
+    GeluKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(x, static_cast<float*>(y), n);
+  }
   return LaunchStatus("GeluForward");
 }
 
@@ -261,11 +269,17 @@ Status GeluBackward(const float* x, const float* dy, float* dx, int64_t n, void*
 }
 
 Status LayerNormForward(const float* x, int64_t ldx, const float* gamma, const float* beta,
-                        float eps, float* y, int64_t ldy, float* mean, float* rstd, int64_t rows,
-                        int64_t cols, void* stream) {
+                        float eps, void* y, bool y_bf16, int64_t ldy, float* mean, float* rstd,
+                        int64_t rows, int64_t cols, void* stream) {
   PSZERO_RETURN_IF_ERROR(CheckRows(rows, "LayerNormForward"));
-  LayerNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, AsStream(stream)>>>(
-      x, ldx, gamma, beta, eps, y, ldy, mean, rstd, cols);
+  const auto blocks = static_cast<unsigned>(rows);
+  if (y_bf16) {
+    LayerNormKernel<<<blocks, kThreads, 0, AsStream(stream)>>>(
+        x, ldx, gamma, beta, eps, static_cast<uint16_t*>(y), ldy, mean, rstd, cols);
+  } else {
+    LayerNormKernel<<<blocks, kThreads, 0, AsStream(stream)>>>(
+        x, ldx, gamma, beta, eps, static_cast<float*>(y), ldy, mean, rstd, cols);
+  }
   return LaunchStatus("LayerNormForward");
 }
 

@@ -313,6 +313,49 @@ TEST_F(CudaTwinTest, TransformerOpsForwardAndBackward) {
   }
 }
 
+// The bf16-output forwards (mixed precision's GEMM inputs): the GPU's fp32 value may differ
+// from the host's by a few fp32 ulps, so the rounded values agree within one bf16 ulp
+// (at most 2^-7 relative); the fp32 statistics as in the fp32 LayerNorm.
+TEST_F(CudaTwinTest, Bf16OutputsOfGeluAndLayerNorm) {
+  const int64_t rows = 64, cols = 257, ld = cols + 3, n = rows * ld;
+  const std::vector<float> x = RandomFloats(n, 56, -3.0f, 3.0f);
+  const std::vector<float> g = RandomFloats(cols, 57), b = RandomFloats(cols, 58);
+  const double rtol = 1.0 / 128, atol = 1e-5;
+  auto widen = [](const std::vector<uint16_t>& h) {
+    std::vector<float> f;
+    for (uint16_t v : h) f.push_back(Bf16BitsToFloat(v));
+    return f;
+  };
+  Tensor dx = Up(x), dg = Up(g), db = Up(b);
+  {
+    std::vector<uint16_t> h(n);
+    ASSERT_TRUE(GeluForward(x.data(), reinterpret_cast<bf16_t*>(h.data()), n, Cpu()).ok());
+    Tensor o = Up(std::vector<uint16_t>(n));
+    ASSERT_TRUE(GeluForward(P<float>(dx), P<bf16_t>(o), n, Gpu()).ok());
+    ExpectAllClose(widen(Down<uint16_t>(o)), widen(h), rtol, atol);
+  }
+  {
+    // Padding columns hold a marker both sides must leave alone.
+    std::vector<uint16_t> y(n, 0x7fc1);
+    std::vector<float> mean(rows), rstd(rows);
+    ASSERT_TRUE(LayerNormForward(x.data(), ld, g.data(), b.data(), 1e-5f,
+                                 reinterpret_cast<bf16_t*>(y.data()), ld, mean.data(), rstd.data(),
+                                 rows, cols, Cpu())
+                    .ok());
+    Tensor oy = Up(std::vector<uint16_t>(n, 0x7fc1)), om = Up(mean), orr = Up(rstd);
+    ASSERT_TRUE(LayerNormForward(P<float>(dx), ld, P<float>(dg), P<float>(db), 1e-5f, P<bf16_t>(oy),
+                                 ld, P<float>(om), P<float>(orr), rows, cols, Gpu())
+                    .ok());
+    const std::vector<uint16_t> gy = Down<uint16_t>(oy);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = cols; c < ld; ++c) ASSERT_EQ(gy[r * ld + c], 0x7fc1) << r << "," << c;
+    }
+    ExpectAllClose(widen(gy), widen(y), rtol, atol);
+    ExpectAllClose(Down<float>(om), mean, kRtol, kAtol);
+    ExpectAllClose(Down<float>(orr), rstd, kRtol, kAtol);
+  }
+}
+
 TEST_F(CudaTwinTest, AttentionAndEmbedding) {
   const AttentionShape s{2, 16, 3, 8};
   const int64_t d = s.heads * s.head_dim, tokens = s.batch * s.seq, n = tokens * d;

@@ -29,8 +29,30 @@ using Fn = std::function<double(const Vec&)>;
 constexpr double kFwdRtol = 1e-5, kFwdAtol = 1e-6;
 // Backward ops in fp32 against double finite differences (h = 1e-6, error ~1e-9).
 constexpr double kBwdRtol = 1e-4, kBwdAtol = 2e-5;
+// bf16 outputs against double: rounding to nearest costs at most half a bf16 ulp (2^-8
+// relative: bf16 keeps 8 significant bits), plus the fp32 error above.
+constexpr double kBf16Rtol = 1.0 / 256 + 1e-5;
 
 Vec ToDouble(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
+
+std::vector<float> FromBf16(const std::vector<bf16_t>& v) {
+  std::vector<float> out;
+  for (bf16_t h : v) out.push_back(Bf16BitsToFloat(h.bits));
+  return out;
+}
+
+// Each bf16 output must be the fp32 output rounded (the kernels round only on the store).
+void ExpectRoundedFrom(const std::vector<bf16_t>& got, const std::vector<float>& fp32) {
+  ASSERT_EQ(got.size(), fp32.size());
+  int failures = 0;
+  for (size_t i = 0; i < got.size() && failures < 10; ++i) {
+    if (got[i].bits != FloatToBf16Bits(fp32[i])) {
+      ADD_FAILURE() << "element " << i << ": bf16 bits " << got[i].bits << ", fp32 " << fp32[i]
+                    << " rounds to " << FloatToBf16Bits(fp32[i]);
+      ++failures;
+    }
+  }
+}
 
 Vec FiniteDiff(const Fn& f, Vec x) {
   Vec g(x.size());
@@ -79,6 +101,23 @@ TEST(GeluTest, ForwardMatchesReference) {
       Vec want;
       for (float v : x.values()) want.push_back(GeluRef(v));
       ExpectAllClose(y, want, kFwdRtol, kFwdAtol);
+    }
+  }
+}
+
+TEST(GeluTest, Bf16OutputMatchesReferenceAndRoundsTheFp32Output) {
+  for (const KernelContext& ctx : HostContexts()) {
+    for (int64_t n : testing::AwkwardSizes()) {
+      SCOPED_TRACE(Describe(ctx) + " n=" + std::to_string(n));
+      testing::Unaligned<float> x(RandomFloats(n, n + 1, -6.0f, 6.0f));
+      testing::Unaligned<bf16_t> y(std::vector<bf16_t>(static_cast<size_t>(n), bf16_t{0x7fc1}));
+      std::vector<float> y32(static_cast<size_t>(n));
+      ASSERT_TRUE(GeluForward(x.data(), y.data(), n, ctx).ok());
+      ASSERT_TRUE(GeluForward(x.data(), y32.data(), n, ctx).ok());
+      Vec want;
+      for (float v : x.values()) want.push_back(GeluRef(v));
+      ExpectAllClose(FromBf16(y.values()), want, kBf16Rtol, kFwdAtol);
+      ExpectRoundedFrom(y.values(), y32);
     }
   }
 }
@@ -169,6 +208,45 @@ TEST(LayerNormTest, ForwardMatchesReference) {
       const Vec want = LayerNormRef(ToDouble(Dense(x, s.rows, s.cols, ld)), ToDouble(g),
                                     ToDouble(b), s.rows, s.cols, 1e-5);
       ExpectAllClose(Dense(y, s.rows, s.cols, ld), want, 1e-5, 1e-5);
+    }
+  }
+}
+
+TEST(LayerNormTest, Bf16OutputMatchesReferenceAndRoundsTheFp32Output) {
+  const bf16_t kUntouched{0x7fc1};  // a NaN pattern no output has
+  for (const KernelContext& ctx : HostContexts()) {
+    for (Shape2 s : RowShapes()) {
+      SCOPED_TRACE(Describe(ctx) + " " + std::to_string(s.rows) + "x" + std::to_string(s.cols));
+      const int64_t ld = s.cols + 5;
+      const std::vector<float> x = RandomFloats(s.rows * ld, 17, -2.0f, 3.0f);
+      const std::vector<float> g = RandomFloats(s.cols, 18), b = RandomFloats(s.cols, 19);
+      std::vector<bf16_t> y(static_cast<size_t>(s.rows * ld), kUntouched);
+      std::vector<float> y32(static_cast<size_t>(s.rows * ld)), mean(s.rows), rstd(s.rows),
+          mean32(s.rows), rstd32(s.rows);
+      ASSERT_TRUE(LayerNormForward(x.data(), ld, g.data(), b.data(), 1e-5f, y.data(), ld,
+                                   mean.data(), rstd.data(), s.rows, s.cols, ctx)
+                      .ok());
+      ASSERT_TRUE(LayerNormForward(x.data(), ld, g.data(), b.data(), 1e-5f, y32.data(), ld,
+                                   mean32.data(), rstd32.data(), s.rows, s.cols, ctx)
+                      .ok());
+      std::vector<bf16_t> dense;
+      std::vector<float> dense32;
+      for (int64_t r = 0; r < s.rows; ++r) {
+        for (int64_t c = 0; c < ld; ++c) {
+          if (c < s.cols) {
+            dense.push_back(y[r * ld + c]);
+            dense32.push_back(y32[r * ld + c]);
+          } else {
+            EXPECT_EQ(y[r * ld + c].bits, kUntouched.bits) << "row " << r << " col " << c;
+          }
+        }
+      }
+      const Vec want = LayerNormRef(ToDouble(Dense(x, s.rows, s.cols, ld)), ToDouble(g),
+                                    ToDouble(b), s.rows, s.cols, 1e-5);
+      ExpectAllClose(FromBf16(dense), want, kBf16Rtol, 1e-5);
+      ExpectRoundedFrom(dense, dense32);
+      EXPECT_EQ(mean, mean32);  // the statistics stay fp32, as in the fp32 forward
+      EXPECT_EQ(rstd, rstd32);
     }
   }
 }

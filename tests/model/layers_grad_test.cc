@@ -165,6 +165,68 @@ TEST_F(LayerGradTest, MlpBlock) {
   CheckGradients(p);
 }
 
+// Mixed precision keeps the GEMM inputs (LayerNorm, attention and GELU outputs) in bf16
+// only: a bf16 block's forward holds exactly their fp32 bytes minus their bf16 bytes less
+// than a fp32 one (no fp32 copies, no extra bf16 copies), and its output and input gradient
+// follow the fp32 block's within bf16 rounding.
+TEST(Bf16LayersTest, BlocksKeepTheirGemmInputsInBf16Only) {
+  const int64_t batch = 2, seq = 5, n = batch * seq, d = 16, heads = 2, h = 4 * d;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  Vec x(n * d), dout(n * d);
+  for (float& v : x) v = nd(rng);
+  for (float& v : dout) v = nd(rng);
+  struct Run {
+    int64_t mlp_forward_bytes = 0;
+    int64_t attn_forward_bytes = 0;
+    Vec out, dx;
+  };
+  auto run = [&](bool bf16) {
+    Run r;
+    TensorParallel tp;
+    MemoryTracker tracker;
+    ModelContext ctx{kernels::KernelContext::Host(), &tp, &tracker, bf16, 1, {}};
+    ParamBuffer params(0, 1);
+    AttentionBlock attn;
+    MlpBlock mlp;
+    EXPECT_TRUE(attn.Declare(params, "a", d, heads, 0.02f).ok());
+    EXPECT_TRUE(mlp.Declare(params, "m", d, h, 0.02f).ok());
+    EXPECT_TRUE(params.Allocate(nullptr, bf16).ok());
+    EXPECT_TRUE(params.Initialize(13).ok());
+    float* w = params.params().data<float>();
+    for (int64_t i = 0; i < params.numel(); ++i) w[i] = w[i] * 15.0f + 0.05f * (i % 3);
+    EXPECT_TRUE(params.RefreshBf16().ok());
+    EXPECT_TRUE(params.ZeroGrads().ok());
+    Vec mid(n * d), dmid(n * d);
+    r.out.resize(n * d);
+    r.dx.resize(n * d);
+    EXPECT_TRUE(attn.Forward(ctx, params, x.data(), batch, seq, mid.data()).ok());
+    r.attn_forward_bytes = tracker.Usage(MemoryCategory::kActivations).live_bytes;
+    EXPECT_TRUE(mlp.Forward(ctx, params, mid.data(), n, r.out.data()).ok());
+    r.mlp_forward_bytes =
+        tracker.Usage(MemoryCategory::kActivations).live_bytes - r.attn_forward_bytes;
+    EXPECT_TRUE(mlp.Backward(ctx, params, dout.data(), dmid.data()).ok());
+    EXPECT_TRUE(attn.Backward(ctx, params, dmid.data(), r.dx.data()).ok());
+    return r;
+  };
+  const Run fp32 = run(false), bf16 = run(true);
+  // MLP: LayerNorm output [n, d] and GELU output [n, h] at 2 bytes instead of 4.
+  EXPECT_EQ(fp32.mlp_forward_bytes - bf16.mlp_forward_bytes, 2 * (n * d + n * h));
+  // Attention: LayerNorm and attention outputs [n, d] at 2 bytes instead of 4; the fp32
+  // attention output is written into backward's gradient buffer [n, d], allocated early.
+  EXPECT_EQ(fp32.attn_forward_bytes - bf16.attn_forward_bytes, 2 * (n * d + n * d) - 4 * n * d);
+  auto expect_close = [](const Vec& got, const Vec& want, const char* what) {
+    float max_abs = 0;
+    for (float v : want) max_abs = std::max(max_abs, std::fabs(v));
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_NEAR(got[i], want[i], 3e-2 * max_abs) << what << "[" << i << "]";
+    }
+  };
+  expect_close(bf16.out, fp32.out, "out");
+  expect_close(bf16.dx, fp32.dx, "dx");
+  EXPECT_NE(bf16.out, fp32.out);  // really computed in bf16
+}
+
 // Whole models: L = loss itself (R = [1]): embedding, tied head, cross-entropy, MSE.
 void CheckModel(const ModelConfig& config) {
   TensorParallel tp;

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
+#include "kernels/gemm.h"
 #include "kernels/loss.h"
 
 namespace pszero::model {
@@ -83,7 +85,7 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
   batch_ = batch;
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(xs_, (c.layers + 1) * n * d, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(mids_, c.layers * n * d, ctx_));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(hf_, n * d, ctx_));
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(hf_, n * d, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(logits_local_, n * vl, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(logits_, n * c.vocab, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(lse_, n, ctx_));
@@ -120,14 +122,19 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
   }
   const int last = static_cast<int>(c.layers) + 1;
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, last));
-  PSZERO_RETURN_IF_ERROR(
-      ln_f_.Forward(ctx_, params_, xs_.data<float>() + c.layers * n * d, n, hf_.data<float>()));
+  // The final LayerNorm's output is the head's GEMM input: bf16 in bf16 mode.
+  const float* x_last = xs_.data<float>() + c.layers * n * d;
+  PSZERO_RETURN_IF_ERROR(ctx_.bf16 ? ln_f_.Forward(ctx_, params_, x_last, n, hf_.data<bf16_t>())
+                                   : ln_f_.Forward(ctx_, params_, x_last, n, hf_.data<float>()));
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, last));
   // Tied head: column-parallel on the embedding shard (copy: identity forward), gathered.
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, 0));
-  PSZERO_RETURN_IF_ERROR(MatmulWeightT(ctx_, hf_.data<float>(), n, d, params_.param(wte_),
-                                       params_.param_bf16(wte_), vl, logits_local_.data<float>(),
-                                       hf_bf16_));
+  float* logits_local = logits_local_.data<float>();
+  PSZERO_RETURN_IF_ERROR(ctx_.bf16 ? MatmulWeightT(ctx_, hf_.data<bf16_t>(), n, d,
+                                                   params_.param_bf16(wte_), vl, logits_local)
+                                   : kernels::Gemm(false, true, n, vl, d, 1.0f, hf_.data<float>(),
+                                                   d, params_.param(wte_), d, 0.0f, logits_local,
+                                                   vl, DType::kFloat32, ctx_.kernels));
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, 0));
   PSZERO_RETURN_IF_ERROR(
       ctx_.tp->GatherLastDimForward(logits_local_.data<float>(), n, vl, logits_.data<float>()));
@@ -158,7 +165,8 @@ Status GptModel::RunBackward(LayerHooks* hooks) {
   float* dh = grad_a_.data<float>();
   PSZERO_RETURN_IF_ERROR(MatmulWeightBackward(
       ctx_, dlogits_local_.data<float>(), n, vl, params_.param(wte_), params_.param_bf16(wte_), d,
-      hf_bf16_, hf_.data<float>(), params_.grad(wte_), dh, dlogits_bf16_));
+      ctx_.bf16 ? hf_.data<bf16_t>() : nullptr, ctx_.bf16 ? nullptr : hf_.data<float>(),
+      params_.grad(wte_), dh, grad_bf16_scratch_));
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, 0));
   PSZERO_RETURN_IF_ERROR(ctx_.tp->CopyBackward(dh, n * d));
   PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, last));

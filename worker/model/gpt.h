@@ -26,8 +26,8 @@ class GptModel final : public Model {
   Batch batch_;
   Tensor xs_;    // [layers + 1][n, d]: input of every block, then the last output
   Tensor mids_;  // [layers][n, d]: between a block's attention and its MLP
-  Tensor hf_, logits_local_, logits_, lse_, loss_, dlogits_local_, grad_a_, grad_b_;
-  Tensor hf_bf16_, dlogits_bf16_;
+  Tensor hf_;    // the final LayerNorm's output: bf16 in bf16 mode (EnsureGemmInput)
+  Tensor logits_local_, logits_, lse_, loss_, dlogits_local_, grad_a_, grad_b_;
   Tensor wte_f32_, wpe_f32_;       // upcast embeddings (bf16-only storage)
   Tensor ids_;                     // [2n] int32: tokens, then targets
   std::vector<int32_t> ids_host_;  // their host staging

@@ -13,20 +13,37 @@ namespace {
 
 constexpr float kLayerNormEps = 1e-5f;
 
-Status EnsureBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
-  if (t.defined() && t.numel() == n) return Status::Ok();
-  PSZERO_ASSIGN_OR_RETURN(t, Tensor::Empty({n}, DType::kBFloat16, MemoryCategory::kActivations,
-                                           ctx.tracker, ctx.kernels.device));
+Status EnsureActivation(Tensor& t, int64_t n, DType dtype, const ModelContext& ctx) {
+  if (t.defined() && t.numel() == n && t.dtype() == dtype) return Status::Ok();
+  PSZERO_ASSIGN_OR_RETURN(
+      t, Tensor::Empty({n}, dtype, MemoryCategory::kActivations, ctx.tracker, ctx.kernels.device));
   return Status::Ok();
+}
+
+Status EnsureBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
+  return EnsureActivation(t, n, DType::kBFloat16, ctx);
+}
+
+// y = Linear(LayerNorm(x)), the normalized rows kept in ln_out (allocated by
+// EnsureGemmInput): bf16 straight from the LayerNorm in bf16 mode, else fp32.
+Status NormThenLinear(const ModelContext& ctx, ParamBuffer& params, LayerNorm& ln, Linear& linear,
+                      const float* x, int64_t n, Tensor& ln_out, float* y) {
+  if (ctx.bf16) {
+    PSZERO_RETURN_IF_ERROR(ln.Forward(ctx, params, x, n, ln_out.data<bf16_t>()));
+    return linear.Forward(ctx, params, ln_out.data<bf16_t>(), n, y);
+  }
+  PSZERO_RETURN_IF_ERROR(ln.Forward(ctx, params, x, n, ln_out.data<float>()));
+  return linear.Forward(ctx, params, ln_out.data<float>(), n, y);
 }
 
 }  // namespace
 
 Status EnsureBuffer(Tensor& t, int64_t n, const ModelContext& ctx) {
-  if (t.defined() && t.numel() == n) return Status::Ok();
-  PSZERO_ASSIGN_OR_RETURN(t, Tensor::Empty({n}, DType::kFloat32, MemoryCategory::kActivations,
-                                           ctx.tracker, ctx.kernels.device));
-  return Status::Ok();
+  return EnsureActivation(t, n, DType::kFloat32, ctx);
+}
+
+Status EnsureGemmInput(Tensor& t, int64_t n, const ModelContext& ctx) {
+  return EnsureActivation(t, n, ctx.bf16 ? DType::kBFloat16 : DType::kFloat32, ctx);
 }
 
 Result<const float*> ParamFloats(const ModelContext& ctx, ParamBuffer& params, int view,
@@ -49,16 +66,22 @@ Status MatmulWeightT(const ModelContext& ctx, const float* x, int64_t n, int64_t
     return kernels::Gemm(false, true, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out, DType::kFloat32,
                          ctx.kernels);
   }
-  if (w_bf16 == nullptr) return Status::Internal("bf16 compute without a bf16 parameter copy");
   PSZERO_RETURN_IF_ERROR(EnsureBf16(x_bf16, n * in, ctx));
   PSZERO_RETURN_IF_ERROR(
       kernels::Cast(x, DType::kFloat32, x_bf16.data(), DType::kBFloat16, n * in, ctx.kernels));
-  return kernels::Gemm(false, true, n, out, in, 1.0f, x_bf16.data(), in, w_bf16, in, 0.0f, y, out,
+  return MatmulWeightT(ctx, x_bf16.data<bf16_t>(), n, in, w_bf16, out, y);
+}
+
+Status MatmulWeightT(const ModelContext& ctx, const bf16_t* x, int64_t n, int64_t in,
+                     const bf16_t* w_bf16, int64_t out, float* y) {
+  if (!ctx.bf16) return Status::Internal("bf16 activations outside bf16 mode");
+  if (w_bf16 == nullptr) return Status::Internal("bf16 compute without a bf16 parameter copy");
+  return kernels::Gemm(false, true, n, out, in, 1.0f, x, in, w_bf16, in, 0.0f, y, out,
                        DType::kBFloat16, ctx.kernels);
 }
 
 Status MatmulWeightBackward(const ModelContext& ctx, const float* dy, int64_t n, int64_t out,
-                            const float* w, const bf16_t* w_bf16, int64_t in, const Tensor& x_bf16,
+                            const float* w, const bf16_t* w_bf16, int64_t in, const bf16_t* x_bf16,
                             const float* x, float* dw, float* dx, Tensor& dy_bf16) {
   if (!ctx.bf16) {
     PSZERO_RETURN_IF_ERROR(kernels::Gemm(true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw,
@@ -67,12 +90,16 @@ Status MatmulWeightBackward(const ModelContext& ctx, const float* dy, int64_t n,
     return kernels::Gemm(false, false, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in,
                          DType::kFloat32, ctx.kernels);
   }
-  PSZERO_RETURN_IF_ERROR(EnsureBf16(dy_bf16, n * out, ctx));
+  if (x_bf16 == nullptr || w_bf16 == nullptr) {
+    return Status::Internal("bf16 backward without its bf16 operands");
+  }
+  if (!dy_bf16.defined() || dy_bf16.numel() < n * out) {
+    PSZERO_RETURN_IF_ERROR(EnsureBf16(dy_bf16, n * out, ctx));
+  }
   PSZERO_RETURN_IF_ERROR(
       kernels::Cast(dy, DType::kFloat32, dy_bf16.data(), DType::kBFloat16, n * out, ctx.kernels));
-  PSZERO_RETURN_IF_ERROR(kernels::Gemm(true, false, out, in, n, 1.0f, dy_bf16.data(), out,
-                                       x_bf16.data(), in, 1.0f, dw, in, DType::kBFloat16,
-                                       ctx.kernels));
+  PSZERO_RETURN_IF_ERROR(kernels::Gemm(true, false, out, in, n, 1.0f, dy_bf16.data(), out, x_bf16,
+                                       in, 1.0f, dw, in, DType::kBFloat16, ctx.kernels));
   if (dx == nullptr) return Status::Ok();
   return kernels::Gemm(false, false, n, in, out, 1.0f, dy_bf16.data(), out, w_bf16, in, 0.0f, dx,
                        in, DType::kBFloat16, ctx.kernels);
@@ -104,8 +131,23 @@ Status Linear::Declare(ParamBuffer& params, const std::string& name, int64_t in,
 Status Linear::Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n,
                        float* y) {
   x_ = x;
+  x_bf16_ = nullptr;
   PSZERO_RETURN_IF_ERROR(MatmulWeightT(ctx, x, n, local_in_, params.param(weight_),
-                                       params.param_bf16(weight_), local_out_, y, x_bf16_));
+                                       params.param_bf16(weight_), local_out_, y, x_copy_));
+  if (ctx.bf16) x_bf16_ = x_copy_.data<bf16_t>();
+  return AddBias(ctx, params, n, y);
+}
+
+Status Linear::Forward(const ModelContext& ctx, ParamBuffer& params, const bf16_t* x, int64_t n,
+                       float* y) {
+  x_ = nullptr;
+  x_bf16_ = x;
+  PSZERO_RETURN_IF_ERROR(
+      MatmulWeightT(ctx, x, n, local_in_, params.param_bf16(weight_), local_out_, y));
+  return AddBias(ctx, params, n, y);
+}
+
+Status Linear::AddBias(const ModelContext& ctx, ParamBuffer& params, int64_t n, float* y) {
   if (parallel_ == Parallel::kRow) PSZERO_RETURN_IF_ERROR(ctx.tp->ReduceForward(y, n * local_out_));
   PSZERO_ASSIGN_OR_RETURN(const float* bias, ParamFloats(ctx, params, bias_, bias_f32_));
   return kernels::BiasAdd(y, local_out_, bias, y, local_out_, n, local_out_, ctx.kernels);
@@ -115,9 +157,9 @@ Status Linear::Backward(const ModelContext& ctx, ParamBuffer& params, const floa
                         float* dx) {
   PSZERO_RETURN_IF_ERROR(
       kernels::BiasAddBackward(dy, local_out_, n, local_out_, params.grad(bias_), ctx.kernels));
-  PSZERO_RETURN_IF_ERROR(MatmulWeightBackward(ctx, dy, n, local_out_, params.param(weight_),
-                                              params.param_bf16(weight_), local_in_, x_bf16_, x_,
-                                              params.grad(weight_), dx, dy_bf16_));
+  PSZERO_RETURN_IF_ERROR(MatmulWeightBackward(
+      ctx, dy, n, local_out_, params.param(weight_), params.param_bf16(weight_), local_in_, x_bf16_,
+      x_, params.grad(weight_), dx, GradBf16Scratch(ctx, dy_bf16_)));
   if (parallel_ == Parallel::kColumn && dx != nullptr) {
     PSZERO_RETURN_IF_ERROR(ctx.tp->CopyBackward(dx, n * local_in_));
   }
@@ -135,8 +177,9 @@ Status LayerNorm::Declare(ParamBuffer& params, const std::string& name, int64_t 
   return Status::Ok();
 }
 
-Status LayerNorm::Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n,
-                          float* y) {
+template <typename Y>
+Status LayerNorm::ForwardImpl(const ModelContext& ctx, ParamBuffer& params, const float* x,
+                              int64_t n, Y* y) {
   x_ = x;
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(mean_, n, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(rstd_, n, ctx));
@@ -144,6 +187,16 @@ Status LayerNorm::Forward(const ModelContext& ctx, ParamBuffer& params, const fl
   PSZERO_ASSIGN_OR_RETURN(const float* beta, ParamFloats(ctx, params, beta_, beta_f32_));
   return kernels::LayerNormForward(x, dim_, gamma, beta, kLayerNormEps, y, dim_,
                                    mean_.data<float>(), rstd_.data<float>(), n, dim_, ctx.kernels);
+}
+
+Status LayerNorm::Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n,
+                          float* y) {
+  return ForwardImpl(ctx, params, x, n, y);
+}
+
+Status LayerNorm::Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n,
+                          bf16_t* y) {
+  return ForwardImpl(ctx, params, x, n, y);
 }
 
 Status LayerNorm::Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
@@ -178,20 +231,29 @@ Status AttentionBlock::Forward(const ModelContext& ctx, ParamBuffer& params, con
   const int64_t n = batch * seq;
   const int64_t dl = d_ / ctx.tp->size();
   shape_ = {batch, seq, heads_ / ctx.tp->size(), d_ / heads_};
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(ln_out_, n * d_, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(ln_out_, n * d_, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(qkv_out_, n * 3 * dl, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(probs_, batch * shape_.heads * seq * seq, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(attn_out_, n * dl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(attn_out_, n * dl, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(branch_, n * d_, ctx));
-  PSZERO_RETURN_IF_ERROR(ln_.Forward(ctx, params, x, n, ln_out_.data<float>()));
   PSZERO_RETURN_IF_ERROR(
-      qkv_.Forward(ctx, params, ln_out_.data<float>(), n, qkv_out_.data<float>()));
+      NormThenLinear(ctx, params, ln_, qkv_, x, n, ln_out_, qkv_out_.data<float>()));
+  // The attention's GEMMs write fp32. In bf16 mode that goes to dattn_ (backward's buffer
+  // for the gradient of this output, unused until then) and is rounded once into the bf16
+  // attn_out_ the projection saves.
+  if (ctx.bf16) PSZERO_RETURN_IF_ERROR(EnsureBuffer(dattn_, n * dl, ctx));
+  float* attn_f32 = ctx.bf16 ? dattn_.data<float>() : attn_out_.data<float>();
   const float* q = qkv_out_.data<float>();
-  PSZERO_RETURN_IF_ERROR(kernels::AttentionForward(shape_, q, q + dl, q + 2 * dl, 3 * dl,
-                                                   probs_.data<float>(), attn_out_.data<float>(),
-                                                   dl, ctx.kernels));
-  PSZERO_RETURN_IF_ERROR(
-      proj_.Forward(ctx, params, attn_out_.data<float>(), n, branch_.data<float>()));
+  PSZERO_RETURN_IF_ERROR(kernels::AttentionForward(
+      shape_, q, q + dl, q + 2 * dl, 3 * dl, probs_.data<float>(), attn_f32, dl, ctx.kernels));
+  if (ctx.bf16) {
+    PSZERO_RETURN_IF_ERROR(kernels::Cast(attn_f32, DType::kFloat32, attn_out_.data(),
+                                         DType::kBFloat16, n * dl, ctx.kernels));
+    PSZERO_RETURN_IF_ERROR(
+        proj_.Forward(ctx, params, attn_out_.data<bf16_t>(), n, branch_.data<float>()));
+  } else {
+    PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, attn_f32, n, branch_.data<float>()));
+  }
   return kernels::Add(x, branch_.data<float>(), out, n * d_, ctx.kernels);
 }
 
@@ -228,15 +290,23 @@ Status MlpBlock::Forward(const ModelContext& ctx, ParamBuffer& params, const flo
                          float* out) {
   n_ = n;
   const int64_t hl = fc_.local_out();
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(ln_out_, n * d_, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(ln_out_, n * d_, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(hidden_, n * hl, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(act_, n * hl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(act_, n * hl, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(branch_, n * d_, ctx));
-  PSZERO_RETURN_IF_ERROR(ln_.Forward(ctx, params, x, n, ln_out_.data<float>()));
-  PSZERO_RETURN_IF_ERROR(fc_.Forward(ctx, params, ln_out_.data<float>(), n, hidden_.data<float>()));
   PSZERO_RETURN_IF_ERROR(
-      kernels::GeluForward(hidden_.data<float>(), act_.data<float>(), n * hl, ctx.kernels));
-  PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, act_.data<float>(), n, branch_.data<float>()));
+      NormThenLinear(ctx, params, ln_, fc_, x, n, ln_out_, hidden_.data<float>()));
+  if (ctx.bf16) {
+    PSZERO_RETURN_IF_ERROR(
+        kernels::GeluForward(hidden_.data<float>(), act_.data<bf16_t>(), n * hl, ctx.kernels));
+    PSZERO_RETURN_IF_ERROR(
+        proj_.Forward(ctx, params, act_.data<bf16_t>(), n, branch_.data<float>()));
+  } else {
+    PSZERO_RETURN_IF_ERROR(
+        kernels::GeluForward(hidden_.data<float>(), act_.data<float>(), n * hl, ctx.kernels));
+    PSZERO_RETURN_IF_ERROR(
+        proj_.Forward(ctx, params, act_.data<float>(), n, branch_.data<float>()));
+  }
   return kernels::Add(x, branch_.data<float>(), out, n * d_, ctx.kernels);
 }
 

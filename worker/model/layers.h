@@ -11,8 +11,8 @@
 //  * AttentionBlock: x + RowParallel(attention(ColumnParallel QKV(LN(x)))), heads/T per rank.
 //  * MlpBlock: x + RowParallel(GELU(ColumnParallel(LN(x)))).
 // Parameter gradients accumulate (+=); activation gradients are overwritten. Layers are
-// fp32, with bf16 GEMM operands (fp32 accumulation) when the context says so, and run
-// only kernels: every buffer they touch lives on the kernel context's device (host or
+// fp32, or mixed precision when the context says so (ModelContext::bf16), and run only
+// kernels: every buffer they touch lives on the kernel context's device (host or
 // CUDA), and on CUDA they enqueue work on its stream without waiting for it.
 #pragma once
 
@@ -34,15 +34,30 @@ struct ModelContext {
   kernels::KernelContext kernels = kernels::KernelContext::Host();
   TensorParallel* tp = nullptr;  // required
   MemoryTracker* tracker = nullptr;
-  bool bf16 = false;  // bf16 GEMM operands (needs the ParamBuffer's bf16 copy)
+  // Mixed precision (needs the ParamBuffer's bf16 copy): bf16 GEMM operands with fp32
+  // accumulation, and the activations that feed a weight GEMM (LayerNorm, attention and
+  // GELU outputs) kept in bf16 only. The residual stream, GEMM outputs (qkv, GELU's input,
+  // attention probabilities) and all gradients stay fp32.
+  bool bf16 = false;
   // How the ParamBuffer is laid out and held (param_buffer.h): a sync strategy's choice.
   int64_t unit_align = 1;
   ParamStorage storage;
+  // bf16 mode: where backward casts a GEMM's output gradient for the bf16 GEMMs. It lives
+  // only within one MatmulWeightBackward, so one buffer (grown to the largest) serves a
+  // whole model: Model points this at one it owns. Null: each Linear keeps its own.
+  Tensor* grad_bf16_scratch = nullptr;
 };
 
 // A fp32 activation buffer of n elements on the context's device; reallocated only when n
 // changes.
 Status EnsureBuffer(Tensor& t, int64_t n, const ModelContext& ctx);
+// A buffer for an activation that feeds a GEMM: bf16 when ctx.bf16, else fp32 (as above).
+Status EnsureGemmInput(Tensor& t, int64_t n, const ModelContext& ctx);
+
+// The bf16 gradient scratch to use: the context's shared one, else `own`.
+inline Tensor& GradBf16Scratch(const ModelContext& ctx, Tensor& own) {
+  return ctx.grad_bf16_scratch != nullptr ? *ctx.grad_bf16_scratch : own;
+}
 
 // The fp32 values of parameter `view`: the parameter itself, or with bf16-only storage
 // (no fp32 parameters) its bf16 values upcast into `scratch` (an activation buffer). For
@@ -62,41 +77,59 @@ class Linear {
   int64_t local_out() const { return local_out_; }
 
   // y [n, local_out] = x [n, local_in] W^T + b (row-parallel: all-reduced, then + b).
+  // With ctx.bf16 a fp32 x is cast into a bf16 copy the layer owns.
   Status Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n, float* y);
+  // The same for an x already in bf16 (needs ctx.bf16): no copy, x itself is saved.
+  Status Forward(const ModelContext& ctx, ParamBuffer& params, const bf16_t* x, int64_t n,
+                 float* y);
   // dW += dy^T x, db += sum dy; dx [n, local_in] = dy W (column-parallel: all-reduced).
   // Needs the x of the last Forward (kept by pointer: the caller keeps it alive).
   Status Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
                   float* dx);
 
  private:
+  Status AddBias(const ModelContext& ctx, ParamBuffer& params, int64_t n, float* y);
+
   Parallel parallel_ = Parallel::kNone;
   int weight_ = -1;
   int bias_ = -1;
   int64_t local_in_ = 0;
   int64_t local_out_ = 0;
-  const float* x_ = nullptr;
-  Tensor bias_f32_;  // upcast bias (bf16-only storage)
-  Tensor x_bf16_;    // bf16 copy of x (bf16 mode)
-  Tensor dy_bf16_;   // bf16 copy of dy (bf16 mode)
+  const float* x_ = nullptr;        // fp32 mode: the last x
+  const bf16_t* x_bf16_ = nullptr;  // bf16 mode: the last x (the caller's, or x_copy_)
+  Tensor bias_f32_;                 // upcast bias (bf16-only storage)
+  Tensor x_copy_;                   // bf16 copy of a fp32 x (bf16 mode)
+  Tensor dy_bf16_;                  // bf16 copy of dy (bf16 mode, no shared scratch)
 };
 
 // y = x W^T for a row-major W given by pointer (fp32 or bf16 view of a ParamBuffer), and
-// the two backward GEMMs; the bf16 operands are cast into the scratch tensors.
+// the two backward GEMMs. fp32 mode uses w and the fp32 x; bf16 mode uses w_bf16 and a
+// bf16 x: MatmulWeightT's fp32-x form casts x into `x_bf16` (which backward then reads),
+// its bf16-x form takes x as it is. dy is cast into the scratch `dy_bf16` (grown when
+// smaller than dy, never shrunk).
 Status MatmulWeightT(const ModelContext& ctx, const float* x, int64_t n, int64_t in, const float* w,
                      const bf16_t* w_bf16, int64_t out, float* y, Tensor& x_bf16);
+Status MatmulWeightT(const ModelContext& ctx, const bf16_t* x, int64_t n, int64_t in,
+                     const bf16_t* w_bf16, int64_t out, float* y);
 Status MatmulWeightBackward(const ModelContext& ctx, const float* dy, int64_t n, int64_t out,
-                            const float* w, const bf16_t* w_bf16, int64_t in, const Tensor& x_bf16,
+                            const float* w, const bf16_t* w_bf16, int64_t in, const bf16_t* x_bf16,
                             const float* x, float* dw, float* dx, Tensor& dy_bf16);
 
 class LayerNorm {
  public:
   Status Declare(ParamBuffer& params, const std::string& name, int64_t dim);
   Status Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n, float* y);
+  // The same with y rounded to bf16 (statistics and arithmetic fp32).
+  Status Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n,
+                 bf16_t* y);
   // dx may not alias dy.
   Status Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
                   float* dx);
 
  private:
+  template <typename Y>
+  Status ForwardImpl(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n, Y* y);
+
   int gamma_ = -1;
   int beta_ = -1;
   int64_t dim_ = 0;
@@ -123,7 +156,9 @@ class AttentionBlock {
   int64_t d_ = 0;
   int64_t heads_ = 0;
   kernels::AttentionShape shape_;
-  Tensor ln_out_, qkv_out_, probs_, attn_out_, branch_, dattn_, dqkv_, dprobs_, dln_;
+  Tensor ln_out_, attn_out_;  // bf16 in bf16 mode (EnsureGemmInput)
+  Tensor qkv_out_, probs_, branch_, dqkv_, dprobs_, dln_;
+  Tensor dattn_;  // fp32 [n, d/T]: bf16 mode's forward scratch, then attn_out_'s gradient
 };
 
 // out = x + RowParallel(GELU(ColumnParallel(LN(x)))). x [n, d].
@@ -141,7 +176,9 @@ class MlpBlock {
   Linear proj_;
   int64_t d_ = 0;
   int64_t n_ = 0;
-  Tensor ln_out_, hidden_, act_, branch_, dhidden_, dln_;
+  Tensor ln_out_, act_;  // bf16 in bf16 mode (EnsureGemmInput)
+  Tensor hidden_;        // fc's fp32 output: GELU backward reads it
+  Tensor branch_, dhidden_, dln_;
 };
 
 }  // namespace pszero::model

@@ -69,7 +69,9 @@ class Model::GradScratch final : public LayerHooks {
 };
 
 Model::Model(const ModelConfig& config, const ModelContext& ctx)
-    : config_(config), ctx_(ctx), params_(ctx.tp->rank(), ctx.tp->size(), ctx.unit_align) {}
+    : config_(config), ctx_(ctx), params_(ctx.tp->rank(), ctx.tp->size(), ctx.unit_align) {
+  ctx_.grad_bf16_scratch = &grad_bf16_scratch_;
+}
 
 Model::~Model() = default;
 

@@ -15,7 +15,9 @@
 // (ParamStorage::fp32_copies false) the layers read the bf16 parameters, and each unit's
 // backward accumulates into an fp32 scratch (activations; at most two units' worth, GPT's
 // embedding being open through the whole backward) that is cast once into the unit's bf16
-// gradients before GradientsReady(unit) reaches the hooks. Not thread-safe.
+// gradients before GradientsReady(unit) reaches the hooks. In bf16 mode every layer casts
+// its output gradient into one scratch the model owns (ModelContext::grad_bf16_scratch).
+// Not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -60,8 +62,9 @@ class Model {
   virtual Status AfterInitialize(uint64_t /*seed*/) { return Status::Ok(); }
 
   ModelConfig config_;
-  ModelContext ctx_;
+  ModelContext ctx_;  // its grad_bf16_scratch is grad_bf16_scratch_
   ParamBuffer params_;
+  Tensor grad_bf16_scratch_;  // bf16 mode: every layer's dy cast, one at a time
 
  private:
   class GradScratch;
