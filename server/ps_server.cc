@@ -6,6 +6,8 @@
 #include <string>
 
 #include <glog/logging.h>
+
+#include "kernels/cast.h"
 #include "kernels/reduce.h"
 
 namespace pszero::ps {
@@ -34,12 +36,17 @@ namespace {
 constexpr int kMaxWorkers = 1 << 16;
 constexpr int kMaxSlices = 1 << 24;
 enum class SlotState : uint8_t { kFree, kReceiving, kFull };
+
+bool WireDType(uint8_t dtype) {
+  return dtype == static_cast<uint8_t>(DType::kFloat32) ||
+         dtype == static_cast<uint8_t>(DType::kBFloat16);
+}
 }  // namespace
 
 struct PsServer::LocalSlice {
   struct Worker {
-    std::vector<float> slot;        // push landing zone
-    std::vector<float> reply_copy;  // ssp/asp: the parameters as sent by a pull reply
+    std::vector<std::byte> slot;        // push landing zone (the key space's dtype)
+    std::vector<std::byte> reply_copy;  // ssp/asp: the parameters as sent by a pull reply
     SlotState state = SlotState::kFree;
     int peer = -1;
     int64_t pushes = 0;  // pushes landed (bsp) / applied (ssp, asp)
@@ -54,20 +61,25 @@ struct PsServer::LocalSlice {
   };
   Slice slice;
   uint32_t key_space = 0;
+  DType dtype = DType::kFloat32;  // of pushes and pulls (the key space's)
   bool initialized = false;
-  std::vector<float> params;
-  std::vector<float> state1;  // AdamW m or SGD momentum
-  std::vector<float> state2;  // AdamW v
+  std::vector<float> params;        // the fp32 master
+  std::vector<bf16_t> params_bf16;  // bf16 key spaces: the master's rounding, what pulls get
+  std::vector<float> state1;        // AdamW m or SGD momentum
+  std::vector<float> state2;        // AdamW v
   std::vector<Worker> workers;
   std::vector<const void*> sum_inputs;  // preallocated kernels::Sum argument
   int arrived = 0;                      // bsp: pushes of the current step landed
   int64_t applied_steps = 0;            // bsp steps applied
   int64_t updates = 0;                  // optimizer steps taken
+  // Bytes of one push or pull payload.
+  size_t slot_bytes() const { return static_cast<size_t>(slice.numel) * DTypeSize(dtype); }
 };
 
 struct PsServer::KeySpace {
   uint32_t id = 0;
   int num_workers = 0;
+  DType dtype = DType::kFloat32;
   SliceMap map;
   std::vector<int> local_of;  // global slice index -> index in `slices`, or -1
   std::vector<std::unique_ptr<LocalSlice>> slices;
@@ -143,9 +155,9 @@ Result<int> PsServer::Serve(std::chrono::milliseconds timeout) {
 // Finds (creating on first contact: the header carries the key space's geometry) the
 // slice a request names, and checks everything the header claims against this server's map.
 Result<PsServer::LocalSlice*> PsServer::Validate(const RequestHeader& h, int peer, bool need_init) {
-  if (h.dtype != static_cast<uint8_t>(DType::kFloat32)) {
+  if (!WireDType(h.dtype)) {
     return Status::InvalidArgument("dtype " + std::to_string(h.dtype) +
-                                   " rejected: the ps server stores fp32 only");
+                                   " rejected: a key space is fp32 or bf16");
   }
   if (h.num_workers < 1 || h.worker < 0 || h.worker >= h.num_workers) {
     return Status::InvalidArgument("worker " + std::to_string(h.worker) + " of " +
@@ -165,6 +177,7 @@ Result<PsServer::LocalSlice*> PsServer::Validate(const RequestHeader& h, int pee
     auto space = std::make_unique<KeySpace>();
     space->id = h.key_space;
     space->num_workers = h.num_workers;
+    space->dtype = static_cast<DType>(h.dtype);
     space->map = std::move(map).value();
     space->local_of.assign(static_cast<size_t>(space->map.num_slices()), -1);
     const bool adamw = options_.optimizer == OptimizerKind::kAdamW;
@@ -176,20 +189,31 @@ Result<PsServer::LocalSlice*> PsServer::Validate(const RequestHeader& h, int pee
         auto s = std::make_unique<LocalSlice>();
         s->slice = space->map.slice(idx);
         s->key_space = h.key_space;
+        s->dtype = space->dtype;
         const auto n = static_cast<size_t>(s->slice.numel);
+        const size_t wire_bytes = n * DTypeSize(s->dtype);
         s->params.assign(n, 0.0f);
+        if (s->dtype == DType::kBFloat16) s->params_bf16.assign(n, bf16_t{});
         if (adamw || sgd_momentum) s->state1.assign(n, 0.0f);
         if (adamw) s->state2.assign(n, 0.0f);
         s->workers.resize(static_cast<size_t>(h.num_workers));
         for (auto& w : s->workers) {
-          w.slot.assign(n, 0.0f);
-          if (options_.consistency != Consistency::kBsp) w.reply_copy.assign(n, 0.0f);
+          w.slot.assign(wire_bytes, std::byte{0});
+          if (options_.consistency != Consistency::kBsp)
+            w.reply_copy.assign(wire_bytes, std::byte{0});
         }
         s->sum_inputs.resize(static_cast<size_t>(h.num_workers));
-        held_bytes += static_cast<int64_t>(
-            4 * (s->params.size() + s->state1.size() + s->state2.size() +
-                 (s->workers[0].slot.size() + s->workers[0].reply_copy.size()) *
-                     static_cast<size_t>(h.num_workers)));
+        // bf16 with more workers than one Sum call takes: the fp32 sum of the slots.
+        if (s->dtype == DType::kBFloat16 && h.num_workers > kernels::kMaxSumInputs &&
+            sum_fp32_.size() < n) {
+          held_bytes += static_cast<int64_t>(4 * (n - sum_fp32_.size()));
+          sum_fp32_.resize(n);
+        }
+        held_bytes +=
+            static_cast<int64_t>(4 * (s->params.size() + s->state1.size() + s->state2.size()) +
+                                 2 * s->params_bf16.size() +
+                                 (s->workers[0].slot.size() + s->workers[0].reply_copy.size()) *
+                                     static_cast<size_t>(h.num_workers));
         space->local_of[static_cast<size_t>(idx)] = static_cast<int>(space->slices.size());
         space->slices.push_back(std::move(s));
       }
@@ -205,6 +229,11 @@ Result<PsServer::LocalSlice*> PsServer::Validate(const RequestHeader& h, int pee
     it = spaces_.emplace(h.key_space, std::move(space)).first;
   }
   KeySpace& space = *it->second;
+  if (static_cast<DType>(h.dtype) != space.dtype) {
+    return Status::InvalidArgument("dtype " + std::string(DTypeName(static_cast<DType>(h.dtype))) +
+                                   " does not match key space " + std::to_string(h.key_space) +
+                                   "'s " + std::string(DTypeName(space.dtype)));
+  }
   if (h.total_numel != space.map.numel() || h.num_workers != space.num_workers) {
     return Status::InvalidArgument(
         "key space " + std::to_string(h.key_space) + " has " + std::to_string(space.map.numel()) +
@@ -285,6 +314,7 @@ void PsServer::OnInit(const AmInfo& info, std::span<const std::byte> payload) {
                                 " bytes for a slice of " + std::to_string(slice.slice.numel * 4)));
   }
   std::memcpy(slice.params.data(), payload.data(), payload.size());
+  if (Status st = RefreshBf16(slice); !st.ok()) return Reject(info.peer, *h, kAmAck, st);
   slice.initialized = true;
   Ack(info.peer, *h);
   ServeParkedPulls(slice);
@@ -294,7 +324,7 @@ void* PsServer::PushDestination(const AmInfo& info) {
   Result<RequestHeader> h = DecodeHeader<RequestHeader>(info.header);
   if (!h.ok()) return nullptr;
   Result<LocalSlice*> s = Validate(*h, info.peer, /*need_init=*/true);
-  if (!s.ok() || info.payload_bytes != static_cast<size_t>((*s)->slice.numel) * 4) return nullptr;
+  if (!s.ok() || info.payload_bytes != (*s)->slot_bytes()) return nullptr;
   auto& w = (*s)->workers[static_cast<size_t>(h->worker)];
   if (w.state != SlotState::kFree) return nullptr;
   w.state = SlotState::kReceiving;
@@ -314,9 +344,9 @@ void PsServer::OnPush(const AmInfo& info, std::span<const std::byte> payload) {
     if (landed) w.state = SlotState::kFree;
     Reject(info.peer, *h, kAmAck, Status::InvalidArgument(why));
   };
-  if (payload.size() != static_cast<size_t>(s.slice.numel) * 4) {
+  if (payload.size() != s.slot_bytes()) {
     return reject("push of " + std::to_string(payload.size()) + " bytes to slice " +
-                  std::to_string(h->slice) + " of " + std::to_string(s.slice.numel * 4) + " bytes");
+                  std::to_string(h->slice) + " of " + std::to_string(s.slot_bytes()) + " bytes");
   }
   if (!landed && w.state != SlotState::kFree) {
     return reject("push to slice " + std::to_string(h->slice) +
@@ -353,7 +383,8 @@ void PsServer::OnPush(const AmInfo& info, std::span<const std::byte> payload) {
 Status PsServer::Apply(LocalSlice& s, int worker) {
   const int64_t n = s.slice.numel;
   const int d = static_cast<int>(s.workers.size());
-  float* grad = nullptr;
+  const DType dt = s.dtype;
+  void* grad = nullptr;
   if (worker < 0) {
     // bsp: a reply still reading the parameters would see them change: wait for it
     // (RetireReplies calls back here).
@@ -361,6 +392,11 @@ Status PsServer::Apply(LocalSlice& s, int worker) {
       if (w.replying) return Status::Ok();
     }
     grad = s.workers[0].slot.data();
+    // The sum is accumulated in fp32 in ascending worker order and rounded to the key
+    // space's dtype once, as the deterministic collectives do (ReduceOrdered): one Sum call
+    // when it takes every slot; else (bf16) through an fp32 sum.
+    const bool via_fp32 = dt != DType::kFloat32 && d > kernels::kMaxSumInputs;
+    void* acc = via_fp32 ? static_cast<void*>(sum_fp32_.data()) : grad;
     for (int first = 0; first < d; first += kernels::kMaxSumInputs) {
       const int k = std::min(kernels::kMaxSumInputs, d - first);
       for (int i = 0; i < k; ++i)
@@ -368,32 +404,40 @@ Status PsServer::Apply(LocalSlice& s, int worker) {
             s.workers[static_cast<size_t>(first + i)].slot.data();
       PSZERO_RETURN_IF_ERROR(
           kernels::Sum(std::span<const void* const>(s.sum_inputs.data(), static_cast<size_t>(k)),
-                       DType::kFloat32, grad, DType::kFloat32, n,
+                       dt, acc, via_fp32 ? DType::kFloat32 : dt, n,
                        /*accumulate=*/first > 0, ctx_));
     }
+    if (via_fp32) PSZERO_RETURN_IF_ERROR(kernels::Cast(acc, DType::kFloat32, grad, dt, n, ctx_));
   } else {
     grad = s.workers[static_cast<size_t>(worker)].slot.data();
   }
   const float scale =
       options_.grad_scale != 0.0f ? options_.grad_scale : 1.0f / static_cast<float>(d);
+  // bf16 key spaces: the optimizer writes the master's rounding beside it.
+  bf16_t* rounded = s.params_bf16.empty() ? nullptr : s.params_bf16.data();
   Status st;
   switch (options_.optimizer) {
     case OptimizerKind::kNone:
-      std::memcpy(s.params.data(), grad, static_cast<size_t>(n) * 4);
+      if (dt == DType::kFloat32) {
+        std::memcpy(s.params.data(), grad, static_cast<size_t>(n) * 4);
+      } else {
+        st = kernels::Cast(grad, dt, s.params.data(), DType::kFloat32, n, ctx_);
+        if (st.ok()) st = RefreshBf16(s);
+      }
       break;
     case OptimizerKind::kSgd: {
       kernels::SgdParams hp = options_.sgd;
       hp.grad_scale = scale;
-      st = kernels::Sgd(hp, s.params.data(), grad, DType::kFloat32,
-                        s.state1.empty() ? nullptr : s.state1.data(), nullptr, n, ctx_);
+      st = kernels::Sgd(hp, s.params.data(), grad, dt, s.state1.empty() ? nullptr : s.state1.data(),
+                        rounded, n, ctx_);
       break;
     }
     case OptimizerKind::kAdamW: {
       kernels::AdamWParams hp = options_.adamw;
       hp.grad_scale = scale;
       hp.step = s.updates + 1;
-      st = kernels::AdamW(hp, s.params.data(), grad, DType::kFloat32, s.state1.data(),
-                          s.state2.data(), nullptr, n, ctx_);
+      st = kernels::AdamW(hp, s.params.data(), grad, dt, s.state1.data(), s.state2.data(), rounded,
+                          n, ctx_);
       break;
     }
   }
@@ -406,6 +450,12 @@ Status PsServer::Apply(LocalSlice& s, int worker) {
   }
   if (options_.on_update) options_.on_update(worker < 0 ? s.applied_steps : s.updates);
   return st;
+}
+
+Status PsServer::RefreshBf16(LocalSlice& s) {
+  if (s.params_bf16.empty()) return Status::Ok();
+  return kernels::Cast(s.params.data(), DType::kFloat32, s.params_bf16.data(), DType::kBFloat16,
+                       s.slice.numel, ctx_);
 }
 
 bool PsServer::PullReady(const LocalSlice& s, int worker, int64_t clock) {
@@ -555,6 +605,7 @@ void PsServer::OnStateWrite(const AmInfo& info, std::span<const std::byte> paylo
   std::memcpy(s.params.data(), from, n * 4);
   std::memcpy(s.state1.data(), from + n * 4, n * 4);
   std::memcpy(s.state2.data(), from + 2 * n * 4, n * 4);
+  if (Status st = RefreshBf16(s); !st.ok()) return Reject(info.peer, *h, kAmAck, st);
   s.initialized = true;
   s.applied_steps = h->clock;
   s.updates = options_.consistency == Consistency::kBsp
@@ -577,14 +628,15 @@ void PsServer::SendReply(LocalSlice& s, int worker) {
   r.server = options_.server_index;
   r.version = options_.consistency == Consistency::kBsp ? s.applied_steps : s.updates;
   r.request = w.pull_request;
-  const float* source = s.params.data();
+  const size_t bytes = s.slot_bytes();
+  const void* source =
+      s.params_bf16.empty() ? static_cast<const void*>(s.params.data()) : s.params_bf16.data();
   if (options_.consistency != Consistency::kBsp) {
     // Later pushes of other workers change the parameters while the reply is in flight:
     // send a copy.
-    std::memcpy(w.reply_copy.data(), s.params.data(), s.params.size() * 4);
+    std::memcpy(w.reply_copy.data(), source, bytes);
     source = w.reply_copy.data();
   }
-  const size_t bytes = s.params.size() * 4;
   Result<Request> sent = transport_->SendAm(w.peer, kAmReply, HeaderBytes(r), source, bytes);
   ++stats_.pulls;
   stats_.pull_bytes += static_cast<int64_t>(bytes);

@@ -3,8 +3,17 @@
 // For every key space (a TP rank's flat parameter buffer) it holds, for the slices the
 // slice map (common/ps/ps_protocol.h) gives this server: fp32 master parameters, optimizer
 // state (AdamW m and v, or the SGD momentum buffer), one receive slot per data-parallel
-// worker and, under ssp/asp, one pull-reply copy per worker. Pushes land in their worker's
-// slot (zero-copy through AmHandler::payload_destination for rendezvous payloads); bsp
+// worker and, under ssp/asp, one pull-reply copy per worker.
+//
+// Key space dtype (fp32 or bf16): the element type of its pushes and pulls, fixed by the
+// first request that names the key space (every request carries it in `dtype`; one that
+// differs is rejected). A bf16 key space follows the ZeRO mixed-precision split: slots and
+// reply copies are bf16, the master and the optimizer state stay fp32, the bsp sum of the
+// D bf16 pushes is accumulated in fp32 and rounded to bf16 once (as the deterministic
+// collectives reduce bf16), the optimizer reads that bf16 gradient, and pulls get the
+// master's bf16 rounding (kept beside it, refreshed by every update, init and state
+// write). Init and state payloads are the fp32 master in either dtype. Pushes land in their
+// worker's slot (zero-copy through AmHandler::payload_destination for rendezvous payloads); bsp
 // pulls are answered from the parameters themselves. All memory is allocated when a key
 // space is first named by a request, never per message.
 //
@@ -30,7 +39,7 @@
 // is an update), so that AdamW's bias correction continues where the checkpoint stopped.
 // A write is refused while pushes of the slice are pending; a pull reply still in flight
 // may see part of it (a restore happens between steps, before anyone pulls).
-// Bad requests (unknown key space or slice, wrong geometry, dtype other than fp32, a
+// Bad requests (unknown key space or slice, wrong geometry, a dtype other than the key space's, a
 // worker index out of range, a push into a slot still busy) are answered with an error to
 // that worker and change nothing; the server keeps serving.
 //
@@ -125,6 +134,8 @@ class PsServer {
   void Reject(int peer, const RequestHeader& h, uint16_t am, const Status& why);
   void Ack(int peer, const RequestHeader& h);
   Status Apply(LocalSlice& s, int worker);
+  // bf16 key spaces: the master's rounding that pulls are answered with, after a write.
+  Status RefreshBf16(LocalSlice& s);
   void ServeParkedPulls(LocalSlice& s);
   bool PullReady(const LocalSlice& s, int worker, int64_t clock);
   void SendReply(LocalSlice& s, int worker);
@@ -141,6 +152,8 @@ class PsServer {
     Request request;
   };
   std::vector<std::unique_ptr<StateReply>> state_replies_;
+  // bf16 bsp sums of more than kernels::kMaxSumInputs workers: fp32, one slice at a time.
+  std::vector<float> sum_fp32_;
   PsServerStats stats_;
 };
 

@@ -3,7 +3,7 @@
 // buffer into key ranges and assigns them to servers, the consistency modes, and the
 // fixed-size active-message headers.
 //
-// Key spaces: every TP rank's flat fp32 parameter buffer is one key space (id = TP rank);
+// Key spaces: every TP rank's flat parameter buffer is one key space (id = TP rank);
 // its D data-parallel workers push to and pull from it. A key space of `numel` elements is
 // cut into equal slices of about `slice_bytes` (at least one slice per server while there
 // are elements, so small buffers still spread over every server), and slice i lives on
@@ -11,7 +11,8 @@
 // never travels; every request carries the slice's begin and numel and the server rejects
 // a request whose geometry differs from its own map.
 //
-// Messages (AM ids below; headers are trivially copyable structs, payloads raw fp32):
+// Messages (AM ids below; headers are trivially copyable structs, payloads raw elements:
+// pushes and pulls in the key space's dtype, fp32 or bf16; init and state in fp32):
 //   init  worker → server: initial parameters of one slice (sent by DP worker 0 only)
 //   push  worker → server: the gradient of one slice for step `clock`
 //   pull  worker → server: "send me slice k once it satisfies my clock"
@@ -127,7 +128,10 @@ enum class WireCode : int32_t { kOk = 0, kInvalidArgument = 1, kFailedState = 2 
 // Worker → server (init, push, pull, state-read, state-write).
 struct RequestHeader {
   uint32_t magic = kMagic;
-  uint8_t dtype = 0;  // DType of the payload (only fp32 is accepted)
+  // The key space's DType, fp32 or bf16: the element type of push and pull payloads (init
+  // and state payloads are the fp32 master either way). The first request naming a key
+  // space fixes it; a request that differs is rejected.
+  uint8_t dtype = 0;
   uint8_t pad[3] = {};
   uint32_t key_space = 0;
   int32_t slice = 0;

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <numeric>
 
+#include "common/half.h"
 #include "kernels/optimizer.h"
 #include "tests/ps/ps_test_util.h"
 
@@ -357,7 +358,10 @@ TEST(BadInputTest, BadPushesRejectedWhileServingOthers) {
           {"slice id", [](ps::RequestHeader& h) { h.slice = 99; }, 256, "slice 99"},
           {"size", [](ps::RequestHeader&) {}, 12, "push of 12 bytes"},
           {"dtype", [](ps::RequestHeader& h) { h.dtype = static_cast<uint8_t>(DType::kBFloat16); },
-           256, "dtype"},
+           256, "dtype bf16 does not match key space 0's fp32"},
+          {"wire dtype",
+           [](ps::RequestHeader& h) { h.dtype = static_cast<uint8_t>(DType::kInt32); }, 256,
+           "a key space is fp32 or bf16"},
           {"worker", [](ps::RequestHeader& h) { h.worker = 7; }, 256, "worker 7"},
       };
       for (const Bad& bad : bads) {
@@ -383,7 +387,77 @@ TEST(BadInputTest, BadPushesRejectedWhileServingOthers) {
   });
   EXPECT_ALL_OK(run.workers);
   ASSERT_EQ(run.servers.size(), 1u);
-  EXPECT_EQ(run.servers[0].rejected, 4);
+  EXPECT_EQ(run.servers[0].rejected, 5);
+}
+
+// A bf16 key space (mixed precision): 2-byte pushes and pulls, the fp32 master on the
+// server. D = 9 workers push random bf16 gradients; under bsp the server sums them in fp32
+// in ascending worker order and rounds once (more workers than one kernels::Sum call takes,
+// so through its fp32 sum), and with --optimizer none the master becomes that sum: every
+// worker pulls the serial reference's bits. A push in fp32 to the bf16 key space is
+// rejected to that client, and the job goes on.
+TEST(Bf16KeySpaceTest, NineWorkersSumInFp32RoundOnceAndRejectAnFp32Push) {
+  const int S = 2, D = 9;
+  const int64_t numel = 1000;
+  auto grad = [](int w, int64_t i) {
+    // Spread over several binades, so that rounding partial sums would differ.
+    const float x = std::sin(static_cast<float>(i * 31 + w * 7)) * std::ldexp(1.0f, (w + i) % 9);
+    return bf16_t{FloatToBf16Bits(x)};
+  };
+  std::vector<uint16_t> want(static_cast<size_t>(numel));
+  for (int64_t i = 0; i < numel; ++i) {
+    float sum = Bf16BitsToFloat(grad(0, i).bits);
+    for (int w = 1; w < D; ++w) sum += Bf16BitsToFloat(grad(w, i).bits);
+    want[static_cast<size_t>(i)] = FloatToBf16Bits(sum);
+  }
+  ps::PsServerOptions so;
+  so.slice_bytes = 256;
+  so.optimizer = ps::OptimizerKind::kNone;
+  PsRun run = RunPsCluster(S, D, so, [&](int w, Transport& t) -> Status {
+    std::vector<bf16_t> params(numel), grads(numel);
+    for (int64_t i = 0; i < numel; ++i) grads[static_cast<size_t>(i)] = grad(w, i);
+    ps::PsClientOptions o = ClientOptions(w, D, S, so.slice_bytes);
+    o.dtype = DType::kBFloat16;
+    PSZERO_ASSIGN_OR_RETURN(auto client,
+                            ps::PsClient::Create(&t, o, params.data(), grads.data(), numel));
+    // A bf16 key space starts from fp32 values: none given is refused.
+    if (w == 0 && (*client).Initialize(kTimeout).ok()) {
+      return Status::Internal("initialized a bf16 key space without fp32 values");
+    }
+    const std::vector<float> initial(numel, 0.25f);
+    PSZERO_RETURN_IF_ERROR(client->Initialize(kTimeout, initial));
+    for (const bf16_t& p : params) {
+      if (p.bits != FloatToBf16Bits(0.25f)) return Status::Internal("initial pull differs");
+    }
+    if (w == 0) {
+      std::vector<float> fp32(static_cast<size_t>(client->map().slice(0).numel), 1.0f);
+      ps::RequestHeader h = client->Header(0);
+      h.dtype = static_cast<uint8_t>(DType::kFloat32);
+      Status st = client->SendRawPush(0, h, fp32.data(), fp32.size() * 4, kTimeout);
+      if (st.code() != StatusCode::kInvalidArgument ||
+          st.message().find("dtype fp32 does not match key space 0's bf16") == std::string::npos) {
+        return Status::Internal("fp32 push to a bf16 key space gave: " + st.ToString());
+      }
+    }
+    PSZERO_RETURN_IF_ERROR(client->PushGradients(0, numel));
+    PSZERO_RETURN_IF_ERROR(client->EndStep());
+    PSZERO_RETURN_IF_ERROR(client->WaitAll(kTimeout));
+    if (client->stats().push_bytes != numel * 2 || client->stats().pull_bytes != 2 * numel * 2) {
+      return Status::Internal("bf16 payloads: pushed " +
+                              std::to_string(client->stats().push_bytes) + ", pulled " +
+                              std::to_string(client->stats().pull_bytes));
+    }
+    for (int64_t i = 0; i < numel; ++i) {
+      if (params[static_cast<size_t>(i)].bits != want[static_cast<size_t>(i)]) {
+        return Status::Internal("element " + std::to_string(i) + " differs from the serial sum");
+      }
+    }
+    return Status::Ok();
+  });
+  EXPECT_ALL_OK(run.workers);
+  int64_t rejected = 0;
+  for (const auto& s : run.servers) rejected += s.rejected;
+  EXPECT_EQ(rejected, 1);
 }
 
 }  // namespace

@@ -19,13 +19,14 @@ struct PsClient::SliceState {
   Status error;                   // first failure reported by the server
 };
 
-PsClient::PsClient(Transport* transport, PsClientOptions options, SliceMap map,
-                   std::span<float> params, std::span<const float> grads)
+PsClient::PsClient(Transport* transport, PsClientOptions options, SliceMap map, void* params,
+                   const void* grads)
     : transport_(transport),
       options_(std::move(options)),
       map_(std::move(map)),
-      params_(params),
-      grads_(grads),
+      params_(static_cast<std::byte*>(params)),
+      grads_(static_cast<const std::byte*>(grads)),
+      element_bytes_(DTypeSize(options_.dtype)),
       slices_(static_cast<size_t>(map_.num_slices())) {}
 
 PsClient::~PsClient() {
@@ -40,16 +41,34 @@ PsClient::~PsClient() {
 Result<std::unique_ptr<PsClient>> PsClient::Create(Transport* transport, PsClientOptions options,
                                                    std::span<float> params,
                                                    std::span<const float> grads) {
+  if (options.dtype != DType::kFloat32) {
+    return Status::InvalidArgument("ps client: fp32 buffers for a " +
+                                   std::string(DTypeName(options.dtype)) + " key space");
+  }
+  if (params.size() != grads.size()) {
+    return Status::InvalidArgument(
+        "ps client: parameter and gradient buffers must be equal and non-empty");
+  }
+  return Create(transport, std::move(options), params.data(), grads.data(),
+                static_cast<int64_t>(params.size()));
+}
+
+Result<std::unique_ptr<PsClient>> PsClient::Create(Transport* transport, PsClientOptions options,
+                                                   void* params, const void* grads, int64_t numel) {
   if (options.server_ranks.empty()) return Status::InvalidArgument("ps client: no servers");
   if (options.num_workers < 1 || options.worker < 0 || options.worker >= options.num_workers) {
     return Status::InvalidArgument("ps client: worker index out of range");
   }
-  if (params.empty() || params.size() != grads.size()) {
+  if (options.dtype != DType::kFloat32 && options.dtype != DType::kBFloat16) {
+    return Status::InvalidArgument("ps client: a key space is fp32 or bf16, not " +
+                                   std::string(DTypeName(options.dtype)));
+  }
+  if (numel < 1 || params == nullptr || grads == nullptr) {
     return Status::InvalidArgument(
         "ps client: parameter and gradient buffers must be equal and non-empty");
   }
-  Result<SliceMap> map = SliceMap::Create(static_cast<int64_t>(params.size()), options.slice_bytes,
-                                          static_cast<int>(options.server_ranks.size()));
+  Result<SliceMap> map =
+      SliceMap::Create(numel, options.slice_bytes, static_cast<int>(options.server_ranks.size()));
   if (!map.ok()) return map.status();
   std::unique_ptr<PsClient> client(
       new PsClient(transport, std::move(options), std::move(map).value(), params, grads));
@@ -90,7 +109,7 @@ std::string PsClient::ServerName(int server) const {
 RequestHeader PsClient::Header(int slice) const {
   const Slice& s = map_.slice(slice);
   RequestHeader h;
-  h.dtype = static_cast<uint8_t>(DType::kFloat32);
+  h.dtype = static_cast<uint8_t>(options_.dtype);
   h.key_space = options_.key_space;
   h.slice = slice;
   h.worker = options_.worker;
@@ -127,11 +146,21 @@ Status PsClient::SendRequest(uint16_t am, int slice, const void* payload, size_t
   return Status::Ok();
 }
 
-Status PsClient::Initialize(std::chrono::milliseconds timeout) {
+Status PsClient::Initialize(std::chrono::milliseconds timeout, std::span<const float> initial) {
   if (options_.worker == 0) {
+    if (initial.empty() && options_.dtype == DType::kFloat32) {
+      initial = std::span<const float>(reinterpret_cast<const float*>(params_),
+                                       static_cast<size_t>(map_.numel()));
+    }
+    if (initial.size() != static_cast<size_t>(map_.numel())) {
+      return Status::InvalidArgument("ps client: initial values of " +
+                                     std::to_string(initial.size()) + " fp32 elements for a " +
+                                     std::string(DTypeName(options_.dtype)) + " key space of " +
+                                     std::to_string(map_.numel()));
+    }
     for (int i = 0; i < map_.num_slices(); ++i) {
       const Slice& s = map_.slice(i);
-      PSZERO_RETURN_IF_ERROR(SendRequest(kAmInit, i, params_.data() + s.begin,
+      PSZERO_RETURN_IF_ERROR(SendRequest(kAmInit, i, initial.data() + s.begin,
                                          static_cast<size_t>(s.numel) * 4, clock_));
     }
     PSZERO_RETURN_IF_ERROR(WaitAll(timeout));
@@ -155,8 +184,8 @@ Status PsClient::PushSlice(int slice) {
   }
   const Slice& s = map_.slice(slice);
   st.pushed = true;
-  PSZERO_RETURN_IF_ERROR(SendRequest(kAmPush, slice, grads_.data() + s.begin,
-                                     static_cast<size_t>(s.numel) * 4, clock_));
+  PSZERO_RETURN_IF_ERROR(
+      SendRequest(kAmPush, slice, grads_ + Bytes(s.begin), Bytes(s.numel), clock_));
   // The server answers this pull once the push above is applied (bsp: with the others').
   if (options_.pull_on_push) return SendRequest(kAmPull, slice, nullptr, 0, clock_ + 1);
   return Status::Ok();
@@ -252,8 +281,8 @@ void* PsClient::ReplyDestination(const AmInfo& info) {
   Result<ReplyHeader> h = DecodeHeader<ReplyHeader>(info.header);
   if (!h.ok() || h->code != 0 || h->slice < 0 || h->slice >= map_.num_slices()) return nullptr;
   const Slice& s = map_.slice(h->slice);
-  if (info.payload_bytes != static_cast<size_t>(s.numel) * 4) return nullptr;
-  return params_.data() + s.begin;
+  if (info.payload_bytes != Bytes(s.numel)) return nullptr;
+  return ParamsAt(s.begin);
 }
 
 void PsClient::OnReply(const AmInfo& info, std::span<const std::byte> payload) {
@@ -268,12 +297,12 @@ void PsClient::OnReply(const AmInfo& info, std::span<const std::byte> payload) {
         Status::InvalidArgument(ServerName(map_.slice(h->slice).server) +
                                 " rejected the pull of slice " + std::to_string(h->slice) + ": " +
                                 std::string(h->message, strnlen(h->message, sizeof(h->message))));
-  } else if (payload.size() != static_cast<size_t>(s.numel) * 4) {
+  } else if (payload.size() != Bytes(s.numel)) {
     status = Status::Internal(ServerName(s.server) + " sent " + std::to_string(payload.size()) +
                               " bytes for slice " + std::to_string(h->slice));
   } else {
-    float* dest = params_.data() + s.begin;
-    if (payload.data() != reinterpret_cast<const std::byte*>(dest)) {
+    std::byte* dest = ParamsAt(s.begin);
+    if (payload.data() != dest) {
       std::memcpy(dest, payload.data(), payload.size());
     }
     stats_.pull_bytes += static_cast<int64_t>(payload.size());
@@ -482,7 +511,7 @@ Result<ServerCounters> PsClient::QueryServerStats(int server, std::chrono::milli
     return Status::InvalidArgument("ps client: no server " + std::to_string(server));
   }
   RequestHeader h;
-  h.dtype = static_cast<uint8_t>(DType::kFloat32);
+  h.dtype = static_cast<uint8_t>(options_.dtype);
   h.key_space = options_.key_space;
   h.worker = options_.worker;
   h.num_workers = options_.num_workers;

@@ -1,8 +1,9 @@
-// PsClient: one worker's side of the parameter server (the future `ps` SyncStrategy
-// wraps it). It works on two flat fp32 buffers of one key space (a TP rank): the
-// parameters, which pulls overwrite slice by slice, and the twin gradient buffer, which
-// pushes read slice by slice. Both are the caller's; they must outlive the client, and a
-// slice's gradient must stay untouched from its push until WaitAll/WaitParams returns.
+// PsClient: one worker's side of the parameter server (the `ps` SyncStrategy wraps it).
+// It works on two flat buffers of one key space (a TP rank), both of the key space's dtype
+// (PsClientOptions::dtype: fp32, or bf16 for mixed precision): the parameters, which pulls
+// overwrite slice by slice, and the twin gradient buffer, which pushes read slice by slice. Both
+// are the caller's; they must outlive the client, and a slice's gradient must stay untouched from
+// its push until WaitAll/WaitParams returns.
 //
 // A step, the way a training loop drives it:
 //   PushGradients(begin, end)  as each backward bucket is ready: every slice that became
@@ -16,8 +17,9 @@
 //   WaitAll(t)                 everything in flight (pushes acknowledged, pulls landed)
 // Pulls land in place in the parameter buffer (AmHandler::payload_destination).
 //
-// Initialize(): DP worker 0 sends its parameters as the initial values of every slice;
-// then every worker pulls them, so all replicas start from worker 0's parameters.
+// Initialize(): DP worker 0 sends the initial fp32 master (its parameters, or with bf16
+// buffers the fp32 values given) as the initial values of every slice; then every worker
+// pulls them, so all replicas start from worker 0's parameters (bf16: their rounding).
 //
 // Rules the server enforces (and the client keeps): at most one push and one pull of a
 // slice in flight, and a slice is pushed once per step, after its previous pull landed.
@@ -44,6 +46,7 @@
 #include <string>
 #include <vector>
 
+#include "common/dtype.h"
 #include "common/ps/ps_protocol.h"
 #include "common/transport.h"
 
@@ -61,6 +64,9 @@ struct PsClientOptions {
   // pull lands in the parameter buffer while backward may still run: only for callers
   // that no longer read a slice's parameters once its gradients are complete.
   bool pull_on_push = false;
+  // The element type of the parameter and gradient buffers, of pushes and of pulls: fp32
+  // or bf16 (the servers keep the fp32 master either way).
+  DType dtype = DType::kFloat32;
 };
 
 struct PsClientStats {
@@ -72,9 +78,13 @@ struct PsClientStats {
 
 class PsClient {
  public:
+  // fp32 buffers (options.dtype must be fp32).
   static Result<std::unique_ptr<PsClient>> Create(Transport* transport, PsClientOptions options,
                                                   std::span<float> params,
                                                   std::span<const float> grads);
+  // Buffers of `numel` elements of options.dtype each.
+  static Result<std::unique_ptr<PsClient>> Create(Transport* transport, PsClientOptions options,
+                                                  void* params, const void* grads, int64_t numel);
   ~PsClient();
   PsClient(const PsClient&) = delete;
   PsClient& operator=(const PsClient&) = delete;
@@ -83,8 +93,10 @@ class PsClient {
   int64_t clock() const { return clock_; }
   const PsClientStats& stats() const { return stats_; }
 
-  // Worker 0 sends the initial parameters; every worker then pulls them all and waits.
-  Status Initialize(std::chrono::milliseconds timeout);
+  // Worker 0 sends the initial parameters (`initial`, the fp32 master of the whole key
+  // space; empty: the fp32 parameter buffer, which bf16 buffers cannot be); every worker
+  // then pulls them all and waits.
+  Status Initialize(std::chrono::milliseconds timeout, std::span<const float> initial = {});
 
   // Marks gradient elements [begin, end) of this step ready; pushes every slice that is now
   // complete. Elements must not be marked twice in one step.
@@ -138,8 +150,11 @@ class PsClient {
 
  private:
   struct SliceState;
-  PsClient(Transport* transport, PsClientOptions options, SliceMap map, std::span<float> params,
-           std::span<const float> grads);
+  PsClient(Transport* transport, PsClientOptions options, SliceMap map, void* params,
+           const void* grads);
+  // Bytes of `numel` elements of the key space's dtype.
+  size_t Bytes(int64_t numel) const { return static_cast<size_t>(numel) * element_bytes_; }
+  std::byte* ParamsAt(int64_t i) const { return params_ + Bytes(i); }
   std::string ServerName(int server) const;
   void OnAck(const AmInfo& info);
   void* ReplyDestination(const AmInfo& info);
@@ -156,8 +171,9 @@ class PsClient {
   Transport* transport_;
   PsClientOptions options_;
   SliceMap map_;
-  std::span<float> params_;
-  std::span<const float> grads_;
+  std::byte* params_;
+  const std::byte* grads_;
+  size_t element_bytes_;
   std::vector<SliceState> slices_;
   int64_t clock_ = 0;
   uint64_t next_request_ = 1;
