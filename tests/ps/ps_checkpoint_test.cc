@@ -6,6 +6,9 @@
 //    two modes' checkpoints hold the same bytes (model and optimizer files); the same with
 //    T = 2, resumed as zero1 and on one server instead of two; ssp and asp checkpoints
 //    resume (not bit-exact);
+//  * in bf16 (mixed precision: bf16 pushes and pulls, the fp32 master on the servers) ps
+//    ends with allreduce's sha256, its run report's memory and bytes ratios are 1.000, and
+//    its checkpoint resumes as ps and as allreduce with that sha256;
 //  * a server killed with SIGKILL mid-training (fault point "apply<N>": its N-th applied
 //    update), or a worker, makes the launcher restart the job from the newest checkpoint
 //    (--max-restarts): exit 0, the uninterrupted run's sha256, the death logged by the
@@ -96,6 +99,47 @@ TEST(PsCheckpointTest, ResumedInAnyModeEndsBitIdentical) {
   for (const Resume& r : resumes) {
     SCOPED_TRACE(r.what);
     const ProcessResult run = Launch(Cat(r.mode, {"--steps", "4", "--resume", r.from.string()}));
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    EXPECT_NE(run.err.find("resumed from"), std::string::npos) << run.err;
+    EXPECT_EQ(PrintedSha(run.out), want);
+  }
+}
+
+TEST(PsCheckpointTest, Bf16MatchesAllreduceAndResumes) {
+  auto dir = TempDir::Create("pszero-ps-ckpt-bf16");
+  ASSERT_TRUE(dir.ok());
+  const fs::path ck = dir->path() / "ps";
+  const std::string report = (dir->path() / "ps.json").string();
+  const std::vector<std::string> bf16 = {"--precision", "bf16"};
+  const std::vector<std::string> four = {"--steps", "4", "--precision", "bf16"};
+  const ProcessResult ps =
+      Launch(Cat(Cat(kPs, four),
+                 {"--checkpoint-dir", ck.string(), "--checkpoint-every", "2", "--report", report}));
+  ASSERT_EQ(ps.exit_code, 0) << ps.err;
+  const std::string want = PrintedSha(ps.out);
+  ASSERT_EQ(want.size(), 64u) << ps.out;
+  const ProcessResult ar = Launch(Cat(kAllReduce, four));
+  ASSERT_EQ(ar.exit_code, 0) << ar.err;
+  EXPECT_EQ(PrintedSha(ar.out), want) << "ps (bsp) and allreduce differ in bf16";
+
+  // Workers hold bf16 params and grads only (4Ψ) and push and pull 2 bytes per element.
+  std::ifstream in(report);
+  ASSERT_TRUE(in.good()) << report;
+  const nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_TRUE(doc.is_object());
+  ASSERT_EQ(doc["ranks"].size(), 2u);
+  for (const nlohmann::json& rank : doc["ranks"]) {
+    const nlohmann::json& ms = rank["memory"]["model_state"];
+    EXPECT_EQ(ms["formula"], "4Ψ") << ms.dump();
+    EXPECT_NEAR(ms["ratio"].get<double>(), 1.0, 1e-3) << ms.dump();
+    const nlohmann::json& bytes = rank["bytes_per_step"];
+    EXPECT_NEAR(bytes["ratio"].get<double>(), 1.0, 1e-3) << bytes.dump();
+  }
+
+  for (const auto& mode : {kPs, kAllReduce}) {
+    SCOPED_TRACE(mode.back());
+    const ProcessResult run =
+        Launch(Cat(Cat(mode, bf16), {"--steps", "4", "--resume", (ck / "step-00000002").string()}));
     ASSERT_EQ(run.exit_code, 0) << run.err;
     EXPECT_NE(run.err.find("resumed from"), std::string::npos) << run.err;
     EXPECT_EQ(PrintedSha(run.out), want);

@@ -2,7 +2,9 @@
 // path for real. S = 2 servers and D = 2 workers as threads, each worker with its own
 // CudaResources, bsp: the replicas end with the same parameters, which equal the servers'
 // (LocalMoments checks that) and the host mirror; the bf16 copy on the device is the cast
-// of the fp32 parameters; the mirrors are pinned and tracked; the loss falls.
+// of the fp32 parameters; the mirrors are pinned and tracked; the loss falls. Also with
+// bf16-only storage (mixed precision): bf16 mirrors (4 bytes per parameter), and the
+// device's bf16 parameters are the rounding of the servers' fp32 master.
 // Skipped without a CUDA device, and while the model layers cannot live on the device.
 // The same staged code runs on host parameters in ps_sync_test (stage_through_host).
 #include <gtest/gtest.h>
@@ -35,15 +37,19 @@ struct DeviceReplica {
   model::Batch batch;
 };
 
-Result<std::unique_ptr<DeviceReplica>> MakeDeviceReplica(bool bf16, uint64_t seed, int dp_rank,
-                                                         int dp_size) {
+// Storage of a case: fp32, bf16 with fp32 copies, bf16-only storage (SyncPlanFor("ps")).
+enum class Layout { kFp32, kBf16, kBf16Only };
+
+Result<std::unique_ptr<DeviceReplica>> MakeDeviceReplica(Layout precision, uint64_t seed,
+                                                         int dp_rank, int dp_size) {
   auto r = std::make_unique<DeviceReplica>();
   PSZERO_ASSIGN_OR_RETURN(r->cuda, kernels::CudaResources::Create(0));
   model::ModelContext ctx;
   ctx.kernels = kernels::KernelContext::Cuda(r->cuda.get());
   ctx.tp = &r->tp;
   ctx.tracker = &r->tracker;
-  ctx.bf16 = bf16;
+  ctx.bf16 = precision != Layout::kFp32;
+  ctx.storage.fp32_copies = precision != Layout::kBf16Only;
   PSZERO_ASSIGN_OR_RETURN(r->model, model::Model::Create(TinyMlp(), ctx, seed));
   model::DataOptions d;
   d.seed = seed;
@@ -61,18 +67,18 @@ Result<std::vector<T>> Download(const Tensor& t) {
   return out;
 }
 
-class PsSyncDeviceTest : public ::testing::TestWithParam<bool> {};
+class PsSyncDeviceTest : public ::testing::TestWithParam<Layout> {};
 
 TEST_P(PsSyncDeviceTest, DeviceReplicasStayInStepWithTheServersAndLossFalls) {
   if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-  const bool bf16 = GetParam();
+  const Layout precision = GetParam();
   {
-    auto probe = MakeDeviceReplica(bf16, 3, 0, 1);
+    auto probe = MakeDeviceReplica(precision, 3, 0, 1);
     if (!probe.ok() && probe.status().code() == StatusCode::kInvalidArgument) {
       GTEST_SKIP() << "the model cannot live on the device yet: " << probe.status().ToString();
     }
     ASSERT_TRUE(probe.ok()) << probe.status().ToString();
-    if ((*probe)->model->params().params().device() != Device::kCuda) {
+    if ((*probe)->model->params().sync_params().device() != Device::kCuda) {
       GTEST_SKIP() << "the ParamBuffer is not allocated on the device yet";
     }
   }
@@ -84,7 +90,7 @@ TEST_P(PsSyncDeviceTest, DeviceReplicasStayInStepWithTheServersAndLossFalls) {
   so.adamw.lr = 1e-2f;
   std::vector<std::vector<float>> losses(D), finals(D);
   PsRun run = RunPsCluster(S, D, so, [&](int w, Transport& t) -> Status {
-    PSZERO_ASSIGN_OR_RETURN(auto r, MakeDeviceReplica(bf16, 3, w, D));
+    PSZERO_ASSIGN_OR_RETURN(auto r, MakeDeviceReplica(precision, 3, w, D));
     model::ParamBuffer& params = r->model->params();
     train::PsSyncOptions o;
     o.worker_rank = w;
@@ -97,9 +103,11 @@ TEST_P(PsSyncDeviceTest, DeviceReplicasStayInStepWithTheServersAndLossFalls) {
     o.tracker = &r->tracker;
     PSZERO_ASSIGN_OR_RETURN(auto sync, train::PsSync::Create(&params, &t, o, so.slice_bytes));
     const int64_t n = params.numel();
-    if (!sync->staged() || sync->staging_bytes() != 8 * n ||
-        r->tracker.Usage(MemoryCategory::kCommBuffers).live_bytes != 8 * n) {
-      return Status::Internal("device parameters not staged through 8 bytes per parameter");
+    const int64_t per = params.bf16_only() ? 4 : 8;  // bytes of pinned mirror per parameter
+    if (!sync->staged() || sync->staging_bytes() != per * n ||
+        r->tracker.Usage(MemoryCategory::kCommBuffers).live_bytes != per * n) {
+      return Status::Internal("device parameters not staged through " + std::to_string(per) +
+                              " bytes per parameter");
     }
     for (int step = 0; step < steps; ++step) {
       PSZERO_RETURN_IF_ERROR(r->data->Next(step, &r->batch));
@@ -115,7 +123,11 @@ TEST_P(PsSyncDeviceTest, DeviceReplicasStayInStepWithTheServersAndLossFalls) {
     // are the device's.
     PSZERO_RETURN_IF_ERROR(sync->LocalMoments(params).status());
     PSZERO_ASSIGN_OR_RETURN(std::vector<float> mirror, sync->LocalParams(params));
-    PSZERO_ASSIGN_OR_RETURN(std::vector<float> device, Download<float>(params.params()));
+    // bf16-only: LocalParams is the servers' master, which the device holds the rounding of.
+    std::vector<float> device = mirror;
+    if (!params.bf16_only()) {
+      PSZERO_ASSIGN_OR_RETURN(device, Download<float>(params.params()));
+    }
     if (mirror != device) return Status::Internal("device parameters differ from the mirror");
     if (params.has_bf16()) {
       PSZERO_ASSIGN_OR_RETURN(std::vector<bf16_t> b, Download<bf16_t>(params.params_bf16()));
@@ -138,8 +150,13 @@ TEST_P(PsSyncDeviceTest, DeviceReplicasStayInStepWithTheServersAndLossFalls) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Precision, PsSyncDeviceTest, ::testing::Bool(),
-                         [](const auto& info) { return info.param ? "Bf16" : "Fp32"; });
+INSTANTIATE_TEST_SUITE_P(Precision, PsSyncDeviceTest,
+                         ::testing::Values(Layout::kFp32, Layout::kBf16, Layout::kBf16Only),
+                         [](const auto& info) {
+                           return info.param == Layout::kFp32   ? "Fp32"
+                                  : info.param == Layout::kBf16 ? "Bf16"
+                                                                : "Bf16Only";
+                         });
 
 }  // namespace
 }  // namespace pszero::testing

@@ -20,6 +20,7 @@
 #include <string>
 #include <tuple>
 
+#include "common/half.h"
 #include "common/memory.h"
 #include "kernels/optimizer.h"
 #include "tests/model/model_test_util.h"
@@ -57,13 +58,17 @@ struct Replica {
   model::Batch batch;
 };
 
+// `bf16_only`: the ParamBuffer pszero-worker builds for ps in bf16 (SyncPlanFor: bf16
+// parameters and gradients only); else fp32 copies beside the bf16 ones.
 Result<std::unique_ptr<Replica>> MakeReplica(const model::ModelConfig& config, bool bf16,
-                                             uint64_t seed, int dp_rank, int dp_size) {
+                                             uint64_t seed, int dp_rank, int dp_size,
+                                             bool bf16_only = false) {
   auto r = std::make_unique<Replica>();
   model::ModelContext ctx;
   ctx.tp = &r->tp;
   ctx.tracker = &r->tracker;
   ctx.bf16 = bf16;
+  ctx.storage.fp32_copies = !bf16_only;
   PSZERO_ASSIGN_OR_RETURN(r->model, model::Model::Create(config, ctx, seed));
   model::DataOptions d;
   d.seed = seed;
@@ -113,12 +118,23 @@ struct BspCase {
   int workers;
   bool bf16;
   bool overlap;
-  bool staged = false;  // PsSyncOptions::stage_through_host
+  bool staged = false;     // PsSyncOptions::stage_through_host
+  bool bf16_only = false;  // bf16 parameters and gradients only: a bf16 key space
 };
 
 std::string CaseName(const BspCase& c) {
   return "S" + std::to_string(c.servers) + "D" + std::to_string(c.workers) +
-         (c.bf16 ? "Bf16" : "Fp32") + (c.overlap ? "Overlap" : "") + (c.staged ? "Staged" : "");
+         (c.bf16_only ? "Bf16Only"
+          : c.bf16    ? "Bf16"
+                      : "Fp32") +
+         (c.overlap ? "Overlap" : "") + (c.staged ? "Staged" : "");
+}
+
+// The fp32 parameters of the run: the resident ones, or with bf16-only storage the
+// servers' master (PsSync::LocalParams).
+Result<std::vector<float>> MasterOf(model::Model& m, train::PsSync& sync) {
+  if (m.params().bf16_only()) return sync.LocalParams(m.params());
+  return ParamsOf(m);
 }
 
 class PsSyncBspTest : public ::testing::TestWithParam<BspCase> {};
@@ -133,10 +149,19 @@ TEST_P(PsSyncBspTest, BitIdenticalToSerialAscendingSumAndAdamW) {
   // Reference: one model; each step, the D replicas' gradients in ascending rank order,
   // summed in fp32, then AdamW (grad_scale 1/D, 1-based step), as the deterministic
   // collective modes do.
-  auto ref = MakeReplica(config, c.bf16, seed, 0, 1);
+  // bf16-only storage: the replicas' bf16 gradients summed in fp32, rounded to bf16 once,
+  // and AdamW on an fp32 master that starts from the seed's values, writing its rounding
+  // into the bf16 parameters (the data-parallel modes' mixed precision).
+  auto ref = MakeReplica(config, c.bf16, seed, 0, 1, c.bf16_only);
   ASSERT_TRUE(ref.ok()) << ref.status().ToString();
   model::ParamBuffer& rp = (*ref)->model->params();
   const auto n = static_cast<size_t>(rp.numel());
+  std::vector<float> master;
+  std::vector<bf16_t> rounded_sum(n);
+  if (c.bf16_only) {
+    master.resize(n);
+    rp.InitialValues(0, rp.numel(), master.data());
+  }
   std::vector<std::unique_ptr<model::DataSource>> parts;
   for (int d = 0; d < D; ++d) {
     model::DataOptions o;
@@ -158,18 +183,28 @@ TEST_P(PsSyncBspTest, BitIdenticalToSerialAscendingSumAndAdamW) {
       ASSERT_TRUE(loss.ok());
       ref_loss[static_cast<size_t>(d)].push_back(*loss);
       ASSERT_TRUE((*ref)->model->Backward(nullptr).ok());
-      const float* g = rp.grads().data<float>();
-      for (size_t i = 0; i < n; ++i) sum[i] = d == 0 ? g[i] : sum[i] + g[i];
+      for (size_t i = 0; i < n; ++i) {
+        const float g = c.bf16_only ? Bf16BitsToFloat(rp.grads_bf16().data<bf16_t>()[i].bits)
+                                    : rp.grads().data<float>()[i];
+        sum[i] = d == 0 ? g : sum[i] + g;
+      }
     }
     kernels::AdamWParams hp;
     hp.step = step + 1;
     hp.grad_scale = 1.0f / static_cast<float>(D);
     bf16_t* b = rp.has_bf16() ? rp.params_bf16().data<bf16_t>() : nullptr;
+    if (c.bf16_only) {
+      for (size_t i = 0; i < n; ++i) rounded_sum[i].bits = FloatToBf16Bits(sum[i]);
+      ASSERT_TRUE(kernels::AdamW(hp, master.data(), rounded_sum.data(), DType::kBFloat16, m.data(),
+                                 v.data(), b, rp.numel(), kernels::KernelContext::Host())
+                      .ok());
+      continue;
+    }
     ASSERT_TRUE(kernels::AdamW(hp, rp.params().data<float>(), sum.data(), DType::kFloat32, m.data(),
                                v.data(), b, rp.numel(), kernels::KernelContext::Host())
                     .ok());
   }
-  const std::vector<float> want = ParamsOf(*(*ref)->model);
+  const std::vector<float> want = c.bf16_only ? master : ParamsOf(*(*ref)->model);
   const std::vector<uint16_t> want_bf16 = Bf16Of(*(*ref)->model);
 
   ps::PsServerOptions so;
@@ -183,7 +218,7 @@ TEST_P(PsSyncBspTest, BitIdenticalToSerialAscendingSumAndAdamW) {
   std::vector<int64_t> staging(static_cast<size_t>(D)), comm_buffers(static_cast<size_t>(D));
   std::vector<ps::ServerCounters> server_counters;
   PsRun run = RunPsCluster(S, D, so, [&](int w, Transport& t) -> Status {
-    PSZERO_ASSIGN_OR_RETURN(auto r, MakeReplica(config, c.bf16, seed, w, D));
+    PSZERO_ASSIGN_OR_RETURN(auto r, MakeReplica(config, c.bf16, seed, w, D, c.bf16_only));
     train::PsSyncOptions o = SyncOptions(w, D, S);
     o.overlap_pulls_with_forward = c.overlap;
     o.stage_through_host = c.staged;
@@ -198,16 +233,17 @@ TEST_P(PsSyncBspTest, BitIdenticalToSerialAscendingSumAndAdamW) {
       losses[static_cast<size_t>(w)].push_back(loss);
     }
     PSZERO_RETURN_IF_ERROR(sync->Flush());
-    finals[static_cast<size_t>(w)] = ParamsOf(*r->model);
     finals_bf16[static_cast<size_t>(w)] = Bf16Of(*r->model);
     sent[static_cast<size_t>(w)] = sync->bytes_sent_last_step();
     received[static_cast<size_t>(w)] = sync->bytes_received_last_step();
     if (w == 0) {
       PSZERO_ASSIGN_OR_RETURN(server_counters, sync->ServerStats());
     }
+    PSZERO_ASSIGN_OR_RETURN(finals[static_cast<size_t>(w)], MasterOf(*r->model, *sync));
     return Status::Ok();
   });
   EXPECT_ALL_OK(run.workers);
+  const int64_t wire = c.bf16_only ? 2 : 4;  // bytes per element pushed and pulled
   for (int w = 0; w < D; ++w) {
     const auto i = static_cast<size_t>(w);
     ASSERT_EQ(finals[i].size(), n) << "worker " << w;
@@ -215,36 +251,41 @@ TEST_P(PsSyncBspTest, BitIdenticalToSerialAscendingSumAndAdamW) {
         << "worker " << w << " differs from the serial reference";
     EXPECT_EQ(finals_bf16[i], want_bf16) << "worker " << w << ": bf16 copy";
     EXPECT_EQ(losses[i], ref_loss[i]) << "worker " << w;
-    // Every gradient pushed and every parameter pulled once per step (fp32 payloads).
-    EXPECT_EQ(sent[i], static_cast<int64_t>(n) * 4) << "worker " << w;
+    // Every gradient pushed and every parameter pulled once per step (fp32 payloads, bf16
+    // ones with bf16-only storage).
+    EXPECT_EQ(sent[i], static_cast<int64_t>(n) * wire) << "worker " << w;
     if (!c.overlap) {
-      EXPECT_EQ(received[i], static_cast<int64_t>(n) * 4) << "worker " << w;
+      EXPECT_EQ(received[i], static_cast<int64_t>(n) * wire) << "worker " << w;
     }
-    // Staged: fp32 params and grads mirrored on the host, and tracked.
-    EXPECT_EQ(staging[i], c.staged ? static_cast<int64_t>(n) * 8 : 0) << "worker " << w;
+    // Staged: params and grads mirrored on the host, and tracked.
+    EXPECT_EQ(staging[i], c.staged ? static_cast<int64_t>(n) * 2 * wire : 0) << "worker " << w;
     EXPECT_EQ(comm_buffers[i], staging[i]) << "worker " << w;
   }
   for (const auto& s : run.servers) EXPECT_EQ(s.rejected, 0) << s.last_error;
   // What the servers report over the data plane (for run reports): every worker's
   // gradients of every step arrived (bsp: all of them before worker 0's last pull), and
-  // the memory is params + AdamW m, v + one receive slot per worker.
+  // the memory is the fp32 params + AdamW m, v + one receive slot per worker (bf16 key
+  // space: bf16 slots, and the master's bf16 rounding that pulls are answered with).
   ASSERT_EQ(server_counters.size(), static_cast<size_t>(S));
   int64_t pushed = 0, held = 0;
   for (const auto& sc : server_counters) {
     pushed += sc.push_bytes;
     held += sc.model_bytes;
   }
-  EXPECT_EQ(pushed, int64_t{steps} * D * static_cast<int64_t>(n) * 4);
-  EXPECT_EQ(held, static_cast<int64_t>(n) * 4 * (3 + D));
+  EXPECT_EQ(pushed, int64_t{steps} * D * static_cast<int64_t>(n) * wire);
+  EXPECT_EQ(held, static_cast<int64_t>(n) * (12 + (c.bf16_only ? 2 : 0) + wire * D));
 }
 
 INSTANTIATE_TEST_SUITE_P(
     ServersWorkers, PsSyncBspTest,
-    ::testing::Values(BspCase{1, 2, false, false}, BspCase{2, 2, false, false},
-                      BspCase{2, 4, false, false}, BspCase{2, 2, true, false},
-                      BspCase{2, 2, true, true}, BspCase{1, 2, false, false, true},
-                      BspCase{2, 2, false, false, true}, BspCase{2, 2, false, true, true},
-                      BspCase{2, 2, true, false, true}, BspCase{2, 2, true, true, true}),
+    ::testing::Values(
+        BspCase{1, 2, false, false}, BspCase{2, 2, false, false}, BspCase{2, 4, false, false},
+        BspCase{2, 2, true, false}, BspCase{2, 2, true, true}, BspCase{1, 2, false, false, true},
+        BspCase{2, 2, false, false, true}, BspCase{2, 2, false, true, true},
+        BspCase{2, 2, true, false, true}, BspCase{2, 2, true, true, true},
+        BspCase{1, 2, true, false, false, true}, BspCase{2, 4, true, false, false, true},
+        BspCase{2, 2, true, true, false, true}, BspCase{2, 2, true, false, true, true},
+        BspCase{2, 2, true, true, true, true}),
     [](const auto& info) { return CaseName(info.param); });
 
 class PsSyncLossTest : public ::testing::TestWithParam<std::tuple<ps::Consistency, bool>> {};
@@ -394,7 +435,7 @@ TEST_P(PsSyncCheckpointTest, RestoredIntoFreshServersContinuesBitForBit) {
   };
   std::vector<Saved> saved(static_cast<size_t>(D));
   PsRun a = RunPsCluster(S, D, so, [&](int w, Transport& t) -> Status {
-    PSZERO_ASSIGN_OR_RETURN(auto r, MakeReplica(config, c.bf16, seed, w, D));
+    PSZERO_ASSIGN_OR_RETURN(auto r, MakeReplica(config, c.bf16, seed, w, D, c.bf16_only));
     train::PsSyncOptions o = SyncOptions(w, D, S);
     o.overlap_pulls_with_forward = c.overlap;
     o.stage_through_host = c.staged;
@@ -409,7 +450,7 @@ TEST_P(PsSyncCheckpointTest, RestoredIntoFreshServersContinuesBitForBit) {
       PSZERO_RETURN_IF_ERROR(TrainStep(*r, sync.get(), step).status());
     }
     PSZERO_RETURN_IF_ERROR(sync->Flush());
-    mine.final_params = ParamsOf(*r->model);
+    PSZERO_ASSIGN_OR_RETURN(mine.final_params, MasterOf(*r->model, *sync));
     mine.final_bf16 = Bf16Of(*r->model);
     return Status::Ok();
   });
@@ -421,10 +462,13 @@ TEST_P(PsSyncCheckpointTest, RestoredIntoFreshServersContinuesBitForBit) {
   std::vector<std::vector<float>> finals(static_cast<size_t>(D));
   std::vector<std::vector<uint16_t>> finals_bf16(static_cast<size_t>(D));
   PsRun b = RunPsCluster(S, D, so, [&](int w, Transport& t) -> Status {
-    PSZERO_ASSIGN_OR_RETURN(auto r, MakeReplica(config, c.bf16, seed, w, D));
-    // The servers start from other parameters than the checkpoint's.
-    float* p = r->model->params().params().data<float>();
-    std::fill(p, p + r->model->params().numel(), 0.5f);
+    PSZERO_ASSIGN_OR_RETURN(auto r, MakeReplica(config, c.bf16, seed, w, D, c.bf16_only));
+    // The servers start from other parameters than the checkpoint's (bf16-only: from the
+    // seed's, two steps behind it).
+    if (!c.bf16_only) {
+      float* p = r->model->params().params().data<float>();
+      std::fill(p, p + r->model->params().numel(), 0.5f);
+    }
     train::PsSyncOptions o = SyncOptions(w, D, S);
     o.overlap_pulls_with_forward = c.overlap;
     o.stage_through_host = c.staged;
@@ -437,12 +481,13 @@ TEST_P(PsSyncCheckpointTest, RestoredIntoFreshServersContinuesBitForBit) {
       return Status::Internal("Restore without a step gave " + no_step.ToString());
     }
     PSZERO_RETURN_IF_ERROR(sync->RestoreAt(from.params, from.moments, 2));
-    if (ParamsOf(*r->model) != from.params) return Status::Internal("restored params differ");
+    PSZERO_ASSIGN_OR_RETURN(std::vector<float> restored, MasterOf(*r->model, *sync));
+    if (restored != from.params) return Status::Internal("restored params differ");
     for (int step = 2; step < 4; ++step) {
       PSZERO_RETURN_IF_ERROR(TrainStep(*r, sync.get(), step).status());
     }
     PSZERO_RETURN_IF_ERROR(sync->Flush());
-    finals[static_cast<size_t>(w)] = ParamsOf(*r->model);
+    PSZERO_ASSIGN_OR_RETURN(finals[static_cast<size_t>(w)], MasterOf(*r->model, *sync));
     finals_bf16[static_cast<size_t>(w)] = Bf16Of(*r->model);
     return Status::Ok();
   });
@@ -458,13 +503,17 @@ INSTANTIATE_TEST_SUITE_P(Cases, PsSyncCheckpointTest,
                          ::testing::Values(BspCase{2, 2, false, false}, BspCase{1, 2, true, true},
                                            BspCase{2, 4, true, false},
                                            BspCase{2, 2, false, false, true},
-                                           BspCase{1, 2, true, true, true}),
+                                           BspCase{1, 2, true, true, true},
+                                           BspCase{2, 2, true, false, false, true},
+                                           BspCase{1, 2, true, true, true, true}),
                          [](const auto& info) {
                            const BspCase& c = info.param;
                            return std::to_string(c.servers) + "servers" +
                                   std::to_string(c.workers) + "workers" +
-                                  (c.bf16 ? "Bf16" : "Fp32") + (c.overlap ? "Overlap" : "") +
-                                  (c.staged ? "Staged" : "");
+                                  (c.bf16_only ? "Bf16Only"
+                                   : c.bf16    ? "Bf16"
+                                               : "Fp32") +
+                                  (c.overlap ? "Overlap" : "") + (c.staged ? "Staged" : "");
                          });
 
 TEST(PsSyncSspTest, NeverReadsBeyondStalenessWithASlowWorker) {

@@ -257,6 +257,14 @@ TEST(SyncPlanTest, FormulasOfThePaper) {
   EXPECT_EQ(PredictModelState("zero1", psi, 4, true).total(), 4 * psi + 12 * psi / 4);
   EXPECT_EQ(PredictModelState("zero2", psi, 4, true).total(), 2 * psi + 14 * psi / 4);
   EXPECT_EQ(PredictModelState("zero3", psi, 4, true).total(), 16 * psi / 4);
+  // ps: the worker's params and grads; the master and the optimizer are on the servers.
+  EXPECT_EQ(PredictModelState("ps", psi, 4, false).total(), 8 * psi);
+  EXPECT_EQ(PredictModelState("ps", psi, 4, true).total(), 4 * psi);
+  EXPECT_EQ(PredictModelState("ps", psi, 4, true).formula, "4Ψ");
+  EXPECT_EQ(TrafficElementBytes("ps", false), 4);
+  EXPECT_EQ(TrafficElementBytes("ps", true), 2);
+  EXPECT_FALSE(SyncPlanFor("ps", 2)->storage.fp32_copies);
+  EXPECT_TRUE(SyncPlanFor("single", 1)->storage.fp32_copies);
   EXPECT_DOUBLE_EQ(TheoryElementsPerStep("zero1", psi, 4), 2.0 * psi * 3 / 4);
   EXPECT_DOUBLE_EQ(TheoryElementsPerStep("zero3", psi, 4), 3.0 * psi * 3 / 4);
   EXPECT_FALSE(SyncPlanFor("gossip", 2).ok());

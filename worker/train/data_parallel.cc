@@ -13,10 +13,11 @@ Result<SyncPlan> SyncPlanFor(std::string_view mode, int dp_size) {
   SyncPlan plan;
   // 16 floats: a piece of every unit starts on a 64-byte line.
   plan.unit_align = 16 * static_cast<int64_t>(std::max(dp_size, 1));
-  if (mode == "ps" || mode == "single") return plan;
-  // bf16 compute: bf16 parameters and gradients only; the strategy keeps the fp32 master.
+  if (mode == "single") return plan;
+  // bf16 compute: bf16 parameters and gradients only; the strategy (ps: the servers) keeps
+  // the fp32 master.
   plan.storage.fp32_copies = false;
-  if (mode == "allreduce" || mode == "zero1") return plan;
+  if (mode == "allreduce" || mode == "zero1" || mode == "ps") return plan;
   if (mode == "zero2") {
     plan.storage.grads_resident = false;
     return plan;
@@ -90,8 +91,8 @@ ModelStateBytes PredictModelState(std::string_view mode, int64_t psi, int dp_siz
   } else if (mode == "zero3") {
     b = {p * psi / d, g * psi / d, k * psi / d, ""};
   } else if (mode == "ps") {
-    b = {4 * psi, 4 * psi, 0, ""};
-  } else {  // allreduce, single
+    b = {p * psi, g * psi, 0, ""};  // the master and the optimizer live on the servers
+  } else {                          // allreduce, single
     b = {p * psi, g * psi, k * psi, ""};
   }
   if (mode == "zero1") {
@@ -101,7 +102,7 @@ ModelStateBytes PredictModelState(std::string_view mode, int64_t psi, int dp_siz
   } else if (mode == "zero3") {
     b.formula = "16Ψ/D";
   } else if (mode == "ps") {
-    b.formula = "8Ψ";
+    b.formula = bf16 ? "4Ψ" : "8Ψ";
   } else {
     b.formula = "16Ψ";
   }
@@ -116,7 +117,7 @@ double TheoryElementsPerStep(std::string_view mode, int64_t psi, int dp_size) {
 }
 
 int64_t TrafficElementBytes(std::string_view mode, bool bf16) {
-  return bf16 && mode != "ps" && mode != "single" ? 2 : 4;
+  return bf16 && mode != "single" ? 2 : 4;
 }
 
 DataParallelSync::DataParallelSync(model::ParamBuffer* params, const DataParallelOptions& options)

@@ -107,7 +107,8 @@ Result<SyncPlan> SyncPlanFor(std::string_view mode, int dp_size);
 
 // Model-state bytes of one rank by the ZeRO paper (Ψ = parameters per TP rank, D = group
 // size): fp32 16Ψ, 8Ψ+8Ψ/D, 4Ψ+12Ψ/D, 16Ψ/D; bf16 mixed precision 16Ψ, 4Ψ+12Ψ/D,
-// 2Ψ+14Ψ/D, 16Ψ/D. ps: the worker's params and grads (the servers hold the optimizer).
+// 2Ψ+14Ψ/D, 16Ψ/D. ps: the worker's params and grads, 8Ψ in fp32, 4Ψ in bf16 (the servers
+// hold the master and the optimizer).
 struct ModelStateBytes {
   int64_t params = 0;
   int64_t grads = 0;
@@ -119,8 +120,8 @@ ModelStateBytes PredictModelState(std::string_view mode, int64_t psi, int dp_siz
 // Elements each rank sends per step by the paper: 2Ψ(D-1)/D, or 3Ψ(D-1)/D for zero3; ps
 // pushes Ψ (and pulls Ψ).
 double TheoryElementsPerStep(std::string_view mode, int64_t psi, int dp_size);
-// Bytes per element of that traffic: 2 for the data-parallel modes in bf16 (bf16
-// gradients and parameters), else 4 (ps pushes and pulls fp32).
+// Bytes per element of that traffic: 2 in bf16 (bf16 gradients and parameters, ps pushes
+// and pulls included), else 4; a lone replica ("single") counts 4.
 int64_t TrafficElementBytes(std::string_view mode, bool bf16);
 
 struct DataParallelOptions {

@@ -31,9 +31,11 @@ Status CheckOptions(const PsSyncOptions& o) {
   return kernels::CheckContext(o.kernels);
 }
 
-// Elements [begin, end) of a flat fp32 tensor on its device, as a tensor of their own.
+// Elements [begin, end) of a flat tensor on its device, as a tensor of their own.
 Tensor Range(const Tensor& flat, int64_t begin, int64_t end) {
-  return Tensor::Wrap(flat.data<float>() + begin, {end - begin}, DType::kFloat32, flat.device());
+  return Tensor::Wrap(
+      static_cast<char*>(flat.data()) + begin * static_cast<int64_t>(DTypeSize(flat.dtype())),
+      {end - begin}, flat.dtype(), flat.device());
 }
 
 // What is left until `deadline` (at least 1 ms: a wait still looks once).
@@ -61,10 +63,12 @@ Result<std::unique_ptr<PsSync>> PsSync::Create(model::ParamBuffer* params, Trans
   if (params == nullptr || params->numel() < 1) {
     return Status::InvalidArgument("ps sync: no parameters");
   }
-  const Tensor& model_params = params->params();
-  const Tensor& model_grads = params->grads();
+  // What the servers keep in step: fp32 parameters and gradients, or with bf16-only storage
+  // the bf16 ones (the fp32 master then lives on the servers only).
+  const Tensor& model_params = params->sync_params();
+  const Tensor& model_grads = params->sync_grads();
   if (!model_params.defined() || !model_grads.defined()) {
-    return Status::InvalidArgument("ps sync: needs resident fp32 parameters and gradients");
+    return Status::InvalidArgument("ps sync: needs resident parameters and gradients");
   }
   if (model_params.device() != options.kernels.device ||
       model_grads.device() != options.kernels.device) {
@@ -73,27 +77,27 @@ Result<std::unique_ptr<PsSync>> PsSync::Create(model::ParamBuffer* params, Trans
         ", the kernel context is for " + std::string(DeviceName(options.kernels.device)));
   }
   std::unique_ptr<PsSync> s(new PsSync(params, options));
-  const auto n = static_cast<size_t>(params->numel());
-  std::span<float> p(model_params.data<float>(), n);
-  std::span<const float> g(model_grads.data<float>(), n);
+  const int64_t n = params->numel();
+  const DType dtype = params->param_dtype();
+  void* p = model_params.data();
+  const void* g = model_grads.data();
   const bool on_device = model_params.device() == Device::kCuda;
   if (on_device || options.stage_through_host) {
     // Pinned for the device's DMA; plain host memory when only forced (no device).
-    const Shape shape{params->numel()};
+    const Shape shape{n};
     auto mirror = [&]() {
-      return on_device ? Tensor::EmptyPinned(shape, DType::kFloat32, MemoryCategory::kCommBuffers,
-                                             options.tracker)
-                       : Tensor::Empty(shape, DType::kFloat32, MemoryCategory::kCommBuffers,
-                                       options.tracker);
+      return on_device
+                 ? Tensor::EmptyPinned(shape, dtype, MemoryCategory::kCommBuffers, options.tracker)
+                 : Tensor::Empty(shape, dtype, MemoryCategory::kCommBuffers, options.tracker);
     };
     PSZERO_ASSIGN_OR_RETURN(s->host_params_, mirror());
     PSZERO_ASSIGN_OR_RETURN(s->host_grads_, mirror());
     PSZERO_RETURN_IF_ERROR(s->host_grads_.ZeroFill());
     // DP rank 0 sends these as the servers' initial values.
     PSZERO_RETURN_IF_ERROR(s->WaitForCompute("the initial parameters"));
-    PSZERO_RETURN_IF_ERROR(s->host_params_.CopyFrom(Range(model_params, 0, params->numel())));
-    p = std::span<float>(s->host_params_.data<float>(), n);
-    g = std::span<const float>(s->host_grads_.data<float>(), n);
+    PSZERO_RETURN_IF_ERROR(s->host_params_.CopyFrom(Range(model_params, 0, n)));
+    p = s->host_params_.data();
+    g = s->host_grads_.data();
     LOG(INFO) << "ps sync: staging " << DeviceName(model_params.device())
               << " parameters and gradients through " << s->staging_bytes() << " bytes of "
               << (s->host_params_.pinned() ? "pinned " : "") << "host memory";
@@ -106,10 +110,19 @@ Result<std::unique_ptr<PsSync>> PsSync::Create(model::ParamBuffer* params, Trans
   for (int r = 0; r < options.num_servers; ++r) co.server_ranks.push_back(r);
   co.slice_bytes = slice_bytes;
   co.pull_on_push = true;
-  PSZERO_ASSIGN_OR_RETURN(s->client_, ps::PsClient::Create(transport, co, p, g));
-  PSZERO_RETURN_IF_ERROR(s->client_->Initialize(options.timeout));
-  if (options.dp_rank == 0) s->init_bytes_ = params->numel() * 4;
-  PSZERO_RETURN_IF_ERROR(s->ApplyParams(0, params->numel()));
+  co.dtype = dtype;
+  PSZERO_ASSIGN_OR_RETURN(s->client_, ps::PsClient::Create(transport, co, p, g, n));
+  // The servers' initial fp32 master: the parameters themselves, or (bf16-only storage)
+  // the seed's fp32 values, which the bf16 parameters are the rounding of, as the other
+  // modes' optimizers start their master from them.
+  std::vector<float> initial;
+  if (options.dp_rank == 0 && params->bf16_only()) {
+    initial.resize(static_cast<size_t>(n));
+    params->InitialValues(0, n, initial.data());
+  }
+  PSZERO_RETURN_IF_ERROR(s->client_->Initialize(options.timeout, initial));
+  if (options.dp_rank == 0) s->init_bytes_ = n * 4;
+  PSZERO_RETURN_IF_ERROR(s->ApplyParams(0, n));
   s->stale_.assign(params->units().size(), false);
   s->sent_at_step_start_ = s->client_->stats().push_bytes;
   s->received_at_step_start_ = s->client_->stats().pull_bytes;
@@ -126,8 +139,20 @@ Status PsSync::WaitForCompute(const char* what) {
                                                           what);
 }
 
-const float* PsSync::host_params() const {
-  return staged() ? host_params_.data<float>() : params_->params().data<float>();
+const void* PsSync::host_params() const {
+  return staged() ? host_params_.data() : params_->sync_params().data();
+}
+
+bool PsSync::MatchesResident(const std::vector<float>& master) const {
+  const size_t n = master.size();
+  if (!params_->bf16_only()) return std::memcmp(host_params(), master.data(), n * 4) == 0;
+  std::vector<bf16_t> rounded(n);
+  if (!kernels::Cast(master.data(), DType::kFloat32, rounded.data(), DType::kBFloat16,
+                     static_cast<int64_t>(n), kernels::KernelContext::Host())
+           .ok()) {
+    return false;
+  }
+  return std::memcmp(host_params(), rounded.data(), n * 2) == 0;
 }
 
 Status PsSync::ApplyParams(int64_t begin, int64_t end) {
@@ -135,9 +160,10 @@ Status PsSync::ApplyParams(int64_t begin, int64_t end) {
     // A cudaMemcpy on the legacy default stream: ordered after the compute stream's work
     // so far (a blocking stream), and before every kernel enqueued after it.
     PSZERO_RETURN_IF_ERROR(
-        Range(params_->params(), begin, end).CopyFrom(Range(host_params_, begin, end)));
+        Range(params_->sync_params(), begin, end).CopyFrom(Range(host_params_, begin, end)));
   }
-  if (!params_->has_bf16()) return Status::Ok();
+  // bf16-only storage: the pulled parameters are the bf16 ones already.
+  if (!params_->has_bf16() || params_->bf16_only()) return Status::Ok();
   return kernels::Cast(params_->params().data<float>() + begin, DType::kFloat32,
                        params_->params_bf16().data<bf16_t>() + begin, DType::kBFloat16, end - begin,
                        options_.kernels);
@@ -153,7 +179,7 @@ Status PsSync::PushGradients(int64_t begin, int64_t end) {
     const ps::Slice& slice = map.slice(i);
     const int64_t b = std::max(begin, slice.begin);
     const int64_t e = std::min(end, slice.begin + slice.numel);
-    PSZERO_RETURN_IF_ERROR(Range(host_grads_, b, e).CopyFrom(Range(params_->grads(), b, e)));
+    PSZERO_RETURN_IF_ERROR(Range(host_grads_, b, e).CopyFrom(Range(params_->sync_grads(), b, e)));
     PSZERO_RETURN_IF_ERROR(client_->PushGradients(b, e));
     PSZERO_RETURN_IF_ERROR(Progress());
   }
@@ -185,7 +211,7 @@ Status PsSync::Step(int64_t /*step*/) {
   if (options_.overlap_pulls_with_forward) {
     // The next step zeroes the gradients: the pushes must have left them.
     PSZERO_RETURN_IF_ERROR(client_->WaitPushes(options_.timeout));
-    stale_.assign(stale_.size(), staged() || params_->has_bf16());
+    stale_.assign(stale_.size(), staged() || (params_->has_bf16() && !params_->bf16_only()));
   } else {
     // Slice by slice, last first (backward pushed them, and so started their pulls, in
     // that order): the first slices to land are applied (copied to the device, cast to
@@ -223,11 +249,13 @@ void PsSync::Abort(const Status& why) { client_->Abort(why); }
 Result<std::vector<float>> PsSync::LocalParams(const model::ParamBuffer& params) {
   PSZERO_RETURN_IF_ERROR(Flush());
   const auto n = static_cast<size_t>(params.numel());
-  if (options_.consistency == ps::Consistency::kBsp) {
+  if (options_.consistency == ps::Consistency::kBsp && !params_->bf16_only()) {
     // The resident copy as the client holds it (after Flush, the model's too).
-    const float* p = host_params();
+    const auto* p = static_cast<const float*>(host_params());
     return std::vector<float>(p, p + n);
   }
+  // ssp/asp, where the resident copy may lag the servers; bf16-only storage, whose
+  // resident parameters are only the rounding of the master the servers hold.
   std::vector<float> server_params(n), m(n), v(n);
   PSZERO_RETURN_IF_ERROR(client_->ReadState(server_params, m, v, options_.timeout)
                              .WithContext("reading the servers' parameters"));
@@ -241,10 +269,9 @@ Result<Moments> PsSync::LocalMoments(const model::ParamBuffer& params) {
   Moments moments{std::vector<float>(n), std::vector<float>(n)};
   PSZERO_RETURN_IF_ERROR(client_->ReadState(server_params, moments.m, moments.v, options_.timeout)
                              .WithContext("reading the optimizer state for a checkpoint"));
-  // Under bsp the checkpoint's parameters are the resident ones (LocalParams): they must be
-  // the servers' bits, or the moments would belong to other parameters.
-  if (options_.consistency == ps::Consistency::kBsp &&
-      std::memcmp(server_params.data(), host_params(), n * 4) != 0) {
+  // Under bsp the resident parameters must be the servers' bits (bf16-only storage: their
+  // rounding), or the moments would belong to other parameters than the checkpoint's.
+  if (options_.consistency == ps::Consistency::kBsp && !MatchesResident(server_params)) {
     return Status::Internal("ps sync: the servers' parameters at clock " +
                             std::to_string(client_->clock()) + " differ from worker " +
                             std::to_string(options_.worker_rank) + "'s");
@@ -290,7 +317,7 @@ Status PsSync::RestoreAt(const std::vector<float>& params, const Moments& moment
   // pulled parameters are the restored ones, on every worker of the group.
   PSZERO_RETURN_IF_ERROR(
       client_->ResumeAt(steps, options_.timeout).WithContext("pulling the restored parameters"));
-  if (std::memcmp(host_params(), params.data(), n * 4) != 0) {
+  if (!MatchesResident(params)) {
     return Status::Internal("ps sync: the servers hold other parameters at step " +
                             std::to_string(steps) +
                             " than the restored ones (servers already past that step?)");

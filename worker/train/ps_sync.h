@@ -25,17 +25,28 @@
 // Initial parameters: DP worker 0 sends its (seed-initialized) parameters as the servers'
 // initial values; every worker then pulls them all (docs/ps.md).
 //
-// What the result equals: under bsp the servers sum the D pushed fp32 gradients of a slice
-// in ascending DP rank order, then run AdamW (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight
-// decay 0.01, grad_scale 1/D, step = the number of updates, i.e. the 1-based step): the
-// same arithmetic as the deterministic collective modes, so ps + bsp is bit-identical to
+// Mixed precision (bf16 compute with bf16-only storage, SyncPlanFor("ps")): the worker
+// holds bf16 parameters and bf16 gradients only (the model casts each unit's fp32 gradient
+// scratch into them before GradientsReady); it pushes bf16 gradients and pulls bf16
+// parameters (the key space is bf16: 2 bytes per element each way). The servers keep the
+// fp32 master and AdamW state, sum the D bf16 pushes in fp32 and round once, run AdamW on
+// the master and answer pulls with its bf16 rounding: the arithmetic of the data-parallel
+// modes in bf16. The initial master sent by DP worker 0 is the seed's fp32 values
+// (ParamBuffer::InitialValues). With fp32 copies beside the bf16 ones (a ParamBuffer made
+// without the plan) the key space is fp32 and the bf16 copy is refreshed from it.
+//
+// What the result equals: under bsp the servers sum the D pushed gradients of a slice in
+// ascending DP rank order in fp32 (bf16: rounded once), then run AdamW (lr 1e-3, betas 0.9/0.999,
+// eps 1e-8, weight decay 0.01, grad_scale 1/D, step = the number of updates, i.e. the 1-based
+// step): the same arithmetic as the deterministic collective modes, so ps + bsp is bit-identical to
 // them. ssp and asp are served as the servers' --consistency says.
 //
 // Checkpoints (AdamW on the servers; docs/checkpoints.md): LocalMoments reads params, m
 // and v of every slice from the server that owns it (waiting until the servers' state has
-// seen this worker's clock). LocalParams is the worker's resident copy under bsp (equal to
-// the servers' after Step; LocalMoments fails with Internal if it is not), and the
-// servers' parameters under ssp/asp, where the resident copy may lag them. Restore: every worker
+// seen this worker's clock). LocalParams is the worker's resident copy under bsp with fp32
+// parameters (equal to the servers' after Step; LocalMoments fails with Internal if it is
+// not), and the servers' fp32 master under ssp/asp, where the resident copy may lag them,
+// and with bf16-only storage, where the resident copy is only its rounding. Restore: every worker
 // takes the restored parameters, DP rank 0 writes params, m and v of every slice to its server with
 // the step clock of the checkpoint (so AdamW's bias correction continues), and every worker then
 // pulls the parameters at that clock, which the servers answer once the write has landed: after
@@ -48,8 +59,9 @@
 // in the parameter buffer in place (zero-copy), so PsSync allocates no tensors of its own.
 //
 // Device parameters (--device cuda; the servers stay on the CPU and the wire is the same):
-// UCX here has no CUDA support, so PsSync stages. It owns host mirrors of the flat fp32
-// params and grads (pinned, 8 bytes per parameter, tracked as comm_buffers) that the
+// UCX here has no CUDA support, so PsSync stages. It owns host mirrors of the flat params
+// and grads of the key space's dtype (pinned; 8 bytes per parameter in fp32, 4 with
+// bf16-only storage; tracked as comm_buffers) that the
 // PsClient works on. GradientsReady(u) waits for the compute stream, then copies u's
 // gradients device→host slice by slice and pushes each slice as soon as it is complete,
 // so a slice's push is on the wire while the next one is copied. Pulls land in the host
@@ -185,8 +197,11 @@ class PsSync final : public SyncStrategy {
   // Gradients [begin, end) are final: when staged, each slice's part is copied into the
   // mirror and pushed as soon as its slice is complete; else pushed in place.
   Status PushGradients(int64_t begin, int64_t end);
-  // The fp32 parameters on the host as the client sees them: the mirror when staged.
-  const float* host_params() const;
+  // The parameters on the host as the client sees them (param_dtype()): the mirror when
+  // staged.
+  const void* host_params() const;
+  // Whether the resident parameters are `master` (bf16-only storage: its rounding).
+  bool MatchesResident(const std::vector<float>& master) const;
   // With device parameters: waits for the compute stream (what it computes: `what`).
   Status WaitForCompute(const char* what);
   Status Progress();
