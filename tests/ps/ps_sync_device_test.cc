@@ -92,13 +92,7 @@ TEST_P(PsSyncDeviceTest, DeviceReplicasStayInStepWithTheServersAndLossFalls) {
   PsRun run = RunPsCluster(S, D, so, [&](int w, Transport& t) -> Status {
     PSZERO_ASSIGN_OR_RETURN(auto r, MakeDeviceReplica(precision, 3, w, D));
     model::ParamBuffer& params = r->model->params();
-    train::PsSyncOptions o;
-    o.worker_rank = w;
-    o.num_workers = D;
-    o.num_servers = S;
-    o.dp_rank = w;
-    o.dp_size = D;
-    o.timeout = milliseconds(30000);
+    train::PsSyncOptions o = SyncOptions(w, D, S);
     o.kernels = r->model->context().kernels;
     o.tracker = &r->tracker;
     PSZERO_ASSIGN_OR_RETURN(auto sync, train::PsSync::Create(&params, &t, o, so.slice_bytes));

@@ -88,18 +88,6 @@ Result<float> TrainStep(Replica& r, train::SyncStrategy* sync, int64_t step) {
   return loss;
 }
 
-train::PsSyncOptions SyncOptions(int w, int D, int S) {
-  train::PsSyncOptions o;
-  o.worker_rank = w;
-  o.num_workers = D;
-  o.num_servers = S;
-  o.dp_rank = w;
-  o.dp_size = D;
-  o.tp_rank = 0;
-  o.timeout = kTimeout;
-  return o;
-}
-
 std::vector<float> ParamsOf(model::Model& m) {
   const float* p = m.params().params().data<float>();
   return std::vector<float>(p, p + m.params().numel());

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -12,6 +13,7 @@
 #include "server/ps_server.h"
 #include "tests/common/transport_test_util.h"
 #include "worker/ps/ps_client.h"
+#include "worker/train/ps_sync.h"
 
 namespace pszero::testing {
 
@@ -79,6 +81,20 @@ inline ps::PsClientOptions ClientOptions(int worker, int num_workers, int num_se
   o.num_workers = num_workers;
   for (int s = 0; s < num_servers; ++s) o.server_ranks.push_back(s);
   o.slice_bytes = slice_bytes;
+  return o;
+}
+
+// PsSync options of worker `w` of D (one replica each, TP rank 0) against S servers.
+inline train::PsSyncOptions SyncOptions(
+    int w, int D, int S, std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  train::PsSyncOptions o;
+  o.worker_rank = w;
+  o.num_workers = D;
+  o.num_servers = S;
+  o.dp_rank = w;
+  o.dp_size = D;
+  o.tp_rank = 0;
+  o.timeout = timeout;
   return o;
 }
 
