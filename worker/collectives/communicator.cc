@@ -863,8 +863,11 @@ Status Communicator::EnableNccl(KeyValueStore* store, const std::string& job_key
   // world): the members' transport ranks make the key unique in the job.
   std::string key = job_key + "/comm" + std::to_string(id_) + "/ranks";
   for (int r : ranks_) key.append(1, '-').append(std::to_string(r));
-  PSZERO_ASSIGN_OR_RETURN(bool distinct, NcclBackend::DistinctGpus(store, key, rank_, size(),
-                                                                   cuda_device, options_.timeout));
+  bool distinct = true;  // a group of one has its GPU to itself
+  if (size() > 1) {
+    PSZERO_ASSIGN_OR_RETURN(distinct, NcclBackend::DistinctGpus(store, key, rank_, size(),
+                                                                cuda_device, options_.timeout));
+  }
   if (!distinct) {
     LOG_IF(WARNING, rank_ == 0) << "communicator " << id_ << ": some of its " << size()
                                 << " ranks share a GPU, which NCCL refuses; their device tensors "
