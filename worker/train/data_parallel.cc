@@ -1,7 +1,6 @@
 #include "worker/train/data_parallel.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "common/trace.h"
 #include "kernels/cast.h"
@@ -130,12 +129,6 @@ DataParallelSync::DataParallelSync(model::ParamBuffer* params, const DataParalle
   }
 }
 
-Result<std::vector<float>> DataParallelSync::ToHost(const float* p, int64_t n) const {
-  std::vector<float> out(static_cast<size_t>(n));
-  PSZERO_RETURN_IF_ERROR(CopyElements(out.data(), Device::kHost, p, device(), n, DType::kFloat32));
-  return out;
-}
-
 Status DataParallelSync::FromHost(const float* host, float* p, int64_t n) const {
   return CopyElements(p, device(), host, Device::kHost, n, DType::kFloat32);
 }
@@ -257,17 +250,15 @@ Status DataParallelSync::UpdateOwnedPieces(int64_t step, void* grads, bool grads
 
 Result<std::vector<float>> DataParallelSync::LocalParams(const model::ParamBuffer& params) {
   if (!bf16_only()) return SyncStrategy::LocalParams(params);
-  PSZERO_ASSIGN_OR_RETURN(std::vector<float> master,
-                          ToHost(master_.data<float>(), master_.numel()));
-  if (!sharded_) return master;
-  std::vector<float> out(static_cast<size_t>(params_->numel()));
-  PSZERO_RETURN_IF_ERROR(GatherPieces(master.data(), out.data()));
-  return out;
+  return sharded_ ? LocalFromShard(master_) : HostFloats(master_);
 }
 
 Result<Moments> DataParallelSync::LocalMoments(const model::ParamBuffer&) {
-  if (sharded_) return GatherMoments(m_, v_);
-  return CopyMoments(m_, v_);
+  if (!sharded_) return CopyMoments(m_, v_);
+  Moments out;
+  PSZERO_ASSIGN_OR_RETURN(out.m, LocalFromShard(m_));
+  PSZERO_ASSIGN_OR_RETURN(out.v, LocalFromShard(v_));
+  return out;
 }
 
 Status DataParallelSync::RestorePieces(const std::vector<float>& local, float* p) const {
@@ -314,15 +305,11 @@ void DataParallelSync::ScatterPieces(const float* local, float* shard) const {
   }
 }
 
-Result<Moments> DataParallelSync::GatherMoments(const Tensor& m, const Tensor& v) {
-  Moments out;
-  out.m.resize(static_cast<size_t>(params_->numel()));
-  out.v.resize(static_cast<size_t>(params_->numel()));
-  PSZERO_ASSIGN_OR_RETURN(std::vector<float> m_shard, ToHost(m.data<float>(), m.numel()));
-  PSZERO_ASSIGN_OR_RETURN(std::vector<float> v_shard, ToHost(v.data<float>(), v.numel()));
-  PSZERO_RETURN_IF_ERROR(GatherPieces(m_shard.data(), out.m.data()));
-  PSZERO_RETURN_IF_ERROR(GatherPieces(v_shard.data(), out.v.data()));
-  return out;
+Result<std::vector<float>> DataParallelSync::LocalFromShard(const Tensor& shard) {
+  PSZERO_ASSIGN_OR_RETURN(std::vector<float> pieces, HostFloats(shard));
+  std::vector<float> local(static_cast<size_t>(params_->numel()));
+  PSZERO_RETURN_IF_ERROR(GatherPieces(pieces.data(), local.data()));
+  return local;
 }
 
 SyncTraffic DataParallelSync::Counters() const {

@@ -194,15 +194,15 @@ class DataParallelSync : public SyncStrategy {
   // A local-layout host vector into `p` (device()): this rank's pieces when sharded_, else
   // all of it.
   Status RestorePieces(const std::vector<float>& local, float* p) const;
-  // Copies of a shard-layout pair of moments (on device()) gathered into local layout.
-  Result<Moments> GatherMoments(const Tensor& m, const Tensor& v);
+  // The whole local-layout vector gathered from a shard-layout tensor on device()
+  // (collective): RestorePieces' inverse.
+  Result<std::vector<float>> LocalFromShard(const Tensor& shard);
   // Counts the step's traffic; call at the end of Step.
   void EndStepTraffic();
   // Waits for the kernels enqueued so far (the compute stream; nothing on the host).
   Status Fence() const { return kernels::Fence(options_.kernels); }
   Device device() const { return options_.kernels.device; }
-  // n floats of a device()-side buffer into a host vector, and back.
-  Result<std::vector<float>> ToHost(const float* p, int64_t n) const;
+  // n floats of a host vector into a device()-side buffer.
   Status FromHost(const float* host, float* p, int64_t n) const;
 
   model::ParamBuffer* params_;

@@ -181,10 +181,7 @@ Status Zero3Sync::Step(int64_t step) {
 
 Result<std::vector<float>> Zero3Sync::LocalParams(const model::ParamBuffer& params) {
   if (bf16_only()) return DataParallelSync::LocalParams(params);  // the master
-  PSZERO_ASSIGN_OR_RETURN(std::vector<float> shard, HostFloats(param_shard_));
-  std::vector<float> out(static_cast<size_t>(params.numel()));
-  PSZERO_RETURN_IF_ERROR(GatherPieces(shard.data(), out.data()));
-  return out;
+  return LocalFromShard(param_shard_);
 }
 
 Status Zero3Sync::Restore(const std::vector<float>& params, const Moments& moments) {
