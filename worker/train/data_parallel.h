@@ -69,18 +69,18 @@ inline Tensor Elements(void* base, DType dtype, int64_t offset, int64_t n,
 class BufferPool {
  public:
   // Buffers on `device` (host: shared memory, which the intra-host collectives read in
-  // place). `fixed_elements` > 0: every buffer has that many elements (at least), so that
-  // after the first step no buffer is ever freed or made again — on a GPU cudaFree waits
-  // for the whole device, NCCL kernels of other groups included.
+  // place), for requests of at most `largest` elements. On a GPU every buffer has
+  // `largest` elements, so that after the first step no buffer is ever freed or made
+  // again (cudaFree waits for the whole device, NCCL kernels of other groups included); on
+  // the host each is the size asked for.
   BufferPool(MemoryCategory category, MemoryTracker* tracker, int max_buffers,
-             DType dtype = DType::kFloat32, Device device = Device::kHost,
-             int64_t fixed_elements = 0)
+             DType dtype = DType::kFloat32, Device device = Device::kHost, int64_t largest = 0)
       : category_(category),
         tracker_(tracker),
         max_buffers_(max_buffers),
         dtype_(dtype),
         device_(device),
-        fixed_elements_(fixed_elements) {}
+        fixed_elements_(device == Device::kHost ? 0 : largest) {}
   // An owning tensor of at least n elements (its first n zeroed when `zero`).
   Result<Tensor> Acquire(int64_t n, bool zero);
   void Release(Tensor buffer);
@@ -91,7 +91,7 @@ class BufferPool {
   int max_buffers_;
   DType dtype_;
   Device device_;
-  int64_t fixed_elements_;
+  int64_t fixed_elements_;  // every buffer's size at least (0: as asked)
   std::mutex mu_;
   std::vector<Tensor> spare_;
   int in_use_ = 0;

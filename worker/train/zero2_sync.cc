@@ -17,10 +17,8 @@ Result<std::unique_ptr<Zero2Sync>> Zero2Sync::Create(model::ParamBuffer* params,
   // being filled, one being reduce-scattered.
   int64_t largest = 0;
   for (const Bucket& b : s->buckets_) largest = std::max(largest, b.size());
-  const Device device = options.kernels.device;
   s->pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3,
-                                          params->grad_dtype(), device,
-                                          device == Device::kHost ? 0 : largest);
+                                          params->grad_dtype(), options.kernels.device, largest);
   for (size_t b = 0; b < s->buckets_.size(); ++b) {
     s->pending_units_[b] = s->buckets_[b].end_unit - s->buckets_[b].first_unit;
   }

@@ -20,12 +20,11 @@ Result<std::unique_ptr<Zero3Sync>> Zero3Sync::Create(model::ParamBuffer* params,
   // Two units gathered at once; gradients: embed (kept through backward), the current
   // unit, one being reduce-scattered.
   const Device device = options.kernels.device;
-  // On a GPU every buffer has the largest unit's size (no cudaFree mid-step).
-  const int64_t fixed = device == Device::kHost ? 0 : params->largest_unit();
+  const int64_t largest = params->largest_unit();
   s->gathered_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGatheredParams, options.tracker,
-                                                   2, params->param_dtype(), device, fixed);
+                                                   2, params->param_dtype(), device, largest);
   s->grad_pool_ = std::make_unique<BufferPool>(MemoryCategory::kGradBuckets, options.tracker, 3,
-                                               params->grad_dtype(), device, fixed);
+                                               params->grad_dtype(), device, largest);
   const int64_t n = s->shard_numel();
   // Host: shared memory, the peers' all-gathers read it in place on one host.
   PSZERO_ASSIGN_OR_RETURN(s->param_shard_,
