@@ -13,6 +13,7 @@
 #include "common/half.h"
 #include "tests/worker/collective_test_util.h"
 #include "worker/collectives/communicator.h"
+#include "worker/collectives/flight_recorder.h"
 #include "worker/collectives/intra_host.h"
 #include "worker/collectives/stream.h"
 
@@ -658,6 +659,25 @@ TEST(CollectivesErrorsTest, BadArgumentsAreInvalidArgument) {
   EXPECT_EQ(c.Broadcast(a, 1).code(), StatusCode::kInvalidArgument);
   Tensor m = *Tensor::Zeros({4, 4}, DType::kFloat32, MemoryCategory::kOther, nullptr);
   EXPECT_EQ(c.AllReduce(*m.Transpose(0, 1), ReduceOp::kSum).code(), StatusCode::kInvalidArgument);
+}
+
+// An op that fails (here: its peer never joins, so the deadline passes) is FAILED in the
+// flight recorder, as the hang diagnosis and SIGUSR1 dumps show it, not "ok".
+TEST(CollectivesErrorsTest, FailedOpIsRecordedAsFailed) {
+  CommunicatorOptions options;
+  options.timeout = std::chrono::milliseconds(300);
+  options.intra_host = false;
+  CommRanks ranks(2, options);
+  ASSERT_EQ(ranks.size(), 2);
+  Tensor t = Make(16, DType::kFloat32);
+  const Status s = ranks.comm(0).AllReduce(t, ReduceOp::kSum);
+  EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s.ToString();
+  const OpRecord last = FlightRecorder::Get().Latest();
+  EXPECT_EQ(last.op, "allreduce");
+  EXPECT_EQ(last.comm, ranks.comm(0).id());
+  EXPECT_NE(last.end_us, 0);
+  EXPECT_FALSE(last.ok);
+  EXPECT_NE(FlightRecorder::Get().Dump().find("FAILED"), std::string::npos);
 }
 
 }  // namespace

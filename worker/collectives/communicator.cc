@@ -76,21 +76,26 @@ class OpRecordHandle {
   OpRecordHandle(uint64_t id, const std::atomic<int64_t>* sent)
       : id_(id), sent_(sent), sent_at_start_(sent->load(std::memory_order_relaxed)) {}
   OpRecordHandle(OpRecordHandle&& o) noexcept
-      : id_(std::exchange(o.id_, 0)), sent_(o.sent_), sent_at_start_(o.sent_at_start_) {}
+      : id_(std::exchange(o.id_, 0)),
+        sent_(o.sent_),
+        sent_at_start_(o.sent_at_start_),
+        failed_(o.failed_) {}
   OpRecordHandle(const OpRecordHandle&) = delete;
   OpRecordHandle& operator=(const OpRecordHandle&) = delete;
   OpRecordHandle& operator=(OpRecordHandle&&) = delete;
   ~OpRecordHandle() {
     if (id_ != 0) {
       FlightRecorder::Get().End(id_, sent_->load(std::memory_order_relaxed) - sent_at_start_,
-                                std::uncaught_exceptions() == 0);
+                                !failed_ && std::uncaught_exceptions() == 0);
     }
   }
+  void Fail() { failed_ = true; }
 
  private:
   uint64_t id_;
   const std::atomic<int64_t>* sent_;
   int64_t sent_at_start_;
+  bool failed_ = false;
 };
 
 struct Communicator::OpContext {
@@ -101,6 +106,11 @@ struct Communicator::OpContext {
   OpRecordHandle record;
 
   uint64_t Tag(uint32_t comm_id, uint32_t segment) const { return MakeTag(comm_id, seq, segment); }
+  // Passes `s` on; a failure marks the op FAILED in the flight recorder.
+  Status Finish(Status s) {
+    if (!s.ok()) record.Fail();
+    return s;
+  }
 };
 
 Communicator::OpContext Communicator::BeginOp(const char* name) {
@@ -236,7 +246,7 @@ Status Communicator::RunIntraHost(
   Result<IntraHostBytes> result = body(ctx);
   if (!result.ok()) {
     intra_host_->Abandon(result.status());
-    return result.status();
+    return op.Finish(result.status());
   }
   const IntraHostBytes bytes = result.value();
   bytes_sent_.fetch_add(bytes.served, std::memory_order_relaxed);
@@ -430,8 +440,8 @@ Status Communicator::RingReduceScatterAllGather(OpContext& op, const std::byte* 
     }
     return Status::Ok();
   };
-  return RunPipeline(
-      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return op.Finish(RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec));
 }
 
 // Everyone sends its whole array to everyone and reduces all N in rank order: one round,
@@ -464,8 +474,8 @@ Status Communicator::DirectAllReduce(OpContext& op, std::byte* data, int64_t cou
                   reduce == ReduceOp::kAvg ? 1.0 / n : 1.0);
     return Status::Ok();
   };
-  return RunPipeline(
-      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return op.Finish(RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec));
 }
 
 // Segment g of chunk p goes straight to rank p, which sums the N contributions in rank
@@ -513,8 +523,8 @@ Status Communicator::DirectReduceScatter(OpContext& op, const std::byte* input, 
                   reduce == ReduceOp::kAvg ? 1.0 / n : 1.0);
     return Status::Ok();
   };
-  return RunPipeline(
-      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return op.Finish(RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec));
 }
 
 Status Communicator::DirectAllGather(OpContext& op, const std::byte* input, std::byte* output,
@@ -537,8 +547,8 @@ Status Communicator::DirectAllGather(OpContext& op, const std::byte* input, std:
     return Status::Ok();
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
-  return RunPipeline(
-      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return op.Finish(RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec));
 }
 
 // Packed blocks: send_bytes[p] from input to rank p, recv_bytes[p] from rank p.
@@ -571,8 +581,8 @@ Status Communicator::Exchange(OpContext& op, const std::byte* input,
     return Status::Ok();
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
-  return RunPipeline(
-      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return op.Finish(RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -722,8 +732,8 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
       return Status::Ok();
     };
     spec.finish = [](int, int, int) { return Status::Ok(); };
-    return RunPipeline(
-        transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+    return op.Finish(RunPipeline(
+        transport_, op.where, op.deadline, [this] { return Health(); }, spec));
   }
   // Pipelined chain root → root+1 → ... : each rank receives a segment and forwards it.
   const int pos = Mod(rank_ - root, n);
@@ -750,8 +760,8 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
     return Status::Ok();
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
-  return RunPipeline(
-      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return op.Finish(RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec));
 }
 
 Status Communicator::AllToAll(const Tensor& input, const Tensor& output) {
@@ -850,8 +860,8 @@ Status Communicator::Barrier() {
     return Status::Ok();
   };
   spec.finish = [](int, int, int) { return Status::Ok(); };
-  return RunPipeline(
-      transport_, op.where, op.deadline, [this] { return Health(); }, spec);
+  return op.Finish(RunPipeline(
+      transport_, op.where, op.deadline, [this] { return Health(); }, spec));
 }
 
 // ---------------------------------------------------------------------------------------
