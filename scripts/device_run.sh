@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs on a lent GPU machine, from the bundle scripts/device_bundle.sh made (as .device/run.sh):
-# the gpu-labelled tests, the kernels on CUDA against their CPU twins, and NCCL's
-# all-reduce. Logs and JSON go to $OUT (the device tool brings them back).
+# the gpu-labelled tests (NCCL itself runs in collectives_gpu_test on a communicator of one
+# rank: NCCL refuses two ranks on one GPU), the kernels on CUDA against their CPU twins, and
+# device all-reduce between two ranks (staged through host memory on one GPU, NCCL with
+# two or more). Logs and JSON go to $OUT (the device tool brings them back).
 set -uo pipefail
 out=${OUT:-/tmp/pszero-device-out}
 mkdir -p "$out"
@@ -21,7 +23,7 @@ done
 timeout 120 "$here/bin/pszero-bench" kernels --device cuda --output "$out/kernels.json" \
   >"$out/kernels.log" 2>&1 || rc=1
 tail -n 20 "$out/kernels.log"
-timeout 120 "$here/bin/pszero-bench" collective --backend nccl --ranks 1 --min-bytes 1M \
+timeout 120 "$here/bin/pszero-bench" collective --backend nccl --ranks 2 --min-bytes 1M \
   --max-bytes 256M --step-factor 16 --check --output "$out/nccl.json" \
   >"$out/nccl.log" 2>&1 || rc=1
 tail -n 10 "$out/nccl.log"

@@ -18,6 +18,7 @@
 #include "common/report.h"
 #include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
+#include "kernels/cuda_resources.h"
 #include "launch/bench/collective.h"
 #include "launch/bench/command.h"
 #include "launch/bench/p2p.h"
@@ -117,9 +118,13 @@ int RunRank(const CollectiveFlags& f) {
   auto comm = collectives::Communicator::World(transport->get(), CommOptions(f));
   if (!comm.ok()) return Fail(comm.status());
   if (f.backend == "nccl") {
-    // One GPU per rank, by rank (NCCL refuses two ranks on one device).
+    // GPU = rank mod the visible GPUs, as the worker picks it. NCCL refuses two ranks on
+    // one device: ranks that share one stage their device tensors through host memory,
+    // and the table says so ("lanes").
+    const int gpus = kernels::CudaDeviceCount();
+    if (gpus == 0) return Fail(Status::Unavailable("--backend nccl: no CUDA device visible"));
     sweep->device = Device::kCuda;
-    Status s = (*comm)->EnableNccl(&store, "coll", f.rank);
+    Status s = (*comm)->EnableNccl(&store, "coll", f.rank % gpus);
     if (!s.ok()) return Fail(s);
   }
   Result<std::vector<CollectiveRow>> rows = RunCollectiveSweep(**comm, *sweep);
@@ -127,7 +132,10 @@ int RunRank(const CollectiveFlags& f) {
   if (f.rank == 0) {
     // The path host arrays took: intra-host (reading shared buffers in place, or staged
     // through the windows) or the UCX algorithms.
-    const std::string path = !(*comm)->intra_host_active()
+    const std::string path =
+        f.backend == "nccl"
+            ? ((*comm)->nccl_enabled() ? "nccl" : "device tensors staged through host memory")
+        : !(*comm)->intra_host_active()
                                  ? "ucx " + (*transport)->EndpointTransports(f.ranks > 1 ? 1 : 0)
                              : (*comm)->single_copy_ops() > 0 ? "intra-host single-copy"
                                                               : "intra-host staged";
