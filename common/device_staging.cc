@@ -106,8 +106,10 @@ struct DeviceStager::Impl {
 
 Result<std::unique_ptr<DeviceStager>> DeviceStager::Create(Transport* transport,
                                                            const StagingOptions& options) {
-  if (transport == nullptr || options.chunk_bytes == 0 || options.depth < 1) {
-    return Status::InvalidArgument("DeviceStager needs a transport, chunk_bytes > 0, depth >= 1");
+  // Send copies chunk k into the buffer chunk k-1 is sent from only after that send ends,
+  // and that needs two buffers.
+  if (transport == nullptr || options.chunk_bytes == 0 || options.depth < 2) {
+    return Status::InvalidArgument("DeviceStager needs a transport, chunk_bytes > 0, depth >= 2");
   }
   auto impl = std::make_unique<Impl>();
   impl->transport = transport;

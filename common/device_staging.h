@@ -9,6 +9,9 @@
 // cache. Chunk k of a transfer travels under `tag + k` (consecutive segments of
 // MakeTag), so a staged transfer of n chunks uses segments [segment, segment + n).
 //
+// The copies run on the stager's own stream, which waits for no other: a Send's device
+// data must be final first (kernels::Fence on the stream that wrote it).
+//
 // Only CUDA builds (PSZERO_HAVE_CUDA) can stage; elsewhere Create fails with
 // InvalidArgument. Used by the thread that uses the transport; not thread-safe.
 #pragma once
@@ -25,7 +28,7 @@ namespace pszero {
 
 struct StagingOptions {
   size_t chunk_bytes = size_t{4} << 20;  // the bench shows UCX at full speed from 4 MiB
-  int depth = 2;                         // pinned chunk buffers (send or receive) in flight
+  int depth = 2;                         // pinned chunk buffers (send or receive), >= 2
 };
 
 class DeviceStager {

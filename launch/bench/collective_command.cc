@@ -38,6 +38,7 @@ struct CollectiveFlags {
   int iters = 20;
   int warmup = 5;
   std::string backend = "ucx";
+  bool nccl_host_per_rank = false;
   bool check = false;
   bool deterministic = false;
   int segment_kb = 512;
@@ -106,6 +107,9 @@ collectives::CommunicatorOptions CommOptions(const CollectiveFlags& f) {
 int RunRank(const CollectiveFlags& f) {
   Result<CollectiveSweep> sweep = MakeSweep(f);
   if (!sweep.ok()) return Fail(sweep.status());
+  if (f.backend == "nccl" && kernels::CudaDeviceCount() == 0) {
+    return Fail(Status::Unavailable("--backend nccl: no CUDA device visible"));
+  }
   FileKeyValueStore store(f.rank_dir);
   ucx::UcxTransportOptions o;
   o.rank = f.rank;
@@ -121,8 +125,14 @@ int RunRank(const CollectiveFlags& f) {
     // GPU = rank mod the visible GPUs, as the worker picks it. NCCL refuses two ranks on
     // one device: ranks that share one stage their device tensors through host memory,
     // and the table says so ("lanes").
+    if (f.nccl_host_per_rank) {
+      // Before any NCCL call: NCCL hashes its host identity once per process. Its own
+      // duplicate-GPU check and ours (DistinctGpus) then see one host per rank, and the
+      // ranks talk over NCCL's socket transport on loopback unless told otherwise.
+      ::setenv("NCCL_HOSTID", ("pszero-bench-rank-" + std::to_string(f.rank)).c_str(), 1);
+      ::setenv("NCCL_SOCKET_IFNAME", "lo", 0);
+    }
     const int gpus = kernels::CudaDeviceCount();
-    if (gpus == 0) return Fail(Status::Unavailable("--backend nccl: no CUDA device visible"));
     sweep->device = Device::kCuda;
     Status s = (*comm)->EnableNccl(&store, "coll", f.rank % gpus);
     if (!s.ok()) return Fail(s);
@@ -136,9 +146,9 @@ int RunRank(const CollectiveFlags& f) {
         f.backend == "nccl"
             ? ((*comm)->nccl_enabled() ? "nccl" : "device tensors staged through host memory")
         : !(*comm)->intra_host_active()
-                                 ? "ucx " + (*transport)->EndpointTransports(f.ranks > 1 ? 1 : 0)
-                             : (*comm)->single_copy_ops() > 0 ? "intra-host single-copy"
-                                                              : "intra-host staged";
+            ? "ucx " + (*transport)->EndpointTransports(f.ranks > 1 ? 1 : 0)
+        : (*comm)->single_copy_ops() > 0 ? "intra-host single-copy"
+                                         : "intra-host staged";
     nlohmann::json doc = {{"rows", ToJson(*rows)}, {"lanes", path}};
     Status s = store.Set("coll/result", doc.dump());
     if (!s.ok()) return Fail(s);
@@ -191,6 +201,7 @@ std::vector<std::string> RankArgv(const std::string& self, const CollectiveFlags
                                    "--backend",
                                    f.backend};
   if (f.check) argv.push_back("--check");
+  if (f.nccl_host_per_rank) argv.push_back("--nccl-host-per-rank");
   if (f.deterministic) argv.push_back("--deterministic");
   if (f.in_place) argv.push_back("--in-place");
   return argv;
@@ -382,6 +393,10 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
       ->check(CLI::Range(0, 1000000));
   app->add_option("--backend", f->backend, "ucx (host tensors) or nccl")
       ->check(CLI::IsMember({"ucx", "nccl"}));
+  app->add_flag("--nccl-host-per-rank", f->nccl_host_per_rank,
+                "With --backend nccl: give each rank its own NCCL host id (NCCL_HOSTID), so "
+                "NCCL runs several ranks on one GPU over its socket transport (a correctness "
+                "check on a one-GPU machine, not a bandwidth figure)");
   app->add_flag("--check", f->check, "Check every result against the reference (#wrong)");
   app->add_flag("--deterministic", f->deterministic, "Ascending-rank-order sums");
   app->add_option("--segment-kb", f->segment_kb, "Ring segment (pipelining unit), KiB")

@@ -16,6 +16,19 @@ namespace {
 
 using std::chrono::milliseconds;
 
+#ifdef PSZERO_HAVE_CUDA
+// One buffer cannot hold chunk k while chunk k-1 is still being sent from it.
+TEST(DeviceStagingTest, OneBufferIsRefused) {
+  testing::ThreadRanks world(1);
+  ASSERT_EQ(world.ranks.size(), 1u);
+  StagingOptions options;
+  options.depth = 1;
+  auto stager = DeviceStager::Create(world.ranks[0].get(), options);
+  EXPECT_EQ(stager.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(stager.status().message().find("depth >= 2"), std::string::npos);
+}
+#endif
+
 TEST(DeviceStagingTest, StagedTransferMatchesByteForByte) {
   testing::ThreadRanks world(2);
   ASSERT_EQ(world.ranks.size(), 2u);

@@ -117,10 +117,11 @@ std::vector<double> Losses(const std::string& out) {
 }
 
 ProcessResult Launch(std::vector<std::string> extra) {
-  std::vector<std::string> argv = {BinaryPath("pszero-launch"), "--timeout", "240"};
+  // Short deadlines: the GPU session has minutes, and one stuck job must not eat them.
+  std::vector<std::string> argv = {BinaryPath("pszero-launch"), "--timeout", "60"};
   argv.insert(argv.end(), kModel.begin(), kModel.end());
   argv.insert(argv.end(), extra.begin(), extra.end());
-  return RunProcess(argv, std::chrono::seconds(300));
+  return RunProcess(argv, std::chrono::seconds(90));
 }
 
 TEST_F(DeviceTrainTest, EveryModeOnCudaAgreesBitForBitAndTracksTheHost) {

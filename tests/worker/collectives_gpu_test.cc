@@ -135,6 +135,13 @@ Tensor HostOf(DType dtype, const std::vector<double>& v) {
   return t;
 }
 
+// cudaMemset returns before it has run, on the legacy stream, which the backend's
+// non-blocking stream does not wait for: wait here so the op cannot race it.
+bool ZeroAndWait(const Tensor& t) {
+  return cudaMemset(t.data(), 0, t.nbytes()) == cudaSuccess &&
+         cudaDeviceSynchronize() == cudaSuccess;
+}
+
 bool SameBytes(const Tensor& a, const Tensor& b) {
   return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
@@ -172,16 +179,16 @@ TEST(NcclBackendGpuTest, EveryOpOnACommunicatorOfOne) {
       EXPECT_TRUE(SameBytes(back(d), host)) << "allreduce op " << static_cast<int>(op);
     }
     Tensor in = dev(), out = dev();
-    ASSERT_TRUE(cudaMemset(out.data(), 0, out.nbytes()) == cudaSuccess);
+    ASSERT_TRUE(ZeroAndWait(out));
     ASSERT_TRUE(nccl.ReduceScatter(in, out, ReduceOp::kSum, timeout).ok());
     EXPECT_TRUE(SameBytes(back(out), host)) << "reduce_scatter";
-    ASSERT_TRUE(cudaMemset(out.data(), 0, out.nbytes()) == cudaSuccess);
+    ASSERT_TRUE(ZeroAndWait(out));
     ASSERT_TRUE(nccl.AllGather(in, out, timeout).ok());
     EXPECT_TRUE(SameBytes(back(out), host)) << "allgather";
     Tensor b = dev();
     ASSERT_TRUE(nccl.Broadcast(b, 0, timeout).ok());
     EXPECT_TRUE(SameBytes(back(b), host)) << "broadcast";
-    ASSERT_TRUE(cudaMemset(out.data(), 0, out.nbytes()) == cudaSuccess);
+    ASSERT_TRUE(ZeroAndWait(out));
     const int64_t counts[1] = {in.numel()};
     Status a2a = nccl.AllToAllV(in, counts, out, counts, timeout);
     ASSERT_TRUE(a2a.ok()) << a2a.ToString();

@@ -1,5 +1,7 @@
 #include "worker/collectives/nccl_backend.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #ifdef PSZERO_HAVE_CUDA
@@ -114,14 +116,21 @@ struct NcclBackend::Impl {
   std::function<Status()> health;
 
   ~Impl() {
-    if (comm != nullptr) {
-      if (aborted) {
-        ncclCommAbort(comm);
-      } else {
-        ncclCommDestroy(comm);
-      }
-    }
+    if (comm != nullptr) ncclCommDestroy(comm);
     if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+
+  // Ends the communicator at once when an op cannot finish: ncclCommAbort stops its
+  // kernels still spinning on the GPU, which would otherwise block every later cudaFree
+  // (a device-wide synchronization) on this rank, e.g. a buffer pool released while the
+  // error unwinds.
+  Status Abort(Status why) {
+    aborted = true;
+    if (comm != nullptr) {
+      ncclCommAbort(comm);
+      comm = nullptr;
+    }
+    return why;
   }
 
   // Waits for the stream with a deadline, polling NCCL's asynchronous error; aborts the
@@ -135,21 +144,18 @@ struct NcclBackend::Impl {
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm, &async);
       if (async != ncclSuccess && async != ncclInProgress) {
-        aborted = true;
-        return NcclStatus(async, what);
+        return Abort(NcclStatus(async, what));
       }
       if (health) {
         if (Status h = health(); !h.ok()) {
-          aborted = true;
-          return h.WithContext(std::string(what) + " on NCCL");
+          return Abort(h.WithContext(std::string(what) + " on NCCL"));
         }
       }
       if (std::chrono::steady_clock::now() > deadline) {
-        aborted = true;
-        return Status::DeadlineExceeded(std::string(what) + " on NCCL (rank " +
-                                        std::to_string(rank) + " of " + std::to_string(size) +
-                                        ") did not finish within " +
-                                        std::to_string(timeout.count()) + " ms");
+        return Abort(Status::DeadlineExceeded(std::string(what) + " on NCCL (rank " +
+                                              std::to_string(rank) + " of " + std::to_string(size) +
+                                              ") did not finish within " +
+                                              std::to_string(timeout.count()) + " ms"));
       }
       std::this_thread::yield();
     }
@@ -172,8 +178,15 @@ Result<bool> NcclBackend::DistinctGpus(KeyValueStore* store, const std::string& 
   char bus[64] = {};
   PSZERO_RETURN_IF_ERROR(
       CudaStatus(cudaDeviceGetPCIBusId(bus, sizeof bus, cuda_device), "cudaDeviceGetPCIBusId"));
+  // The host as NCCL's own duplicate-GPU check sees it: NCCL_HOSTID when set, otherwise
+  // the host name.
   char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "?");
+  const char* host_id = std::getenv("NCCL_HOSTID");
+  if (host_id != nullptr && host_id[0] != '\0') {
+    std::snprintf(host, sizeof host, "%s", host_id);
+  } else if (::gethostname(host, sizeof host - 1) != 0) {
+    std::strcpy(host, "?");
+  }
   const std::string prefix = "nccl-gpu/" + key + "/";
   PSZERO_RETURN_IF_ERROR(store->Set(prefix + std::to_string(rank), std::string(host) + "/" + bus));
   std::set<std::string> seen;

@@ -32,6 +32,7 @@ class NcclBackend {
   // "<host>/<PCI bus id>" of `cuda_device` under `key` and reads the others'; NCCL refuses
   // a communicator with two ranks on one GPU ("Duplicate GPU detected"), so ranks that share
   // one keep their device tensors on the staged path. Every rank gets the same answer.
+  // <host> is NCCL_HOSTID when set (as NCCL's own check takes it), else the host name.
   static Result<bool> DistinctGpus(KeyValueStore* store, const std::string& key, int rank, int size,
                                    int cuda_device, std::chrono::milliseconds timeout);
   ~NcclBackend();
