@@ -5,6 +5,7 @@
 // staged path. Skipped with a message where there is no GPU or no CUDA build.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -79,7 +80,7 @@ TEST(CollectivesGpuTest, RanksSharingAGpuFallBackToStaged) {
   testing::CommRanks ranks(n, {});
   InMemoryKeyValueStore store;
   const int64_t block = (1 << 16) + 5;
-  std::vector<Tensor> reduced(n), gathered(n);
+  std::vector<Tensor> reduced(n), gathered(n), exchanged(n);
   testing::CommRanks::ExpectAllOk(ranks.Run([&](int r) -> Status {
 #ifdef PSZERO_HAVE_CUDA
     cudaSetDevice(0);
@@ -97,6 +98,15 @@ TEST(CollectivesGpuTest, RanksSharingAGpuFallBackToStaged) {
                                 .Clone(MemoryCategory::kParams, nullptr, Device::kCuda));
     PSZERO_RETURN_IF_ERROR(ranks.comm(r).AllGather(mine, in));
     PSZERO_ASSIGN_OR_RETURN(gathered[r], in.Clone(MemoryCategory::kOther, nullptr));
+    // All-to-all: block p of rank r holds 100 r + p and lands as block r on rank p.
+    Tensor blocks = HostFilled(block * n, 0.0f);
+    for (int p = 0; p < n; ++p) {
+      std::fill_n(blocks.data<float>() + p * block, block, float(100 * r + p));
+    }
+    PSZERO_ASSIGN_OR_RETURN(Tensor send,
+                            blocks.Clone(MemoryCategory::kOther, nullptr, Device::kCuda));
+    PSZERO_RETURN_IF_ERROR(ranks.comm(r).AllToAll(send, in));
+    PSZERO_ASSIGN_OR_RETURN(exchanged[r], in.Clone(MemoryCategory::kOther, nullptr));
     return Status::Ok();
   }));
   for (int r = 0; r < n; ++r) {
@@ -106,6 +116,11 @@ TEST(CollectivesGpuTest, RanksSharingAGpuFallBackToStaged) {
     EXPECT_EQ(gathered[r].data<float>()[0], 10.0f);
     EXPECT_EQ(gathered[r].data<float>()[block], 20.0f);
     EXPECT_EQ(gathered[r].data<float>()[2 * block - 1], 20.0f);
+    ASSERT_TRUE(exchanged[r].defined());
+    for (int p = 0; p < n; ++p) {
+      EXPECT_EQ(exchanged[r].data<float>()[p * block], float(100 * p + r));
+      EXPECT_EQ(exchanged[r].data<float>()[(p + 1) * block - 1], float(100 * p + r));
+    }
   }
 }
 

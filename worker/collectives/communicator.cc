@@ -592,7 +592,11 @@ Status Communicator::AllReduce(const Tensor& data, ReduceOp reduce) {
   if (OnDevice(data)) {
     PSZERO_RETURN_IF_ERROR(CheckReduce(data.dtype(), reduce));
     if (size() == 1) return Status::Ok();  // nothing to stage through the host
-    if (UseNccl(data)) return nccl_->AllReduce(data, reduce, options_.timeout);
+    if (UseNccl(data)) {
+      const int64_t ring = 2 * (size() - 1) * static_cast<int64_t>(data.nbytes()) / size();
+      return RunNccl("allreduce", ring, ring,
+                     [&] { return nccl_->AllReduce(data, reduce, options_.timeout); });
+    }
     return StagedAllReduce(data, reduce);
   }
   PSZERO_RETURN_IF_ERROR(CheckTensor(data, "allreduce data"));
@@ -627,7 +631,9 @@ Status Communicator::ReduceScatter(const Tensor& input, const Tensor& output, Re
     PSZERO_RETURN_IF_ERROR(CheckReduce(input.dtype(), reduce));
     if (size() == 1) return CopyUnlessSame(input, output);
     if (UseNccl(input) && UseNccl(output) && input.numel() == output.numel() * size()) {
-      return nccl_->ReduceScatter(input, output, reduce, options_.timeout);
+      const int64_t ring = (size() - 1) * static_cast<int64_t>(output.nbytes());
+      return RunNccl("reduce_scatter", ring, ring,
+                     [&] { return nccl_->ReduceScatter(input, output, reduce, options_.timeout); });
     }
     return StagedReduceScatter(input, output, reduce);
   }
@@ -665,7 +671,9 @@ Status Communicator::AllGather(const Tensor& input, const Tensor& output) {
   if (OnDevice(input) || OnDevice(output)) {
     if (size() == 1) return CopyUnlessSame(input, output);
     if (UseNccl(input) && UseNccl(output) && output.numel() == input.numel() * size()) {
-      return nccl_->AllGather(input, output, options_.timeout);
+      const int64_t ring = (size() - 1) * static_cast<int64_t>(input.nbytes());
+      return RunNccl("allgather", ring, ring,
+                     [&] { return nccl_->AllGather(input, output, options_.timeout); });
     }
     return StagedAllGather(input, output);
   }
@@ -700,7 +708,13 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
   }
   if (OnDevice(data)) {
     if (size() == 1) return root == 0 ? Status::Ok() : Status::InvalidArgument("broadcast root");
-    if (UseNccl(data)) return nccl_->Broadcast(data, root, options_.timeout);
+    if (UseNccl(data)) {
+      // A chain from the root in rank order: all but the last rank forward the array.
+      const int64_t bytes = static_cast<int64_t>(data.nbytes());
+      const bool last = rank_ == (root + size() - 1) % size();
+      return RunNccl("broadcast", last ? 0 : bytes, rank_ == root ? 0 : bytes,
+                     [&] { return nccl_->Broadcast(data, root, options_.timeout); });
+    }
     return StagedBroadcast(data, root);
   }
   PSZERO_RETURN_IF_ERROR(CheckTensor(data, "broadcast data"));
@@ -765,8 +779,11 @@ Status Communicator::Broadcast(const Tensor& data, int root) {
 }
 
 Status Communicator::AllToAll(const Tensor& input, const Tensor& output) {
-  PSZERO_RETURN_IF_ERROR(CheckTensor(input, "alltoall input"));
-  PSZERO_RETURN_IF_ERROR(CheckTensor(output, "alltoall output"));
+  const bool device = OnDevice(input) || OnDevice(output);
+  if (!device) {
+    PSZERO_RETURN_IF_ERROR(CheckTensor(input, "alltoall input"));
+    PSZERO_RETURN_IF_ERROR(CheckTensor(output, "alltoall output"));
+  }
   const int n = size();
   if (input.dtype() != output.dtype() || input.numel() != output.numel() ||
       input.numel() % n != 0) {
@@ -775,24 +792,15 @@ Status Communicator::AllToAll(const Tensor& input, const Tensor& output) {
                                    std::to_string(n));
   }
   std::vector<int64_t> counts(n, input.numel() / n);
-  PSZERO_RETURN_IF_ERROR(IntraHost(input.nbytes()).status());
+  if (!device) PSZERO_RETURN_IF_ERROR(IntraHost(input.nbytes()).status());
   return AllToAllV(input, counts, output, counts);
 }
 
 Status Communicator::AllToAllV(const Tensor& input, std::span<const int64_t> send_counts,
                                const Tensor& output, std::span<const int64_t> recv_counts) {
   const int n = size();
-  if (OnDevice(input) || OnDevice(output)) {
-    if (static_cast<int>(send_counts.size()) != n || static_cast<int>(recv_counts.size()) != n) {
-      return Status::InvalidArgument("alltoallv: one count per rank needed");
-    }
-    if (UseNccl(input) && UseNccl(output)) {
-      return nccl_->AllToAllV(input, send_counts, output, recv_counts, options_.timeout);
-    }
-    return StagedAllToAllV(input, send_counts, output, recv_counts);
-  }
-  PSZERO_RETURN_IF_ERROR(CheckTensor(input, "alltoallv input"));
-  PSZERO_RETURN_IF_ERROR(CheckTensor(output, "alltoallv output"));
+  // Counts first, whatever the path: on a device a count beyond the tensors would have
+  // NCCL write out of bounds.
   if (static_cast<int>(send_counts.size()) != n || static_cast<int>(recv_counts.size()) != n ||
       input.dtype() != output.dtype()) {
     return Status::InvalidArgument("alltoallv: one count per rank and matching dtypes needed");
@@ -815,6 +823,17 @@ Status Communicator::AllToAllV(const Tensor& input, std::span<const int64_t> sen
   if (send_counts[rank_] != recv_counts[rank_]) {
     return Status::InvalidArgument("alltoallv: send and receive counts to self differ");
   }
+  if (OnDevice(input) || OnDevice(output)) {
+    if (UseNccl(input) && UseNccl(output)) {
+      const int64_t self = send_bytes[rank_];
+      return RunNccl("alltoall", send_total * es - self, recv_total * es - self, [&] {
+        return nccl_->AllToAllV(input, send_counts, output, recv_counts, options_.timeout);
+      });
+    }
+    return StagedAllToAllV(input, send_counts, output, recv_counts);
+  }
+  PSZERO_RETURN_IF_ERROR(CheckTensor(input, "alltoallv input"));
+  PSZERO_RETURN_IF_ERROR(CheckTensor(output, "alltoallv output"));
   // Sizes differ between ranks here, so the path is the one an earlier op chose (AllToAll
   // and the other ops choose by size, alike on every rank).
   IntraHostGroup* shm =
@@ -888,6 +907,17 @@ Status Communicator::EnableNccl(KeyValueStore* store, const std::string& job_key
       nccl_, NcclBackend::Create(store, key, rank_, size(), cuda_device, options_.timeout));
   nccl_->set_health([this] { return Health(); });
   return Status::Ok();
+}
+
+Status Communicator::RunNccl(const char* name, int64_t sent, int64_t received,
+                             const std::function<Status()>& body) {
+  OpContext op = BeginOp(name);
+  Status s = body();
+  if (s.ok()) {
+    bytes_sent_.fetch_add(sent, std::memory_order_relaxed);
+    bytes_received_.fetch_add(received, std::memory_order_relaxed);
+  }
+  return op.Finish(s.WithContext(op.where));
 }
 
 bool Communicator::UseNccl(const Tensor& t) const {

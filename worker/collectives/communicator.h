@@ -188,6 +188,11 @@ class Communicator {
   // Device tensors without NCCL (or under `deterministic`): host copies, the host op,
   // copies back.
   bool UseNccl(const Tensor& t) const;
+  // Runs one NCCL op as an op of this communicator (flight recorder, deadline) and counts
+  // the bytes NCCL's ring moves for it (NCCL does not report its traffic): `sent` and
+  // `received` per rank.
+  Status RunNccl(const char* name, int64_t sent, int64_t received,
+                 const std::function<Status()>& body);
   // A device op of a group of one: output = input (nothing when they are the same).
   static Status CopyUnlessSame(const Tensor& input, const Tensor& output);
   Status StagedAllReduce(const Tensor& data, ReduceOp op);
