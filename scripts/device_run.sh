@@ -72,6 +72,7 @@ for p in fp32 bf16; do
     --precision "$p" --report "$out/train-gpt-small-$p.json" >"$out/train-$p.log" 2>&1 || rc=1
   tail -n 3 "$out/train-$p.log"
 done
-# Last: 14 short training jobs (each with a 60 s deadline).
-run_test device_train_test 240
+# Last: 22 short training jobs (each with a 60 s deadline; 8 with NCCL between two workers
+# on the one GPU, PSZERO_NCCL_HOST_PER_WORKER).
+run_test device_train_test 300
 exit $rc

@@ -116,12 +116,12 @@ std::vector<double> Losses(const std::string& out) {
   return losses;
 }
 
-ProcessResult Launch(std::vector<std::string> extra) {
+ProcessResult Launch(std::vector<std::string> extra, const std::vector<std::string>& env = {}) {
   // Short deadlines: the GPU session has minutes, and one stuck job must not eat them.
   std::vector<std::string> argv = {BinaryPath("pszero-launch"), "--timeout", "60"};
   argv.insert(argv.end(), kModel.begin(), kModel.end());
   argv.insert(argv.end(), extra.begin(), extra.end());
-  return RunProcess(argv, std::chrono::seconds(90));
+  return RunProcess(argv, std::chrono::seconds(90), env);
 }
 
 TEST_F(DeviceTrainTest, EveryModeOnCudaAgreesBitForBitAndTracksTheHost) {
@@ -157,6 +157,39 @@ TEST_F(DeviceTrainTest, TensorParallelOnCudaTracksTheHost) {
   ASSERT_EQ(a.size(), 4u) << host.out;
   ASSERT_EQ(b.size(), a.size()) << gpu.out;
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-3 * std::abs(a[i]));
+}
+
+// NCCL in training on a one-GPU machine: with a NCCL host id per worker, NCCL accepts the
+// two workers on the one GPU (over its socket transport), so the DP group's and the TP
+// group's device collectives go through NCCL, not the staged path. The losses must track
+// the host's run of the same job.
+TEST_F(DeviceTrainTest, NcclBetweenWorkersSharingTheGpuTracksTheHost) {
+  const std::vector<std::string> nccl_env = {"PSZERO_NCCL_HOST_PER_WORKER=1"};
+  struct Job {
+    std::vector<std::string> args;
+    std::string group;
+  };
+  const std::vector<Job> jobs = {
+      {{"--workers", "2", "--sync", "allreduce"}, "dp"},
+      {{"--workers", "2", "--sync", "zero2"}, "dp"},
+      {{"--workers", "2", "--sync", "zero3"}, "dp"},
+      {{"--workers", "2", "--tp", "2"}, "tp"},
+  };
+  for (const Job& job : jobs) {
+    SCOPED_TRACE(job.args[2] + " " + job.args[3]);
+    const ProcessResult host = Launch(job.args);
+    ASSERT_EQ(host.exit_code, 0) << host.err;
+    std::vector<std::string> args = job.args;
+    args.insert(args.end(), {"--device", "cuda"});
+    const ProcessResult gpu = Launch(args, nccl_env);
+    ASSERT_EQ(gpu.exit_code, 0) << gpu.err;
+    EXPECT_NE(gpu.err.find("NCCL on the " + job.group + " group (2 ranks)"), std::string::npos)
+        << gpu.err;
+    const std::vector<double> a = Losses(host.out), b = Losses(gpu.out);
+    ASSERT_EQ(a.size(), 4u) << host.out;
+    ASSERT_EQ(b.size(), a.size()) << gpu.out;
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-3 * std::abs(a[i]));
+  }
 }
 
 }  // namespace

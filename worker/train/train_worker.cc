@@ -211,10 +211,24 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
     PSZERO_ASSIGN_OR_RETURN(cuda, OpenWorkerDevice(rank));
     const std::pair<collectives::Communicator*, const char*> groups[] = {
         {tp_comm.get(), "pszero/train/nccl/tp"}, {dp_comm.get(), "pszero/train/nccl/dp"}};
+    // PSZERO_NCCL_HOST_PER_WORKER=1 (a check for one-GPU machines): every worker gives
+    // NCCL a host id of its own before NCCL starts, so NCCL accepts workers that share a
+    // GPU and connects them over its socket transport, where they would otherwise stage
+    // through host memory (docs/collectives.md, "NCCL on a one-GPU machine").
+    if (const char* v = std::getenv("PSZERO_NCCL_HOST_PER_WORKER");
+        v != nullptr && std::string(v) == "1") {
+      const char* base = std::getenv("NCCL_HOSTID");
+      const std::string id =
+          std::string(base != nullptr ? base : "pszero") + "-worker-" + std::to_string(rank);
+      ::setenv("NCCL_HOSTID", id.c_str(), 1);
+      ::setenv("NCCL_SOCKET_IFNAME", "lo", 0);
+    }
     for (const auto& [comm, key] : groups) {
       if (comm->size() == 1 || flags.deterministic) continue;
       PSZERO_RETURN_IF_ERROR(
           comm->EnableNccl(&client, key, cuda->device()).WithContext("--device cuda"));
+      LOG_IF(INFO, comm->nccl_enabled()) << "NCCL on the " << (comm == tp_comm.get() ? "tp" : "dp")
+                                         << " group (" << comm->size() << " ranks)";
     }
   }
   std::atomic<PsSync*> ps_sync{nullptr};
