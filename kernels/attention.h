@@ -8,10 +8,17 @@
 // output projection. `probs` [batch, heads, seq, seq] is written by forward and read by
 // backward; backward needs a scratch `dprobs` of the same size. Scale 1/sqrt(head_dim).
 // Pointers live on ctx.device.
+//
+// The bf16 forms are mixed precision's attention: q, k, v and the saved probabilities in
+// bf16 only, bf16 GEMM operands with fp32 accumulation. Scores, softmax statistics and the
+// output are fp32; each bf16 value is rounded once, on the store. Backward reads the bf16
+// copies and rounds dout and the scores' gradient to bf16 for its GEMMs (as a Linear
+// rounds its output gradient), while dprobs, dq, dk, dv stay fp32.
 #pragma once
 
 #include <cstdint>
 
+#include "common/half.h"
 #include "common/status.h"
 #include "kernels/context.h"
 
@@ -34,5 +41,19 @@ Status AttentionBackward(const AttentionShape& shape, const float* q, const floa
                          const float* v, int64_t ld_qkv, const float* probs, const float* dout,
                          int64_t ld_out, float* dprobs, float* dq, float* dk, float* dv,
                          int64_t ld_dqkv, const KernelContext& ctx);
+
+// `scores`: a fp32 scratch the size of probs (the scores before the softmax; its contents
+// afterwards are unspecified). probs [batch, heads, seq, seq] in bf16.
+Status AttentionForward(const AttentionShape& shape, const bf16_t* q, const bf16_t* k,
+                        const bf16_t* v, int64_t ld_qkv, float* scores, bf16_t* probs, float* out,
+                        int64_t ld_out, const KernelContext& ctx);
+
+// dout in bf16 (the caller rounds it); `dprobs` a fp32 scratch and `dscores` a bf16 scratch,
+// both the size of probs. dscores may alias dout: dout is last read before dscores is
+// written.
+Status AttentionBackward(const AttentionShape& shape, const bf16_t* q, const bf16_t* k,
+                         const bf16_t* v, int64_t ld_qkv, const bf16_t* probs, const bf16_t* dout,
+                         int64_t ld_out, float* dprobs, bf16_t* dscores, float* dq, float* dk,
+                         float* dv, int64_t ld_dqkv, const KernelContext& ctx);
 
 }  // namespace pszero::kernels

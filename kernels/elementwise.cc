@@ -13,22 +13,45 @@
 
 namespace pszero::kernels {
 
-Status BiasAdd(const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy, int64_t rows,
-               int64_t cols, const KernelContext& ctx) {
+namespace {
+
+// y is float or bf16_t; the CUDA twin and the host table take bf16 as raw bits.
+template <typename Y>
+Status BiasAddImpl(const float* x, int64_t ldx, const float* bias, Y* y, int64_t ldy, int64_t rows,
+                   int64_t cols, const KernelContext& ctx) {
+  constexpr bool kBf16 = std::is_same_v<Y, bf16_t>;
   PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
   PSZERO_RETURN_IF_ERROR(internal::CheckArgs("BiasAdd", {rows, cols}, {x, bias, y}));
   PSZERO_RETURN_IF_ERROR(internal::CheckLd("BiasAdd", ldx, cols));
   PSZERO_RETURN_IF_ERROR(internal::CheckLd("BiasAdd", ldy, cols));
   if (rows == 0 || cols == 0) return Status::Ok();
   if (ctx.device == Device::kCuda) {
-    PSZERO_KERNELS_CUDA_CALL(cuda::BiasAdd(x, ldx, bias, y, ldy, rows, cols, ctx.cuda->stream()));
+    PSZERO_KERNELS_CUDA_CALL(
+        cuda::BiasAdd(x, ldx, bias, y, kBf16, ldy, rows, cols, ctx.cuda->stream()));
   }
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
   const int64_t min_rows = std::max<int64_t>(1, cpu::kMinElementsPerThread / cols);
   cpu::ParallelFor(ctx.threads, rows, min_rows, [&](int, int64_t b, int64_t e) {
-    k.bias_add(x + b * ldx, ldx, bias, y + b * ldy, ldy, e - b, cols);
+    if constexpr (kBf16) {
+      k.bias_add_bf16(x + b * ldx, ldx, bias, reinterpret_cast<uint16_t*>(y + b * ldy), ldy, e - b,
+                      cols);
+    } else {
+      k.bias_add(x + b * ldx, ldx, bias, y + b * ldy, ldy, e - b, cols);
+    }
   });
   return Status::Ok();
+}
+
+}  // namespace
+
+Status BiasAdd(const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy, int64_t rows,
+               int64_t cols, const KernelContext& ctx) {
+  return BiasAddImpl(x, ldx, bias, y, ldy, rows, cols, ctx);
+}
+
+Status BiasAdd(const float* x, int64_t ldx, const float* bias, bf16_t* y, int64_t ldy, int64_t rows,
+               int64_t cols, const KernelContext& ctx) {
+  return BiasAddImpl(x, ldx, bias, y, ldy, rows, cols, ctx);
 }
 
 Status BiasAddBackward(const float* dy, int64_t lddy, int64_t rows, int64_t cols, float* dbias,
@@ -73,21 +96,49 @@ Status Add(const float* a, const float* b, float* out, int64_t n, const KernelCo
 
 namespace {
 
-template <typename Y>
-Status GeluForwardImpl(const float* x, Y* y, int64_t n, const KernelContext& ctx) {
-  constexpr bool kBf16 = std::is_same_v<Y, bf16_t>;
+// x and y are float or bf16_t (bf16 travels as raw bits to the twins); a bf16 x comes
+// only with a bf16 y.
+template <typename X, typename Y>
+Status GeluForwardImpl(const X* x, Y* y, int64_t n, const KernelContext& ctx) {
+  constexpr bool kBf16In = std::is_same_v<X, bf16_t>;
+  constexpr bool kBf16Out = std::is_same_v<Y, bf16_t>;
+  static_assert(!kBf16In || kBf16Out);
   PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
   PSZERO_RETURN_IF_ERROR(internal::CheckArgs("GeluForward", {n}, {x, y}));
   if (n == 0) return Status::Ok();
   if (ctx.device == Device::kCuda) {
-    PSZERO_KERNELS_CUDA_CALL(cuda::GeluForward(x, y, kBf16, n, ctx.cuda->stream()));
+    PSZERO_KERNELS_CUDA_CALL(cuda::GeluForward(x, kBf16In, y, kBf16Out, n, ctx.cuda->stream()));
+  }
+  const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
+  cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread / 4, [&](int, int64_t s, int64_t e) {
+    if constexpr (kBf16In) {
+      k.gelu_bf16_in(reinterpret_cast<const uint16_t*>(x + s), reinterpret_cast<uint16_t*>(y + s),
+                     e - s);
+    } else if constexpr (kBf16Out) {
+      k.gelu_bf16(x + s, reinterpret_cast<uint16_t*>(y + s), e - s);
+    } else {
+      k.gelu(x + s, y + s, e - s);
+    }
+  });
+  return Status::Ok();
+}
+
+template <typename X>
+Status GeluBackwardImpl(const X* x, const float* dy, float* dx, int64_t n,
+                        const KernelContext& ctx) {
+  constexpr bool kBf16 = std::is_same_v<X, bf16_t>;
+  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("GeluBackward", {n}, {x, dy, dx}));
+  if (n == 0) return Status::Ok();
+  if (ctx.device == Device::kCuda) {
+    PSZERO_KERNELS_CUDA_CALL(cuda::GeluBackward(x, kBf16, dy, dx, n, ctx.cuda->stream()));
   }
   const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
   cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread / 4, [&](int, int64_t s, int64_t e) {
     if constexpr (kBf16) {
-      k.gelu_bf16(x + s, reinterpret_cast<uint16_t*>(y + s), e - s);
+      k.gelu_backward_bf16_in(reinterpret_cast<const uint16_t*>(x + s), dy + s, dx + s, e - s);
     } else {
-      k.gelu(x + s, y + s, e - s);
+      k.gelu_backward(x + s, dy + s, dx + s, e - s);
     }
   });
   return Status::Ok();
@@ -103,19 +154,18 @@ Status GeluForward(const float* x, bf16_t* y, int64_t n, const KernelContext& ct
   return GeluForwardImpl(x, y, n, ctx);
 }
 
+Status GeluForward(const bf16_t* x, bf16_t* y, int64_t n, const KernelContext& ctx) {
+  return GeluForwardImpl(x, y, n, ctx);
+}
+
 Status GeluBackward(const float* x, const float* dy, float* dx, int64_t n,
                     const KernelContext& ctx) {
-  PSZERO_RETURN_IF_ERROR(CheckContext(ctx));
-  PSZERO_RETURN_IF_ERROR(internal::CheckArgs("GeluBackward", {n}, {x, dy, dx}));
-  if (n == 0) return Status::Ok();
-  if (ctx.device == Device::kCuda) {
-    PSZERO_KERNELS_CUDA_CALL(cuda::GeluBackward(x, dy, dx, n, ctx.cuda->stream()));
-  }
-  const cpu::CpuKernels& k = cpu::KernelsFor(ctx.isa);
-  cpu::ParallelFor(ctx.threads, n, cpu::kMinElementsPerThread / 4, [&](int, int64_t s, int64_t e) {
-    k.gelu_backward(x + s, dy + s, dx + s, e - s);
-  });
-  return Status::Ok();
+  return GeluBackwardImpl(x, dy, dx, n, ctx);
+}
+
+Status GeluBackward(const bf16_t* x, const float* dy, float* dx, int64_t n,
+                    const KernelContext& ctx) {
+  return GeluBackwardImpl(x, dy, dx, n, ctx);
 }
 
 Status Copy2D(const void* src, int64_t ld_src, void* dst, int64_t ld_dst, int64_t rows,

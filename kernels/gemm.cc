@@ -86,32 +86,35 @@ Status GemmStridedBatched(bool transpose_a, bool transpose_b, int64_t m, int64_t
   if (openblas_get_num_threads() != ctx.threads) openblas_set_num_threads(ctx.threads);
   const CBLAS_TRANSPOSE ta = transpose_a ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb = transpose_b ? CblasTrans : CblasNoTrans;
+  const float* fa = static_cast<const float*>(a);
+  const float* fb = static_cast<const float*>(b);
+  std::vector<float> wide_a, wide_b;
+  if (dtype == DType::kBFloat16) {
+    // Debian's OpenBLAS is built without cblas_sbgemm: widen the bf16 operands to fp32
+    // (exact) and multiply in fp32, which is what sbgemm computes. Each operand is widened
+    // once over the span all products read (batched products may overlap: attention's
+    // heads share their tokens' rows).
+    const int64_t a_rows = transpose_a ? k : m, a_cols = transpose_a ? m : k;
+    const int64_t b_rows = transpose_b ? n : k, b_cols = transpose_b ? k : n;
+    const int64_t a_span = a_rows > 0 && k > 0 ? (a_rows - 1) * lda + a_cols : 0;
+    const int64_t b_span = b_rows > 0 && k > 0 ? (b_rows - 1) * ldb + b_cols : 0;
+    const int64_t a_total = a_span > 0 ? (batch.count - 1) * batch.stride_a + a_span : 0;
+    const int64_t b_total = b_span > 0 ? (batch.count - 1) * batch.stride_b + b_span : 0;
+    wide_a.resize(static_cast<size_t>(a_total));
+    wide_b.resize(static_cast<size_t>(b_total));
+    const KernelContext cast_ctx = KernelContext::Host(ctx.threads, ctx.isa);
+    PSZERO_RETURN_IF_ERROR(
+        Cast(a, DType::kBFloat16, wide_a.data(), DType::kFloat32, a_total, cast_ctx));
+    PSZERO_RETURN_IF_ERROR(
+        Cast(b, DType::kBFloat16, wide_b.data(), DType::kFloat32, b_total, cast_ctx));
+    fa = wide_a.data();
+    fb = wide_b.data();
+  }
   for (int64_t i = 0; i < batch.count; ++i) {
-    float* ci = c + i * batch.stride_c;
-    if (dtype == DType::kFloat32) {
-      cblas_sgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m), static_cast<blasint>(n),
-                  static_cast<blasint>(k), alpha, static_cast<const float*>(a) + i * batch.stride_a,
-                  static_cast<blasint>(lda), static_cast<const float*>(b) + i * batch.stride_b,
-                  static_cast<blasint>(ldb), beta, ci, static_cast<blasint>(ldc));
-    } else {
-      // Debian's OpenBLAS is built without cblas_sbgemm: widen the bf16 operands to fp32
-      // (exact) and multiply in fp32, which is what sbgemm computes.
-      const int64_t a_rows = transpose_a ? k : m, a_cols = transpose_a ? m : k;
-      const int64_t b_rows = transpose_b ? n : k, b_cols = transpose_b ? k : n;
-      const int64_t a_span = a_rows > 0 ? (a_rows - 1) * lda + a_cols : 0;
-      const int64_t b_span = b_rows > 0 ? (b_rows - 1) * ldb + b_cols : 0;
-      std::vector<float> wide_a(static_cast<size_t>(a_span)), wide_b(static_cast<size_t>(b_span));
-      const KernelContext cast_ctx = KernelContext::Host(ctx.threads, ctx.isa);
-      PSZERO_RETURN_IF_ERROR(Cast(static_cast<const bf16_t*>(a) + i * batch.stride_a,
-                                  DType::kBFloat16, wide_a.data(), DType::kFloat32, a_span,
-                                  cast_ctx));
-      PSZERO_RETURN_IF_ERROR(Cast(static_cast<const bf16_t*>(b) + i * batch.stride_b,
-                                  DType::kBFloat16, wide_b.data(), DType::kFloat32, b_span,
-                                  cast_ctx));
-      cblas_sgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m), static_cast<blasint>(n),
-                  static_cast<blasint>(k), alpha, wide_a.data(), static_cast<blasint>(lda),
-                  wide_b.data(), static_cast<blasint>(ldb), beta, ci, static_cast<blasint>(ldc));
-    }
+    cblas_sgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m), static_cast<blasint>(n),
+                static_cast<blasint>(k), alpha, fa + i * batch.stride_a, static_cast<blasint>(lda),
+                fb + i * batch.stride_b, static_cast<blasint>(ldb), beta, c + i * batch.stride_c,
+                static_cast<blasint>(ldc));
   }
   return Status::Ok();
 }

@@ -42,11 +42,18 @@ struct CpuKernels {
   void (*add)(const float* a, const float* b, float* out, int64_t n, bool stream);
   void (*bias_add)(const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy,
                    int64_t rows, int64_t cols);
+  // The same rounded to bf16 on the store.
+  void (*bias_add_bf16)(const float* x, int64_t ldx, const float* bias, uint16_t* y, int64_t ldy,
+                        int64_t rows, int64_t cols);
   void (*col_sum_acc)(const float* dy, int64_t ld, int64_t rows, int64_t cols, float* acc);
   void (*gelu)(const float* x, float* y, int64_t n);
   // The same values rounded to bf16 on the store (bit-identical to gelu, then f32_to_bf16).
   void (*gelu_bf16)(const float* x, uint16_t* y, int64_t n);
+  // bf16 input and output: x widened, fp32 arithmetic, the store rounds.
+  void (*gelu_bf16_in)(const uint16_t* x, uint16_t* y, int64_t n);
   void (*gelu_backward)(const float* x, const float* dy, float* dx, int64_t n);
+  // GELU' at the widened bf16 x (bit-identical to gelu_backward at those fp32 values).
+  void (*gelu_backward_bf16_in)(const uint16_t* x, const float* dy, float* dx, int64_t n);
   void (*layernorm)(const float* x, int64_t ldx, const float* gamma, const float* beta, float eps,
                     float* y, int64_t ldy, float* mean, float* rstd, int64_t rows, int64_t cols);
   // The same with y rounded to bf16 on the store (mean and rstd stay fp32).
@@ -63,6 +70,12 @@ struct CpuKernels {
                   bool causal, int64_t first_row);
   void (*softmax_backward)(const float* y, const float* dy, float* dx, int64_t ld, int64_t rows,
                            int64_t cols, float scale);
+  // y rounded to bf16 on the store (bit-identical to softmax, then f32_to_bf16).
+  void (*softmax_bf16)(const float* x, uint16_t* y, int64_t ld, int64_t rows, int64_t cols,
+                       float scale, bool causal, int64_t first_row);
+  // bf16 y (widened), fp32 dy, dx rounded to bf16 on the store.
+  void (*softmax_backward_bf16)(const uint16_t* y, const float* dy, uint16_t* dx, int64_t ld,
+                                int64_t rows, int64_t cols, float scale);
   // Writes lse[r]; returns the sum over rows of lse[r] - logits[r, target[r]].
   double (*cross_entropy)(const float* logits, int64_t ld, const int32_t* targets, int64_t rows,
                           int64_t vocab, float* lse);

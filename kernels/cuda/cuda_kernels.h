@@ -27,14 +27,16 @@ Status Max(const float* x, int64_t n, float* out, void* stream);
 
 Status Cast(const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n, void* stream);
 
-Status BiasAdd(const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy, int64_t rows,
-               int64_t cols, void* stream);
+// y is fp32, or bf16 bits (uint16_t) when y_bf16: computed in fp32, rounded on the store.
+Status BiasAdd(const float* x, int64_t ldx, const float* bias, void* y, bool y_bf16, int64_t ldy,
+               int64_t rows, int64_t cols, void* stream);
 Status BiasAddBackward(const float* dy, int64_t lddy, int64_t rows, int64_t cols, float* dbias,
                        void* stream);
 Status Add(const float* a, const float* b, float* out, int64_t n, void* stream);
-// y is fp32, or bf16 bits (uint16_t) when y_bf16: computed in fp32, rounded on the store.
-Status GeluForward(const float* x, void* y, bool y_bf16, int64_t n, void* stream);
-Status GeluBackward(const float* x, const float* dy, float* dx, int64_t n, void* stream);
+// x is fp32, or bf16 bits when x_bf16 (widened; then y_bf16 too); y as in BiasAdd.
+Status GeluForward(const void* x, bool x_bf16, void* y, bool y_bf16, int64_t n, void* stream);
+Status GeluBackward(const void* x, bool x_bf16, const float* dy, float* dx, int64_t n,
+                    void* stream);
 
 // y as in GeluForward (fp32, or bf16 when y_bf16); mean and rstd fp32.
 Status LayerNormForward(const float* x, int64_t ldx, const float* gamma, const float* beta,
@@ -45,10 +47,12 @@ Status LayerNormBackward(const float* dy, int64_t lddy, const float* x, int64_t 
                          int64_t lddx, float* dgamma, float* dbeta, int64_t rows, int64_t cols,
                          void* stream);
 
-Status SoftmaxForward(const float* x, float* y, int64_t rows, int64_t cols, int64_t ld, float scale,
-                      bool causal, void* stream);
-Status SoftmaxBackward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols,
-                       int64_t ld, float scale, void* stream);
+// y as in BiasAdd.
+Status SoftmaxForward(const float* x, void* y, bool y_bf16, int64_t rows, int64_t cols, int64_t ld,
+                      float scale, bool causal, void* stream);
+// y and dx both fp32, or both bf16 bits when bf16 (dy fp32 either way).
+Status SoftmaxBackward(const void* y, const float* dy, void* dx, bool bf16, int64_t rows,
+                       int64_t cols, int64_t ld, float scale, void* stream);
 
 Status CrossEntropyForward(const float* logits, int64_t ld, const int32_t* targets, int64_t rows,
                            int64_t vocab, float* lse, float* mean_loss, void* stream);

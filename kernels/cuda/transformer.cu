@@ -16,11 +16,13 @@ constexpr float kGeluK1 = 0.044715f;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
-__global__ void BiasAddKernel(const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy,
+// Y: float, or uint16_t for a bf16 output (StoreF rounds the fp32 value to nearest even).
+template <typename Y>
+__global__ void BiasAddKernel(const float* x, int64_t ldx, const float* bias, Y* y, int64_t ldy,
                               int64_t rows, int64_t cols) {
   PSZERO_GRID_STRIDE(i, rows * cols) {
     const int64_t r = i / cols, c = i % cols;
-    y[r * ldy + c] = x[r * ldx + c] + bias[c];
+    StoreF(y, r * ldy + c, x[r * ldx + c] + bias[c]);
   }
 }
 
@@ -37,19 +39,20 @@ __global__ void AddKernel(const float* a, const float* b, float* out, int64_t n)
   PSZERO_GRID_STRIDE(i, n) { out[i] = a[i] + b[i]; }
 }
 
-// Y: float, or uint16_t for a bf16 output (StoreF rounds the fp32 value to nearest even).
-template <typename Y>
-__global__ void GeluKernel(const float* x, Y* y, int64_t n) {
+// X, Y: float, or uint16_t for bf16 (LoadF widens, StoreF rounds as in BiasAddKernel).
+template <typename X, typename Y>
+__global__ void GeluKernel(const X* x, Y* y, int64_t n) {
   PSZERO_GRID_STRIDE(i, n) {
-    const float xi = x[i];
+    const float xi = LoadF(x, i);
     const float t = tanhf(kGeluK0 * (xi + kGeluK1 * xi * xi * xi));
     StoreF(y, i, 0.5f * xi * (1.0f + t));
   }
 }
 
-__global__ void GeluBackwardKernel(const float* x, const float* dy, float* dx, int64_t n) {
+template <typename X>
+__global__ void GeluBackwardKernel(const X* x, const float* dy, float* dx, int64_t n) {
   PSZERO_GRID_STRIDE(i, n) {
-    const float xi = x[i];
+    const float xi = LoadF(x, i);
     const float t = tanhf(kGeluK0 * (xi + kGeluK1 * xi * xi * xi));
     const float dt = kGeluK0 * (1.0f + 3.0f * kGeluK1 * xi * xi);
     dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * xi * (1.0f - t * t) * dt);
@@ -118,12 +121,14 @@ __global__ void LayerNormParamGradKernel(const float* dy, int64_t lddy, const fl
   }
 }
 
-__global__ void SoftmaxKernel(const float* x, float* y, int64_t cols, int64_t ld, float scale,
+// Y as in BiasAddKernel.
+template <typename Y>
+__global__ void SoftmaxKernel(const float* x, Y* y, int64_t cols, int64_t ld, float scale,
                               bool causal) {
   __shared__ float shared[32];
   const int64_t r = blockIdx.x;
   const float* xr = x + r * ld;
-  float* yr = y + r * ld;
+  Y* yr = y + r * ld;
   const int64_t valid = causal ? r % cols + 1 : cols;
   float m = -INFINITY;
   for (int64_t c = threadIdx.x; c < valid; c += blockDim.x) m = fmaxf(m, xr[c] * scale);
@@ -132,22 +137,24 @@ __global__ void SoftmaxKernel(const float* x, float* y, int64_t cols, int64_t ld
   for (int64_t c = threadIdx.x; c < valid; c += blockDim.x) s += expf(xr[c] * scale - m);
   const float inv = 1.0f / BlockSum(s, shared);
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    yr[c] = c < valid ? expf(xr[c] * scale - m) * inv : 0.0f;
+    StoreF(yr, c, c < valid ? expf(xr[c] * scale - m) * inv : 0.0f);
   }
 }
 
-__global__ void SoftmaxBackwardKernel(const float* y, const float* dy, float* dx, int64_t cols,
-                                      int64_t ld, float scale) {
+// T: y and dx both float, or both uint16_t (bf16: y widened, dx rounded on the store).
+template <typename T>
+__global__ void SoftmaxBackwardKernel(const T* y, const float* dy, T* dx, int64_t cols, int64_t ld,
+                                      float scale) {
   __shared__ float shared[32];
   const int64_t r = blockIdx.x;
-  const float* yr = y + r * ld;
+  const T* yr = y + r * ld;
   const float* dyr = dy + r * ld;
-  float* dxr = dx + r * ld;
+  T* dxr = dx + r * ld;
   float dot = 0;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dot += yr[c] * dyr[c];
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dot += LoadF(yr, c) * dyr[c];
   dot = BlockSum(dot, shared);
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    dxr[c] = scale * yr[c] * (dyr[c] - dot);
+    StoreF(dxr, c, scale * LoadF(yr, c) * (dyr[c] - dot));
   }
 }
 
@@ -236,10 +243,15 @@ Status CheckRows(int64_t rows, const char* what) {
 
 }  // namespace
 
-Status BiasAdd(const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy, int64_t rows,
-               int64_t cols, void* stream) {
-  BiasAddKernel<<<GridFor(rows * cols), kThreads, 0, AsStream(stream)>>>(x, ldx, bias, y, ldy, rows,
-                                                                         cols);
+Status BiasAdd(const float* x, int64_t ldx, const float* bias, void* y, bool y_bf16, int64_t ldy,
+               int64_t rows, int64_t cols, void* stream) {
+  if (y_bf16) {
+    BiasAddKernel<<<GridFor(rows * cols), kThreads, 0, AsStream(stream)>>>(
+        x, ldx, bias, static_cast<uint16_t*>(y), ldy, rows, cols);
+  } else {
+    BiasAddKernel<<<GridFor(rows * cols), kThreads, 0, AsStream(stream)>>>(
+        x, ldx, bias, static_cast<float*>(y), ldy, rows, cols);
+  }
   return LaunchStatus("BiasAdd");
 }
 
@@ -254,17 +266,30 @@ Status Add(const float* a, const float* b, float* out, int64_t n, void* stream) 
   return LaunchStatus("Add");
 }
 
-Status GeluForward(const float* x, void* y, bool y_bf16, int64_t n, void* stream) {
-  if (y_bf16) {
-    GeluKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(x, static_cast<uint16_t*>(y), n);
+Status GeluForward(const void* x, bool x_bf16, void* y, bool y_bf16, int64_t n, void* stream) {
+  if (x_bf16 && !y_bf16) return Status::InvalidArgument("GeluForward: bf16 x needs a bf16 y");
+  if (x_bf16) {
+    GeluKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(static_cast<const uint16_t*>(x),
+                                                              static_cast<uint16_t*>(y), n);
+  } else if (y_bf16) {
+    GeluKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(static_cast<const float*>(x),
+                                                              static_cast<uint16_t*>(y), n);
   } else {
-    GeluKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(x, static_cast<float*>(y), n);
+    GeluKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(static_cast<const float*>(x),
+                                                              static_cast<float*>(y), n);
   }
   return LaunchStatus("GeluForward");
 }
 
-Status GeluBackward(const float* x, const float* dy, float* dx, int64_t n, void* stream) {
-  GeluBackwardKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(x, dy, dx, n);
+Status GeluBackward(const void* x, bool x_bf16, const float* dy, float* dx, int64_t n,
+                    void* stream) {
+  if (x_bf16) {
+    GeluBackwardKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(
+        static_cast<const uint16_t*>(x), dy, dx, n);
+  } else {
+    GeluBackwardKernel<<<GridFor(n), kThreads, 0, AsStream(stream)>>>(static_cast<const float*>(x),
+                                                                      dy, dx, n);
+  }
   return LaunchStatus("GeluBackward");
 }
 
@@ -296,19 +321,31 @@ Status LayerNormBackward(const float* dy, int64_t lddy, const float* x, int64_t 
   return LaunchStatus("LayerNormBackward");
 }
 
-Status SoftmaxForward(const float* x, float* y, int64_t rows, int64_t cols, int64_t ld, float scale,
-                      bool causal, void* stream) {
+Status SoftmaxForward(const float* x, void* y, bool y_bf16, int64_t rows, int64_t cols, int64_t ld,
+                      float scale, bool causal, void* stream) {
   PSZERO_RETURN_IF_ERROR(CheckRows(rows, "SoftmaxForward"));
-  SoftmaxKernel<<<static_cast<unsigned>(rows), kThreads, 0, AsStream(stream)>>>(x, y, cols, ld,
-                                                                                scale, causal);
+  const auto blocks = static_cast<unsigned>(rows);
+  if (y_bf16) {
+    SoftmaxKernel<<<blocks, kThreads, 0, AsStream(stream)>>>(x, static_cast<uint16_t*>(y), cols, ld,
+                                                             scale, causal);
+  } else {
+    SoftmaxKernel<<<blocks, kThreads, 0, AsStream(stream)>>>(x, static_cast<float*>(y), cols, ld,
+                                                             scale, causal);
+  }
   return LaunchStatus("SoftmaxForward");
 }
 
-Status SoftmaxBackward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols,
-                       int64_t ld, float scale, void* stream) {
+Status SoftmaxBackward(const void* y, const float* dy, void* dx, bool bf16, int64_t rows,
+                       int64_t cols, int64_t ld, float scale, void* stream) {
   PSZERO_RETURN_IF_ERROR(CheckRows(rows, "SoftmaxBackward"));
-  SoftmaxBackwardKernel<<<static_cast<unsigned>(rows), kThreads, 0, AsStream(stream)>>>(
-      y, dy, dx, cols, ld, scale);
+  const auto blocks = static_cast<unsigned>(rows);
+  if (bf16) {
+    SoftmaxBackwardKernel<<<blocks, kThreads, 0, AsStream(stream)>>>(
+        static_cast<const uint16_t*>(y), dy, static_cast<uint16_t*>(dx), cols, ld, scale);
+  } else {
+    SoftmaxBackwardKernel<<<blocks, kThreads, 0, AsStream(stream)>>>(
+        static_cast<const float*>(y), dy, static_cast<float*>(dx), cols, ld, scale);
+  }
   return LaunchStatus("SoftmaxBackward");
 }
 

@@ -2,6 +2,7 @@
 // device (a CPU build, or no GPU) every test is skipped with a message saying so.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -353,6 +354,104 @@ TEST_F(CudaTwinTest, Bf16OutputsOfGeluAndLayerNorm) {
     ExpectAllClose(widen(gy), widen(y), rtol, atol);
     ExpectAllClose(Down<float>(om), mean, kRtol, kAtol);
     ExpectAllClose(Down<float>(orr), rstd, kRtol, kAtol);
+  }
+}
+
+// Mixed precision's bf16-saved activations: the bias add into bf16 (qkv, fc's output),
+// GELU from a bf16 input, the bf16 softmax and its backward, and the bf16 attention. Rounded
+// values within one bf16 ulp as above; fp32 results as their fp32 twins'.
+TEST_F(CudaTwinTest, Bf16SavedActivations) {
+  const int64_t rows = 64, cols = 257, ld = cols + 3, n = rows * ld;
+  const double rtol = 1.0 / 128, atol = 1e-5;
+  auto widen = [](const std::vector<uint16_t>& h) {
+    std::vector<float> f;
+    for (uint16_t v : h) f.push_back(Bf16BitsToFloat(v));
+    return f;
+  };
+  const std::vector<float> x = RandomFloats(n, 70, -3.0f, 3.0f), dy = RandomFloats(n, 71);
+  const std::vector<float> bias = RandomFloats(cols, 72);
+  const std::vector<uint16_t> xb = testing::ToBf16(x);
+  Tensor dx = Up(x), ddy = Up(dy), dbias = Up(bias), dxb = Up(xb);
+  {
+    std::vector<uint16_t> y(n, 0x7fc1);
+    ASSERT_TRUE(BiasAdd(x.data(), ld, bias.data(), reinterpret_cast<bf16_t*>(y.data()), ld, rows,
+                        cols, Cpu())
+                    .ok());
+    Tensor o = Up(std::vector<uint16_t>(n, 0x7fc1));
+    ASSERT_TRUE(
+        BiasAdd(P<float>(dx), ld, P<float>(dbias), P<bf16_t>(o), ld, rows, cols, Gpu()).ok());
+    EXPECT_EQ(Down<uint16_t>(o), y);  // one fp32 addition, rounded: the same bits
+  }
+  {
+    std::vector<uint16_t> y(n);
+    std::vector<float> g(n);
+    ASSERT_TRUE(GeluForward(reinterpret_cast<const bf16_t*>(xb.data()),
+                            reinterpret_cast<bf16_t*>(y.data()), n, Cpu())
+                    .ok());
+    ASSERT_TRUE(
+        GeluBackward(reinterpret_cast<const bf16_t*>(xb.data()), dy.data(), g.data(), n, Cpu())
+            .ok());
+    Tensor o = Up(std::vector<uint16_t>(n)), og = Up(std::vector<float>(n));
+    ASSERT_TRUE(GeluForward(P<bf16_t>(dxb), P<bf16_t>(o), n, Gpu()).ok());
+    ASSERT_TRUE(GeluBackward(P<bf16_t>(dxb), P<float>(ddy), P<float>(og), n, Gpu()).ok());
+    ExpectAllClose(widen(Down<uint16_t>(o)), widen(y), rtol, atol);
+    ExpectAllClose(Down<float>(og), g, kRtol, kAtol);
+  }
+  {
+    // Causal softmax over four whole [32, 32] score matrices.
+    const int64_t s = 32, r = 4 * s;
+    const std::vector<float> sx = RandomFloats(r * s, 73, -5.0f, 5.0f),
+                             sdy = RandomFloats(r * s, 74);
+    std::vector<uint16_t> y(r * s), gx(r * s);
+    ASSERT_TRUE(
+        SoftmaxForward(sx.data(), reinterpret_cast<bf16_t*>(y.data()), r, s, s, 0.3f, true, Cpu())
+            .ok());
+    ASSERT_TRUE(SoftmaxBackward(reinterpret_cast<const bf16_t*>(y.data()), sdy.data(),
+                                reinterpret_cast<bf16_t*>(gx.data()), r, s, s, 0.3f, Cpu())
+                    .ok());
+    Tensor dsx = Up(sx), dsdy = Up(sdy), oy = Up(std::vector<uint16_t>(r * s)), hy = Up(y),
+           ogx = Up(std::vector<uint16_t>(r * s));
+    ASSERT_TRUE(SoftmaxForward(P<float>(dsx), P<bf16_t>(oy), r, s, s, 0.3f, true, Gpu()).ok());
+    // Backward from the host's probabilities, so that only the backward's math differs.
+    ASSERT_TRUE(
+        SoftmaxBackward(P<bf16_t>(hy), P<float>(dsdy), P<bf16_t>(ogx), r, s, s, 0.3f, Gpu()).ok());
+    ExpectAllClose(widen(Down<uint16_t>(oy)), widen(y), rtol, atol);
+    ExpectAllClose(widen(Down<uint16_t>(ogx)), widen(gx), rtol, 1e-4);
+  }
+  {
+    const AttentionShape s{2, 16, 3, 8};
+    const int64_t d = s.heads * s.head_dim, tokens = s.batch * s.seq, qld = 3 * d;
+    const int64_t np = s.batch * s.heads * s.seq * s.seq, m = std::max(tokens * d, np);
+    const std::vector<uint16_t> qkv = testing::ToBf16(RandomFloats(tokens * qld, 75));
+    std::vector<uint16_t> dout = testing::ToBf16(RandomFloats(tokens * d, 76));
+    dout.resize(m);  // dout and the scores' gradient share one scratch
+    const auto* hq = reinterpret_cast<const bf16_t*>(qkv.data());
+    std::vector<uint16_t> probs(np), scratch = dout;
+    std::vector<float> scores(np), dprobs(np), out(tokens * d), dqkv(tokens * qld);
+    ASSERT_TRUE(AttentionForward(s, hq, hq + d, hq + 2 * d, qld, scores.data(),
+                                 reinterpret_cast<bf16_t*>(probs.data()), out.data(), d, Cpu())
+                    .ok());
+    auto* hs = reinterpret_cast<bf16_t*>(scratch.data());
+    ASSERT_TRUE(AttentionBackward(s, hq, hq + d, hq + 2 * d, qld,
+                                  reinterpret_cast<const bf16_t*>(probs.data()), hs, d,
+                                  dprobs.data(), hs, dqkv.data(), dqkv.data() + d,
+                                  dqkv.data() + 2 * d, qld, Cpu())
+                    .ok());
+    Tensor gqkv = Up(qkv), gp = Up(std::vector<uint16_t>(np)), gscores = Up(scores),
+           gdp = Up(dprobs), go = Up(out), gs = Up(dout), gd = Up(dqkv);
+    const bf16_t* q = P<bf16_t>(gqkv);
+    ASSERT_TRUE(AttentionForward(s, q, q + d, q + 2 * d, qld, P<float>(gscores), P<bf16_t>(gp),
+                                 P<float>(go), d, Gpu())
+                    .ok());
+    float* dq = P<float>(gd);
+    ASSERT_TRUE(AttentionBackward(s, q, q + d, q + 2 * d, qld, P<bf16_t>(gp), P<bf16_t>(gs), d,
+                                  P<float>(gdp), P<bf16_t>(gs), dq, dq + d, dq + 2 * d, qld, Gpu())
+                    .ok());
+    ExpectAllClose(widen(Down<uint16_t>(gp)), widen(probs), rtol, atol);
+    // The device's probabilities may round the other way (one bf16 ulp), which the output
+    // and the gradients carry: about 1% of their largest magnitude.
+    ExpectAllClose(Down<float>(go), out, 1e-2, 1e-2);
+    ExpectAllClose(Down<float>(gd), dqkv, 2e-2, 2e-2);
   }
 }
 

@@ -3,6 +3,7 @@
 // thread count; backward against central finite differences of the double forward.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 
@@ -38,6 +39,12 @@ Vec ToDouble(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
 std::vector<float> FromBf16(const std::vector<bf16_t>& v) {
   std::vector<float> out;
   for (bf16_t h : v) out.push_back(Bf16BitsToFloat(h.bits));
+  return out;
+}
+
+std::vector<bf16_t> ToBf16(const std::vector<float>& v) {
+  std::vector<bf16_t> out;
+  for (float f : v) out.push_back(bf16_t{FloatToBf16Bits(f)});
   return out;
 }
 
@@ -139,6 +146,41 @@ TEST(GeluTest, BackwardMatchesFiniteDifferences) {
   }
 }
 
+// A bf16 pre-activation (mixed precision keeps fc's output in bf16): the forward is GELU of
+// the widened value rounded once, the backward GELU' at the widened value, each against
+// the double reference and bit for bit the fp32 kernels on the widened inputs.
+TEST(GeluTest, Bf16InputForwardAndBackward) {
+  for (const KernelContext& ctx : HostContexts()) {
+    for (int64_t n : testing::AwkwardSizes()) {
+      SCOPED_TRACE(Describe(ctx) + " n=" + std::to_string(n));
+      const std::vector<bf16_t> xb = ToBf16(RandomFloats(n, n + 2, -6.0f, 6.0f));
+      const std::vector<float> xw = FromBf16(xb), dy = RandomFloats(n, n + 3);
+      testing::Unaligned<bf16_t> x(xb);
+      testing::Unaligned<bf16_t> y(std::vector<bf16_t>(static_cast<size_t>(n), bf16_t{0x7fc1}));
+      ASSERT_TRUE(GeluForward(x.data(), y.data(), n, ctx).ok());
+      std::vector<float> y32(static_cast<size_t>(n)), dx(static_cast<size_t>(n)),
+          dx32(static_cast<size_t>(n));
+      ASSERT_TRUE(GeluForward(xw.data(), y32.data(), n, ctx).ok());
+      Vec want, want_dx;
+      for (float v : xw) want.push_back(GeluRef(v));
+      ExpectAllClose(FromBf16(y.values()), want, kBf16Rtol, kFwdAtol);
+      ExpectRoundedFrom(y.values(), y32);
+      ASSERT_TRUE(GeluBackward(x.data(), dy.data(), dx.data(), n, ctx).ok());
+      ASSERT_TRUE(GeluBackward(xw.data(), dy.data(), dx32.data(), n, ctx).ok());
+      for (int64_t i = 0; i < n; ++i) {
+        const double xi = xw[i], h = 1e-6 * std::max(1.0, std::fabs(xi));
+        want_dx.push_back(dy[i] * (GeluRef(xi + h) - GeluRef(xi - h)) / (2 * h));
+      }
+      ExpectAllClose(dx, want_dx, kBwdRtol, kBwdAtol);
+      EXPECT_EQ(dx, dx32);
+      // In place, as the MLP runs it: dx over dy.
+      std::vector<float> inplace = dy;
+      ASSERT_TRUE(GeluBackward(x.data(), inplace.data(), inplace.data(), n, ctx).ok());
+      EXPECT_EQ(inplace, dx);
+    }
+  }
+}
+
 // ------------------------------------------------------------------- bias and residual
 
 TEST(BiasAddTest, ForwardAndBackward) {
@@ -162,6 +204,39 @@ TEST(BiasAddTest, ForwardAndBackward) {
         for (int64_t c = 0; c < s.cols; ++c) want_db[c] += x[r * ld + c];
       }
       ExpectAllClose(db, want_db, 1e-5, 1e-5);
+    }
+  }
+}
+
+// A GEMM's output plus its bias kept in bf16 (mixed precision's qkv and fc output).
+TEST(BiasAddTest, Bf16OutputMatchesReferenceAndRoundsTheFp32Output) {
+  const bf16_t kUntouched{0x7fc1};
+  for (const KernelContext& ctx : HostContexts()) {
+    for (Shape2 s : RowShapes()) {
+      SCOPED_TRACE(Describe(ctx) + " " + std::to_string(s.rows) + "x" + std::to_string(s.cols));
+      const int64_t ldx = s.cols + 3, ldy = s.cols + 1;
+      const std::vector<float> x = RandomFloats(s.rows * ldx, 3, -4.0f, 4.0f),
+                               b = RandomFloats(s.cols, 4);
+      std::vector<bf16_t> y(static_cast<size_t>(s.rows * ldy), kUntouched);
+      std::vector<float> y32(static_cast<size_t>(s.rows * ldy));
+      ASSERT_TRUE(BiasAdd(x.data(), ldx, b.data(), y.data(), ldy, s.rows, s.cols, ctx).ok());
+      ASSERT_TRUE(BiasAdd(x.data(), ldx, b.data(), y32.data(), ldy, s.rows, s.cols, ctx).ok());
+      std::vector<bf16_t> dense;
+      std::vector<float> dense32;
+      Vec want;
+      for (int64_t r = 0; r < s.rows; ++r) {
+        for (int64_t c = 0; c < ldy; ++c) {
+          if (c < s.cols) {
+            dense.push_back(y[r * ldy + c]);
+            dense32.push_back(y32[r * ldy + c]);
+            want.push_back(double(x[r * ldx + c]) + b[c]);
+          } else {
+            EXPECT_EQ(y[r * ldy + c].bits, kUntouched.bits) << "row " << r << " col " << c;
+          }
+        }
+      }
+      ExpectAllClose(FromBf16(dense), want, kBf16Rtol, 1e-7);
+      ExpectRoundedFrom(dense, dense32);
     }
   }
 }
@@ -336,6 +411,43 @@ TEST(SoftmaxTest, ForwardMatchesReference) {
   }
 }
 
+// Mixed precision's probabilities: bf16 y, each the fp32 forward's value rounded once;
+// backward from a bf16 y to a bf16 dx against the double formula on the widened y.
+TEST(SoftmaxTest, Bf16ForwardAndBackward) {
+  for (const KernelContext& ctx : HostContexts()) {
+    for (bool causal : {false, true}) {
+      for (Shape2 s : std::vector<Shape2>{{0, 3}, {1, 1}, {7, 7}, {34, 17}, {2046, 1023}}) {
+        SCOPED_TRACE(Describe(ctx) + " " + std::to_string(s.rows) + "x" + std::to_string(s.cols) +
+                     (causal ? " causal" : ""));
+        const int64_t ld = s.cols;
+        const std::vector<float> x = RandomFloats(s.rows * ld, 33, -8.0f, 8.0f);
+        const std::vector<float> dy = RandomFloats(s.rows * ld, 34);
+        std::vector<bf16_t> y(x.size(), bf16_t{0x7fc1}), dx(x.size(), bf16_t{0x7fc1});
+        std::vector<float> y32(x.size());
+        ASSERT_TRUE(SoftmaxForward(x.data(), y.data(), s.rows, s.cols, ld, 0.7f, causal, ctx).ok());
+        ASSERT_TRUE(
+            SoftmaxForward(x.data(), y32.data(), s.rows, s.cols, ld, 0.7f, causal, ctx).ok());
+        ExpectAllClose(FromBf16(y), SoftmaxRef(ToDouble(x), s.rows, s.cols, 0.7, causal), kBf16Rtol,
+                       kFwdAtol);
+        ExpectRoundedFrom(y, y32);
+        ASSERT_TRUE(
+            SoftmaxBackward(y.data(), dy.data(), dx.data(), s.rows, s.cols, ld, 0.7f, ctx).ok());
+        const std::vector<float> yw = FromBf16(y);
+        Vec want(x.size());
+        for (int64_t r = 0; r < s.rows; ++r) {
+          double dot = 0;
+          for (int64_t c = 0; c < s.cols; ++c) dot += double(yw[r * ld + c]) * dy[r * ld + c];
+          for (int64_t c = 0; c < s.cols; ++c) {
+            want[r * ld + c] = 0.7 * yw[r * ld + c] * (dy[r * ld + c] - dot);
+          }
+        }
+        // Rounding the output (half a bf16 ulp) after the fp32 row sum.
+        ExpectAllClose(FromBf16(dx), want, kBf16Rtol, 1e-5);
+      }
+    }
+  }
+}
+
 TEST(SoftmaxTest, CausalNeedsWholeMatrices) {
   float x[6] = {};
   EXPECT_EQ(SoftmaxForward(x, x, 3, 2, 2, 1.0f, true, KernelContext::Host()).code(),
@@ -451,6 +563,79 @@ TEST(AttentionTest, BackwardMatchesFiniteDifferences) {
     ExpectAllClose(dq, want_dq, kBwdRtol, kBwdAtol);
     ExpectAllClose(dk, want_dk, kBwdRtol, kBwdAtol);
     ExpectAllClose(dv, want_dv, kBwdRtol, kBwdAtol);
+  }
+}
+
+// Mixed precision's attention: bf16 q, k, v (a fused [tokens, 3d] buffer) and probs, bf16
+// GEMM operands with fp32 accumulation. Against the double attention of the same (widened)
+// bf16 inputs and its finite-difference gradients: the probabilities, dout and the scores'
+// gradient are rounded to bf16 once each (2^-9 relative), so the outputs agree within about
+// 1% of their largest magnitude.
+TEST(AttentionTest, Bf16MatchesReference) {
+  const AttentionShape s{2, 9, 2, 4};
+  const int64_t d = s.heads * s.head_dim, ld = 3 * d, tokens = s.batch * s.seq, n = tokens * d;
+  const int64_t np = s.batch * s.heads * s.seq * s.seq;
+  const std::vector<bf16_t> qkv = ToBf16(RandomFloats(tokens * ld, 54, -2.0f, 2.0f));
+  const std::vector<bf16_t> dout = ToBf16(RandomFloats(n, 55));
+  const Vec all = ToDouble(FromBf16(qkv)), doutd = ToDouble(FromBf16(dout));
+  // q, k, v as separate [tokens, d] doubles.
+  Vec qd(n), kd(n), vd(n);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t c = 0; c < d; ++c) {
+      qd[t * d + c] = all[t * ld + c];
+      kd[t * d + c] = all[t * ld + d + c];
+      vd[t * d + c] = all[t * ld + 2 * d + c];
+    }
+  }
+  auto loss = [&](const Vec& qs, const Vec& ks, const Vec& vs) {
+    const Vec o = AttentionRef(s, qs, ks, vs, d);
+    double l = 0;
+    for (size_t i = 0; i < o.size(); ++i) l += doutd[i] * o[i];
+    return l;
+  };
+  const Vec want_out = AttentionRef(s, qd, kd, vd, d);
+  const Vec want_dq = FiniteDiff([&](const Vec& x) { return loss(x, kd, vd); }, qd);
+  const Vec want_dk = FiniteDiff([&](const Vec& x) { return loss(qd, x, vd); }, kd);
+  const Vec want_dv = FiniteDiff([&](const Vec& x) { return loss(qd, kd, x); }, vd);
+  auto max_abs = [](const Vec& v) {
+    double m = 0;
+    for (double x : v) m = std::max(m, std::fabs(x));
+    return m;
+  };
+  for (const KernelContext& ctx : HostContexts()) {
+    SCOPED_TRACE(Describe(ctx));
+    std::vector<float> scores(np), dprobs(np), out(n), dq(tokens * ld);
+    std::vector<bf16_t> probs(np);
+    // dout and the scores' gradient share one scratch, as the attention block runs it.
+    std::vector<bf16_t> scratch(std::max(n, np));
+    std::copy(dout.begin(), dout.end(), scratch.begin());
+    const bf16_t* q = qkv.data();
+    ASSERT_TRUE(AttentionForward(s, q, q + d, q + 2 * d, ld, scores.data(), probs.data(),
+                                 out.data(), d, ctx)
+                    .ok());
+    ASSERT_TRUE(AttentionBackward(s, q, q + d, q + 2 * d, ld, probs.data(), scratch.data(), d,
+                                  dprobs.data(), scratch.data(), dq.data(), dq.data() + d,
+                                  dq.data() + 2 * d, ld, ctx)
+                    .ok());
+    ExpectAllClose(out, want_out, 1e-2, 1e-2 * max_abs(want_out));
+    std::vector<float> gq, gk, gv;
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t c = 0; c < d; ++c) {
+        gq.push_back(dq[t * ld + c]);
+        gk.push_back(dq[t * ld + d + c]);
+        gv.push_back(dq[t * ld + 2 * d + c]);
+      }
+    }
+    ExpectAllClose(gq, want_dq, 2e-2, 2e-2 * max_abs(want_dq));
+    ExpectAllClose(gk, want_dk, 2e-2, 2e-2 * max_abs(want_dk));
+    ExpectAllClose(gv, want_dv, 2e-2, 2e-2 * max_abs(want_dv));
+    // The probabilities are the fp32 softmax of the same scores, rounded once.
+    std::vector<float> probs32(np), out32(n);
+    std::vector<float> qkv32 = FromBf16(qkv);
+    ASSERT_TRUE(AttentionForward(s, qkv32.data(), qkv32.data() + d, qkv32.data() + 2 * d, ld,
+                                 probs32.data(), out32.data(), d, ctx)
+                    .ok());
+    ExpectRoundedFrom(probs, probs32);
   }
 }
 

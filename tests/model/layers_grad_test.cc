@@ -165,27 +165,31 @@ TEST_F(LayerGradTest, MlpBlock) {
   CheckGradients(p);
 }
 
-// Mixed precision keeps the GEMM inputs (LayerNorm, attention and GELU outputs) in bf16
-// only: a bf16 block's forward holds exactly their fp32 bytes minus their bf16 bytes less
-// than a fp32 one (no fp32 copies, no extra bf16 copies), and its output and input gradient
-// follow the fp32 block's within bf16 rounding.
-TEST(Bf16LayersTest, BlocksKeepTheirGemmInputsInBf16Only) {
+// Mixed precision keeps the activations saved for backward in bf16 only: the GEMM inputs
+// (LayerNorm, attention and GELU outputs), qkv, the attention probabilities and GELU's input.
+// After forward and backward a bf16 pair of blocks holds exactly the fp32 pair's activation
+// bytes minus 2 bytes per element of those, plus the shared bf16 gradient scratch (no fp32
+// copies, no extra bf16 copies), and its output and input gradient follow the fp32 blocks'
+// within bf16 rounding.
+TEST(Bf16LayersTest, BlocksKeepTheirSavedActivationsInBf16Only) {
   const int64_t batch = 2, seq = 5, n = batch * seq, d = 16, heads = 2, h = 4 * d;
+  const int64_t probs = batch * heads * seq * seq;
   std::mt19937 rng(5);
   std::normal_distribution<float> nd;
   Vec x(n * d), dout(n * d);
   for (float& v : x) v = nd(rng);
   for (float& v : dout) v = nd(rng);
   struct Run {
-    int64_t mlp_forward_bytes = 0;
-    int64_t attn_forward_bytes = 0;
+    int64_t activation_bytes = 0;
+    int64_t scratch_numel = 0;
     Vec out, dx;
   };
   auto run = [&](bool bf16) {
     Run r;
     TensorParallel tp;
     MemoryTracker tracker;
-    ModelContext ctx{kernels::KernelContext::Host(), &tp, &tracker, bf16, 1, {}};
+    Tensor scratch;
+    ModelContext ctx{kernels::KernelContext::Host(), &tp, &tracker, bf16, 1, {}, &scratch};
     ParamBuffer params(0, 1);
     AttentionBlock attn;
     MlpBlock mlp;
@@ -201,20 +205,22 @@ TEST(Bf16LayersTest, BlocksKeepTheirGemmInputsInBf16Only) {
     r.out.resize(n * d);
     r.dx.resize(n * d);
     EXPECT_TRUE(attn.Forward(ctx, params, x.data(), batch, seq, mid.data()).ok());
-    r.attn_forward_bytes = tracker.Usage(MemoryCategory::kActivations).live_bytes;
     EXPECT_TRUE(mlp.Forward(ctx, params, mid.data(), n, r.out.data()).ok());
-    r.mlp_forward_bytes =
-        tracker.Usage(MemoryCategory::kActivations).live_bytes - r.attn_forward_bytes;
     EXPECT_TRUE(mlp.Backward(ctx, params, dout.data(), dmid.data()).ok());
     EXPECT_TRUE(attn.Backward(ctx, params, dmid.data(), r.dx.data()).ok());
+    r.activation_bytes = tracker.Usage(MemoryCategory::kActivations).live_bytes;
+    r.scratch_numel = scratch.defined() ? scratch.numel() : 0;
     return r;
   };
   const Run fp32 = run(false), bf16 = run(true);
-  // MLP: LayerNorm output [n, d] and GELU output [n, h] at 2 bytes instead of 4.
-  EXPECT_EQ(fp32.mlp_forward_bytes - bf16.mlp_forward_bytes, 2 * (n * d + n * h));
-  // Attention: LayerNorm and attention outputs [n, d] at 2 bytes instead of 4; the fp32
-  // attention output is written into backward's gradient buffer [n, d], allocated early.
-  EXPECT_EQ(fp32.attn_forward_bytes - bf16.attn_forward_bytes, 2 * (n * d + n * d) - 4 * n * d);
+  EXPECT_EQ(fp32.scratch_numel, 0);
+  // The largest bf16 gradient operand: fc's dy [n, h] (qkv's is [n, 3d], the attention's
+  // dout [n, d] and scores' gradient [batch, heads, seq, seq]).
+  EXPECT_EQ(bf16.scratch_numel, std::max({n * h, n * 3 * d, n * d, probs}));
+  // MLP: LayerNorm output [n, d], GELU's input and output [n, h]. Attention: LayerNorm
+  // output [n, d], qkv [n, 3d], probabilities, attention output [n, d].
+  const int64_t bf16_only = (n * d + 2 * n * h) + (n * d + 3 * n * d + probs + n * d);
+  EXPECT_EQ(fp32.activation_bytes - bf16.activation_bytes, 2 * bf16_only - 2 * bf16.scratch_numel);
   auto expect_close = [](const Vec& got, const Vec& want, const char* what) {
     float max_abs = 0;
     for (float v : want) max_abs = std::max(max_abs, std::fabs(v));

@@ -1,5 +1,6 @@
 #include "worker/model/layers.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cast.h"
@@ -24,14 +25,15 @@ Status EnsureBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
   return EnsureActivation(t, n, DType::kBFloat16, ctx);
 }
 
-// y = Linear(LayerNorm(x)), the normalized rows kept in ln_out (allocated by
-// EnsureGemmInput): bf16 straight from the LayerNorm in bf16 mode, else fp32.
+// A bf16 scratch of at least n elements: grown when smaller, never shrunk.
+Status GrowBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
+  if (t.defined() && t.numel() >= n) return Status::Ok();
+  return EnsureBf16(t, n, ctx);
+}
+
+// fp32 mode: y = Linear(LayerNorm(x)), the normalized rows kept in ln_out.
 Status NormThenLinear(const ModelContext& ctx, ParamBuffer& params, LayerNorm& ln, Linear& linear,
                       const float* x, int64_t n, Tensor& ln_out, float* y) {
-  if (ctx.bf16) {
-    PSZERO_RETURN_IF_ERROR(ln.Forward(ctx, params, x, n, ln_out.data<bf16_t>()));
-    return linear.Forward(ctx, params, ln_out.data<bf16_t>(), n, y);
-  }
   PSZERO_RETURN_IF_ERROR(ln.Forward(ctx, params, x, n, ln_out.data<float>()));
   return linear.Forward(ctx, params, ln_out.data<float>(), n, y);
 }
@@ -93,9 +95,7 @@ Status MatmulWeightBackward(const ModelContext& ctx, const float* dy, int64_t n,
   if (x_bf16 == nullptr || w_bf16 == nullptr) {
     return Status::Internal("bf16 backward without its bf16 operands");
   }
-  if (!dy_bf16.defined() || dy_bf16.numel() < n * out) {
-    PSZERO_RETURN_IF_ERROR(EnsureBf16(dy_bf16, n * out, ctx));
-  }
+  PSZERO_RETURN_IF_ERROR(GrowBf16(dy_bf16, n * out, ctx));
   PSZERO_RETURN_IF_ERROR(
       kernels::Cast(dy, DType::kFloat32, dy_bf16.data(), DType::kBFloat16, n * out, ctx.kernels));
   PSZERO_RETURN_IF_ERROR(kernels::Gemm(true, false, out, in, n, 1.0f, dy_bf16.data(), out, x_bf16,
@@ -135,7 +135,7 @@ Status Linear::Forward(const ModelContext& ctx, ParamBuffer& params, const float
   PSZERO_RETURN_IF_ERROR(MatmulWeightT(ctx, x, n, local_in_, params.param(weight_),
                                        params.param_bf16(weight_), local_out_, y, x_copy_));
   if (ctx.bf16) x_bf16_ = x_copy_.data<bf16_t>();
-  return AddBias(ctx, params, n, y);
+  return AddBias(ctx, params, n, y, y);
 }
 
 Status Linear::Forward(const ModelContext& ctx, ParamBuffer& params, const bf16_t* x, int64_t n,
@@ -144,13 +144,25 @@ Status Linear::Forward(const ModelContext& ctx, ParamBuffer& params, const bf16_
   x_bf16_ = x;
   PSZERO_RETURN_IF_ERROR(
       MatmulWeightT(ctx, x, n, local_in_, params.param_bf16(weight_), local_out_, y));
-  return AddBias(ctx, params, n, y);
+  return AddBias(ctx, params, n, y, y);
 }
 
-Status Linear::AddBias(const ModelContext& ctx, ParamBuffer& params, int64_t n, float* y) {
-  if (parallel_ == Parallel::kRow) PSZERO_RETURN_IF_ERROR(ctx.tp->ReduceForward(y, n * local_out_));
+Status Linear::Forward(const ModelContext& ctx, ParamBuffer& params, const bf16_t* x, int64_t n,
+                       float* acc, bf16_t* y) {
+  x_ = nullptr;
+  x_bf16_ = x;
+  PSZERO_RETURN_IF_ERROR(
+      MatmulWeightT(ctx, x, n, local_in_, params.param_bf16(weight_), local_out_, acc));
+  return AddBias(ctx, params, n, acc, y);
+}
+
+template <typename Y>
+Status Linear::AddBias(const ModelContext& ctx, ParamBuffer& params, int64_t n, float* acc, Y* y) {
+  if (parallel_ == Parallel::kRow) {
+    PSZERO_RETURN_IF_ERROR(ctx.tp->ReduceForward(acc, n * local_out_));
+  }
   PSZERO_ASSIGN_OR_RETURN(const float* bias, ParamFloats(ctx, params, bias_, bias_f32_));
-  return kernels::BiasAdd(y, local_out_, bias, y, local_out_, n, local_out_, ctx.kernels);
+  return kernels::BiasAdd(acc, local_out_, bias, y, local_out_, n, local_out_, ctx.kernels);
 }
 
 Status Linear::Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
@@ -231,29 +243,40 @@ Status AttentionBlock::Forward(const ModelContext& ctx, ParamBuffer& params, con
   const int64_t n = batch * seq;
   const int64_t dl = d_ / ctx.tp->size();
   shape_ = {batch, seq, heads_ / ctx.tp->size(), d_ / heads_};
+  const int64_t np = batch * shape_.heads * seq * seq;
   PSZERO_RETURN_IF_ERROR(EnsureGemmInput(ln_out_, n * d_, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(qkv_out_, n * 3 * dl, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(probs_, batch * shape_.heads * seq * seq, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(qkv_out_, n * 3 * dl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(probs_, np, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureGemmInput(attn_out_, n * dl, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(branch_, n * d_, ctx));
-  PSZERO_RETURN_IF_ERROR(
-      NormThenLinear(ctx, params, ln_, qkv_, x, n, ln_out_, qkv_out_.data<float>()));
-  // The attention's GEMMs write fp32. In bf16 mode that goes to dattn_ (backward's buffer
-  // for the gradient of this output, unused until then) and is rounded once into the bf16
-  // attn_out_ the projection saves.
-  if (ctx.bf16) PSZERO_RETURN_IF_ERROR(EnsureBuffer(dattn_, n * dl, ctx));
-  float* attn_f32 = ctx.bf16 ? dattn_.data<float>() : attn_out_.data<float>();
-  const float* q = qkv_out_.data<float>();
-  PSZERO_RETURN_IF_ERROR(kernels::AttentionForward(
-      shape_, q, q + dl, q + 2 * dl, 3 * dl, probs_.data<float>(), attn_f32, dl, ctx.kernels));
-  if (ctx.bf16) {
-    PSZERO_RETURN_IF_ERROR(kernels::Cast(attn_f32, DType::kFloat32, attn_out_.data(),
-                                         DType::kBFloat16, n * dl, ctx.kernels));
+  if (!ctx.bf16) {
     PSZERO_RETURN_IF_ERROR(
-        proj_.Forward(ctx, params, attn_out_.data<bf16_t>(), n, branch_.data<float>()));
-  } else {
-    PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, attn_f32, n, branch_.data<float>()));
+        NormThenLinear(ctx, params, ln_, qkv_, x, n, ln_out_, qkv_out_.data<float>()));
+    const float* q = qkv_out_.data<float>();
+    PSZERO_RETURN_IF_ERROR(kernels::AttentionForward(shape_, q, q + dl, q + 2 * dl, 3 * dl,
+                                                     probs_.data<float>(), attn_out_.data<float>(),
+                                                     dl, ctx.kernels));
+    PSZERO_RETURN_IF_ERROR(
+        proj_.Forward(ctx, params, attn_out_.data<float>(), n, branch_.data<float>()));
+    return kernels::Add(x, branch_.data<float>(), out, n * d_, ctx.kernels);
   }
+  // bf16: every fp32 intermediate (the QKV GEMM's output, the scores, the attention's
+  // output) goes to backward's buffer for its gradient, unused until then, and is rounded
+  // once into the bf16 activation that is kept.
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dqkv_, n * 3 * dl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dprobs_, np, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dattn_, n * dl, ctx));
+  PSZERO_RETURN_IF_ERROR(ln_.Forward(ctx, params, x, n, ln_out_.data<bf16_t>()));
+  PSZERO_RETURN_IF_ERROR(qkv_.Forward(ctx, params, ln_out_.data<bf16_t>(), n, dqkv_.data<float>(),
+                                      qkv_out_.data<bf16_t>()));
+  const bf16_t* q = qkv_out_.data<bf16_t>();
+  PSZERO_RETURN_IF_ERROR(kernels::AttentionForward(shape_, q, q + dl, q + 2 * dl, 3 * dl,
+                                                   dprobs_.data<float>(), probs_.data<bf16_t>(),
+                                                   dattn_.data<float>(), dl, ctx.kernels));
+  PSZERO_RETURN_IF_ERROR(kernels::Cast(dattn_.data(), DType::kFloat32, attn_out_.data(),
+                                       DType::kBFloat16, n * dl, ctx.kernels));
+  PSZERO_RETURN_IF_ERROR(
+      proj_.Forward(ctx, params, attn_out_.data<bf16_t>(), n, branch_.data<float>()));
   return kernels::Add(x, branch_.data<float>(), out, n * d_, ctx.kernels);
 }
 
@@ -266,11 +289,25 @@ Status AttentionBlock::Backward(const ModelContext& ctx, ParamBuffer& params, co
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(dprobs_, probs_.numel(), ctx));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(dln_, n * d_, ctx));
   PSZERO_RETURN_IF_ERROR(proj_.Backward(ctx, params, dout, n, dattn_.data<float>()));
-  const float* q = qkv_out_.data<float>();
   float* dq = dqkv_.data<float>();
-  PSZERO_RETURN_IF_ERROR(kernels::AttentionBackward(
-      shape_, q, q + dl, q + 2 * dl, 3 * dl, probs_.data<float>(), dattn_.data<float>(), dl,
-      dprobs_.data<float>(), dq, dq + dl, dq + 2 * dl, 3 * dl, ctx.kernels));
+  if (ctx.bf16) {
+    // The attention's GEMMs read dout and the scores' gradient in bf16, one after the
+    // other, from one scratch (the model's shared one when there is one).
+    Tensor& scratch = GradBf16Scratch(ctx, dbf16_);
+    PSZERO_RETURN_IF_ERROR(GrowBf16(scratch, std::max(n * dl, probs_.numel()), ctx));
+    bf16_t* dbf16 = scratch.data<bf16_t>();
+    PSZERO_RETURN_IF_ERROR(kernels::Cast(dattn_.data(), DType::kFloat32, dbf16, DType::kBFloat16,
+                                         n * dl, ctx.kernels));
+    const bf16_t* q = qkv_out_.data<bf16_t>();
+    PSZERO_RETURN_IF_ERROR(kernels::AttentionBackward(
+        shape_, q, q + dl, q + 2 * dl, 3 * dl, probs_.data<bf16_t>(), dbf16, dl,
+        dprobs_.data<float>(), dbf16, dq, dq + dl, dq + 2 * dl, 3 * dl, ctx.kernels));
+  } else {
+    const float* q = qkv_out_.data<float>();
+    PSZERO_RETURN_IF_ERROR(kernels::AttentionBackward(
+        shape_, q, q + dl, q + 2 * dl, 3 * dl, probs_.data<float>(), dattn_.data<float>(), dl,
+        dprobs_.data<float>(), dq, dq + dl, dq + 2 * dl, 3 * dl, ctx.kernels));
+  }
   PSZERO_RETURN_IF_ERROR(qkv_.Backward(ctx, params, dq, n, dln_.data<float>()));
   PSZERO_RETURN_IF_ERROR(ln_.Backward(ctx, params, dln_.data<float>(), n, dx));
   return kernels::Add(dx, dout, dx, n * d_, ctx.kernels);
@@ -291,17 +328,23 @@ Status MlpBlock::Forward(const ModelContext& ctx, ParamBuffer& params, const flo
   n_ = n;
   const int64_t hl = fc_.local_out();
   PSZERO_RETURN_IF_ERROR(EnsureGemmInput(ln_out_, n * d_, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(hidden_, n * hl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(hidden_, n * hl, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureGemmInput(act_, n * hl, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(branch_, n * d_, ctx));
-  PSZERO_RETURN_IF_ERROR(
-      NormThenLinear(ctx, params, ln_, fc_, x, n, ln_out_, hidden_.data<float>()));
   if (ctx.bf16) {
+    // fc's fp32 output goes to backward's buffer for its gradient (unused until then) and
+    // is kept as bf16 (with its bias): GELU and GELU's backward read that.
+    PSZERO_RETURN_IF_ERROR(EnsureBuffer(dhidden_, n * hl, ctx));
+    PSZERO_RETURN_IF_ERROR(ln_.Forward(ctx, params, x, n, ln_out_.data<bf16_t>()));
+    PSZERO_RETURN_IF_ERROR(fc_.Forward(ctx, params, ln_out_.data<bf16_t>(), n,
+                                       dhidden_.data<float>(), hidden_.data<bf16_t>()));
     PSZERO_RETURN_IF_ERROR(
-        kernels::GeluForward(hidden_.data<float>(), act_.data<bf16_t>(), n * hl, ctx.kernels));
+        kernels::GeluForward(hidden_.data<bf16_t>(), act_.data<bf16_t>(), n * hl, ctx.kernels));
     PSZERO_RETURN_IF_ERROR(
         proj_.Forward(ctx, params, act_.data<bf16_t>(), n, branch_.data<float>()));
   } else {
+    PSZERO_RETURN_IF_ERROR(
+        NormThenLinear(ctx, params, ln_, fc_, x, n, ln_out_, hidden_.data<float>()));
     PSZERO_RETURN_IF_ERROR(
         kernels::GeluForward(hidden_.data<float>(), act_.data<float>(), n * hl, ctx.kernels));
     PSZERO_RETURN_IF_ERROR(
@@ -317,9 +360,11 @@ Status MlpBlock::Backward(const ModelContext& ctx, ParamBuffer& params, const fl
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(dhidden_, n * hl, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(dln_, n * d_, ctx));
   PSZERO_RETURN_IF_ERROR(proj_.Backward(ctx, params, dout, n, dhidden_.data<float>()));
-  PSZERO_RETURN_IF_ERROR(kernels::GeluBackward(hidden_.data<float>(), dhidden_.data<float>(),
-                                               dhidden_.data<float>(), n * hl, ctx.kernels));
-  PSZERO_RETURN_IF_ERROR(fc_.Backward(ctx, params, dhidden_.data<float>(), n, dln_.data<float>()));
+  float* dh = dhidden_.data<float>();
+  PSZERO_RETURN_IF_ERROR(
+      ctx.bf16 ? kernels::GeluBackward(hidden_.data<bf16_t>(), dh, dh, n * hl, ctx.kernels)
+               : kernels::GeluBackward(hidden_.data<float>(), dh, dh, n * hl, ctx.kernels));
+  PSZERO_RETURN_IF_ERROR(fc_.Backward(ctx, params, dh, n, dln_.data<float>()));
   PSZERO_RETURN_IF_ERROR(ln_.Backward(ctx, params, dln_.data<float>(), n, dx));
   return kernels::Add(dx, dout, dx, n * d_, ctx.kernels);
 }

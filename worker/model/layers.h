@@ -35,16 +35,17 @@ struct ModelContext {
   TensorParallel* tp = nullptr;  // required
   MemoryTracker* tracker = nullptr;
   // Mixed precision (needs the ParamBuffer's bf16 copy): bf16 GEMM operands with fp32
-  // accumulation, and the activations that feed a weight GEMM (LayerNorm, attention and
-  // GELU outputs) kept in bf16 only. The residual stream, GEMM outputs (qkv, GELU's input,
-  // attention probabilities) and all gradients stay fp32.
+  // accumulation, and the activations saved for backward kept in bf16 only: the LayerNorm,
+  // attention and GELU outputs, qkv, the attention probabilities and GELU's input. The
+  // residual stream, LayerNorm statistics, logits, losses and all gradients stay fp32.
   bool bf16 = false;
   // How the ParamBuffer is laid out and held (param_buffer.h): a sync strategy's choice.
   int64_t unit_align = 1;
   ParamStorage storage;
   // bf16 mode: where backward casts a GEMM's output gradient for the bf16 GEMMs. It lives
-  // only within one MatmulWeightBackward, so one buffer (grown to the largest) serves a
-  // whole model: Model points this at one it owns. Null: each Linear keeps its own.
+  // only within one MatmulWeightBackward (or one attention backward, which also rounds its
+  // dout and scores' gradient there), so one buffer (grown to the largest) serves a whole
+  // model: Model points this at one it owns. Null: each layer keeps its own.
   Tensor* grad_bf16_scratch = nullptr;
 };
 
@@ -82,13 +83,19 @@ class Linear {
   // The same for an x already in bf16 (needs ctx.bf16): no copy, x itself is saved.
   Status Forward(const ModelContext& ctx, ParamBuffer& params, const bf16_t* x, int64_t n,
                  float* y);
+  // The same with y kept in bf16: the GEMM (and the row-parallel reduce) write the fp32
+  // scratch `acc` [n, local_out], and y is acc + b rounded once.
+  Status Forward(const ModelContext& ctx, ParamBuffer& params, const bf16_t* x, int64_t n,
+                 float* acc, bf16_t* y);
   // dW += dy^T x, db += sum dy; dx [n, local_in] = dy W (column-parallel: all-reduced).
   // Needs the x of the last Forward (kept by pointer: the caller keeps it alive).
   Status Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
                   float* dx);
 
  private:
-  Status AddBias(const ModelContext& ctx, ParamBuffer& params, int64_t n, float* y);
+  // y = acc (reduced when row-parallel) + bias; y may equal acc.
+  template <typename Y>
+  Status AddBias(const ModelContext& ctx, ParamBuffer& params, int64_t n, float* acc, Y* y);
 
   Parallel parallel_ = Parallel::kNone;
   int weight_ = -1;
@@ -156,9 +163,14 @@ class AttentionBlock {
   int64_t d_ = 0;
   int64_t heads_ = 0;
   kernels::AttentionShape shape_;
-  Tensor ln_out_, attn_out_;  // bf16 in bf16 mode (EnsureGemmInput)
-  Tensor qkv_out_, probs_, branch_, dqkv_, dprobs_, dln_;
-  Tensor dattn_;  // fp32 [n, d/T]: bf16 mode's forward scratch, then attn_out_'s gradient
+  // bf16 in bf16 mode (EnsureGemmInput).
+  Tensor ln_out_, qkv_out_, probs_, attn_out_;
+  Tensor branch_, dln_;
+  // fp32 gradients of qkv, the probabilities and the attention output. In bf16 mode each is
+  // also the forward's fp32 scratch for the value it is the gradient of (the QKV GEMM's
+  // output, the scores, the attention's output), unused until backward.
+  Tensor dqkv_, dprobs_, dattn_;
+  Tensor dbf16_;  // bf16 mode without the context's shared scratch: dout and dscores
 };
 
 // out = x + RowParallel(GELU(ColumnParallel(LN(x)))). x [n, d].
@@ -176,9 +188,11 @@ class MlpBlock {
   Linear proj_;
   int64_t d_ = 0;
   int64_t n_ = 0;
-  Tensor ln_out_, act_;  // bf16 in bf16 mode (EnsureGemmInput)
-  Tensor hidden_;        // fc's fp32 output: GELU backward reads it
-  Tensor branch_, dhidden_, dln_;
+  // bf16 in bf16 mode (EnsureGemmInput). hidden_ is fc's output, GELU's input, which
+  // GELU's backward reads.
+  Tensor ln_out_, hidden_, act_;
+  Tensor branch_, dln_;
+  Tensor dhidden_;  // fp32; in bf16 mode also the forward's scratch for fc's fp32 output
 };
 
 }  // namespace pszero::model
