@@ -305,11 +305,6 @@ Result<Communicator::Hierarchy*> Communicator::Hierarchical(size_t bytes) {
         // Ordered by group rank: intra rank == local rank.
         PSZERO_ASSIGN_OR_RETURN(hier->intra, Split(host, rank_));
         PSZERO_ASSIGN_OR_RETURN(hier->inter, Split(hier->local_rank, rank_));
-        CommunicatorOptions intra = options_, inter = options_;
-        intra.hierarchical = inter.hierarchical = false;
-        inter.intra_host = false;  // its members are on different hosts by construction
-        hier->intra->set_options(intra);
-        hier->inter->set_options(inter);
         hier->intra->health_parent_ = this;
         hier->inter->health_parent_ = this;
         hier_ = std::move(hier);
@@ -350,6 +345,12 @@ Status Communicator::HierarchicalAllReduce(OpContext& op, Hierarchy& h, std::byt
     c.options_.timeout = ms;
     return Status::Ok();
   };
+  // The sub-communicators run with this one's options (set_options included), never
+  // hierarchically again, and the inter-host one never on the intra-host path.
+  h.intra->options_ = options_;
+  h.intra->options_.hierarchical = false;
+  h.inter->options_ = h.intra->options_;
+  h.inter->options_.intra_host = false;  // its members are on different hosts by construction
   const int64_t sent = h.intra->bytes_sent() + h.inter->bytes_sent();
   const int64_t received = h.intra->bytes_received() + h.inter->bytes_received();
   Status s = [&]() -> Status {
