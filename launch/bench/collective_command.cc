@@ -444,11 +444,11 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
                 f.ranks, f.dtype.c_str(), f.redop.c_str(), f.deterministic ? ", deterministic" : "",
                 doc.value("lanes", "?").c_str());
     if (f.emulate_hosts > 0) {
-      std::printf(
-          "# emulated hosts: %d network namespaces, ranks in blocks, link %s each way "
-          "(tc tbf)\n",
-          f.emulate_hosts,
-          f.link_gbit > 0 ? (Number(f.link_gbit) + " Gbit/s").c_str() : "not limited");
+      const std::string links =
+          f.link_gbit > 0 ? "each host link " + Number(f.link_gbit) + " Gbit/s each way (tc tbf)"
+                          : "links not limited";
+      std::printf("# emulated hosts: %d network namespaces, ranks in blocks, %s\n", f.emulate_hosts,
+                  links.c_str());
     }
     std::printf("# %10s %12s %6s %6s %12s %10s %10s %8s", "size", "count", "type", "redop",
                 "time(us)", "algbw", "busbw", "#wrong");
