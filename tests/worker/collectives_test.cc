@@ -1,6 +1,7 @@
 // Every collective, dtype and reduction with ranks as threads, against a serial
 // double-precision reference; the deterministic variant bit-equal to a serial
-// left-to-right fp32 sum; subgroups; bytes per rank equal to the ring bound.
+// left-to-right fp32 sum; subgroups; bytes per rank equal to the ring bound; the
+// hierarchical all-reduce with ranks posing as hosts.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -626,7 +627,7 @@ void ExpectHierarchical(CommRanks& ranks, const HostLayout& layout, bool active)
     EXPECT_EQ(ranks.comm(r).hierarchical_active(), active)
         << layout.name << " rank " << r << ": " << ranks.comm(r).hierarchical_why_not();
     EXPECT_EQ(ranks.comm(r).hierarchical_hosts(), active ? layout.h : 0) << layout.name;
-    // The whole group never spans one host, so never the intra-host path as a whole.
+    // The group spans hosts: never the intra-host path as a whole.
     EXPECT_FALSE(ranks.comm(r).intra_host_active()) << layout.name << " rank " << r;
   }
 }
@@ -713,7 +714,6 @@ TEST(CollectivesHierarchicalTest, ReduceScatterAndAllGatherInAndOutOfPlace) {
         std::vector<Tensor> gathered(n), mine(n);
         for (int r = 0; r < n; ++r) {
           gathered[r] = Make(block * n, DType::kFloat32);
-          std::vector<float> own(static_cast<size_t>(block));
           mine[r] = in_place ? Tensor::Wrap(static_cast<float*>(gathered[r].data()) + r * block,
                                             {block}, DType::kFloat32)
                              : Make(block, DType::kFloat32);
