@@ -312,7 +312,7 @@ Result<Communicator::Hierarchy*> Communicator::Hierarchical(size_t bytes) {
                                  << " hosts x " << l << " ranks";
       }
     }
-    if (hier_ == nullptr) {
+    if (hier_ == nullptr && hier_why_not_ != "every member on one host") {  // news only then
       LOG_IF(INFO, rank_ == 0) << "communicator " << id_ << ": no hierarchical all-reduce ("
                                << hier_why_not_ << ")";
     }
