@@ -357,11 +357,13 @@ int main(int argc, char** argv) {
           std::string("--servers-per-node"), JoinCounts(layout.servers)}) {
       ssh.node_args.push_back(a);
     }
-    // Settings of the data plane and of the tests travel with the command (never secrets).
+    // Settings of the data plane and of the tests travel with the command (never secrets);
+    // the collectives' switches among them (PSZERO_HIERARCHICAL=0 must reach every host).
     for (char** e = environ; *e != nullptr; ++e) {
       const std::string kv(*e);
       if (kv.rfind("UCX_", 0) == 0 || kv.rfind("PSZERO_FAULT_", 0) == 0 ||
-          kv.rfind("GLOG_", 0) == 0) {
+          kv.rfind("GLOG_", 0) == 0 || kv.rfind("PSZERO_HIERARCHICAL=", 0) == 0 ||
+          kv.rfind("PSZERO_INTRA_HOST=", 0) == 0 || kv.rfind("PSZERO_SINGLE_COPY=", 0) == 0) {
         ssh.forward_env.push_back(kv);
       }
     }

@@ -328,6 +328,10 @@ class LocalJob {
     // Fault injection for tests passes through unchanged (docs/launch.md).
     if (const char* fault = std::getenv("PSZERO_FAULT_INJECT")) set("PSZERO_FAULT_INJECT", fault);
     if (const char* once = std::getenv("PSZERO_FAULT_ONCE")) set("PSZERO_FAULT_ONCE", once);
+    // So do the collectives' switches (docs/collectives.md), e.g. PSZERO_HIERARCHICAL=0.
+    for (const char* name : {"PSZERO_HIERARCHICAL", "PSZERO_INTRA_HOST", "PSZERO_SINGLE_COPY"}) {
+      if (const char* value = std::getenv(name)) set(name, value);
+    }
     std::vector<char*> envp;
     for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);

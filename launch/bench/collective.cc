@@ -203,6 +203,7 @@ Result<std::vector<CollectiveRow>> RunCollectiveSweep(Communicator& comm,
     for (int i = 0; i < sweep.warmup; ++i) PSZERO_RETURN_IF_ERROR(RunOnce(comm, sweep, b));
     PSZERO_RETURN_IF_ERROR(comm.Barrier());
     const int64_t sent_before = comm.bytes_sent();
+    const uint64_t wire_before = comm.transport()->TotalCounters().bytes_sent;
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < sweep.iters; ++i) PSZERO_RETURN_IF_ERROR(RunOnce(comm, sweep, b));
     const auto ns =
@@ -210,6 +211,8 @@ Result<std::vector<CollectiveRow>> RunCollectiveSweep(Communicator& comm,
             .count();
     row.bytes_sent =
         static_cast<uint64_t>(comm.bytes_sent() - sent_before) / static_cast<uint64_t>(sweep.iters);
+    row.transport_bytes_sent = (comm.transport()->TotalCounters().bytes_sent - wire_before) /
+                               static_cast<uint64_t>(sweep.iters);
     clock.data<int64_t>()[0] = ns;
     PSZERO_RETURN_IF_ERROR(comm.AllReduce(clock, ReduceOp::kMax));
     const double seconds = static_cast<double>(clock.data<int64_t>()[0]) / 1e9 / sweep.iters;
@@ -233,7 +236,8 @@ nlohmann::json ToJson(const std::vector<CollectiveRow>& rows) {
                    {"algbw_gbps", r.algbw_gbps},
                    {"busbw_gbps", r.busbw_gbps},
                    {"wrong", r.wrong},
-                   {"bytes_sent_rank0", r.bytes_sent}});
+                   {"bytes_sent_rank0", r.bytes_sent},
+                   {"transport_bytes_sent_rank0", r.transport_bytes_sent}});
   }
   return out;
 }
@@ -250,6 +254,7 @@ Result<std::vector<CollectiveRow>> RowsFromJson(const nlohmann::json& rows) {
       r.busbw_gbps = j.at("busbw_gbps").get<double>();
       r.wrong = j.value("wrong", int64_t{-1});
       r.bytes_sent = j.value("bytes_sent_rank0", uint64_t{0});
+      r.transport_bytes_sent = j.value("transport_bytes_sent_rank0", uint64_t{0});
       out.push_back(r);
     }
   } catch (const nlohmann::json::exception& e) {

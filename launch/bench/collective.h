@@ -44,6 +44,9 @@ struct CollectiveRow {
   double busbw_gbps = 0;
   int64_t wrong = -1;       // elements off the reference; -1 when not checked
   uint64_t bytes_sent = 0;  // by rank 0 in one op, from the communicator counters
+  // By rank 0 in one op over the transport (the intra-host path's bytes excluded): with
+  // emulated hosts and the hierarchical all-reduce, what crosses the host link.
+  uint64_t transport_bytes_sent = 0;
 };
 
 double BusFactor(const std::string& op, int n);

@@ -3,7 +3,12 @@
 // hidden --rank-dir and --rank flags); they swap UCX worker addresses through a
 // FileKeyValueStore in a fresh temporary directory, run the sweep, and rank 0 publishes
 // the rows. With --peer mpi the same op and sizes run under Open MPI (pszero-bench-mpi)
-// in the same invocation, and every row shows our busbw over MPI's.
+// in the same invocation, and every row shows our busbw over MPI's. With --emulate-hosts H
+// [--link-gbit G] the ranks run on H hosts of an emulated cluster (emulated_cluster.h), in
+// blocks (host h gets ranks h*N/H on): the command runs itself again on host 0 (hidden
+// --host-netns names every host's namespace), which starts one process per host in that
+// host's namespace (hidden --host-ranks), which starts the host's ranks, so that the ranks
+// of one host share its network and mount namespaces, as processes of one machine do.
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -12,6 +17,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <sstream>
 
 #include "common/atomic_file.h"
 #include "common/file_kv_store.h"
@@ -21,6 +27,7 @@
 #include "kernels/cuda_resources.h"
 #include "launch/bench/collective.h"
 #include "launch/bench/command.h"
+#include "launch/bench/emulated_cluster.h"
 #include "launch/bench/p2p.h"
 
 namespace pszero::bench {
@@ -47,14 +54,20 @@ struct CollectiveFlags {
   std::string intra_host = "on";
   int intra_host_segment_kb = 512;
   int intra_host_min_kb = 0;
+  std::string hierarchical = "auto";
+  int hierarchical_min_kb = 0;
   std::string buffers = "shared";
   bool in_place = false;
   std::string progress = "block";
   std::string peer;
   bool json = false;
   std::string output;
-  std::string rank_dir;  // hidden: set in rank processes
-  int rank = -1;         // hidden
+  int emulate_hosts = 0;
+  double link_gbit = 0;
+  std::string rank_dir;    // hidden: set in rank and host processes
+  int rank = -1;           // hidden
+  std::string host_netns;  // hidden: every emulated host's namespace (the driver on host 0)
+  std::string host_ranks;  // hidden: the ranks a host process starts
 };
 
 int Fail(const Status& s) {
@@ -100,6 +113,10 @@ collectives::CommunicatorOptions CommOptions(const CollectiveFlags& f) {
   o.intra_host = f.intra_host == "on";
   o.intra_host_segment_bytes = static_cast<size_t>(f.intra_host_segment_kb) << 10;
   o.intra_host_min_bytes = static_cast<size_t>(f.intra_host_min_kb) << 10;
+  // on: every all-reduce of a group spread evenly over hosts; auto: above the switch point.
+  o.hierarchical = f.hierarchical != "off";
+  o.hierarchical_min_bytes =
+      f.hierarchical == "on" ? 0 : static_cast<size_t>(f.hierarchical_min_kb) << 10;
   return o;
 }
 
@@ -142,13 +159,17 @@ int RunRank(const CollectiveFlags& f) {
   if (f.rank == 0) {
     // The path host arrays took: intra-host (reading shared buffers in place, or staged
     // through the windows) or the UCX algorithms.
-    const std::string path =
+    std::string path =
         f.backend == "nccl"
             ? ((*comm)->nccl_enabled() ? "nccl" : "device tensors staged through host memory")
         : !(*comm)->intra_host_active()
             ? "ucx " + (*transport)->EndpointTransports(f.ranks > 1 ? 1 : 0)
         : (*comm)->single_copy_ops() > 0 ? "intra-host single-copy"
                                          : "intra-host staged";
+    if ((*comm)->hierarchical_active()) {
+      path = "hierarchical " + std::to_string((*comm)->hierarchical_hosts()) + " hosts x " +
+             std::to_string(f.ranks / (*comm)->hierarchical_hosts()) + " (other ops: " + path + ")";
+    }
     nlohmann::json doc = {{"rows", ToJson(*rows)}, {"lanes", path}};
     Status s = store.Set("coll/result", doc.dump());
     if (!s.ok()) return Fail(s);
@@ -156,14 +177,11 @@ int RunRank(const CollectiveFlags& f) {
   return 0;
 }
 
-std::vector<std::string> RankArgv(const std::string& self, const CollectiveFlags& f,
-                                  const std::string& dir, int rank) {
+// This command's flags for a rank or host process (`extra`: its hidden flags).
+std::vector<std::string> ChildArgv(const std::string& self, const CollectiveFlags& f,
+                                   const std::vector<std::string>& extra) {
   std::vector<std::string> argv = {self,
                                    "collective",
-                                   "--rank-dir",
-                                   dir,
-                                   "--rank",
-                                   std::to_string(rank),
                                    "--ranks",
                                    std::to_string(f.ranks),
                                    "--op",
@@ -194,6 +212,10 @@ std::vector<std::string> RankArgv(const std::string& self, const CollectiveFlags
                                    std::to_string(f.intra_host_segment_kb),
                                    "--intra-host-min-kb",
                                    std::to_string(f.intra_host_min_kb),
+                                   "--hierarchical",
+                                   f.hierarchical,
+                                   "--hierarchical-min-kb",
+                                   std::to_string(f.hierarchical_min_kb),
                                    "--buffers",
                                    f.buffers,
                                    "--progress",
@@ -204,7 +226,77 @@ std::vector<std::string> RankArgv(const std::string& self, const CollectiveFlags
   if (f.nccl_host_per_rank) argv.push_back("--nccl-host-per-rank");
   if (f.deterministic) argv.push_back("--deterministic");
   if (f.in_place) argv.push_back("--in-place");
+  argv.insert(argv.end(), extra.begin(), extra.end());
   return argv;
+}
+
+// Rank r's host when the ranks run on `hosts` emulated hosts: in blocks, as pszero-launch
+// spreads workers over nodes.
+int HostOfRank(int rank, int ranks, int hosts) {
+  int first = 0;
+  for (int h = 0; h < hosts; ++h) {
+    first += ranks / hosts + (h < ranks % hosts ? 1 : 0);
+    if (rank < first) return h;
+  }
+  return hosts - 1;
+}
+
+std::vector<std::string> SplitList(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) out.push_back(item);
+  return out;
+}
+
+// A host process (--host-ranks): starts its ranks (they inherit its namespaces) and waits.
+int RunHost(const CollectiveFlags& f) {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return Fail(Status::IoError("cannot find /proc/self/exe: " + ec.message()));
+  std::vector<BenchChild> children;
+  for (const std::string& r : SplitList(f.host_ranks)) {
+    Result<BenchChild> child =
+        BenchChild::Spawn(ChildArgv(self.string(), f, {"--rank-dir", f.rank_dir, "--rank", r}));
+    if (!child.ok()) return Fail(child.status());
+    children.push_back(std::move(child).value());
+  }
+  int code = 0;
+  for (BenchChild& c : children) {
+    const int rc = c.Wait(std::chrono::minutes(30));
+    if (rc != 0 && code == 0) code = rc;
+  }
+  return code;
+}
+
+std::string Number(double v) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.17g", v);
+  return text;
+}
+
+// --emulate-hosts: this command again on host 0, with --host-netns naming every host.
+int RunEmulated(const CollectiveFlags& f) {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return Fail(Status::IoError("cannot find /proc/self/exe: " + ec.message()));
+  EmulatedClusterOptions options;
+  options.hosts = f.emulate_hosts;
+  options.link_gbit = f.link_gbit;
+  return RunOnEmulatedHostZero("collective", options, [&](const EmulatedCluster& cluster) {
+    std::string netns;
+    for (int h = 0; h < cluster.hosts(); ++h) {
+      netns += (h == 0 ? "" : ",") + cluster.Namespace(h);
+    }
+    std::vector<std::string> extra = {"--emulate-hosts", std::to_string(f.emulate_hosts),
+                                      "--host-netns", netns};
+    if (f.link_gbit > 0) extra.insert(extra.end(), {"--link-gbit", Number(f.link_gbit)});
+    if (!f.peer.empty()) extra.insert(extra.end(), {"--peer", f.peer});
+    if (f.json) extra.push_back("--json");
+    if (!f.output.empty()) {
+      extra.insert(extra.end(), {"--output", std::filesystem::absolute(f.output).string()});
+    }
+    return ChildArgv(self.string(), f, extra);
+  });
 }
 
 // Runs the same sweep under Open MPI; the rows, or why not.
@@ -250,7 +342,17 @@ std::string HumanSize(int64_t bytes) {
 }
 
 int RunCollectiveCommand(const CollectiveFlags& f) {
+  if (!f.rank_dir.empty() && !f.host_ranks.empty()) return RunHost(f);
   if (!f.rank_dir.empty()) return RunRank(f);
+  if (f.link_gbit > 0 && f.emulate_hosts == 0) {
+    std::cerr << "pszero-bench collective: error: --link-gbit: only with --emulate-hosts\n";
+    return 2;
+  }
+  if (f.emulate_hosts > f.ranks) {
+    std::cerr << "pszero-bench collective: error: --emulate-hosts: more hosts than --ranks\n";
+    return 2;
+  }
+  if (f.emulate_hosts > 0 && f.host_netns.empty()) return RunEmulated(f);
 #ifndef PSZERO_HAVE_CUDA
   if (f.backend == "nccl") {
     std::cerr << "pszero-bench collective: error: --backend nccl needs a CUDA build\n";
@@ -270,17 +372,38 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
   if (ec) return Fail(Status::IoError("cannot find /proc/self/exe: " + ec.message()));
 
   std::vector<BenchChild> children;
-  for (int r = 0; r < f.ranks; ++r) {
-    Result<BenchChild> child =
-        BenchChild::Spawn(RankArgv(self.string(), f, dir.path().string(), r));
-    if (!child.ok()) return Fail(child.status());
-    children.push_back(std::move(child).value());
+  const std::vector<std::string> netns = SplitList(f.host_netns);
+  if (netns.empty()) {
+    for (int r = 0; r < f.ranks; ++r) {
+      Result<BenchChild> child = BenchChild::Spawn(ChildArgv(
+          self.string(), f, {"--rank-dir", dir.path().string(), "--rank", std::to_string(r)}));
+      if (!child.ok()) return Fail(child.status());
+      children.push_back(std::move(child).value());
+    }
+  } else {  // one process per emulated host, in its namespace, starting the host's ranks
+    const std::string ip = IpProgram();
+    for (int h = 0; h < static_cast<int>(netns.size()); ++h) {
+      std::string ranks;
+      for (int r = 0; r < f.ranks; ++r) {
+        if (HostOfRank(r, f.ranks, static_cast<int>(netns.size())) != h) continue;
+        ranks += (ranks.empty() ? "" : ",") + std::to_string(r);
+      }
+      std::vector<std::string> argv = {ip, "netns", "exec", netns[h]};
+      for (std::string& a : ChildArgv(self.string(), f,
+                                      {"--rank-dir", dir.path().string(), "--host-ranks", ranks})) {
+        argv.push_back(std::move(a));
+      }
+      Result<BenchChild> child = BenchChild::Spawn(argv);
+      if (!child.ok()) return Fail(child.status());
+      children.push_back(std::move(child).value());
+    }
   }
   int failed = 0;
-  for (int r = 0; r < f.ranks; ++r) {
-    const int code = children[r].Wait(std::chrono::minutes(30));
+  for (size_t i = 0; i < children.size(); ++i) {
+    const int code = children[i].Wait(std::chrono::minutes(30));
     if (code != 0) {
-      std::cerr << "pszero-bench collective: rank " << r << " exited with " << code << "\n";
+      std::cerr << "pszero-bench collective: " << (netns.empty() ? "rank " : "host ") << i
+                << " exited with " << code << "\n";
       ++failed;
     }
   }
@@ -318,6 +441,9 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
       {"intra_host_segment_bytes", static_cast<int64_t>(f.intra_host_segment_kb) << 10},
       {"buffers", f.buffers},
       {"in_place", f.in_place},
+      {"hierarchical", f.hierarchical},
+      {"emulate_hosts", f.emulate_hosts},
+      {"link_gbit", f.link_gbit},
       {"lanes", doc.value("lanes", "")},
       {"rows", ToJson(*rows)}};
   if (mpi) {
@@ -336,6 +462,13 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
     std::printf("# pszero-bench collective: %s, %d ranks, %s, %s%s, path: %s\n", f.op.c_str(),
                 f.ranks, f.dtype.c_str(), f.redop.c_str(), f.deterministic ? ", deterministic" : "",
                 doc.value("lanes", "?").c_str());
+    if (f.emulate_hosts > 0) {
+      const std::string links =
+          f.link_gbit > 0 ? "each host link " + Number(f.link_gbit) + " Gbit/s each way (tc tbf)"
+                          : "links not limited";
+      std::printf("# emulated hosts: %d network namespaces, ranks in blocks, %s\n", f.emulate_hosts,
+                  links.c_str());
+    }
     std::printf("# %10s %12s %6s %6s %12s %10s %10s %8s", "size", "count", "type", "redop",
                 "time(us)", "algbw", "busbw", "#wrong");
     if (mpi) std::printf(" %10s %8s", "mpi_busbw", "ratio");
@@ -413,6 +546,17 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
   app->add_option("--intra-host-segment-kb", f->intra_host_segment_kb,
                   "Intra-host reduction unit per peer, KiB")
       ->check(CLI::Range(1, 1 << 20));
+  app->add_option(
+         "--hierarchical", f->hierarchical,
+         "All-reduce of a group spread evenly over hosts (L >= 2 ranks on each of H >= 2): "
+         "intra-host reduce-scatter, inter-host all-reduce, intra-host all-gather; "
+         "on: always, auto: above --hierarchical-min-kb, off: flat")
+      ->check(CLI::IsMember({"on", "off", "auto"}));
+  app->add_option("--hierarchical-min-kb", f->hierarchical_min_kb,
+                  "With --hierarchical auto: arrays of at most this many KiB stay flat")
+      ->check(CLI::Range(0, 1 << 20));
+  AddEmulationFlags(app, &f->emulate_hosts, &f->link_gbit,
+                    "Run the ranks on this many emulated hosts, in blocks");
   app->add_option("--buffers", f->buffers,
                   "Host buffers in shared memory (the intra-host path reads them in place, "
                   "as NCCL's registered buffers) or private (staged through windows)")
@@ -428,6 +572,8 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
   app->add_option("--output", f->output, "Also write the JSON to this file (atomically)");
   app->add_option("--rank-dir", f->rank_dir)->group("");  // hidden: rank processes
   app->add_option("--rank", f->rank)->group("");
+  app->add_option("--host-netns", f->host_netns)->group("");
+  app->add_option("--host-ranks", f->host_ranks)->group("");
   return {app, [f] { return RunCollectiveCommand(*f); }};
 }
 

@@ -2,6 +2,7 @@
 // bus bandwidth formula, and rank 0's bytes per op equal to the ring bound.
 #include <gtest/gtest.h>
 
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <tuple>
@@ -77,6 +78,54 @@ TEST(CollectiveBenchTest, InPlaceReduceScatterAndAllGatherAreRight) {
         EXPECT_EQ(row["wrong"], 0) << op << " " << intra << " " << buffers << " " << row.dump();
       }
     }
+  }
+}
+
+// Four rank processes on two emulated hosts (network namespaces, UCX over tcp between
+// them): the all-reduce is hierarchical (the two ranks of a host share memory) and right,
+// and rank 0 sends exactly its inter-host ring's 2(H-1)/H * S/L over the transport; flat,
+// the ring's 2(N-1)/N * S. Needs root and iproute2; skipped with the reason otherwise.
+TEST(CollectiveBenchTest, HierarchicalAcrossTwoNetworkNamespaces) {
+  for (auto [mode, path, wire] : {std::tuple{"on", "hierarchical 2 hosts x 2", 1024 * 1024 / 2},
+                                  std::tuple{"off", "ucx", 2 * 3 * 1024 * 1024 / 4}}) {
+    testing::ProcessResult r = testing::RunProcess({testing::BinaryPath("pszero-bench"),
+                                                    "collective",
+                                                    "--emulate-hosts",
+                                                    "2",
+                                                    "--ranks",
+                                                    "4",
+                                                    "--op",
+                                                    "allreduce",
+                                                    "--min-bytes",
+                                                    "1K",
+                                                    "--max-bytes",
+                                                    "1M",
+                                                    "--step-factor",
+                                                    "32",
+                                                    "--iters",
+                                                    "3",
+                                                    "--warmup",
+                                                    "1",
+                                                    "--small-kb",
+                                                    "0",
+                                                    "--check",
+                                                    "--hierarchical",
+                                                    mode,
+                                                    "--json"},
+                                                   std::chrono::seconds(240));
+    if (r.exit_code == 77) {
+      std::cout << "skipping: " << r.err << std::endl;
+      GTEST_SKIP() << r.err;
+    }
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const nlohmann::json j = nlohmann::json::parse(r.out);
+    const std::string lanes = j["lanes"];
+    EXPECT_EQ(lanes.rfind(path, 0), 0u) << lanes;
+    EXPECT_EQ(j["emulate_hosts"], 2);
+    ASSERT_EQ(j["rows"].size(), 3u);  // 1K, 32K, 1M
+    for (const auto& row : j["rows"]) EXPECT_EQ(row["wrong"], 0) << mode << " " << row.dump();
+    EXPECT_EQ(j["rows"].back()["bytes"], 1024 * 1024);
+    EXPECT_EQ(j["rows"].back()["transport_bytes_sent_rank0"].get<int64_t>(), wire) << mode;
   }
 }
 

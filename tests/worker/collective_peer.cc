@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   int rank = 1, world = 2, iterations = 1;
   int64_t count = 1 << 20;
   std::string buffers = "private";
+  int64_t test_host_id = -1;
   auto app = pszero::MakeApp("collective_peer", "one rank of a collectives test");
   app->add_option("--store", store_dir)->required();
   app->add_option("--rank", rank)->required();
@@ -30,6 +31,8 @@ int main(int argc, char** argv) {
   app->add_option("--iterations", iterations);
   app->add_option("--count", count);
   app->add_option("--buffers", buffers)->check(CLI::IsMember({"private", "shared", "fresh"}));
+  app->add_option("--test-host-id", test_host_id,
+                  "pose as this host (CommunicatorOptions::test_host_id)");
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
 
   pszero::FileKeyValueStore store(store_dir);
@@ -43,7 +46,9 @@ int main(int argc, char** argv) {
     if (!transport.ok()) {
       status = transport.status();
     } else {
-      auto comm = pszero::collectives::Communicator::World(transport->get());
+      pszero::collectives::CommunicatorOptions options;
+      options.test_host_id = test_host_id;
+      auto comm = pszero::collectives::Communicator::World(transport->get(), options);
       status = comm.ok() ? pszero::testing::RunCheckedIterations(
                                **comm, iterations, count, &store,
                                buffers == "private"  ? pszero::testing::CheckBuffers::kPrivate

@@ -18,7 +18,25 @@ namespace pszero::testing {
 
 class CommRanks {
  public:
-  CommRanks(int world, const collectives::CommunicatorOptions& options) {
+  CommRanks(int world, const collectives::CommunicatorOptions& options)
+      : CommRanks(
+            world, [&](int) { return options; }, PerRank{}) {}
+  // Ranks posing as hosts: rank r claims to run on host hosts[r]
+  // (CommunicatorOptions::test_host_id).
+  CommRanks(const std::vector<int64_t>& hosts, const collectives::CommunicatorOptions& options)
+      : CommRanks(
+            static_cast<int>(hosts.size()),
+            [&](int r) {
+              collectives::CommunicatorOptions o = options;
+              o.test_host_id = hosts[r];
+              return o;
+            },
+            PerRank{}) {}
+
+ private:
+  struct PerRank {};
+  CommRanks(int world, const std::function<collectives::CommunicatorOptions(int rank)>& options_of,
+            PerRank) {
     // Every transport first: a communicator connects to all its members when made.
     for (int r = 0; r < world; ++r) {
       ucx::UcxTransportOptions o;
@@ -31,7 +49,7 @@ class CommRanks {
       transports_.push_back(std::move(t).value());
     }
     for (int r = 0; r < world; ++r) {
-      auto c = collectives::Communicator::World(transports_[r].get(), options);
+      auto c = collectives::Communicator::World(transports_[r].get(), options_of(r));
       EXPECT_TRUE(c.ok()) << c.status().ToString();
       if (!c.ok()) {
         comms_.clear();
@@ -41,6 +59,7 @@ class CommRanks {
     }
   }
 
+ public:
   int size() const { return static_cast<int>(comms_.size()); }
   collectives::Communicator& comm(int r) { return *comms_[r]; }
   Transport& transport(int r) { return *transports_[r]; }

@@ -1,7 +1,8 @@
 // Collectives across real processes: this test is rank 0, collective_peer processes are
 // the others (spawned per test, reaped by pid); UCX addresses are swapped through a
 // FileKeyValueStore in a fresh directory. And the fault case: a rank killed with SIGKILL
-// mid-collective makes every survivor's op fail with Unavailable naming it within 5 s.
+// mid-collective makes every survivor's op fail with Unavailable naming it within 5 s, also
+// when the ranks pose as two hosts of two (the hierarchical all-reduce).
 #include <signal.h>
 #include <unistd.h>
 
@@ -50,14 +51,19 @@ class CollectivesProcessTest : public ::testing::Test {
 
   // Spawns ranks 1..n-1, then makes this process rank 0.
   // A rank killed with SIGKILL while the others are blocked in their next allreduce.
-  void KillMidCollective(testing::CheckBuffers buffers);
+  // `two_hosts`: ranks 0, 1 pose as one host and 2, 3 as another.
+  void KillMidCollective(testing::CheckBuffers buffers, bool two_hosts = false);
 
-  void StartWorld(int n, int iterations, int64_t count, const std::string& buffers = "private") {
+  // `two_hosts`: rank r poses as host r / (n / 2) (CommunicatorOptions::test_host_id).
+  void StartWorld(int n, int iterations, int64_t count, const std::string& buffers = "private",
+                  bool two_hosts = false) {
+    auto host = [&](int r) { return two_hosts ? r / (n / 2) : -1; };
     for (int r = 1; r < n; ++r) {
       peers_.push_back(ChildProcess::Spawn(
           {testing::BinaryPath("collective_peer"), "--store", dir_.string(), "--rank",
            std::to_string(r), "--world", std::to_string(n), "--iterations",
-           std::to_string(iterations), "--count", std::to_string(count), "--buffers", buffers}));
+           std::to_string(iterations), "--count", std::to_string(count), "--buffers", buffers,
+           "--test-host-id", std::to_string(host(r))}));
       ASSERT_TRUE(peers_.back());
     }
     ucx::UcxTransportOptions o;
@@ -67,7 +73,9 @@ class CollectivesProcessTest : public ::testing::Test {
     auto t = ucx::UcxTransport::Create(o, store_.get());
     ASSERT_TRUE(t.ok()) << t.status().ToString();
     transport_ = std::move(t).value();
-    auto c = collectives::Communicator::World(transport_.get());
+    collectives::CommunicatorOptions options;
+    options.test_host_id = host(0);
+    auto c = collectives::Communicator::World(transport_.get(), options);
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     comm_ = std::move(c).value();
   }
@@ -108,6 +116,27 @@ TEST_F(CollectivesProcessTest, FourProcessesReadSharedBuffersInPlace) {
   }
 }
 
+// Two posed hosts of two processes: the all-reduce is hierarchical (intra-host steps in
+// shared memory between processes, inter-host steps over UCX).
+TEST_F(CollectivesProcessTest, FourProcessesOnTwoHostsAgreeHierarchically) {
+  const int n = 4;
+  StartWorld(n, 3, (1 << 20) + 3, "private", /*two_hosts=*/true);
+  Status s = testing::RunCheckedIterations(*comm_, 3, (1 << 20) + 3, nullptr);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_TRUE(comm_->hierarchical_active()) << comm_->hierarchical_why_not();
+  EXPECT_EQ(comm_->hierarchical_hosts(), 2);
+  for (int r = 1; r < n; ++r) {
+    testing::ProcessResult result = peers_[r - 1]->Finish(milliseconds(120000));
+    EXPECT_EQ(result.exit_code, 0) << "rank " << r << ": " << Result(r, milliseconds(0)) << "\n"
+                                   << result.out;
+  }
+}
+
+TEST_F(CollectivesProcessTest, RankKilledMidHierarchicalCollectiveFailsEverySurvivorWithin5s) {
+  KillMidCollective(testing::CheckBuffers::kPrivate, /*two_hosts=*/true);
+  EXPECT_TRUE(comm_->hierarchical_active()) << comm_->hierarchical_why_not();
+}
+
 TEST_F(CollectivesProcessTest, RankKilledMidCollectiveFailsEverySurvivorWithin5s) {
   KillMidCollective(testing::CheckBuffers::kPrivate);
 }
@@ -116,10 +145,10 @@ TEST_F(CollectivesProcessTest, RankKilledMidSingleCopyCollectiveFailsEverySurviv
   KillMidCollective(testing::CheckBuffers::kShared);
 }
 
-void CollectivesProcessTest::KillMidCollective(testing::CheckBuffers buffers) {
+void CollectivesProcessTest::KillMidCollective(testing::CheckBuffers buffers, bool two_hosts) {
   const int n = 4, victim = 2;
   StartWorld(n, /*iterations=*/0, 1 << 18,
-             buffers == testing::CheckBuffers::kShared ? "shared" : "private");
+             buffers == testing::CheckBuffers::kShared ? "shared" : "private", two_hosts);
   // Two rounds here, so that every peer is past its first round and looping.
   ASSERT_TRUE(testing::RunCheckedIterations(*comm_, 2, 1 << 18, nullptr, buffers).ok());
   for (int r = 1; r < n; ++r) {

@@ -1,6 +1,7 @@
 // Every collective, dtype and reduction with ranks as threads, against a serial
 // double-precision reference; the deterministic variant bit-equal to a serial
-// left-to-right fp32 sum; subgroups; bytes per rank equal to the ring bound.
+// left-to-right fp32 sum; subgroups; bytes per rank equal to the ring bound; the
+// hierarchical all-reduce with ranks posing as hosts.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -482,6 +483,8 @@ TEST(CollectivesBytesTest, RingMovesExactlyTheBound) {
     options.small_message_bytes = 0;
     options.segment_bytes = 4096;
     options.intra_host = false;
+    // The flat ring from the first op on (no host-layout exchange before it).
+    options.hierarchical = false;
     CommRanks ranks(n, options);
     const int64_t count = 3 * 4 * 5 * 1024;  // divisible by every n
     const uint64_t s = static_cast<uint64_t>(count) * 4;
@@ -598,6 +601,260 @@ TEST(CollectivesIntraHostTest, AnotherHostKeepsTheGroupOnTheTransport) {
     ASSERT_TRUE(group.ok()) << group.status().ToString();
     EXPECT_EQ(group.value(), nullptr) << "field " << field;
     EXPECT_EQ(why, "rank 7 is on another host") << "field " << field;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Hierarchical all-reduce: ranks as threads posing as hosts (CommunicatorOptions::
+// test_host_id). The intra-host steps run on the shared-memory path (the threads are on
+// one real host), the inter-host steps over the transport.
+
+struct HostLayout {
+  const char* name;
+  std::vector<int64_t> hosts;  // host of each rank
+  int h = 0, l = 0;            // H x L when regular, else 0
+};
+
+std::vector<HostLayout> Layouts() {
+  return {{"2x2", {0, 0, 1, 1}, 2, 2},
+          {"2x3", {0, 0, 0, 1, 1, 1}, 2, 3},
+          {"2x2 interleaved", {0, 1, 0, 1}, 2, 2},
+          {"3+1 irregular", {0, 0, 0, 1}},
+          {"2+3 irregular", {0, 0, 1, 1, 1}}};
+}
+
+void ExpectHierarchical(CommRanks& ranks, const HostLayout& layout, bool active) {
+  for (int r = 0; r < ranks.size(); ++r) {
+    EXPECT_EQ(ranks.comm(r).hierarchical_active(), active)
+        << layout.name << " rank " << r << ": " << ranks.comm(r).hierarchical_why_not();
+    EXPECT_EQ(ranks.comm(r).hierarchical_hosts(), active ? layout.h : 0) << layout.name;
+    // The group spans hosts: never the intra-host path as a whole.
+    EXPECT_FALSE(ranks.comm(r).intra_host_active()) << layout.name << " rank " << r;
+  }
+}
+
+TEST(CollectivesHierarchicalTest, AllReduceMatchesTheReferenceOnEveryLayout) {
+  for (const HostLayout& layout : Layouts()) {
+    const int n = static_cast<int>(layout.hosts.size());
+    for (bool ring : {false, true}) {  // inter-host step direct / ring
+      CommunicatorOptions options;
+      options.small_message_bytes = ring ? 0 : size_t{1} << 40;
+      options.segment_bytes = 96;
+      options.intra_host_segment_bytes = 1024;  // rounds of uneven pieces
+      CommRanks ranks(layout.hosts, options);
+      ASSERT_EQ(ranks.size(), n);
+      for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
+        for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
+          for (int64_t count :
+               {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{1009}, int64_t{(1 << 16) + 7}}) {
+            std::vector<double> ref(static_cast<size_t>(count)), tol(ref.size());
+            for (int64_t i = 0; i < count; ++i) {
+              ref[i] = Reference(n, i, dtype, op);
+              tol[i] = Tolerance(dtype, n, i);
+            }
+            for (bool shared : {false, true}) {
+              std::vector<Tensor> data(n);
+              for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, dtype, shared);
+              CommRanks::ExpectAllOk(
+                  ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], op); }));
+              for (int r = 0; r < n; ++r) {
+                for (int64_t i = 0; i < count; ++i) {
+                  ASSERT_NEAR(Load(data[r].data(), i, dtype), ref[i], tol[i])
+                      << layout.name << (ring ? " ring " : " direct ") << DTypeName(dtype) << " "
+                      << ReduceOpName(op) << " count " << count << " shared " << shared << " rank "
+                      << r << " element " << i;
+                }
+              }
+            }
+          }
+        }
+      }
+      ExpectHierarchical(ranks, layout, layout.h > 0);
+    }
+  }
+}
+
+// Reduce-scatter and all-gather keep the flat algorithms on such groups; in place and out
+// of place, next to hierarchical all-reduces on the same communicators.
+TEST(CollectivesHierarchicalTest, ReduceScatterAndAllGatherInAndOutOfPlace) {
+  for (const HostLayout& layout : Layouts()) {
+    const int n = static_cast<int>(layout.hosts.size());
+    CommunicatorOptions options;
+    options.small_message_bytes = 0;
+    options.segment_bytes = 256;
+    CommRanks ranks(layout.hosts, options);
+    for (bool in_place : {false, true}) {
+      for (int64_t block : {int64_t{0}, int64_t{1}, int64_t{1009}}) {
+        std::vector<Tensor> in(n), out(n), all(n);
+        for (int r = 0; r < n; ++r) {
+          in[r] = Inputs(r, block * n, DType::kFloat32);
+          out[r] = in_place ? Tensor::Wrap(static_cast<float*>(in[r].data()) + r * block, {block},
+                                           DType::kFloat32)
+                            : Make(block, DType::kFloat32);
+          all[r] = Inputs(r, block * n + 3, DType::kFloat32);
+        }
+        CommRanks::ExpectAllOk(ranks.Run([&](int r) -> Status {
+          PSZERO_RETURN_IF_ERROR(ranks.comm(r).AllReduce(all[r], ReduceOp::kSum));
+          return ranks.comm(r).ReduceScatter(in[r], out[r], ReduceOp::kSum);
+        }));
+        for (int r = 0; r < n; ++r) {
+          for (int64_t i = 0; i < block; ++i) {
+            ASSERT_NEAR(Load(out[r].data(), i, DType::kFloat32),
+                        Reference(n, r * block + i, DType::kFloat32, ReduceOp::kSum),
+                        Tolerance(DType::kFloat32, n, r * block + i))
+                << layout.name << " reduce_scatter in place " << in_place << " rank " << r;
+          }
+          for (int64_t i = 0; i < block * n + 3; ++i) {
+            ASSERT_NEAR(Load(all[r].data(), i, DType::kFloat32),
+                        Reference(n, i, DType::kFloat32, ReduceOp::kSum),
+                        Tolerance(DType::kFloat32, n, i))
+                << layout.name << " allreduce rank " << r << " element " << i;
+          }
+        }
+        // Every rank's own block back to everyone.
+        std::vector<Tensor> gathered(n), mine(n);
+        for (int r = 0; r < n; ++r) {
+          gathered[r] = Make(block * n, DType::kFloat32);
+          mine[r] = in_place ? Tensor::Wrap(static_cast<float*>(gathered[r].data()) + r * block,
+                                            {block}, DType::kFloat32)
+                             : Make(block, DType::kFloat32);
+          for (int64_t i = 0; i < block; ++i) {
+            Store(mine[r].data(), i, DType::kFloat32, InputValue(r, i, DType::kFloat32));
+          }
+        }
+        CommRanks::ExpectAllOk(
+            ranks.Run([&](int r) { return ranks.comm(r).AllGather(mine[r], gathered[r]); }));
+        for (int r = 0; r < n; ++r) {
+          for (int p = 0; p < n; ++p) {
+            for (int64_t i = 0; i < block; ++i) {
+              ASSERT_EQ(Load(gathered[r].data(), p * block + i, DType::kFloat32),
+                        Held(p, i, DType::kFloat32))
+                  << layout.name << " allgather in place " << in_place << " rank " << r;
+            }
+          }
+        }
+      }
+    }
+    ExpectHierarchical(ranks, layout, layout.h > 0);
+  }
+}
+
+// Under `deterministic` the flat algorithm keeps the ascending-rank-order sum, bit-equal to
+// the serial left-to-right fp32 sum (the hierarchical one would sum host by host).
+TEST(CollectivesHierarchicalTest, DeterministicStaysFlatAndBitEqual) {
+  const HostLayout layout = Layouts()[0];
+  const int n = 4;
+  const int64_t count = 4099;
+  CommunicatorOptions options;
+  options.deterministic = true;
+  options.small_message_bytes = 0;
+  CommRanks ranks(layout.hosts, options);
+  std::vector<Tensor> data(n);
+  for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, DType::kFloat32);
+  CommRanks::ExpectAllOk(
+      ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+  for (int64_t i = 0; i < count; ++i) {
+    float acc = static_cast<float>(Held(0, i, DType::kFloat32));
+    for (int r = 1; r < n; ++r) acc += static_cast<float>(Held(r, i, DType::kFloat32));
+    for (int r = 0; r < n; ++r) ASSERT_EQ(data[r].data<float>()[i], acc) << "element " << i;
+  }
+  ExpectHierarchical(ranks, layout, false);
+}
+
+TEST(CollectivesHierarchicalTest, SwitchesAndThreshold) {
+  const HostLayout layout = Layouts()[0];
+  auto run = [&](const CommunicatorOptions& options, int64_t count) {
+    CommRanks ranks(layout.hosts, options);
+    std::vector<Tensor> data(4);
+    for (int r = 0; r < 4; ++r) data[r] = Inputs(r, count, DType::kFloat32);
+    CommRanks::ExpectAllOk(
+        ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+    for (int r = 0; r < 4; ++r) {
+      EXPECT_NEAR(Load(data[r].data(), count - 1, DType::kFloat32),
+                  Reference(4, count - 1, DType::kFloat32, ReduceOp::kSum),
+                  Tolerance(DType::kFloat32, 4, count - 1));
+    }
+    return std::pair{ranks.comm(0).hierarchical_active(), ranks.comm(0).hierarchical_why_not()};
+  };
+  CommunicatorOptions off;
+  off.hierarchical = false;
+  EXPECT_FALSE(run(off, 1000).first);
+  CommunicatorOptions above;
+  above.hierarchical_min_bytes = 4000;
+  EXPECT_FALSE(run(above, 1000).first);  // 4000 bytes: not above the switch point
+  EXPECT_TRUE(run(above, 1001).first);
+  ASSERT_EQ(setenv("PSZERO_HIERARCHICAL", "0", 1), 0);
+  const auto [active, why] = run({}, 1000);
+  unsetenv("PSZERO_HIERARCHICAL");
+  EXPECT_FALSE(active);
+  EXPECT_EQ(why, "PSZERO_HIERARCHICAL=0");
+  EXPECT_EQ(run({}, 1000).second, "");
+}
+
+// Bytes, exactly: each rank sends 2(H-1)/H * S/L over the transport (its inter-host ring of
+// S/L bytes) and serves its host peers 2(L-1)/L * S through shared memory; a host's link
+// carries 2(H-1)/H * S out. The flat ring over the same ranks (blocked by host) sends
+// 2(N-1)/N * S per rank over the transport, 2(N-1)/N * S across each host link.
+TEST(CollectivesHierarchicalTest, BytesPerRankAndPerHostLinkAreExact) {
+  for (const HostLayout& layout : {Layouts()[0], Layouts()[1]}) {
+    const int n = static_cast<int>(layout.hosts.size()), h = layout.h, l = layout.l;
+    for (bool hierarchical : {true, false}) {
+      SCOPED_TRACE(std::string(layout.name) + (hierarchical ? " hierarchical" : " flat"));
+      CommunicatorOptions options;
+      options.small_message_bytes = 0;
+      options.segment_bytes = 4096;
+      options.hierarchical = hierarchical;
+      CommRanks ranks(layout.hosts, options);
+      const int64_t count = 3 * 4 * 5 * 1024;  // divisible by every n, l and n * l
+      const int64_t s = count * 4;
+      std::vector<Tensor> data(n);
+      for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, DType::kFloat32);
+      // The first op sets the paths up (a few small messages over the transport).
+      CommRanks::ExpectAllOk(
+          ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+      ASSERT_EQ(ranks.comm(0).hierarchical_active(), hierarchical);
+      // bytes[r][p]: what rank r's transport sent to rank p.
+      auto sent = [&] {
+        std::vector<std::vector<int64_t>> b(n, std::vector<int64_t>(n, 0));
+        for (int r = 0; r < n; ++r) {
+          for (int p = 0; p < n; ++p) {
+            if (p != r) b[r][p] = static_cast<int64_t>(ranks.transport(r).Counters(p).bytes_sent);
+          }
+        }
+        return b;
+      };
+      const auto before = sent();
+      std::vector<int64_t> comm_before(n);
+      for (int r = 0; r < n; ++r) comm_before[r] = ranks.comm(r).bytes_sent();
+      CommRanks::ExpectAllOk(
+          ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+      const auto after = sent();
+      std::vector<int64_t> link(h, 0);
+      for (int r = 0; r < n; ++r) {
+        int64_t wire = 0;
+        for (int p = 0; p < n; ++p) {
+          const int64_t d = after[r][p] - before[r][p];
+          wire += d;
+          if (layout.hosts[p] != layout.hosts[r]) {
+            link[layout.hosts[r]] += d;
+          } else if (hierarchical) {
+            EXPECT_EQ(d, 0) << "rank " << r << " to host peer " << p;  // shared memory
+          }
+        }
+        const int64_t comm = ranks.comm(r).bytes_sent() - comm_before[r];
+        if (hierarchical) {
+          EXPECT_EQ(wire, 2 * (h - 1) * s / (h * l)) << "rank " << r;
+          EXPECT_EQ(comm, 2 * (h - 1) * s / (h * l) + 2 * (l - 1) * s / l) << "rank " << r;
+        } else {
+          EXPECT_EQ(wire, 2 * (n - 1) * s / n) << "rank " << r;
+          EXPECT_EQ(comm, 2 * (n - 1) * s / n) << "rank " << r;
+        }
+      }
+      for (int host = 0; host < h; ++host) {
+        EXPECT_EQ(link[host], hierarchical ? 2 * (h - 1) * s / h : 2 * (n - 1) * s / n)
+            << "host " << host;
+      }
+    }
   }
 }
 

@@ -26,6 +26,15 @@ struct Communicator::IdAllocator {
   uint32_t next = 1;  // 0 is the World
 };
 
+// The two-level view of a group spanning hosts (docs/collectives.md, "Hierarchical").
+struct Communicator::Hierarchy {
+  int hosts = 0;       // H
+  int local_size = 0;  // L, members on every host
+  int local_rank = 0;  // this rank's index among its host's members (ascending group rank)
+  std::unique_ptr<Communicator> intra;  // the L members on this host; rank = local_rank
+  std::unique_ptr<Communicator> inter;  // the H members with this local index
+};
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -169,11 +178,14 @@ void Communicator::Abort(const Status& reason) {
   aborted_ = true;
 }
 
+int Communicator::hierarchical_hosts() const { return hier_ != nullptr ? hier_->hosts : 0; }
+
 Status Communicator::Health() const {
   if (aborted_) {
     std::lock_guard lock(abort_mu_);
     return abort_reason_;
   }
+  if (health_parent_ != nullptr) PSZERO_RETURN_IF_ERROR(health_parent_->Health());
   for (int p = 0; p < size(); ++p) {
     if (p == rank_) continue;
     PSZERO_RETURN_IF_ERROR(transport_->PeerStatus(ranks_[p]));
@@ -197,8 +209,17 @@ Result<IntraHostGroup*> Communicator::IntraHost(size_t bytes) {
   }
   if (!intra_host_decided_) {
     const char* env = std::getenv("PSZERO_INTRA_HOST");
-    if (env != nullptr && std::string(env) == "0") {
+    const bool off = env != nullptr && std::string(env) == "0";
+    // Ranks posing as hosts (tests): their claim decides, before the real check.
+    const std::vector<int>* hosts = nullptr;
+    if (!off && options_.test_host_id >= 0) {
+      PSZERO_ASSIGN_OR_RETURN(hosts, MemberHosts());
+    }
+    if (off) {
       intra_host_why_not_ = "PSZERO_INTRA_HOST=0";
+    } else if (hosts != nullptr && *std::max_element(hosts->begin(), hosts->end()) > 0) {
+      const int p = static_cast<int>(std::find(hosts->begin(), hosts->end(), 1) - hosts->begin());
+      intra_host_why_not_ = "rank " + std::to_string(global_rank(p)) + " is on another host";
     } else {
       auto allgather = [this](std::span<const std::byte> record,
                               std::span<std::byte> out) -> Status {
@@ -224,6 +245,152 @@ Result<IntraHostGroup*> Communicator::IntraHost(size_t bytes) {
     intra_host_decided_ = true;
   }
   return intra_host_.get();
+}
+
+Result<const std::vector<int>*> Communicator::MemberHosts() {
+  if (!member_hosts_.empty()) return &member_hosts_;
+  struct HostRecord {
+    HostIdentity host;
+    int64_t test_host_id;
+  };
+  HostRecord mine{};
+  if (options_.test_host_id >= 0) {
+    mine.test_host_id = options_.test_host_id;
+  } else {
+    mine.host = ThisHost();
+    mine.test_host_id = -1;
+  }
+  std::vector<HostRecord> all(static_cast<size_t>(size()));
+  all[rank_] = mine;
+  if (size() > 1) {
+    OpContext op = BeginOp("host layout");
+    auto* out = reinterpret_cast<std::byte*>(all.data());
+    PSZERO_RETURN_IF_ERROR(DirectAllGather(op, out + rank_ * sizeof(HostRecord), out,
+                                           sizeof(HostRecord), DType::kUInt8));
+  }
+  std::vector<int> hosts(static_cast<size_t>(size()));
+  int distinct = 0;
+  for (int p = 0; p < size(); ++p) {
+    hosts[p] = distinct;
+    for (int q = 0; q < p; ++q) {
+      if (all[q].host == all[p].host && all[q].test_host_id == all[p].test_host_id) {
+        hosts[p] = hosts[q];
+        break;
+      }
+    }
+    if (hosts[p] == distinct) ++distinct;
+  }
+  member_hosts_ = std::move(hosts);
+  return &member_hosts_;
+}
+
+Result<Communicator::Hierarchy*> Communicator::Hierarchical(size_t bytes) {
+  if (!options_.hierarchical || options_.deterministic || size() < 4 ||
+      bytes <= options_.hierarchical_min_bytes) {
+    return nullptr;
+  }
+  if (!hier_decided_) {
+    const char* env = std::getenv("PSZERO_HIERARCHICAL");
+    if (env != nullptr && std::string(env) == "0") {
+      hier_why_not_ = "PSZERO_HIERARCHICAL=0";
+    } else {
+      PSZERO_ASSIGN_OR_RETURN(const std::vector<int>* hosts, MemberHosts());
+      const int h = *std::max_element(hosts->begin(), hosts->end()) + 1;
+      std::vector<int> members(static_cast<size_t>(h), 0);
+      for (int host : *hosts) ++members[host];
+      const int l = members[0];
+      if (h == 1) {
+        hier_why_not_ = "every member on one host";
+      } else if (std::any_of(members.begin(), members.end(), [&](int m) { return m != l; })) {
+        hier_why_not_ = "hosts with different numbers of members";
+      } else if (l == 1) {
+        hier_why_not_ = "one member per host";
+      } else {
+        auto hier = std::make_unique<Hierarchy>();
+        hier->hosts = h;
+        hier->local_size = l;
+        const int host = (*hosts)[rank_];
+        hier->local_rank =
+            static_cast<int>(std::count(hosts->begin(), hosts->begin() + rank_, host));
+        // Ordered by group rank: intra rank == local rank.
+        PSZERO_ASSIGN_OR_RETURN(hier->intra, Split(host, rank_));
+        PSZERO_ASSIGN_OR_RETURN(hier->inter, Split(hier->local_rank, rank_));
+        hier->intra->health_parent_ = this;
+        hier->inter->health_parent_ = this;
+        hier_ = std::move(hier);
+        LOG_IF(INFO, rank_ == 0) << "communicator " << id_ << ": hierarchical all-reduce over " << h
+                                 << " hosts x " << l << " ranks";
+      }
+    }
+    if (hier_ == nullptr && hier_why_not_ != "every member on one host") {  // news only then
+      LOG_IF(INFO, rank_ == 0) << "communicator " << id_ << ": no hierarchical all-reduce ("
+                               << hier_why_not_ << ")";
+    }
+    hier_decided_ = true;
+  }
+  return hier_.get();
+}
+
+// Intra-host reduce-scatter of the first L * (count / L) elements (local rank l gets block
+// l), then the H-rank all-reduce of block l among the ranks with local index l on every
+// host, then the intra-host all-gather of the blocks. The count % L elements left over
+// (fewer than L) are all-reduced on the host, then all-reduced across hosts together
+// with the last local rank's block (they follow it), then broadcast from that rank on
+// the host.
+Status Communicator::HierarchicalAllReduce(OpContext& op, Hierarchy& h, std::byte* data,
+                                           int64_t count, DType dtype, ReduceOp reduce) {
+  const int l = h.local_rank, local = h.local_size;
+  const int64_t es = static_cast<int64_t>(DTypeSize(dtype));
+  const int64_t block = count / local, tail = count - block * local;
+  auto view = [&](int64_t begin, int64_t n) {
+    return Tensor::Wrap(data + begin * es, {n}, dtype, Device::kHost);
+  };
+  // Each step gets what is left of this op's deadline.
+  auto left = [&](Communicator& c) -> Status {
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(op.deadline - Clock::now());
+    if (ms <= std::chrono::milliseconds(0)) {
+      return Status::DeadlineExceeded(op.where + ": deadline passed between its steps");
+    }
+    c.options_.timeout = ms;
+    return Status::Ok();
+  };
+  // The sub-communicators run with this one's options (set_options included), never
+  // hierarchically again, and the inter-host one never on the intra-host path.
+  h.intra->options_ = options_;
+  h.intra->options_.hierarchical = false;
+  h.inter->options_ = h.intra->options_;
+  h.inter->options_.intra_host = false;  // its members are on different hosts by construction
+  const int64_t sent = h.intra->bytes_sent() + h.inter->bytes_sent();
+  const int64_t received = h.intra->bytes_received() + h.inter->bytes_received();
+  Status s = [&]() -> Status {
+    if (block > 0) {
+      PSZERO_RETURN_IF_ERROR(left(*h.intra));
+      PSZERO_RETURN_IF_ERROR(
+          h.intra->ReduceScatter(view(0, block * local), view(l * block, block), reduce));
+    }
+    if (tail > 0) {
+      PSZERO_RETURN_IF_ERROR(left(*h.intra));
+      PSZERO_RETURN_IF_ERROR(h.intra->AllReduce(view(block * local, tail), reduce));
+    }
+    PSZERO_RETURN_IF_ERROR(left(*h.inter));
+    PSZERO_RETURN_IF_ERROR(
+        h.inter->AllReduce(view(l * block, block + (l == local - 1 ? tail : 0)), reduce));
+    if (block > 0) {
+      PSZERO_RETURN_IF_ERROR(left(*h.intra));
+      PSZERO_RETURN_IF_ERROR(h.intra->AllGather(view(l * block, block), view(0, block * local)));
+    }
+    if (tail > 0) {
+      PSZERO_RETURN_IF_ERROR(left(*h.intra));
+      PSZERO_RETURN_IF_ERROR(h.intra->Broadcast(view(block * local, tail), local - 1));
+    }
+    return Status::Ok();
+  }();
+  bytes_sent_.fetch_add(h.intra->bytes_sent() + h.inter->bytes_sent() - sent,
+                        std::memory_order_relaxed);
+  bytes_received_.fetch_add(h.intra->bytes_received() + h.inter->bytes_received() - received,
+                            std::memory_order_relaxed);
+  return s.WithContext(op.where);
 }
 
 Status Communicator::RunIntraHost(
@@ -601,12 +768,17 @@ Status Communicator::AllReduce(const Tensor& data, ReduceOp reduce) {
   }
   PSZERO_RETURN_IF_ERROR(CheckTensor(data, "allreduce data"));
   PSZERO_RETURN_IF_ERROR(CheckReduce(data.dtype(), reduce));
-  PSZERO_ASSIGN_OR_RETURN(IntraHostGroup * shm, IntraHost(data.nbytes()));
+  PSZERO_ASSIGN_OR_RETURN(Hierarchy * hier, Hierarchical(data.nbytes()));
+  IntraHostGroup* shm = nullptr;
+  if (hier == nullptr) {
+    PSZERO_ASSIGN_OR_RETURN(shm, IntraHost(data.nbytes()));
+  }
   OpContext op = BeginOp("allreduce");
   const int n = size();
   const int64_t count = data.numel();
   auto* buf = static_cast<std::byte*>(data.data());
   if (n == 1 || count == 0) return Status::Ok();
+  if (hier != nullptr) return HierarchicalAllReduce(op, *hier, buf, count, data.dtype(), reduce);
   if (shm != nullptr) {
     return RunIntraHost(op, [&](const IntraHostOp& ctx) {
       return shm->AllReduce(buf, count, data.dtype(), reduce, ctx);

@@ -16,6 +16,11 @@
 //  * deterministic: every element summed in ascending rank order in fp32 (reduce-scatter
 //    by direct exchange, then the ring all-gather): bit-identical on every rank and for
 //    every segment size, at the ring's byte count.
+//  * hierarchical all-reduce, for a group whose members sit L >= 2 to a host on H >= 2
+//    hosts: intra-host reduce-scatter, L inter-host all-reduces of S/L bytes in parallel
+//    (one sub-communicator per local index), intra-host all-gather. A host's link carries
+//    2(H-1)/H * S bytes out instead of the flat ring's 2(N-1)/N * S. Not under
+//    `deterministic` (it changes the summation order).
 //
 // Threading: a Communicator is used by the thread that uses its Transport (one at a
 // time). Every rank of the group must call the same ops in the same order (as in MPI and
@@ -78,6 +83,18 @@ struct CommunicatorOptions {
   // lies; when every buffer is shared host memory (Tensor::EmptyShared) the op reads the
   // peers' buffers in place (single copy) instead of staging them.
   size_t intra_host_single_copy_min_bytes = size_t{64} << 10;
+  // Host all-reduces above hierarchical_min_bytes of a group spanning H >= 2 hosts with the
+  // same number L >= 2 of members on each take the hierarchical algorithm (above), unless
+  // `deterministic`; PSZERO_HIERARCHICAL=0 in the environment turns it off for every
+  // communicator. Irregular layouts keep the flat algorithms. Measured no slower than the
+  // flat ones from 1 KiB up on emulated hosts (docs/collectives.md), hence the 0.
+  bool hierarchical = true;
+  size_t hierarchical_min_bytes = 0;
+  // Tests only (never set in production): when >= 0 on every rank, the host this rank
+  // claims to be on, in place of its boot id and namespaces (intra_host.h, HostIdentity),
+  // for both the intra-host and the hierarchical decisions; lets ranks of one process pose
+  // as several hosts.
+  int64_t test_host_id = -1;
 };
 
 class Communicator {
@@ -135,6 +152,12 @@ class Communicator {
   // first such op (collective), so false before it. `intra_host_why_not()` says why not.
   bool intra_host_active() const { return intra_host_ != nullptr; }
   const std::string& intra_host_why_not() const { return intra_host_why_not_; }
+  // Whether host all-reduces above hierarchical_min_bytes take the hierarchical path: set
+  // up by the first such op (collective), so false before it; `hierarchical_why_not()`
+  // says why not. hierarchical_hosts() is H (0 when not active).
+  bool hierarchical_active() const { return hier_ != nullptr; }
+  const std::string& hierarchical_why_not() const { return hier_why_not_; }
+  int hierarchical_hosts() const;
   // Intra-host ops that read the peers' shared buffers in place, since this was made.
   int64_t single_copy_ops() const { return single_copy_ops_.load(std::memory_order_relaxed); }
 
@@ -150,6 +173,7 @@ class Communicator {
  private:
   struct IdAllocator;
   struct OpContext;
+  struct Hierarchy;
 
   Communicator(Transport* transport, std::vector<int> ranks, int rank, uint32_t id,
                std::shared_ptr<IdAllocator> ids, const CommunicatorOptions& options);
@@ -168,6 +192,14 @@ class Communicator {
   // The intra-host group when an op of `bytes` should take it (sets it up on first use;
   // every rank decides alike), else nullptr.
   Result<IntraHostGroup*> IntraHost(size_t bytes);
+  // Each member's host (dense indices in order of first appearance), exchanged once
+  // (collective): HostIdentity, or test_host_id when set.
+  Result<const std::vector<int>*> MemberHosts();
+  // The hierarchy when an all-reduce of `bytes` should take it (sets it up on first use:
+  // collective, every rank decides alike), else nullptr.
+  Result<Hierarchy*> Hierarchical(size_t bytes);
+  Status HierarchicalAllReduce(OpContext& op, Hierarchy& h, std::byte* data, int64_t count,
+                               DType dtype, ReduceOp reduce);
   // Runs one intra-host op with this communicator's deadline, health and scratch, and
   // counts its bytes.
   Status RunIntraHost(OpContext& op,
@@ -211,6 +243,13 @@ class Communicator {
   MemoryTracker* intra_host_tracker_ = nullptr;
   std::string intra_host_why_not_;
   std::atomic<int64_t> single_copy_ops_{0};
+  std::vector<int> member_hosts_;  // empty until MemberHosts() ran
+  std::unique_ptr<Hierarchy> hier_;
+  bool hier_decided_ = false;
+  std::string hier_why_not_;
+  // A sub-communicator of a hierarchy: its waits also check the parent's health (every
+  // member of the whole group, and the parent's Abort).
+  const Communicator* health_parent_ = nullptr;
   std::vector<int> ranks_;  // transport rank of each group rank
   int rank_;
   uint32_t id_;

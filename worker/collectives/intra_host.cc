@@ -118,10 +118,7 @@ std::string Errno(const char* what) { return std::string(what) + ": " + std::str
 
 // What every rank tells the others at set-up.
 struct Record {
-  uint64_t boot;    // hash of the kernel's boot id
-  uint64_t net_ns;  // network namespace: an emulated host is a namespace of its own
-  uint64_t pid_ns;
-  uint64_t mnt_ns;
+  HostIdentity host;  // first: a test flips its bytes at 8 * field
   int32_t pid;
   int32_t fd;  // rank 0: the memfd of the control block
   uint64_t map_bytes;
@@ -229,6 +226,15 @@ class IntraHostGroup::OpScope {
   uint32_t op_;
 };
 
+HostIdentity ThisHost() {
+  HostIdentity h;
+  h.boot = Fnv1a(BootId());
+  h.net_ns = NamespaceId("/proc/self/ns/net");
+  h.pid_ns = NamespaceId("/proc/self/ns/pid");
+  h.mnt_ns = NamespaceId("/proc/self/ns/mnt");
+  return h;
+}
+
 IntraHostGroup::IntraHostGroup(int rank, int n)
     : rank_(rank), n_(n), peers_(std::make_unique<Peer[]>(static_cast<size_t>(n))) {}
 
@@ -304,10 +310,7 @@ Result<std::unique_ptr<IntraHostGroup>> IntraHostGroup::Create(int rank, int n,
   } closer{memfd};
 
   Record mine{};
-  mine.boot = Fnv1a(BootId());
-  mine.net_ns = NamespaceId("/proc/self/ns/net");
-  mine.pid_ns = NamespaceId("/proc/self/ns/pid");
-  mine.mnt_ns = NamespaceId("/proc/self/ns/mnt");
+  mine.host = ThisHost();
   mine.pid = static_cast<int32_t>(getpid());
   mine.fd = memfd;
   mine.map_bytes = g->map_bytes_;
@@ -318,8 +321,7 @@ Result<std::unique_ptr<IntraHostGroup>> IntraHostGroup::Create(int rank, int n,
       allgather(std::as_bytes(std::span(&mine, 1)), std::as_writable_bytes(std::span(all))));
   for (int p = 0; p < n; ++p) {
     const Record& r = all[p];
-    if (r.boot != mine.boot || r.net_ns != mine.net_ns || r.pid_ns != mine.pid_ns ||
-        r.mnt_ns != mine.mnt_ns) {
+    if (!(r.host == mine.host)) {
       *why_not = "rank " + std::to_string(global_ranks[p]) + " is on another host";
       return std::unique_ptr<IntraHostGroup>();
     }

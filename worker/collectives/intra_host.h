@@ -41,6 +41,19 @@
 
 namespace pszero::collectives {
 
+// Where a process runs, as the intra-host path tells hosts apart: two processes are on one
+// host when the kernel's boot id and their network, pid and mount namespaces all match (an
+// emulated host -- a network namespace of its own -- is another host). The hierarchical
+// all-reduce (communicator.h) groups a communicator's members by it.
+struct HostIdentity {
+  uint64_t boot = 0;  // hash of /proc/sys/kernel/random/boot_id
+  uint64_t net_ns = 0;
+  uint64_t pid_ns = 0;
+  uint64_t mnt_ns = 0;
+  bool operator==(const HostIdentity&) const = default;
+};
+HostIdentity ThisHost();
+
 // What an op needs from its communicator while it waits.
 struct IntraHostOp {
   std::string where;  // "allreduce #3 on comm 1 (rank 0 of 4)"
