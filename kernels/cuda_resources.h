@@ -3,7 +3,9 @@
 // A worker creates one and points its KernelContext at it; kernels are enqueued on its
 // stream in call order. Not thread-safe: one thread enqueues at a time. In a CPU build
 // (PSZERO_CUDA=OFF) Create() returns kUnavailable and CudaDeviceCount() is 0. The handle
-// types are kept opaque (void*) so that users of this header need no CUDA headers.
+// types are kept opaque (void*) so that users of this header need no CUDA headers. Kernels
+// take their temporary memory from the device's default stream-ordered pool, which
+// Create() tells to keep freed memory (grow-only, released at process exit).
 #pragma once
 
 #include <memory>

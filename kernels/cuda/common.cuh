@@ -30,6 +30,40 @@ inline Status LaunchStatus(const char* what) {
   return Status::Ok();
 }
 
+// Temporary device memory for one call, stream-ordered: cudaMallocAsync from the device's
+// default pool, cudaFreeAsync on destruction, enqueued after the kernels that use it, so
+// nothing synchronizes and the next call may reuse the same memory once those kernels
+// ran. CudaResources::Create keeps freed pool memory in the pool (release threshold), so
+// steady-state calls never go back to the driver. Not copyable; one stream.
+class StreamScratch {
+ public:
+  explicit StreamScratch(cudaStream_t stream) : stream_(stream) {}
+  ~StreamScratch() {
+    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream_);
+  }
+  StreamScratch(const StreamScratch&) = delete;
+  StreamScratch& operator=(const StreamScratch&) = delete;
+
+  // Allocates `bytes` (at least 1); fails with kUnavailable naming `what`.
+  Status Allocate(size_t bytes, const char* what) {
+    const cudaError_t err = cudaMallocAsync(&ptr_, bytes > 0 ? bytes : 1, stream_);
+    if (err != cudaSuccess) {
+      ptr_ = nullptr;
+      return Status::Unavailable(std::string(what) +
+                                 ": scratch allocation: " + cudaGetErrorString(err));
+    }
+    return Status::Ok();
+  }
+  template <typename T>
+  T* As(size_t byte_offset = 0) const {
+    return reinterpret_cast<T*>(static_cast<char*>(ptr_) + byte_offset);
+  }
+
+ private:
+  cudaStream_t stream_;
+  void* ptr_ = nullptr;
+};
+
 inline bool Aligned(const void* p, int bytes) {
   return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
 }

@@ -126,21 +126,11 @@ template <ReduceOp kOp, typename T>
 Status Reduce(const T* x, const float* y, int64_t n, float scale, float* out, cudaStream_t s,
               const char* what) {
   const int blocks = GridFor(n, 4) < kReduceBlocks ? GridFor(n, 4) : kReduceBlocks;
-  float* partial = nullptr;
-  cudaError_t err = cudaMallocAsync(reinterpret_cast<void**>(&partial),
-                                    static_cast<size_t>(blocks) * sizeof(float), s);
-  if (err != cudaSuccess) {
-    return Status::Unavailable(std::string(what) +
-                               ": scratch allocation: " + cudaGetErrorString(err));
-  }
-  PartialKernel<kOp, T><<<blocks, kThreads, 0, s>>>(x, y, n, partial);
-  FinalKernel<kOp><<<1, kThreads, 0, s>>>(partial, blocks, scale, out);
-  Status launch = LaunchStatus(what);
-  err = cudaFreeAsync(partial, s);
-  if (!launch.ok()) return launch;
-  if (err != cudaSuccess)
-    return Status::Internal(std::string(what) + ": " + cudaGetErrorString(err));
-  return Status::Ok();
+  StreamScratch partial(s);
+  PSZERO_RETURN_IF_ERROR(partial.Allocate(static_cast<size_t>(blocks) * sizeof(float), what));
+  PartialKernel<kOp, T><<<blocks, kThreads, 0, s>>>(x, y, n, partial.As<float>());
+  FinalKernel<kOp><<<1, kThreads, 0, s>>>(partial.As<float>(), blocks, scale, out);
+  return LaunchStatus(what);
 }
 
 }  // namespace

@@ -1,7 +1,10 @@
 // CUDA twins of the transformer ops (elementwise.h, layernorm.h, softmax.h, loss.h,
 // embedding.h). Pointwise ops are grid-stride loops; row ops give one block to a row and
-// reduce within it; column sums (dbias, dgamma, dbeta, embedding gradient) give one thread
-// to a column and walk the rows in order, so they are deterministic without atomics.
+// reduce within it; column sums (dbias, dgamma, dbeta) reduce fixed row chunks in parallel
+// and add the chunk sums in order, and the embedding gradient sorts the ids and walks each
+// id's tokens in order, so all of them are deterministic without atomics.
+#include <cub/device/device_radix_sort.cuh>
+
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -26,12 +29,69 @@ __global__ void BiasAddKernel(const float* x, int64_t ldx, const float* bias, Y*
   }
 }
 
-__global__ void ColSumAccKernel(const float* dy, int64_t ld, int64_t rows, int64_t cols,
-                                float* acc) {
+// Column sums (dbias; dgamma and dbeta in LayerNormParamGradKernel) in two passes, with an
+// order that depends only on (rows, cols), never on timing, and no atomics.
+// Pass 1: grid (row chunk, column tile), block kColTile x kRowLanes threads. Thread
+// (x, y) adds rows y, y + kRowLanes, ... of its chunk (ascending) for column x of the
+// tile, so that each warp reads kColTile contiguous floats of one row (coalesced); the
+// kRowLanes partials of a column are then added in lane order. With one chunk the sum
+// goes straight into the output, otherwise to partial[chunk, c]. Pass 2
+// (ColSumFinalKernel): one thread per column adds the chunk sums in ascending chunk order
+// and adds the total to the output once. The scratch is 1/32 of the input's size.
+constexpr int kColTile = 32;
+constexpr int kRowLanes = 8;
+constexpr int kChunkRows = 128;  // 16 independent loads in flight per thread
+constexpr int kRowsPerLane = kChunkRows / kRowLanes;
+
+// Every thread of the block calls it with its lane's sum; lane y == 0 gets the column's
+// chunk sum (lanes added 0, 1, 2, ...). `shared` is free again when it returns.
+__device__ __forceinline__ float ChunkColumnSum(float v, float (*shared)[kColTile]) {
+  shared[threadIdx.y][threadIdx.x] = v;
+  __syncthreads();
+  float s = 0;
+  if (threadIdx.y == 0) {
+    for (int k = 0; k < kRowLanes; ++k) s += shared[k][threadIdx.x];
+  }
+  __syncthreads();
+  return s;
+}
+
+// A chunk sum of column c: into out[c] when the grid has one chunk, else partial[chunk, c].
+__device__ __forceinline__ void StoreChunkSum(float s, int64_t c, int64_t cols, float* out,
+                                              float* partial) {
+  if (gridDim.x == 1) {
+    out[c] += s;
+  } else {
+    partial[static_cast<int64_t>(blockIdx.x) * cols + c] = s;
+  }
+}
+
+__global__ void ColSumAccKernel(const float* dy, int64_t ld, int64_t rows, int64_t cols, float* acc,
+                                float* partial) {
+  __shared__ float shared[kRowLanes][kColTile];
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kChunkRows + threadIdx.y;
+  for (int64_t tile = blockIdx.y; tile * kColTile < cols; tile += gridDim.y) {
+    const int64_t c = tile * kColTile + threadIdx.x;
+    float s = 0;
+    if (c < cols) {
+#pragma unroll
+      for (int k = 0; k < kRowsPerLane; ++k) {
+        const int64_t r = r0 + static_cast<int64_t>(k) * kRowLanes;
+        if (r < rows) s += dy[r * ld + c];
+      }
+    }
+    s = ChunkColumnSum(s, shared);
+    if (threadIdx.y == 0 && c < cols) StoreChunkSum(s, c, cols, acc, partial);
+  }
+}
+
+// Pass 2: out[c] += partial[0, c] + partial[1, c] + ... (ascending chunks, from 0).
+__global__ void ColSumFinalKernel(const float* partial, int64_t chunks, int64_t cols, float* out) {
   PSZERO_GRID_STRIDE(c, cols) {
     float s = 0;
-    for (int64_t r = 0; r < rows; ++r) s += dy[r * ld + c];
-    acc[c] += s;
+#pragma unroll 8
+    for (int64_t k = 0; k < chunks; ++k) s += partial[k * cols + c];
+    out[c] += s;
   }
 }
 
@@ -106,18 +166,34 @@ __global__ void LayerNormBackwardKernel(const float* dy, int64_t lddy, const flo
   }
 }
 
+// Pass 1 of the column sums (see ColSumAccKernel) of dy * xhat (dgamma) and dy (dbeta);
+// their chunk partials are partial[0 .. chunks*cols) and partial[chunks*cols ..).
 __global__ void LayerNormParamGradKernel(const float* dy, int64_t lddy, const float* x, int64_t ldx,
                                          const float* mean, const float* rstd, float* dgamma,
-                                         float* dbeta, int64_t rows, int64_t cols) {
-  PSZERO_GRID_STRIDE(c, cols) {
+                                         float* dbeta, int64_t rows, int64_t cols, float* partial) {
+  __shared__ float shared[kRowLanes][kColTile];
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kChunkRows + threadIdx.y;
+  const int64_t beta_offset = static_cast<int64_t>(gridDim.x) * cols;
+  for (int64_t tile = blockIdx.y; tile * kColTile < cols; tile += gridDim.y) {
+    const int64_t c = tile * kColTile + threadIdx.x;
     float g = 0, b = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-      const float d = dy[r * lddy + c];
-      g += d * (x[r * ldx + c] - mean[r]) * rstd[r];
-      b += d;
+    if (c < cols) {
+#pragma unroll
+      for (int k = 0; k < kRowsPerLane; ++k) {
+        const int64_t r = r0 + static_cast<int64_t>(k) * kRowLanes;
+        if (r < rows) {
+          const float d = dy[r * lddy + c];
+          g += d * ((x[r * ldx + c] - mean[r]) * rstd[r]);
+          b += d;
+        }
+      }
     }
-    dgamma[c] += g;
-    dbeta[c] += b;
+    g = ChunkColumnSum(g, shared);
+    b = ChunkColumnSum(b, shared);
+    if (threadIdx.y == 0 && c < cols) {
+      StoreChunkSum(g, c, cols, dgamma, partial);
+      StoreChunkSum(b, c, cols, dbeta, partial == nullptr ? nullptr : partial + beta_offset);
+    }
   }
 }
 
@@ -223,13 +299,57 @@ __global__ void EmbeddingForwardKernel(const T* table, int64_t first, int64_t ro
   }
 }
 
-__global__ void EmbeddingBackwardKernel(const float* dout, const int32_t* ids, int64_t n,
-                                        int64_t first, int64_t rows, int64_t dim, float* dtable) {
-  PSZERO_GRID_STRIDE(c, dim) {
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t id = static_cast<int64_t>(ids[i]) - first;
-      if (id >= 0 && id < rows) dtable[id * dim + c] += dout[i * dim + c];
+// Embedding gradient, dtable[id(i)] += dout[i] in ascending i, without atomics and bit for
+// bit the host's result. Tokens are parallel only across distinct ids: two tokens of one
+// id add to the same row, and any split of a row's tokens into partial sums would change
+// the bits (and float atomics the order). So: (1) EmbeddingKeysKernel makes (row, i)
+// pairs, ids outside [first, first + rows) keyed `rows` (sorted last, skipped); (2) a
+// stable radix sort by row (cub) groups each row's tokens into one segment, ascending in
+// i; (3) EmbeddingSegmentKernel gives one block to each (sorted position, column tile);
+// only a segment's first position works: each thread walks the segment for its column,
+// adding the dout rows in order. Cost: a sort of n keys plus one read of dout; a row
+// repeated m times is m serial adds (loads issued kSegmentBatch at a time).
+// The alternatives: one thread per (table row, column) scanning all ids costs
+// rows * n * dim; one thread per column (the former kernel) uses dim threads in all.
+__global__ void EmbeddingKeysKernel(const int32_t* ids, int64_t n, int64_t first, int64_t rows,
+                                    uint32_t* keys, int32_t* positions) {
+  PSZERO_GRID_STRIDE(i, n) {
+    const int64_t id = static_cast<int64_t>(ids[i]) - first;
+    keys[i] = static_cast<uint32_t>(id >= 0 && id < rows ? id : rows);
+    positions[i] = static_cast<int32_t>(i);
+  }
+}
+
+constexpr int kSegmentBatch = 8;
+
+__global__ void EmbeddingSegmentKernel(const float* dout, const uint32_t* keys,
+                                       const int32_t* positions, int64_t n, uint32_t rows,
+                                       int64_t dim, float* dtable) {
+  const int64_t k = blockIdx.x;
+  const uint32_t key = keys[k];
+  if (key == rows || (k > 0 && keys[k - 1] == key)) return;  // not a segment's first
+  float* row = dtable + static_cast<int64_t>(key) * dim;
+  for (int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x; c < dim;
+       c += static_cast<int64_t>(gridDim.y) * blockDim.x) {
+    float acc = row[c];
+    for (int64_t j = k;; j += kSegmentBatch) {
+      // Keys ascend, so the segment's positions in [j, j + kSegmentBatch) are a prefix.
+      float v[kSegmentBatch];
+      int count = 0;
+#pragma unroll
+      for (int u = 0; u < kSegmentBatch; ++u) {
+        const int64_t p = j + u;
+        const bool in = p < n && keys[p] == key;
+        v[u] = in ? dout[static_cast<int64_t>(positions[p]) * dim + c] : 0.0f;
+        count += in ? 1 : 0;
+      }
+#pragma unroll
+      for (int u = 0; u < kSegmentBatch; ++u) {
+        if (u < count) acc += v[u];
+      }
+      if (count < kSegmentBatch) break;
     }
+    row[c] = acc;
   }
 }
 
@@ -239,6 +359,22 @@ __global__ void EmbeddingBackwardKernel(const float* dout, const int32_t* ids, i
 Status CheckRows(int64_t rows, const char* what) {
   if (rows > 0x7fffffff) return Status::InvalidArgument(std::string(what) + ": too many rows");
   return Status::Ok();
+}
+
+// Launch shape of the column sums' pass 1: one block per (row chunk, column tile), tiles
+// beyond the 65535 of grid.y taken in a block-stride loop.
+struct ColumnSumPlan {
+  int64_t chunks;
+  dim3 grid;
+  dim3 block;
+};
+
+ColumnSumPlan PlanColumnSums(int64_t rows, int64_t cols) {
+  const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
+  const int64_t tiles = (cols + kColTile - 1) / kColTile;
+  return {chunks,
+          dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(tiles < 65535 ? tiles : 65535)),
+          dim3(kColTile, kRowLanes)};
 }
 
 }  // namespace
@@ -257,7 +393,21 @@ Status BiasAdd(const float* x, int64_t ldx, const float* bias, void* y, bool y_b
 
 Status BiasAddBackward(const float* dy, int64_t lddy, int64_t rows, int64_t cols, float* dbias,
                        void* stream) {
-  ColSumAccKernel<<<GridFor(cols), kThreads, 0, AsStream(stream)>>>(dy, lddy, rows, cols, dbias);
+  if (rows <= 0 || cols <= 0) return Status::Ok();
+  PSZERO_RETURN_IF_ERROR(CheckRows((rows + kChunkRows - 1) / kChunkRows, "BiasAddBackward"));
+  const ColumnSumPlan plan = PlanColumnSums(rows, cols);
+  cudaStream_t s = AsStream(stream);
+  StreamScratch partial(s);
+  if (plan.chunks > 1) {
+    PSZERO_RETURN_IF_ERROR(partial.Allocate(static_cast<size_t>(plan.chunks * cols) * sizeof(float),
+                                            "BiasAddBackward"));
+  }
+  ColSumAccKernel<<<plan.grid, plan.block, 0, s>>>(dy, lddy, rows, cols, dbias,
+                                                   partial.As<float>());
+  if (plan.chunks > 1) {
+    ColSumFinalKernel<<<GridFor(cols), kThreads, 0, s>>>(partial.As<float>(), plan.chunks, cols,
+                                                         dbias);
+  }
   return LaunchStatus("BiasAddBackward");
 }
 
@@ -313,9 +463,24 @@ Status LayerNormBackward(const float* dy, int64_t lddy, const float* x, int64_t 
                          int64_t lddx, float* dgamma, float* dbeta, int64_t rows, int64_t cols,
                          void* stream) {
   PSZERO_RETURN_IF_ERROR(CheckRows(rows, "LayerNormBackward"));
-  // Parameter gradients first: dx may overwrite dy.
-  LayerNormParamGradKernel<<<GridFor(cols), kThreads, 0, AsStream(stream)>>>(
-      dy, lddy, x, ldx, mean, rstd, dgamma, dbeta, rows, cols);
+  if (rows <= 0 || cols <= 0) return Status::Ok();
+  // Parameter gradients first (pass 1 reads dy; pass 2 only the partials): dx may
+  // overwrite dy.
+  const ColumnSumPlan plan = PlanColumnSums(rows, cols);
+  cudaStream_t s = AsStream(stream);
+  StreamScratch partial(s);
+  if (plan.chunks > 1) {
+    PSZERO_RETURN_IF_ERROR(partial.Allocate(
+        static_cast<size_t>(2 * plan.chunks * cols) * sizeof(float), "LayerNormBackward"));
+  }
+  LayerNormParamGradKernel<<<plan.grid, plan.block, 0, s>>>(dy, lddy, x, ldx, mean, rstd, dgamma,
+                                                            dbeta, rows, cols, partial.As<float>());
+  if (plan.chunks > 1) {
+    ColSumFinalKernel<<<GridFor(cols), kThreads, 0, s>>>(partial.As<float>(), plan.chunks, cols,
+                                                         dgamma);
+    ColSumFinalKernel<<<GridFor(cols), kThreads, 0, s>>>(partial.As<float>() + plan.chunks * cols,
+                                                         plan.chunks, cols, dbeta);
+  }
   LayerNormBackwardKernel<<<static_cast<unsigned>(rows), kThreads, 0, AsStream(stream)>>>(
       dy, lddy, x, ldx, gamma, mean, rstd, dx, lddx, cols);
   return LaunchStatus("LayerNormBackward");
@@ -392,8 +557,40 @@ Status EmbeddingForward(const void* table, bool table_bf16, int64_t first, int64
 
 Status EmbeddingBackward(const float* dout, const int32_t* ids, int64_t n, int64_t first,
                          int64_t rows, int64_t dim, float* dtable, void* stream) {
-  EmbeddingBackwardKernel<<<GridFor(dim), kThreads, 0, AsStream(stream)>>>(dout, ids, n, first,
-                                                                           rows, dim, dtable);
+  if (n <= 0 || dim <= 0 || rows <= 0) return Status::Ok();
+  if (n > 0x7fffffff || rows > 0x7fffffff) {
+    return Status::InvalidArgument("EmbeddingBackward: more than 2^31-1 ids or table rows");
+  }
+  cudaStream_t s = AsStream(stream);
+  // Keys are in [0, rows] (rows: outside the shard), so the sort needs only their bits.
+  const int key_bits = 64 - __builtin_clzll(static_cast<unsigned long long>(rows));
+  const int items = static_cast<int>(n);
+  size_t sort_bytes = 0;
+  cudaError_t err = cub::DeviceRadixSort::SortPairs(
+      nullptr, sort_bytes, static_cast<const uint32_t*>(nullptr), static_cast<uint32_t*>(nullptr),
+      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), items, 0, key_bits, s);
+  if (err != cudaSuccess) {
+    return Status::Internal(std::string("EmbeddingBackward: sort size: ") +
+                            cudaGetErrorString(err));
+  }
+  // Scratch: keys in/out, positions in/out (256-byte aligned each), then the sort's own.
+  const size_t array_bytes = (static_cast<size_t>(n) * 4 + 255) / 256 * 256;
+  StreamScratch scratch(s);
+  PSZERO_RETURN_IF_ERROR(scratch.Allocate(4 * array_bytes + sort_bytes, "EmbeddingBackward"));
+  uint32_t* keys_in = scratch.As<uint32_t>(0);
+  uint32_t* keys = scratch.As<uint32_t>(array_bytes);
+  int32_t* positions_in = scratch.As<int32_t>(2 * array_bytes);
+  int32_t* positions = scratch.As<int32_t>(3 * array_bytes);
+  EmbeddingKeysKernel<<<GridFor(n), kThreads, 0, s>>>(ids, n, first, rows, keys_in, positions_in);
+  err = cub::DeviceRadixSort::SortPairs(scratch.As<void>(4 * array_bytes), sort_bytes, keys_in,
+                                        keys, positions_in, positions, items, 0, key_bits, s);
+  if (err != cudaSuccess) {
+    return Status::Internal(std::string("EmbeddingBackward: sort: ") + cudaGetErrorString(err));
+  }
+  const int64_t tiles = (dim + kThreads - 1) / kThreads;
+  const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(tiles < 65535 ? tiles : 65535));
+  EmbeddingSegmentKernel<<<grid, kThreads, 0, s>>>(dout, keys, positions, n,
+                                                   static_cast<uint32_t>(rows), dim, dtable);
   return LaunchStatus("EmbeddingBackward");
 }
 

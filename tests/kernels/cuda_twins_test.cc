@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
+#include <random>
+#include <string>
 
 #include "common/tensor.h"
 #include "kernels/attention.h"
@@ -311,6 +314,137 @@ TEST_F(CudaTwinTest, TransformerOpsForwardAndBackward) {
     ExpectAllClose(Down<float>(olse), lse, kRtol, kAtol);
     ExpectAllClose(Down<float>(odl), dl, 1e-4, 1e-7);
     ExpectAllClose(Down<float>(odm), dm, kRtol, 1e-9);
+  }
+}
+
+// Whether two float vectors hold the same bits (a determinism check: -0 and +0 differ).
+bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// The column sums (dbias; dgamma, dbeta) against a double-precision reference, on shapes
+// around the GPU's decomposition: rows = 1, rows below, at and one past its 128-row chunk,
+// rows not a multiple of it, columns not a multiple of its 32-column tile, a leading
+// dimension wider than the row, and a 4096 x 3072 MLP bias. The accumulators start
+// nonzero (the kernels add). Tolerance: the GPU adds each column in a fixed tree (a
+// thread adds up to 16 rows, 8 thread partials are added, then ceil(rows / 128) chunk
+// sums in order, then the total into the accumulator): a chain of at most
+// 16 + 8 + 32 + 1 = 57 fp32 additions for rows <= 4096, and dy * xhat rounds 3 times, so
+// the classical bound is 60 * 2^-24 < 4e-6 of (|initial| + sum |term|). We allow 1e-5 of
+// that sum: still well below one lost or doubled row (about 1/rows of it). Two runs from
+// the same inputs must give the same bits.
+TEST_F(CudaTwinTest, ColumnSumsAgainstDoubleReference) {
+  struct Shape {
+    int64_t rows, cols, ld;
+  };
+  const Shape shapes[] = {{1, 1, 1},        {1, 768, 768},   {7, 5, 5},
+                          {64, 257, 257},   {128, 32, 32},   {129, 33, 40},
+                          {1000, 100, 100}, {300, 768, 771}, {4096, 3072, 3072}};
+  for (const Shape& sh : shapes) {
+    const int64_t rows = sh.rows, cols = sh.cols, ld = sh.ld, n = rows * ld;
+    SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(cols) + ", ld " +
+                 std::to_string(ld));
+    const std::vector<float> dy = RandomFloats(n, 70), x = RandomFloats(n, 71, -3.0f, 3.0f);
+    const std::vector<float> mean = RandomFloats(rows, 72),
+                             rstd = RandomFloats(rows, 73, 0.5f, 2.0f);
+    const std::vector<float> gamma = RandomFloats(cols, 74), bias0 = RandomFloats(cols, 75),
+                             gamma0 = RandomFloats(cols, 76), beta0 = RandomFloats(cols, 77);
+    // Reference sums and the bound's scale (|initial| + sum |term|), per column.
+    std::vector<double> sum_dy(cols, 0), abs_dy(cols, 0), sum_g(cols, 0), abs_g(cols, 0);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        const double d = dy[r * ld + c];
+        const double g = d * ((static_cast<double>(x[r * ld + c]) - mean[r]) * rstd[r]);
+        sum_dy[c] += d;
+        abs_dy[c] += std::fabs(d);
+        sum_g[c] += g;
+        abs_g[c] += std::fabs(g);
+      }
+    }
+    Tensor ddy = Up(dy), dx = Up(x), dmean = Up(mean), drstd = Up(rstd), dgamma = Up(gamma);
+    Tensor dgx = Up(std::vector<float>(n));
+    auto run = [&](std::vector<float>* dbias, std::vector<float>* dg, std::vector<float>* db) {
+      Tensor ob = Up(bias0), og = Up(gamma0), obeta = Up(beta0);
+      ASSERT_TRUE(BiasAddBackward(P<float>(ddy), ld, rows, cols, P<float>(ob), Gpu()).ok());
+      ASSERT_TRUE(LayerNormBackward(P<float>(ddy), ld, P<float>(dx), ld, P<float>(dgamma),
+                                    P<float>(dmean), P<float>(drstd), P<float>(dgx), ld,
+                                    P<float>(og), P<float>(obeta), rows, cols, Gpu())
+                      .ok());
+      *dbias = Down<float>(ob);
+      *dg = Down<float>(og);
+      *db = Down<float>(obeta);
+    };
+    std::vector<float> gbias, ggamma, gbeta;
+    run(&gbias, &ggamma, &gbeta);
+    for (int64_t c = 0; c < cols; ++c) {
+      const double tol_dy = 1e-5 * (std::fabs(bias0[c]) + abs_dy[c]);
+      ASSERT_LE(std::fabs(gbias[c] - (bias0[c] + sum_dy[c])), tol_dy) << "dbias " << c;
+      ASSERT_LE(std::fabs(gbeta[c] - (beta0[c] + sum_dy[c])),
+                1e-5 * (std::fabs(beta0[c]) + abs_dy[c]))
+          << "dbeta " << c;
+      ASSERT_LE(std::fabs(ggamma[c] - (gamma0[c] + sum_g[c])),
+                1e-5 * (std::fabs(gamma0[c]) + abs_g[c]))
+          << "dgamma " << c;
+    }
+    std::vector<float> gbias2, ggamma2, gbeta2;
+    run(&gbias2, &ggamma2, &gbeta2);
+    EXPECT_TRUE(SameBits(gbias, gbias2));
+    EXPECT_TRUE(SameBits(ggamma, ggamma2));
+    EXPECT_TRUE(SameBits(gbeta, gbeta2));
+  }
+}
+
+// The embedding gradient (a stable sort of the ids, then each id's tokens added in order)
+// is bit for bit the host's, which adds every id's rows in ascending token order too.
+// Cases: one token; a one-row table (every token repeats it); repeated ids in segments
+// longer than, and not a multiple of, the 8-token load batch (every third token is one
+// frequent id); dims below, at and across the 256-column tile; a gpt-small step
+// (8192 tokens, 50257 x 768); vocabulary shards, whose other ids are skipped. The table
+// gradient starts nonzero (the kernel adds); two runs give the same bits.
+TEST_F(CudaTwinTest, EmbeddingBackwardBitIdenticalToHost) {
+  struct Case {
+    int64_t vocab, dim, n;
+  };
+  const Case cases[] = {{1, 1, 1},       {1, 5, 37},        {50, 24, 1},
+                        {50, 300, 2000}, {1000, 256, 3000}, {50257, 768, 8192}};
+  for (const Case& k : cases) {
+    const int64_t vocab = k.vocab, dim = k.dim, n = k.n;
+    SCOPED_TRACE("vocab " + std::to_string(vocab) + ", dim " + std::to_string(dim) + ", n " +
+                 std::to_string(n));
+    std::mt19937_64 rng(80);
+    std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(vocab - 1));
+    std::vector<int32_t> ids(n);
+    for (int64_t i = 0; i < n; ++i)
+      ids[i] = i % 3 == 0 ? static_cast<int32_t>(vocab / 2) : pick(rng);
+    const std::vector<float> gout = RandomFloats(n * dim, 81), init = RandomFloats(vocab * dim, 82);
+    Tensor gids = Up(ids), ggo = Up(gout);
+
+    std::vector<float> host = init;
+    ASSERT_TRUE(EmbeddingBackward(gout.data(), ids.data(), n, vocab, dim, host.data(), Cpu()).ok());
+    std::vector<float> runs[2];
+    for (std::vector<float>& got : runs) {
+      Tensor gdt = Up(init);
+      ASSERT_TRUE(
+          EmbeddingBackward(P<float>(ggo), P<int32_t>(gids), n, vocab, dim, P<float>(gdt), Gpu())
+              .ok());
+      got = Down<float>(gdt);
+    }
+    EXPECT_TRUE(SameBits(runs[0], host));
+    EXPECT_TRUE(SameBits(runs[1], runs[0]));
+
+    // The middle third of the vocabulary as a shard (at least one row).
+    const int64_t first = vocab / 3, rows = std::max<int64_t>(1, vocab / 3);
+    const std::vector<float> shard_init(init.begin() + first * dim,
+                                        init.begin() + (first + rows) * dim);
+    std::vector<float> host_shard = shard_init;
+    ASSERT_TRUE(EmbeddingShardBackward(gout.data(), ids.data(), n, first, rows, dim,
+                                       host_shard.data(), Cpu())
+                    .ok());
+    Tensor gshard = Up(shard_init);
+    ASSERT_TRUE(EmbeddingShardBackward(P<float>(ggo), P<int32_t>(gids), n, first, rows, dim,
+                                       P<float>(gshard), Gpu())
+                    .ok());
+    EXPECT_TRUE(SameBits(Down<float>(gshard), host_shard));
   }
 }
 
