@@ -25,17 +25,22 @@ Status EnsureBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
   return EnsureActivation(t, n, DType::kBFloat16, ctx);
 }
 
-// A bf16 scratch of at least n elements: grown when smaller, never shrunk.
-Status GrowBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
+// A scratch of at least n elements: grown when smaller, never shrunk. Its contents are
+// not kept, so the old buffer is freed before the new one is taken (the peak never holds
+// both; on CUDA the free waits for the work queued on the old buffer).
+Status GrowScratch(Tensor& t, int64_t n, DType dtype, const ModelContext& ctx) {
   if (t.defined() && t.numel() >= n) return Status::Ok();
-  return EnsureBf16(t, n, ctx);
+  t = Tensor();
+  return EnsureActivation(t, n, dtype, ctx);
 }
 
-// The same in fp32 (BlockScratch). On CUDA the old buffer's free waits for the work
-// queued on it.
+Status GrowBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
+  return GrowScratch(t, n, DType::kBFloat16, ctx);
+}
+
+// fp32 (BlockScratch).
 Status GrowFloat(Tensor& t, int64_t n, const ModelContext& ctx) {
-  if (t.defined() && t.numel() >= n) return Status::Ok();
-  return EnsureBuffer(t, n, ctx);
+  return GrowScratch(t, n, DType::kFloat32, ctx);
 }
 
 // fp32 mode: y = Linear(LayerNorm(x)), the normalized rows kept in ln_out.
