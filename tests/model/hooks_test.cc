@@ -132,6 +132,44 @@ TEST(HooksTest, MemoryIsTrackedPerCategory) {
   }
 }
 
+// A layer adds to the activations only what its backward keeps and the residual stream:
+// all blocks share one BlockScratch (ModelContext::block_scratch), so the fp32 branch
+// outputs, activation gradients and bf16 forward's fp32 intermediates do not grow with
+// the depth.
+TEST(HooksTest, ActivationsPerLayerAreWhatBackwardKeeps) {
+  for (bool bf16 : {false, true}) {
+    auto activations = [&](int64_t layers) -> int64_t {
+      ModelConfig c = testing::SmallGpt();
+      c.layers = layers;
+      MemoryTracker tracker;
+      TensorParallel tp;
+      ModelContext ctx{kernels::KernelContext::Host(), &tp, &tracker, bf16, 1, {}};
+      auto m = Model::Create(c, ctx, 3);
+      EXPECT_TRUE(m.ok());
+      if (!m.ok()) return -1;
+      DataOptions dopt;
+      auto data = DataSource::Create(c, dopt);
+      EXPECT_TRUE(data.ok());
+      Batch batch;
+      EXPECT_TRUE((*data)->Next(0, &batch).ok());
+      EXPECT_TRUE((*m)->params().ZeroGrads().ok());
+      EXPECT_TRUE((*m)->Forward(batch, nullptr).ok());
+      EXPECT_TRUE((*m)->Backward(nullptr).ok());
+      return tracker.Usage(MemoryCategory::kActivations).peak_bytes;
+    };
+    const ModelConfig c = testing::SmallGpt();
+    const int64_t n = c.batch * c.seq, d = c.d_model, h = c.ffn_mult * d;
+    const int64_t probs = c.batch * c.heads * c.seq * c.seq;
+    const int64_t e = bf16 ? 2 : 4;  // the kept GEMM inputs, qkv, probabilities, GELU's input
+    // Residual stream (xs, mids) and both LayerNorms' mean and 1/std in fp32; attention's
+    // ln_1 output, qkv, probabilities and output; the MLP's ln_2 output, GELU's input and
+    // output.
+    const int64_t per_layer =
+        4 * (2 * n * d + 4 * n) + e * ((n * d + 3 * n * d + probs + n * d) + (n * d + 2 * n * h));
+    EXPECT_EQ(activations(3) - activations(2), per_layer) << (bf16 ? "bf16" : "fp32");
+  }
+}
+
 TEST(HooksTest, Bf16OnlyStorageHoldsBf16ParamsAndGradsAndCastsEachUnitOnce) {
   const ModelConfig c = testing::SmallGpt();
   MemoryTracker tracker;

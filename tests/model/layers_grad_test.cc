@@ -233,6 +233,87 @@ TEST(Bf16LayersTest, BlocksKeepTheirSavedActivationsInBf16Only) {
   EXPECT_NE(bf16.out, fp32.out);  // really computed in bf16
 }
 
+// Blocks run one at a time, so a model shares one BlockScratch among all of them
+// (ModelContext::block_scratch). Three attention + MLP pairs (different weights), forward
+// through all, backward in reverse: with the shared scratch the output, the input gradient
+// and every parameter gradient are bit for bit those of per-block buffers, in fp32 and bf16
+// (nothing is read from the scratch across blocks), and the activations shrink by exactly
+// all per-block buffers but one set, each sized for the largest block.
+TEST(BlockScratchTest, SharedAcrossBlocksGivesThePerBlockResults) {
+  const int64_t layers = 3, batch = 2, seq = 5, n = batch * seq, d = 16, heads = 2, h = 4 * d;
+  const int64_t probs = batch * heads * seq * seq;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd;
+  Vec x(n * d), dout(n * d);
+  for (float& v : x) v = nd(rng);
+  for (float& v : dout) v = nd(rng);
+  struct Run {
+    int64_t activation_bytes = 0;
+    Vec out, dx, grads;
+    std::vector<int64_t> scratch_numel;  // branch, dln, dattn, dprobs, dwide
+  };
+  auto run = [&](bool bf16, bool shared) {
+    Run r;
+    TensorParallel tp;
+    MemoryTracker tracker;
+    Tensor grad_scratch;
+    BlockScratch scratch;
+    ModelContext ctx{kernels::KernelContext::Host(), &tp, &tracker, bf16, 1, {}, &grad_scratch};
+    if (shared) ctx.block_scratch = &scratch;
+    ParamBuffer params(0, 1);
+    std::vector<AttentionBlock> attn(layers);
+    std::vector<MlpBlock> mlp(layers);
+    for (int64_t l = 0; l < layers; ++l) {
+      EXPECT_TRUE(attn[l].Declare(params, "a" + std::to_string(l), d, heads, 0.02f).ok());
+      EXPECT_TRUE(mlp[l].Declare(params, "m" + std::to_string(l), d, h, 0.02f).ok());
+    }
+    EXPECT_TRUE(params.Allocate(nullptr, bf16).ok());
+    EXPECT_TRUE(params.Initialize(13).ok());
+    float* w = params.params().data<float>();
+    for (int64_t i = 0; i < params.numel(); ++i) w[i] = w[i] * 15.0f + 0.05f * (i % 3);
+    EXPECT_TRUE(params.RefreshBf16().ok());
+    EXPECT_TRUE(params.ZeroGrads().ok());
+    // xs[l]: input of pair l; mids[l]: between its attention and its MLP.
+    std::vector<Vec> xs(layers + 1, Vec(n * d)), mids(layers, Vec(n * d));
+    xs[0] = x;
+    for (int64_t l = 0; l < layers; ++l) {
+      EXPECT_TRUE(attn[l].Forward(ctx, params, xs[l].data(), batch, seq, mids[l].data()).ok());
+      EXPECT_TRUE(mlp[l].Forward(ctx, params, mids[l].data(), n, xs[l + 1].data()).ok());
+    }
+    Vec g = dout, gmid(n * d), gin(n * d);
+    for (int64_t l = layers - 1; l >= 0; --l) {
+      EXPECT_TRUE(mlp[l].Backward(ctx, params, g.data(), gmid.data()).ok());
+      EXPECT_TRUE(attn[l].Backward(ctx, params, gmid.data(), gin.data()).ok());
+      g = gin;
+    }
+    r.out = xs[layers];
+    r.dx = g;
+    r.grads.assign(params.grads().data<float>(), params.grads().data<float>() + params.numel());
+    r.activation_bytes = tracker.Usage(MemoryCategory::kActivations).live_bytes;
+    for (const Tensor* t :
+         {&scratch.branch, &scratch.dln, &scratch.dattn, &scratch.dprobs, &scratch.dwide}) {
+      r.scratch_numel.push_back(t->defined() ? t->numel() : 0);
+    }
+    return r;
+  };
+  for (const bool bf16 : {false, true}) {
+    SCOPED_TRACE(bf16 ? "bf16" : "fp32");
+    const Run own = run(bf16, false), shared = run(bf16, true);
+    EXPECT_EQ(shared.out, own.out);
+    EXPECT_EQ(shared.dx, own.dx);
+    EXPECT_EQ(shared.grads, own.grads);
+    // One set, each buffer grown to the largest block's need: dwide is MLP's [n, h]
+    // (attention's dqkv is [n, 3d]).
+    EXPECT_EQ(shared.scratch_numel, (std::vector<int64_t>{n * d, n * d, n * d, probs, n * h}));
+    EXPECT_EQ(own.scratch_numel, (std::vector<int64_t>{0, 0, 0, 0, 0}));
+    // Per block: attention branch, dln, dattn [n, d], dprobs, dqkv [n, 3d]; MLP branch,
+    // dln [n, d], dhidden [n, h].
+    const int64_t per_pair = (3 * n * d + probs + 3 * n * d) + (2 * n * d + n * h);
+    const int64_t one_set = 3 * n * d + probs + n * h;
+    EXPECT_EQ(own.activation_bytes - shared.activation_bytes, 4 * (layers * per_pair - one_set));
+  }
+}
+
 // Whole models: L = loss itself (R = [1]): embedding, tied head, cross-entropy, MSE.
 void CheckModel(const ModelConfig& config) {
   TensorParallel tp;
@@ -280,6 +361,17 @@ TEST(ModelGradTest, Gpt) {
   c.heads = 2;
   c.seq = 4;
   c.layers = 1;
+  c.vocab = 16;
+  CheckModel(c);
+}
+
+// Three layers: every block's backward runs through the model's shared BlockScratch.
+TEST(ModelGradTest, GptThreeLayers) {
+  model::ModelConfig c = testing::SmallGpt();
+  c.d_model = 16;
+  c.heads = 2;
+  c.seq = 4;
+  c.layers = 3;
   c.vocab = 16;
   CheckModel(c);
 }

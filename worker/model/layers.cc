@@ -25,10 +25,22 @@ Status EnsureBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
   return EnsureActivation(t, n, DType::kBFloat16, ctx);
 }
 
-// A bf16 scratch of at least n elements: grown when smaller, never shrunk.
-Status GrowBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
+// A scratch of at least n elements: grown when smaller, never shrunk. Its contents are
+// not kept, so the old buffer is freed before the new one is taken (the peak never holds
+// both; on CUDA the free waits for the work queued on the old buffer).
+Status GrowScratch(Tensor& t, int64_t n, DType dtype, const ModelContext& ctx) {
   if (t.defined() && t.numel() >= n) return Status::Ok();
-  return EnsureBf16(t, n, ctx);
+  t = Tensor();
+  return EnsureActivation(t, n, dtype, ctx);
+}
+
+Status GrowBf16(Tensor& t, int64_t n, const ModelContext& ctx) {
+  return GrowScratch(t, n, DType::kBFloat16, ctx);
+}
+
+// fp32 (BlockScratch).
+Status GrowFloat(Tensor& t, int64_t n, const ModelContext& ctx) {
+  return GrowScratch(t, n, DType::kFloat32, ctx);
 }
 
 // fp32 mode: y = Linear(LayerNorm(x)), the normalized rows kept in ln_out.
@@ -248,7 +260,9 @@ Status AttentionBlock::Forward(const ModelContext& ctx, ParamBuffer& params, con
   PSZERO_RETURN_IF_ERROR(EnsureGemmInput(qkv_out_, n * 3 * dl, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureGemmInput(probs_, np, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureGemmInput(attn_out_, n * dl, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(branch_, n * d_, ctx));
+  BlockScratch& s = BlockScratchOf(ctx, own_);
+  PSZERO_RETURN_IF_ERROR(GrowFloat(s.branch, n * d_, ctx));
+  float* branch = s.branch.data<float>();
   if (!ctx.bf16) {
     PSZERO_RETURN_IF_ERROR(
         NormThenLinear(ctx, params, ln_, qkv_, x, n, ln_out_, qkv_out_.data<float>()));
@@ -256,60 +270,65 @@ Status AttentionBlock::Forward(const ModelContext& ctx, ParamBuffer& params, con
     PSZERO_RETURN_IF_ERROR(kernels::AttentionForward(shape_, q, q + dl, q + 2 * dl, 3 * dl,
                                                      probs_.data<float>(), attn_out_.data<float>(),
                                                      dl, ctx.kernels));
-    PSZERO_RETURN_IF_ERROR(
-        proj_.Forward(ctx, params, attn_out_.data<float>(), n, branch_.data<float>()));
-    return kernels::Add(x, branch_.data<float>(), out, n * d_, ctx.kernels);
+    PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, attn_out_.data<float>(), n, branch));
+    return kernels::Add(x, branch, out, n * d_, ctx.kernels);
   }
   // bf16: every fp32 intermediate (the QKV GEMM's output, the scores, the attention's
-  // output) goes to backward's buffer for its gradient, unused until then, and is rounded
-  // once into the bf16 activation that is kept.
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dqkv_, n * 3 * dl, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dprobs_, np, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dattn_, n * dl, ctx));
+  // output) goes to the block scratch's buffer for its gradient, unused until backward, and
+  // is rounded once, within this call, into the bf16 activation that is kept.
+  PSZERO_RETURN_IF_ERROR(GrowFloat(s.dwide, n * 3 * dl, ctx));
+  PSZERO_RETURN_IF_ERROR(GrowFloat(s.dprobs, np, ctx));
+  PSZERO_RETURN_IF_ERROR(GrowFloat(s.dattn, n * dl, ctx));
+  float* qkv_acc = s.dwide.data<float>();
+  float* scores = s.dprobs.data<float>();
+  float* attn_acc = s.dattn.data<float>();
   PSZERO_RETURN_IF_ERROR(ln_.Forward(ctx, params, x, n, ln_out_.data<bf16_t>()));
-  PSZERO_RETURN_IF_ERROR(qkv_.Forward(ctx, params, ln_out_.data<bf16_t>(), n, dqkv_.data<float>(),
-                                      qkv_out_.data<bf16_t>()));
-  const bf16_t* q = qkv_out_.data<bf16_t>();
-  PSZERO_RETURN_IF_ERROR(kernels::AttentionForward(shape_, q, q + dl, q + 2 * dl, 3 * dl,
-                                                   dprobs_.data<float>(), probs_.data<bf16_t>(),
-                                                   dattn_.data<float>(), dl, ctx.kernels));
-  PSZERO_RETURN_IF_ERROR(kernels::Cast(dattn_.data(), DType::kFloat32, attn_out_.data(),
-                                       DType::kBFloat16, n * dl, ctx.kernels));
   PSZERO_RETURN_IF_ERROR(
-      proj_.Forward(ctx, params, attn_out_.data<bf16_t>(), n, branch_.data<float>()));
-  return kernels::Add(x, branch_.data<float>(), out, n * d_, ctx.kernels);
+      qkv_.Forward(ctx, params, ln_out_.data<bf16_t>(), n, qkv_acc, qkv_out_.data<bf16_t>()));
+  const bf16_t* q = qkv_out_.data<bf16_t>();
+  PSZERO_RETURN_IF_ERROR(kernels::AttentionForward(shape_, q, q + dl, q + 2 * dl, 3 * dl, scores,
+                                                   probs_.data<bf16_t>(), attn_acc, dl,
+                                                   ctx.kernels));
+  PSZERO_RETURN_IF_ERROR(kernels::Cast(attn_acc, DType::kFloat32, attn_out_.data(),
+                                       DType::kBFloat16, n * dl, ctx.kernels));
+  PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, attn_out_.data<bf16_t>(), n, branch));
+  return kernels::Add(x, branch, out, n * d_, ctx.kernels);
 }
 
 Status AttentionBlock::Backward(const ModelContext& ctx, ParamBuffer& params, const float* dout,
                                 float* dx) {
   const int64_t n = shape_.batch * shape_.seq;
   const int64_t dl = d_ / ctx.tp->size();
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dattn_, n * dl, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dqkv_, n * 3 * dl, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dprobs_, probs_.numel(), ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dln_, n * d_, ctx));
-  PSZERO_RETURN_IF_ERROR(proj_.Backward(ctx, params, dout, n, dattn_.data<float>()));
-  float* dq = dqkv_.data<float>();
+  BlockScratch& s = BlockScratchOf(ctx, own_);
+  PSZERO_RETURN_IF_ERROR(GrowFloat(s.dattn, n * dl, ctx));
+  PSZERO_RETURN_IF_ERROR(GrowFloat(s.dwide, n * 3 * dl, ctx));
+  PSZERO_RETURN_IF_ERROR(GrowFloat(s.dprobs, probs_.numel(), ctx));
+  PSZERO_RETURN_IF_ERROR(GrowFloat(s.dln, n * d_, ctx));
+  float* dattn = s.dattn.data<float>();
+  float* dprobs = s.dprobs.data<float>();
+  float* dln = s.dln.data<float>();
+  PSZERO_RETURN_IF_ERROR(proj_.Backward(ctx, params, dout, n, dattn));
+  float* dq = s.dwide.data<float>();
   if (ctx.bf16) {
     // The attention's GEMMs read dout and the scores' gradient in bf16, one after the
     // other, from one scratch (the model's shared one when there is one).
     Tensor& scratch = GradBf16Scratch(ctx, dbf16_);
     PSZERO_RETURN_IF_ERROR(GrowBf16(scratch, std::max(n * dl, probs_.numel()), ctx));
     bf16_t* dbf16 = scratch.data<bf16_t>();
-    PSZERO_RETURN_IF_ERROR(kernels::Cast(dattn_.data(), DType::kFloat32, dbf16, DType::kBFloat16,
-                                         n * dl, ctx.kernels));
+    PSZERO_RETURN_IF_ERROR(
+        kernels::Cast(dattn, DType::kFloat32, dbf16, DType::kBFloat16, n * dl, ctx.kernels));
     const bf16_t* q = qkv_out_.data<bf16_t>();
     PSZERO_RETURN_IF_ERROR(kernels::AttentionBackward(
-        shape_, q, q + dl, q + 2 * dl, 3 * dl, probs_.data<bf16_t>(), dbf16, dl,
-        dprobs_.data<float>(), dbf16, dq, dq + dl, dq + 2 * dl, 3 * dl, ctx.kernels));
+        shape_, q, q + dl, q + 2 * dl, 3 * dl, probs_.data<bf16_t>(), dbf16, dl, dprobs, dbf16, dq,
+        dq + dl, dq + 2 * dl, 3 * dl, ctx.kernels));
   } else {
     const float* q = qkv_out_.data<float>();
-    PSZERO_RETURN_IF_ERROR(kernels::AttentionBackward(
-        shape_, q, q + dl, q + 2 * dl, 3 * dl, probs_.data<float>(), dattn_.data<float>(), dl,
-        dprobs_.data<float>(), dq, dq + dl, dq + 2 * dl, 3 * dl, ctx.kernels));
+    PSZERO_RETURN_IF_ERROR(kernels::AttentionBackward(shape_, q, q + dl, q + 2 * dl, 3 * dl,
+                                                      probs_.data<float>(), dattn, dl, dprobs, dq,
+                                                      dq + dl, dq + 2 * dl, 3 * dl, ctx.kernels));
   }
-  PSZERO_RETURN_IF_ERROR(qkv_.Backward(ctx, params, dq, n, dln_.data<float>()));
-  PSZERO_RETURN_IF_ERROR(ln_.Backward(ctx, params, dln_.data<float>(), n, dx));
+  PSZERO_RETURN_IF_ERROR(qkv_.Backward(ctx, params, dq, n, dln));
+  PSZERO_RETURN_IF_ERROR(ln_.Backward(ctx, params, dln, n, dx));
   return kernels::Add(dx, dout, dx, n * d_, ctx.kernels);
 }
 
@@ -330,42 +349,44 @@ Status MlpBlock::Forward(const ModelContext& ctx, ParamBuffer& params, const flo
   PSZERO_RETURN_IF_ERROR(EnsureGemmInput(ln_out_, n * d_, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureGemmInput(hidden_, n * hl, ctx));
   PSZERO_RETURN_IF_ERROR(EnsureGemmInput(act_, n * hl, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(branch_, n * d_, ctx));
+  BlockScratch& s = BlockScratchOf(ctx, own_);
+  PSZERO_RETURN_IF_ERROR(GrowFloat(s.branch, n * d_, ctx));
+  float* branch = s.branch.data<float>();
   if (ctx.bf16) {
-    // fc's fp32 output goes to backward's buffer for its gradient (unused until then) and
-    // is kept as bf16 (with its bias): GELU and GELU's backward read that.
-    PSZERO_RETURN_IF_ERROR(EnsureBuffer(dhidden_, n * hl, ctx));
+    // fc's fp32 output goes to the block scratch's buffer for its gradient (unused until
+    // backward) and is kept as bf16 (with its bias): GELU and GELU's backward read that.
+    PSZERO_RETURN_IF_ERROR(GrowFloat(s.dwide, n * hl, ctx));
     PSZERO_RETURN_IF_ERROR(ln_.Forward(ctx, params, x, n, ln_out_.data<bf16_t>()));
     PSZERO_RETURN_IF_ERROR(fc_.Forward(ctx, params, ln_out_.data<bf16_t>(), n,
-                                       dhidden_.data<float>(), hidden_.data<bf16_t>()));
+                                       s.dwide.data<float>(), hidden_.data<bf16_t>()));
     PSZERO_RETURN_IF_ERROR(
         kernels::GeluForward(hidden_.data<bf16_t>(), act_.data<bf16_t>(), n * hl, ctx.kernels));
-    PSZERO_RETURN_IF_ERROR(
-        proj_.Forward(ctx, params, act_.data<bf16_t>(), n, branch_.data<float>()));
+    PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, act_.data<bf16_t>(), n, branch));
   } else {
     PSZERO_RETURN_IF_ERROR(
         NormThenLinear(ctx, params, ln_, fc_, x, n, ln_out_, hidden_.data<float>()));
     PSZERO_RETURN_IF_ERROR(
         kernels::GeluForward(hidden_.data<float>(), act_.data<float>(), n * hl, ctx.kernels));
-    PSZERO_RETURN_IF_ERROR(
-        proj_.Forward(ctx, params, act_.data<float>(), n, branch_.data<float>()));
+    PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, act_.data<float>(), n, branch));
   }
-  return kernels::Add(x, branch_.data<float>(), out, n * d_, ctx.kernels);
+  return kernels::Add(x, branch, out, n * d_, ctx.kernels);
 }
 
 Status MlpBlock::Backward(const ModelContext& ctx, ParamBuffer& params, const float* dout,
                           float* dx) {
   const int64_t n = n_;
   const int64_t hl = fc_.local_out();
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dhidden_, n * hl, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(dln_, n * d_, ctx));
-  PSZERO_RETURN_IF_ERROR(proj_.Backward(ctx, params, dout, n, dhidden_.data<float>()));
-  float* dh = dhidden_.data<float>();
+  BlockScratch& s = BlockScratchOf(ctx, own_);
+  PSZERO_RETURN_IF_ERROR(GrowFloat(s.dwide, n * hl, ctx));
+  PSZERO_RETURN_IF_ERROR(GrowFloat(s.dln, n * d_, ctx));
+  float* dln = s.dln.data<float>();
+  float* dh = s.dwide.data<float>();
+  PSZERO_RETURN_IF_ERROR(proj_.Backward(ctx, params, dout, n, dh));
   PSZERO_RETURN_IF_ERROR(
       ctx.bf16 ? kernels::GeluBackward(hidden_.data<bf16_t>(), dh, dh, n * hl, ctx.kernels)
                : kernels::GeluBackward(hidden_.data<float>(), dh, dh, n * hl, ctx.kernels));
-  PSZERO_RETURN_IF_ERROR(fc_.Backward(ctx, params, dh, n, dln_.data<float>()));
-  PSZERO_RETURN_IF_ERROR(ln_.Backward(ctx, params, dln_.data<float>(), n, dx));
+  PSZERO_RETURN_IF_ERROR(fc_.Backward(ctx, params, dh, n, dln));
+  PSZERO_RETURN_IF_ERROR(ln_.Backward(ctx, params, dln, n, dx));
   return kernels::Add(dx, dout, dx, n * d_, ctx.kernels);
 }
 

@@ -1,7 +1,8 @@
 // Layers with explicit forward and backward, written against a ParamBuffer (their
 // parameters and gradients are views into its flat buffers) and TensorParallel (the
 // conjugate operators). Each layer saves what its backward needs in activation buffers
-// it owns (tracked as activations), sized for a fixed number of tokens.
+// it owns (tracked as activations), sized for a fixed number of tokens; what a block needs
+// only while it runs (BlockScratch) is shared by all blocks of a model.
 //
 // Megatron-LM's split, on T TP ranks:
 //  * ColumnParallel Linear: weight [out/T, in] (rows of the T = 1 weight), bias [out/T];
@@ -29,6 +30,23 @@
 
 namespace pszero::model {
 
+// The fp32 buffers a transformer block uses only while its own forward or its own backward
+// runs, never from one to the other: nothing in them is read after the call that wrote it
+// returns. Blocks run one at a time, so one set, each buffer grown to the largest block's
+// need (never shrunk), serves all blocks of a model (ModelContext::block_scratch).
+struct BlockScratch {
+  Tensor branch;  // [n, d]: the branch's output before the residual add (forward)
+  Tensor dln;     // [n, d]: the gradient of the block's LayerNorm output (backward)
+  // [n, d/T]: the attention output's gradient; in bf16 forward, its fp32 value before the
+  // rounding into the kept bf16 copy.
+  Tensor dattn;
+  // [batch, heads/T, seq, seq]: the probabilities' gradient; in bf16 forward, the scores.
+  Tensor dprobs;
+  // Attention: dqkv [n, 3d/T]; MLP: dhidden [n, hidden/T]. In bf16 forward, the QKV (fc)
+  // GEMM's fp32 output before the bias add and the rounding into the kept bf16 copy.
+  Tensor dwide;
+};
+
 // What every layer of one rank runs with. Owned by the caller; outlives the layers.
 struct ModelContext {
   kernels::KernelContext kernels = kernels::KernelContext::Host();
@@ -47,6 +65,9 @@ struct ModelContext {
   // dout and scores' gradient there), so one buffer (grown to the largest) serves a whole
   // model: Model points this at one it owns. Null: each layer keeps its own.
   Tensor* grad_bf16_scratch = nullptr;
+  // The blocks' fp32 scratch (BlockScratch). Model points this at one it owns; null: each
+  // block keeps its own set.
+  BlockScratch* block_scratch = nullptr;
 };
 
 // A fp32 activation buffer of n elements on the context's device; reallocated only when n
@@ -58,6 +79,11 @@ Status EnsureGemmInput(Tensor& t, int64_t n, const ModelContext& ctx);
 // The bf16 gradient scratch to use: the context's shared one, else `own`.
 inline Tensor& GradBf16Scratch(const ModelContext& ctx, Tensor& own) {
   return ctx.grad_bf16_scratch != nullptr ? *ctx.grad_bf16_scratch : own;
+}
+
+// The block scratch to use: the context's shared one, else `own`.
+inline BlockScratch& BlockScratchOf(const ModelContext& ctx, BlockScratch& own) {
+  return ctx.block_scratch != nullptr ? *ctx.block_scratch : own;
 }
 
 // The fp32 values of parameter `view`: the parameter itself, or with bf16-only storage
@@ -165,11 +191,10 @@ class AttentionBlock {
   kernels::AttentionShape shape_;
   // bf16 in bf16 mode (EnsureGemmInput).
   Tensor ln_out_, qkv_out_, probs_, attn_out_;
-  Tensor branch_, dln_;
-  // fp32 gradients of qkv, the probabilities and the attention output. In bf16 mode each is
-  // also the forward's fp32 scratch for the value it is the gradient of (the QKV GEMM's
-  // output, the scores, the attention's output), unused until backward.
-  Tensor dqkv_, dprobs_, dattn_;
+  // Without the context's shared one: branch, dln, and the fp32 gradients of qkv (dwide),
+  // the probabilities and the attention output. In bf16 mode each of the last three is also
+  // the forward's fp32 scratch for the value it is the gradient of.
+  BlockScratch own_;
   Tensor dbf16_;  // bf16 mode without the context's shared scratch: dout and dscores
 };
 
@@ -191,8 +216,9 @@ class MlpBlock {
   // bf16 in bf16 mode (EnsureGemmInput). hidden_ is fc's output, GELU's input, which
   // GELU's backward reads.
   Tensor ln_out_, hidden_, act_;
-  Tensor branch_, dln_;
-  Tensor dhidden_;  // fp32; in bf16 mode also the forward's scratch for fc's fp32 output
+  // Without the context's shared one: branch, dln and dhidden (dwide; in bf16 mode also the
+  // forward's scratch for fc's fp32 output).
+  BlockScratch own_;
 };
 
 }  // namespace pszero::model

@@ -71,6 +71,7 @@ class Model::GradScratch final : public LayerHooks {
 Model::Model(const ModelConfig& config, const ModelContext& ctx)
     : config_(config), ctx_(ctx), params_(ctx.tp->rank(), ctx.tp->size(), ctx.unit_align) {
   ctx_.grad_bf16_scratch = &grad_bf16_scratch_;
+  ctx_.block_scratch = &block_scratch_;
 }
 
 Model::~Model() = default;

@@ -16,8 +16,10 @@
 // backward accumulates into an fp32 scratch (activations; at most two units' worth, GPT's
 // embedding being open through the whole backward) that is cast once into the unit's bf16
 // gradients before GradientsReady(unit) reaches the hooks. In bf16 mode every layer casts
-// its output gradient into one scratch the model owns (ModelContext::grad_bf16_scratch).
-// Not thread-safe.
+// its output gradient into one scratch the model owns (ModelContext::grad_bf16_scratch),
+// and all blocks share one set of fp32 buffers for what each needs only while its own
+// forward or backward runs (ModelContext::block_scratch: branch outputs, activation
+// gradients, bf16 forward's fp32 intermediates). Not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -62,9 +64,10 @@ class Model {
   virtual Status AfterInitialize(uint64_t /*seed*/) { return Status::Ok(); }
 
   ModelConfig config_;
-  ModelContext ctx_;  // its grad_bf16_scratch is grad_bf16_scratch_
+  ModelContext ctx_;  // its grad_bf16_scratch and block_scratch are the two below
   ParamBuffer params_;
-  Tensor grad_bf16_scratch_;  // bf16 mode: every layer's dy cast, one at a time
+  Tensor grad_bf16_scratch_;    // bf16 mode: every layer's dy cast, one at a time
+  BlockScratch block_scratch_;  // every block's fp32 scratch, one block at a time
 
  private:
   class GradScratch;
