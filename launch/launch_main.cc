@@ -357,15 +357,16 @@ int main(int argc, char** argv) {
           std::string("--servers-per-node"), JoinCounts(layout.servers)}) {
       ssh.node_args.push_back(a);
     }
-    // Settings of the data plane and of the tests travel with the command (never secrets);
-    // the collectives' switches among them (PSZERO_HIERARCHICAL=0 must reach every host).
+    // Settings of the data plane and of the tests travel with the command (never secrets):
+    // UCX_*, GLOG_* and the launcher's pass-through list (PSZERO_HIERARCHICAL=0 must reach
+    // every host).
     for (char** e = environ; *e != nullptr; ++e) {
       const std::string kv(*e);
-      if (kv.rfind("UCX_", 0) == 0 || kv.rfind("PSZERO_FAULT_", 0) == 0 ||
-          kv.rfind("GLOG_", 0) == 0 || kv.rfind("PSZERO_HIERARCHICAL=", 0) == 0 ||
-          kv.rfind("PSZERO_INTRA_HOST=", 0) == 0 || kv.rfind("PSZERO_SINGLE_COPY=", 0) == 0) {
-        ssh.forward_env.push_back(kv);
+      bool forward = kv.rfind("UCX_", 0) == 0 || kv.rfind("GLOG_", 0) == 0;
+      for (const char* name : pszero::kPassedThroughVariables) {
+        forward = forward || kv.rfind(std::string(name) + "=", 0) == 0;
       }
+      if (forward) ssh.forward_env.push_back(kv);
     }
     std::error_code ec;
     ssh.workdir = std::filesystem::current_path(ec).string();

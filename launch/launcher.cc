@@ -325,11 +325,7 @@ class LocalJob {
     set("PSZERO_HEARTBEAT_MS", std::to_string(options_.heartbeat_interval.count()));
     set("PSZERO_JOIN_TIMEOUT_MS", std::to_string(options_.join_timeout.count()));
     set("PSZERO_LOG_TAG", child.tag);  // its log prefix until it knows its rank
-    // Fault injection for tests passes through unchanged (docs/launch.md).
-    if (const char* fault = std::getenv("PSZERO_FAULT_INJECT")) set("PSZERO_FAULT_INJECT", fault);
-    if (const char* once = std::getenv("PSZERO_FAULT_ONCE")) set("PSZERO_FAULT_ONCE", once);
-    // So do the collectives' switches (docs/collectives.md), e.g. PSZERO_HIERARCHICAL=0.
-    for (const char* name : {"PSZERO_HIERARCHICAL", "PSZERO_INTRA_HOST", "PSZERO_SINGLE_COPY"}) {
+    for (const char* name : kPassedThroughVariables) {
       if (const char* value = std::getenv(name)) set(name, value);
     }
     std::vector<char*> envp;

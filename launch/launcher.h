@@ -32,6 +32,14 @@ struct LaunchPlan {
   static Result<LaunchPlan> Decode(std::string_view text);  // Corruption when malformed
 };
 
+// The PSZERO_* variables of the launcher's environment that reach its servers and workers
+// (local children and, over ssh, other nodes); every other PSZERO_* is the launcher's to
+// set. Fault injection for tests (docs/launch.md), the collectives' switches
+// (docs/collectives.md) and NCCL's host per worker (a one-GPU check).
+inline constexpr const char* kPassedThroughVariables[] = {
+    "PSZERO_FAULT_INJECT", "PSZERO_FAULT_ONCE",  "PSZERO_HIERARCHICAL",
+    "PSZERO_INTRA_HOST",   "PSZERO_SINGLE_COPY", "PSZERO_NCCL_HOST_PER_WORKER"};
+
 struct LaunchOptions {
   int num_workers = 1;
   int num_servers = 0;

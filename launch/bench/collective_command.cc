@@ -9,7 +9,9 @@
 // --host-netns names every host's namespace), which starts one process per host in that
 // host's namespace (hidden --host-ranks), which starts the host's ranks, so that the ranks
 // of one host share its network and mount namespaces, as processes of one machine do.
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -342,8 +344,13 @@ std::string HumanSize(int64_t bytes) {
 }
 
 int RunCollectiveCommand(const CollectiveFlags& f) {
-  if (!f.rank_dir.empty() && !f.host_ranks.empty()) return RunHost(f);
-  if (!f.rank_dir.empty()) return RunRank(f);
+  if (!f.rank_dir.empty()) {
+    // A host or rank process dies with the process that started it (a killed or timed-out
+    // bench must not leave ranks holding ports and shared memory).
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (!f.host_ranks.empty()) return RunHost(f);
+    return RunRank(f);
+  }
   if (f.link_gbit > 0 && f.emulate_hosts == 0) {
     std::cerr << "pszero-bench collective: error: --link-gbit: only with --emulate-hosts\n";
     return 2;

@@ -674,6 +674,33 @@ TEST(CollectivesHierarchicalTest, AllReduceMatchesTheReferenceOnEveryLayout) {
   }
 }
 
+// A hierarchical all-reduce that fails (rank 0 alone: its host peer never joins) is FAILED
+// in the flight recorder under the communicator the caller used, not only under the
+// sub-communicators its steps ran on.
+TEST(CollectivesHierarchicalTest, FailedOpIsRecordedAsFailed) {
+  CommRanks ranks(std::vector<int64_t>{0, 0, 1, 1}, CommunicatorOptions{});
+  ASSERT_EQ(ranks.size(), 4);
+  const int64_t count = 4096;
+  std::vector<Tensor> data(4);
+  for (int r = 0; r < 4; ++r) data[r] = Inputs(r, count, DType::kFloat32);
+  CommRanks::ExpectAllOk(
+      ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
+  ASSERT_TRUE(ranks.comm(0).hierarchical_active()) << ranks.comm(0).hierarchical_why_not();
+  CommunicatorOptions quick = ranks.comm(0).options();
+  quick.timeout = std::chrono::milliseconds(300);
+  ranks.comm(0).set_options(quick);
+  const Status s = ranks.comm(0).AllReduce(data[0], ReduceOp::kSum);
+  ASSERT_FALSE(s.ok());
+  const uint32_t id = ranks.comm(0).id();
+  OpRecord last;
+  for (const OpRecord& r : FlightRecorder::Get().Snapshot()) {
+    if (r.comm == id && r.comm_rank == 0 && r.op == "allreduce") last = r;
+  }
+  ASSERT_NE(last.id, 0u);
+  EXPECT_NE(last.end_us, 0);
+  EXPECT_FALSE(last.ok) << s.ToString();
+}
+
 // Reduce-scatter and all-gather keep the flat algorithms on such groups; in place and out
 // of place, next to hierarchical all-reduces on the same communicators.
 TEST(CollectivesHierarchicalTest, ReduceScatterAndAllGatherInAndOutOfPlace) {

@@ -363,19 +363,25 @@ Status Communicator::HierarchicalAllReduce(OpContext& op, Hierarchy& h, std::byt
   h.inter->options_.intra_host = false;  // its members are on different hosts by construction
   const int64_t sent = h.intra->bytes_sent() + h.inter->bytes_sent();
   const int64_t received = h.intra->bytes_received() + h.inter->bytes_received();
+  // An average sums on both levels and divides once by the whole group's size (dividing
+  // on each level would round twice in bf16 and fp16).
+  const ReduceOp level = reduce == ReduceOp::kAvg ? ReduceOp::kSum : reduce;
   Status s = [&]() -> Status {
     if (block > 0) {
       PSZERO_RETURN_IF_ERROR(left(*h.intra));
       PSZERO_RETURN_IF_ERROR(
-          h.intra->ReduceScatter(view(0, block * local), view(l * block, block), reduce));
+          h.intra->ReduceScatter(view(0, block * local), view(l * block, block), level));
     }
     if (tail > 0) {
       PSZERO_RETURN_IF_ERROR(left(*h.intra));
-      PSZERO_RETURN_IF_ERROR(h.intra->AllReduce(view(block * local, tail), reduce));
+      PSZERO_RETURN_IF_ERROR(h.intra->AllReduce(view(block * local, tail), level));
     }
     PSZERO_RETURN_IF_ERROR(left(*h.inter));
-    PSZERO_RETURN_IF_ERROR(
-        h.inter->AllReduce(view(l * block, block + (l == local - 1 ? tail : 0)), reduce));
+    const int64_t mine = block + (l == local - 1 ? tail : 0);
+    PSZERO_RETURN_IF_ERROR(h.inter->AllReduce(view(l * block, mine), level));
+    if (reduce == ReduceOp::kAvg && mine > 0) {
+      ScaleInPlace(data + l * block * es, mine, dtype, 1.0 / size());
+    }
     if (block > 0) {
       PSZERO_RETURN_IF_ERROR(left(*h.intra));
       PSZERO_RETURN_IF_ERROR(h.intra->AllGather(view(l * block, block), view(0, block * local)));
@@ -390,7 +396,7 @@ Status Communicator::HierarchicalAllReduce(OpContext& op, Hierarchy& h, std::byt
                         std::memory_order_relaxed);
   bytes_received_.fetch_add(h.intra->bytes_received() + h.inter->bytes_received() - received,
                             std::memory_order_relaxed);
-  return s.WithContext(op.where);
+  return op.Finish(s.WithContext(op.where));
 }
 
 Status Communicator::RunIntraHost(
