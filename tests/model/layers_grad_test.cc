@@ -24,6 +24,16 @@ struct Probe {
   std::function<Status(const Vec& dout, Vec& dx)> backward;
 };
 
+// A block's input and its output gradient: 2n standard normal draws from `seed`, x first.
+std::pair<Vec, Vec> NormalPair(int64_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd;
+  Vec x(n), dout(n);
+  for (float& v : x) v = nd(rng);
+  for (float& v : dout) v = nd(rng);
+  return {x, dout};
+}
+
 double Dot(const Vec& a, const Vec& b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i) s += static_cast<double>(a[i]) * b[i];
@@ -174,11 +184,7 @@ TEST_F(LayerGradTest, MlpBlock) {
 TEST(Bf16LayersTest, BlocksKeepTheirSavedActivationsInBf16Only) {
   const int64_t batch = 2, seq = 5, n = batch * seq, d = 16, heads = 2, h = 4 * d;
   const int64_t probs = batch * heads * seq * seq;
-  std::mt19937 rng(5);
-  std::normal_distribution<float> nd;
-  Vec x(n * d), dout(n * d);
-  for (float& v : x) v = nd(rng);
-  for (float& v : dout) v = nd(rng);
+  const auto [x, dout] = NormalPair(n * d, 5);
   struct Run {
     int64_t activation_bytes = 0;
     int64_t scratch_numel = 0;
@@ -242,11 +248,7 @@ TEST(Bf16LayersTest, BlocksKeepTheirSavedActivationsInBf16Only) {
 TEST(BlockScratchTest, SharedAcrossBlocksGivesThePerBlockResults) {
   const int64_t layers = 3, batch = 2, seq = 5, n = batch * seq, d = 16, heads = 2, h = 4 * d;
   const int64_t probs = batch * heads * seq * seq;
-  std::mt19937 rng(17);
-  std::normal_distribution<float> nd;
-  Vec x(n * d), dout(n * d);
-  for (float& v : x) v = nd(rng);
-  for (float& v : dout) v = nd(rng);
+  const auto [x, dout] = NormalPair(n * d, 17);
   struct Run {
     int64_t activation_bytes = 0;
     Vec out, dx, grads;
