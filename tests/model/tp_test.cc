@@ -67,8 +67,12 @@ TEST(TensorParallelTest, MlpT2) { ExpectTpMatches(testing::SmallMlp(), 2); }
 TEST(TensorParallelTest, MlpT4) { ExpectTpMatches(testing::SmallMlp(), 4); }
 
 // bf16 compute under TP: the bf16 copies of the shards are slices of T = 1's, but the
-// row-parallel partial sums are rounded differently, so bf16 T = 2 tracks bf16 T = 1
-// within 3e-4 (relative; 3e-5 measured) rather than 1e-5.
+// row-parallel partial sums are rounded differently, and since session 6 qkv, the
+// attention probabilities and GELU's input are stored in bf16 too, so a last-bit fp32
+// difference can move a value by one bf16 step (2^-8). bf16 T = 2 therefore tracks bf16
+// T = 1 within 2e-3 (relative), not 1e-5: measured 7e-8 in the -O3 build and 4.4e-4 in
+// the -O1 sanitizer build, whose fp32 results differ in the last bits anyway (no FMA
+// contraction there: the two builds' fp32 final_params_sha256 differ too).
 TEST(TensorParallelTest, Bf16GptT2TracksT1) {
   const ModelConfig config = testing::SmallGpt();
   TensorParallel one;
@@ -85,7 +89,7 @@ TEST(TensorParallelTest, Bf16GptT2TracksT1) {
   }
   const double rel = testing::RelativeError(results[0].gathered_params, reference.final_params);
   RecordProperty("bf16_t2_params_relative_error", std::to_string(rel));
-  EXPECT_LT(rel, 3e-4);
+  EXPECT_LT(rel, 2e-3);
 }
 
 // Each TP shard is a slice of the T = 1 weights: the initial parameters assemble exactly.
