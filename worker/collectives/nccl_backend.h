@@ -5,7 +5,10 @@
 // it up (the rendezvous swaps it, like UCX addresses). Ops run on the backend's own CUDA
 // stream and are waited for with a deadline: while waiting, NCCL's asynchronous error is
 // polled, and on an error or an expired deadline the NCCL communicator is aborted so that
-// no rank hangs (Unavailable / DeadlineExceeded naming the op). In a build without CUDA,
+// no rank hangs (Unavailable / DeadlineExceeded naming the op). ncclCommInitRank itself
+// blocks without a deadline; the id lookup (and, in EnableNccl, DistinctGpus) first waits
+// with one for every rank to get there, so only a peer dying inside NCCL's init can hang
+// it, and the launcher's teardown ends that. In a build without CUDA,
 // Create returns InvalidArgument and the class has no other use.
 // Used by the thread that uses its Communicator.
 #pragma once
