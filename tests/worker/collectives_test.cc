@@ -1,14 +1,16 @@
 // Every collective, dtype and reduction with ranks as threads, against a serial
 // double-precision reference; the deterministic variant bit-equal to a serial
 // left-to-right fp32 sum; subgroups; bytes per rank equal to the ring bound; the
-// hierarchical all-reduce with ranks posing as hosts.
+// hierarchical all-reduce, reduce-scatter and all-gather with ranks posing as hosts.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "common/half.h"
@@ -605,7 +607,7 @@ TEST(CollectivesIntraHostTest, AnotherHostKeepsTheGroupOnTheTransport) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Hierarchical all-reduce: ranks as threads posing as hosts (CommunicatorOptions::
+// Hierarchical collectives: ranks as threads posing as hosts (CommunicatorOptions::
 // test_host_id). The intra-host steps run on the shared-memory path (the threads are on
 // one real host), the inter-host steps over the transport.
 
@@ -674,7 +676,78 @@ TEST(CollectivesHierarchicalTest, AllReduceMatchesTheReferenceOnEveryLayout) {
   }
 }
 
-// A hierarchical all-reduce that fails (rank 0 alone: its host peer never joins) is FAILED
+// Reduce-scatter and all-gather, in place and out of place, against the reference on every
+// layout; a fresh group per layout runs only these ops, so the hierarchy is theirs.
+TEST(CollectivesHierarchicalTest, ReduceScatterAndAllGatherMatchTheReferenceOnEveryLayout) {
+  for (const HostLayout& layout : Layouts()) {
+    const int n = static_cast<int>(layout.hosts.size());
+    for (bool ring : {false, true}) {  // steps direct / ring
+      CommunicatorOptions options;
+      options.small_message_bytes = ring ? 0 : size_t{1} << 40;
+      options.segment_bytes = 96;
+      options.intra_host_segment_bytes = 1024;  // rounds of uneven pieces
+      CommRanks ranks(layout.hosts, options);
+      ASSERT_EQ(ranks.size(), n);
+      for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
+        const int64_t es = static_cast<int64_t>(DTypeSize(dtype));
+        for (int64_t block :
+             {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{1009}, int64_t{(1 << 14) + 3}}) {
+          for (bool in_place : {false, true}) {
+            const std::string what = std::string(layout.name) + (ring ? " ring " : " direct ") +
+                                     std::string(DTypeName(dtype)) + " block " +
+                                     std::to_string(block) +
+                                     (in_place ? " in place" : " out of place");
+            for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
+              std::vector<Tensor> in(n), out(n);
+              for (int r = 0; r < n; ++r) {
+                in[r] = Inputs(r, block * n, dtype);
+                out[r] = in_place
+                             ? Tensor::Wrap(static_cast<std::byte*>(in[r].data()) + r * block * es,
+                                            {block}, dtype)
+                             : Make(block, dtype);
+              }
+              CommRanks::ExpectAllOk(
+                  ranks.Run([&](int r) { return ranks.comm(r).ReduceScatter(in[r], out[r], op); }));
+              for (int r = 0; r < n; ++r) {
+                for (int64_t i = 0; i < block; ++i) {
+                  const int64_t e = r * block + i;
+                  ASSERT_NEAR(Load(out[r].data(), i, dtype), Reference(n, e, dtype, op),
+                              Tolerance(dtype, n, e))
+                      << what << " reduce_scatter " << ReduceOpName(op) << " rank " << r
+                      << " element " << i;
+                }
+              }
+            }
+            std::vector<Tensor> gathered(n), mine(n);
+            for (int r = 0; r < n; ++r) {
+              gathered[r] = Make(block * n, dtype);
+              mine[r] = in_place ? Tensor::Wrap(
+                                       static_cast<std::byte*>(gathered[r].data()) + r * block * es,
+                                       {block}, dtype)
+                                 : Make(block, dtype);
+              for (int64_t i = 0; i < block; ++i) {
+                Store(mine[r].data(), i, dtype, InputValue(r, i, dtype));
+              }
+            }
+            CommRanks::ExpectAllOk(
+                ranks.Run([&](int r) { return ranks.comm(r).AllGather(mine[r], gathered[r]); }));
+            for (int r = 0; r < n; ++r) {
+              for (int p = 0; p < n; ++p) {
+                for (int64_t i = 0; i < block; ++i) {
+                  ASSERT_EQ(Load(gathered[r].data(), p * block + i, dtype), Held(p, i, dtype))
+                      << what << " allgather rank " << r << " block " << p << " element " << i;
+                }
+              }
+            }
+          }
+        }
+      }
+      ExpectHierarchical(ranks, layout, layout.h > 0);
+    }
+  }
+}
+
+// A hierarchical op that fails (rank 0 alone: its host peer never joins) is FAILED
 // in the flight recorder under the communicator the caller used, not only under the
 // sub-communicators its steps ran on.
 TEST(CollectivesHierarchicalTest, FailedOpIsRecordedAsFailed) {
@@ -689,20 +762,28 @@ TEST(CollectivesHierarchicalTest, FailedOpIsRecordedAsFailed) {
   CommunicatorOptions quick = ranks.comm(0).options();
   quick.timeout = std::chrono::milliseconds(300);
   ranks.comm(0).set_options(quick);
-  const Status s = ranks.comm(0).AllReduce(data[0], ReduceOp::kSum);
-  ASSERT_FALSE(s.ok());
-  const uint32_t id = ranks.comm(0).id();
-  OpRecord last;
-  for (const OpRecord& r : FlightRecorder::Get().Snapshot()) {
-    if (r.comm == id && r.comm_rank == 0 && r.op == "allreduce") last = r;
+  Tensor block = Make(count / 4, DType::kFloat32);
+  const std::vector<std::pair<const char*, std::function<Status()>>> ops = {
+      {"allreduce", [&] { return ranks.comm(0).AllReduce(data[0], ReduceOp::kSum); }},
+      {"reduce_scatter",
+       [&] { return ranks.comm(0).ReduceScatter(data[0], block, ReduceOp::kSum); }},
+      {"allgather", [&] { return ranks.comm(0).AllGather(block, data[0]); }}};
+  for (const auto& [name, run] : ops) {
+    const Status s = run();
+    ASSERT_FALSE(s.ok()) << name;
+    const uint32_t id = ranks.comm(0).id();
+    OpRecord last;
+    for (const OpRecord& r : FlightRecorder::Get().Snapshot()) {
+      if (r.comm == id && r.comm_rank == 0 && r.op == name) last = r;
+    }
+    ASSERT_NE(last.id, 0u) << name;
+    EXPECT_NE(last.end_us, 0) << name;
+    EXPECT_FALSE(last.ok) << name << ": " << s.ToString();
   }
-  ASSERT_NE(last.id, 0u);
-  EXPECT_NE(last.end_us, 0);
-  EXPECT_FALSE(last.ok) << s.ToString();
 }
 
-// Reduce-scatter and all-gather keep the flat algorithms on such groups; in place and out
-// of place, next to hierarchical all-reduces on the same communicators.
+// Reduce-scatter and all-gather in place and out of place, next to hierarchical
+// all-reduces on the same communicators (all three hierarchical on regular layouts).
 TEST(CollectivesHierarchicalTest, ReduceScatterAndAllGatherInAndOutOfPlace) {
   for (const HostLayout& layout : Layouts()) {
     const int n = static_cast<int>(layout.hosts.size());
@@ -818,15 +899,16 @@ TEST(CollectivesHierarchicalTest, SwitchesAndThreshold) {
   EXPECT_EQ(run({}, 1000).second, "");
 }
 
-// Bytes, exactly: each rank sends 2(H-1)/H * S/L over the transport (its inter-host ring of
-// S/L bytes) and serves its host peers 2(L-1)/L * S through shared memory; a host's link
-// carries 2(H-1)/H * S out. The flat ring over the same ranks (blocked by host) sends
-// 2(N-1)/N * S per rank over the transport, 2(N-1)/N * S across each host link.
+// Bytes, exactly, for an all-reduce of S bytes: each rank sends 2(H-1)/H * S/L over the
+// transport (its inter-host ring of S/L bytes) and serves its host peers 2(L-1)/L * S
+// through shared memory; a host's link carries 2(H-1)/H * S out. The flat ring over the
+// same ranks (blocked by host) sends 2(N-1)/N * S per rank over the transport,
+// 2(N-1)/N * S across each host link. A reduce-scatter (S its input) and an all-gather (S
+// its output) move half of each.
 TEST(CollectivesHierarchicalTest, BytesPerRankAndPerHostLinkAreExact) {
   for (const HostLayout& layout : {Layouts()[0], Layouts()[1]}) {
     const int n = static_cast<int>(layout.hosts.size()), h = layout.h, l = layout.l;
     for (bool hierarchical : {true, false}) {
-      SCOPED_TRACE(std::string(layout.name) + (hierarchical ? " hierarchical" : " flat"));
       CommunicatorOptions options;
       options.small_message_bytes = 0;
       options.segment_bytes = 4096;
@@ -834,8 +916,11 @@ TEST(CollectivesHierarchicalTest, BytesPerRankAndPerHostLinkAreExact) {
       CommRanks ranks(layout.hosts, options);
       const int64_t count = 3 * 4 * 5 * 1024;  // divisible by every n, l and n * l
       const int64_t s = count * 4;
-      std::vector<Tensor> data(n);
-      for (int r = 0; r < n; ++r) data[r] = Inputs(r, count, DType::kFloat32);
+      std::vector<Tensor> data(n), block(n);
+      for (int r = 0; r < n; ++r) {
+        data[r] = Inputs(r, count, DType::kFloat32);
+        block[r] = Make(count / n, DType::kFloat32);
+      }
       // The first op sets the paths up (a few small messages over the transport).
       CommRanks::ExpectAllOk(
           ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
@@ -850,36 +935,45 @@ TEST(CollectivesHierarchicalTest, BytesPerRankAndPerHostLinkAreExact) {
         }
         return b;
       };
-      const auto before = sent();
-      std::vector<int64_t> comm_before(n);
-      for (int r = 0; r < n; ++r) comm_before[r] = ranks.comm(r).bytes_sent();
-      CommRanks::ExpectAllOk(
-          ranks.Run([&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }));
-      const auto after = sent();
-      std::vector<int64_t> link(h, 0);
-      for (int r = 0; r < n; ++r) {
-        int64_t wire = 0;
-        for (int p = 0; p < n; ++p) {
-          const int64_t d = after[r][p] - before[r][p];
-          wire += d;
-          if (layout.hosts[p] != layout.hosts[r]) {
-            link[layout.hosts[r]] += d;
-          } else if (hierarchical) {
-            EXPECT_EQ(d, 0) << "rank " << r << " to host peer " << p;  // shared memory
+      const std::vector<std::pair<const char*, std::function<Status(int)>>> ops = {
+          {"allreduce", [&](int r) { return ranks.comm(r).AllReduce(data[r], ReduceOp::kSum); }},
+          {"reduce_scatter",
+           [&](int r) { return ranks.comm(r).ReduceScatter(data[r], block[r], ReduceOp::kSum); }},
+          {"allgather", [&](int r) { return ranks.comm(r).AllGather(block[r], data[r]); }}};
+      for (const auto& [name, run] : ops) {
+        SCOPED_TRACE(std::string(layout.name) + (hierarchical ? " hierarchical " : " flat ") +
+                     name);
+        const int64_t f = std::string(name) == "allreduce" ? 2 : 1;  // passes over S
+        const auto before = sent();
+        std::vector<int64_t> comm_before(n);
+        for (int r = 0; r < n; ++r) comm_before[r] = ranks.comm(r).bytes_sent();
+        CommRanks::ExpectAllOk(ranks.Run(run));
+        const auto after = sent();
+        std::vector<int64_t> link(h, 0);
+        for (int r = 0; r < n; ++r) {
+          int64_t wire = 0;
+          for (int p = 0; p < n; ++p) {
+            const int64_t d = after[r][p] - before[r][p];
+            wire += d;
+            if (layout.hosts[p] != layout.hosts[r]) {
+              link[layout.hosts[r]] += d;
+            } else if (hierarchical) {
+              EXPECT_EQ(d, 0) << "rank " << r << " to host peer " << p;  // shared memory
+            }
+          }
+          const int64_t comm = ranks.comm(r).bytes_sent() - comm_before[r];
+          if (hierarchical) {
+            EXPECT_EQ(wire, f * (h - 1) * s / (h * l)) << "rank " << r;
+            EXPECT_EQ(comm, f * (h - 1) * s / (h * l) + f * (l - 1) * s / l) << "rank " << r;
+          } else {
+            EXPECT_EQ(wire, f * (n - 1) * s / n) << "rank " << r;
+            EXPECT_EQ(comm, f * (n - 1) * s / n) << "rank " << r;
           }
         }
-        const int64_t comm = ranks.comm(r).bytes_sent() - comm_before[r];
-        if (hierarchical) {
-          EXPECT_EQ(wire, 2 * (h - 1) * s / (h * l)) << "rank " << r;
-          EXPECT_EQ(comm, 2 * (h - 1) * s / (h * l) + 2 * (l - 1) * s / l) << "rank " << r;
-        } else {
-          EXPECT_EQ(wire, 2 * (n - 1) * s / n) << "rank " << r;
-          EXPECT_EQ(comm, 2 * (n - 1) * s / n) << "rank " << r;
+        for (int host = 0; host < h; ++host) {
+          EXPECT_EQ(link[host], hierarchical ? f * (h - 1) * s / h : f * (n - 1) * s / n)
+              << "host " << host;
         }
-      }
-      for (int host = 0; host < h; ++host) {
-        EXPECT_EQ(link[host], hierarchical ? 2 * (h - 1) * s / h : 2 * (n - 1) * s / n)
-            << "host " << host;
       }
     }
   }

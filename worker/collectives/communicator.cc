@@ -33,6 +33,9 @@ struct Communicator::Hierarchy {
   int local_rank = 0;  // this rank's index among its host's members (ascending group rank)
   std::unique_ptr<Communicator> intra;  // the L members on this host; rank = local_rank
   std::unique_ptr<Communicator> inter;  // the H members with this local index
+  // slot[p] = l * H + i for group rank p of local index l and inter rank i: where p's block
+  // lies in the (local index, inter rank) order the reduce-scatter and all-gather work in.
+  std::vector<int> slot;
 };
 
 namespace {
@@ -290,6 +293,9 @@ Result<Communicator::Hierarchy*> Communicator::Hierarchical(size_t bytes) {
     return nullptr;
   }
   if (!hier_decided_) {
+    // Decided once, even if a step below fails; and the all-gathers of the Splits below
+    // must take the flat path (they find hier_ still null), not come back here.
+    hier_decided_ = true;
     const char* env = std::getenv("PSZERO_HIERARCHICAL");
     if (env != nullptr && std::string(env) == "0") {
       hier_why_not_ = "PSZERO_HIERARCHICAL=0";
@@ -312,21 +318,28 @@ Result<Communicator::Hierarchy*> Communicator::Hierarchical(size_t bytes) {
         const int host = (*hosts)[rank_];
         hier->local_rank =
             static_cast<int>(std::count(hosts->begin(), hosts->begin() + rank_, host));
+        // Local index of each member, then its inter rank (inter groups ordered by group rank).
+        std::vector<int> local_index(hosts->size()), seen_on_host(static_cast<size_t>(h), 0),
+            seen_with_index(static_cast<size_t>(l), 0);
+        hier->slot.resize(hosts->size());
+        for (size_t p = 0; p < hosts->size(); ++p) {
+          local_index[p] = seen_on_host[(*hosts)[p]]++;
+          hier->slot[p] = local_index[p] * h + seen_with_index[local_index[p]]++;
+        }
         // Ordered by group rank: intra rank == local rank.
         PSZERO_ASSIGN_OR_RETURN(hier->intra, Split(host, rank_));
         PSZERO_ASSIGN_OR_RETURN(hier->inter, Split(hier->local_rank, rank_));
         hier->intra->health_parent_ = this;
         hier->inter->health_parent_ = this;
         hier_ = std::move(hier);
-        LOG_IF(INFO, rank_ == 0) << "communicator " << id_ << ": hierarchical all-reduce over " << h
-                                 << " hosts x " << l << " ranks";
+        LOG_IF(INFO, rank_ == 0) << "communicator " << id_ << ": hierarchical collectives over "
+                                 << h << " hosts x " << l << " ranks";
       }
     }
     if (hier_ == nullptr && hier_why_not_ != "every member on one host") {  // news only then
-      LOG_IF(INFO, rank_ == 0) << "communicator " << id_ << ": no hierarchical all-reduce ("
+      LOG_IF(INFO, rank_ == 0) << "communicator " << id_ << ": no hierarchical collectives ("
                                << hier_why_not_ << ")";
     }
-    hier_decided_ = true;
   }
   return hier_.get();
 }
@@ -345,16 +358,108 @@ Status Communicator::HierarchicalAllReduce(OpContext& op, Hierarchy& h, std::byt
   auto view = [&](int64_t begin, int64_t n) {
     return Tensor::Wrap(data + begin * es, {n}, dtype, Device::kHost);
   };
-  // Each step gets what is left of this op's deadline.
-  auto left = [&](Communicator& c) -> Status {
-    const auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(op.deadline - Clock::now());
-    if (ms <= std::chrono::milliseconds(0)) {
-      return Status::DeadlineExceeded(op.where + ": deadline passed between its steps");
+  // An average sums on both levels and divides once by the whole group's size (dividing
+  // on each level would round twice in bf16 and fp16).
+  const ReduceOp level = reduce == ReduceOp::kAvg ? ReduceOp::kSum : reduce;
+  return RunHierarchical(op, h, [&]() -> Status {
+    if (block > 0) {
+      PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.intra));
+      PSZERO_RETURN_IF_ERROR(
+          h.intra->ReduceScatter(view(0, block * local), view(l * block, block), level));
     }
-    c.options_.timeout = ms;
+    if (tail > 0) {
+      PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.intra));
+      PSZERO_RETURN_IF_ERROR(h.intra->AllReduce(view(block * local, tail), level));
+    }
+    PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.inter));
+    const int64_t mine = block + (l == local - 1 ? tail : 0);
+    PSZERO_RETURN_IF_ERROR(h.inter->AllReduce(view(l * block, mine), level));
+    if (reduce == ReduceOp::kAvg && mine > 0) {
+      ScaleInPlace(data + l * block * es, mine, dtype, 1.0 / size());
+    }
+    if (block > 0) {
+      PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.intra));
+      PSZERO_RETURN_IF_ERROR(h.intra->AllGather(view(l * block, block), view(0, block * local)));
+    }
+    if (tail > 0) {
+      PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.intra));
+      PSZERO_RETURN_IF_ERROR(h.intra->Broadcast(view(block * local, tail), local - 1));
+    }
     return Status::Ok();
-  };
+  });
+}
+
+// The input's blocks are permuted into scratch in slot order, so that chunk l (H blocks)
+// holds the blocks of the ranks of local index l in inter-rank order; the intra-host
+// reduce-scatter of the L chunks leaves chunk l summed over this host, and the inter-host
+// reduce-scatter of chunk l among the H ranks of local index l leaves each its own block.
+// The input is only read before the output is written, so the output may alias it.
+Status Communicator::HierarchicalReduceScatter(OpContext& op, Hierarchy& h, const std::byte* input,
+                                               std::byte* output, int64_t block, DType dtype,
+                                               ReduceOp reduce) {
+  const int n = size();
+  const int64_t es = static_cast<int64_t>(DTypeSize(dtype));
+  const int64_t block_bytes = block * es, chunk = h.hosts * block;
+  const ReduceOp level = reduce == ReduceOp::kAvg ? ReduceOp::kSum : reduce;  // as all-reduce
+  return RunHierarchical(op, h, [&]() -> Status {
+    PSZERO_ASSIGN_OR_RETURN(std::byte * perm, Scratch(static_cast<size_t>(n * block_bytes)));
+    for (int p = 0; p < n; ++p) {
+      std::memcpy(perm + h.slot[p] * block_bytes, input + p * block_bytes,
+                  static_cast<size_t>(block_bytes));
+    }
+    auto view = [&](std::byte* base, int64_t begin, int64_t count) {
+      return Tensor::Wrap(base + begin * es, {count}, dtype, Device::kHost);
+    };
+    const int64_t mine = h.local_rank * chunk;
+    PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.intra));
+    PSZERO_RETURN_IF_ERROR(
+        h.intra->ReduceScatter(view(perm, 0, n * block), view(perm, mine, chunk), level));
+    PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.inter));
+    PSZERO_RETURN_IF_ERROR(
+        h.inter->ReduceScatter(view(perm, mine, chunk), view(output, 0, block), level));
+    if (reduce == ReduceOp::kAvg) ScaleInPlace(output, block, dtype, 1.0 / n);
+    return Status::Ok();
+  });
+}
+
+// The reverse: the inter-host all-gather among the ranks of local index l fills chunk l of
+// a scratch in slot order, the intra-host all-gather (in place) the other chunks, and the
+// blocks go back to group-rank order. The input is read by the first step, before the
+// output is written, so it may be block rank() of the output.
+Status Communicator::HierarchicalAllGather(OpContext& op, Hierarchy& h, const std::byte* input,
+                                           std::byte* output, int64_t block, DType dtype) {
+  const int n = size();
+  const int64_t es = static_cast<int64_t>(DTypeSize(dtype));
+  const int64_t block_bytes = block * es, chunk = h.hosts * block;
+  return RunHierarchical(op, h, [&]() -> Status {
+    PSZERO_ASSIGN_OR_RETURN(std::byte * perm, Scratch(static_cast<size_t>(n * block_bytes)));
+    auto view = [&](const std::byte* base, int64_t begin, int64_t count) {
+      return Tensor::Wrap(const_cast<std::byte*>(base) + begin * es, {count}, dtype, Device::kHost);
+    };
+    const int64_t mine = h.local_rank * chunk;
+    PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.inter));
+    PSZERO_RETURN_IF_ERROR(h.inter->AllGather(view(input, 0, block), view(perm, mine, chunk)));
+    PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.intra));
+    PSZERO_RETURN_IF_ERROR(h.intra->AllGather(view(perm, mine, chunk), view(perm, 0, n * block)));
+    for (int p = 0; p < n; ++p) {
+      std::memcpy(output + p * block_bytes, perm + h.slot[p] * block_bytes,
+                  static_cast<size_t>(block_bytes));
+    }
+    return Status::Ok();
+  });
+}
+
+Status Communicator::StepDeadline(const OpContext& op, Communicator& sub) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(op.deadline - Clock::now());
+  if (ms <= std::chrono::milliseconds(0)) {
+    return Status::DeadlineExceeded(op.where + ": deadline passed between its steps");
+  }
+  sub.options_.timeout = ms;
+  return Status::Ok();
+}
+
+Status Communicator::RunHierarchical(OpContext& op, Hierarchy& h,
+                                     const std::function<Status()>& steps) {
   // The sub-communicators run with this one's options (set_options included), never
   // hierarchically again, and the inter-host one never on the intra-host path.
   h.intra->options_ = options_;
@@ -363,35 +468,7 @@ Status Communicator::HierarchicalAllReduce(OpContext& op, Hierarchy& h, std::byt
   h.inter->options_.intra_host = false;  // its members are on different hosts by construction
   const int64_t sent = h.intra->bytes_sent() + h.inter->bytes_sent();
   const int64_t received = h.intra->bytes_received() + h.inter->bytes_received();
-  // An average sums on both levels and divides once by the whole group's size (dividing
-  // on each level would round twice in bf16 and fp16).
-  const ReduceOp level = reduce == ReduceOp::kAvg ? ReduceOp::kSum : reduce;
-  Status s = [&]() -> Status {
-    if (block > 0) {
-      PSZERO_RETURN_IF_ERROR(left(*h.intra));
-      PSZERO_RETURN_IF_ERROR(
-          h.intra->ReduceScatter(view(0, block * local), view(l * block, block), level));
-    }
-    if (tail > 0) {
-      PSZERO_RETURN_IF_ERROR(left(*h.intra));
-      PSZERO_RETURN_IF_ERROR(h.intra->AllReduce(view(block * local, tail), level));
-    }
-    PSZERO_RETURN_IF_ERROR(left(*h.inter));
-    const int64_t mine = block + (l == local - 1 ? tail : 0);
-    PSZERO_RETURN_IF_ERROR(h.inter->AllReduce(view(l * block, mine), level));
-    if (reduce == ReduceOp::kAvg && mine > 0) {
-      ScaleInPlace(data + l * block * es, mine, dtype, 1.0 / size());
-    }
-    if (block > 0) {
-      PSZERO_RETURN_IF_ERROR(left(*h.intra));
-      PSZERO_RETURN_IF_ERROR(h.intra->AllGather(view(l * block, block), view(0, block * local)));
-    }
-    if (tail > 0) {
-      PSZERO_RETURN_IF_ERROR(left(*h.intra));
-      PSZERO_RETURN_IF_ERROR(h.intra->Broadcast(view(block * local, tail), local - 1));
-    }
-    return Status::Ok();
-  }();
+  const Status s = steps();
   bytes_sent_.fetch_add(h.intra->bytes_sent() + h.inter->bytes_sent() - sent,
                         std::memory_order_relaxed);
   bytes_received_.fetch_add(h.intra->bytes_received() + h.inter->bytes_received() - received,
@@ -822,8 +899,12 @@ Status Communicator::ReduceScatter(const Tensor& input, const Tensor& output, Re
     return Status::InvalidArgument("reduce_scatter: input " + input.ToString() +
                                    " must hold size() x output " + output.ToString());
   }
-  PSZERO_ASSIGN_OR_RETURN(IntraHostGroup * shm,
-                          IntraHost(output.numel() == 0 ? 0 : input.nbytes()));
+  const size_t bytes = output.numel() == 0 ? 0 : input.nbytes();
+  PSZERO_ASSIGN_OR_RETURN(Hierarchy * hier, Hierarchical(bytes));
+  IntraHostGroup* shm = nullptr;
+  if (hier == nullptr) {
+    PSZERO_ASSIGN_OR_RETURN(shm, IntraHost(bytes));
+  }
   OpContext op = BeginOp("reduce_scatter");
   const int64_t block = output.numel();
   auto* in = static_cast<const std::byte*>(input.data());
@@ -833,6 +914,9 @@ Status Communicator::ReduceScatter(const Tensor& input, const Tensor& output, Re
     return Status::Ok();
   }
   if (block == 0) return Status::Ok();
+  if (hier != nullptr) {
+    return HierarchicalReduceScatter(op, *hier, in, out, block, input.dtype(), reduce);
+  }
   if (shm != nullptr) {
     return RunIntraHost(op, [&](const IntraHostOp& ctx) {
       return shm->ReduceScatter(in, out, block, input.dtype(), reduce, ctx);
@@ -861,11 +945,19 @@ Status Communicator::AllGather(const Tensor& input, const Tensor& output) {
     return Status::InvalidArgument("allgather: output " + output.ToString() +
                                    " must hold size() x input " + input.ToString());
   }
-  PSZERO_ASSIGN_OR_RETURN(IntraHostGroup * shm, IntraHost(output.nbytes()));
+  PSZERO_ASSIGN_OR_RETURN(Hierarchy * hier, Hierarchical(output.nbytes()));
+  IntraHostGroup* shm = nullptr;
+  if (hier == nullptr) {
+    PSZERO_ASSIGN_OR_RETURN(shm, IntraHost(output.nbytes()));
+  }
   OpContext op = BeginOp("allgather");
   const size_t block_bytes = input.nbytes();
   auto* out = static_cast<std::byte*>(output.data());
   std::byte* own = out + rank_ * block_bytes;
+  if (hier != nullptr && size() > 1 && block_bytes > 0) {
+    return HierarchicalAllGather(op, *hier, static_cast<const std::byte*>(input.data()), out,
+                                 input.numel(), input.dtype());
+  }
   if (shm != nullptr && size() > 1 && block_bytes > 0) {  // it places our block itself
     return RunIntraHost(op, [&](const IntraHostOp& ctx) {
       return shm->AllGather(input.data(), out, block_bytes, ctx);

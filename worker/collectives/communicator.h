@@ -16,11 +16,14 @@
 //  * deterministic: every element summed in ascending rank order in fp32 (reduce-scatter
 //    by direct exchange, then the ring all-gather): bit-identical on every rank and for
 //    every segment size, at the ring's byte count.
-//  * hierarchical all-reduce, for a group whose members sit L >= 2 to a host on H >= 2
-//    hosts: intra-host reduce-scatter, L inter-host all-reduces of S/L bytes in parallel
-//    (one sub-communicator per local index), intra-host all-gather. A host's link carries
-//    2(H-1)/H * S bytes out instead of the flat ring's 2(N-1)/N * S. Not under
-//    `deterministic` (it changes the summation order).
+//  * hierarchical all-reduce, reduce-scatter and all-gather, for a group whose members sit
+//    L >= 2 to a host on H >= 2 hosts. All-reduce: intra-host reduce-scatter, L inter-host
+//    all-reduces of S/L bytes in parallel (one sub-communicator per local index),
+//    intra-host all-gather; a host's link carries 2(H-1)/H * S bytes out instead of the
+//    flat ring's 2(N-1)/N * S. Reduce-scatter (S the input) is the intra-host then the
+//    inter-host reduce-scatter, all-gather (S the output) the inter-host then the
+//    intra-host all-gather, each (H-1)/H * S per host link instead of (N-1)/N * S. Not
+//    under `deterministic` (it changes the summation order).
 //
 // Threading: a Communicator is used by the thread that uses its Transport (one at a
 // time). Every rank of the group must call the same ops in the same order (as in MPI and
@@ -83,11 +86,13 @@ struct CommunicatorOptions {
   // lies; when every buffer is shared host memory (Tensor::EmptyShared) the op reads the
   // peers' buffers in place (single copy) instead of staging them.
   size_t intra_host_single_copy_min_bytes = size_t{64} << 10;
-  // Host all-reduces above hierarchical_min_bytes of a group spanning H >= 2 hosts with the
-  // same number L >= 2 of members on each take the hierarchical algorithm (above), unless
-  // `deterministic`; PSZERO_HIERARCHICAL=0 in the environment turns it off for every
-  // communicator. Irregular layouts keep the flat algorithms. Measured no slower than the
-  // flat ones from 1 KiB up on emulated hosts (docs/collectives.md), hence the 0.
+  // Host all-reduces, reduce-scatters and all-gathers above hierarchical_min_bytes (the
+  // whole array: the reduce-scatter's input, the all-gather's output) of a group spanning
+  // H >= 2 hosts with the same number L >= 2 of members on each take the hierarchical
+  // algorithms (above), unless `deterministic`; PSZERO_HIERARCHICAL=0 in the environment
+  // turns them off for every communicator. Irregular layouts keep the flat algorithms.
+  // Measured no slower than the flat ones from 1 KiB up on emulated hosts
+  // (docs/collectives.md), hence the 0.
   bool hierarchical = true;
   size_t hierarchical_min_bytes = 0;
   // Tests only (never set in production): when >= 0 on every rank, the host this rank
@@ -152,9 +157,9 @@ class Communicator {
   // first such op (collective), so false before it. `intra_host_why_not()` says why not.
   bool intra_host_active() const { return intra_host_ != nullptr; }
   const std::string& intra_host_why_not() const { return intra_host_why_not_; }
-  // Whether host all-reduces above hierarchical_min_bytes take the hierarchical path: set
-  // up by the first such op (collective), so false before it; `hierarchical_why_not()`
-  // says why not. hierarchical_hosts() is H (0 when not active).
+  // Whether host all-reduces, reduce-scatters and all-gathers above hierarchical_min_bytes
+  // take the hierarchical path: set up by the first such op (collective), so false before
+  // it; `hierarchical_why_not()` says why not. hierarchical_hosts() is H (0 when not active).
   bool hierarchical_active() const { return hier_ != nullptr; }
   const std::string& hierarchical_why_not() const { return hier_why_not_; }
   int hierarchical_hosts() const;
@@ -195,11 +200,23 @@ class Communicator {
   // Each member's host (dense indices in order of first appearance), exchanged once
   // (collective): HostIdentity, or test_host_id when set.
   Result<const std::vector<int>*> MemberHosts();
-  // The hierarchy when an all-reduce of `bytes` should take it (sets it up on first use:
-  // collective, every rank decides alike), else nullptr.
+  // The hierarchy when an all-reduce, reduce-scatter or all-gather of `bytes` should take
+  // it (sets it up on first use: collective, every rank decides alike), else nullptr.
   Result<Hierarchy*> Hierarchical(size_t bytes);
   Status HierarchicalAllReduce(OpContext& op, Hierarchy& h, std::byte* data, int64_t count,
                                DType dtype, ReduceOp reduce);
+  // `block` elements per rank; the output may alias the input (in place). Both regroup
+  // the blocks through this communicator's Scratch (the sub-communicators have their own).
+  Status HierarchicalReduceScatter(OpContext& op, Hierarchy& h, const std::byte* input,
+                                   std::byte* output, int64_t block, DType dtype, ReduceOp reduce);
+  Status HierarchicalAllGather(OpContext& op, Hierarchy& h, const std::byte* input,
+                               std::byte* output, int64_t block, DType dtype);
+  // Runs the steps of one hierarchical op on h's sub-communicators (configured from this
+  // one's options), adds their bytes to this communicator's and marks a failure in the
+  // flight recorder.
+  Status RunHierarchical(OpContext& op, Hierarchy& h, const std::function<Status()>& steps);
+  // Gives `sub` what is left of op's deadline for its next step.
+  static Status StepDeadline(const OpContext& op, Communicator& sub);
   // Runs one intra-host op with this communicator's deadline, health and scratch, and
   // counts its bytes.
   Status RunIntraHost(OpContext& op,
