@@ -31,6 +31,7 @@
 #include "launch/bench/command.h"
 #include "launch/bench/emulated_cluster.h"
 #include "launch/bench/p2p.h"
+#include "worker/collectives/nccl_backend.h"
 
 namespace pszero::bench {
 
@@ -145,11 +146,7 @@ int RunRank(const CollectiveFlags& f) {
     // one device: ranks that share one stage their device tensors through host memory,
     // and the table says so ("lanes").
     if (f.nccl_host_per_rank) {
-      // Before any NCCL call: NCCL hashes its host identity once per process. Its own
-      // duplicate-GPU check and ours (DistinctGpus) then see one host per rank, and the
-      // ranks talk over NCCL's socket transport on loopback unless told otherwise.
-      ::setenv("NCCL_HOSTID", ("pszero-bench-rank-" + std::to_string(f.rank)).c_str(), 1);
-      ::setenv("NCCL_SOCKET_IFNAME", "lo", 0);
+      collectives::NcclBackend::UseOwnHostId("bench-rank-" + std::to_string(f.rank));
     }
     const int gpus = kernels::CudaDeviceCount();
     sweep->device = Device::kCuda;

@@ -16,6 +16,13 @@
 
 namespace pszero::collectives {
 
+void NcclBackend::UseOwnHostId(const std::string& name) {
+  const char* base = std::getenv("NCCL_HOSTID");
+  const std::string id = std::string(base != nullptr ? base : "pszero") + "-" + name;
+  ::setenv("NCCL_HOSTID", id.c_str(), 1);
+  ::setenv("NCCL_SOCKET_IFNAME", "lo", 0);
+}
+
 #ifndef PSZERO_HAVE_CUDA
 
 struct NcclBackend::Impl {};

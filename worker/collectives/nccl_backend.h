@@ -38,6 +38,12 @@ class NcclBackend {
   // <host> is NCCL_HOSTID when set (as NCCL's own check takes it), else the host name.
   static Result<bool> DistinctGpus(KeyValueStore* store, const std::string& key, int rank, int size,
                                    int cuda_device, std::chrono::milliseconds timeout);
+  // Gives this process a NCCL host of its own: NCCL_HOSTID becomes the current one (or
+  // "pszero") + "-" + `name`, and NCCL's socket transport stays on loopback unless
+  // NCCL_SOCKET_IFNAME says otherwise. NCCL then accepts ranks that share a GPU (a check
+  // for one-GPU machines, docs/collectives.md). Before any NCCL call: NCCL hashes its host
+  // once per process.
+  static void UseOwnHostId(const std::string& name);
   ~NcclBackend();
   NcclBackend(const NcclBackend&) = delete;
   NcclBackend& operator=(const NcclBackend&) = delete;

@@ -19,6 +19,7 @@
 #include "kernels/cuda_resources.h"
 #include "worker/collectives/communicator.h"
 #include "worker/collectives/flight_recorder.h"
+#include "worker/collectives/nccl_backend.h"
 #include "worker/model/full_params.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/run_report.h"
@@ -217,11 +218,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
     // through host memory (docs/collectives.md, "NCCL on a one-GPU machine").
     if (const char* v = std::getenv("PSZERO_NCCL_HOST_PER_WORKER");
         v != nullptr && std::string(v) == "1") {
-      const char* base = std::getenv("NCCL_HOSTID");
-      const std::string id =
-          std::string(base != nullptr ? base : "pszero") + "-worker-" + std::to_string(rank);
-      ::setenv("NCCL_HOSTID", id.c_str(), 1);
-      ::setenv("NCCL_SOCKET_IFNAME", "lo", 0);
+      collectives::NcclBackend::UseOwnHostId("worker-" + std::to_string(rank));
     }
     for (const auto& [comm, key] : groups) {
       if (comm->size() == 1 || flags.deterministic) continue;
