@@ -44,6 +44,12 @@ using Clock = std::chrono::steady_clock;
 
 int Mod(int a, int n) { return ((a % n) + n) % n; }
 
+// Elements [begin, begin + count) of a host array of `dtype` at `base`, as a tensor.
+Tensor HostSpan(const std::byte* base, int64_t begin, int64_t count, DType dtype) {
+  return Tensor::Wrap(const_cast<std::byte*>(base) + begin * static_cast<int64_t>(DTypeSize(dtype)),
+                      {count}, dtype, Device::kHost);
+}
+
 // N chunks of a count, each cut into `segments` segments; balanced (sizes differ by at
 // most one element, larger ones first).
 struct Layout {
@@ -355,9 +361,7 @@ Status Communicator::HierarchicalAllReduce(OpContext& op, Hierarchy& h, std::byt
   const int l = h.local_rank, local = h.local_size;
   const int64_t es = static_cast<int64_t>(DTypeSize(dtype));
   const int64_t block = count / local, tail = count - block * local;
-  auto view = [&](int64_t begin, int64_t n) {
-    return Tensor::Wrap(data + begin * es, {n}, dtype, Device::kHost);
-  };
+  auto view = [&](int64_t begin, int64_t n) { return HostSpan(data, begin, n, dtype); };
   // An average sums on both levels and divides once by the whole group's size (dividing
   // on each level would round twice in bf16 and fp16).
   const ReduceOp level = reduce == ReduceOp::kAvg ? ReduceOp::kSum : reduce;
@@ -407,16 +411,13 @@ Status Communicator::HierarchicalReduceScatter(OpContext& op, Hierarchy& h, cons
       std::memcpy(perm + h.slot[p] * block_bytes, input + p * block_bytes,
                   static_cast<size_t>(block_bytes));
     }
-    auto view = [&](std::byte* base, int64_t begin, int64_t count) {
-      return Tensor::Wrap(base + begin * es, {count}, dtype, Device::kHost);
-    };
     const int64_t mine = h.local_rank * chunk;
     PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.intra));
-    PSZERO_RETURN_IF_ERROR(
-        h.intra->ReduceScatter(view(perm, 0, n * block), view(perm, mine, chunk), level));
+    PSZERO_RETURN_IF_ERROR(h.intra->ReduceScatter(HostSpan(perm, 0, n * block, dtype),
+                                                  HostSpan(perm, mine, chunk, dtype), level));
     PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.inter));
-    PSZERO_RETURN_IF_ERROR(
-        h.inter->ReduceScatter(view(perm, mine, chunk), view(output, 0, block), level));
+    PSZERO_RETURN_IF_ERROR(h.inter->ReduceScatter(HostSpan(perm, mine, chunk, dtype),
+                                                  HostSpan(output, 0, block, dtype), level));
     if (reduce == ReduceOp::kAvg) ScaleInPlace(output, block, dtype, 1.0 / n);
     return Status::Ok();
   });
@@ -433,14 +434,13 @@ Status Communicator::HierarchicalAllGather(OpContext& op, Hierarchy& h, const st
   const int64_t block_bytes = block * es, chunk = h.hosts * block;
   return RunHierarchical(op, h, [&]() -> Status {
     PSZERO_ASSIGN_OR_RETURN(std::byte * perm, Scratch(static_cast<size_t>(n * block_bytes)));
-    auto view = [&](const std::byte* base, int64_t begin, int64_t count) {
-      return Tensor::Wrap(const_cast<std::byte*>(base) + begin * es, {count}, dtype, Device::kHost);
-    };
     const int64_t mine = h.local_rank * chunk;
     PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.inter));
-    PSZERO_RETURN_IF_ERROR(h.inter->AllGather(view(input, 0, block), view(perm, mine, chunk)));
+    PSZERO_RETURN_IF_ERROR(
+        h.inter->AllGather(HostSpan(input, 0, block, dtype), HostSpan(perm, mine, chunk, dtype)));
     PSZERO_RETURN_IF_ERROR(StepDeadline(op, *h.intra));
-    PSZERO_RETURN_IF_ERROR(h.intra->AllGather(view(perm, mine, chunk), view(perm, 0, n * block)));
+    PSZERO_RETURN_IF_ERROR(h.intra->AllGather(HostSpan(perm, mine, chunk, dtype),
+                                              HostSpan(perm, 0, n * block, dtype)));
     for (int p = 0; p < n; ++p) {
       std::memcpy(output + p * block_bytes, perm + h.slot[p] * block_bytes,
                   static_cast<size_t>(block_bytes));
