@@ -635,15 +635,21 @@ void ExpectHierarchical(CommRanks& ranks, const HostLayout& layout, bool active)
   }
 }
 
+// Small segments so that every step runs several rounds; the inter-host step direct or
+// ring.
+CommunicatorOptions LayoutTestOptions(bool ring) {
+  CommunicatorOptions options;
+  options.small_message_bytes = ring ? 0 : size_t{1} << 40;
+  options.segment_bytes = 96;
+  options.intra_host_segment_bytes = 1024;  // rounds of uneven pieces
+  return options;
+}
+
 TEST(CollectivesHierarchicalTest, AllReduceMatchesTheReferenceOnEveryLayout) {
   for (const HostLayout& layout : Layouts()) {
     const int n = static_cast<int>(layout.hosts.size());
     for (bool ring : {false, true}) {  // inter-host step direct / ring
-      CommunicatorOptions options;
-      options.small_message_bytes = ring ? 0 : size_t{1} << 40;
-      options.segment_bytes = 96;
-      options.intra_host_segment_bytes = 1024;  // rounds of uneven pieces
-      CommRanks ranks(layout.hosts, options);
+      CommRanks ranks(layout.hosts, LayoutTestOptions(ring));
       ASSERT_EQ(ranks.size(), n);
       for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
         for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
@@ -682,11 +688,7 @@ TEST(CollectivesHierarchicalTest, ReduceScatterAndAllGatherMatchTheReferenceOnEv
   for (const HostLayout& layout : Layouts()) {
     const int n = static_cast<int>(layout.hosts.size());
     for (bool ring : {false, true}) {  // steps direct / ring
-      CommunicatorOptions options;
-      options.small_message_bytes = ring ? 0 : size_t{1} << 40;
-      options.segment_bytes = 96;
-      options.intra_host_segment_bytes = 1024;  // rounds of uneven pieces
-      CommRanks ranks(layout.hosts, options);
+      CommRanks ranks(layout.hosts, LayoutTestOptions(ring));
       ASSERT_EQ(ranks.size(), n);
       for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
         const int64_t es = static_cast<int64_t>(DTypeSize(dtype));
