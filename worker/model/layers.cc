@@ -241,13 +241,14 @@ template <typename Y>
 Status LayerNorm::ForwardImpl(const ModelContext& ctx, ParamBuffer& params, const float* x,
                               int64_t n, Y* y, LayerNormStats* stats) {
   x_ = x;
-  stats_ = stats != nullptr ? stats : &own_;
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(stats_->mean, n, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(stats_->rstd, n, ctx));
+  stats_ = stats;
+  LayerNormStats& st = stats != nullptr ? *stats : own_;
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(st.mean, n, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(st.rstd, n, ctx));
   PSZERO_ASSIGN_OR_RETURN(const float* gamma, ParamFloats(ctx, params, gamma_, gamma_f32_));
   PSZERO_ASSIGN_OR_RETURN(const float* beta, ParamFloats(ctx, params, beta_, beta_f32_));
   return kernels::LayerNormForward(x, dim_, gamma, beta, kLayerNormEps, y, dim_,
-                                   stats_->mean.data<float>(), stats_->rstd.data<float>(), n, dim_,
+                                   st.mean.data<float>(), st.rstd.data<float>(), n, dim_,
                                    ctx.kernels);
 }
 
@@ -264,8 +265,9 @@ Status LayerNorm::Forward(const ModelContext& ctx, ParamBuffer& params, const fl
 Status LayerNorm::Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
                            float* dx) {
   PSZERO_ASSIGN_OR_RETURN(const float* gamma, ParamFloats(ctx, params, gamma_, gamma_f32_));
-  return kernels::LayerNormBackward(dy, dim_, x_, dim_, gamma, stats_->mean.data<float>(),
-                                    stats_->rstd.data<float>(), dx, dim_, params.grad(gamma_),
+  const LayerNormStats& st = stats_ != nullptr ? *stats_ : own_;
+  return kernels::LayerNormBackward(dy, dim_, x_, dim_, gamma, st.mean.data<float>(),
+                                    st.rstd.data<float>(), dx, dim_, params.grad(gamma_),
                                     params.grad(beta_), n, dim_, ctx.kernels);
 }
 

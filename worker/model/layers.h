@@ -225,8 +225,8 @@ class LayerNorm {
   int64_t dim_ = 0;
   const float* x_ = nullptr;
   LayerNormStats own_;
-  LayerNormStats* stats_ = &own_;  // those of the last forward
-  Tensor gamma_f32_, beta_f32_;    // upcast (bf16-only storage)
+  LayerNormStats* stats_ = nullptr;  // the last forward's `stats` (null: own_)
+  Tensor gamma_f32_, beta_f32_;      // upcast (bf16-only storage)
 };
 
 // out = x + RowParallel(attention(ColumnParallel_qkv(LN(x)))). x [batch*seq, d].
