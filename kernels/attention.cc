@@ -25,6 +25,36 @@ Status CheckShape(const char* op, const AttentionShape& s, int64_t ld_qkv, int64
 //
 // Per batch element, one strided batched GEMM over heads: head h of token t sits at
 // t * ld + h * head_dim, so heads are head_dim apart and tokens ld apart.
+//
+// probs = softmax(scale * Q K^T), causal: the first half of the forward, on its own for
+// recompute (AttentionProbs), so both write the same bits. The shape is checked.
+template <typename T>
+Status ProbsImpl(const AttentionShape& s, const T* q, const T* k, int64_t ld_qkv, float* scores,
+                 T* probs, const KernelContext& ctx) {
+  const DType dtype = std::is_same_v<T, float> ? DType::kFloat32 : DType::kBFloat16;
+  const int64_t S = s.seq, D = s.head_dim, H = s.heads;
+  const GemmBatch scores_batch = {H, D, D, S * S};
+  for (int64_t b = 0; b < s.batch; ++b) {
+    const int64_t tok = b * S;
+    // scores[h] = Q_h K_h^T : [S, D] x [D, S].
+    PSZERO_RETURN_IF_ERROR(GemmStridedBatched(false, true, S, S, D, 1.0f, q + tok * ld_qkv, ld_qkv,
+                                              k + tok * ld_qkv, ld_qkv, 0.0f,
+                                              scores + b * H * S * S, S, scores_batch, dtype, ctx));
+  }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  return SoftmaxForward(scores, probs, s.batch * H * S, S, S, scale, /*causal=*/true, ctx);
+}
+
+template <typename T>
+Status ProbsOnly(const AttentionShape& s, const T* q, const T* k, int64_t ld_qkv, float* scores,
+                 T* probs, const KernelContext& ctx) {
+  PSZERO_RETURN_IF_ERROR(CheckShape("AttentionProbs", s, ld_qkv, s.heads * s.head_dim));
+  PSZERO_RETURN_IF_ERROR(internal::CheckArgs(
+      "AttentionProbs", {s.batch, s.seq, s.heads, s.head_dim}, {q, k, scores, probs}));
+  if (s.batch == 0 || s.seq == 0 || s.heads == 0 || s.head_dim == 0) return Status::Ok();
+  return ProbsImpl(s, q, k, ld_qkv, scores, probs, ctx);
+}
+
 template <typename T>
 Status ForwardImpl(const AttentionShape& s, const T* q, const T* k, const T* v, int64_t ld_qkv,
                    float* scores, T* probs, float* out, int64_t ld_out, const KernelContext& ctx) {
@@ -34,18 +64,8 @@ Status ForwardImpl(const AttentionShape& s, const T* q, const T* k, const T* v, 
       "AttentionForward", {s.batch, s.seq, s.heads, s.head_dim}, {q, k, v, scores, probs, out}));
   if (s.batch == 0 || s.seq == 0 || s.heads == 0 || s.head_dim == 0) return Status::Ok();
   const int64_t S = s.seq, D = s.head_dim, H = s.heads;
-  const GemmBatch scores_batch = {H, D, D, S * S};
+  PSZERO_RETURN_IF_ERROR(ProbsImpl(s, q, k, ld_qkv, scores, probs, ctx));
   const GemmBatch out_batch = {H, S * S, D, D};
-  for (int64_t b = 0; b < s.batch; ++b) {
-    const int64_t tok = b * S;
-    // scores[h] = Q_h K_h^T : [S, D] x [D, S].
-    PSZERO_RETURN_IF_ERROR(GemmStridedBatched(false, true, S, S, D, 1.0f, q + tok * ld_qkv, ld_qkv,
-                                              k + tok * ld_qkv, ld_qkv, 0.0f,
-                                              scores + b * H * S * S, S, scores_batch, dtype, ctx));
-  }
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  PSZERO_RETURN_IF_ERROR(
-      SoftmaxForward(scores, probs, s.batch * H * S, S, S, scale, /*causal=*/true, ctx));
   for (int64_t b = 0; b < s.batch; ++b) {
     const int64_t tok = b * S;
     // out[h] = P_h V_h : [S, S] x [S, D].
@@ -113,6 +133,16 @@ Status AttentionForward(const AttentionShape& s, const bf16_t* q, const bf16_t* 
                         int64_t ld_qkv, float* scores, bf16_t* probs, float* out, int64_t ld_out,
                         const KernelContext& ctx) {
   return ForwardImpl(s, q, k, v, ld_qkv, scores, probs, out, ld_out, ctx);
+}
+
+Status AttentionProbs(const AttentionShape& s, const float* q, const float* k, int64_t ld_qkv,
+                      float* probs, const KernelContext& ctx) {
+  return ProbsOnly(s, q, k, ld_qkv, probs, probs, ctx);
+}
+
+Status AttentionProbs(const AttentionShape& s, const bf16_t* q, const bf16_t* k, int64_t ld_qkv,
+                      float* scores, bf16_t* probs, const KernelContext& ctx) {
+  return ProbsOnly(s, q, k, ld_qkv, scores, probs, ctx);
 }
 
 Status AttentionBackward(const AttentionShape& s, const float* q, const float* k, const float* v,

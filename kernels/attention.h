@@ -48,6 +48,15 @@ Status AttentionForward(const AttentionShape& shape, const bf16_t* q, const bf16
                         const bf16_t* v, int64_t ld_qkv, float* scores, bf16_t* probs, float* out,
                         int64_t ld_out, const KernelContext& ctx);
 
+// The probabilities alone, exactly as AttentionForward writes them (the same scores GEMM
+// and softmax): what activation recompute (--recompute selective) runs in backward instead
+// of keeping them. fp32: scores is probs (computed in place); bf16: `scores` is the fp32
+// scratch of the bf16 AttentionForward.
+Status AttentionProbs(const AttentionShape& shape, const float* q, const float* k, int64_t ld_qkv,
+                      float* probs, const KernelContext& ctx);
+Status AttentionProbs(const AttentionShape& shape, const bf16_t* q, const bf16_t* k, int64_t ld_qkv,
+                      float* scores, bf16_t* probs, const KernelContext& ctx);
+
 // dout in bf16 (the caller rounds it); `dprobs` a fp32 scratch and `dscores` a bf16 scratch,
 // both the size of probs. dscores may alias dout: dout is last read before dscores is
 // written.

@@ -185,6 +185,7 @@ int RunTrainBench(const TrainBenchFlags& f) {
       {"steps", flags.steps},
       {"precision", flags.precision},
       {"device", flags.device},
+      {"recompute", flags.recompute},
       {"threads_per_rank", flags.threads},
       {"tokens_per_step", config->tokens_per_step()},
       {"flops_per_step", flops},
@@ -203,9 +204,10 @@ int RunTrainBench(const TrainBenchFlags& f) {
   }
   std::printf(
       "# pszero-bench train: %s (%lld params), --tp %d, %lld timed steps after 1 warm-up, "
-      "%s, %d thread(s) per rank\n",
+      "%s, --recompute %s, %d thread(s) per rank\n",
       config->name.c_str(), static_cast<long long>(model::ParamCount(*config)), t,
-      static_cast<long long>(flags.steps), flags.precision.c_str(), flags.threads);
+      static_cast<long long>(flags.steps), flags.precision.c_str(), flags.recompute.c_str(),
+      flags.threads);
   std::printf("# %10s %10s %10s %12s %14s %12s %8s %10s\n", "step ms", "min ms", "max ms",
               "tokens/s", "achieved GF/s", "gemm GF/s", "ratio", "loss");
   std::printf("  %10.2f %10.2f %10.2f %12.1f %14.2f %12.2f %8.3f %10.4f\n", median * 1e3,

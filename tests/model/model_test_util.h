@@ -57,6 +57,7 @@ struct RunResult {
   std::vector<float> first_grads;      // full (T = 1 layout) after step 1, before the update
   std::vector<float> final_params;     // full after the last step
   std::vector<float> gathered_params;  // GatherFullParams after the last step
+  int64_t activations_peak = 0;        // MemoryTracker peak of the activations, bytes
 };
 
 // Scatters this rank's flat buffer into `full` (sized to the T = 1 numel).
@@ -85,12 +86,14 @@ inline std::vector<int64_t> FullOffsets(const model::ParamBuffer& shard, int64_t
 
 // Trains `steps` steps on one rank; `full` results are this rank's part (others zero).
 inline Status TrainSteps(const model::ModelConfig& config, model::TensorParallel* tp, bool bf16,
-                         int steps, uint64_t seed, const std::string& data_path, RunResult* out) {
+                         int steps, uint64_t seed, const std::string& data_path, RunResult* out,
+                         model::Recompute recompute = model::Recompute::kNone) {
   MemoryTracker tracker;
   model::ModelContext ctx;
   ctx.tp = tp;
   ctx.tracker = &tracker;
   ctx.bf16 = bf16;
+  ctx.recompute = recompute;
   PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m, model::Model::Create(config, ctx, seed));
   model::DataOptions dopt;
   dopt.seed = seed;
@@ -114,6 +117,7 @@ inline Status TrainSteps(const model::ModelConfig& config, model::TensorParallel
   }
   ScatterShard(m->params(), m->params().params().data<float>(), offsets, out->final_params);
   PSZERO_ASSIGN_OR_RETURN(out->gathered_params, model::GatherFullParams(m->params(), *tp));
+  out->activations_peak = tracker.Usage(MemoryCategory::kActivations).peak_bytes;
   return Status::Ok();
 }
 

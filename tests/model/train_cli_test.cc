@@ -1,7 +1,8 @@
 // pszero-launch and pszero-worker with training flags, as real processes on 127.0.0.1:
 // an end-to-end TP = 2 job whose printed losses equal an in-process T = 1 run (and whose
 // final_params_sha256 equals the in-process T = 2 run's), and flag
-// errors (bad --data, shapes that do not split) that exit 2 with one line naming the flag.
+// errors (bad --data, shapes that do not split, a bad --recompute) that exit 2 with one
+// line naming the flag.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -115,6 +116,19 @@ TEST(TrainCliTest, BadTrainingFlagsExitTwo) {
   r = RunProcess({BinaryPath("pszero-launch"), "--model", "gpt-huge"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--model"), std::string::npos) << r.err;
+}
+
+TEST(TrainCliTest, BadRecomputeExitsTwoWithOneLine) {
+  std::vector<std::string> w = {BinaryPath("pszero-worker"), "--master-port", "1"};
+  w.insert(w.end(), kCustom.begin(), kCustom.end());
+  w.insert(w.end(), {"--recompute", "bogus"});
+  for (const std::vector<std::string>& argv :
+       {Launch({"--workers", "1", "--recompute", "bogus"}), w}) {
+    const auto r = RunProcess(argv);
+    EXPECT_EQ(r.exit_code, 2) << argv[0] << ": " << r.out << r.err;
+    EXPECT_EQ(CountLines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("--recompute"), std::string::npos) << r.err;
+  }
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // The sync modes as users run them: pszero-launch with real worker processes.
 //  * --deterministic allreduce and zero3 with T = 2, D = 2 end with the same sha256 (fp32,
 //    and bf16 mixed precision), and the run report (docs/report.md) holds what it promises;
+//  * --recompute full under zero3 (hooks around every unit, parameters gathered in
+//    BeforeBackward) ends with the final_params_sha256 of --recompute none, fp32 and bf16;
 //  * a worker killed in the middle of training: every survivor stops on its own within
 //    5 s, naming it, and the launcher's last line names it.
 #include <gtest/gtest.h>
@@ -91,6 +93,33 @@ TEST(SyncProcessTest, DeterministicModesAgreeAcrossProcessesAndTheReportHoldsUp)
       }
     }
     EXPECT_EQ(shas[0], shas[1]);
+  }
+}
+
+TEST(SyncProcessTest, RecomputeFullUnderZero3EndsWithTheSameParams) {
+  auto dir = TempDir::Create("pszero-recompute");
+  ASSERT_TRUE(dir.ok());
+  for (const std::string precision : {"fp32", "bf16"}) {
+    std::vector<std::string> shas;
+    for (const std::string recompute : {"none", "full"}) {
+      SCOPED_TRACE(recompute + " " + precision);
+      const std::string report = (dir->path() / (recompute + precision + ".json")).string();
+      ::unsetenv("PSZERO_FAULT_INJECT");
+      ::unsetenv("PSZERO_TOKEN");
+      const ProcessResult r =
+          RunProcess({BinaryPath("pszero-launch"), "--timeout", "120", "--model", "gpt-tiny",
+                      "--workers", "2", "--sync", "zero3", "--steps", "2", "--precision", precision,
+                      "--recompute", recompute, "--report", report},
+                     std::chrono::seconds(150));
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      std::ifstream in(report);
+      ASSERT_TRUE(in.good()) << report;
+      const nlohmann::json doc = nlohmann::json::parse(in);
+      EXPECT_EQ(doc["flags"]["recompute"], recompute);
+      EXPECT_EQ(doc["final_params_sha256"], PrintedSha(r.out));
+      shas.push_back(doc["final_params_sha256"].get<std::string>());
+    }
+    EXPECT_EQ(shas[0], shas[1]) << precision;
   }
 }
 

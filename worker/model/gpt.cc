@@ -45,6 +45,19 @@ Status GptModel::UploadIds() {
   return ids_.CopyFrom(Tensor::Wrap(ids_host_.data(), {2 * n}, DType::kInt32));
 }
 
+float* GptModel::Mid(int64_t l) {
+  const int64_t nd = config_.batch * config_.seq * config_.d_model;
+  return mids_.data<float>() + (ctx_.recompute == Recompute::kFull ? 0 : l * nd);
+}
+
+Status GptModel::BlockForward(int64_t l) {
+  const ModelConfig& c = config_;
+  const int64_t nd = c.batch * c.seq * c.d_model;
+  float* x = xs_.data<float>() + l * nd;
+  PSZERO_RETURN_IF_ERROR(attn_[l].Forward(ctx_, params_, x, c.batch, c.seq, Mid(l)));
+  return mlp_[l].Forward(ctx_, params_, Mid(l), c.batch * c.seq, x + nd);
+}
+
 Status GptModel::Declare() {
   const ModelConfig& c = config_;
   params_.BeginUnit("embed");
@@ -84,7 +97,8 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
   }
   batch_ = batch;
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(xs_, (c.layers + 1) * n * d, ctx_));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(mids_, c.layers * n * d, ctx_));
+  const bool full = ctx_.recompute == Recompute::kFull;
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(mids_, (full ? 1 : c.layers) * n * d, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureGemmInput(hf_, n * d, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(logits_local_, n * vl, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(logits_, n * c.vocab, ctx_));
@@ -114,10 +128,7 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
 
   for (int64_t l = 0; l < c.layers; ++l) {
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, static_cast<int>(l) + 1));
-    float* x = xs_.data<float>() + l * n * d;
-    float* mid = mids_.data<float>() + l * n * d;
-    PSZERO_RETURN_IF_ERROR(attn_[l].Forward(ctx_, params_, x, c.batch, c.seq, mid));
-    PSZERO_RETURN_IF_ERROR(mlp_[l].Forward(ctx_, params_, mid, n, x + n * d));
+    PSZERO_RETURN_IF_ERROR(BlockForward(l));
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, static_cast<int>(l) + 1));
   }
   const int last = static_cast<int>(c.layers) + 1;
@@ -177,6 +188,8 @@ Status GptModel::RunBackward(LayerHooks* hooks) {
   for (int64_t l = c.layers - 1; l >= 0; --l) {
     const int unit = static_cast<int>(l) + 1;
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, unit));
+    // --recompute full: the block's saved activations, again, from its kept input.
+    if (ctx_.recompute == Recompute::kFull) PSZERO_RETURN_IF_ERROR(BlockForward(l));
     float* other = dx == grad_a_.data<float>() ? grad_b_.data<float>() : grad_a_.data<float>();
     PSZERO_RETURN_IF_ERROR(mlp_[l].Backward(ctx_, params_, dx, other));
     PSZERO_RETURN_IF_ERROR(attn_[l].Backward(ctx_, params_, other, dx));
@@ -257,6 +270,12 @@ Status MlpModel::RunBackward(LayerHooks* hooks) {
       xs_.data<float>() + c.layers * n * d, target_.data<float>(), n * d, 1.0f, dx, ctx_.kernels));
   for (int64_t l = c.layers - 1; l >= 0; --l) {
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, static_cast<int>(l)));
+    if (ctx_.recompute == Recompute::kFull) {
+      // The block's saved activations, again, from its kept input; its output rewrites
+      // xs_[l + 1] with the same values (the loss's gradient has read it already).
+      float* x = xs_.data<float>() + l * n * d;
+      PSZERO_RETURN_IF_ERROR(blocks_[l].Forward(ctx_, params_, x, n, x + n * d));
+    }
     float* other = dx == grad_a_.data<float>() ? grad_b_.data<float>() : grad_a_.data<float>();
     PSZERO_RETURN_IF_ERROR(blocks_[l].Backward(ctx_, params_, dx, other));
     dx = other;

@@ -17,6 +17,10 @@ class GptModel final : public Model {
   Status UploadIds();
   const int32_t* tokens() const { return ids_.data<int32_t>(); }
   const int32_t* targets() const { return ids_.data<int32_t>() + ids_.numel() / 2; }
+  // Block l's forward (attention, then MLP) from xs_[l]: into xs_[l + 1], or (--recompute
+  // full, in backward) rewriting xs_[l + 1] with the same values, which nothing reads again.
+  Status BlockForward(int64_t l);
+  float* Mid(int64_t l);
 
   int wte_ = -1;
   int wpe_ = -1;
@@ -24,9 +28,11 @@ class GptModel final : public Model {
   std::vector<MlpBlock> mlp_;
   LayerNorm ln_f_;
   Batch batch_;
-  Tensor xs_;    // [layers + 1][n, d]: input of every block, then the last output
-  Tensor mids_;  // [layers][n, d]: between a block's attention and its MLP
-  Tensor hf_;    // the final LayerNorm's output: bf16 in bf16 mode (EnsureGemmInput)
+  Tensor xs_;  // [layers + 1][n, d]: input of every block, then the last output
+  // [layers][n, d]: between a block's attention and its MLP; --recompute full: [n, d], the
+  // block's being run (forward or recomputed).
+  Tensor mids_;
+  Tensor hf_;  // the final LayerNorm's output: bf16 in bf16 mode (EnsureGemmInput)
   Tensor logits_local_, logits_, lse_, loss_, dlogits_local_, grad_a_, grad_b_;
   Tensor wte_f32_, wpe_f32_;       // upcast embeddings (bf16-only storage)
   Tensor ids_;                     // [2n] int32: tokens, then targets

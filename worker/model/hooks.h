@@ -16,6 +16,10 @@
 // (BeforeForward(embed) again before the head), BeforeBackward(embed) comes first in
 // backward, and GradientsReady(embed) last of all (the embedding's gradient is summed
 // then). Calls happen on the model's thread.
+//
+// With ModelContext::recompute full the model also reads a block's parameters between its
+// BeforeBackward and its GradientsReady to re-run the block's forward: no extra calls, the
+// same sequence as without recompute.
 #pragma once
 
 #include "common/status.h"

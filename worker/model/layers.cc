@@ -43,14 +43,50 @@ Status GrowFloat(Tensor& t, int64_t n, const ModelContext& ctx) {
   return GrowScratch(t, n, DType::kFloat32, ctx);
 }
 
+// A GEMM input's dtype (bf16 in bf16 mode), grown as GrowScratch.
+Status GrowGemmInput(Tensor& t, int64_t n, const ModelContext& ctx) {
+  const DType dtype = ctx.bf16 ? DType::kBFloat16 : DType::kFloat32;
+  if (t.defined() && t.dtype() != dtype) t = Tensor();
+  return GrowScratch(t, n, dtype, ctx);
+}
+
+// The saved activations a block writes: the context's shared set (--recompute full), or
+// its own.
+AttentionSaved& SavedOf(const ModelContext& ctx, AttentionSaved& own) {
+  return ctx.block_saved != nullptr ? ctx.block_saved->attn : own;
+}
+MlpSaved& SavedOf(const ModelContext& ctx, MlpSaved& own) {
+  return ctx.block_saved != nullptr ? ctx.block_saved->mlp : own;
+}
+
 // fp32 mode: y = Linear(LayerNorm(x)), the normalized rows kept in ln_out.
-Status NormThenLinear(const ModelContext& ctx, ParamBuffer& params, LayerNorm& ln, Linear& linear,
-                      const float* x, int64_t n, Tensor& ln_out, float* y) {
-  PSZERO_RETURN_IF_ERROR(ln.Forward(ctx, params, x, n, ln_out.data<float>()));
+Status NormThenLinear(const ModelContext& ctx, ParamBuffer& params, LayerNorm& ln,
+                      LayerNormStats& stats, Linear& linear, const float* x, int64_t n,
+                      Tensor& ln_out, float* y) {
+  PSZERO_RETURN_IF_ERROR(ln.Forward(ctx, params, x, n, ln_out.data<float>(), &stats));
   return linear.Forward(ctx, params, ln_out.data<float>(), n, y);
 }
 
 }  // namespace
+
+Result<Recompute> ParseRecompute(const std::string& name) {
+  for (Recompute r : {Recompute::kNone, Recompute::kSelective, Recompute::kFull}) {
+    if (name == RecomputeName(r)) return r;
+  }
+  return Status::InvalidArgument("--recompute: '" + name + "' is not none, selective or full");
+}
+
+const char* RecomputeName(Recompute r) {
+  switch (r) {
+    case Recompute::kSelective:
+      return "selective";
+    case Recompute::kFull:
+      return "full";
+    case Recompute::kNone:
+      break;
+  }
+  return "none";
+}
 
 Status EnsureBuffer(Tensor& t, int64_t n, const ModelContext& ctx) {
   return EnsureActivation(t, n, DType::kFloat32, ctx);
@@ -203,31 +239,35 @@ Status LayerNorm::Declare(ParamBuffer& params, const std::string& name, int64_t 
 
 template <typename Y>
 Status LayerNorm::ForwardImpl(const ModelContext& ctx, ParamBuffer& params, const float* x,
-                              int64_t n, Y* y) {
+                              int64_t n, Y* y, LayerNormStats* stats) {
   x_ = x;
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(mean_, n, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(rstd_, n, ctx));
+  stats_ = stats;
+  LayerNormStats& st = stats != nullptr ? *stats : own_;
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(st.mean, n, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(st.rstd, n, ctx));
   PSZERO_ASSIGN_OR_RETURN(const float* gamma, ParamFloats(ctx, params, gamma_, gamma_f32_));
   PSZERO_ASSIGN_OR_RETURN(const float* beta, ParamFloats(ctx, params, beta_, beta_f32_));
   return kernels::LayerNormForward(x, dim_, gamma, beta, kLayerNormEps, y, dim_,
-                                   mean_.data<float>(), rstd_.data<float>(), n, dim_, ctx.kernels);
+                                   st.mean.data<float>(), st.rstd.data<float>(), n, dim_,
+                                   ctx.kernels);
 }
 
 Status LayerNorm::Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n,
-                          float* y) {
-  return ForwardImpl(ctx, params, x, n, y);
+                          float* y, LayerNormStats* stats) {
+  return ForwardImpl(ctx, params, x, n, y, stats);
 }
 
 Status LayerNorm::Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n,
-                          bf16_t* y) {
-  return ForwardImpl(ctx, params, x, n, y);
+                          bf16_t* y, LayerNormStats* stats) {
+  return ForwardImpl(ctx, params, x, n, y, stats);
 }
 
 Status LayerNorm::Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
                            float* dx) {
   PSZERO_ASSIGN_OR_RETURN(const float* gamma, ParamFloats(ctx, params, gamma_, gamma_f32_));
-  return kernels::LayerNormBackward(dy, dim_, x_, dim_, gamma, mean_.data<float>(),
-                                    rstd_.data<float>(), dx, dim_, params.grad(gamma_),
+  const LayerNormStats& st = stats_ != nullptr ? *stats_ : own_;
+  return kernels::LayerNormBackward(dy, dim_, x_, dim_, gamma, st.mean.data<float>(),
+                                    st.rstd.data<float>(), dx, dim_, params.grad(gamma_),
                                     params.grad(beta_), n, dim_, ctx.kernels);
 }
 
@@ -256,21 +296,26 @@ Status AttentionBlock::Forward(const ModelContext& ctx, ParamBuffer& params, con
   const int64_t dl = d_ / ctx.tp->size();
   shape_ = {batch, seq, heads_ / ctx.tp->size(), d_ / heads_};
   const int64_t np = batch * shape_.heads * seq * seq;
-  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(ln_out_, n * d_, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(qkv_out_, n * 3 * dl, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(probs_, np, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(attn_out_, n * dl, ctx));
+  AttentionSaved& a = SavedOf(ctx, own_saved_);
   BlockScratch& s = BlockScratchOf(ctx, own_);
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(a.ln_out, n * d_, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(a.qkv, n * 3 * dl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(a.attn_out, n * dl, ctx));
+  // --recompute selective: the probabilities live in the block scratch, only while this
+  // forward (P·V) or this block's backward (which recomputes them) runs.
+  Tensor& probs = ctx.recompute == Recompute::kSelective ? s.probs : a.probs;
+  PSZERO_RETURN_IF_ERROR(ctx.recompute == Recompute::kSelective ? GrowGemmInput(probs, np, ctx)
+                                                                : EnsureGemmInput(probs, np, ctx));
   PSZERO_RETURN_IF_ERROR(GrowFloat(s.branch, n * d_, ctx));
   float* branch = s.branch.data<float>();
   if (!ctx.bf16) {
     PSZERO_RETURN_IF_ERROR(
-        NormThenLinear(ctx, params, ln_, qkv_, x, n, ln_out_, qkv_out_.data<float>()));
-    const float* q = qkv_out_.data<float>();
+        NormThenLinear(ctx, params, ln_, a.ln, qkv_, x, n, a.ln_out, a.qkv.data<float>()));
+    const float* q = a.qkv.data<float>();
     PSZERO_RETURN_IF_ERROR(kernels::AttentionForward(shape_, q, q + dl, q + 2 * dl, 3 * dl,
-                                                     probs_.data<float>(), attn_out_.data<float>(),
+                                                     probs.data<float>(), a.attn_out.data<float>(),
                                                      dl, ctx.kernels));
-    PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, attn_out_.data<float>(), n, branch));
+    PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, a.attn_out.data<float>(), n, branch));
     return kernels::Add(x, branch, out, n * d_, ctx.kernels);
   }
   // bf16: every fp32 intermediate (the QKV GEMM's output, the scores, the attention's
@@ -282,16 +327,16 @@ Status AttentionBlock::Forward(const ModelContext& ctx, ParamBuffer& params, con
   float* qkv_acc = s.dwide.data<float>();
   float* scores = s.dprobs.data<float>();
   float* attn_acc = s.dattn.data<float>();
-  PSZERO_RETURN_IF_ERROR(ln_.Forward(ctx, params, x, n, ln_out_.data<bf16_t>()));
+  PSZERO_RETURN_IF_ERROR(ln_.Forward(ctx, params, x, n, a.ln_out.data<bf16_t>(), &a.ln));
   PSZERO_RETURN_IF_ERROR(
-      qkv_.Forward(ctx, params, ln_out_.data<bf16_t>(), n, qkv_acc, qkv_out_.data<bf16_t>()));
-  const bf16_t* q = qkv_out_.data<bf16_t>();
+      qkv_.Forward(ctx, params, a.ln_out.data<bf16_t>(), n, qkv_acc, a.qkv.data<bf16_t>()));
+  const bf16_t* q = a.qkv.data<bf16_t>();
   PSZERO_RETURN_IF_ERROR(kernels::AttentionForward(shape_, q, q + dl, q + 2 * dl, 3 * dl, scores,
-                                                   probs_.data<bf16_t>(), attn_acc, dl,
+                                                   probs.data<bf16_t>(), attn_acc, dl,
                                                    ctx.kernels));
-  PSZERO_RETURN_IF_ERROR(kernels::Cast(attn_acc, DType::kFloat32, attn_out_.data(),
+  PSZERO_RETURN_IF_ERROR(kernels::Cast(attn_acc, DType::kFloat32, a.attn_out.data(),
                                        DType::kBFloat16, n * dl, ctx.kernels));
-  PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, attn_out_.data<bf16_t>(), n, branch));
+  PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, a.attn_out.data<bf16_t>(), n, branch));
   return kernels::Add(x, branch, out, n * d_, ctx.kernels);
 }
 
@@ -299,32 +344,48 @@ Status AttentionBlock::Backward(const ModelContext& ctx, ParamBuffer& params, co
                                 float* dx) {
   const int64_t n = shape_.batch * shape_.seq;
   const int64_t dl = d_ / ctx.tp->size();
+  const int64_t np = shape_.batch * shape_.heads * shape_.seq * shape_.seq;
+  AttentionSaved& a = SavedOf(ctx, own_saved_);
   BlockScratch& s = BlockScratchOf(ctx, own_);
   PSZERO_RETURN_IF_ERROR(GrowFloat(s.dattn, n * dl, ctx));
   PSZERO_RETURN_IF_ERROR(GrowFloat(s.dwide, n * 3 * dl, ctx));
-  PSZERO_RETURN_IF_ERROR(GrowFloat(s.dprobs, probs_.numel(), ctx));
+  PSZERO_RETURN_IF_ERROR(GrowFloat(s.dprobs, np, ctx));
   PSZERO_RETURN_IF_ERROR(GrowFloat(s.dln, n * d_, ctx));
   float* dattn = s.dattn.data<float>();
   float* dprobs = s.dprobs.data<float>();
   float* dln = s.dln.data<float>();
+  const bool selective = ctx.recompute == Recompute::kSelective;
+  Tensor& probs = selective ? s.probs : a.probs;
   PSZERO_RETURN_IF_ERROR(proj_.Backward(ctx, params, dout, n, dattn));
   float* dq = s.dwide.data<float>();
   if (ctx.bf16) {
+    const bf16_t* q = a.qkv.data<bf16_t>();
+    if (selective) {
+      // The forward's scores GEMM and softmax again, the scores in dprobs as in forward
+      // (its gradient is written only after the attention backward has read the probs).
+      PSZERO_RETURN_IF_ERROR(GrowGemmInput(probs, np, ctx));
+      PSZERO_RETURN_IF_ERROR(kernels::AttentionProbs(shape_, q, q + dl, 3 * dl, dprobs,
+                                                     probs.data<bf16_t>(), ctx.kernels));
+    }
     // The attention's GEMMs read dout and the scores' gradient in bf16, one after the
     // other, from one scratch (the model's shared one when there is one).
     Tensor& scratch = GradBf16Scratch(ctx, dbf16_);
-    PSZERO_RETURN_IF_ERROR(GrowBf16(scratch, std::max(n * dl, probs_.numel()), ctx));
+    PSZERO_RETURN_IF_ERROR(GrowBf16(scratch, std::max(n * dl, np), ctx));
     bf16_t* dbf16 = scratch.data<bf16_t>();
     PSZERO_RETURN_IF_ERROR(
         kernels::Cast(dattn, DType::kFloat32, dbf16, DType::kBFloat16, n * dl, ctx.kernels));
-    const bf16_t* q = qkv_out_.data<bf16_t>();
     PSZERO_RETURN_IF_ERROR(kernels::AttentionBackward(
-        shape_, q, q + dl, q + 2 * dl, 3 * dl, probs_.data<bf16_t>(), dbf16, dl, dprobs, dbf16, dq,
+        shape_, q, q + dl, q + 2 * dl, 3 * dl, probs.data<bf16_t>(), dbf16, dl, dprobs, dbf16, dq,
         dq + dl, dq + 2 * dl, 3 * dl, ctx.kernels));
   } else {
-    const float* q = qkv_out_.data<float>();
+    const float* q = a.qkv.data<float>();
+    if (selective) {
+      PSZERO_RETURN_IF_ERROR(GrowGemmInput(probs, np, ctx));
+      PSZERO_RETURN_IF_ERROR(
+          kernels::AttentionProbs(shape_, q, q + dl, 3 * dl, probs.data<float>(), ctx.kernels));
+    }
     PSZERO_RETURN_IF_ERROR(kernels::AttentionBackward(shape_, q, q + dl, q + 2 * dl, 3 * dl,
-                                                      probs_.data<float>(), dattn, dl, dprobs, dq,
+                                                      probs.data<float>(), dattn, dl, dprobs, dq,
                                                       dq + dl, dq + 2 * dl, 3 * dl, ctx.kernels));
   }
   PSZERO_RETURN_IF_ERROR(qkv_.Backward(ctx, params, dq, n, dln));
@@ -346,9 +407,10 @@ Status MlpBlock::Forward(const ModelContext& ctx, ParamBuffer& params, const flo
                          float* out) {
   n_ = n;
   const int64_t hl = fc_.local_out();
-  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(ln_out_, n * d_, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(hidden_, n * hl, ctx));
-  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(act_, n * hl, ctx));
+  MlpSaved& a = SavedOf(ctx, own_saved_);
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(a.ln_out, n * d_, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(a.hidden, n * hl, ctx));
+  PSZERO_RETURN_IF_ERROR(EnsureGemmInput(a.act, n * hl, ctx));
   BlockScratch& s = BlockScratchOf(ctx, own_);
   PSZERO_RETURN_IF_ERROR(GrowFloat(s.branch, n * d_, ctx));
   float* branch = s.branch.data<float>();
@@ -356,18 +418,18 @@ Status MlpBlock::Forward(const ModelContext& ctx, ParamBuffer& params, const flo
     // fc's fp32 output goes to the block scratch's buffer for its gradient (unused until
     // backward) and is kept as bf16 (with its bias): GELU and GELU's backward read that.
     PSZERO_RETURN_IF_ERROR(GrowFloat(s.dwide, n * hl, ctx));
-    PSZERO_RETURN_IF_ERROR(ln_.Forward(ctx, params, x, n, ln_out_.data<bf16_t>()));
-    PSZERO_RETURN_IF_ERROR(fc_.Forward(ctx, params, ln_out_.data<bf16_t>(), n,
-                                       s.dwide.data<float>(), hidden_.data<bf16_t>()));
+    PSZERO_RETURN_IF_ERROR(ln_.Forward(ctx, params, x, n, a.ln_out.data<bf16_t>(), &a.ln));
+    PSZERO_RETURN_IF_ERROR(fc_.Forward(ctx, params, a.ln_out.data<bf16_t>(), n,
+                                       s.dwide.data<float>(), a.hidden.data<bf16_t>()));
     PSZERO_RETURN_IF_ERROR(
-        kernels::GeluForward(hidden_.data<bf16_t>(), act_.data<bf16_t>(), n * hl, ctx.kernels));
-    PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, act_.data<bf16_t>(), n, branch));
+        kernels::GeluForward(a.hidden.data<bf16_t>(), a.act.data<bf16_t>(), n * hl, ctx.kernels));
+    PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, a.act.data<bf16_t>(), n, branch));
   } else {
     PSZERO_RETURN_IF_ERROR(
-        NormThenLinear(ctx, params, ln_, fc_, x, n, ln_out_, hidden_.data<float>()));
+        NormThenLinear(ctx, params, ln_, a.ln, fc_, x, n, a.ln_out, a.hidden.data<float>()));
     PSZERO_RETURN_IF_ERROR(
-        kernels::GeluForward(hidden_.data<float>(), act_.data<float>(), n * hl, ctx.kernels));
-    PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, act_.data<float>(), n, branch));
+        kernels::GeluForward(a.hidden.data<float>(), a.act.data<float>(), n * hl, ctx.kernels));
+    PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, a.act.data<float>(), n, branch));
   }
   return kernels::Add(x, branch, out, n * d_, ctx.kernels);
 }
@@ -376,6 +438,7 @@ Status MlpBlock::Backward(const ModelContext& ctx, ParamBuffer& params, const fl
                           float* dx) {
   const int64_t n = n_;
   const int64_t hl = fc_.local_out();
+  MlpSaved& a = SavedOf(ctx, own_saved_);
   BlockScratch& s = BlockScratchOf(ctx, own_);
   PSZERO_RETURN_IF_ERROR(GrowFloat(s.dwide, n * hl, ctx));
   PSZERO_RETURN_IF_ERROR(GrowFloat(s.dln, n * d_, ctx));
@@ -383,8 +446,8 @@ Status MlpBlock::Backward(const ModelContext& ctx, ParamBuffer& params, const fl
   float* dh = s.dwide.data<float>();
   PSZERO_RETURN_IF_ERROR(proj_.Backward(ctx, params, dout, n, dh));
   PSZERO_RETURN_IF_ERROR(
-      ctx.bf16 ? kernels::GeluBackward(hidden_.data<bf16_t>(), dh, dh, n * hl, ctx.kernels)
-               : kernels::GeluBackward(hidden_.data<float>(), dh, dh, n * hl, ctx.kernels));
+      ctx.bf16 ? kernels::GeluBackward(a.hidden.data<bf16_t>(), dh, dh, n * hl, ctx.kernels)
+               : kernels::GeluBackward(a.hidden.data<float>(), dh, dh, n * hl, ctx.kernels));
   PSZERO_RETURN_IF_ERROR(fc_.Backward(ctx, params, dh, n, dln));
   PSZERO_RETURN_IF_ERROR(ln_.Backward(ctx, params, dln, n, dx));
   return kernels::Add(dx, dout, dx, n * d_, ctx.kernels);

@@ -1,8 +1,9 @@
 // Layers with explicit forward and backward, written against a ParamBuffer (their
 // parameters and gradients are views into its flat buffers) and TensorParallel (the
 // conjugate operators). Each layer saves what its backward needs in activation buffers
-// it owns (tracked as activations), sized for a fixed number of tokens; what a block needs
-// only while it runs (BlockScratch) is shared by all blocks of a model.
+// it owns (tracked as activations), sized for a fixed number of tokens, or under
+// --recompute full in one set all blocks share (BlockSaved); what a block needs only while
+// it runs (BlockScratch) is shared by all blocks of a model.
 //
 // Megatron-LM's split, on T TP ranks:
 //  * ColumnParallel Linear: weight [out/T, in] (rows of the T = 1 weight), bias [out/T];
@@ -30,10 +31,11 @@
 
 namespace pszero::model {
 
-// The fp32 buffers a transformer block uses only while its own forward or its own backward
-// runs, never from one to the other: nothing in them is read after the call that wrote it
-// returns. Blocks run one at a time, so one set, each buffer grown to the largest block's
-// need (never shrunk), serves all blocks of a model (ModelContext::block_scratch).
+// The buffers (fp32, but `probs`) a transformer block uses only while its own forward or
+// its own backward runs, never from one to the other: nothing in them is read after the
+// call that wrote it returns. Blocks run one at a time, so one set, each buffer grown to
+// the largest block's need (never shrunk), serves all blocks of a model
+// (ModelContext::block_scratch).
 struct BlockScratch {
   Tensor branch;  // [n, d]: the branch's output before the residual add (forward)
   Tensor dln;     // [n, d]: the gradient of the block's LayerNorm output (backward)
@@ -45,6 +47,53 @@ struct BlockScratch {
   // Attention: dqkv [n, 3d/T]; MLP: dhidden [n, hidden/T]. In bf16 forward, the QKV (fc)
   // GEMM's fp32 output before the bias add and the rounding into the kept bf16 copy.
   Tensor dwide;
+  // --recompute selective: the attention probabilities [batch, heads/T, seq, seq] (bf16 in
+  // bf16 mode), written by the forward for P·V and recomputed from q, k by the backward.
+  Tensor probs;
+};
+
+// Activation recompute (--recompute; Megatron-LM's --recompute-granularity, DeepSpeed's
+// activation checkpointing). Every option gives bit for bit the same results: the
+// recomputation runs the same kernels on the same inputs.
+//  * kNone: every block keeps what its backward reads.
+//  * kSelective: the attention probabilities (the [batch, heads, seq, seq] tensor) are not
+//    kept; the attention's backward recomputes them from the kept q and k (the scores GEMM
+//    and the softmax again, kernels::AttentionProbs) into BlockScratch::probs.
+//  * kFull: the model keeps each block's input (its residual stream) only; everything a
+//    block saves for backward is in one set shared by all blocks (ModelContext::
+//    block_saved), and the model re-runs block l's forward right before block l's
+//    backward (after the hooks' BeforeBackward, so ZeRO-3 has gathered its parameters).
+enum class Recompute : uint8_t { kNone, kSelective, kFull };
+
+// "none", "selective", "full" (the --recompute values); InvalidArgument otherwise.
+Result<Recompute> ParseRecompute(const std::string& name);
+const char* RecomputeName(Recompute r);
+
+// A LayerNorm's per-row statistics, kept from its forward for its backward.
+struct LayerNormStats {
+  Tensor mean;  // [n]
+  Tensor rstd;  // [n]
+};
+
+// What an AttentionBlock's forward keeps for its backward: GEMM inputs and qkv in bf16 in
+// bf16 mode (EnsureGemmInput); probs stays empty under --recompute selective.
+struct AttentionSaved {
+  LayerNormStats ln;
+  Tensor ln_out, qkv, probs, attn_out;
+};
+
+// What an MlpBlock's forward keeps for its backward (bf16 in bf16 mode but the
+// statistics). hidden is fc's output, GELU's input, which GELU's backward reads.
+struct MlpSaved {
+  LayerNormStats ln;
+  Tensor ln_out, hidden, act;
+};
+
+// --recompute full: one block's saved activations, shared by all blocks (each buffer sized
+// for the block that needs the most; the blocks of a model are alike).
+struct BlockSaved {
+  AttentionSaved attn;
+  MlpSaved mlp;
 };
 
 // What every layer of one rank runs with. Owned by the caller; outlives the layers.
@@ -68,6 +117,10 @@ struct ModelContext {
   // The blocks' fp32 scratch (BlockScratch). Model points this at one it owns; null: each
   // block keeps its own set.
   BlockScratch* block_scratch = nullptr;
+  Recompute recompute = Recompute::kNone;
+  // --recompute full: the one set of saved activations every block writes (Model points
+  // this at one it owns). Null: each block keeps its own.
+  BlockSaved* block_saved = nullptr;
 };
 
 // A fp32 activation buffer of n elements on the context's device; reallocated only when n
@@ -148,28 +201,32 @@ Status MatmulWeightBackward(const ModelContext& ctx, const float* dy, int64_t n,
                             const float* w, const bf16_t* w_bf16, int64_t in, const bf16_t* x_bf16,
                             const float* x, float* dw, float* dx, Tensor& dy_bf16);
 
+// Keeps its statistics in `stats` (a block's saved set), or in its own when null; the
+// backward reads those of the last forward (and the x of it, by pointer).
 class LayerNorm {
  public:
   Status Declare(ParamBuffer& params, const std::string& name, int64_t dim);
-  Status Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n, float* y);
+  Status Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n, float* y,
+                 LayerNormStats* stats = nullptr);
   // The same with y rounded to bf16 (statistics and arithmetic fp32).
-  Status Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n,
-                 bf16_t* y);
+  Status Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n, bf16_t* y,
+                 LayerNormStats* stats = nullptr);
   // dx may not alias dy.
   Status Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
                   float* dx);
 
  private:
   template <typename Y>
-  Status ForwardImpl(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n, Y* y);
+  Status ForwardImpl(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n, Y* y,
+                     LayerNormStats* stats);
 
   int gamma_ = -1;
   int beta_ = -1;
   int64_t dim_ = 0;
   const float* x_ = nullptr;
-  Tensor mean_;
-  Tensor rstd_;
-  Tensor gamma_f32_, beta_f32_;  // upcast (bf16-only storage)
+  LayerNormStats own_;
+  LayerNormStats* stats_ = nullptr;  // the last forward's `stats` (null: own_)
+  Tensor gamma_f32_, beta_f32_;      // upcast (bf16-only storage)
 };
 
 // out = x + RowParallel(attention(ColumnParallel_qkv(LN(x)))). x [batch*seq, d].
@@ -189,8 +246,7 @@ class AttentionBlock {
   int64_t d_ = 0;
   int64_t heads_ = 0;
   kernels::AttentionShape shape_;
-  // bf16 in bf16 mode (EnsureGemmInput).
-  Tensor ln_out_, qkv_out_, probs_, attn_out_;
+  AttentionSaved own_saved_;  // without the context's shared one (--recompute full)
   // Without the context's shared one: branch, dln, and the fp32 gradients of qkv (dwide),
   // the probabilities and the attention output. In bf16 mode each of the last three is also
   // the forward's fp32 scratch for the value it is the gradient of.
@@ -213,9 +269,7 @@ class MlpBlock {
   Linear proj_;
   int64_t d_ = 0;
   int64_t n_ = 0;
-  // bf16 in bf16 mode (EnsureGemmInput). hidden_ is fc's output, GELU's input, which
-  // GELU's backward reads.
-  Tensor ln_out_, hidden_, act_;
+  MlpSaved own_saved_;  // without the context's shared one (--recompute full)
   // Without the context's shared one: branch, dln and dhidden (dwide; in bf16 mode also the
   // forward's scratch for fc's fp32 output).
   BlockScratch own_;

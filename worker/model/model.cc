@@ -72,6 +72,7 @@ Model::Model(const ModelConfig& config, const ModelContext& ctx)
     : config_(config), ctx_(ctx), params_(ctx.tp->rank(), ctx.tp->size(), ctx.unit_align) {
   ctx_.grad_bf16_scratch = &grad_bf16_scratch_;
   ctx_.block_scratch = &block_scratch_;
+  ctx_.block_saved = ctx.recompute == Recompute::kFull ? &block_saved_ : nullptr;
 }
 
 Model::~Model() = default;

@@ -19,7 +19,11 @@
 // its output gradient into one scratch the model owns (ModelContext::grad_bf16_scratch),
 // and all blocks share one set of fp32 buffers for what each needs only while its own
 // forward or backward runs (ModelContext::block_scratch: branch outputs, activation
-// gradients, bf16 forward's fp32 intermediates). Not thread-safe.
+// gradients, bf16 forward's fp32 intermediates). With ModelContext::recompute full the
+// blocks also share one set of saved activations (ModelContext::block_saved): forward
+// keeps every block's input, and backward re-runs block l's forward from it (no hooks
+// called; after BeforeBackward(l)'s, so the parameters are there) before block l's
+// backward. Not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -64,10 +68,11 @@ class Model {
   virtual Status AfterInitialize(uint64_t /*seed*/) { return Status::Ok(); }
 
   ModelConfig config_;
-  ModelContext ctx_;  // its grad_bf16_scratch and block_scratch are the two below
+  ModelContext ctx_;  // its grad_bf16_scratch, block_scratch and block_saved are below
   ParamBuffer params_;
   Tensor grad_bf16_scratch_;    // bf16 mode: every layer's dy cast, one at a time
   BlockScratch block_scratch_;  // every block's fp32 scratch, one block at a time
+  BlockSaved block_saved_;      // --recompute full: every block's saved activations
 
  private:
   class GradScratch;

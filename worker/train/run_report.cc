@@ -95,6 +95,7 @@ nlohmann::json RunReport(const TrainFlags& flags, const model::ModelConfig& conf
                           {"seed", flags.seed},
                           {"precision", flags.precision},
                           {"device", flags.device},
+                          {"recompute", flags.recompute},
                           {"deterministic", flags.deterministic},
                           {"bucket_mb", flags.bucket_mb},
                           {"threads", flags.threads}}},

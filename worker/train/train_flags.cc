@@ -54,6 +54,10 @@ void AddTrainFlags(CLI::App& app, TrainFlags& f) {
   app.add_option("--precision", f.precision, "fp32, or bf16 compute with fp32 master weights")
       ->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_option("--device", f.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--recompute", f.recompute,
+                 "Activation recompute: none, selective (attention probabilities) or full "
+                 "(every block from its input); bit-identical results, less activation memory")
+      ->check(CLI::IsMember({"none", "selective", "full"}));
   app.add_option("--threads", f.threads, "Kernel threads per worker")->check(CLI::Range(1, 1024));
   app.add_option("--sync", f.sync, "Data-parallel sync mode: allreduce, zero1, zero2, zero3 or ps")
       ->check(CLI::IsMember({"allreduce", "zero1", "zero2", "zero3", "ps"}));
@@ -138,6 +142,7 @@ std::vector<std::string> TrainArgs(const TrainFlags& f) {
   if (!f.data.empty()) add("--data", f.data);
   add("--precision", f.precision);
   add("--device", f.device);
+  add("--recompute", f.recompute);
   add("--threads", std::to_string(f.threads));
   add("--sync", f.sync);
   char mb[32];

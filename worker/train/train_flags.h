@@ -31,6 +31,9 @@ struct TrainFlags {
   std::string data;
   std::string precision = "fp32";
   std::string device = "cpu";
+  // Activation recompute (model::Recompute): none, selective (the attention probabilities)
+  // or full (every block from its input); the same results, less activation memory.
+  std::string recompute = "none";
   int threads = 1;  // kernel threads per worker
   // How the D replicas stay in step (sync_strategy.h): allreduce, zero1, zero2, zero3, ps.
   std::string sync = "allreduce";

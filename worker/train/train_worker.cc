@@ -255,7 +255,9 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   LOG(INFO) << "training " << config.name << " (" << model::ParamCount(config) << " parameters, "
             << psi << " on TP rank " << tp.rank() << "/" << tp.size() << ") with --sync "
             << run->sync->name() << " over " << dp_size << " replicas for " << flags.steps
-            << " steps, " << flags.precision << (flags.deterministic ? ", deterministic" : "");
+            << " steps, " << flags.precision
+            << (flags.recompute != "none" ? ", --recompute " + flags.recompute : "")
+            << (flags.deterministic ? ", deterministic" : "");
 
   CheckpointContext ckpt;
   ckpt.flags = &flags;

@@ -28,6 +28,7 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
   ctx.tp = r->tp.get();
   ctx.tracker = tracker;
   ctx.bf16 = flags.precision == "bf16";
+  PSZERO_ASSIGN_OR_RETURN(ctx.recompute, model::ParseRecompute(flags.recompute));
   if (dp_comm != nullptr) {
     PSZERO_ASSIGN_OR_RETURN(SyncPlan plan, SyncPlanFor(flags.sync, dp_size));
     ctx.unit_align = plan.unit_align;

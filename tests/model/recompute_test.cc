@@ -1,0 +1,204 @@
+// Activation recompute (--recompute, ModelContext::recompute): selective and full give
+// bit for bit the losses and parameters of none, fp32 and bf16, T = 1 and T = 2 (ranks as
+// threads); the activation peak falls none > selective > full, by exactly the bytes each
+// option stops keeping; full re-runs a block only between the hooks' BeforeBackward and
+// GradientsReady (parameters detached outside the hook windows, as ZeRO-3 does), with the
+// hook sequence of none.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tests/model/model_test_util.h"
+#include "tests/worker/collective_test_util.h"
+
+namespace pszero::model {
+namespace {
+
+using testing::RunResult;
+
+constexpr Recompute kOptions[] = {Recompute::kNone, Recompute::kSelective, Recompute::kFull};
+
+// gpt-tiny's shape (4 layers, d 256, 4 heads, seq 128) with 2 sequences per step instead
+// of 8, to keep the test short; the recompute paths do not depend on the batch.
+ModelConfig TinyGpt() {
+  Result<ModelConfig> c = PresetConfig("gpt-tiny");
+  EXPECT_TRUE(c.ok());
+  c->batch = 2;
+  return *c;
+}
+
+bool SameBytes(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// Each TP rank's result of `steps` steps on T ranks (T = 1: in this thread).
+std::vector<RunResult> Train(const ModelConfig& c, int t, bool bf16, Recompute recompute,
+                             int steps) {
+  std::vector<RunResult> results(t);
+  if (t == 1) {
+    TensorParallel tp;
+    const Status s = testing::TrainSteps(c, &tp, bf16, steps, 7, "", &results[0], recompute);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return results;
+  }
+  testing::CommRanks ranks(t, collectives::CommunicatorOptions{});
+  testing::CommRanks::ExpectAllOk(ranks.Run([&](int r) {
+    TensorParallel tp(&ranks.comm(r));
+    return testing::TrainSteps(c, &tp, bf16, steps, 7, "", &results[r], recompute);
+  }));
+  return results;
+}
+
+class RecomputeTest : public ::testing::TestWithParam<std::tuple<int, bool>> {};
+
+TEST_P(RecomputeTest, BitIdenticalToNoneAndPeakFalls) {
+  const auto [t, bf16] = GetParam();
+  const ModelConfig c = TinyGpt();
+  std::vector<std::vector<RunResult>> runs;
+  for (Recompute r : kOptions) runs.push_back(Train(c, t, bf16, r, 2));
+  for (size_t o = 1; o < runs.size(); ++o) {
+    SCOPED_TRACE(RecomputeName(kOptions[o]));
+    for (int r = 0; r < t; ++r) {
+      ASSERT_EQ(runs[o][r].losses.size(), 2u);
+      EXPECT_TRUE(SameBytes(runs[o][r].losses, runs[0][r].losses)) << "rank " << r;
+      EXPECT_TRUE(SameBytes(runs[o][r].first_grads, runs[0][r].first_grads)) << "rank " << r;
+      EXPECT_TRUE(SameBytes(runs[o][r].gathered_params, runs[0][r].gathered_params))
+          << "rank " << r;
+      EXPECT_EQ(Sha256Hex(runs[o][r].gathered_params), Sha256Hex(runs[0][r].gathered_params));
+    }
+  }
+  // The run is not trivial: the first update changed the second step's loss.
+  EXPECT_NE(runs[0][0].losses[0], runs[0][0].losses[1]);
+
+  // Per TP rank (n tokens, d wide, h = heads/T, hidden 4d/T, e = 4 or 2 bytes of a kept
+  // GEMM input): the probabilities, e*b*h*s^2, and everything a block keeps but its input,
+  // 4*(n*d + 4*n) (the attention's output, the residual between the attention and the MLP;
+  // the two LayerNorms' statistics) + e*(2*n*d + 3*n*d/T + n*d/T + 2*n*hidden/T).
+  const int64_t n = c.batch * c.seq, d = c.d_model, hl = c.ffn_mult * d / t, dl = d / t;
+  const int64_t e = bf16 ? 2 : 4;
+  const int64_t probs = e * c.batch * (c.heads / t) * c.seq * c.seq;
+  const int64_t block = 4 * (n * d + 4 * n) + e * (2 * n * d + 4 * n * dl + 2 * n * hl) + probs;
+  for (int r = 0; r < t; ++r) {
+    const int64_t none = runs[0][r].activations_peak;
+    const int64_t selective = runs[1][r].activations_peak;
+    const int64_t full = runs[2][r].activations_peak;
+    EXPECT_LT(full, selective);
+    EXPECT_LT(selective, none);
+    // Selective keeps one layer's probabilities (in the block scratch) instead of L; full
+    // one block's saved set instead of L.
+    EXPECT_EQ(none - selective, (c.layers - 1) * probs) << "rank " << r;
+    EXPECT_EQ(none - full, (c.layers - 1) * block) << "rank " << r;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(TpAndPrecision, RecomputeTest,
+                         ::testing::Combine(::testing::Values(1, 2), ::testing::Bool()),
+                         [](const auto& info) {
+                           return "T" + std::to_string(std::get<0>(info.param)) +
+                                  (std::get<1>(info.param) ? "Bf16" : "Fp32");
+                         });
+
+// The MLP model under full recompute: the same bits, less memory.
+TEST(RecomputeMlpTest, FullIsBitIdenticalAndSmaller) {
+  const ModelConfig c = testing::SmallMlp();
+  for (bool bf16 : {false, true}) {
+    SCOPED_TRACE(bf16 ? "bf16" : "fp32");
+    const RunResult none = Train(c, 1, bf16, Recompute::kNone, 3)[0];
+    const RunResult full = Train(c, 1, bf16, Recompute::kFull, 3)[0];
+    EXPECT_TRUE(SameBytes(full.losses, none.losses));
+    EXPECT_TRUE(SameBytes(full.gathered_params, none.gathered_params));
+    EXPECT_LT(full.activations_peak, none.activations_peak);
+  }
+}
+
+// ZeRO-3's contract, played out with the hooks: a unit's parameters are attached only
+// from its BeforeForward / BeforeBackward to its ParamsDone / GradientsReady, so a block
+// recomputed anywhere else would read null parameters and fail. Records the sequence.
+class DetachingHooks : public LayerHooks {
+ public:
+  explicit DetachingHooks(ParamBuffer* params) : params_(params) {
+    for (const ParamUnit& u : params->units()) {
+      float* p = params->params().defined() ? params->params().data<float>() + u.begin : nullptr;
+      bf16_t* b = params->has_bf16() ? params->params_bf16().data<bf16_t>() + u.begin : nullptr;
+      storage_.emplace_back(p, b);
+    }
+    for (size_t u = 0; u < storage_.size(); ++u) Detach(static_cast<int>(u));
+  }
+  ~DetachingHooks() override {
+    for (size_t u = 0; u < storage_.size(); ++u) Attach(static_cast<int>(u));
+  }
+  Status BeforeForward(int unit) override { return Record('F', unit, true); }
+  Status BeforeBackward(int unit) override { return Record('B', unit, true); }
+  Status ParamsDone(int unit) override { return Record('D', unit, false); }
+  Status GradientsReady(int unit) override { return Record('G', unit, false); }
+
+  std::vector<std::pair<char, int>> events;
+
+ private:
+  Status Record(char what, int unit, bool attach) {
+    events.emplace_back(what, unit);
+    attach ? Attach(unit) : Detach(unit);
+    return Status::Ok();
+  }
+  void Attach(int u) { params_->AttachUnitParams(u, storage_[u].first, storage_[u].second); }
+  void Detach(int u) { params_->AttachUnitParams(u, nullptr, nullptr); }
+
+  ParamBuffer* params_;
+  std::vector<std::pair<float*, bf16_t*>> storage_;
+};
+
+TEST(RecomputeHooksTest, FullRecomputesInsideTheBackwardWindowWithTheSameHookSequence) {
+  ModelConfig c = testing::SmallGpt();
+  c.layers = 3;
+  for (bool bf16 : {false, true}) {
+    SCOPED_TRACE(bf16 ? "bf16" : "fp32");
+    std::vector<std::vector<std::pair<char, int>>> sequences;
+    std::vector<std::vector<float>> grads;
+    float loss[2] = {0, 0};
+    for (Recompute r : {Recompute::kNone, Recompute::kFull}) {
+      TensorParallel tp;
+      ModelContext ctx;
+      ctx.tp = &tp;
+      ctx.bf16 = bf16;
+      ctx.recompute = r;
+      auto m = Model::Create(c, ctx, 3);
+      ASSERT_TRUE(m.ok()) << m.status().ToString();
+      DataOptions dopt;
+      auto data = DataSource::Create(c, dopt);
+      ASSERT_TRUE(data.ok());
+      Batch batch;
+      ASSERT_TRUE((*data)->Next(0, &batch).ok());
+      ASSERT_TRUE((*m)->params().ZeroGrads().ok());
+      ParamBuffer& params = (*m)->params();
+      {
+        DetachingHooks hooks(&params);
+        auto l = (*m)->Forward(batch, &hooks);
+        ASSERT_TRUE(l.ok()) << l.status().ToString();
+        loss[sequences.size()] = *l;
+        const Status s = (*m)->Backward(&hooks);
+        ASSERT_TRUE(s.ok()) << s.ToString();
+        sequences.push_back(hooks.events);
+      }
+      const float* g = params.grads().data<float>();
+      grads.emplace_back(g, g + params.numel());
+    }
+    EXPECT_EQ(sequences[1], sequences[0]);
+    EXPECT_EQ(std::memcmp(&loss[0], &loss[1], sizeof(float)), 0);
+    EXPECT_TRUE(SameBytes(grads[1], grads[0]));
+  }
+}
+
+TEST(RecomputeFlagTest, ParseNamesTheFlag) {
+  EXPECT_EQ(*ParseRecompute("none"), Recompute::kNone);
+  EXPECT_EQ(*ParseRecompute("selective"), Recompute::kSelective);
+  EXPECT_EQ(*ParseRecompute("full"), Recompute::kFull);
+  const Result<Recompute> bad = ParseRecompute("bogus");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message().rfind("--recompute", 0), 0u) << bad.status().ToString();
+}
+
+}  // namespace
+}  // namespace pszero::model
