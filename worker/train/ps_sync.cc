@@ -197,6 +197,8 @@ Status PsSync::BeforeForward(int unit) {
 }
 
 Status PsSync::GradientsReady(int unit) {
+  // Earlier micro-batches of gradient accumulation only add into the gradient buffer.
+  if (!last_micro_batch()) return Status::Ok();
   const model::ParamUnit& u = params_->units()[static_cast<size_t>(unit)];
   if (staged()) PSZERO_RETURN_IF_ERROR(WaitForCompute("the gradients"));
   PSZERO_RETURN_IF_ERROR(PushGradients(u.begin, u.end));

@@ -64,7 +64,8 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
     o.timeout = dp_comm->options().timeout + std::chrono::milliseconds(10000);
     PSZERO_ASSIGN_OR_RETURN(r->sync, MakeSyncStrategy(flags.sync, &r->model->params(), o));
   }
-  r->trainer = std::make_unique<Trainer>(r->model.get(), r->data.get(), r->sync.get());
+  r->trainer =
+      std::make_unique<Trainer>(r->model.get(), r->data.get(), r->sync.get(), flags.grad_accum);
   return r;
 }
 
