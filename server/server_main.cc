@@ -103,6 +103,7 @@ Status Serve(const ServerFlags& f, RendezvousClient& client,
   config.consistency = o.consistency;
   config.staleness = o.staleness;
   config.optimizer = f.optimizer;
+  config.grad_accum = f.grad_accum;
   PSZERO_RETURN_IF_ERROR(
       client.Set(ps::ServerConfigKey(o.server_index), EncodeServerConfig(config)));
   LOG(INFO) << "ps server " << o.server_index << " of " << servers << ": " << f.consistency

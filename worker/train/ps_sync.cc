@@ -352,6 +352,13 @@ Result<std::unique_ptr<PsSync>> MakePsSync(model::ParamBuffer* params, const PsS
                                        std::to_string(s));
     }
     PSZERO_ASSIGN_OR_RETURN(ps::ServerConfig c, ps::ParseServerConfig(*text));
+    if (c.grad_accum != options.grad_accum) {
+      return Status::InvalidArgument(
+          "--grad-accum: the workers sum " + std::to_string(options.grad_accum) +
+          " micro-batches per push, ps server " + std::to_string(s) + " averages over " +
+          std::to_string(c.grad_accum) + " (start it with --grad-accum " +
+          std::to_string(options.grad_accum) + ")");
+    }
     if (s == 0) {
       config = c;
     } else if (c.slice_bytes != config.slice_bytes) {

@@ -111,6 +111,9 @@ struct PsSyncOptions {
   bool overlap_pulls_with_forward = false;   // see the header comment
   // The servers' mode (MakePsSync reads it from their published configuration).
   ps::Consistency consistency = ps::Consistency::kBsp;
+  // Micro-batches each push sums (--grad-accum); MakePsSync checks the servers average
+  // over as many.
+  int grad_accum = 1;
   // Steps done by the checkpoint that Restore will restore (the manifest's "step"); 0 when
   // not resuming.
   int64_t resume_step = 0;

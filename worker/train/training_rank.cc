@@ -50,6 +50,7 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
     PsSyncOptions o = ps->options;
     o.kernels = r->model->context().kernels;  // where the ParamBuffer lives
     o.tracker = tracker;
+    o.grad_accum = flags.grad_accum;
     PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<PsSync> s,
                             MakePsSync(&r->model->params(), o, ps->store));
     r->ps = s.get();
