@@ -84,12 +84,18 @@ pszero::Status CheckPsFlags(const CLI::App& app, const LaunchFlags& f,
   return Status::Ok();
 }
 
-std::vector<std::string> ServerArgs(const LaunchFlags& f) {
+// The servers also average over the workers' micro-batches (--grad-accum, when not 1).
+std::vector<std::string> ServerArgs(const LaunchFlags& f, const pszero::train::TrainFlags& train) {
   char mb[32];
   std::snprintf(mb, sizeof(mb), "%.17g", f.ps_slice_mb);
-  return {"--consistency", f.consistency,
-          "--staleness",   std::to_string(f.staleness),
-          "--ps-slice-mb", mb};
+  std::vector<std::string> args = {"--consistency", f.consistency,
+                                   "--staleness",   std::to_string(f.staleness),
+                                   "--ps-slice-mb", mb};
+  if (train.grad_accum != 1) {
+    args.push_back("--grad-accum");
+    args.push_back(std::to_string(train.grad_accum));
+  }
+  return args;
 }
 
 int Usage(const std::string& message) {
@@ -299,7 +305,7 @@ int main(int argc, char** argv) {
   options.join_timeout = milliseconds(f.join_timeout_ms);
   options.grace = milliseconds(f.grace_ms);
   options.worker_args = pszero::train::TrainArgs(train);
-  if (f.servers > 0) options.server_args = ServerArgs(f);
+  if (f.servers > 0) options.server_args = ServerArgs(f, train);
   options.bin_dir = f.bin_dir.empty() ? pszero::ExecutableDir() : f.bin_dir;
 
   // The token: --token-stdin (a node started over ssh), --token-file, $PSZERO_TOKEN, or

@@ -81,9 +81,11 @@ struct PsServerOptions {
   OptimizerKind optimizer = OptimizerKind::kAdamW;
   kernels::AdamWParams adamw;  // step and grad_scale are set by the server
   kernels::SgdParams sgd;      // grad_scale is set by the server
-  // Multiplies the aggregated gradient before the optimizer; 0 means 1/D (averaging).
+  // Multiplies the aggregated gradient before the optimizer; 0 means 1/(D·grad_accum)
+  // (averaging over the workers and the micro-batches each push sums).
   float grad_scale = 0.0f;
-  int threads = 1;  // kernel threads
+  int grad_accum = 1;  // the workers' --grad-accum
+  int threads = 1;     // kernel threads
   // Called after each update of a slice with its count of steps applied (bsp) or updates
   // (ssp/asp): a test hook (pszero-server's fault injection point "apply<N>"). Unset, the
   // update path does nothing more.

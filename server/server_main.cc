@@ -34,6 +34,7 @@ struct ServerFlags {
   float weight_decay = 0.01f;
   float momentum = 0.9f;
   int threads = 1;
+  int grad_accum = 1;
 };
 
 void AddServerFlags(CLI::App& app, ServerFlags& f) {
@@ -56,6 +57,10 @@ void AddServerFlags(CLI::App& app, ServerFlags& f) {
   app.add_option("--momentum", f.momentum, "SGD momentum")
       ->envname("PSZERO_MOMENTUM")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--grad-accum", f.grad_accum,
+                 "Micro-batches each worker sums into one push (the workers' --grad-accum): the "
+                 "update averages over D x K")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--ps-threads", f.threads, "Kernel threads of the optimizer")
       ->envname("PSZERO_PS_THREADS")
       ->check(CLI::Range(1, 256));
@@ -83,6 +88,7 @@ Status Serve(const ServerFlags& f, RendezvousClient& client,
   o.sgd.weight_decay = f.weight_decay;
   o.sgd.momentum = f.momentum;
   o.threads = f.threads;
+  o.grad_accum = f.grad_accum;
   if (std::getenv("PSZERO_FAULT_INJECT") != nullptr) {
     // Tests kill a server mid-training: fault point "apply<N>" when a slice's N-th update
     // is applied (only with the variable set: the update path stays as it is otherwise).
@@ -97,6 +103,7 @@ Status Serve(const ServerFlags& f, RendezvousClient& client,
   config.consistency = o.consistency;
   config.staleness = o.staleness;
   config.optimizer = f.optimizer;
+  config.grad_accum = f.grad_accum;
   PSZERO_RETURN_IF_ERROR(
       client.Set(ps::ServerConfigKey(o.server_index), EncodeServerConfig(config)));
   LOG(INFO) << "ps server " << o.server_index << " of " << servers << ": " << f.consistency

@@ -33,7 +33,8 @@ std::string ServerConfigKey(int server_index) {
 std::string EncodeServerConfig(const ServerConfig& c) {
   return "slice_bytes=" + std::to_string(c.slice_bytes) +
          " consistency=" + std::string(ConsistencyName(c.consistency)) +
-         " staleness=" + std::to_string(c.staleness) + " optimizer=" + c.optimizer;
+         " staleness=" + std::to_string(c.staleness) + " optimizer=" + c.optimizer +
+         (c.grad_accum != 1 ? " grad_accum=" + std::to_string(c.grad_accum) : std::string());
 }
 
 Result<ServerConfig> ParseServerConfig(std::string_view text) {
@@ -58,6 +59,8 @@ Result<ServerConfig> ParseServerConfig(std::string_view text) {
         c.staleness = std::stoi(value);
       } else if (key == "optimizer") {
         c.optimizer = value;
+      } else if (key == "grad_accum") {
+        c.grad_accum = std::stoi(value);
       }  // unknown keys: a newer server; ignored
     } catch (const std::exception&) {
       return Status::InvalidArgument("ps server config: bad value in '" + field + "'");

@@ -98,9 +98,11 @@ struct ServerConfig {
   Consistency consistency = Consistency::kBsp;
   int staleness = 0;
   std::string optimizer = "adamw";
+  int grad_accum = 1;  // micro-batches per push the update averages over (--grad-accum)
 };
 std::string ServerConfigKey(int server_index);
-// "slice_bytes=4194304 consistency=bsp staleness=0 optimizer=adamw"
+// "slice_bytes=4194304 consistency=bsp staleness=0 optimizer=adamw", then
+// " grad_accum=K" when K is not 1.
 std::string EncodeServerConfig(const ServerConfig& c);
 // InvalidArgument naming what is malformed.
 Result<ServerConfig> ParseServerConfig(std::string_view text);

@@ -172,10 +172,14 @@ int RunTrainBench(const TrainBenchFlags& f) {
   std::vector<double> sorted = step;
   std::sort(sorted.begin(), sorted.end());
   const double median = sorted[sorted.size() / 2];
-  const double flops = model::TrainFlopsPerStep(*config);
-  const double tokens = static_cast<double>(config->tokens_per_step());
+  // A step is --grad-accum micro-batches of the model's batch.
+  const double micro_batches = flags.grad_accum;
+  const double flops = model::TrainFlopsPerStep(*config) * micro_batches;
+  const double micro_tokens = static_cast<double>(config->tokens_per_step());
+  const double tokens = micro_tokens * micro_batches;
   const double gemm_time = *std::max_element(gemm.begin(), gemm.end());
-  const double gemm_flops = 2.0 * tokens * config->d_model * config->d_model * config->ffn_mult;
+  const double gemm_flops =
+      2.0 * micro_tokens * config->d_model * config->d_model * config->ffn_mult;
   const double gemm_gflops = gemm_flops / gemm_time * 1e-9;  // all T ranks together
   const double achieved = flops / median * 1e-9;
   nlohmann::json doc = {
@@ -187,7 +191,8 @@ int RunTrainBench(const TrainBenchFlags& f) {
       {"device", flags.device},
       {"recompute", flags.recompute},
       {"threads_per_rank", flags.threads},
-      {"tokens_per_step", config->tokens_per_step()},
+      {"grad_accum", flags.grad_accum},
+      {"tokens_per_step", config->tokens_per_step() * flags.grad_accum},
       {"flops_per_step", flops},
       {"step_seconds_median", median},
       {"step_seconds_min", sorted.front()},
@@ -307,6 +312,10 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
       return UsageError("--peer: torch has the presets mlp, gpt-tiny and gpt-small only");
     }
     if (flags.tp != 1) return UsageError("--peer: the PyTorch peer has no tensor parallelism");
+    if (flags.grad_accum != 1) {
+      return UsageError(
+          "--peer: the PyTorch peer runs without gradient accumulation (--grad-accum 1)");
+    }
     if (flags.precision != "fp32") return UsageError("--peer: the PyTorch peer runs fp32 only");
   }
   const std::string bin_dir = f.bin_dir.empty() ? ExecutableDir() : f.bin_dir;
@@ -528,6 +537,7 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
                           {"steps", flags.steps},
                           {"precision", flags.precision},
                           {"threads_per_worker", flags.threads},
+                          {"grad_accum", flags.grad_accum},
                           {"emulate_hosts", f.emulate_hosts},
                           {"link_gbit", f.link_gbit},
                           {"emulation", emulation},

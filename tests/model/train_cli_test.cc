@@ -1,8 +1,8 @@
 // pszero-launch and pszero-worker with training flags, as real processes on 127.0.0.1:
 // an end-to-end TP = 2 job whose printed losses equal an in-process T = 1 run (and whose
 // final_params_sha256 equals the in-process T = 2 run's), and flag
-// errors (bad --data, shapes that do not split, a bad --recompute) that exit 2 with one
-// line naming the flag.
+// errors (bad --data, shapes that do not split, a bad --recompute, --grad-accum 0) that
+// exit 2 with one line naming the flag.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -85,6 +85,21 @@ TEST(TrainCliTest, BadDataExitsTwoWithOneLine) {
     const auto rw = RunProcess(w);
     EXPECT_EQ(rw.exit_code, 2) << rw.out << rw.err;
     EXPECT_NE(rw.err.find("--data"), std::string::npos) << rw.err;
+  }
+}
+
+TEST(TrainCliTest, GradAccumZeroExitsTwoWithOneLine) {
+  for (const char* bad : {"0", "-1", "two"}) {
+    const auto r = RunProcess(Launch({"--workers", "1", "--grad-accum", bad}));
+    EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+    EXPECT_EQ(CountLines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("--grad-accum"), std::string::npos) << r.err;
+    std::vector<std::string> w = {BinaryPath("pszero-worker"), "--master-port", "1", "--grad-accum",
+                                  bad};
+    w.insert(w.end(), kCustom.begin(), kCustom.end());
+    const auto rw = RunProcess(w);
+    EXPECT_EQ(rw.exit_code, 2) << rw.out << rw.err;
+    EXPECT_NE(rw.err.find("--grad-accum"), std::string::npos) << rw.err;
   }
 }
 

@@ -612,6 +612,13 @@ TEST(PsSyncConfigTest, ServerConfigRoundTripsAndRejectsGarbage) {
   EXPECT_EQ(back->consistency, ps::Consistency::kSsp);
   EXPECT_EQ(back->staleness, 3);
   EXPECT_EQ(back->optimizer, "sgd");
+  EXPECT_EQ(back->grad_accum, 1);
+  // Without gradient accumulation the text is what it always was.
+  EXPECT_EQ(ps::EncodeServerConfig(c).find("grad_accum"), std::string::npos);
+  c.grad_accum = 4;
+  back = ps::ParseServerConfig(ps::EncodeServerConfig(c));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->grad_accum, 4);
   EXPECT_FALSE(ps::ParseServerConfig("consistency=bsp").ok());
   EXPECT_FALSE(ps::ParseServerConfig("slice_bytes=x").ok());
   EXPECT_FALSE(ps::ParseServerConfig("slice_bytes=4096 consistency=eventual").ok());
@@ -648,6 +655,16 @@ TEST(PsSyncConfigTest, MakePsSyncChecksServersAndTheirSliceSizes) {
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("ps server 2"), std::string::npos)
       << missing.status().ToString();
+
+  // Servers that average over another number of micro-batches than the workers sum.
+  c.grad_accum = 2;
+  ASSERT_TRUE(store.Set(ps::ServerConfigKey(0), ps::EncodeServerConfig(c)).ok());
+  o.num_servers = 1;
+  auto accum = train::MakePsSync(&b.params, o, &store);
+  ASSERT_FALSE(accum.ok());
+  EXPECT_EQ(accum.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(accum.status().message().find("--grad-accum"), std::string::npos)
+      << accum.status().ToString();
 }
 
 }  // namespace

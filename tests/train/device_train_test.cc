@@ -7,7 +7,9 @@
 //    with one sha256 on cuda (as on the host), and their losses — and ps's (1 server, bsp;
 //    its AdamW runs on the server's CPU, so its bits may differ from the GPU's AdamW in
 //    the last place) — track the host's;
-//  * pszero-launch --tp 2 on cuda tracks --tp 2 on the host.
+//  * pszero-launch --tp 2 on cuda tracks --tp 2 on the host;
+//  * --grad-accum 2 with --deterministic on cuda: allreduce = zero1 and zero2 = zero3 bit
+//    for bit (docs/sync.md, "Gradient accumulation"), every mode tracking the host.
 // On a machine with one GPU the workers share it, so their collectives take the staged
 // path (NCCL refuses two ranks on one GPU); with a GPU per worker they take NCCL.
 #include <gtest/gtest.h>
@@ -148,6 +150,30 @@ TEST_F(DeviceTrainTest, EveryModeOnCudaAgreesBitForBitAndTracksTheHost) {
   for (const std::string& sha : shas) EXPECT_EQ(sha, shas[0]);
 }
 
+TEST_F(DeviceTrainTest, GradAccumOnCudaKeepsTheFamiliesBitForBitAndTracksTheHost) {
+  const ProcessResult host =
+      Launch({"--workers", "2", "--sync", "allreduce", "--deterministic", "--grad-accum", "2"});
+  ASSERT_EQ(host.exit_code, 0) << host.err;
+  const std::vector<double> host_losses = Losses(host.out);
+  ASSERT_EQ(host_losses.size(), 4u) << host.out;
+  std::vector<std::string> shas;
+  for (const std::string mode : {"allreduce", "zero1", "zero2", "zero3"}) {
+    SCOPED_TRACE(mode);
+    const ProcessResult r = Launch({"--workers", "2", "--sync", mode, "--deterministic",
+                                    "--grad-accum", "2", "--device", "cuda"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    shas.push_back(PrintedSha(r.out));
+    ASSERT_FALSE(shas.back().empty()) << r.out;
+    const std::vector<double> losses = Losses(r.out);
+    ASSERT_EQ(losses.size(), host_losses.size()) << r.out;
+    for (size_t i = 0; i < losses.size(); ++i) {
+      EXPECT_NEAR(losses[i], host_losses[i], 1e-3 * std::abs(host_losses[i])) << "step " << i + 1;
+    }
+  }
+  EXPECT_EQ(shas[1], shas[0]) << "zero1 = allreduce";
+  EXPECT_EQ(shas[3], shas[2]) << "zero3 = zero2";
+}
+
 TEST_F(DeviceTrainTest, TensorParallelOnCudaTracksTheHost) {
   const ProcessResult host = Launch({"--workers", "2", "--tp", "2"});
   ASSERT_EQ(host.exit_code, 0) << host.err;
@@ -172,6 +198,7 @@ TEST_F(DeviceTrainTest, NcclBetweenWorkersSharingTheGpuTracksTheHost) {
   const std::vector<Job> jobs = {
       {{"--workers", "2", "--sync", "allreduce"}, "dp"},
       {{"--workers", "2", "--sync", "zero2"}, "dp"},
+      {{"--workers", "2", "--sync", "zero2", "--grad-accum", "2"}, "dp"},
       {{"--workers", "2", "--sync", "zero3"}, "dp"},
       {{"--workers", "2", "--tp", "2"}, "tp"},
   };

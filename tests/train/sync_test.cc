@@ -8,7 +8,11 @@
 //    precision: 16Ψ, 4Ψ+12Ψ/D, 2Ψ+14Ψ/D, 16Ψ/D);
 //  * bytes per step per rank within 1% of 2Ψ(D-1)/D (3Ψ(D-1)/D for zero3) elements;
 //  * bf16: every mode bit for bit equal to allreduce with --deterministic;
-//  * zero3 never holds more than two units' gathered parameters.
+//  * zero3 never holds more than two units' gathered parameters;
+//  * gradient accumulation (--grad-accum K): K = 2 of batch b equals K = 1 of batch 2b
+//    (single replica, allreduce, zero2); under --deterministic allreduce = zero1 and
+//    zero2 = zero3 bit for bit, the two families within tolerance; bytes per step per rank
+//    equal the theory with K (2Ψ(D-1)/D, zero2 (K+1)Ψ(D-1)/D, zero3 3KΨ(D-1)/D).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -58,8 +62,10 @@ Status RunRank(const model::ModelConfig& config, const TrainFlags& flags, int ra
   PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<collectives::Communicator> dp,
                           dp_world->Split(tp_rank, replica));
   MemoryTracker tracker;
+  // "single": one replica without a data-parallel group (SingleReplicaSync).
+  collectives::Communicator* group = flags.sync == "single" ? nullptr : dp.get();
   PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<TrainingRank> run,
-                          BuildTrainingRank(config, flags, tp.get(), dp.get(), &tracker));
+                          BuildTrainingRank(config, flags, tp.get(), group, &tracker));
   model::ParamBuffer& params = run->model->params();
   for (const model::ParamView& v : params.views()) out->psi += v.numel;
   for (const model::ParamUnit& u : params.units()) {
@@ -272,6 +278,117 @@ TEST(SyncPlanTest, FormulasOfThePaper) {
   EXPECT_FALSE(SyncPlanFor("zero2", 2)->storage.grads_resident);
   EXPECT_TRUE(SyncPlanFor("zero2", 2)->storage.params_resident);
   EXPECT_EQ(SyncPlanFor("zero1", 4)->unit_align, 64);
+}
+
+// ||a - b|| / ||b|| below `relative` for every rank's parameters against `ref`'s rank 0,
+// and max |a - b| below `absolute` (default 5% of one AdamW step: with lr 1e-3, an element
+// whose gradient is near 0 moves by up to lr in a direction its rounding decides).
+void ExpectClose(const std::vector<RankOutcome>& got, const std::vector<RankOutcome>& ref,
+                 double relative, double absolute = 5e-5) {
+  ASSERT_FALSE(ref.empty());
+  ASSERT_FALSE(ref[0].full.empty());
+  for (size_t r = 0; r < got.size(); ++r) {
+    ASSERT_EQ(got[r].full.size(), ref[0].full.size()) << "rank " << r;
+    EXPECT_LT(testing::RelativeError(got[r].full, ref[0].full), relative) << "rank " << r;
+    double worst = 0.0;
+    for (size_t i = 0; i < got[r].full.size(); ++i) {
+      worst = std::max(worst, std::fabs(static_cast<double>(got[r].full[i]) - ref[0].full[i]));
+    }
+    EXPECT_LT(worst, absolute) << "rank " << r;
+  }
+}
+
+TrainFlags AccumFlags(const std::string& sync, int grad_accum, bool deterministic,
+                      const std::string& precision = "fp32", double bucket_mb = 0.01) {
+  TrainFlags f = Flags(sync, /*tp=*/1, deterministic, bucket_mb, precision);
+  f.grad_accum = grad_accum;
+  return f;
+}
+
+// The tests' GPT with `batch` sequences per micro-batch.
+model::ModelConfig AccumGpt(int64_t batch) {
+  model::ModelConfig c = TestGpt();
+  c.batch = batch;
+  return c;
+}
+
+// Two micro-batches of b sequences see the samples of one batch of 2b and average their
+// gradients: the parameters agree to fp32 rounding (the sums run in another order).
+TEST(GradAccumTest, TwoMicroBatchesEqualOneBatchOfTwiceTheSize) {
+  const struct {
+    const char* mode;
+    int dp;
+  } cases[] = {{"single", 1}, {"allreduce", 2}, {"zero2", 2}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(c.mode) + " D=" + std::to_string(c.dp));
+    const std::vector<RankOutcome> big = RunJob(AccumGpt(2), AccumFlags(c.mode, 1, false), c.dp);
+    const std::vector<RankOutcome> accum = RunJob(AccumGpt(1), AccumFlags(c.mode, 2, false), c.dp);
+    ExpectClose(accum, big, 1e-5);
+    for (size_t s = 0; s < big[0].losses.size(); ++s) {
+      EXPECT_NEAR(accum[0].losses[s], big[0].losses[s], 1e-5 * std::fabs(big[0].losses[s]));
+    }
+    // Not the same as one micro-batch of b alone: the second one counts.
+    const std::vector<RankOutcome> small = RunJob(AccumGpt(1), AccumFlags(c.mode, 1, false), c.dp);
+    EXPECT_GT(testing::RelativeError(small[0].full, big[0].full), 1e-4);
+  }
+}
+
+// Under --deterministic: allreduce and zero1 reduce each rank's accumulated sum once
+// (Σ_ranks Σ_micro), zero2 and zero3 add up reduced micro-batches (Σ_micro Σ_ranks). Each
+// family agrees bit for bit; the two within fp32 rounding (bf16: within bf16 rounding).
+TEST(GradAccumTest, DeterministicFamiliesAgreeBitForBit) {
+  for (const char* precision : {"fp32", "bf16"}) {
+    SCOPED_TRACE(precision);
+    const model::ModelConfig config = AccumGpt(1);
+    const std::vector<RankOutcome> allreduce =
+        RunJob(config, AccumFlags("allreduce", 2, true, precision), 2);
+    const std::vector<RankOutcome> zero1 =
+        RunJob(config, AccumFlags("zero1", 2, true, precision), 2);
+    const std::vector<RankOutcome> zero2 =
+        RunJob(config, AccumFlags("zero2", 2, true, precision), 2);
+    const std::vector<RankOutcome> zero3 =
+        RunJob(config, AccumFlags("zero3", 2, true, precision), 2);
+    ASSERT_FALSE(allreduce[0].full.empty());
+    for (size_t r = 0; r < 2; ++r) {
+      EXPECT_EQ(zero1[r].full, allreduce[0].full) << "zero1 rank " << r;
+      EXPECT_EQ(zero1[r].losses, allreduce[0].losses) << "zero1 rank " << r;
+      EXPECT_EQ(zero3[r].full, zero2[0].full) << "zero3 rank " << r;
+      EXPECT_EQ(zero3[r].losses, zero2[0].losses) << "zero3 rank " << r;
+    }
+    if (std::string(precision) == "bf16") {
+      // bf16 gradients rounded in another order: the norm within 1e-3; an element near a
+      // zero gradient may move the other way, by at most 2·lr per step (3 steps).
+      ExpectClose(zero2, allreduce, 1e-3, 6e-3);
+    } else {
+      ExpectClose(zero2, allreduce, 1e-5);
+    }
+  }
+}
+
+TEST(GradAccumTest, BytesPerStepMatchTheTheoryWithMicroBatches) {
+  const model::ModelConfig config = AccumGpt(1);
+  const int k = 2;
+  for (const char* mode : kModes) {
+    SCOPED_TRACE(mode);
+    // One bucket above the small-message size: the ring algorithms (see above).
+    const std::vector<RankOutcome> got =
+        RunJob(config, AccumFlags(mode, k, false, "fp32", /*bucket_mb=*/1.0), 2);
+    for (const RankOutcome& r : got) {
+      ASSERT_GT(r.psi, 0);
+      const double theory = TheoryElementsPerStep(mode, r.psi, 2, k) * 4.0;
+      EXPECT_NEAR(r.last_step.sent / theory, 1.0, 0.01);
+      EXPECT_EQ(r.last_step.received, r.last_step.sent);
+      // Accumulation adds no model state: the ZeRO formulas hold as they are.
+      const ModelStateBytes want = PredictModelState(mode, r.psi, 2, false);
+      EXPECT_NEAR(static_cast<double>(r.model_state_peak) / want.total(), 1.0, 0.05);
+    }
+  }
+  const int64_t psi = 1000 * 64;
+  EXPECT_DOUBLE_EQ(TheoryElementsPerStep("allreduce", psi, 4, 3), 2.0 * psi * 3 / 4);
+  EXPECT_DOUBLE_EQ(TheoryElementsPerStep("zero1", psi, 4, 3), 2.0 * psi * 3 / 4);
+  EXPECT_DOUBLE_EQ(TheoryElementsPerStep("zero2", psi, 4, 3), 4.0 * psi * 3 / 4);
+  EXPECT_DOUBLE_EQ(TheoryElementsPerStep("zero3", psi, 4, 3), 9.0 * psi * 3 / 4);
+  EXPECT_DOUBLE_EQ(TheoryElementsPerStep("ps", psi, 4, 3), 1.0 * psi);
 }
 
 }  // namespace

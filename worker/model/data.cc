@@ -67,15 +67,16 @@ Result<std::unique_ptr<DataSource>> DataSource::Create(const ModelConfig& config
   return d;
 }
 
-Status DataSource::Next(int64_t step, Batch* batch) const {
+Status DataSource::Next(int64_t step, int64_t micro, Batch* batch) const {
   const ModelConfig& c = config_;
   const uint64_t key = Mix(Mix(Mix(options_.seed) ^ static_cast<uint64_t>(step)) ^
                            static_cast<uint64_t>(options_.dp_rank));
   if (c.kind == ModelKind::kMlp) {
     const ParamSpec spec{"mlp.input", {c.batch, c.d_model}, -1, 1, ParamInit::kNormal, 1.0f};
+    const int64_t first = micro * c.batch * c.d_model;
     batch->inputs.resize(c.batch * c.d_model);
     for (size_t i = 0; i < batch->inputs.size(); ++i) {
-      batch->inputs[i] = InitialValue(key, spec, static_cast<int64_t>(i));
+      batch->inputs[i] = InitialValue(key, spec, first + static_cast<int64_t>(i));
     }
     return Status::Ok();
   }
@@ -83,7 +84,8 @@ Status DataSource::Next(int64_t step, Batch* batch) const {
   batch->tokens.resize(c.batch * c.seq);
   batch->targets.resize(c.batch * c.seq);
   for (int64_t b = 0; b < c.batch; ++b) {
-    const int64_t start = static_cast<int64_t>(Mix(key + b) % static_cast<uint64_t>(part));
+    const auto row = static_cast<uint64_t>(micro * c.batch + b);
+    const int64_t start = static_cast<int64_t>(Mix(key + row) % static_cast<uint64_t>(part));
     for (int64_t j = 0; j < c.seq; ++j) {
       const int64_t at = part_begin_ + (start + j) % part;
       const int64_t next = part_begin_ + (start + j + 1) % part;

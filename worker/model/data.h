@@ -6,7 +6,12 @@
 // bytes cyclically within the part (so short files repeat), tokens = bytes % vocab; the
 // targets are the inputs shifted by one. MLP: inputs [batch, d] ~ N(0, 1) drawn from
 // (seed, s, r). The order is a function of the seed only; the global batch is the
-// per-replica batch times D. Not thread-safe.
+// per-replica batch times D (times K with gradient accumulation).
+//
+// Gradient accumulation (--grad-accum K): micro-batch m of step s is rows m·batch ..
+// (m+1)·batch−1 of that step's stream (GPT: row index m·batch + b; MLP: element index
+// offset by m·batch·d), so K micro-batches of `batch` see exactly the samples of one batch
+// of K·batch, and micro-batch 0 is the batch of K = 1. Not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -34,8 +39,10 @@ class DataSource {
   static Result<std::unique_ptr<DataSource>> Create(const ModelConfig& config,
                                                     const DataOptions& options);
 
-  // The batch of step `step` (0-based) for this rank.
-  Status Next(int64_t step, Batch* batch) const;
+  // The batch of step `step` (0-based) for this rank: micro-batch `micro` (0-based) of
+  // that step when it accumulates gradients over several.
+  Status Next(int64_t step, Batch* batch) const { return Next(step, 0, batch); }
+  Status Next(int64_t step, int64_t micro, Batch* batch) const;
   int64_t part_bytes() const { return part_end_ - part_begin_; }
 
  private:

@@ -5,11 +5,13 @@
 //    (ZeRO-3 gathers them here).
 //  * ParamsDone(u): unit u's parameters are not read again until its next
 //    BeforeForward / BeforeBackward (ZeRO-3 may release them).
-//  * GradientsReady(u): unit u's gradients are final for this step (a DDP bucket or a
-//    ZeRO-2 reduce-scatter can start while backward goes on); its parameters are done.
+//  * GradientsReady(u): unit u's gradients are final for this backward pass (a DDP bucket
+//    or a ZeRO-2 reduce-scatter can start while backward goes on); its parameters are
+//    done. With gradient accumulation a step has several passes (SyncStrategy says which
+//    is the last).
 //
-// The order of these calls is the same in every step and on every rank of a group
-// (ZeRO-3 records it in the first step to know which unit to prefetch next).
+// The order of these calls is the same in every forward/backward pass and on every rank
+// of a group (ZeRO-3 records it in the first pass to know which unit to prefetch next).
 //
 // GPT: units are embed (wte, wpe), h.0 .. h.{L-1}, ln_f. The tied output head reads wte
 // at the end of forward and at the start of backward, so embed is used twice in forward

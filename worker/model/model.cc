@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "kernels/cast.h"
+#include "kernels/reduce.h"
 #include "worker/model/gpt.h"
 
 namespace pszero::model {
@@ -15,7 +16,10 @@ class Model::GradScratch final : public LayerHooks {
  public:
   GradScratch(ParamBuffer* params, const ModelContext& ctx)
       : params_(params), ctx_(ctx), open_(params->units().size()) {}
-  void set_inner(LayerHooks* inner) { inner_ = inner; }
+  void set_inner(LayerHooks* inner, bool accumulate) {
+    inner_ = inner;
+    accumulate_ = accumulate;
+  }
 
   Status BeforeForward(int unit) override {
     return inner_ == nullptr ? Status::Ok() : inner_->BeforeForward(unit);
@@ -52,8 +56,13 @@ class Model::GradScratch final : public LayerHooks {
                               ": no bf16 gradient storage attached");
     }
     const ParamUnit& u = params_->units()[unit];
-    PSZERO_RETURN_IF_ERROR(kernels::Cast(open_[unit].data(), DType::kFloat32, out, DType::kBFloat16,
-                                         u.end - u.begin, ctx_.kernels));
+    if (accumulate_) {
+      PSZERO_RETURN_IF_ERROR(kernels::Accumulate(open_[unit].data(), DType::kFloat32, out,
+                                                 DType::kBFloat16, u.end - u.begin, ctx_.kernels));
+    } else {
+      PSZERO_RETURN_IF_ERROR(kernels::Cast(open_[unit].data(), DType::kFloat32, out,
+                                           DType::kBFloat16, u.end - u.begin, ctx_.kernels));
+    }
     params_->AttachUnitGrads(unit, nullptr);
     spare_.push_back(std::move(open_[unit]));
     open_[unit] = Tensor();
@@ -64,6 +73,7 @@ class Model::GradScratch final : public LayerHooks {
   ParamBuffer* params_;
   const ModelContext& ctx_;
   LayerHooks* inner_ = nullptr;
+  bool accumulate_ = false;   // add into the bf16 gradients (a later micro-batch)
   std::vector<Tensor> open_;  // per unit, while its backward runs
   std::vector<Tensor> spare_;
 };
@@ -77,10 +87,10 @@ Model::Model(const ModelConfig& config, const ModelContext& ctx)
 
 Model::~Model() = default;
 
-Status Model::Backward(LayerHooks* hooks) {
+Status Model::Backward(LayerHooks* hooks, bool accumulate) {
   if (!params_.bf16_only()) return RunBackward(hooks);
   if (grad_scratch_ == nullptr) grad_scratch_ = std::make_unique<GradScratch>(&params_, ctx_);
-  grad_scratch_->set_inner(hooks);
+  grad_scratch_->set_inner(hooks, accumulate);
   return RunBackward(grad_scratch_.get());
 }
 

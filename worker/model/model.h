@@ -57,9 +57,10 @@ class Model {
 
   // The mean loss of the batch (identical on every TP rank). `hooks` may be null.
   virtual Result<float> Forward(const Batch& batch, LayerHooks* hooks) = 0;
-  // d(loss)/d(params), accumulated into the gradient buffer (bf16-only storage: written,
-  // through the fp32 scratch).
-  Status Backward(LayerHooks* hooks);
+  // d(loss)/d(params), accumulated into the gradient buffer. bf16-only storage: each
+  // unit's fp32 scratch is cast into its bf16 gradients (written), or, `accumulate` (a
+  // later micro-batch of gradient accumulation), added to them in fp32 and rounded once.
+  Status Backward(LayerHooks* hooks, bool accumulate = false);
 
  protected:
   Model(const ModelConfig& config, const ModelContext& ctx);

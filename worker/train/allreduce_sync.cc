@@ -20,6 +20,8 @@ Result<std::unique_ptr<AllReduceSync>> AllReduceSync::Create(model::ParamBuffer*
 AllReduceSync::~AllReduceSync() { (void)Synchronize(); }
 
 Status AllReduceSync::GradientsReady(int unit) {
+  // Earlier micro-batches only add into the gradient buffer (DDP's no_sync()).
+  if (!last_micro_batch()) return Status::Ok();
   const int b = bucket_of_unit_[unit];
   if (--pending_units_[b] > 0) return Status::Ok();
   const Bucket& bucket = buckets_[b];

@@ -5,6 +5,7 @@
 #include "common/trace.h"
 #include "kernels/cast.h"
 #include "kernels/optimizer.h"
+#include "kernels/reduce.h"
 
 namespace pszero::train {
 
@@ -108,11 +109,15 @@ ModelStateBytes PredictModelState(std::string_view mode, int64_t psi, int dp_siz
   return b;
 }
 
-double TheoryElementsPerStep(std::string_view mode, int64_t psi, int dp_size) {
+double TheoryElementsPerStep(std::string_view mode, int64_t psi, int dp_size, int micro_batches) {
   if (mode == "ps") return static_cast<double>(psi);  // push Ψ (and pull Ψ back)
   if (mode == "single" || dp_size <= 1) return 0.0;
   const double frac = static_cast<double>(dp_size - 1) / dp_size;
-  return (mode == "zero3" ? 3.0 : 2.0) * static_cast<double>(psi) * frac;
+  const double k = std::max(micro_batches, 1);
+  // zero2 reduce-scatters every micro-batch, zero3 also gathers for every one; the others
+  // exchange the accumulated gradients once.
+  const double times = mode == "zero3" ? 3.0 * k : mode == "zero2" ? k + 1.0 : 2.0;
+  return times * static_cast<double>(psi) * frac;
 }
 
 int64_t TrafficElementBytes(std::string_view mode, bool bf16) {
@@ -177,6 +182,46 @@ collectives::Work DataParallelSync::Enqueue(std::string name, std::function<Stat
   return stream_.Enqueue(std::move(name), std::move(fn));
 }
 
+collectives::Work DataParallelSync::EnqueueReduceScatter(std::string name, Tensor all, Tensor mine,
+                                                         std::function<void()> done) {
+  collectives::Communicator* group = options_.group;
+  if (first_micro_batch()) {
+    return Enqueue(std::move(name), [group, all, mine, done]() mutable {
+      Status s = group->ReduceScatter(all, mine, collectives::ReduceOp::kSum);
+      done();
+      return s;
+    });
+  }
+  if (piece_pool_ == nullptr) {
+    int64_t largest = 0;
+    for (const Bucket& b : buckets_) largest = std::max(largest, piece(b));
+    piece_pool_ = std::make_unique<BufferPool>(MemoryCategory::kCommBuffers, options_.tracker, 1,
+                                               grad_dtype(), device(), largest);
+  }
+  BufferPool* pool = piece_pool_.get();
+  // On the stream's thread: the host kernels run there single-threaded (the sum's bits do
+  // not depend on the thread count); a device's run on the compute stream and are waited
+  // for before the buffer goes back to the pool.
+  const kernels::KernelContext k =
+      device() == Device::kHost ? kernels::KernelContext::Host(1) : options_.kernels;
+  return Enqueue(std::move(name) + " (accumulate)", [group, all, mine, done, pool, k]() mutable {
+    Result<Tensor> buffer = pool->Acquire(mine.numel(), /*zero=*/false);
+    if (!buffer.ok()) {
+      done();
+      return buffer.status();
+    }
+    Tensor out = Elements(buffer->data(), mine.dtype(), 0, mine.numel(), mine.device());
+    Status s = group->ReduceScatter(all, out, collectives::ReduceOp::kSum);
+    done();
+    if (s.ok()) {
+      s = kernels::Accumulate(out.data(), out.dtype(), mine.data(), mine.dtype(), mine.numel(), k);
+    }
+    if (s.ok()) s = kernels::Fence(k);
+    pool->Release(std::move(buffer).value());
+    return s;
+  });
+}
+
 Status DataParallelSync::Synchronize() {
   TraceScope scope("wait sync stream", "wait");
   return stream_.Synchronize(options_.timeout);
@@ -189,7 +234,8 @@ Status DataParallelSync::Update(int64_t step, float* param, const void* grad, fl
   TraceScope scope("optimizer", "compute");
   kernels::AdamWParams hp = options_.optimizer.adamw;
   hp.step = step;
-  hp.grad_scale = 1.0f / static_cast<float>(size());
+  // The mean over the group and the step's micro-batches (1/D when K = 1, as before).
+  hp.grad_scale = 1.0f / static_cast<float>(size() * micro_batches());
   return kernels::AdamW(hp, param, grad, grad_dtype(), m, v, param_bf16, n, options_.kernels);
 }
 

@@ -118,8 +118,10 @@ struct ModelStateBytes {
 };
 ModelStateBytes PredictModelState(std::string_view mode, int64_t psi, int dp_size, bool bf16);
 // Elements each rank sends per step by the paper: 2Ψ(D-1)/D, or 3Ψ(D-1)/D for zero3; ps
-// pushes Ψ (and pulls Ψ).
-double TheoryElementsPerStep(std::string_view mode, int64_t psi, int dp_size);
+// pushes Ψ (and pulls Ψ). With K micro-batches per step (gradient accumulation):
+// allreduce, zero1 and ps unchanged, zero2 (K+1)Ψ(D-1)/D, zero3 3KΨ(D-1)/D.
+double TheoryElementsPerStep(std::string_view mode, int64_t psi, int dp_size,
+                             int micro_batches = 1);
 // Bytes per element of that traffic: 2 in bf16 (bf16 gradients and parameters, ps pushes
 // and pulls included), else 4; a lone replica ("single") counts 4.
 int64_t TrafficElementBytes(std::string_view mode, bool bf16);
@@ -178,7 +180,7 @@ class DataParallelSync : public SyncStrategy {
   // Waits for everything queued.
   Status Synchronize();
   Status Wait(const collectives::Work& work);
-  // Fused AdamW over n elements with grad_scale 1/D; gradients of grad_dtype().
+  // Fused AdamW over n elements with grad_scale 1/(D·K); gradients of grad_dtype().
   Status Update(int64_t step, float* param, const void* grad, float* m, float* v,
                 bf16_t* param_bf16, int64_t n);
   // zero1 / zero2 Step: updates the owned piece of every bucket from `grads` (the piece's
@@ -199,6 +201,13 @@ class DataParallelSync : public SyncStrategy {
   Result<std::vector<float>> LocalFromShard(const Tensor& shard);
   // Counts the step's traffic; call at the end of Step.
   void EndStepTraffic();
+  // zero2 / zero3: queues the reduce-scatter of a gradient bucket `all` into this rank's
+  // piece `mine` of the gradient shard, then runs `done` (which frees `all`). On a step's
+  // first micro-batch the result is written into `mine`; on later ones (gradient
+  // accumulation) it lands in a buffer of the piece pool and is added into `mine` (fp32
+  // arithmetic, rounded once), so the shard holds the sum over the micro-batches.
+  collectives::Work EnqueueReduceScatter(std::string name, Tensor all, Tensor mine,
+                                         std::function<void()> done);
   // Waits for the kernels enqueued so far (the compute stream; nothing on the host).
   Status Fence() const { return kernels::Fence(options_.kernels); }
   Device device() const { return options_.kernels.device; }
@@ -216,6 +225,9 @@ class DataParallelSync : public SyncStrategy {
 
  private:
   collectives::CollectiveStream stream_;
+  // One bucket piece at a time: a later micro-batch's reduce-scatter result (made on first
+  // use; comm_buffers).
+  std::unique_ptr<BufferPool> piece_pool_;
   SyncTraffic Counters() const;
   SyncTraffic Excluded() const;
 

@@ -197,6 +197,8 @@ Status PsSync::BeforeForward(int unit) {
 }
 
 Status PsSync::GradientsReady(int unit) {
+  // Earlier micro-batches of gradient accumulation only add into the gradient buffer.
+  if (!last_micro_batch()) return Status::Ok();
   const model::ParamUnit& u = params_->units()[static_cast<size_t>(unit)];
   if (staged()) PSZERO_RETURN_IF_ERROR(WaitForCompute("the gradients"));
   PSZERO_RETURN_IF_ERROR(PushGradients(u.begin, u.end));
@@ -350,6 +352,13 @@ Result<std::unique_ptr<PsSync>> MakePsSync(model::ParamBuffer* params, const PsS
                                        std::to_string(s));
     }
     PSZERO_ASSIGN_OR_RETURN(ps::ServerConfig c, ps::ParseServerConfig(*text));
+    if (c.grad_accum != options.grad_accum) {
+      return Status::InvalidArgument(
+          "--grad-accum: the workers sum " + std::to_string(options.grad_accum) +
+          " micro-batches per push, ps server " + std::to_string(s) + " averages over " +
+          std::to_string(c.grad_accum) + " (start it with --grad-accum " +
+          std::to_string(options.grad_accum) + ")");
+    }
     if (s == 0) {
       config = c;
     } else if (c.slice_bytes != config.slice_bytes) {

@@ -22,6 +22,10 @@
 //                      each unit's pull overlaps the forward of the units before it; then
 //                      call Flush() before reading the parameters outside a step).
 //
+// Gradient accumulation (K micro-batches per step, SyncStrategy::BeginMicroBatch): the
+// gradients add up in the buffer and only the last micro-batch's GradientsReady pushes;
+// the servers average over D·K (PsServerOptions::grad_accum); one clock per step.
+//
 // Initial parameters: DP worker 0 sends its (seed-initialized) parameters as the servers'
 // initial values; every worker then pulls them all (docs/ps.md).
 //
@@ -107,6 +111,9 @@ struct PsSyncOptions {
   bool overlap_pulls_with_forward = false;   // see the header comment
   // The servers' mode (MakePsSync reads it from their published configuration).
   ps::Consistency consistency = ps::Consistency::kBsp;
+  // Micro-batches each push sums (--grad-accum); MakePsSync checks the servers average
+  // over as many.
+  int grad_accum = 1;
   // Steps done by the checkpoint that Restore will restore (the manifest's "step"); 0 when
   // not resuming.
   int64_t resume_step = 0;

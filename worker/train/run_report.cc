@@ -35,7 +35,7 @@ nlohmann::json RankReport(const TrainFlags& flags, const RankFacts& f,
   const int64_t measured = tracker.Usage(MemoryCategory::kParams, device).peak_bytes +
                            tracker.Usage(MemoryCategory::kGrads, device).peak_bytes +
                            tracker.Usage(MemoryCategory::kOptimizer, device).peak_bytes;
-  const double theory = TheoryElementsPerStep(flags.sync, f.psi, f.dp_size) *
+  const double theory = TheoryElementsPerStep(flags.sync, f.psi, f.dp_size, flags.grad_accum) *
                         static_cast<double>(TrafficElementBytes(flags.sync, bf16));
   auto ratio = [](double a, double b) { return b > 0 ? nlohmann::json(a / b) : nlohmann::json(); };
   return {
@@ -68,7 +68,8 @@ nlohmann::json RunReport(const TrainFlags& flags, const model::ModelConfig& conf
                          const std::vector<StepRecord>& steps, const std::string& sha256,
                          std::vector<nlohmann::json> ranks, nlohmann::json server_stats) {
   const int dp = workers / std::max(flags.tp, 1);
-  const int64_t tokens = config.tokens_per_step() * dp;
+  // Every micro-batch of every replica (--grad-accum K).
+  const int64_t tokens = config.tokens_per_step() * dp * flags.grad_accum;
   nlohmann::json step_list = nlohmann::json::array();
   std::vector<double> times;
   for (const StepRecord& s : steps) {
@@ -98,6 +99,7 @@ nlohmann::json RunReport(const TrainFlags& flags, const model::ModelConfig& conf
                           {"recompute", flags.recompute},
                           {"deterministic", flags.deterministic},
                           {"bucket_mb", flags.bucket_mb},
+                          {"grad_accum", flags.grad_accum},
                           {"threads", flags.threads}}},
                         {"model",
                          {{"name", config.name},

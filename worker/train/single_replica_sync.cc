@@ -16,7 +16,7 @@ Result<std::unique_ptr<SingleReplicaSync>> SingleReplicaSync::Create(
 Status SingleReplicaSync::Step(int64_t step) {
   kernels::AdamWParams hp = options_.adamw;
   hp.step = step;
-  hp.grad_scale = 1.0f;
+  hp.grad_scale = 1.0f / static_cast<float>(micro_batches());  // the mean over micro-batches
   bf16_t* bf16 = params_->has_bf16() ? params_->params_bf16().data<bf16_t>() : nullptr;
   return kernels::AdamW(hp, params_->params().data<float>(), params_->grads().data(),
                         DType::kFloat32, m_.data<float>(), v_.data<float>(), bf16, params_->numel(),

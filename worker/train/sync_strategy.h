@@ -8,6 +8,13 @@
 // gradients as soon as they are ready) and runs the optimizer in Step(). It works on the
 // model's flat ParamBuffer, whose layout and residency it chose before the model was
 // built (SyncPlan), and keeps its own optimizer state. Used by one thread.
+//
+// Gradient accumulation (--grad-accum K, docs/sync.md): a step is K forward/backward
+// passes, each announced by BeginMicroBatch(m, K) before its forward; the gradients are
+// zeroed once, before micro-batch 0, and add up over the K backward passes (or, where a
+// mode keeps no full gradient buffer, in its gradient shard). Step then applies the mean:
+// the optimizer's grad_scale carries 1/K beside 1/D. With K = 1 every mode does exactly
+// what it did without accumulation.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +46,13 @@ class SyncStrategy : public model::LayerHooks {
  public:
   ~SyncStrategy() override = default;
   virtual std::string_view name() const = 0;
+  // Micro-batch `micro` (0-based) of the `count` (K >= 1) of the next Step begins (called
+  // before its forward). Overrides call this one first.
+  virtual Status BeginMicroBatch(int micro, int count) {
+    micro_ = micro;
+    micro_batches_ = count;
+    return Status::Ok();
+  }
   // After backward: make the gradients consistent across the group and update the
   // parameters (fp32 master, then the bf16 compute copy). `step` is 1-based.
   virtual Status Step(int64_t step) = 0;
@@ -57,6 +71,17 @@ class SyncStrategy : public model::LayerHooks {
   // the whole run.
   virtual SyncTraffic last_step_traffic() const { return {}; }
   virtual SyncTraffic total_traffic() const { return {}; }
+
+ protected:
+  // The step's micro-batches (K), and whether the one running is the last of them (the
+  // one whose backward makes the step's gradients final).
+  int micro_batches() const { return micro_batches_; }
+  bool last_micro_batch() const { return micro_ + 1 >= micro_batches_; }
+  bool first_micro_batch() const { return micro_ == 0; }
+
+ private:
+  int micro_ = 0;
+  int micro_batches_ = 1;
 };
 
 // A host copy of an fp32 tensor on any device.

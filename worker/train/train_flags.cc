@@ -64,6 +64,10 @@ void AddTrainFlags(CLI::App& app, TrainFlags& f) {
   app.add_option("--bucket-mb", f.bucket_mb,
                  "Gradient bucket size in MiB (allreduce, zero1, zero2)")
       ->check(CLI::Range(0.001, 65536.0));
+  app.add_option("--grad-accum", f.grad_accum,
+                 "Gradient accumulation: micro-batches of --batch per optimizer step (global "
+                 "batch = batch x K x D)")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_flag("--deterministic", f.deterministic,
                "Sum gradients in ascending rank order: every sync mode gives the same bits");
   app.add_option("--report", f.report, "Write the run report (JSON, docs/report.md) here");
@@ -148,6 +152,7 @@ std::vector<std::string> TrainArgs(const TrainFlags& f) {
   char mb[32];
   std::snprintf(mb, sizeof(mb), "%.17g", f.bucket_mb);
   add("--bucket-mb", mb);
+  if (f.grad_accum != 1) add("--grad-accum", std::to_string(f.grad_accum));
   if (f.deterministic) a.push_back("--deterministic");
   if (!f.report.empty()) add("--report", f.report);
   if (!f.checkpoint_dir.empty()) add("--checkpoint-dir", f.checkpoint_dir);

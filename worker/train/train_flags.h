@@ -38,6 +38,7 @@ struct TrainFlags {
   // How the D replicas stay in step (sync_strategy.h): allreduce, zero1, zero2, zero3, ps.
   std::string sync = "allreduce";
   double bucket_mb = 25.0;              // gradient bucket of allreduce / zero1 / zero2
+  int grad_accum = 1;                   // micro-batches (of --batch) per optimizer step
   bool deterministic = false;           // ascending-rank fp32 sums: bit-identical across modes
   std::string report;                   // run.json path (docs/report.md); written by worker 0
   std::string checkpoint_dir;           // checkpoints (docs/checkpoints.md)

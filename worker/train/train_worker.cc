@@ -273,7 +273,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
     LOG(INFO) << "resumed from " << flags.resume << " after step " << first;
   }
 
-  const double tokens = static_cast<double>(config.tokens_per_step()) * dp_size;
+  const double tokens = static_cast<double>(config.tokens_per_step()) * dp_size * flags.grad_accum;
   std::vector<StepRecord> steps;
   int64_t rss_after_first_step = 0;
   auto train = [&]() -> Status {

@@ -62,18 +62,24 @@ class TracingHooks final : public model::LayerHooks {
 Result<StepResult> Trainer::RunStep(int64_t step) {
   const auto start = std::chrono::steady_clock::now();
   TraceScope step_scope("step " + std::to_string(step + 1), "step");
-  PSZERO_RETURN_IF_ERROR(data_->Next(step, &batch_));
   PSZERO_RETURN_IF_ERROR(model_->params().ZeroGrads());
   TracingHooks hooks(sync_, model_->params());
   float loss = 0.0f;
-  {
-    TraceScope scope("forward", "phase");
-    PSZERO_ASSIGN_OR_RETURN(loss, model_->Forward(batch_, &hooks));
+  for (int micro = 0; micro < micro_batches_; ++micro) {
+    PSZERO_RETURN_IF_ERROR(data_->Next(step, micro, &batch_));
+    PSZERO_RETURN_IF_ERROR(sync_->BeginMicroBatch(micro, micro_batches_));
+    float micro_loss = 0.0f;
+    {
+      TraceScope scope("forward", "phase");
+      PSZERO_ASSIGN_OR_RETURN(micro_loss, model_->Forward(batch_, &hooks));
+    }
+    {
+      TraceScope scope("backward", "phase");
+      PSZERO_RETURN_IF_ERROR(model_->Backward(&hooks, /*accumulate=*/micro > 0));
+    }
+    loss += micro_loss;
   }
-  {
-    TraceScope scope("backward", "phase");
-    PSZERO_RETURN_IF_ERROR(model_->Backward(&hooks));
-  }
+  if (micro_batches_ > 1) loss /= static_cast<float>(micro_batches_);
   {
     TraceScope scope("sync step (" + std::string(sync_->name()) + ")", "phase");
     PSZERO_RETURN_IF_ERROR(sync_->Step(step + 1));

@@ -1,6 +1,7 @@
-// Trainer: the training loop of one worker: for each step, the batch of this DP rank,
-// zeroed gradients, forward and backward with the strategy as the model's hooks, then the
-// strategy's Step. Knows nothing of how replicas synchronize. Not thread-safe.
+// Trainer: the training loop of one worker: for each step, zeroed gradients, then for
+// each of the K micro-batches (--grad-accum, 1 by default) this DP rank's micro-batch,
+// forward and backward with the strategy as the model's hooks (gradients adding up),
+// then the strategy's Step. Knows nothing of how replicas synchronize. Not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -20,17 +21,21 @@ struct StepResult {
 
 class Trainer {
  public:
-  // All three must outlive the trainer.
-  Trainer(model::Model* model, const model::DataSource* data, SyncStrategy* sync)
-      : model_(model), data_(data), sync_(sync) {}
+  // All three must outlive the trainer. `micro_batches` (K >= 1) forward/backward passes
+  // per step.
+  Trainer(model::Model* model, const model::DataSource* data, SyncStrategy* sync,
+          int micro_batches = 1)
+      : model_(model), data_(data), sync_(sync), micro_batches_(micro_batches) {}
 
-  // Runs step `step` (0-based; the optimizer sees step + 1).
+  // Runs step `step` (0-based; the optimizer sees step + 1). The loss is the mean over the
+  // step's micro-batches.
   Result<StepResult> RunStep(int64_t step);
 
  private:
   model::Model* model_;
   const model::DataSource* data_;
   SyncStrategy* sync_;
+  int micro_batches_;
   model::Batch batch_;
 };
 

@@ -51,6 +51,7 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
     PsSyncOptions o = ps->options;
     o.kernels = r->model->context().kernels;  // where the ParamBuffer lives
     o.tracker = tracker;
+    o.grad_accum = flags.grad_accum;
     PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<PsSync> s,
                             MakePsSync(&r->model->params(), o, ps->store));
     r->ps = s.get();
@@ -65,7 +66,8 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
     o.timeout = dp_comm->options().timeout + std::chrono::milliseconds(10000);
     PSZERO_ASSIGN_OR_RETURN(r->sync, MakeSyncStrategy(flags.sync, &r->model->params(), o));
   }
-  r->trainer = std::make_unique<Trainer>(r->model.get(), r->data.get(), r->sync.get());
+  r->trainer =
+      std::make_unique<Trainer>(r->model.get(), r->data.get(), r->sync.get(), flags.grad_accum);
   return r;
 }
 

@@ -2,7 +2,9 @@
 // and a full gradient buffer (8Ψ + 8Ψ/D bytes in fp32, 4Ψ + 12Ψ/D in bf16); each gradient bucket is
 // reduce-scattered on the stream as soon as backward fills it, rank r receiving the sum
 // of piece r of the bucket (written back into its gradient buffer); Step updates the
-// owned pieces with fused AdamW, then all-gathers every bucket's updated parameters.
+// owned pieces with fused AdamW, then all-gathers every bucket's updated parameters. With
+// gradient accumulation the buckets are reduce-scattered only in the last micro-batch's
+// backward (the buffer sums the micro-batches): the bytes per step do not change.
 #pragma once
 
 #include <algorithm>

@@ -62,14 +62,9 @@ Status Zero2Sync::GradientsReady(int unit) {
   bucket_grads_[b] = Tensor();
   Tensor all = Elements(storage.data(), grad_dtype(), 0, bucket.size(), device());
   Tensor mine = Elements(grads_.data(), grad_dtype(), bucket.shard_offset, piece(bucket), device());
-  collectives::Communicator* group = options_.group;
   BufferPool* pool = pool_.get();
-  Enqueue("reduce-scatter bucket " + std::to_string(b),
-          [group, all, mine, pool, storage]() mutable {
-            Status s = group->ReduceScatter(all, mine, collectives::ReduceOp::kSum);
-            pool->Release(std::move(storage));
-            return s;
-          });
+  EnqueueReduceScatter("reduce-scatter bucket " + std::to_string(b), all, mine,
+                       [pool, storage]() mutable { pool->Release(std::move(storage)); });
   return Status::Ok();
 }
 

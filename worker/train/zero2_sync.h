@@ -3,7 +3,9 @@
 // bucket's gradient memory (grad_buckets) is allocated when backward first writes into it,
 // reduce-scattered on the stream as soon as its last unit is ready (rank r keeping the
 // sum of piece r in its gradient shard), and freed when that op is done. Step updates the
-// owned pieces with fused AdamW, then all-gathers every bucket's parameters.
+// owned pieces with fused AdamW, then all-gathers every bucket's parameters. With gradient
+// accumulation every micro-batch reduce-scatters its buckets (as DeepSpeed stage 2), later
+// ones adding into the shard: (K+1)Ψ(D-1)/D elements sent per step.
 #pragma once
 
 #include <algorithm>

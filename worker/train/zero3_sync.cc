@@ -143,17 +143,24 @@ Status Zero3Sync::GradientsReady(int unit) {
   const Bucket& b = buckets_[bucket_of_unit_[unit]];
   Tensor all = Elements(storage.data(), grad_dtype(), 0, b.size(), device());
   Tensor mine = ShardPiece(grads_, unit);
-  collectives::Communicator* group = options_.group;
   BufferPool* pool = grad_pool_.get();
   // The op hands the buffer back to the pool when it is done with it.
-  Enqueue("reduce-scatter unit " + params_->units()[unit].name,
-          [group, all, mine, pool, storage]() mutable {
-            Status s = group->ReduceScatter(all, mine, collectives::ReduceOp::kSum);
-            pool->Release(std::move(storage));
-            return s;
-          });
+  EnqueueReduceScatter("reduce-scatter unit " + params_->units()[unit].name, all, mine,
+                       [pool, storage]() mutable { pool->Release(std::move(storage)); });
   if (NextUse() == unit) return Status::Ok();
   return Release(unit);
+}
+
+Status Zero3Sync::BeginMicroBatch(int micro, int count) {
+  PSZERO_RETURN_IF_ERROR(DataParallelSync::BeginMicroBatch(micro, count));
+  if (micro == 0) return Status::Ok();
+  // Every micro-batch uses the units in the order of the first one, which is recorded by
+  // now: gather with prefetching, as in later steps (the shard is not updated in between,
+  // so whatever is still gathered stays valid).
+  recorded_ = true;
+  cursor_ = 0;
+  if (!order_.empty()) PSZERO_RETURN_IF_ERROR(Prefetch(order_.front()));
+  return Status::Ok();
 }
 
 Status Zero3Sync::Step(int64_t step) {

@@ -11,7 +11,9 @@
 // forward into its backward) is kept. At most two units are gathered at once. A unit's
 // gradients live in a buffer of its own (grad_buckets) from its backward until its
 // reduce-scatter into this rank's gradient shard is done. Per step each rank sends
-// 3Ψ(D-1)/D elements: two all-gathers and one reduce-scatter of every unit.
+// 3Ψ(D-1)/D elements: two all-gathers and one reduce-scatter of every unit. With
+// gradient accumulation every micro-batch gathers and reduce-scatters again (3KΨ(D-1)/D),
+// later micro-batches adding their reduce-scattered gradients into the shard.
 #pragma once
 
 #include <memory>
@@ -27,6 +29,7 @@ class Zero3Sync final : public DataParallelSync {
                                                    const DataParallelOptions& options);
   ~Zero3Sync() override;
   std::string_view name() const override { return "zero3"; }
+  Status BeginMicroBatch(int micro, int count) override;
   Status BeforeForward(int unit) override { return Use(unit, false); }
   Status BeforeBackward(int unit) override { return Use(unit, true); }
   Status ParamsDone(int unit) override;
