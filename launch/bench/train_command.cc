@@ -388,10 +388,12 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
 
   if (!f.json) {
     std::printf(
-        "# pszero-bench train: %s (%lld params), %d workers (--tp %d), %lld steps, %s, %d "
-        "thread(s) per worker; one pszero-launch job per mode\n",
+        "# pszero-bench train: %s (%lld params), %d workers (--tp %d), %lld steps, %s, "
+        "--recompute %s, --grad-accum %d, %d thread(s) per worker; one pszero-launch job per "
+        "mode\n",
         config->name.c_str(), static_cast<long long>(model::ParamCount(*config)), workers, flags.tp,
-        static_cast<long long>(flags.steps), flags.precision.c_str(), flags.threads);
+        static_cast<long long>(flags.steps), flags.precision.c_str(), flags.recompute.c_str(),
+        flags.grad_accum, flags.threads);
     if (cluster && cluster->link_gbit() > 0) {
       std::printf(
           "# emulated cluster: %d hosts (network namespaces, one node launcher each), links %g "
@@ -537,6 +539,7 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
                           {"steps", flags.steps},
                           {"precision", flags.precision},
                           {"threads_per_worker", flags.threads},
+                          {"recompute", flags.recompute},
                           {"grad_accum", flags.grad_accum},
                           {"emulate_hosts", f.emulate_hosts},
                           {"link_gbit", f.link_gbit},

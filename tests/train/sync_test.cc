@@ -393,3 +393,27 @@ TEST(GradAccumTest, BytesPerStepMatchTheTheoryWithMicroBatches) {
 
 }  // namespace
 }  // namespace pszero::train
+
+namespace pszero::train {
+namespace {
+uint64_t H(const std::vector<float>& v) {
+  uint64_t h = 1469598103934665603ULL;
+  for (float f : v) { uint32_t u; std::memcpy(&u, &f, 4); h = (h ^ u) * 1099511628211ULL; }
+  return h;
+}
+TEST(ReviewK1, Hashes) {
+  for (const char* prec : {"fp32", "bf16"}) {
+    for (bool det : {true}) {
+      for (const char* mode : {"allreduce", "zero1", "zero2", "zero3"}) {
+        for (int mlp = 0; mlp < 2; ++mlp) {
+          model::ModelConfig c = mlp ? testing::SmallMlp() : TestGpt();
+          auto r = RunJob(c, Flags(mode, 1, det, 0.01, prec), 2);
+          std::printf("K1HASH %s %s det=%d mlp=%d params=%016llx r1=%016llx loss=%016llx\n", prec, mode, det, mlp,
+                      (unsigned long long)H(r[0].full), (unsigned long long)H(r[1].full), (unsigned long long)H(r[0].losses));
+        }
+      }
+    }
+  }
+}
+}  // namespace
+}  // namespace pszero::train

@@ -50,13 +50,14 @@ float* GptModel::Mid(int64_t l) {
   return mids_.data<float>() + (ctx_.recompute == Recompute::kFull ? 0 : l * nd);
 }
 
-Status GptModel::BlockForward(int64_t l) {
+Status GptModel::BlockForward(int64_t l, bool recompute) {
   const ModelConfig& c = config_;
   const int64_t nd = c.batch * c.seq * c.d_model;
   float* x = xs_.data<float>() + l * nd;
   PSZERO_RETURN_IF_ERROR(attn_[l].Forward(ctx_, params_, x, c.batch, c.seq, Mid(l)));
-  return mlp_[l].Forward(ctx_, params_, Mid(l), c.batch * c.seq, x + nd);
+  return mlp_[l].Forward(ctx_, params_, Mid(l), c.batch * c.seq, recompute ? nullptr : x + nd);
 }
+
 
 Status GptModel::Declare() {
   const ModelConfig& c = config_;
@@ -128,7 +129,7 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
 
   for (int64_t l = 0; l < c.layers; ++l) {
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, static_cast<int>(l) + 1));
-    PSZERO_RETURN_IF_ERROR(BlockForward(l));
+    PSZERO_RETURN_IF_ERROR(BlockForward(l, /*recompute=*/false));
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, static_cast<int>(l) + 1));
   }
   const int last = static_cast<int>(c.layers) + 1;
@@ -189,7 +190,7 @@ Status GptModel::RunBackward(LayerHooks* hooks) {
     const int unit = static_cast<int>(l) + 1;
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, unit));
     // --recompute full: the block's saved activations, again, from its kept input.
-    if (ctx_.recompute == Recompute::kFull) PSZERO_RETURN_IF_ERROR(BlockForward(l));
+    if (RecomputeBlock(l)) PSZERO_RETURN_IF_ERROR(BlockForward(l, /*recompute=*/true));
     float* other = dx == grad_a_.data<float>() ? grad_b_.data<float>() : grad_a_.data<float>();
     PSZERO_RETURN_IF_ERROR(mlp_[l].Backward(ctx_, params_, dx, other));
     PSZERO_RETURN_IF_ERROR(attn_[l].Backward(ctx_, params_, other, dx));
@@ -270,11 +271,10 @@ Status MlpModel::RunBackward(LayerHooks* hooks) {
       xs_.data<float>() + c.layers * n * d, target_.data<float>(), n * d, 1.0f, dx, ctx_.kernels));
   for (int64_t l = c.layers - 1; l >= 0; --l) {
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeBackward, static_cast<int>(l)));
-    if (ctx_.recompute == Recompute::kFull) {
-      // The block's saved activations, again, from its kept input; its output rewrites
-      // xs_[l + 1] with the same values (the loss's gradient has read it already).
-      float* x = xs_.data<float>() + l * n * d;
-      PSZERO_RETURN_IF_ERROR(blocks_[l].Forward(ctx_, params_, x, n, x + n * d));
+    if (RecomputeBlock(l)) {
+      // The block's saved activations, again, from its kept input (not its output).
+      PSZERO_RETURN_IF_ERROR(
+          blocks_[l].Forward(ctx_, params_, xs_.data<float>() + l * n * d, n, nullptr));
     }
     float* other = dx == grad_a_.data<float>() ? grad_b_.data<float>() : grad_a_.data<float>();
     PSZERO_RETURN_IF_ERROR(blocks_[l].Backward(ctx_, params_, dx, other));

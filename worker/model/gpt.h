@@ -17,13 +17,16 @@ class GptModel final : public Model {
   Status UploadIds();
   const int32_t* tokens() const { return ids_.data<int32_t>(); }
   const int32_t* targets() const { return ids_.data<int32_t>() + ids_.numel() / 2; }
-  // Block l's forward (attention, then MLP) from xs_[l]: into xs_[l + 1], or (--recompute
-  // full, in backward) rewriting xs_[l + 1] with the same values, which nothing reads again.
-  Status BlockForward(int64_t l);
+  // Block l's forward (attention, then MLP) from xs_[l] into xs_[l + 1]; with `recompute`
+  // (--recompute full, in backward) only the activations backward reads (the MLP's output
+  // projection and xs_[l + 1] are skipped).
+  Status BlockForward(int64_t l, bool recompute);
   float* Mid(int64_t l);
 
   int wte_ = -1;
   int wpe_ = -1;
+  // Sized once in Declare and never moved: a block's layers point into its own saved set
+  // between its forward and its backward.
   std::vector<AttentionBlock> attn_;
   std::vector<MlpBlock> mlp_;
   LayerNorm ln_f_;
@@ -49,7 +52,7 @@ class MlpModel final : public Model {
   Status RunBackward(LayerHooks* hooks) override;
   Status AfterInitialize(uint64_t seed) override;
 
-  std::vector<MlpBlock> blocks_;
+  std::vector<MlpBlock> blocks_;  // sized once in Declare and never moved (as GptModel's)
   Tensor target_;  // [batch, d] on the model's device
   Tensor xs_, loss_, grad_a_, grad_b_;
 };

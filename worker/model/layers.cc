@@ -423,12 +423,20 @@ Status MlpBlock::Forward(const ModelContext& ctx, ParamBuffer& params, const flo
                                        s.dwide.data<float>(), a.hidden.data<bf16_t>()));
     PSZERO_RETURN_IF_ERROR(
         kernels::GeluForward(a.hidden.data<bf16_t>(), a.act.data<bf16_t>(), n * hl, ctx.kernels));
+    if (out == nullptr) {
+      proj_.KeepInput(a.act.data<bf16_t>());
+      return Status::Ok();
+    }
     PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, a.act.data<bf16_t>(), n, branch));
   } else {
     PSZERO_RETURN_IF_ERROR(
         NormThenLinear(ctx, params, ln_, a.ln, fc_, x, n, a.ln_out, a.hidden.data<float>()));
     PSZERO_RETURN_IF_ERROR(
         kernels::GeluForward(a.hidden.data<float>(), a.act.data<float>(), n * hl, ctx.kernels));
+    if (out == nullptr) {
+      proj_.KeepInput(a.act.data<float>());
+      return Status::Ok();
+    }
     PSZERO_RETURN_IF_ERROR(proj_.Forward(ctx, params, a.act.data<float>(), n, branch));
   }
   return kernels::Add(x, branch, out, n * d_, ctx.kernels);

@@ -89,8 +89,8 @@ struct MlpSaved {
   Tensor ln_out, hidden, act;
 };
 
-// --recompute full: one block's saved activations, shared by all blocks (each buffer sized
-// for the block that needs the most; the blocks of a model are alike).
+// --recompute full: one block's saved activations, shared by all blocks (each buffer is
+// sized by the block writing it; the blocks of a model are alike, so it is allocated once).
 struct BlockSaved {
   AttentionSaved attn;
   MlpSaved mlp;
@@ -166,6 +166,17 @@ class Linear {
   // scratch `acc` [n, local_out], and y is acc + b rounded once.
   Status Forward(const ModelContext& ctx, ParamBuffer& params, const bf16_t* x, int64_t n,
                  float* acc, bf16_t* y);
+  // What Forward keeps for Backward, without computing y (--recompute full skips a layer
+  // whose output backward never reads): only for an x Forward keeps by pointer (fp32 in
+  // fp32 mode, bf16 in bf16 mode).
+  void KeepInput(const float* x) {
+    x_ = x;
+    x_bf16_ = nullptr;
+  }
+  void KeepInput(const bf16_t* x) {
+    x_ = nullptr;
+    x_bf16_ = x;
+  }
   // dW += dy^T x, db += sum dy; dx [n, local_in] = dy W (column-parallel: all-reduced).
   // Needs the x of the last Forward (kept by pointer: the caller keeps it alive).
   Status Backward(const ModelContext& ctx, ParamBuffer& params, const float* dy, int64_t n,
@@ -259,6 +270,9 @@ class MlpBlock {
  public:
   Status Declare(ParamBuffer& params, const std::string& name, int64_t d, int64_t hidden,
                  float residual_std);
+  // out == nullptr (--recompute full's re-run before backward): only what Backward reads
+  // (LN, the column-parallel GEMM, GELU), without the output projection, its all-reduce
+  // and the residual add.
   Status Forward(const ModelContext& ctx, ParamBuffer& params, const float* x, int64_t n,
                  float* out);
   Status Backward(const ModelContext& ctx, ParamBuffer& params, const float* dout, float* dx);

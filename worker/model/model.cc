@@ -112,4 +112,10 @@ Result<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, const Mo
   return m;
 }
 
+bool Model::RecomputeBlock(int64_t l) const {
+  // The last block's saved activations are still those of this forward: nothing between
+  // its forward and its backward (final LayerNorm, head, loss) writes the shared set.
+  return ctx_.recompute == Recompute::kFull && l != config_.layers - 1;
+}
+
 }  // namespace pszero::model

@@ -67,6 +67,9 @@ class Model {
   virtual Status Declare() = 0;
   virtual Status RunBackward(LayerHooks* hooks) = 0;
   virtual Status AfterInitialize(uint64_t /*seed*/) { return Status::Ok(); }
+  // --recompute full: whether block l's forward runs again before its backward (every
+  // block but the last, whose saved activations are still the forward's).
+  bool RecomputeBlock(int64_t l) const;
 
   ModelConfig config_;
   ModelContext ctx_;  // its grad_bf16_scratch, block_scratch and block_saved are below
