@@ -411,9 +411,10 @@ Status PsServer::Apply(LocalSlice& s, int worker) {
   } else {
     grad = s.workers[static_cast<size_t>(worker)].slot.data();
   }
-  const float scale = options_.grad_scale != 0.0f
-                          ? options_.grad_scale
-                          : 1.0f / static_cast<float>(d * std::max(options_.grad_accum, 1));
+  const float scale =
+      options_.grad_scale != 0.0f
+          ? options_.grad_scale
+          : 1.0f / (static_cast<float>(d) * static_cast<float>(std::max(options_.grad_accum, 1)));
   // bf16 key spaces: the optimizer writes the master's rounding beside it.
   bf16_t* rounded = s.params_bf16.empty() ? nullptr : s.params_bf16.data();
   Status st;

@@ -60,6 +60,7 @@ void AddServerFlags(CLI::App& app, ServerFlags& f) {
   app.add_option("--grad-accum", f.grad_accum,
                  "Micro-batches each worker sums into one push (the workers' --grad-accum): the "
                  "update averages over D x K")
+      ->envname("PSZERO_GRAD_ACCUM")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--ps-threads", f.threads, "Kernel threads of the optimizer")
       ->envname("PSZERO_PS_THREADS")

@@ -203,7 +203,9 @@ TEST_F(DeviceTrainTest, NcclBetweenWorkersSharingTheGpuTracksTheHost) {
       {{"--workers", "2", "--tp", "2"}, "tp"},
   };
   for (const Job& job : jobs) {
-    SCOPED_TRACE(job.args[2] + " " + job.args[3]);
+    std::string trace;
+    for (const std::string& a : job.args) trace += a + " ";
+    SCOPED_TRACE(trace);
     const ProcessResult host = Launch(job.args);
     ASSERT_EQ(host.exit_code, 0) << host.err;
     std::vector<std::string> args = job.args;

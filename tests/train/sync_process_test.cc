@@ -158,6 +158,7 @@ TEST(SyncProcessTest, GradAccumAllReduceZero1AndPsAgreeBitForBit) {
   const ProcessResult once = Launch({"--workers", "2", "--sync", "allreduce", "--steps", "3",
                                      "--deterministic", "--bucket-mb", "1"});
   ASSERT_EQ(once.exit_code, 0) << once.err;
+  ASSERT_FALSE(PrintedSha(once.out).empty()) << once.out;
   EXPECT_NE(PrintedSha(once.out), shas[0]);
 }
 

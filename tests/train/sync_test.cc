@@ -312,23 +312,38 @@ model::ModelConfig AccumGpt(int64_t batch) {
   return c;
 }
 
+// The small MLP with `batch` rows per micro-batch (its inputs and targets both follow
+// the micro-batch's rows).
+model::ModelConfig AccumMlp(int64_t batch) {
+  model::ModelConfig c = testing::SmallMlp();
+  c.batch = batch;
+  return c;
+}
+
 // Two micro-batches of b sequences see the samples of one batch of 2b and average their
 // gradients: the parameters agree to fp32 rounding (the sums run in another order).
 TEST(GradAccumTest, TwoMicroBatchesEqualOneBatchOfTwiceTheSize) {
   const struct {
     const char* mode;
     int dp;
-  } cases[] = {{"single", 1}, {"allreduce", 2}, {"zero2", 2}};
+    bool mlp;
+  } cases[] = {{"single", 1, false},
+               {"allreduce", 2, false},
+               {"zero2", 2, false},
+               {"single", 1, true},
+               {"zero3", 2, true}};
   for (const auto& c : cases) {
-    SCOPED_TRACE(std::string(c.mode) + " D=" + std::to_string(c.dp));
-    const std::vector<RankOutcome> big = RunJob(AccumGpt(2), AccumFlags(c.mode, 1, false), c.dp);
-    const std::vector<RankOutcome> accum = RunJob(AccumGpt(1), AccumFlags(c.mode, 2, false), c.dp);
+    SCOPED_TRACE(std::string(c.mode) + " D=" + std::to_string(c.dp) + (c.mlp ? " mlp" : " gpt"));
+    const int64_t b = c.mlp ? 2 : 1;
+    auto config = [&](int64_t batch) { return c.mlp ? AccumMlp(batch) : AccumGpt(batch); };
+    const std::vector<RankOutcome> big = RunJob(config(2 * b), AccumFlags(c.mode, 1, false), c.dp);
+    const std::vector<RankOutcome> accum = RunJob(config(b), AccumFlags(c.mode, 2, false), c.dp);
     ExpectClose(accum, big, 1e-5);
     for (size_t s = 0; s < big[0].losses.size(); ++s) {
       EXPECT_NEAR(accum[0].losses[s], big[0].losses[s], 1e-5 * std::fabs(big[0].losses[s]));
     }
     // Not the same as one micro-batch of b alone: the second one counts.
-    const std::vector<RankOutcome> small = RunJob(AccumGpt(1), AccumFlags(c.mode, 1, false), c.dp);
+    const std::vector<RankOutcome> small = RunJob(config(b), AccumFlags(c.mode, 1, false), c.dp);
     EXPECT_GT(testing::RelativeError(small[0].full, big[0].full), 1e-4);
   }
 }
@@ -391,29 +406,5 @@ TEST(GradAccumTest, BytesPerStepMatchTheTheoryWithMicroBatches) {
   EXPECT_DOUBLE_EQ(TheoryElementsPerStep("ps", psi, 4, 3), 1.0 * psi);
 }
 
-}  // namespace
-}  // namespace pszero::train
-
-namespace pszero::train {
-namespace {
-uint64_t H(const std::vector<float>& v) {
-  uint64_t h = 1469598103934665603ULL;
-  for (float f : v) { uint32_t u; std::memcpy(&u, &f, 4); h = (h ^ u) * 1099511628211ULL; }
-  return h;
-}
-TEST(ReviewK1, Hashes) {
-  for (const char* prec : {"fp32", "bf16"}) {
-    for (bool det : {true}) {
-      for (const char* mode : {"allreduce", "zero1", "zero2", "zero3"}) {
-        for (int mlp = 0; mlp < 2; ++mlp) {
-          model::ModelConfig c = mlp ? testing::SmallMlp() : TestGpt();
-          auto r = RunJob(c, Flags(mode, 1, det, 0.01, prec), 2);
-          std::printf("K1HASH %s %s det=%d mlp=%d params=%016llx r1=%016llx loss=%016llx\n", prec, mode, det, mlp,
-                      (unsigned long long)H(r[0].full), (unsigned long long)H(r[1].full), (unsigned long long)H(r[0].losses));
-        }
-      }
-    }
-  }
-}
 }  // namespace
 }  // namespace pszero::train

@@ -71,6 +71,7 @@ Status DataSource::Next(int64_t step, int64_t micro, Batch* batch) const {
   const ModelConfig& c = config_;
   const uint64_t key = Mix(Mix(Mix(options_.seed) ^ static_cast<uint64_t>(step)) ^
                            static_cast<uint64_t>(options_.dp_rank));
+  batch->first_row = micro * c.batch;
   if (c.kind == ModelKind::kMlp) {
     const ParamSpec spec{"mlp.input", {c.batch, c.d_model}, -1, 1, ParamInit::kNormal, 1.0f};
     const int64_t first = micro * c.batch * c.d_model;

@@ -58,7 +58,6 @@ Status GptModel::BlockForward(int64_t l, bool recompute) {
   return mlp_[l].Forward(ctx_, params_, Mid(l), c.batch * c.seq, recompute ? nullptr : x + nd);
 }
 
-
 Status GptModel::Declare() {
   const ModelConfig& c = config_;
   params_.BeginUnit("embed");
@@ -223,16 +222,29 @@ Status MlpModel::Declare() {
 }
 
 Status MlpModel::AfterInitialize(uint64_t seed) {
-  const ParamSpec spec{"mlp.target", {config_.batch, config_.d_model}, -1, 1, ParamInit::kNormal,
-                       1.0f};
-  std::vector<float> target(static_cast<size_t>(config_.batch * config_.d_model));
-  for (size_t i = 0; i < target.size(); ++i) {
-    target[i] = InitialValue(seed, spec, static_cast<int64_t>(i));
-  }
-  const auto n = static_cast<int64_t>(target.size());
+  seed_ = seed;
+  const int64_t n = config_.batch * config_.d_model;
   PSZERO_ASSIGN_OR_RETURN(target_, Tensor::Empty({n}, DType::kFloat32, MemoryCategory::kActivations,
                                                  ctx_.tracker, ctx_.kernels.device));
-  return target_.CopyFrom(Tensor::Wrap(target.data(), {n}, DType::kFloat32));
+  return LoadTarget(0);
+}
+
+Status MlpModel::LoadTarget(int64_t first_row) {
+  if (first_row == target_row_) return Status::Ok();
+  // Row r of the table is the same whatever the batch: K micro-batches of `batch` rows
+  // regress onto the rows one batch of K·batch would (gradient accumulation).
+  const ParamSpec spec{"mlp.target", {config_.batch, config_.d_model}, -1, 1, ParamInit::kNormal,
+                       1.0f};
+  const int64_t first = first_row * config_.d_model;
+  std::vector<float> target(static_cast<size_t>(config_.batch * config_.d_model));
+  for (size_t i = 0; i < target.size(); ++i) {
+    target[i] = InitialValue(seed_, spec, first + static_cast<int64_t>(i));
+  }
+  const auto n = static_cast<int64_t>(target.size());
+  target_row_ = -1;
+  PSZERO_RETURN_IF_ERROR(target_.CopyFrom(Tensor::Wrap(target.data(), {n}, DType::kFloat32)));
+  target_row_ = first_row;
+  return Status::Ok();
 }
 
 Result<float> MlpModel::Forward(const Batch& batch, LayerHooks* hooks) {
@@ -243,6 +255,7 @@ Result<float> MlpModel::Forward(const Batch& batch, LayerHooks* hooks) {
     return Status::InvalidArgument("batch holds " + std::to_string(batch.inputs.size()) +
                                    " inputs, the model takes " + std::to_string(n * d));
   }
+  PSZERO_RETURN_IF_ERROR(LoadTarget(batch.first_row));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(xs_, (c.layers + 1) * n * d, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(loss_, 1, ctx_));
   PSZERO_RETURN_IF_ERROR(Tensor::Wrap(xs_.data(), {n * d}, DType::kFloat32, ctx_.kernels.device)

@@ -51,9 +51,14 @@ class MlpModel final : public Model {
   Status Declare() override;
   Status RunBackward(LayerHooks* hooks) override;
   Status AfterInitialize(uint64_t seed) override;
+  // Rows first_row .. first_row + batch − 1 of the target table (a function of the seed and
+  // the row) into target_, unless they are there already.
+  Status LoadTarget(int64_t first_row);
 
   std::vector<MlpBlock> blocks_;  // sized once in Declare and never moved (as GptModel's)
-  Tensor target_;  // [batch, d] on the model's device
+  uint64_t seed_ = 0;
+  int64_t target_row_ = -1;  // the first row target_ holds
+  Tensor target_;            // [batch, d] on the model's device
   Tensor xs_, loss_, grad_a_, grad_b_;
 };
 

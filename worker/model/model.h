@@ -43,6 +43,9 @@ struct Batch {
   std::vector<int32_t> tokens;
   std::vector<int32_t> targets;
   std::vector<float> inputs;
+  // The batch's first row within its step (micro-batch m of gradient accumulation:
+  // m·batch): the MLP model's target rows start there.
+  int64_t first_row = 0;
 };
 
 class Model {

@@ -202,8 +202,9 @@ collectives::Work DataParallelSync::EnqueueReduceScatter(std::string name, Tenso
   // On the stream's thread: the host kernels run there single-threaded (the sum's bits do
   // not depend on the thread count); a device's run on the compute stream and are waited
   // for before the buffer goes back to the pool.
-  const kernels::KernelContext k =
-      device() == Device::kHost ? kernels::KernelContext::Host(1) : options_.kernels;
+  const kernels::KernelContext k = device() == Device::kHost
+                                       ? kernels::KernelContext::Host(1, options_.kernels.isa)
+                                       : options_.kernels;
   return Enqueue(std::move(name) + " (accumulate)", [group, all, mine, done, pool, k]() mutable {
     Result<Tensor> buffer = pool->Acquire(mine.numel(), /*zero=*/false);
     if (!buffer.ok()) {
@@ -235,7 +236,7 @@ Status DataParallelSync::Update(int64_t step, float* param, const void* grad, fl
   kernels::AdamWParams hp = options_.optimizer.adamw;
   hp.step = step;
   // The mean over the group and the step's micro-batches (1/D when K = 1, as before).
-  hp.grad_scale = 1.0f / static_cast<float>(size() * micro_batches());
+  hp.grad_scale = 1.0f / (static_cast<float>(size()) * static_cast<float>(micro_batches()));
   return kernels::AdamW(hp, param, grad, grad_dtype(), m, v, param_bf16, n, options_.kernels);
 }
 

@@ -224,10 +224,10 @@ class DataParallelSync : public SyncStrategy {
   Tensor v_;
 
  private:
-  collectives::CollectiveStream stream_;
   // One bucket piece at a time: a later micro-batch's reduce-scatter result (made on first
-  // use; comm_buffers).
+  // use; comm_buffers). Declared before stream_ so that it outlives the ops queued there.
   std::unique_ptr<BufferPool> piece_pool_;
+  collectives::CollectiveStream stream_;
   SyncTraffic Counters() const;
   SyncTraffic Excluded() const;
 
