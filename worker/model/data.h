@@ -10,8 +10,9 @@
 //
 // Gradient accumulation (--grad-accum K): micro-batch m of step s is rows m·batch ..
 // (m+1)·batch−1 of that step's stream (GPT: row index m·batch + b; MLP: element index
-// offset by m·batch·d), so K micro-batches of `batch` see exactly the samples of one batch
-// of K·batch, and micro-batch 0 is the batch of K = 1. Not thread-safe.
+// offset by m·batch·d, and Batch::first_row = m·batch picks the target rows), so K
+// micro-batches of `batch` see exactly the samples of one batch of K·batch, and
+// micro-batch 0 is the batch of K = 1. Not thread-safe.
 #pragma once
 
 #include <cstdint>
