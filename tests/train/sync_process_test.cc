@@ -180,6 +180,22 @@ TEST(SyncProcessTest, GradAccumResumesBitForBit) {
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   ASSERT_FALSE(PrintedSha(whole.out).empty()) << whole.out;
   EXPECT_EQ(PrintedSha(resumed.out), PrintedSha(whole.out));
+  // Another K is another global batch: refused, naming the flag (as another --batch is).
+  std::vector<std::string> other = {"--workers",
+                                    "2",
+                                    "--sync",
+                                    "zero2",
+                                    "--steps",
+                                    "4",
+                                    "--grad-accum",
+                                    "2",
+                                    "--deterministic",
+                                    "--resume",
+                                    ckpt + "/step-00000002"};
+  const ProcessResult refused = Launch(other);
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_NE(refused.err.find("--grad-accum 2: checkpoint "), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("was trained with --grad-accum 3"), std::string::npos) << refused.err;
 }
 
 TEST(SyncProcessTest, KilledWorkerStopsEverySurvivorNamingItWithinFiveSeconds) {

@@ -106,7 +106,22 @@ Status CheckFile(const fs::path& dir, const nlohmann::json& manifest, const std:
   return Status::Ok();
 }
 
+// The global batch is batch x D x K: like the model's batch, K stays what it was (a
+// manifest without it was written with K = 1).
+Status CheckGradAccum(const fs::path& dir, const nlohmann::json& manifest, int grad_accum) {
+  const int k = manifest.value("grad_accum", 1);
+  if (k == grad_accum) return Status::Ok();
+  return Status::InvalidArgument("--grad-accum " + std::to_string(grad_accum) + ": checkpoint " +
+                                 dir.string() + " was trained with --grad-accum " +
+                                 std::to_string(k));
+}
+
 }  // namespace
+
+Status CheckResumeFlags(const fs::path& dir, int grad_accum) {
+  PSZERO_ASSIGN_OR_RETURN(nlohmann::json manifest, ReadManifest(dir));
+  return CheckGradAccum(dir, manifest, grad_accum);
+}
 
 Result<fs::path> VerifyCheckpoint(const fs::path& path) {
   PSZERO_ASSIGN_OR_RETURN(fs::path dir, ResolveCheckpoint(path));
@@ -193,6 +208,7 @@ Status WriteCheckpoint(const CheckpointContext& c, const fs::path& dir, int64_t 
         {"tp", f.tp},
         {"dp", world / f.tp},
         {"precision", f.precision},
+        {"grad_accum", f.grad_accum},
         {"model", ModelJson(*c.config)},
         {"params", params.size()},
         {"params_sha256", model::Sha256Hex(params)},
@@ -234,6 +250,8 @@ Result<int64_t> LoadCheckpoint(const CheckpointContext& c, const fs::path& path,
                                    manifest.value("model", nlohmann::json()).dump() +
                                    ", this run trains " + ModelJson(*c.config).dump());
   }
+  if (c.flags != nullptr)
+    PSZERO_RETURN_IF_ERROR(CheckGradAccum(dir, manifest, c.flags->grad_accum));
   // Every file listed, checked against its sha256 before use.
   auto load = [&](const std::string& f) -> Result<SafetensorsFile> {
     PSZERO_RETURN_IF_ERROR(CheckFile(dir, manifest, f));

@@ -67,5 +67,8 @@ Result<std::filesystem::path> ResolveCheckpoint(const std::filesystem::path& pat
 // Resolves `path` and checks the manifest and every file's sha256 (what pszero-launch does
 // before starting anything): Corruption / NotFound naming the file that is wrong.
 Result<std::filesystem::path> VerifyCheckpoint(const std::filesystem::path& path);
+// InvalidArgument naming --grad-accum when the checkpoint in `dir` (a resolved step
+// directory) was trained with another number of micro-batches per step.
+Status CheckResumeFlags(const std::filesystem::path& dir, int grad_accum);
 
 }  // namespace pszero::train
