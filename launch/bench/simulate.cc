@@ -126,22 +126,35 @@ Result<Workload> WorkloadForModel(const model::ModelConfig& c, int tp) {
   // and the layer norms replicated (model/layers.h).
   const int64_t mlp_block = 2 * d + (d * h + h) / tp + (h * d) / tp + d;
   const int64_t mlp_block_full = 2 * d + (d * h + h) + (h * d + d);
+  // Recompute (weights like the units' flops, scaled below): --recompute full re-runs a
+  // block's forward (2 flops per weight and token, attention 4·B·S²·d) without the MLP's
+  // output projection (h·d + d weights: a third of the block's weight GEMMs), never for
+  // the last block; the GPT's re-run repeats the attention's row-parallel all-reduce, the
+  // MLP model's none (its only forward all-reduce is the skipped projection's).
+  // --recompute selective re-runs the scores GEMM q·kᵀ, 2·B·S²·d, in every block.
+  const double mlp_out_proj = 2.0 * (h * d + d) * tok;
   if (c.kind == model::ModelKind::kMlp) {
     for (int64_t l = 0; l < c.layers; ++l) {
-      w.units.push_back(
-          {"h." + std::to_string(l), mlp_block, 6.0 * mlp_block_full * tok, tp > 1 ? 2 : 0});
+      const bool rerun = l + 1 < c.layers;
+      w.units.push_back({"h." + std::to_string(l), mlp_block, 6.0 * mlp_block_full * tok,
+                         tp > 1 ? 2 : 0, rerun ? 2.0 * mlp_block_full * tok - mlp_out_proj : 0.0, 0,
+                         0.0});
     }
   } else {
     const int64_t attn_block = 2 * d + (d * 3 * d + 3 * d) / tp + (d * d) / tp + d;
     const int64_t attn_block_full = 2 * d + (d * 3 * d + 3 * d) + (d * d + d);
     const double attention = 12.0 * c.batch * static_cast<double>(c.seq) * c.seq * d;
-    w.units.push_back({"embed", c.vocab * d / tp + c.seq * d, 6.0 * c.vocab * d * tok, 0});
+    w.units.push_back(
+        {"embed", c.vocab * d / tp + c.seq * d, 6.0 * c.vocab * d * tok, 0, 0.0, 0, 0.0});
     for (int64_t l = 0; l < c.layers; ++l) {
+      const bool rerun = l + 1 < c.layers;
+      const double block_fwd = 2.0 * (attn_block_full + mlp_block_full) * tok + attention / 3.0;
       w.units.push_back({"h." + std::to_string(l), attn_block + mlp_block,
-                         6.0 * (attn_block_full + mlp_block_full) * tok + attention,
-                         tp > 1 ? 4 : 0});
+                         6.0 * (attn_block_full + mlp_block_full) * tok + attention, tp > 1 ? 4 : 0,
+                         rerun ? block_fwd - mlp_out_proj : 0.0, rerun && tp > 1 ? 1 : 0,
+                         attention / 6.0});
     }
-    w.units.push_back({"ln_f", 2 * d, 6.0 * 2 * d * tok, 0});
+    w.units.push_back({"ln_f", 2 * d, 6.0 * 2 * d * tok, 0, 0.0, 0, 0.0});
   }
   // Share out the step's flops (TrainFlopsPerStep, what `bench train` reports) by weight.
   w.flops_per_rank = model::TrainFlopsPerStep(c) / tp;
@@ -149,6 +162,8 @@ Result<Workload> WorkloadForModel(const model::ModelConfig& c, int tp) {
   for (const Unit& u : w.units) weight += u.flops;
   for (Unit& u : w.units) {
     u.flops = w.flops_per_rank * u.flops / weight;
+    u.recompute_full_flops = w.flops_per_rank * u.recompute_full_flops / weight;
+    u.attention_probs_flops = w.flops_per_rank * u.attention_probs_flops / weight;
     w.psi += u.params;
   }
   w.tp_activation_elements = tok * d;
@@ -167,9 +182,24 @@ Workload WorkloadForParams(int64_t params, int layers, int64_t tokens_per_replic
   w.tp_activation_elements = hidden * tokens_per_replica;
   for (int l = 0; l < layers; ++l) {
     const int64_t p = w.psi / layers + (l < w.psi % layers ? 1 : 0);
-    w.units.push_back({"h." + std::to_string(l), p, w.flops_per_rank / layers, tp > 1 ? 4 : 0});
+    const double flops = w.flops_per_rank / layers;
+    const bool rerun = l + 1 < layers;
+    // Full recompute: the forward (a third of the flops) less a third of it.
+    w.units.push_back({"h." + std::to_string(l), p, flops, tp > 1 ? 4 : 0,
+                       rerun ? flops / 3.0 * 2.0 / 3.0 : 0.0, rerun && tp > 1 ? 1 : 0, 0.0});
   }
   return w;
+}
+
+double StepFlops(const Workload& w, const SimOptions& opt) {
+  double per_micro_batch = w.flops_per_rank;
+  for (const Unit& u : w.units) {
+    if (opt.recompute == model::Recompute::kFull) per_micro_batch += u.recompute_full_flops;
+    if (opt.recompute == model::Recompute::kSelective) {
+      per_micro_batch += u.attention_probs_flops;
+    }
+  }
+  return opt.grad_accum * per_micro_batch;
 }
 
 Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const SimOptions& opt) {
@@ -179,6 +209,8 @@ Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const 
   if (opt.workers < 1 || opt.workers % w.tp != 0) {
     return Status::InvalidArgument("--workers: must be a positive multiple of --tp");
   }
+  if (opt.grad_accum < 1) return Status::InvalidArgument("--grad-accum: must be >= 1");
+  const int micro_batches = opt.grad_accum;
   const int dp = opt.workers / w.tp;
   const double elem = opt.bf16 ? 2.0 : 4.0;  // gradient/parameter bytes on the wire
   const bool overlap = opt.host_cores == 0 || opt.workers < opt.host_cores;
@@ -193,7 +225,9 @@ Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const 
     return CollectiveCost(op, dp, bytes, opt.small_bytes).bytes_on_link;
   };
 
-  // Per unit: forward 1/3, backward 2/3 of its flops, plus its blocking TP all-reduces.
+  // Per unit: forward 1/3, backward 2/3 of its flops, plus its blocking TP all-reduces; the
+  // backward task also holds what --recompute re-runs in it (right before it, after
+  // zero3's gather).
   const int n = static_cast<int>(w.units.size());
   std::vector<double> fwd(n), bwd(n);
   const double tp_ar =
@@ -204,6 +238,12 @@ Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const 
     const double t = u.flops / opt.FlopsFor(mode) * stretch;
     fwd[i] = t / 3.0 + tp_ar * u.tp_allreduces / 2.0;
     bwd[i] = 2.0 * t / 3.0 + tp_ar * u.tp_allreduces / 2.0;
+    if (opt.recompute == model::Recompute::kFull) {
+      bwd[i] +=
+          u.recompute_full_flops / opt.FlopsFor(mode) * stretch + tp_ar * u.recompute_tp_allreduces;
+    } else if (opt.recompute == model::Recompute::kSelective) {
+      bwd[i] += u.attention_probs_flops / opt.FlopsFor(mode) * stretch;
+    }
   }
 
   ModePrediction p;
@@ -212,14 +252,22 @@ Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const 
   std::vector<ComputeTask> tasks;
   std::vector<CommOp> ops;
   if (mode == "zero3") {
-    // Tasks: forward of units 0..n-1, then backward of n-1..0. Each task's unit is
-    // gathered before it runs; the gather for task k+1 is issued when task k starts (the
-    // prefetch; at most two units gathered), a unit's reduce-scatter when its backward
-    // ends. The first gather is exposed (in steady state it follows the last optimizer).
-    std::vector<int> unit_of(2 * n);
-    for (int k = 0; k < 2 * n; ++k) unit_of[k] = k < n ? k : 2 * n - 1 - k;
-    std::vector<int> gather_of(2 * n);
-    for (int k = 0; k < 2 * n; ++k) tasks.push_back({k < n ? fwd[k] : bwd[unit_of[k]], {}});
+    // Tasks, per micro-batch: forward of units 0..n-1, then backward of n-1..0. Each
+    // task's unit is gathered before it runs; the gather for task k+1 is issued when task
+    // k starts (the prefetch; at most two units gathered, across micro-batches too), a
+    // unit's reduce-scatter when its backward ends. The first gather is exposed (in
+    // steady state it follows the last optimizer).
+    const int per_micro = 2 * n;
+    const int total = per_micro * micro_batches;
+    auto is_fwd = [&](int k) { return k % per_micro < n; };
+    std::vector<int> unit_of(total);
+    for (int k = 0; k < total; ++k) {
+      const int m = k % per_micro;
+      unit_of[k] = m < n ? m : 2 * n - 1 - m;
+    }
+    std::vector<int> gather_of(total);
+    for (int k = 0; k < total; ++k)
+      tasks.push_back({is_fwd(k) ? fwd[unit_of[k]] : bwd[unit_of[k]], {}});
     auto gather = [&](int k, int after) {
       const double bytes = w.units[unit_of[k]].params * elem;
       gather_of[k] = static_cast<int>(ops.size());
@@ -227,44 +275,54 @@ Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const 
       p.bytes_sent_per_rank += sent(CollOp::kAllGather, bytes);
     };
     gather(0, -1);
-    for (int k = 0; k < 2 * n; ++k) {
-      if (k + 1 < 2 * n) gather(k + 1, k - 1);  // issued as task k starts
-      if (k >= n) {
+    for (int k = 0; k < total; ++k) {
+      if (k + 1 < total) gather(k + 1, k - 1);  // issued as task k starts
+      if (!is_fwd(k)) {
         const double bytes = w.units[unit_of[k]].params * elem;
         ops.push_back({coll(CollOp::kReduceScatter, bytes), k});
         p.bytes_sent_per_rank += sent(CollOp::kReduceScatter, bytes);
       }
     }
-    for (int k = 0; k < 2 * n; ++k) tasks[k].waits.push_back(gather_of[k]);
+    for (int k = 0; k < total; ++k) tasks[k].waits.push_back(gather_of[k]);
   } else {
-    // One forward task, then backward per unit from the last; a bucket's collective is
-    // issued when backward of its first (lowest) unit ends.
+    // Per micro-batch one forward task, then backward per unit from the last; a bucket's
+    // collective is issued when backward of its first (lowest) unit ends: in every
+    // micro-batch for zero2, in the last one only for the modes that keep the full
+    // gradient (allreduce, zero1, ps).
     double f = 0;
     for (double x : fwd) f += x;
-    tasks.push_back({f, {}});
-    for (int i = n - 1; i >= 0; --i) tasks.push_back({bwd[i], {}});
+    for (int m = 0; m < micro_batches; ++m) {
+      tasks.push_back({f, {}});
+      for (int i = n - 1; i >= 0; --i) tasks.push_back({bwd[i], {}});
+    }
     const auto buckets = PlanBuckets(w.units, opt.bucket_mb);
     const int servers = std::max(opt.servers, 1);
     std::vector<double> bucket_bytes;
     for (const auto& [first, end] : buckets) {
       double elems = 0;
       for (int u = first; u < end; ++u) elems += w.units[u].params;
-      const double bytes = elems * elem;
-      bucket_bytes.push_back(bytes);
-      const int after = n - first;  // task index of unit `first`'s backward
-      if (mode == "allreduce") {
-        ops.push_back({coll(CollOp::kAllReduce, bytes), after});
-        p.bytes_sent_per_rank += sent(CollOp::kAllReduce, bytes);
-      } else if (mode == "ps") {
-        // Push the bucket, pull it back: every server link carries the D workers' slices
-        // of it (D * bytes / S) each way.
-        const Link& l = opt.link;  // the per-rank-count fits are ring figures
-        const double t = 2.0 * (l.alpha_s + dp * bytes / servers / l.bytes_per_s);
-        ops.push_back({t, after});
-        p.bytes_sent_per_rank += bytes;
-      } else {  // zero1, zero2: reduce-scatter now, all-gather after the optimizer
-        ops.push_back({coll(CollOp::kReduceScatter, bytes), after});
-        p.bytes_sent_per_rank += sent(CollOp::kReduceScatter, bytes);
+      bucket_bytes.push_back(elems * elem);
+    }
+    const int first_micro = mode == "zero2" ? 0 : micro_batches - 1;
+    for (int m = first_micro; m < micro_batches; ++m) {
+      for (size_t b = 0; b < buckets.size(); ++b) {
+        const int first = buckets[b].first;
+        const double bytes = bucket_bytes[b];
+        const int after = m * (n + 1) + n - first;  // task index of unit `first`'s backward
+        if (mode == "allreduce") {
+          ops.push_back({coll(CollOp::kAllReduce, bytes), after});
+          p.bytes_sent_per_rank += sent(CollOp::kAllReduce, bytes);
+        } else if (mode == "ps") {
+          // Push the bucket, pull it back: every server link carries the D workers' slices
+          // of it (D * bytes / S) each way.
+          const Link& l = opt.link;  // the per-rank-count fits are ring figures
+          const double t = 2.0 * (l.alpha_s + dp * bytes / servers / l.bytes_per_s);
+          ops.push_back({t, after});
+          p.bytes_sent_per_rank += bytes;
+        } else {  // zero1, zero2: reduce-scatter now, all-gather after the optimizer
+          ops.push_back({coll(CollOp::kReduceScatter, bytes), after});
+          p.bytes_sent_per_rank += sent(CollOp::kReduceScatter, bytes);
+        }
       }
     }
     if (mode == "zero1" || mode == "zero2") {
@@ -315,6 +373,12 @@ Status AddCalibrationJson(const nlohmann::json& doc, const std::string& name,
       r.servers = f.value("servers", 0);
       r.precision = f.value("precision", "fp32");
       r.bucket_mb = f.value("bucket_mb", 25.0);
+      r.grad_accum = f.value("grad_accum", 1);
+      if (r.grad_accum < 1) return Status::Corruption(name + ": flags.grad_accum below 1");
+      Result<model::Recompute> recompute = model::ParseRecompute(f.value("recompute", "none"));
+      if (!recompute.ok())
+        return Status::Corruption(name + ": flags." + recompute.status().message().substr(2));
+      r.recompute = *recompute;
       std::vector<double> times;
       for (const auto& s : doc.at("steps")) {
         if (s.at("step").get<int64_t>() > 1 || doc.at("steps").size() < 3) {
@@ -330,7 +394,8 @@ Status AddCalibrationJson(const nlohmann::json& doc, const std::string& name,
       RunSample* same = nullptr;
       for (RunSample& o : data->runs) {
         if (o.sync == r.sync && o.model == r.model && o.workers == r.workers && o.tp == r.tp &&
-            o.servers == r.servers && o.precision == r.precision && o.bucket_mb == r.bucket_mb) {
+            o.servers == r.servers && o.precision == r.precision && o.bucket_mb == r.bucket_mb &&
+            o.grad_accum == r.grad_accum && o.recompute == r.recompute) {
           same = &o;
         }
       }
@@ -430,6 +495,8 @@ SimOptions OptionsForRun(const RunSample& r, SimOptions o) {
   o.workers = r.workers;
   o.servers = std::max(r.servers, 1);
   o.bucket_mb = r.bucket_mb;
+  o.grad_accum = r.grad_accum;
+  o.recompute = r.recompute;
   // pszero's bf16 still reduces fp32 gradients (docs/sync.md): 4-byte wire elements.
   o.bf16 = false;
   return o;
@@ -451,14 +518,15 @@ Result<Calibration> Calibrate(const CalibrationData& data, const SimOptions& bas
     }
   }
   SimOptions linked = Apply(c, base);
-  // Compute rate: single-worker runs have no communication, so flops / step time.
+  // Compute rate: single-worker runs have no communication, so flops / step time (the
+  // run's flops: K micro-batches and what its --recompute re-runs).
   std::vector<double> rates;
   for (const RunSample& r : data.runs) {
     if (r.workers != r.tp || r.sync == "ps") continue;
     Result<Workload> w = WorkloadForRun(r);
     if (!w.ok()) continue;
     double stretch = base.host_cores > 0 ? std::max(1.0, 1.0 * r.workers / base.host_cores) : 1.0;
-    rates.push_back(w->flops_per_rank * stretch / r.step_s);
+    rates.push_back(StepFlops(*w, OptionsForRun(r, base)) * stretch / r.step_s);
     c.flops_by_mode[r.sync] = rates.back();
   }
   c.flops_source = "single-worker runs";
@@ -475,7 +543,7 @@ Result<Calibration> Calibrate(const CalibrationData& data, const SimOptions& bas
       if (compute <= 0) continue;
       const double stretch =
           base.host_cores > 0 ? std::max(1.0, 1.0 * r.workers / base.host_cores) : 1.0;
-      rates.push_back(w->flops_per_rank * stretch / compute);
+      rates.push_back(StepFlops(*w, o) * stretch / compute);
     }
     c.flops_source = "step time minus predicted communication";
   }

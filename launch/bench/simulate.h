@@ -17,6 +17,7 @@
 
 #include "common/status.h"
 #include "worker/model/config.h"
+#include "worker/model/layers.h"
 #include "worker/train/data_parallel.h"
 
 namespace pszero::bench::sim {
@@ -51,6 +52,16 @@ struct Unit {
   int64_t params = 0;     // per TP rank
   double flops = 0;       // share of the step's compute (forward + backward), per TP rank
   int tp_allreduces = 0;  // Megatron all-reduces of the activations per step (fwd + bwd)
+  // Flops one micro-batch re-runs in this unit's backward, per TP rank (docs/benchmarks.md,
+  // "Gradient accumulation and activation recompute"). recompute_full_flops: --recompute
+  // full re-runs the block's forward less its MLP output projection (not at all for the
+  // last block, for embed and ln_f); it repeats recompute_tp_allreduces of the block's TP
+  // all-reduces (the attention's). attention_probs_flops: --recompute selective re-runs
+  // the attention scores GEMM (the softmax's elementwise work is not counted, as in the
+  // model FLOP count); 0 where the workload does not know the attention's shape.
+  double recompute_full_flops = 0;
+  int recompute_tp_allreduces = 0;
+  double attention_probs_flops = 0;
 };
 
 // What one rank computes and holds: the model's units in forward order.
@@ -70,6 +81,9 @@ struct Workload {
 Result<Workload> WorkloadForModel(const model::ModelConfig& config, int tp);
 // A bare parameter count: `layers` equal units, 6 * P * tokens flops, no TP traffic model
 // beyond 4 all-reduces of tokens x hidden per layer when tp > 1 (hidden = sqrt(P / 12L)).
+// Recompute takes each layer as a GPT block of 12 hidden^2 weights: full re-runs 2/3 of
+// its forward (all weight GEMMs but the 4 hidden^2 of the MLP output projection) and one
+// TP all-reduce; selective is free (the sequence length, hence the scores GEMM, is unknown).
 Workload WorkloadForParams(int64_t params, int layers, int64_t tokens_per_replica, int tp);
 
 struct SimOptions {
@@ -90,6 +104,12 @@ struct SimOptions {
   // fractional: on a loaded host it is the share of the cores the job gets (fitted by
   // Calibrate with fit_host_cores).
   double host_cores = 0;
+  // --grad-accum K: a step is K micro-batches of the workload (docs/sync.md, "Gradient
+  // accumulation"): allreduce, zero1 and ps communicate during the last micro-batch's
+  // backward only, zero2 reduce-scatters every micro-batch and all-gathers once, zero3
+  // gathers and reduce-scatters every micro-batch.
+  int grad_accum = 1;
+  model::Recompute recompute = model::Recompute::kNone;  // --recompute
 
   const Link& LinkFor(int ranks) const;
   double FlopsFor(std::string_view mode) const;
@@ -98,12 +118,16 @@ struct SimOptions {
 struct ModePrediction {
   std::string mode;
   double step_s = 0;
-  double comm_s = 0;               // sum of the sync mode's collectives (busy time of its stream)
-  double exposed_comm_s = 0;       // step_s - compute_s: what overlap did not hide
-  double compute_s = 0;            // forward + backward (+ TP all-reduces) of one rank
+  double comm_s = 0;          // sum of the sync mode's collectives (busy time of its stream)
+  double exposed_comm_s = 0;  // step_s - compute_s: what overlap did not hide
+  double compute_s = 0;       // K x (forward + recompute + backward + TP all-reduces) of one rank
   double bytes_sent_per_rank = 0;  // the sync mode's traffic per step
   train::ModelStateBytes memory;
 };
+
+// Flops one rank computes per step: K micro-batches of w.flops_per_rank plus what
+// opt.recompute re-runs in their backward.
+double StepFlops(const Workload& w, const SimOptions& opt);
 
 // One mode (allreduce, zero1, zero2, zero3, ps) at opt.workers.
 Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const SimOptions& opt);
@@ -132,6 +156,8 @@ struct RunSample {
   int servers = 0;
   std::string precision = "fp32";
   double bucket_mb = 25.0;
+  int grad_accum = 1;                                    // flags.grad_accum (absent: 1)
+  model::Recompute recompute = model::Recompute::kNone;  // flags.recompute (absent: none)
   std::vector<double> round_s;  // per file with these flags: median of steps 2..
   double step_s = 0;            // the least disturbed round: the lowest of round_s
   double bytes_sent_per_rank = 0;
@@ -142,8 +168,8 @@ struct CalibrationData {
 };
 // A `pszero-launch --report` file (schema pszero.run/1) or a `pszero-bench collective
 // --json` document; Corruption naming the file otherwise. Reports of the same flags (sync,
-// model, workers, tp, servers, precision, bucket) are rounds of one run; its step time is
-// the lowest round median (step 1 warms up and is left out): on a shared host
+// model, workers, tp, servers, precision, bucket, grad_accum, recompute) are rounds of one run; its
+// step time is the lowest round median (step 1 warms up and is left out): on a shared host
 // interference only ever adds time, so the best of several rounds is the least disturbed
 // estimate (timeit's and the benchmark tools' best-of practice).
 Status LoadCalibrationFile(const std::string& path, CalibrationData* data);
@@ -172,7 +198,8 @@ struct Calibration {
 };
 // Link from the collective samples (global and per rank count); compute rate from the
 // single-worker runs (no communication; per mode, and their median for other modes), else
-// from every run's step time minus its predicted communication. `base` supplies
+// from every run's step time minus its predicted communication; a run's flops are
+// StepFlops at its own grad_accum and recompute. `base` supplies
 // everything not calibrated. fit_host_cores: also choose the effective core count C in
 // [1, 64] that minimizes the relative error over the multi-worker runs (one parameter
 // fitted to the runs it is then checked on; CheckRuns on held-out runs is the honest test).

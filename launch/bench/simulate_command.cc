@@ -47,6 +47,8 @@ struct SimulateFlags {
   std::string live_dir;
   std::string precision = "fp32";
   double bucket_mb = 25.0;
+  int grad_accum = 1;
+  std::string recompute = "none";
   int small_kb = 32;
   int project_to = 0;
   bool json = false;
@@ -243,6 +245,10 @@ int RunSimulate(const SimulateFlags& f) {
   opt.bucket_mb = f.bucket_mb;
   opt.small_bytes = f.small_kb * 1024.0;
   opt.host_cores = f.host_cores;
+  opt.grad_accum = f.grad_accum;
+  Result<model::Recompute> recompute = model::ParseRecompute(f.recompute);
+  if (!recompute.ok()) return Usage(recompute.status().message());
+  opt.recompute = *recompute;
 
   if (f.fit_host_cores && f.calibrate.empty() && !f.calibrate_live) {
     return Usage("--fit-host-cores: needs --calibrate with multi-worker run reports");
@@ -318,6 +324,8 @@ int RunSimulate(const SimulateFlags& f) {
                     {"model", r.run.model},
                     {"workers", r.run.workers},
                     {"tp", r.run.tp},
+                    {"grad_accum", r.run.grad_accum},
+                    {"recompute", model::RecomputeName(r.run.recompute)},
                     {"measured_s", r.run.step_s},
                     {"rounds_s", r.run.round_s},
                     {"predicted_s", r.predicted_s},
@@ -377,13 +385,16 @@ int RunSimulate(const SimulateFlags& f) {
                           {"tp", work.tp},
                           {"units", work.units.size()},
                           {"tokens_per_replica", work.tokens_per_replica},
-                          {"flops_per_rank", work.flops_per_rank}}},
+                          {"flops_per_rank", work.flops_per_rank},
+                          {"flops_per_step_per_rank", sim::StepFlops(work, opt)}}},
                         {"options",
                          {{"workers", workers},
                           {"dp", workers / f.tp},
                           {"servers", f.servers},
                           {"precision", f.precision},
                           {"bucket_mb", f.bucket_mb},
+                          {"grad_accum", f.grad_accum},
+                          {"recompute", f.recompute},
                           {"small_kb", f.small_kb},
                           {"alpha_us", opt.link.alpha_s * 1e6},
                           {"bandwidth_gbs", opt.link.bytes_per_s / 1e9},
@@ -418,15 +429,16 @@ int RunSimulate(const SimulateFlags& f) {
 
   std::printf(
       "# pszero-bench simulate: %s, %lld params (Ψ = %lld per TP rank, %zu units), "
-      "%d workers (T = %d, D = %d), %s\n",
+      "%d workers (T = %d, D = %d), %s, grad-accum K = %d, recompute %s\n",
       work.name.c_str(), static_cast<long long>(work.params), static_cast<long long>(work.psi),
-      work.units.size(), workers, f.tp, workers / f.tp, f.precision.c_str());
+      work.units.size(), workers, f.tp, workers / f.tp, f.precision.c_str(), f.grad_accum,
+      f.recompute.c_str());
   std::printf(
       "# link: alpha %.2f us, B %.4g GB/s%s; compute %.4g TFLOP/s per worker, "
       "%.4g GFLOP per step per rank%s\n",
       opt.link.alpha_s * 1e6, opt.link.bytes_per_s / 1e9,
       opt.link_by_ranks.empty() ? "" : " (calibrated per rank count where measured)",
-      opt.flops_per_s / 1e12, work.flops_per_rank / 1e9,
+      opt.flops_per_s / 1e12, sim::StepFlops(work, opt) / 1e9,
       opt.host_cores > 0 ? Format(", %.3g shared host cores", opt.host_cores).c_str() : "");
   if (!calibration.is_null()) {
     if (calibration.contains("link")) {
@@ -457,11 +469,12 @@ int RunSimulate(const SimulateFlags& f) {
     }
     if (!check.empty()) {
       std::printf("# calibration check (measured: median of steps 2.., best round):\n");
-      std::printf("  %-10s %-10s %7s %12s %12s %8s\n", "sync", "model", "workers", "measured",
-                  "predicted", "error");
+      std::printf("  %-10s %-10s %7s %4s %-9s %12s %12s %8s\n", "sync", "model", "workers", "K",
+                  "recompute", "measured", "predicted", "error");
       for (const auto& r : check) {
-        std::printf("  %-10s %-10s %7d %12s %12s %+7.1f%%\n", r.run.sync.c_str(),
-                    r.run.model.c_str(), r.run.workers, Seconds(r.run.step_s).c_str(),
+        std::printf("  %-10s %-10s %7d %4d %-9s %12s %12s %+7.1f%%\n", r.run.sync.c_str(),
+                    r.run.model.c_str(), r.run.workers, r.run.grad_accum,
+                    model::RecomputeName(r.run.recompute), Seconds(r.run.step_s).c_str(),
                     Seconds(r.predicted_s).c_str(), 100 * r.error);
       }
     }
@@ -538,6 +551,12 @@ BenchCommand AddSimulateCommand(CLI::App& root) {
       ->check(CLI::IsMember({"fp32", "bf16"}));
   app->add_option("--bucket-mb", f->bucket_mb, "Gradient bucket (allreduce, zero1, zero2, ps)")
       ->check(CLI::Range(1e-6, 1e6));
+  app->add_option("--grad-accum", f->grad_accum,
+                  "Micro-batches per optimizer step, as pszero-launch --grad-accum (1)")
+      ->check(CLI::Range(1, 1 << 16));
+  app->add_option("--recompute", f->recompute,
+                  "Activation recompute, as pszero-launch --recompute: none, selective, full")
+      ->check(CLI::IsMember({"none", "selective", "full"}));
   app->add_option("--small-kb", f->small_kb, "Direct algorithm at or below this many KiB")
       ->check(CLI::Range(0, 1 << 20));
   app->add_option("--project-to", f->project_to, "Also predict for 1, 2, 4 ... N workers")

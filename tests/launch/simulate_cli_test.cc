@@ -57,6 +57,31 @@ TEST(SimulateCliTest, TablePrintsEveryMode) {
   EXPECT_NE(r.out.find("16Ψ/D"), std::string::npos) << r.out;
 }
 
+// --grad-accum and --recompute: recorded in the JSON options and the table's header; K
+// micro-batches compute K times as long.
+TEST(SimulateCliTest, GradAccumAndRecomputeAreRecorded) {
+  ProcessResult one = Simulate({"--model", "gpt-small", "--workers", "8", "--json"});
+  ProcessResult four = Simulate({"--model", "gpt-small", "--workers", "8", "--grad-accum", "4",
+                                 "--recompute", "full", "--json"});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  ASSERT_EQ(four.exit_code, 0) << four.err;
+  nlohmann::json a = nlohmann::json::parse(one.out), b = nlohmann::json::parse(four.out);
+  EXPECT_EQ(a["options"]["grad_accum"], 1);
+  EXPECT_EQ(a["options"]["recompute"], "none");
+  EXPECT_EQ(b["options"]["grad_accum"], 4);
+  EXPECT_EQ(b["options"]["recompute"], "full");
+  for (size_t i = 0; i < a["modes"].size(); ++i) {
+    EXPECT_GT(b["modes"][i]["compute_s"].get<double>(),
+              4 * a["modes"][i]["compute_s"].get<double>());
+    EXPECT_GE(b["modes"][i]["step_s"].get<double>(), b["modes"][i]["compute_s"].get<double>());
+  }
+  ProcessResult table = Simulate(
+      {"--model", "gpt-small", "--workers", "8", "--grad-accum", "4", "--recompute", "selective"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("grad-accum K = 4, recompute selective"), std::string::npos)
+      << table.out;
+}
+
 TEST(SimulateCliTest, ProjectionSeriesDoublesUpToN) {
   ProcessResult r =
       Simulate({"--model", "gpt-small", "--sync", "zero3", "--project-to", "1024", "--json"});
@@ -123,6 +148,10 @@ TEST(SimulateCliTest, BadInputNamesTheFlag) {
   ExpectUsageError(
       {"--model", "gpt-tiny", "--workers", "2", "--calibrate-live", "--live-max-workers", "1"},
       "--live-max-workers");
+  ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--grad-accum", "0"}, "--grad-accum");
+  ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--grad-accum", "two"},
+                   "--grad-accum");
+  ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--recompute", "some"}, "--recompute");
 }
 
 }  // namespace

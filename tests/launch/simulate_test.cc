@@ -82,6 +82,158 @@ TEST(SimulateTest, BytesMatchTheTrainingCodesFormula) {
   }
 }
 
+// --grad-accum K: K reduce-scatters + 1 all-gather for zero2, 3K for zero3, one exchange
+// for allreduce and zero1, the training code's formula with micro_batches = K.
+TEST(SimulateTest, GradAccumBytesMatchTheTrainingCodesFormula) {
+  Result<model::ModelConfig> c = model::PresetConfig("gpt-small");
+  ASSERT_TRUE(c.ok());
+  Result<Workload> w = WorkloadForModel(*c, 1);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  for (bool bf16 : {false, true}) {
+    SimOptions opt;
+    opt.workers = 4;
+    opt.bf16 = bf16;
+    opt.grad_accum = 3;
+    for (const char* mode : {"allreduce", "zero1", "zero2", "zero3", "ps"}) {
+      Result<ModePrediction> p = Simulate(*w, mode, opt);
+      ASSERT_TRUE(p.ok()) << p.status().ToString();
+      const double theory =
+          train::TrafficElementBytes(mode, bf16) * train::TheoryElementsPerStep(mode, w->psi, 4, 3);
+      if (std::string(mode) == "ps") {  // the simulator counts the push: Ψ, as with K = 1
+        EXPECT_DOUBLE_EQ(p->bytes_sent_per_rank, theory) << mode;
+      } else {
+        EXPECT_NEAR(p->bytes_sent_per_rank, theory, 1e-12 * theory) << mode << " bf16 " << bf16;
+      }
+      EXPECT_EQ(p->memory.total(), train::PredictModelState(mode, w->psi, 4, bf16).total());
+    }
+  }
+}
+
+// K micro-batches compute K times one micro-batch; the step is at least that, and with
+// K = 1 (and recompute none) given explicitly nothing changes.
+TEST(SimulateTest, StepTimeGrowsWithGradAccum) {
+  Result<model::ModelConfig> c = model::PresetConfig("gpt-small");
+  ASSERT_TRUE(c.ok());
+  Result<Workload> w = WorkloadForModel(*c, 1);
+  ASSERT_TRUE(w.ok());
+  SimOptions opt;
+  opt.workers = 8;
+  opt.link = {5e-6, 2e9};  // slow enough that communication shows
+  opt.flops_per_s = 20e12;
+  for (const std::string& mode : AllModes()) {
+    SCOPED_TRACE(mode);
+    SimOptions one = opt;
+    one.grad_accum = 1;
+    one.recompute = model::Recompute::kNone;
+    Result<ModePrediction> base = Simulate(*w, mode, SimOptions(opt));
+    Result<ModePrediction> k1 = Simulate(*w, mode, one);
+    ASSERT_TRUE(base.ok() && k1.ok());
+    EXPECT_EQ(k1->step_s, base->step_s);
+    EXPECT_EQ(k1->bytes_sent_per_rank, base->bytes_sent_per_rank);
+    double previous = base->step_s;
+    for (int k : {2, 3, 4}) {
+      SimOptions o = opt;
+      o.grad_accum = k;
+      Result<ModePrediction> p = Simulate(*w, mode, o);
+      ASSERT_TRUE(p.ok());
+      EXPECT_NEAR(p->compute_s, k * base->compute_s, 1e-12 * p->compute_s);
+      EXPECT_GE(p->step_s, k * base->compute_s * (1 - 1e-12));
+      EXPECT_GT(p->step_s, previous);
+      EXPECT_NEAR(p->exposed_comm_s, p->step_s - p->compute_s, 1e-12);
+      if (mode == "allreduce" || mode == "zero1" || mode == "ps") {
+        EXPECT_EQ(p->comm_s, base->comm_s);  // one exchange per step
+      } else {
+        EXPECT_GT(p->comm_s, base->comm_s);
+      }
+      previous = p->step_s;
+    }
+  }
+  opt.grad_accum = 0;
+  EXPECT_FALSE(Simulate(*w, "allreduce", opt).ok());
+}
+
+// --recompute full re-runs each block's forward but the last, less the MLP's output
+// projection: for gpt-small (L = 12, d = 768, S = 256) the step's flops grow by the
+// factor docs/benchmarks.md states; selective adds the scores GEMMs only.
+TEST(SimulateTest, RecomputeRaisesComputeByTheDocumentedFactor) {
+  Result<model::ModelConfig> c = model::PresetConfig("gpt-small");
+  ASSERT_TRUE(c.ok());
+  Result<Workload> w = WorkloadForModel(*c, 1);
+  ASSERT_TRUE(w.ok());
+  SimOptions opt;
+  opt.workers = 1;
+  Result<ModePrediction> none = Simulate(*w, "allreduce", opt);
+  ASSERT_TRUE(none.ok());
+  EXPECT_DOUBLE_EQ(StepFlops(*w, opt), w->flops_per_rank);
+  // Independent of the unit split: per re-run block 2·tok·(12d² + 13d − 4d² − d) weight
+  // flops + 4·B·S²·d attention, over (6·Ψ·tok + 12·L·B·S²·d) for the step.
+  const double d = c->d_model, tok = c->tokens_per_step(), L = c->layers;
+  const double bs2d = static_cast<double>(c->batch) * c->seq * c->seq * d;
+  const double weight_flops = 6.0 * model::ParamCount(*c) * tok + 12.0 * L * bs2d;
+  const double rerun = (L - 1) * (2.0 * tok * (8 * d * d + 12 * d) + 4.0 * bs2d);
+  // The units' weights leave out the position table's 6·S·d·tok, hence the tolerance.
+  opt.recompute = model::Recompute::kFull;
+  Result<ModePrediction> full = Simulate(*w, "allreduce", opt);
+  ASSERT_TRUE(full.ok());
+  const double factor = full->compute_s / none->compute_s;
+  EXPECT_NEAR(factor, 1.0 + rerun / weight_flops, 1e-3);
+  EXPECT_NEAR(factor, 1.2087, 1e-4);  // docs/benchmarks.md
+  EXPECT_NEAR(StepFlops(*w, opt) / w->flops_per_rank, factor, 1e-12);
+  opt.recompute = model::Recompute::kSelective;
+  Result<ModePrediction> selective = Simulate(*w, "allreduce", opt);
+  ASSERT_TRUE(selective.ok());
+  EXPECT_NEAR(selective->compute_s / none->compute_s, 1.0 + L * 2.0 * bs2d / weight_flops, 1e-4);
+  // Memory (model states) does not depend on it.
+  EXPECT_EQ(full->memory.total(), none->memory.total());
+  // A bare parameter count knows no sequence: selective is free, full 2/9 of all but one
+  // layer's flops.
+  const Workload bare = WorkloadForParams(1'000'000'000, 10, 2048, 1);
+  opt.recompute = model::Recompute::kSelective;
+  EXPECT_DOUBLE_EQ(StepFlops(bare, opt), bare.flops_per_rank);
+  opt.recompute = model::Recompute::kFull;
+  EXPECT_NEAR(StepFlops(bare, opt), bare.flops_per_rank * (1.0 + 0.9 * 2.0 / 9.0),
+              1e-9 * bare.flops_per_rank);
+}
+
+// A run report's own --grad-accum and --recompute: its flops are what it ran, and runs
+// that differ only in them are different runs.
+TEST(SimulateTest, CalibrationReadsTheRunsGradAccumAndRecompute) {
+  auto report = [](int k, const char* recompute, double step_s) {
+    nlohmann::json flags = {{"sync", "allreduce"}, {"model", "gpt-tiny"}, {"workers", 1}};
+    if (k != 0) flags["grad_accum"] = k;  // 0: absent
+    if (recompute != nullptr) flags["recompute"] = recompute;
+    return nlohmann::json{{"schema", "pszero.run/1"},
+                          {"flags", flags},
+                          {"steps", {{{"step", 1}, {"time_s", step_s}}}},
+                          {"ranks", nlohmann::json::array()}};
+  };
+  CalibrationData data;
+  ASSERT_TRUE(AddCalibrationJson(report(2, "full", 0.5), "a.json", &data).ok());
+  ASSERT_TRUE(AddCalibrationJson(report(0, nullptr, 0.2), "b.json", &data).ok());
+  ASSERT_EQ(data.runs.size(), 2u);
+  EXPECT_EQ(data.runs[0].grad_accum, 2);
+  EXPECT_EQ(data.runs[0].recompute, model::Recompute::kFull);
+  EXPECT_EQ(data.runs[1].grad_accum, 1);
+  EXPECT_EQ(data.runs[1].recompute, model::Recompute::kNone);
+  CalibrationData only_k2;
+  only_k2.runs = {data.runs[0]};
+  Result<Calibration> c = Calibrate(only_k2, SimOptions{});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  Result<model::ModelConfig> tiny = model::PresetConfig("gpt-tiny");
+  ASSERT_TRUE(tiny.ok());
+  Result<Workload> w = WorkloadForModel(*tiny, 1);
+  ASSERT_TRUE(w.ok());
+  SimOptions ran;
+  ran.grad_accum = 2;
+  ran.recompute = model::Recompute::kFull;
+  EXPECT_NEAR(c->flops_per_s, StepFlops(*w, ran) / 0.5, 1e-9 * c->flops_per_s);
+  Result<std::vector<CheckRow>> rows = CheckRuns(only_k2, Apply(*c, SimOptions{}));
+  ASSERT_TRUE(rows.ok());
+  EXPECT_NEAR((*rows)[0].error, 0.0, 1e-9);
+  EXPECT_FALSE(AddCalibrationJson(report(1, "bogus", 0.1), "c.json", &data).ok());
+  EXPECT_FALSE(AddCalibrationJson(report(-1, "none", 0.1), "d.json", &data).ok());
+}
+
 // Ψ per TP rank as the model itself lays it out: params_per_tp_rank of real run reports
 // (pszero-launch --workers 2 --tp 2 --model gpt-tiny | mlp --report, 2026-11-26).
 TEST(SimulateTest, PsiPerTpRankMatchesTheRunReport) {
