@@ -266,8 +266,9 @@ Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const 
       unit_of[k] = m < n ? m : 2 * n - 1 - m;
     }
     std::vector<int> gather_of(total);
-    for (int k = 0; k < total; ++k)
+    for (int k = 0; k < total; ++k) {
       tasks.push_back({is_fwd(k) ? fwd[unit_of[k]] : bwd[unit_of[k]], {}});
+    }
     auto gather = [&](int k, int after) {
       const double bytes = w.units[unit_of[k]].params * elem;
       gather_of[k] = static_cast<int>(ops.size());
