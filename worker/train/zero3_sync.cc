@@ -155,8 +155,12 @@ Status Zero3Sync::BeginMicroBatch(int micro, int count) {
   PSZERO_RETURN_IF_ERROR(DataParallelSync::BeginMicroBatch(micro, count));
   if (micro == 0) return Status::Ok();
   // Every micro-batch uses the units in the order of the first one, which is recorded by
-  // now: gather with prefetching, as in later steps (the shard is not updated in between,
-  // so whatever is still gathered stays valid).
+  // now: gather with prefetching, as in later steps (the shard is not updated between
+  // micro-batches, so no fence is needed before the gather).
+  return RestartOrder();
+}
+
+Status Zero3Sync::RestartOrder() {
   recorded_ = true;
   cursor_ = 0;
   if (!order_.empty()) PSZERO_RETURN_IF_ERROR(Prefetch(order_.front()));
@@ -177,12 +181,9 @@ Status Zero3Sync::Step(int64_t step) {
                                   v_.data<float>(), nullptr, shard_numel()));
   }
   EndStepTraffic();
-  recorded_ = true;
-  cursor_ = 0;
   // The next step's first unit, while the loop finishes this one (after the update).
   PSZERO_RETURN_IF_ERROR(Fence());
-  if (!order_.empty()) PSZERO_RETURN_IF_ERROR(Prefetch(order_.front()));
-  return Status::Ok();
+  return RestartOrder();
 }
 
 Result<std::vector<float>> Zero3Sync::LocalParams(const model::ParamBuffer& params) {

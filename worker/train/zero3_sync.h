@@ -54,6 +54,9 @@ class Zero3Sync final : public DataParallelSync {
   Status Use(int unit, bool backward);
   // Queues the all-gather of `unit` unless it is gathered or on its way.
   Status Prefetch(int unit);
+  // The recorded use order starts again (a new step or micro-batch): its first unit is
+  // prefetched.
+  Status RestartOrder();
   // Waits for `unit`'s all-gather and points the ParamBuffer at it.
   Status Attach(int unit);
   Status Release(int unit);
