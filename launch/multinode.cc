@@ -95,6 +95,7 @@ bool IsIpLiteral(const std::string& address) {
 namespace {
 
 constexpr milliseconds kTermToKill{2000};
+constexpr int kReapPollMs = 50;  // exited nodes looked for, when no output is left (Poll)
 
 std::string DescribeWait(int st) {
   if (WIFEXITED(st)) return "exited with code " + std::to_string(WEXITSTATUS(st));
@@ -242,6 +243,10 @@ class SshJob {
       wait_ms = static_cast<int>(std::max<int64_t>(
           0, std::chrono::duration_cast<milliseconds>(*deadline_ - Clock::now()).count() + 1));
     }
+    // SIGCHLD reaches the signalfd only while every thread blocks it; a thread a library
+    // started before main (OpenBLAS's pool, from its constructor) takes it and drops it.
+    // With no node output left to wait for, exited nodes are also looked for every 50 ms.
+    if (fds.size() == 1) wait_ms = wait_ms < 0 ? kReapPollMs : std::min(wait_ms, kReapPollMs);
     const int r = ::poll(fds.data(), fds.size(), wait_ms);
     if (r < 0 && errno != EINTR) {
       LOG(ERROR) << "poll: " << std::strerror(errno);
@@ -260,6 +265,7 @@ class SshJob {
         }
       }
     }
+    Reap();  // cheap (WNOHANG), and what a lost SIGCHLD would have done
     if (deadline_ && Clock::now() >= *deadline_) Escalate();
   }
 

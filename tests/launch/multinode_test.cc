@@ -157,6 +157,25 @@ TEST(MultiNodeTest, HostfileStartsOneNodeLauncherPerHostOverSsh) {
   EXPECT_EQ(log.find(kToken), std::string::npos) << log;
 }
 
+// SIGCHLD reaches the launcher's signalfd only while every thread blocks it. OpenBLAS
+// starts its thread pool from a library constructor, before main, and that thread takes
+// the signal and drops it: the launcher must still see its nodes exit (it did not, and
+// waited forever, once a change linked OpenBLAS into pszero-launch).
+TEST(MultiNodeTest, HostfileJobEndsWhenALibraryThreadTakesSigchld) {
+  const std::vector<std::string> job = TinyTraining("zero2");
+  FakeSsh ssh;
+  const std::string hosts = ssh.Write("hosts", "alpha slots=1\nbeta slots=1\n");
+  const ProcessResult r =
+      RunLaunch(Cat({"--hostfile", hosts, "--master-addr", "127.0.0.1", "--master-port",
+                     std::to_string(FreePort())},
+                    job),
+                {"PSZERO_SSH=" + ssh.script(), std::string("PSZERO_TOKEN=") + kToken,
+                 "LD_PRELOAD=libopenblas.so.0"});
+  EXPECT_FALSE(r.timed_out);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("all 2 node launchers exited with code 0"), std::string::npos) << r.err;
+}
+
 TEST(MultiNodeTest, BadHostfileLineExitsTwoNamingFileAndLine) {
   FakeSsh ssh;
   const std::string hosts = ssh.Write("hosts", "alpha slots=2\n# fine\nbeta slots=two\n");
