@@ -23,18 +23,20 @@ int CudaDeviceCount() {
   return count;
 }
 
-Result<std::unique_ptr<CudaResources>> CudaResources::Create(int device_ordinal) {
+Result<std::unique_ptr<CudaResources>> CudaResources::Create(int device_ordinal, StreamKind kind) {
   if (device_ordinal < 0 || device_ordinal >= CudaDeviceCount()) {
     return Status::Unavailable("no CUDA device " + std::to_string(device_ordinal) + " (" +
                                std::to_string(CudaDeviceCount()) + " visible)");
   }
   std::unique_ptr<CudaResources> r(new CudaResources());
   r->device_ = device_ordinal;
+  r->kind_ = kind;
   cudaError_t err = cudaSetDevice(device_ordinal);
   if (err != cudaSuccess)
     return Status::Unavailable(std::string("cudaSetDevice: ") + cudaGetErrorString(err));
   cudaStream_t stream = nullptr;
-  err = cudaStreamCreate(&stream);
+  err = kind == StreamKind::kNonBlocking ? cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)
+                                         : cudaStreamCreate(&stream);
   if (err != cudaSuccess) {
     return Status::Unavailable(std::string("cudaStreamCreate: ") + cudaGetErrorString(err));
   }
@@ -70,8 +72,10 @@ CudaResources::~CudaResources() {
 
 Status CudaResources::Synchronize() {
   cudaError_t err = cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
-  // The legacy default stream too: Tensor::ZeroFill's cudaMemset runs there.
-  if (err == cudaSuccess) err = cudaStreamSynchronize(cudaStreamLegacy);
+  // The legacy default stream too: Tensor::ZeroFill's cudaMemset runs there. Not for a
+  // non-blocking side stream, which would then wait for the compute stream after all.
+  if (err == cudaSuccess && kind_ == StreamKind::kBlocking)
+    err = cudaStreamSynchronize(cudaStreamLegacy);
   if (err != cudaSuccess) return Status::Internal(std::string("CUDA: ") + cudaGetErrorString(err));
   return Status::Ok();
 }
@@ -89,7 +93,7 @@ bool CudaBuilt() { return false; }
 
 int CudaDeviceCount() { return 0; }
 
-Result<std::unique_ptr<CudaResources>> CudaResources::Create(int) {
+Result<std::unique_ptr<CudaResources>> CudaResources::Create(int, StreamKind) {
   return Status::Unavailable("CUDA kernels need a CUDA build (built with PSZERO_CUDA=OFF)");
 }
 

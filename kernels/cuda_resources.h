@@ -21,7 +21,14 @@ bool CudaBuilt();
 
 class CudaResources {
  public:
-  static Result<std::unique_ptr<CudaResources>> Create(int device_ordinal = 0);
+  // kBlocking: the worker's compute stream (ordered with the legacy default stream, where
+  // Tensor's cudaMemset/cudaMemcpy run). kNonBlocking: a side stream for another thread
+  // (the sync strategies' collective thread) whose short kernels must not queue behind the
+  // compute stream's work; it is not ordered with the legacy stream, so whoever enqueues
+  // on it orders its inputs by waiting on the host first.
+  enum class StreamKind { kBlocking, kNonBlocking };
+  static Result<std::unique_ptr<CudaResources>> Create(int device_ordinal = 0,
+                                                       StreamKind kind = StreamKind::kBlocking);
   ~CudaResources();
   CudaResources(const CudaResources&) = delete;
   CudaResources& operator=(const CudaResources&) = delete;
@@ -29,8 +36,9 @@ class CudaResources {
   int device() const { return device_; }
   void* stream() const { return stream_; }  // cudaStream_t
   void* cublas() const { return cublas_; }  // cublasHandle_t
-  // Waits for everything enqueued so far on the stream, and on the legacy default stream
-  // (where cudaMemset/cudaMemcpy of Tensor go); reports the first asynchronous error.
+  // Waits for everything enqueued so far on the stream and, for a kBlocking one, on the
+  // legacy default stream (where cudaMemset/cudaMemcpy of Tensor go); reports the first
+  // asynchronous error. A kNonBlocking stream waits for its own work only.
   Status Synchronize();
   // Makes this object's device the calling thread's current one (the CUDA runtime keeps
   // one per thread): call it first on any other thread that allocates or copies for it.
@@ -39,6 +47,7 @@ class CudaResources {
  private:
   CudaResources() = default;
   int device_ = 0;
+  StreamKind kind_ = StreamKind::kBlocking;
   void* stream_ = nullptr;
   void* cublas_ = nullptr;
 };

@@ -157,6 +157,40 @@ TEST_F(CudaTwinTest, SumIsBitIdenticalToHost) {
   }
 }
 
+// The sync strategies' collective thread adds later micro-batches' reduce-scatter results
+// on a non-blocking side stream while the compute stream is busy: same bits as the host,
+// and its Synchronize waits for its own work.
+TEST_F(CudaTwinTest, AccumulateOnANonBlockingSideStreamIsBitIdenticalToHost) {
+  auto side = CudaResources::Create(0, CudaResources::StreamKind::kNonBlocking);
+  ASSERT_TRUE(side.ok()) << side.status().ToString();
+  const KernelContext s = KernelContext::Cuda(side->get());
+  const int64_t n = 1 << 20;
+  // Work on the compute stream at the same time (not ordered with the side stream).
+  Tensor busy = Up(RandomFloats(n, 5));
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(Add(P<float>(busy), P<float>(busy), P<float>(busy), n, Gpu()).ok());
+  }
+  for (DType dt : {DType::kFloat32, DType::kBFloat16}) {
+    const std::vector<float> in = RandomFloats(n, 21), acc = RandomFloats(n, 22);
+    if (dt == DType::kFloat32) {
+      std::vector<float> h = acc;
+      Tensor din = Up(in), dacc = Up(acc);
+      ASSERT_TRUE(Accumulate(in.data(), dt, h.data(), dt, n, Cpu()).ok());
+      ASSERT_TRUE(Accumulate(din.data(), dt, dacc.data(), dt, n, s).ok());
+      ASSERT_TRUE((*side)->Synchronize().ok());
+      EXPECT_EQ(Down<float>(dacc), h);
+    } else {
+      const std::vector<uint16_t> inb = testing::ToBf16(in);
+      std::vector<uint16_t> h = testing::ToBf16(acc);
+      Tensor din = Up(inb), dacc = Up(h);
+      ASSERT_TRUE(Accumulate(inb.data(), dt, h.data(), dt, n, Cpu()).ok());
+      ASSERT_TRUE(Accumulate(din.data(), dt, dacc.data(), dt, n, s).ok());
+      ASSERT_TRUE((*side)->Synchronize().ok());
+      EXPECT_EQ(Down<uint16_t>(dacc), h);
+    }
+  }
+}
+
 TEST_F(CudaTwinTest, NormMaxAndMse) {
   for (int64_t n : {0, 1, 1023, 1000003}) {
     const std::vector<float> x = RandomFloats(n, 20), y = RandomFloats(n, 21);

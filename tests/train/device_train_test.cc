@@ -9,7 +9,9 @@
 //    the last place) — track the host's;
 //  * pszero-launch --tp 2 on cuda tracks --tp 2 on the host;
 //  * --grad-accum 2 with --deterministic on cuda: allreduce = zero1 and zero2 = zero3 bit
-//    for bit (docs/sync.md, "Gradient accumulation"), every mode tracking the host.
+//    for bit (docs/sync.md, "Gradient accumulation"), every mode tracking the host;
+//  * --recompute selective and full on cuda give --recompute none's sha256 (fp32, bf16;
+//    zero3, and TP 2);
 // On a machine with one GPU the workers share it, so their collectives take the staged
 // path (NCCL refuses two ranks on one GPU); with a GPU per worker they take NCCL.
 #include <gtest/gtest.h>
@@ -174,6 +176,32 @@ TEST_F(DeviceTrainTest, GradAccumOnCudaKeepsTheFamiliesBitForBitAndTracksTheHost
   EXPECT_EQ(shas[3], shas[2]) << "zero3 = zero2";
 }
 
+// Activation recompute on the device: the re-run forward (selective: the attention
+// probabilities; full: the block) gives the bits of --recompute none, as on the host, in
+// zero3 (parameters gathered for the re-run) and with TP (its all-reduce repeated).
+TEST_F(DeviceTrainTest, RecomputeOnCudaIsBitIdenticalToNone) {
+  for (const std::string precision : {"fp32", "bf16"}) {
+    for (const std::vector<std::string> layout :
+         {std::vector<std::string>{"--workers", "2", "--sync", "zero3", "--deterministic"},
+          std::vector<std::string>{"--workers", "2", "--tp", "2"}}) {
+      std::string shas[3];
+      int i = 0;
+      for (const std::string recompute : {"none", "selective", "full"}) {
+        SCOPED_TRACE(precision + " " + layout[3] + " " + recompute);
+        std::vector<std::string> args = layout;
+        args.insert(args.end(), {"--precision", precision, "--recompute", recompute, "--device",
+                                 "cuda"});
+        const ProcessResult r = Launch(args);
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        shas[i] = PrintedSha(r.out);
+        ASSERT_FALSE(shas[i].empty()) << r.out;
+        EXPECT_EQ(shas[i], shas[0]) << recompute << " against none";
+        ++i;
+      }
+    }
+  }
+}
+
 TEST_F(DeviceTrainTest, TensorParallelOnCudaTracksTheHost) {
   const ProcessResult host = Launch({"--workers", "2", "--tp", "2"});
   ASSERT_EQ(host.exit_code, 0) << host.err;
@@ -200,6 +228,9 @@ TEST_F(DeviceTrainTest, NcclBetweenWorkersSharingTheGpuTracksTheHost) {
       {{"--workers", "2", "--sync", "zero2"}, "dp"},
       {{"--workers", "2", "--sync", "zero2", "--grad-accum", "2"}, "dp"},
       {{"--workers", "2", "--sync", "zero3"}, "dp"},
+      // Later micro-batches add their reduce-scatter results on the side stream.
+      {{"--workers", "2", "--sync", "zero3", "--grad-accum", "2"}, "dp"},
+      {{"--workers", "2", "--sync", "zero2", "--grad-accum", "2", "--precision", "bf16"}, "dp"},
       {{"--workers", "2", "--tp", "2"}, "tp"},
   };
   for (const Job& job : jobs) {

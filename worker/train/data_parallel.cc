@@ -198,13 +198,27 @@ collectives::Work DataParallelSync::EnqueueReduceScatter(std::string name, Tenso
     piece_pool_ = std::make_unique<BufferPool>(MemoryCategory::kCommBuffers, options_.tracker, 1,
                                                grad_dtype(), device(), largest);
   }
+  if (device() != Device::kHost && side_cuda_ == nullptr) {
+    Result<std::unique_ptr<kernels::CudaResources>> side = kernels::CudaResources::Create(
+        options_.kernels.cuda->device(), kernels::CudaResources::StreamKind::kNonBlocking);
+    if (!side.ok()) {
+      const Status s = side.status();
+      return Enqueue(std::move(name), [s, done] {
+        done();
+        return s;
+      });
+    }
+    side_cuda_ = std::move(side).value();
+  }
   BufferPool* pool = piece_pool_.get();
   // On the stream's thread: the host kernels run there single-threaded (the sum's bits do
-  // not depend on the thread count); a device's run on the compute stream and are waited
-  // for before the buffer goes back to the pool.
+  // not depend on the thread count); a device's run on the side stream and are waited for
+  // before the buffer goes back to the pool. Its inputs need no device-side ordering: the
+  // reduce-scatter has finished `out` when it returns, and `mine` is written only by these
+  // ops (the first micro-batch's included) and read by Step after Synchronize.
   const kernels::KernelContext k = device() == Device::kHost
                                        ? kernels::KernelContext::Host(1, options_.kernels.isa)
-                                       : options_.kernels;
+                                       : kernels::KernelContext::Cuda(side_cuda_.get());
   return Enqueue(std::move(name) + " (accumulate)", [group, all, mine, done, pool, k]() mutable {
     Result<Tensor> buffer = pool->Acquire(mine.numel(), /*zero=*/false);
     if (!buffer.ok()) {

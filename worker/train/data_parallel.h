@@ -44,6 +44,7 @@
 #include "common/memory.h"
 #include "common/tensor.h"
 #include "kernels/context.h"
+#include "kernels/cuda_resources.h"
 #include "worker/collectives/communicator.h"
 #include "worker/collectives/stream.h"
 #include "worker/model/param_buffer.h"
@@ -227,6 +228,10 @@ class DataParallelSync : public SyncStrategy {
   // One bucket piece at a time: a later micro-batch's reduce-scatter result (made on first
   // use; comm_buffers). Declared before stream_ so that it outlives the ops queued there.
   std::unique_ptr<BufferPool> piece_pool_;
+  // On a GPU, the stream the collective thread adds those results on (non-blocking, made
+  // with the pool): on the compute stream the sum would wait behind the backward already
+  // queued there, and with it the gathers queued after it (zero3's prefetch).
+  std::unique_ptr<kernels::CudaResources> side_cuda_;
   collectives::CollectiveStream stream_;
   SyncTraffic Counters() const;
   SyncTraffic Excluded() const;
