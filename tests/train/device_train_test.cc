@@ -181,16 +181,16 @@ TEST_F(DeviceTrainTest, GradAccumOnCudaKeepsTheFamiliesBitForBitAndTracksTheHost
 // zero3 (parameters gathered for the re-run) and with TP (its all-reduce repeated).
 TEST_F(DeviceTrainTest, RecomputeOnCudaIsBitIdenticalToNone) {
   for (const std::string precision : {"fp32", "bf16"}) {
-    for (const std::vector<std::string> layout :
-         {std::vector<std::string>{"--workers", "2", "--sync", "zero3", "--deterministic"},
-          std::vector<std::string>{"--workers", "2", "--tp", "2"}}) {
+    const std::vector<std::vector<std::string>> layouts = {
+        {"--workers", "2", "--sync", "zero3", "--deterministic"}, {"--workers", "2", "--tp", "2"}};
+    for (const std::vector<std::string>& layout : layouts) {
       std::string shas[3];
       int i = 0;
       for (const std::string recompute : {"none", "selective", "full"}) {
         SCOPED_TRACE(precision + " " + layout[3] + " " + recompute);
         std::vector<std::string> args = layout;
-        args.insert(args.end(), {"--precision", precision, "--recompute", recompute, "--device",
-                                 "cuda"});
+        args.insert(args.end(),
+                    {"--precision", precision, "--recompute", recompute, "--device", "cuda"});
         const ProcessResult r = Launch(args);
         ASSERT_EQ(r.exit_code, 0) << r.err;
         shas[i] = PrintedSha(r.out);
