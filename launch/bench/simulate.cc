@@ -258,10 +258,14 @@ Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const 
   std::vector<CommOp> ops;
   if (mode == "zero3") {
     // Tasks, per micro-batch: forward of units 0..n-1, then backward of n-1..0. Each
-    // task's unit is gathered before it runs; the gather for task k+1 is issued when task
-    // k starts (the prefetch; at most two units gathered, across micro-batches too), a
-    // unit's reduce-scatter when its backward ends. The first gather is exposed (in
-    // steady state it follows the last optimizer).
+    // task's unit is gathered before it runs; within a micro-batch the gather for task k+1
+    // is issued when task k starts (the prefetch along the recorded order; at most two
+    // units gathered), a unit's reduce-scatter when its backward ends. The recorded order
+    // is one micro-batch's and ends with it (Zero3Sync::NextUse): the first gather of a
+    // micro-batch is issued when the one before has ended, after its last reduce-scatter
+    // (Zero3Sync::BeginMicroBatch), and the step's first after the last optimizer step
+    // (Zero3Sync::Step): both exposed. A steady-state step: in the run's first step the
+    // order is being recorded and its first micro-batch does not prefetch at all.
     const int per_micro = 2 * n;
     const int total = per_micro * micro_batches;
     auto is_fwd = [&](int k) { return k % per_micro < n; };
@@ -282,12 +286,14 @@ Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const 
     };
     gather(0, -1);
     for (int k = 0; k < total; ++k) {
-      if (k + 1 < total) gather(k + 1, k - 1);  // issued as task k starts
+      const bool next_begins_micro = k + 1 < total && (k + 1) % per_micro == 0;
+      if (k + 1 < total && !next_begins_micro) gather(k + 1, k - 1);  // as task k starts
       if (!is_fwd(k)) {
         const double bytes = w.units[unit_of[k]].params * elem;
         ops.push_back({coll(CollOp::kReduceScatter, bytes), k});
         p.bytes_sent_per_rank += sent(CollOp::kReduceScatter, bytes);
       }
+      if (next_begins_micro) gather(k + 1, k);  // BeginMicroBatch, once task k has ended
     }
     for (int k = 0; k < total; ++k) tasks[k].waits.push_back(gather_of[k]);
   } else {

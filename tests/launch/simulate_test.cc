@@ -398,6 +398,30 @@ TEST(SimulateTest, Zero3PrefetchHidesGathersBehindCompute) {
   EXPECT_NEAR(p->exposed_comm_s, first_gather + last_scatter, 1e-9);
 }
 
+// With K micro-batches the recorded order ends with each micro-batch (Zero3Sync::NextUse):
+// the next micro-batch's first gather is issued by BeginMicroBatch once the last backward
+// has ended, behind its reduce-scatter, so on a fast link every micro-batch exposes one
+// gather and one reduce-scatter (not only the step's first and last).
+TEST(SimulateTest, Zero3PrefetchRestartsEveryMicroBatch) {
+  Workload w = WorkloadForParams(1'000'000'000, 20, 4096, 1);
+  SimOptions opt;
+  opt.workers = 8;
+  opt.link = {5e-6, 100e9};
+  opt.flops_per_s = 100e12;
+  const double first_gather =
+      CollectiveCost(CollOp::kAllGather, 8, w.units[0].params * 4.0, opt.small_bytes)
+          .Seconds(opt.link);
+  const double last_scatter =
+      CollectiveCost(CollOp::kReduceScatter, 8, w.units[0].params * 4.0, opt.small_bytes)
+          .Seconds(opt.link);
+  for (int k : {1, 2, 3}) {
+    opt.grad_accum = k;
+    Result<ModePrediction> p = Simulate(w, "zero3", opt);
+    ASSERT_TRUE(p.ok());
+    EXPECT_NEAR(p->exposed_comm_s, k * (first_gather + last_scatter), 1e-9) << "K = " << k;
+  }
+}
+
 TEST(SimulateTest, FitRecoversAlphaAndBandwidth) {
   const Link truth{20e-6, 3e9};
   std::vector<CollectiveSample> samples;
