@@ -331,6 +331,11 @@ int Main(int argc, char** argv) {
   if (pszero::Status s = pszero::train::CheckTrainFlags(train, f.workers); !s.ok()) {
     return Usage(s);
   }
+  // Worker 0, which writes the report, runs on node 0 (a --hostfile launcher's node 0 is
+  // started over ssh and checks it there).
+  if (f.node_rank == 0 && f.hostfile.empty() && !f.rendezvous_only) {
+    if (pszero::Status s = pszero::train::CheckReportFlag(train); !s.ok()) return Usage(s);
+  }
   if (f.heartbeat_timeout_ms <= f.heartbeat_ms) {
     std::cerr << "pszero-launch: error: --heartbeat-timeout-ms (" << f.heartbeat_timeout_ms
               << ") must be longer than --heartbeat-ms (" << f.heartbeat_ms << ")\n";

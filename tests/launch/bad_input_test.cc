@@ -113,8 +113,8 @@ TEST_F(BadInputTest, OutputPathsAreCheckedBeforeTraining) {
                     "--checkpoint-dir: " + file + " is not a directory");
   ExpectLaunchUsage(with({"--checkpoint-dir", file + "/sub/dir"}),
                     "--checkpoint-dir: " + file + " is not a directory");
-  ExpectWorkerUsage(with({"--report", dir_.path().string()}),
-                    "--report: " + dir_.path().string() + ": is a directory");
+  ExpectWorkerUsage(with({"--trace", dir_.path().string()}),
+                    "--trace: " + dir_.path().string() + ": is a directory");
 }
 
 TEST_F(BadInputTest, NanAndInfinityAreRefusedByEveryFloatFlag) {
@@ -256,6 +256,31 @@ TEST_F(BadInputTest, ModelsLargerThanTheMachineAreRefused) {
     EXPECT_NE(r.err.find(" per worker, more than this machine's "), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
+}
+
+// Memory that runs out mid-step (here: an address-space limit far below the machine's
+// memory, so the model passes the up-front check) stops the worker through the normal
+// failure path: its one "out of memory" line, exit 1, and the launcher names it. Never
+// std::terminate's abort.
+TEST_F(BadInputTest, OutOfMemoryMidTrainingIsOneLineNotAnAbort) {
+  // The attention scores alone take 4 GiB: the up-front check lets them through only on
+  // a machine with more memory than that.
+  if (static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE) < 8e9) {
+    GTEST_SKIP() << "needs a machine with 8 GB of memory";
+  }
+  for (const auto& v : kCleanEnv) ::unsetenv(v.c_str());
+  const std::string launch = BinaryPath("pszero-launch") +
+                             " --timeout 120 --model custom --d-model 64 --layers 1 --heads 1"
+                             " --seq 2048 --batch 256 --steps 1";
+  const ProcessResult r = RunProcess({"/bin/sh", "-c", "ulimit -v 3000000 && exec " + launch},
+                                     std::chrono::seconds(150));
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("stopping: out of memory: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("job failed: worker 0 (pid "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("exited with code 1"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("signal"), std::string::npos) << r.err;
 }
 
 }  // namespace
