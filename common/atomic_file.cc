@@ -9,6 +9,8 @@
 #include <random>
 #include <sstream>
 
+#include "common/file_util.h"
+
 namespace pszero {
 
 namespace {
@@ -23,6 +25,7 @@ Result<AtomicFileWriter> AtomicFileWriter::Open(const std::filesystem::path& pat
   if (path.empty() || !path.has_filename()) {
     return Status::InvalidArgument("not a file path: '" + path.string() + "'");
   }
+  PSZERO_RETURN_IF_ERROR(CheckReplaceableFile(path));
   std::random_device rd;
   std::filesystem::path temp = path;
   temp += ".tmp." + std::to_string(::getpid()) + "." + std::to_string(rd());
@@ -63,6 +66,9 @@ Status AtomicFileWriter::Commit() {
   Status status;
   if (::fsync(fd) != 0) status = ErrnoStatus("fsync", temp_path_);
   if (::close(fd) != 0 && status.ok()) status = ErrnoStatus("close", temp_path_);
+  // Again right before the rename: the target may have become a device or a FIFO since
+  // Open (the rename would replace it, and a device node is not ours to replace).
+  if (status.ok()) status = CheckReplaceableFile(path_);
   if (status.ok() && ::rename(temp_path_.c_str(), path_.c_str()) != 0) {
     status = ErrnoStatus("rename onto", path_);
   }

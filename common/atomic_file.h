@@ -15,7 +15,9 @@ namespace pszero {
 
 class AtomicFileWriter {
  public:
-  // Creates "<path>.tmp.<pid>.<random>" in the target's directory.
+  // Creates "<path>.tmp.<pid>.<random>" in the target's directory. InvalidArgument
+  // "PATH: is not a regular file" when the target exists and is a device, FIFO, socket or
+  // directory (or a symlink to one): only a regular file is ever replaced.
   static Result<AtomicFileWriter> Open(const std::filesystem::path& path);
 
   AtomicFileWriter(AtomicFileWriter&& other) noexcept;
@@ -27,6 +29,7 @@ class AtomicFileWriter {
 
   Status Append(std::string_view data);
   // fsync, rename over the target, fsync the directory. The writer is spent afterwards.
+  // Checks the target again before the rename (as Open does).
   Status Commit();
 
   const std::filesystem::path& temp_path() const { return temp_path_; }

@@ -7,9 +7,16 @@
 
 #include <cstdlib>
 
-#include "common/atomic_file.h"
+#include "common/file_util.h"
 
 namespace pszero {
+
+namespace {
+
+// A token is 64 hex characters; a file much larger than that is not a token file.
+constexpr size_t kMaxTokenFileBytes = 64 << 10;
+
+}  // namespace
 
 Result<std::string> SecureRandomBytes(size_t n) {
   std::string out(n, '\0');
@@ -33,12 +40,17 @@ Result<std::string> GenerateClusterToken() {
 Result<std::string> LoadClusterToken(const std::string& token_file) {
   std::string token;
   if (!token_file.empty()) {
-    PSZERO_ASSIGN_OR_RETURN(token, ReadFile(token_file));
+    Result<std::string> text = ReadRegularFile(token_file, kMaxTokenFileBytes);
+    if (!text.ok()) return Status::InvalidArgument("token file " + text.status().message());
+    token = std::move(*text);
+    if (token.find('\0') != std::string::npos) {
+      return Status::InvalidArgument("token file " + token_file + " contains a NUL byte");
+    }
     while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' ||
                               token.back() == '\t')) {
       token.pop_back();
     }
-    if (token.empty()) return Status::NotFound("token file " + token_file + " is empty");
+    if (token.empty()) return Status::InvalidArgument("token file " + token_file + " is empty");
     return token;
   }
   const char* env = std::getenv(kTokenEnvVar);

@@ -25,7 +25,9 @@ Result<std::string> SecureRandomBytes(size_t n);
 Result<std::string> GenerateClusterToken();
 
 // The token from `token_file` when it is not empty (trailing whitespace removed), else
-// from $PSZERO_TOKEN. NotFound when neither gives a non-empty token.
+// from $PSZERO_TOKEN. With a file: InvalidArgument "token file ..." when it is not a
+// regular file (a FIFO is never waited on), is empty, or contains a NUL byte. Without
+// one: NotFound when $PSZERO_TOKEN is unset or empty.
 Result<std::string> LoadClusterToken(const std::string& token_file);
 
 // HMAC-SHA256(token, nonce ‖ role byte ‖ requested_rank as little-endian i32).

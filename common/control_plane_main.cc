@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
+#include <new>
 #include <thread>
 #include <utility>
 
@@ -75,6 +76,19 @@ std::string BlobFor(Role role, int node_rank, int local_rank) {
 std::string GreetingKey(Role role, int rank) { return "pszero/hello/" + PeerTag(role, rank); }
 std::string Greeting(Role role, int rank) { return "hello from " + PeerTag(role, rank); }
 
+// `body`, with an exception turned into a Status: memory running out mid-work (a model
+// too large for this machine) ends the process through the normal failure path, with its
+// exit code and one "out of memory" line, rather than std::terminate.
+Status RunCatching(const std::function<Status()>& body) {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return Status::ResourceExhausted("std::bad_alloc: a memory allocation failed");
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("uncaught exception: ") + e.what());
+  }
+}
+
 // Runs `hooks.serve` while a background thread waits in `barrier`, the workers' last one
 // (no wait deadline: the job's length is the workers' business; a lost peer still ends the
 // barrier with Unavailable).
@@ -87,7 +101,7 @@ Status ServeUntilBarrier(RendezvousClient& client, const ProcessWork& hooks,
     waited = client.Barrier(barrier, milliseconds(86400000));
     done = true;
   });
-  Status served = hooks.serve(client, [&] { return done.load(); });
+  Status served = RunCatching([&] { return hooks.serve(client, [&] { return done.load(); }); });
   if (!served.ok()) {
     // The barrier cannot complete without this process: leave so that it fails.
     client.Leave();
@@ -215,8 +229,8 @@ int ControlPlaneMain(Role role, int argc, char** argv, const ProcessWork& work) 
   if (token.ok()) {
     options.token = *token;
   } else if (!flags.token_file.empty()) {
-    LOG(ERROR) << token.status().ToString();
-    return kExitFailure;
+    std::cerr << name << ": error: --token-file: " << token.status().message() << "\n";
+    return kExitUsage;
   } else {
     LOG(WARNING) << token.status().message();
   }
@@ -249,7 +263,7 @@ int ControlPlaneMain(Role role, int argc, char** argv, const ProcessWork& work) 
   }
   if (s.ok()) {
     if (run_work) {
-      s = work.run(c);
+      s = RunCatching([&] { return work.run(c); });
     } else if (work.serve) {
       Result<std::string> life = c.Get(kWorkerLifeKey, wait_timeout);
       if (!life.ok()) {

@@ -1,6 +1,9 @@
 #include "common/flags.h"
 
+#include <cmath>
 #include <iostream>
+#include <new>
+#include <sstream>
 
 #include "common/version.h"
 
@@ -22,6 +25,48 @@ std::unique_ptr<CLI::App> MakeApp(const std::string& name, const std::string& de
   app->set_version_flag("--version", VersionString());
   app->get_formatter()->column_width(36);
   return app;
+}
+
+int GuardedMain(const std::string& name, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    std::cerr << name << ": out of memory\n";
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    for (char& c : what) {
+      if (c == '\n' || c == '\r') c = ' ';
+    }
+    std::cerr << name << ": internal error: " << what << "\n";
+  } catch (...) {
+    std::cerr << name << ": internal error: an exception of unknown type\n";
+  }
+  return 1;
+}
+
+CLI::Validator FiniteRange(double lo, double hi) {
+  std::stringstream bounds;
+  bounds << "[" << lo << " - " << hi << "]";
+  CLI::Validator v(
+      [lo, hi, range = bounds.str()](std::string& input) -> std::string {
+        double value = 0;
+        if (!CLI::detail::lexical_cast(input, value)) {
+          return "Value " + input + " is not a number in " + range;
+        }
+        if (!std::isfinite(value)) return "Value " + input + " is not a finite number in " + range;
+        if (value < lo || value > hi) return "Value " + input + " not in range " + range;
+        return std::string();
+      },
+      std::string("FLOAT in ") + bounds.str());
+  return v;
+}
+
+CLI::Validator NonEmpty() {
+  return CLI::Validator(
+      [](std::string& input) -> std::string {
+        return input.empty() ? std::string("empty value") : std::string();
+      },
+      "");
 }
 
 namespace {

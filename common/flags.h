@@ -7,6 +7,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +22,19 @@ std::unique_ptr<CLI::App> MakeApp(const std::string& name, const std::string& de
 // exit code it should return now (0 after --help/--version, kExitUsage after an error,
 // with the one-line message already written to stderr).
 std::optional<int> ParseFlags(CLI::App& app, int argc, const char* const* argv);
+
+// A range check for floating-point flags: like CLI::Range(lo, hi) (the same help text),
+// and it also refuses NaN, which CLI::Range lets through (every comparison with NaN is
+// false), and infinities. Use it for every double/float flag.
+CLI::Validator FiniteRange(double lo, double hi);
+
+// Refuses an empty value ("--report ''"), which would otherwise read as "not given".
+CLI::Validator NonEmpty();
+
+// Runs a binary's main body; an exception that escapes it (a bug, or memory running out)
+// ends the program with one line, "NAME: out of memory" for std::bad_alloc or "NAME:
+// internal error: what()", and exit code 1, instead of std::terminate's abort.
+int GuardedMain(const std::string& name, const std::function<int()>& body);
 
 // The version string printed by --version ("pszero 0.1.0 (cuda on)").
 std::string VersionString();

@@ -33,6 +33,14 @@ Registry& registry() {
   return *r;
 }
 
+// ResourceExhausted ("out of memory: ...") when `err` says the memory ran out.
+Status OutOfMemory(int err, std::string message) {
+  if (err == ENOMEM || err == ENOSPC || err == EFBIG || err == EINVAL) {
+    return Status::ResourceExhausted(std::move(message));
+  }
+  return Status::Internal(std::move(message));
+}
+
 }  // namespace
 
 Result<void*> AllocateSharedHost(size_t bytes) {
@@ -44,8 +52,8 @@ Result<void*> AllocateSharedHost(size_t bytes) {
   if (ftruncate(fd, static_cast<off_t>(mapped)) != 0) {
     const int err = errno;
     close(fd);
-    return Status::Internal("shared host allocation of " + std::to_string(bytes) +
-                            " bytes: ftruncate: " + std::strerror(err));
+    return OutOfMemory(err, "shared host allocation of " + std::to_string(bytes) +
+                                " bytes: ftruncate: " + std::strerror(err));
   }
   struct stat st {};
   void* data = fstat(fd, &st) == 0
@@ -54,8 +62,8 @@ Result<void*> AllocateSharedHost(size_t bytes) {
   if (data == MAP_FAILED) {
     const int err = errno;
     close(fd);
-    return Status::Internal("shared host allocation of " + std::to_string(bytes) +
-                            " bytes: mmap: " + std::strerror(err));
+    return OutOfMemory(err, "shared host allocation of " + std::to_string(bytes) +
+                                " bytes: mmap: " + std::strerror(err));
   }
   Registry& r = registry();
   std::lock_guard lock(r.mu);

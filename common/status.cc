@@ -22,6 +22,8 @@ std::string_view StatusCodeName(StatusCode code) {
       return "unauthenticated";
     case StatusCode::kInternal:
       return "internal";
+    case StatusCode::kResourceExhausted:
+      return "out of memory";
   }
   return "unknown";
 }

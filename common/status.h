@@ -25,6 +25,7 @@ enum class StatusCode {
   kCorruption,
   kUnauthenticated,
   kInternal,
+  kResourceExhausted,  // out of memory (or another finite resource)
 };
 
 // Lower-case name of the code, as it appears in messages ("unavailable").
@@ -50,6 +51,9 @@ class [[nodiscard]] Status {
     return {StatusCode::kUnauthenticated, std::move(msg)};
   }
   static Status Internal(std::string msg) { return {StatusCode::kInternal, std::move(msg)}; }
+  static Status ResourceExhausted(std::string msg) {
+    return {StatusCode::kResourceExhausted, std::move(msg)};
+  }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }

@@ -52,7 +52,8 @@ Result<std::shared_ptr<Storage>> Storage::Allocate(int64_t bytes, Device device,
     if (rounded > 0) {
       data = std::aligned_alloc(kHostAlignmentBytes, rounded);
       if (data == nullptr) {
-        return Status::Internal("host allocation of " + std::to_string(bytes) + " bytes failed");
+        return Status::ResourceExhausted("host allocation of " + std::to_string(bytes) +
+                                         " bytes failed");
       }
     }
   } else {

@@ -107,7 +107,7 @@ class Reader {
   Status Code(const char* field, StatusCode* code) {
     uint8_t x = 0;
     PSZERO_RETURN_IF_ERROR(U8(field, &x));
-    if (x > static_cast<uint8_t>(StatusCode::kInternal)) {
+    if (x > static_cast<uint8_t>(StatusCode::kResourceExhausted)) {
       return Status::Corruption(std::string("unknown ") + field + " " + std::to_string(x));
     }
     *code = static_cast<StatusCode>(x);

@@ -1,8 +1,9 @@
 #include "launch/hostfile.h"
 
-#include <fstream>
 #include <set>
 #include <sstream>
+
+#include "common/file_util.h"
 
 namespace pszero {
 
@@ -18,6 +19,12 @@ Result<std::vector<HostSlots>> ParseHostfile(const std::string& text, const std:
     std::istringstream words(line);
     HostSlots entry;
     if (!(words >> entry.host)) continue;  // blank or comment only
+    // A host that starts with '-' would reach ssh's command line as an option ("-F file"
+    // loads another ssh config, "-oProxyCommand=..." runs a command).
+    if (entry.host[0] == '-') {
+      return Status::InvalidArgument(where + "host '" + entry.host +
+                                     "' starts with '-' (not a host name)");
+    }
     if (entry.host.find('=') != std::string::npos) {
       return Status::InvalidArgument(where + "expected 'host slots=N', not '" + entry.host + "'");
     }
@@ -49,11 +56,8 @@ Result<std::vector<HostSlots>> ParseHostfile(const std::string& text, const std:
 }
 
 Result<std::vector<HostSlots>> ReadHostfile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Status::IoError(path + ": cannot read");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return ParseHostfile(text.str(), path);
+  PSZERO_ASSIGN_OR_RETURN(std::string text, ReadRegularFile(path));
+  return ParseHostfile(text, path);
 }
 
 }  // namespace pszero

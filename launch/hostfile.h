@@ -17,10 +17,12 @@ struct HostSlots {
 
 // Parses hostfile text. `name` is what messages call the file. InvalidArgument
 // "NAME:LINE: why" on the first bad line (unknown key, bad or missing slots, extra words,
-// a host twice), or when there is no host at all.
+// a host twice, a host starting with '-', which ssh would take for an option), or when
+// there is no host at all.
 Result<std::vector<HostSlots>> ParseHostfile(const std::string& text, const std::string& name);
 
-// Reads and parses the file at `path`; IoError when it cannot be read.
+// Reads and parses the file at `path`, which must be a regular file (common/file_util.h:
+// never waits on a FIFO); its errors name the path.
 Result<std::vector<HostSlots>> ReadHostfile(const std::string& path);
 
 }  // namespace pszero

@@ -4,10 +4,14 @@
 // flags, environment variables and exit codes.
 #include <glog/logging.h>
 
+#include <unistd.h>
+
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -98,6 +102,39 @@ std::vector<std::string> ServerArgs(const LaunchFlags& f, const pszero::train::T
   return args;
 }
 
+// --master-addr is an IP literal or a host name, checked here without the network (a
+// name is resolved by each process when it joins): "999.1.1.1" would only fail after
+// every worker's join timeout. The message names no flag.
+std::optional<std::string> BadAddress(const std::string& addr) {
+  if (pszero::IsIpLiteral(addr)) return std::nullopt;
+  if (addr.find_first_not_of("0123456789.") == std::string::npos) {
+    return "'" + addr + "' is not an IPv4 address";
+  }
+  if (addr.find(':') != std::string::npos) return "'" + addr + "' is not an IPv6 address";
+  if (addr.size() > 253 || addr.front() == '-' || addr.front() == '.') {
+    return "'" + addr + "' is not a host name";
+  }
+  for (char c : addr) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') {
+      return "'" + addr + "' is not a host name";
+    }
+  }
+  return std::nullopt;
+}
+
+// The collective switches the launcher passes on (docs/collectives.md) take 0 or 1; a
+// typo would otherwise leave the default on without a word.
+std::optional<std::string> BadSwitchVariable() {
+  for (const char* name : {"PSZERO_INTRA_HOST", "PSZERO_HIERARCHICAL", "PSZERO_SINGLE_COPY"}) {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0') continue;
+    if (std::string(v) != "0" && std::string(v) != "1") {
+      return std::string("$") + name + ": '" + v + "' is not 0 or 1";
+    }
+  }
+  return std::nullopt;
+}
+
 int Usage(const std::string& message) {
   std::cerr << "pszero-launch: error: " << message << "\n";
   return pszero::kExitUsage;
@@ -133,32 +170,24 @@ std::string JoinCounts(const std::vector<int>& counts) {
   return out;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   using std::chrono::milliseconds;
   pszero::InitLogging(argv[0], "launch");
-  // --config FILE: its flags first, the command line's win (launch/config_file.h).
-  pszero::Result<std::vector<std::string>> expanded =
-      pszero::ExpandConfigFlags(std::vector<std::string>(argv + 1, argv + argc));
-  if (!expanded.ok()) return Usage(expanded.status());
-  std::vector<const char*> args = {argv[0]};
-  for (const std::string& a : *expanded) args.push_back(a.c_str());
-
   auto app = pszero::MakeApp("pszero-launch", "pszero-launch: runs a pszero job on this machine");
   LaunchFlags f;
   app->add_option("--workers", f.workers, "Number of pszero-worker processes")
       ->check(CLI::Range(1, 4096));
   app->add_option("--servers", f.servers, "Number of pszero-server processes")
       ->check(CLI::Range(0, 4096));
-  app->add_option("--master-addr", f.master_addr, "Address the rendezvous service binds");
+  app->add_option("--master-addr", f.master_addr, "Address the rendezvous service binds")
+      ->check(pszero::NonEmpty());
   app->add_option("--master-port", f.master_port, "Port of the rendezvous service (0: any free)")
       ->check(CLI::Range(0, 65535));
   app->add_option("--token-file", f.token_file,
                   "Cluster token file (default: $PSZERO_TOKEN, else a fresh random token)")
       ->check(CLI::ExistingFile);
   app->add_option("--timeout", f.timeout_s, "Seconds the whole job may run (0: no limit)")
-      ->check(CLI::Range(0.0, 1e7));
+      ->check(pszero::FiniteRange(0.0, 1e7));
   app->add_option("--heartbeat-ms", f.heartbeat_ms, "Heartbeat interval of every process")
       ->check(CLI::Range(10, 60000));
   app->add_option("--heartbeat-timeout-ms", f.heartbeat_timeout_ms,
@@ -184,7 +213,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1 << 20));
   app->add_option("--ps-slice-mb", f.ps_slice_mb,
                   "--sync ps: size of the key-range slices spread over the servers, MiB")
-      ->check(CLI::Range(0.0001, 4096.0));
+      ->check(pszero::FiniteRange(0.0001, 4096.0));
   app->add_option("--config",
                   "JSON file of flags (keys: flag names without dashes); "
                   "command-line flags win (docs/cluster.md)");
@@ -197,11 +226,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 4095));
   app->add_option("--nproc-per-node,--workers-per-node", f.nproc_per_node,
                   "Workers on each machine: K, or k0,k1,... one per node (default: --workers "
-                  "spread evenly)");
+                  "spread evenly)")
+      ->check(pszero::NonEmpty());
   app->add_option("--servers-per-node", f.servers_per_node,
-                  "Servers on each machine: S, or s0,s1,... (default: --servers spread evenly)");
+                  "Servers on each machine: S, or s0,s1,... (default: --servers spread evenly)")
+      ->check(pszero::NonEmpty());
   app->add_option("--hostfile", f.hostfile,
-                  "Start one node launcher per line 'host slots=N' over ssh ($PSZERO_SSH)");
+                  "Start one node launcher per line 'host slots=N' over ssh ($PSZERO_SSH)")
+      ->check(pszero::NonEmpty());
   app->add_flag("--rendezvous-only", f.rendezvous_only,
                 "Run only the rendezvous service for --workers/--servers processes started "
                 "by another tool (mpirun); needs --token-file or $PSZERO_TOKEN");
@@ -210,6 +242,12 @@ int main(int argc, char** argv) {
                 "(how --hostfile starts node launchers)");
   pszero::train::TrainFlags train;
   pszero::train::AddTrainFlags(*app, train);
+  // --config FILE: its flags first, the command line's win (launch/config_file.h).
+  pszero::Result<std::vector<std::string>> expanded =
+      pszero::ExpandConfigFlags(std::vector<std::string>(argv + 1, argv + argc), *app);
+  if (!expanded.ok()) return Usage(expanded.status());
+  std::vector<const char*> args = {argv[0]};
+  for (const std::string& a : *expanded) args.push_back(a.c_str());
   if (auto code = pszero::ParseFlags(*app, static_cast<int>(args.size()), args.data())) {
     return *code;
   }
@@ -233,6 +271,11 @@ int main(int argc, char** argv) {
     LOG(INFO) << "from the " << env->source << " environment: node " << f.node_rank << " of "
               << f.nnodes << ", master " << f.master_addr << ":" << f.master_port;
   }
+  if (auto bad = BadAddress(f.master_addr)) {
+    return Usage("--master-addr: " + *bad +
+                 (app->count("--master-addr") > 0 ? "" : " (from the environment)"));
+  }
+  if (auto bad = BadSwitchVariable()) return Usage(*bad);
   const bool multinode = f.nnodes > 1 || !f.hostfile.empty();
   if (f.node_rank >= f.nnodes) {
     return Usage("--node-rank: " + std::to_string(f.node_rank) + " not below --nnodes " +
@@ -288,6 +331,11 @@ int main(int argc, char** argv) {
   if (pszero::Status s = pszero::train::CheckTrainFlags(train, f.workers); !s.ok()) {
     return Usage(s);
   }
+  // Worker 0, which writes the report, runs on node 0 (a --hostfile launcher's node 0 is
+  // started over ssh and checks it there).
+  if (f.node_rank == 0 && f.hostfile.empty() && !f.rendezvous_only) {
+    if (pszero::Status s = pszero::train::CheckReportFlag(train); !s.ok()) return Usage(s);
+  }
   if (f.heartbeat_timeout_ms <= f.heartbeat_ms) {
     std::cerr << "pszero-launch: error: --heartbeat-timeout-ms (" << f.heartbeat_timeout_ms
               << ") must be longer than --heartbeat-ms (" << f.heartbeat_ms << ")\n";
@@ -307,6 +355,15 @@ int main(int argc, char** argv) {
   options.worker_args = pszero::train::TrainArgs(train);
   if (f.servers > 0) options.server_args = ServerArgs(f, train);
   options.bin_dir = f.bin_dir.empty() ? pszero::ExecutableDir() : f.bin_dir;
+  if (!f.bin_dir.empty() && !f.rendezvous_only && f.hostfile.empty()) {
+    for (const char* binary : {"pszero-worker", "pszero-server"}) {
+      if (std::string(binary) == "pszero-server" && f.servers == 0) continue;
+      const std::string path = (std::filesystem::path(f.bin_dir) / binary).string();
+      if (::access(path.c_str(), X_OK) != 0) {
+        return Usage("--bin-dir: " + f.bin_dir + " has no executable " + binary);
+      }
+    }
+  }
 
   // The token: --token-stdin (a node started over ssh), --token-file, $PSZERO_TOKEN, or
   // fresh; every node of a job must hold the same one, so only a job that starts all its
@@ -318,6 +375,8 @@ int main(int argc, char** argv) {
     pszero::StopWhenStdinCloses();
   } else {
     token = pszero::LoadClusterToken(f.token_file);
+    if (!token.ok() && !f.token_file.empty())
+      return Usage("--token-file: " + token.status().message());
     const bool shared = (f.nnodes > 1 && f.hostfile.empty()) || f.rendezvous_only;
     if (!token.ok() && f.token_file.empty() && shared) {
       return Usage(std::string(f.rendezvous_only ? "--rendezvous-only" : "--nnodes") +
@@ -437,4 +496,10 @@ int main(int argc, char** argv) {
     code = pszero::RunLocalJob(options);
   }
   return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return pszero::GuardedMain("pszero-launch", [&] { return Main(argc, argv); });
 }

@@ -174,6 +174,11 @@ class SshJob {
     NodeProcess n;
     n.node = node;
     n.host = options_.hosts[static_cast<size_t>(node)].host;
+    // ssh would read such a host as an option (the hostfile parser refuses it already;
+    // SshJobOptions may come from elsewhere).
+    if (n.host.empty() || n.host[0] == '-') {
+      return Status::InvalidArgument("host '" + n.host + "' is not a host name");
+    }
     std::string remote = "cd " + ShellQuote(options_.workdir) + " && exec";
     if (!options_.forward_env.empty()) {
       remote += " env";

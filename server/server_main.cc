@@ -18,6 +18,7 @@
 #include <string>
 
 #include "common/control_plane_main.h"
+#include "common/flags.h"
 #include "common/rendezvous_client.h"
 #include "common/ucx/ucx_transport.h"
 #include "server/ps_server.h"
@@ -46,17 +47,17 @@ void AddServerFlags(CLI::App& app, ServerFlags& f) {
       ->check(CLI::Range(0, 1 << 20));
   app.add_option("--ps-slice-mb", f.slice_mb, "Size of the key-range slices, MiB")
       ->envname("PSZERO_PS_SLICE_MB")
-      ->check(CLI::Range(0.0001, 4096.0));
+      ->check(FiniteRange(0.0001, 4096.0));
   app.add_option("--optimizer", f.optimizer, "Server-side update: adamw, sgd or none")
       ->envname("PSZERO_OPTIMIZER")
       ->check(CLI::IsMember({"adamw", "sgd", "none"}));
-  app.add_option("--lr", f.lr, "Learning rate")->envname("PSZERO_LR")->check(CLI::Range(0.0, 1e6));
+  app.add_option("--lr", f.lr, "Learning rate")->envname("PSZERO_LR")->check(FiniteRange(0.0, 1e6));
   app.add_option("--weight-decay", f.weight_decay, "Weight decay (decoupled for AdamW)")
       ->envname("PSZERO_WEIGHT_DECAY")
-      ->check(CLI::Range(0.0, 1e6));
+      ->check(FiniteRange(0.0, 1e6));
   app.add_option("--momentum", f.momentum, "SGD momentum")
       ->envname("PSZERO_MOMENTUM")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(FiniteRange(0.0, 1.0));
   app.add_option("--grad-accum", f.grad_accum,
                  "Micro-batches each worker sums into one push (the workers' --grad-accum): the "
                  "update averages over D x K")
@@ -132,11 +133,13 @@ Status Serve(const ServerFlags& f, RendezvousClient& client,
 }  // namespace pszero
 
 int main(int argc, char** argv) {
-  auto flags = std::make_shared<pszero::ServerFlags>();
-  pszero::ProcessWork hooks;
-  hooks.add_flags = [flags](CLI::App& app) { pszero::AddServerFlags(app, *flags); };
-  hooks.serve = [flags](pszero::RendezvousClient& client, const std::function<bool()>& job_done) {
-    return pszero::Serve(*flags, client, job_done);
-  };
-  return pszero::ControlPlaneMain(pszero::Role::kServer, argc, argv, hooks);
+  return pszero::GuardedMain("pszero-server", [&] {
+    auto flags = std::make_shared<pszero::ServerFlags>();
+    pszero::ProcessWork hooks;
+    hooks.add_flags = [flags](CLI::App& app) { pszero::AddServerFlags(app, *flags); };
+    hooks.serve = [flags](pszero::RendezvousClient& client, const std::function<bool()>& job_done) {
+      return pszero::Serve(*flags, client, job_done);
+    };
+    return pszero::ControlPlaneMain(pszero::Role::kServer, argc, argv, hooks);
+  });
 }

@@ -6,7 +6,9 @@
 #include "common/logging.h"
 #include "launch/bench/command.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int Main(int argc, char** argv) {
   pszero::InitLogging(argv[0], "bench");
   auto app = pszero::MakeApp("pszero-bench", "pszero-bench: benchmarks for pszero");
   app->require_subcommand(1, 1);
@@ -23,4 +25,10 @@ int main(int argc, char** argv) {
     if (command.app->parsed()) return command.run();
   }
   return pszero::kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return pszero::GuardedMain("pszero-bench", [&] { return Main(argc, argv); });
 }

@@ -23,6 +23,7 @@
 
 #include "common/atomic_file.h"
 #include "common/file_kv_store.h"
+#include "common/flags.h"
 #include "common/report.h"
 #include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
@@ -521,7 +522,7 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
       ->check(size_check);
   app->add_option("--max-bytes", f->max_bytes, "Largest array")->check(size_check);
   app->add_option("--step-factor", f->step_factor, "Size multiplier between rows")
-      ->check(CLI::Range(1.01, 1024.0));
+      ->check(pszero::FiniteRange(1.01, 1024.0));
   app->add_option("--dtype", f->dtype, "Element type")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16", "int32", "int64"}));
   app->add_option("--redop", f->redop, "Reduction")->check(CLI::IsMember({"sum", "avg", "max"}));

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/flags.h"
 #include "launch/bench/child_run.h"
 
 namespace pszero::bench {
@@ -293,7 +294,7 @@ void AddEmulationFlags(CLI::App* app, int* emulate_hosts, double* link_gbit,
   app->add_option("--link-gbit", *link_gbit,
                   "With --emulate-hosts: limit each host link to this rate each way, Gbit/s "
                   "(tc tbf)")
-      ->check(CLI::Range(0.001, 1000.0));
+      ->check(pszero::FiniteRange(0.001, 1000.0));
 }
 
 }  // namespace pszero::bench

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/flags.h"
 #include "common/stats.h"
 #include "common/temp_dir.h"
 #include "launch/bench/child_run.h"
@@ -186,7 +187,7 @@ void AddJobFlags(CLI::App* app, JobFlags& f) {
   app->add_option("--bin-dir", f.bin_dir, "Directory of pszero-launch (default: beside this)")
       ->check(CLI::ExistingDirectory);
   app->add_option("--timeout", f.timeout_s, "Seconds one job may run")
-      ->check(CLI::Range(1.0, 86400.0));
+      ->check(pszero::FiniteRange(1.0, 86400.0));
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "common/file_kv_store.h"
+#include "common/flags.h"
 #include "common/report.h"
 #include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
@@ -248,7 +249,7 @@ BenchCommand AddP2pCommand(CLI::App& root) {
           },
           "SIZES"));
   app->add_option("--scale", flags->scale, "Multiplies every iteration count")
-      ->check(CLI::Range(0.001, 1000.0));
+      ->check(pszero::FiniteRange(0.001, 1000.0));
   app->add_option("--window", flags->window, "Sends in flight in the bandwidth test")
       ->check(CLI::Range(1, 1024));
   app->add_option("--progress", flags->progress,

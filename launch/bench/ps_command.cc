@@ -24,6 +24,7 @@
 #include <sstream>
 
 #include "common/file_kv_store.h"
+#include "common/flags.h"
 #include "common/report.h"
 #include "common/temp_dir.h"
 #include "common/ucx/ucx_transport.h"
@@ -388,7 +389,7 @@ BenchCommand AddPsCommand(CLI::App& root) {
   app->add_option("--optimizer", flags->optimizer, "Server update: none (sum only) or adamw")
       ->check(CLI::IsMember({"none", "adamw"}));
   app->add_option("--ps-slice-mb", flags->slice_mb, "Slice size in MiB")
-      ->check(CLI::Range(0.0001, 4096.0));
+      ->check(pszero::FiniteRange(0.0001, 4096.0));
   app->add_option("--iters", flags->iters, "Timed iterations (0: from the size)")
       ->check(CLI::Range(0, 100000));
   app->add_flag("--no-p2p", flags->no_p2p, "Do not measure UCX p2p bandwidth beside");

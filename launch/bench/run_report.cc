@@ -4,6 +4,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/file_util.h"
+
 namespace pszero::bench {
 
 namespace {
@@ -132,11 +134,9 @@ Result<RunSummary> SummarizeRunReport(const json& report) {
 }
 
 Result<RunSummary> ReadRunReport(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) return Status::IoError(path.string() + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  json doc = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  // A regular file only: a FIFO would block the table forever, a device never end.
+  PSZERO_ASSIGN_OR_RETURN(std::string text, ReadRegularFile(path));
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Status::InvalidArgument(path.string() + ": not JSON");
   Result<RunSummary> run = SummarizeRunReport(doc);
   if (!run.ok()) return Status::InvalidArgument(path.string() + ": " + run.status().message());

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <fstream>
 
+#include "common/file_util.h"
+
 namespace pszero::bench::sim {
 
 namespace {
@@ -448,9 +450,9 @@ Status AddCalibrationJson(const nlohmann::json& doc, const std::string& name,
 }
 
 Status LoadCalibrationFile(const std::string& path, CalibrationData* data) {
-  std::ifstream in(path);
-  if (!in) return Status::NotFound(path + ": cannot open");
-  nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
+  // A regular file only: a FIFO would block, a device never end.
+  PSZERO_ASSIGN_OR_RETURN(std::string text, ReadRegularFile(path));
+  nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
   if (doc.is_discarded()) return Status::Corruption(path + ": not JSON");
   return AddCalibrationJson(doc, path, data);
 }

@@ -531,11 +531,11 @@ BenchCommand AddSimulateCommand(CLI::App& root) {
       ->check(CLI::IsMember({"all", "allreduce", "zero1", "zero2", "zero3", "ps"}));
   app->add_option("--bandwidth-gbs", f->bandwidth_gbs,
                   "Link bandwidth B, GB/s (1e9 B/s; default 12.5, or calibrated)")
-      ->check(CLI::Range(1e-6, 1e6));
+      ->check(pszero::FiniteRange(1e-6, 1e6));
   app->add_option("--latency-us", f->latency_us, "Per-message latency alpha, us (default 5)")
-      ->check(CLI::Range(0.0, 1e7));
+      ->check(pszero::FiniteRange(0.0, 1e7));
   app->add_option("--tflops", f->tflops, "Compute rate per worker, TFLOP/s (default 100)")
-      ->check(CLI::Range(1e-9, 1e6));
+      ->check(pszero::FiniteRange(1e-9, 1e6));
   app->add_option("--calibrate", f->calibrate,
                   "Measured JSON to fit alpha, B and the compute rate to: run reports "
                   "(pszero-launch --report) and/or pszero-bench collective --json output")
@@ -559,7 +559,7 @@ BenchCommand AddSimulateCommand(CLI::App& root) {
   app->add_option("--precision", f->precision, "fp32, or bf16 (the paper's mixed precision)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
   app->add_option("--bucket-mb", f->bucket_mb, "Gradient bucket (allreduce, zero1, zero2, ps)")
-      ->check(CLI::Range(1e-6, 1e6));
+      ->check(pszero::FiniteRange(1e-6, 1e6));
   app->add_option("--grad-accum", f->grad_accum,
                   "Micro-batches per optimizer step, as pszero-launch --grad-accum (1)")
       ->check(CLI::Range(1, 1 << 16));

@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "common/atomic_file.h"
+#include "common/file_util.h"
 #include "common/flags.h"
 #include "common/report.h"
 #include "launch/bench/child_run.h"
@@ -283,8 +284,8 @@ int RunSweep(const SweepFlags& f) {
     if (!c.ok()) return Usage("--preset: " + c.status().message());
     config = *c;
   } else {
-    Result<std::string> text = ReadFile(f.config);
-    if (!text.ok()) return Usage(source + ": cannot read it");
+    Result<std::string> text = ReadRegularFile(f.config);
+    if (!text.ok()) return Usage("--config: " + text.status().message());
     config = ordered_json::parse(*text, nullptr, false);
     if (config.is_discarded()) return Usage(source + ": not JSON");
   }
@@ -439,13 +440,13 @@ BenchCommand AddSweepCommand(CLI::App& root) {
   app->add_option("--out-dir", f->out_dir, "Results go to a new <UTC timestamp> directory here");
   app->add_option("--timeout", f->timeout_s,
                   "Seconds one item may run, unless the config's timeout_s says otherwise")
-      ->check(CLI::Range(1.0, 1e6));
+      ->check(pszero::FiniteRange(1.0, 1e6));
   app->add_option("--emulate-hosts", f->emulate_hosts,
                   "Passed on to every train and ps item (emulated cluster of H hosts)")
       ->check(CLI::Range(1, 1024));
   app->add_option("--link-gbit", f->link_gbit,
                   "Passed on to every train and ps item (each emulated host's link, Gbit/s)")
-      ->check(CLI::Range(1e-6, 1e6));
+      ->check(pszero::FiniteRange(1e-6, 1e6));
   app->add_flag("--print-config", f->print_config,
                 "Print the preset's (or the file's) config as JSON and exit: a start for your own");
   app->add_flag("--dry-run", f->dry_run, "Check the config, print every item's command, run none");

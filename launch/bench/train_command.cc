@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/flags.h"
 #include "common/kv_store.h"
 #include "common/report.h"
 #include "common/temp_dir.h"
@@ -626,7 +627,7 @@ BenchCommand AddTrainCommand(CLI::App& root) {
   app->add_option("--report-dir", flags->report_dir,
                   "Keep the jobs' run reports here (MODEL-MODE.json; default: a temporary dir)");
   app->add_option("--timeout", flags->timeout_s, "Seconds each job may run")
-      ->check(CLI::Range(1.0, 1e6));
+      ->check(pszero::FiniteRange(1.0, 1e6));
   AddEmulationFlags(app, &flags->emulate_hosts, &flags->link_gbit,
                     "Run each job across this many emulated hosts, one node launcher each");
   app->add_flag("--json", flags->json, "Print JSON instead of the table");

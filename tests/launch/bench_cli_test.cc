@@ -1,6 +1,8 @@
 // The real pszero-bench binary: flag errors (exit 2, one line naming the flag), --help,
 // --version, and a small STREAM run whose JSON is checked.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -41,6 +43,34 @@ TEST(BenchCliTest, BadListValue) { ExpectUsageError({"stream", "--threads", "1,0
 TEST(BenchCliTest, UnknownSubcommand) { ExpectUsageError({"teleport"}, "teleport"); }
 
 TEST(BenchCliTest, MissingSubcommand) { ExpectUsageError({}, "subcommand"); }
+
+// Input files that are FIFOs are refused at once (never waited on), and NaN passes no
+// floating-point flag: exit 2 and exactly one line.
+TEST(BenchCliTest, FifoInputsAndNanAreRefusedAtOnce) {
+  const std::string fifo = ::testing::TempDir() + "/pszero-bench-" + std::to_string(::getpid());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string why = fifo + ": is not a regular file (a FIFO)";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"report-table", fifo}, "pszero-bench report-table: error: " + why},
+      {{"simulate", "--model", "gpt-tiny", "--workers", "2", "--calibrate", fifo},
+       "pszero-bench simulate: --calibrate: " + why},
+      {{"sweep", "--config", fifo}, "pszero-bench sweep: error: --config: " + why},
+      {{"stream", "--array-mb", "nan"},
+       "pszero-bench: error: --array-mb: Value nan is not a finite number in [0 - 65536]"},
+      {{"kernels", "--array-mb", "inf"},
+       "pszero-bench: error: --array-mb: Value inf is not a finite number in [0.001 - 65536]"},
+  };
+  for (const auto& [args, line] : cases) {
+    SCOPED_TRACE(args.front());
+    std::vector<std::string> argv = {BinaryPath("pszero-bench")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const ProcessResult r = RunProcess(argv, std::chrono::seconds(30));
+    EXPECT_FALSE(r.timed_out);
+    EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+    EXPECT_EQ(r.err, line + "\n");
+  }
+  ::unlink(fifo.c_str());
+}
 
 TEST(BenchCliTest, HelpListsFlagsWithDefaults) {
   ProcessResult r = RunProcess({BinaryPath("pszero-bench"), "stream", "--help"});

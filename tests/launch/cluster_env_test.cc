@@ -2,12 +2,15 @@
 // and variables, torchrun-style and Open MPI variables, hostfiles, per-node counts and
 // --config files. Pure functions over fake environments and texts.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "common/cluster_env.h"
+#include "common/flags.h"
 #include "launch/config_file.h"
 #include "launch/hostfile.h"
 #include "launch/multinode.h"
@@ -191,11 +194,17 @@ TEST(HostfileTest, ParsesHostsSlotsCommentsAndBlankLines) {
 
 TEST(HostfileTest, BadLinesAreNamedByFileAndLine) {
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {"a slots=2\nb slots=x\n", "hosts:2:"}, {"a slots=0\n", "hosts:1:"},
-      {"\n\na cpus=2\n", "hosts:3:"},         {"a slots=2 b\n", "hosts:1:"},
-      {"a\n# c\na slots=2\n", "hosts:3:"},    {"slots=2\n", "hosts:1:"},
-      {"a slots=99999\n", "hosts:1:"},        {"a slots=2x\n", "hosts:1:"},
+      {"a slots=2\nb slots=x\n", "hosts:2:"},
+      {"a slots=0\n", "hosts:1:"},
+      {"\n\na cpus=2\n", "hosts:3:"},
+      {"a slots=2 b\n", "hosts:1:"},
+      {"a\n# c\na slots=2\n", "hosts:3:"},
+      {"slots=2\n", "hosts:1:"},
+      {"a slots=99999\n", "hosts:1:"},
+      {"a slots=2x\n", "hosts:1:"},
       {"# nothing\n\n", "hosts: no hosts"},
+      {"a\n-V slots=1\n", "hosts:2: host '-V'"},
+      {"-F/etc/passwd\n", "hosts:1: host '-F/etc/passwd' starts with '-'"},
   };
   for (const auto& [text, where] : cases) {
     SCOPED_TRACE(text);
@@ -234,6 +243,19 @@ TEST(ShellQuoteTest, SurvivesAShell) {
 
 class ConfigFileTest : public ::testing::Test {
  protected:
+  // The flags a config may name, as pszero-launch has them (a few).
+  ConfigFileTest() : app_(MakeApp("pszero-launch", "test")) {
+    for (const char* name : {"--workers", "--sync", "--report", "--bucket-mb", "--checkpoint-dir",
+                             "--tp", "--nproc-per-node,--workers-per-node"}) {
+      app_->add_option(name, values_[name]);
+    }
+    app_->add_flag("--deterministic", deterministic_);
+    app_->add_flag("--rendezvous-only", deterministic_);
+  }
+  Result<std::vector<std::string>> Expand(const std::vector<std::string>& args) {
+    return ExpandConfigFlags(args, *app_);
+  }
+
   std::string Write(const std::string& text) {
     path_ = std::filesystem::temp_directory_path() /
             ("pszero-config-" + std::to_string(::getpid()) + ".json");
@@ -245,13 +267,16 @@ class ConfigFileTest : public ::testing::Test {
     std::filesystem::remove(path_, ec);
   }
   std::filesystem::path path_;
+  std::unique_ptr<CLI::App> app_;
+  std::map<std::string, std::string> values_;
+  bool deterministic_ = false;
 };
 
 TEST_F(ConfigFileTest, FlagsComeFirstAndTheCommandLineWins) {
   const std::string path = Write(
       R"({"workers": 4, "sync": "zero3", "deterministic": true, "report": "",
-          "nproc_per_node": "2", "bucket-mb": 0.5, "checkpoint-dir": "x", "tp": false})");
-  const auto r = ExpandConfigFlags({"--workers", "2", "--config", path, "--checkpoint-dir=y"});
+          "nproc_per_node": "2", "bucket-mb": 0.5, "checkpoint-dir": "x", "rendezvous_only": false})");
+  const auto r = Expand({"--workers", "2", "--config", path, "--checkpoint-dir=y"});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   const std::vector<std::string> want = {"--bucket-mb",
                                          "0.5",
@@ -266,7 +291,7 @@ TEST_F(ConfigFileTest, FlagsComeFirstAndTheCommandLineWins) {
                                          "2",
                                          "--checkpoint-dir=y"};
   EXPECT_EQ(*r, want);
-  const auto none = ExpandConfigFlags({"--workers", "2"});
+  const auto none = Expand({"--workers", "2"});
   ASSERT_TRUE(none.ok());
   EXPECT_EQ(*none, (std::vector<std::string>{"--workers", "2"}));
 }
@@ -275,12 +300,53 @@ TEST_F(ConfigFileTest, BadFilesAreRefusedNamingTheFlag) {
   for (const char* text : {"{\"workers\": [1, 2]}", "[1]", "{nope", "{\"w\": null}"}) {
     SCOPED_TRACE(text);
     const std::string path = Write(text);
-    const auto r = ExpandConfigFlags({"--config=" + path});
+    const auto r = Expand({"--config=" + path});
     ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.status().message().rfind("--config: " + path, 0), 0u) << r.status().message();
+    EXPECT_EQ(r.status().message().rfind("--config " + path + ": ", 0), 0u) << r.status().message();
   }
-  EXPECT_FALSE(ExpandConfigFlags({"--config", "/nonexistent/pszero.json"}).ok());
-  EXPECT_FALSE(ExpandConfigFlags({"--config"}).ok());
+  EXPECT_FALSE(Expand({"--config", "/nonexistent/pszero.json"}).ok());
+  EXPECT_FALSE(Expand({"--config"}).ok());
+}
+
+// Every key names a flag, and its value has the flag's kind: a wrong one is named.
+TEST_F(ConfigFileTest, UnknownKeysAndWrongKindsAreNamed) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"bogus": 1})", "unknown key 'bogus'"},
+      {R"({"workers=3": 5})", "bad key 'workers=3'"},
+      {R"({"help": true})", "unknown key 'help'"},
+      {R"({"workers": false})", "'workers' takes a value, not false"},
+      {R"({"workers": true})", "'workers' takes a value, not true"},
+      {R"({"deterministic": 1})", "'deterministic' is a flag without value: true or false"},
+      {R"({"sync": {"a": 1}})", "'sync' must be a string or a number"},
+  };
+  for (const auto& [text, why] : cases) {
+    SCOPED_TRACE(text);
+    const std::string path = Write(text);
+    const auto r = Expand({"--config", path});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().message(), "--config " + path + ": " + why);
+  }
+}
+
+TEST_F(ConfigFileTest, RepeatedEmptyAndNonRegularConfigsAreRefused) {
+  const std::string path = Write(R"({"workers": 2})");
+  auto r = Expand({"--config", path, "--config=" + path});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "--config: given twice (one file only)");
+  r = Expand({"--config", ""});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "--config: empty file name");
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  r = Expand({"--config", dir});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "--config " + dir + ": is a directory");
+  // A FIFO without a writer: refused at once, never waited on.
+  const std::string fifo = path + ".fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  r = Expand({"--config", fifo});
+  ::unlink(fifo.c_str());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "--config " + fifo + ": is not a regular file (a FIFO)");
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "tests/model/model_test_util.h"
 #include "tests/support/subprocess.h"
 #include "tests/worker/collective_test_util.h"
+#include "worker/train/train_flags.h"
 
 namespace pszero::model {
 namespace {
@@ -164,6 +165,43 @@ TEST(TrainCliTest, BadRecomputeLayersExitsTwoWithOneLine) {
       EXPECT_EQ(CountLines(r.err), 1) << r.err;
       EXPECT_NE(r.err.find("--recompute-layers"), std::string::npos) << r.err;
     }
+  }
+}
+
+// The up-front memory check is a floor per mode: a model whose full state (16 bytes per
+// parameter) is far beyond one machine still trains under zero3 when D shards it small
+// enough, while the other modes (at least 4 bytes per parameter on every worker) are
+// refused naming the shape flags; on a GPU the host's memory is not the limit.
+TEST(TrainCliTest, MemoryFloorFollowsTheSyncMode) {
+  const double physical =
+      static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  train::TrainFlags f;
+  f.model = "custom";
+  f.layers = 64;
+  f.d_model = 4096;
+  f.heads = 32;
+  f.seq = 16;
+  f.batch = 1;
+  f.vocab = 256;
+  // 64 x 201M = 12.9G parameters: 4 bytes each is 51 GB; 16 bytes over 4096 ranks 50 MB.
+  const double psi = 64.0 * (4.0 * 4096 * 4096 + 2.0 * 4096 * 4 * 4096) + 256.0 * 4096;
+  if (4 * psi <= physical) GTEST_SKIP() << "a machine with more than 51 GB of memory";
+  for (const std::string sync : {"allreduce", "zero1", "zero2", "ps"}) {
+    f.sync = sync;
+    const Status s = train::CheckTrainFlags(f, 4096);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << sync;
+    EXPECT_EQ(s.message().rfind("--d-model/--layers/--ffn-mult: parameters and optimizer state", 0),
+              0u)
+        << s.message();
+  }
+  f.sync = "zero3";
+  EXPECT_TRUE(train::CheckTrainFlags(f, 4096).ok());
+  EXPECT_TRUE(train::CheckTrainFlags(f, 0).ok()) << "world not known yet: not checked";
+  EXPECT_EQ(train::CheckTrainFlags(f, 1).code(), StatusCode::kInvalidArgument);
+  if (kernels::CudaBuilt()) {
+    f.sync = "allreduce";
+    f.device = "cuda";
+    EXPECT_TRUE(train::CheckTrainFlags(f, 1).ok()) << "device memory is not checked on the host";
   }
 }
 

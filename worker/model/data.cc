@@ -1,11 +1,8 @@
 #include "worker/model/data.h"
 
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
+#include <unistd.h>
 
+#include "common/file_util.h"
 #include "worker/model/param_buffer.h"
 
 namespace pszero::model {
@@ -24,19 +21,19 @@ constexpr int64_t kSyntheticCorpusBytes = int64_t{1} << 16;
 }  // namespace
 
 Result<std::vector<uint8_t>> ReadDataFile(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    return Status::InvalidArgument("--data " + path + ": is a directory");
+  if (path.empty()) return Status::InvalidArgument("--data: empty path");
+  // A corpus is held in memory whole: more than half the machine's memory is refused
+  // before reading (a FIFO or a device such as /dev/zero is refused outright).
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page_bytes = ::sysconf(_SC_PAGESIZE);
+  size_t limit = size_t{1} << 40;
+  if (pages > 0 && page_bytes > 0) {
+    limit = static_cast<size_t>(pages) * static_cast<size_t>(page_bytes) / 2;
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return Status::InvalidArgument("--data " + path + ": cannot open: " + std::strerror(errno));
-  }
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  if (in.bad()) return Status::InvalidArgument("--data " + path + ": read error");
-  if (bytes.empty()) return Status::InvalidArgument("--data " + path + ": file is empty");
-  return bytes;
+  Result<std::string> text = ReadRegularFile(path, limit);
+  if (!text.ok()) return Status::InvalidArgument("--data " + text.status().message());
+  if (text->empty()) return Status::InvalidArgument("--data " + path + ": file is empty");
+  return std::vector<uint8_t>(text->begin(), text->end());
 }
 
 Result<std::unique_ptr<DataSource>> DataSource::Create(const ModelConfig& config,

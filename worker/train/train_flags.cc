@@ -1,6 +1,14 @@
 #include "worker/train/train_flags.h"
 
+#include <unistd.h>
+#include <charconv>
+
 #include <cstdio>
+#include <filesystem>
+#include <utility>
+
+#include "common/file_util.h"
+#include "common/flags.h"
 
 #include "kernels/cuda_resources.h"
 #include "worker/model/data.h"
@@ -26,6 +34,87 @@ constexpr ShapeFlag kShapeFlags[] = {
     {"--vocab", &TrainFlags::vocab, &model::ModelConfig::vocab},
 };
 
+// CLI11 reads "-1" into a uint64_t as 2^64-1 and saturates on overflow: the seed must be
+// decimal digits only and fit 64 bits.
+CLI::Validator Uint64Decimal() {
+  return CLI::Validator(
+      [](std::string& input) -> std::string {
+        uint64_t value = 0;
+        const char* end = input.data() + input.size();
+        const auto [ptr, ec] = std::from_chars(input.data(), end, value);
+        if (input.empty() || input[0] < '0' || input[0] > '9' || ec != std::errc() || ptr != end) {
+          return "Value " + input + " is not an integer in [0 - 18446744073709551615]";
+        }
+        return std::string();
+      },
+      "UINT in [0 - 18446744073709551615]");
+}
+
+// What one worker must hold at least, in bytes, as a lower bound: fp32 parameters,
+// gradients and two AdamW moments of its 1/T share, and the activations of one step
+// (every layer's block input, and one layer's attention scores, which even full
+// recompute materialises). Doubles: the flags' products overflow 64 bits.
+struct MemoryFloor {
+  double params = 0;
+  double activations = 0;
+};
+
+MemoryFloor WorkerMemoryFloor(const model::ModelConfig& c, int tp) {
+  MemoryFloor m;
+  const double d = static_cast<double>(c.d_model);
+  const double h = d * static_cast<double>(c.ffn_mult);
+  const double layers = static_cast<double>(c.layers);
+  const double rows = static_cast<double>(c.batch) * static_cast<double>(c.seq);
+  const double blocks = c.kind == model::ModelKind::kMlp
+                            ? layers * 2 * d * h
+                            : layers * (4 * d * d + 2 * d * h) + static_cast<double>(c.vocab) * d;
+  m.params = 4.0 * 4.0 * blocks / tp;  // fp32 params, grads, m, v (allreduce's 16 bytes)
+  m.activations = 4.0 * layers * rows * d;
+  if (c.kind == model::ModelKind::kGpt) {
+    const double seq = static_cast<double>(c.seq);
+    m.activations +=
+        4.0 * static_cast<double>(c.batch) * static_cast<double>(c.heads) / tp * seq * seq;
+  }
+  return m;
+}
+
+std::string GiB(double bytes) {
+  char out[32];
+  std::snprintf(out, sizeof(out), "%.3g GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+  return out;
+}
+
+// InvalidArgument naming the shape flags when one worker could not hold the model on
+// this machine at all (its physical memory), so that such a job is refused up front
+// instead of dying of std::bad_alloc (or the OOM killer) mid-step.
+// The floor is per mode: zero3 keeps 16/D bytes per parameter (world known: D = workers /
+// T; unknown, workers = 0: not checked), the other modes at least bf16 parameters and
+// gradients (4 bytes). On a GPU the model lives in device memory: not checked here.
+Status CheckFitsInMemory(const model::ModelConfig& c, const TrainFlags& f, int workers) {
+  if (f.device == "cuda") return Status::Ok();
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page_bytes = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_bytes <= 0) return Status::Ok();
+  const double physical = static_cast<double>(pages) * static_cast<double>(page_bytes);
+  MemoryFloor m = WorkerMemoryFloor(c, f.tp);
+  if (f.sync == "zero3") {
+    m.params = workers > 0 ? m.params / (workers / f.tp) : 0;
+  } else {
+    m.params /= 4;
+  }
+  if (m.params > physical) {
+    return Status::InvalidArgument(
+        "--d-model/--layers/--ffn-mult: parameters and optimizer state of at least " +
+        GiB(m.params) + " per worker, more than this machine's " + GiB(physical) + " of memory");
+  }
+  if (m.activations > physical) {
+    return Status::InvalidArgument("--batch/--seq: activations of at least " + GiB(m.activations) +
+                                   " per worker, more than this machine's " + GiB(physical) +
+                                   " of memory");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 void AddTrainFlags(CLI::App& app, TrainFlags& f) {
@@ -35,7 +124,8 @@ void AddTrainFlags(CLI::App& app, TrainFlags& f) {
       ->check(CLI::Range(1, 4096));
   app.add_option("--steps", f.steps, "Training steps")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-  app.add_option("--seed", f.seed, "Seed of the initial weights and the data order");
+  app.add_option("--seed", f.seed, "Seed of the initial weights and the data order")
+      ->check(Uint64Decimal());
   app.add_option("--layers", f.layers, "custom model: transformer layers")
       ->check(CLI::Range(int64_t{1}, int64_t{1024}));
   app.add_option("--d-model", f.d_model, "custom model: width")
@@ -50,7 +140,8 @@ void AddTrainFlags(CLI::App& app, TrainFlags& f) {
       ->check(CLI::Range(int64_t{1}, int64_t{64}));
   app.add_option("--vocab", f.vocab, "custom model: vocabulary (byte tokens modulo it)")
       ->check(CLI::Range(int64_t{2}, int64_t{256}));
-  app.add_option("--data", f.data, "Train on the bytes of this file (default: synthetic)");
+  app.add_option("--data", f.data, "Train on the bytes of this file (default: synthetic)")
+      ->check(NonEmpty());
   app.add_option("--precision", f.precision, "fp32, or bf16 compute with fp32 master weights")
       ->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_option("--device", f.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
@@ -67,25 +158,29 @@ void AddTrainFlags(CLI::App& app, TrainFlags& f) {
       ->check(CLI::IsMember({"allreduce", "zero1", "zero2", "zero3", "ps"}));
   app.add_option("--bucket-mb", f.bucket_mb,
                  "Gradient bucket size in MiB (allreduce, zero1, zero2)")
-      ->check(CLI::Range(0.001, 65536.0));
+      ->check(FiniteRange(0.001, 65536.0));
   app.add_option("--grad-accum", f.grad_accum,
                  "Gradient accumulation: micro-batches of --batch per optimizer step (global "
                  "batch = batch x K x D)")
       ->check(CLI::Range(1, 1 << 20));
   app.add_flag("--deterministic", f.deterministic,
                "Sum gradients in ascending rank order: every sync mode gives the same bits");
-  app.add_option("--report", f.report, "Write the run report (JSON, docs/report.md) here");
+  app.add_option("--report", f.report, "Write the run report (JSON, docs/report.md) here")
+      ->check(NonEmpty());
   app.add_option("--checkpoint-dir", f.checkpoint_dir,
-                 "Save checkpoints here (every --checkpoint-every steps and at the end)");
+                 "Save checkpoints here (every --checkpoint-every steps and at the end)")
+      ->check(NonEmpty());
   app.add_option("--checkpoint-every", f.checkpoint_every, "Steps between checkpoints")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   app.add_option("--collective-timeout-s", f.collective_timeout_s,
                  "Deadline of one collective; a stuck one fails naming where each worker waits")
-      ->check(CLI::Range(0.1, 86400.0));
+      ->check(FiniteRange(0.1, 86400.0));
   app.add_option("--trace", f.trace,
-                 "Write a timeline of every worker (Chrome trace-event JSON, opens in Perfetto)");
+                 "Write a timeline of every worker (Chrome trace-event JSON, opens in Perfetto)")
+      ->check(NonEmpty());
   app.add_option("--resume", f.resume,
-                 "Start from this checkpoint (a step directory, or a --checkpoint-dir)");
+                 "Start from this checkpoint (a step directory, or a --checkpoint-dir)")
+      ->check(NonEmpty());
 }
 
 Result<model::ModelConfig> ResolveModel(const TrainFlags& f) {
@@ -118,6 +213,26 @@ Status CheckTrainFlags(const TrainFlags& f, int workers) {
                                    " workers do not split into replicas of --tp " +
                                    std::to_string(f.tp) + " (world = T x D)");
   }
+  PSZERO_RETURN_IF_ERROR(CheckFitsInMemory(c, f, workers));
+  // Output paths are checked now, not found bad after the training ran. Every worker
+  // writes its trace part beside --trace, so the directory must exist wherever one runs.
+  if (!f.trace.empty()) {
+    if (Status s = CheckOutputFilePath(f.trace); !s.ok()) {
+      return Status::InvalidArgument("--trace: " + s.message());
+    }
+  }
+  if (!f.checkpoint_dir.empty()) {
+    // The directory, or the nearest ancestor that exists (it is created), must be one.
+    std::filesystem::path at = f.checkpoint_dir;
+    std::error_code ec;
+    while (!std::filesystem::exists(std::filesystem::symlink_status(at, ec)) &&
+           at.has_parent_path() && at.parent_path() != at) {
+      at = at.parent_path();
+    }
+    if (std::filesystem::exists(at, ec) && !std::filesystem::is_directory(at, ec)) {
+      return Status::InvalidArgument("--checkpoint-dir: " + at.string() + " is not a directory");
+    }
+  }
   if (f.checkpoint_every > 0 && f.checkpoint_dir.empty()) {
     return Status::InvalidArgument("--checkpoint-every: needs --checkpoint-dir");
   }
@@ -131,6 +246,14 @@ Status CheckTrainFlags(const TrainFlags& f, int workers) {
       return Status::InvalidArgument("--data: the mlp model trains on synthetic data only");
     }
     PSZERO_RETURN_IF_ERROR(model::ReadDataFile(f.data).status());
+  }
+  return Status::Ok();
+}
+
+Status CheckReportFlag(const TrainFlags& f) {
+  if (f.report.empty()) return Status::Ok();
+  if (Status s = CheckOutputFilePath(f.report); !s.ok()) {
+    return Status::InvalidArgument("--report: " + s.message());
   }
   return Status::Ok();
 }

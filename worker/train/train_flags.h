@@ -56,11 +56,19 @@ void AddTrainFlags(CLI::App& app, TrainFlags& flags);
 // The model the flags describe; InvalidArgument whose message starts with the flag.
 Result<model::ModelConfig> ResolveModel(const TrainFlags& flags);
 
-// Everything that can be checked before any process starts, for `workers` workers:
+// Everything that can be checked before any process starts, for `workers` workers (0: not
+// known yet):
 // --device cuda only in a CUDA build (whether this machine has a GPU is the worker's to find
 // out), the model shape against --tp, --workers a multiple of --tp, a readable non-empty
-// --data file, the checkpoint flags. InvalidArgument naming the flag.
+// --data file, the checkpoint flags, a --trace path that can be written (its directory
+// exists; not a device, FIFO or directory), a model that fits this machine's memory.
+// InvalidArgument naming the flag.
 Status CheckTrainFlags(const TrainFlags& flags, int workers);
+
+// Whether --report can be written (common/file_util.h CheckOutputFilePath), checked only
+// where worker 0 runs (node 0's launcher; worker 0 after the join): other machines need
+// not have its directory. InvalidArgument naming --report.
+Status CheckReportFlag(const TrainFlags& flags);
 
 // The flags as arguments for a pszero-worker command line (only what is set).
 std::vector<std::string> TrainArgs(const TrainFlags& flags);

@@ -144,22 +144,28 @@ Result<std::unique_ptr<kernels::CudaResources>> OpenWorkerDevice(int rank) {
 }
 
 // Every worker writes its events beside `path`; worker 0 merges them into `path` (one
-// machine, or a shared file system) and removes the parts.
+// machine, or a shared file system) and removes the parts, whether the merge worked or
+// not (a failed barrier: each worker removes its own).
 Status WriteTrace(const std::string& path, int rank, int world, collectives::Communicator& comm) {
-  const std::string part = path + ".rank" + std::to_string(rank);
-  PSZERO_RETURN_IF_ERROR(WriteJsonAtomic(part, Tracer::Get()->Events()));
-  PSZERO_RETURN_IF_ERROR(comm.Barrier());
-  if (rank != 0) return Status::Ok();
-  std::vector<nlohmann::json> parts;
-  for (int r = 0; r < world; ++r) {
-    const std::string p = path + ".rank" + std::to_string(r);
-    std::ifstream in(p);
-    nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
-    if (doc.is_discarded()) return Status::Corruption(p + ": unreadable trace part");
-    parts.push_back(std::move(doc));
+  auto part_path = [&](int r) { return path + ".rank" + std::to_string(r); };
+  PSZERO_RETURN_IF_ERROR(WriteJsonAtomic(part_path(rank), Tracer::Get()->Events()));
+  if (Status s = comm.Barrier(); !s.ok()) {
+    std::remove(part_path(rank).c_str());
+    return s;
   }
-  PSZERO_RETURN_IF_ERROR(WriteJsonAtomic(path, MergeTraces(parts)));
-  for (int r = 0; r < world; ++r) std::remove((path + ".rank" + std::to_string(r)).c_str());
+  if (rank != 0) return Status::Ok();
+  const Status merged = [&]() -> Status {
+    std::vector<nlohmann::json> parts;
+    for (int r = 0; r < world; ++r) {
+      std::ifstream in(part_path(r));
+      nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
+      if (doc.is_discarded()) return Status::Corruption(part_path(r) + ": unreadable trace part");
+      parts.push_back(std::move(doc));
+    }
+    return WriteJsonAtomic(path, MergeTraces(parts));
+  }();
+  for (int r = 0; r < world; ++r) std::remove(part_path(r).c_str());
+  PSZERO_RETURN_IF_ERROR(merged);
   std::printf("trace written to %s\n", path.c_str());
   std::fflush(stdout);
   return Status::Ok();
@@ -172,6 +178,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   const int rank = client.rank();
   const int world = client.num_workers();
   PSZERO_RETURN_IF_ERROR(CheckTrainFlags(flags, world));
+  if (rank == 0) PSZERO_RETURN_IF_ERROR(CheckReportFlag(flags));
   PSZERO_ASSIGN_OR_RETURN(model::ModelConfig config, ResolveModel(flags));
   const int tp_rank = rank % flags.tp;
   const int replica = rank / flags.tp;

@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   app->add_option("--max-bytes", flags.max_bytes, "Largest size (K/M/G suffixes)")
       ->transform(CLI::AsSizeValue(false));
   app->add_option("--step-factor", flags.step_factor, "Size multiplier between rows")
-      ->check(CLI::Range(1.01, 1024.0));
+      ->check(pszero::FiniteRange(1.01, 1024.0));
   app->add_option("--iters", flags.iters, "Timed iterations per size")
       ->check(CLI::Range(1, 1000000));
   app->add_option("--warmup", flags.warmup, "Untimed iterations per size")
