@@ -368,6 +368,17 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
     std::cerr << "pszero-bench collective: error: " << sweep.status().message() << "\n";
     return 2;
   }
+  // Every rank holds a send and a receive array of the largest size.
+  if (Status fits = CheckFitsMemory("--max-bytes", 2 * uint64_t{sweep->sizes.back()}, f.ranks);
+      !fits.ok()) {
+    std::cerr << "pszero-bench collective: error: " << fits.message() << "\n";
+    return 2;
+  }
+  // Checked here, once, rather than by every rank after its start.
+  if (f.backend == "nccl" && kernels::CudaDeviceCount() == 0) {
+    std::cerr << "pszero-bench collective: error: --backend nccl: no CUDA device\n";
+    return 2;
+  }
   Result<TempDir> temp = TempDir::Create("pszero-coll");
   if (!temp.ok()) return Fail(temp.status());
   const TempDir& dir = *temp;
@@ -513,8 +524,8 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
   auto size_check = CLI::Validator(
       [](std::string& s) {
         Result<std::vector<size_t>> v = ParseSizeList(s);
-        return v.ok() && v->size() == 1 && v->front() > 0 ? std::string()
-                                                          : "not a size like 8, 4K or 64M";
+        if (!v.ok()) return v.status().message();
+        return v->size() == 1 ? std::string() : "not a size like 8, 4K or 64M";
       },
       "SIZE");
   app->add_option("--min-bytes", f->min_bytes, "Smallest array (K/M/G are 2^10)")

@@ -4,10 +4,25 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <memory>
+#include <string>
 
 namespace pszero::bench {
+
+// A number CLI::Range alone lets through: NaN compares false with both bounds. Add beside
+// the range check of every floating-point flag.
+inline CLI::Validator FiniteNumber() {
+  return CLI::Validator(
+      [](std::string& text) {
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        return std::isfinite(v) ? std::string() : "not a finite number: " + text;
+      },
+      "FINITE");
+}
 
 struct BenchCommand {
   CLI::App* app = nullptr;

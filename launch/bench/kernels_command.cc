@@ -142,7 +142,8 @@ BenchCommand AddKernelsCommand(CLI::App& root) {
   app->add_option("--iters", flags->iters, "Timed iterations per kernel")
       ->check(CLI::Range(1, 100000));
   app->add_option("--array-mb", flags->array_mb, "MiB per fp32 array")
-      ->check(CLI::Range(0.001, 65536.0));
+      ->check(CLI::Range(0.001, 65536.0))
+      ->check(FiniteNumber());
   app->add_option("--device", flags->device,
                   "host: CPU kernels vs STREAM triad; cuda: CUDA kernels on device 0 vs "
                   "device-to-device copy, GEMM vs cuBLAS")

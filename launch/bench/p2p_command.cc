@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -109,6 +110,13 @@ int RunP2pCommand(const P2pFlags& f) {
   if (f.emulate_hosts != 0 && f.emulate_hosts != 2) {
     std::cerr << "pszero-bench p2p: error: --emulate-hosts: p2p runs on 2 hosts, not "
               << f.emulate_hosts << "\n";
+    return 2;
+  }
+  // Each process holds a send and a receive buffer of the largest size.
+  if (Status fits = CheckFitsMemory(
+          "--sizes", 2 * uint64_t{*std::max_element(sizes->begin(), sizes->end())}, 2);
+      !fits.ok()) {
+    std::cerr << "pszero-bench p2p: error: " << fits.message() << "\n";
     return 2;
   }
   if (f.emulate_hosts > 0 && f.peer_netns.empty()) return RunEmulated(f);

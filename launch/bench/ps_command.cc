@@ -23,6 +23,7 @@
 #include <memory>
 #include <sstream>
 
+#include "common/control_plane_main.h"
 #include "common/file_kv_store.h"
 #include "common/report.h"
 #include "common/temp_dir.h"
@@ -133,6 +134,9 @@ Result<double> RunWorker(const PsFlags& f, int worker, FileKeyValueStore& store,
 }
 
 int RunPeer(const PsFlags& f) {
+  // Tests end a peer here (PSZERO_FAULT_INJECT=sigkill:ps<rank>:start) to check that the
+  // parent notices at once.
+  MaybeInjectFault("ps" + std::to_string(f.peer_rank), "start");
   FileKeyValueStore store(f.peer_dir);
   const int world = f.servers + f.workers;
   auto t = ucx::UcxTransport::Create(Options(f.peer_rank, world, "ps"), &store);
@@ -243,6 +247,13 @@ int RunPsCommand(const PsFlags& f) {
     std::cerr << "pszero-bench ps: error: --link-gbit: only with --emulate-hosts\n";
     return 2;
   }
+  // Every worker holds parameters and gradients of --bytes; the servers, parameters and
+  // the optimizer's state over all of them.
+  if (Status fits = CheckFitsMemory("--bytes", 2 * uint64_t{Bytes(f)}, f.workers + f.servers);
+      !fits.ok()) {
+    std::cerr << "pszero-bench ps: error: " << fits.message() << "\n";
+    return 2;
+  }
   if (f.emulate_hosts > 0 && f.rank_netns.empty()) return RunEmulated(f);
   // The prefix that starts rank r on its emulated host (empty: this machine).
   std::vector<std::string> rank_netns;
@@ -274,6 +285,9 @@ int RunPsCommand(const PsFlags& f) {
   FileKeyValueStore store(dir->path());
   const int world = f.servers + f.workers;
   std::vector<BenchChild> children;
+  // A child that fails while this process waits for it (in the store, in the wire-up) ends
+  // the run at once rather than after the 120 s timeout.
+  ChildWatch watch("pszero-bench ps", dir->path());
   for (int rank = 0; rank < world; ++rank) {
     if (rank == f.servers) continue;  // worker 0 is this process
     std::vector<std::string> argv = on(rank);
@@ -288,6 +302,9 @@ int RunPsCommand(const PsFlags& f) {
     }
     Result<BenchChild> child = BenchChild::Spawn(argv);
     if (!child.ok()) return Fail(child.status());
+    watch.Add(*child, (rank < f.servers ? "server " + std::to_string(rank)
+                                        : "worker " + std::to_string(rank - f.servers)) +
+                          " (rank " + std::to_string(rank) + ")");
     children.push_back(std::move(child).value());
   }
   std::vector<double> medians;
@@ -304,6 +321,7 @@ int RunPsCommand(const PsFlags& f) {
     }
     Status done = store.Set("ps/done", "1");
     if (!done.ok()) return Fail(done);
+    watch.Stop();
     for (auto& c : children) {
       const int code = c.Wait(kTimeout);
       if (code != 0)

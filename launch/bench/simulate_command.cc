@@ -61,7 +61,7 @@ int Fail(const Status& s) {
 }
 
 int Usage(const std::string& line) {
-  std::cerr << "pszero-bench simulate: " << line << "\n";
+  std::cerr << "pszero-bench simulate: error: " << line << "\n";
   return kExitUsage;
 }
 

@@ -88,7 +88,8 @@ BenchCommand AddStreamCommand(CLI::App& root) {
   app->add_option("--iters", flags->iters, "Timed iterations per kernel")
       ->check(CLI::Range(1, 100000));
   app->add_option("--array-mb", flags->array_mb, "MiB per array (0: 4x the last-level cache)")
-      ->check(CLI::Range(0.0, 65536.0));
+      ->check(CLI::Range(0.0, 65536.0))
+      ->check(FiniteNumber());
   app->add_flag("--json", flags->json, "Print JSON instead of the table");
   app->add_option("--output", flags->output, "Also write the JSON to this file (atomically)");
   return {app, [flags] { return RunStreamCommand(*flags); }};

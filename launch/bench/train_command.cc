@@ -123,6 +123,11 @@ int RunTrainBench(const TrainBenchFlags& f) {
     std::cerr << "pszero-bench train: " << s.ToString() << "\n";
     return 1;
   };
+  // As in every other subcommand: links are limited only between emulated hosts.
+  if (f.link_gbit > 0 && f.emulate_hosts == 0) {
+    std::cerr << "pszero-bench train: error: --link-gbit: only with --emulate-hosts\n";
+    return 2;
+  }
   Result<model::ModelConfig> config = train::ResolveModel(flags);
   Status valid = config.ok() ? train::CheckTrainFlags(flags, flags.tp) : config.status();
   if (!valid.ok()) {
@@ -320,6 +325,13 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
   }
   const std::string bin_dir = f.bin_dir.empty() ? ExecutableDir() : f.bin_dir;
   const std::string launcher = (std::filesystem::path(bin_dir) / "pszero-launch").string();
+  {
+    std::vector<std::string> needed = {"pszero-launch", "pszero-worker"};
+    if (has_ps) needed.push_back("pszero-server");
+    if (Status s = CheckBinDir(bin_dir, !f.bin_dir.empty(), needed); !s.ok()) {
+      return UsageError(s.message());
+    }
+  }
   std::optional<TempDir> temp;
   std::filesystem::path report_dir = f.report_dir;
   if (report_dir.empty()) {
