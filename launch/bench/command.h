@@ -10,6 +10,8 @@
 #include <memory>
 #include <string>
 
+#include "common/status.h"
+
 namespace pszero::bench {
 
 // A number CLI::Range alone lets through: NaN compares false with both bounds. Add beside
@@ -17,16 +19,19 @@ namespace pszero::bench {
 inline CLI::Validator FiniteNumber() {
   return CLI::Validator(
       [](std::string& text) {
-        char* end = nullptr;
-        const double v = std::strtod(text.c_str(), &end);
+        const double v = std::strtod(text.c_str(), nullptr);
         return std::isfinite(v) ? std::string() : "not a finite number: " + text;
       },
-      "FINITE");
+      "");  // no text in --help (docs/flags.md): the range beside it says what is valid
 }
 
 struct BenchCommand {
   CLI::App* app = nullptr;
   std::function<int()> run;  // returns the process exit code
+  // The checks `run` makes of its parsed flags before it starts anything (null: none
+  // beyond the parser's): what `sweep --dry-run` runs for each item. InvalidArgument with
+  // the one line `run` would print after "error: ".
+  std::function<Status()> check = nullptr;
 };
 
 BenchCommand AddStreamCommand(CLI::App& root);

@@ -241,17 +241,20 @@ int RunEmulated(const PsFlags& f) {
   });
 }
 
-int RunPsCommand(const PsFlags& f) {
-  if (!f.peer_dir.empty()) return RunPeer(f);
+// The checks of the driver's flags, before anything starts: InvalidArgument naming the flag.
+Status CheckPsFlags(const PsFlags& f) {
   if (f.link_gbit > 0 && f.emulate_hosts == 0) {
-    std::cerr << "pszero-bench ps: error: --link-gbit: only with --emulate-hosts\n";
-    return 2;
+    return Status::InvalidArgument("--link-gbit: only with --emulate-hosts");
   }
   // Every worker holds parameters and gradients of --bytes; the servers, parameters and
   // the optimizer's state over all of them.
-  if (Status fits = CheckFitsMemory("--bytes", 2 * uint64_t{Bytes(f)}, f.workers + f.servers);
-      !fits.ok()) {
-    std::cerr << "pszero-bench ps: error: " << fits.message() << "\n";
+  return CheckFitsMemory("--bytes", 2 * uint64_t{Bytes(f)}, f.workers + f.servers);
+}
+
+int RunPsCommand(const PsFlags& f) {
+  if (!f.peer_dir.empty()) return RunPeer(f);
+  if (Status s = CheckPsFlags(f); !s.ok()) {
+    std::cerr << "pszero-bench ps: error: " << s.message() << "\n";
     return 2;
   }
   if (f.emulate_hosts > 0 && f.rank_netns.empty()) return RunEmulated(f);
@@ -417,7 +420,7 @@ BenchCommand AddPsCommand(CLI::App& root) {
   app->add_option("--rank-netns", flags->rank_netns, "Internal: every rank's namespace")->group("");
   app->add_option("--peer-dir", flags->peer_dir, "Internal: run as a peer process")->group("");
   app->add_option("--peer-rank", flags->peer_rank, "Internal: the peer's rank")->group("");
-  return {app, [flags] { return RunPsCommand(*flags); }};
+  return {app, [flags] { return RunPsCommand(*flags); }, [flags] { return CheckPsFlags(*flags); }};
 }
 
 }  // namespace pszero::bench

@@ -68,7 +68,11 @@ Status CheckItemFlags(const sweep::SweepItem& item) {
   // The command owns the flags its options write into: it must outlive the parse.
   const BenchCommand command = add(*root);
   std::vector<std::string> args = {"pszero-bench"};
-  for (const std::string& a : sweep::ChildArgs(item, {}, "/dev/null", "/dev/null", {})) {
+  // A simulate item calibrated on this sweep's results gets them as --calibrate files,
+  // which do not exist yet: a stand-in (the checks do not read them).
+  std::vector<std::string> calibration;
+  if (item.calibrate_from_sweep) calibration.push_back("/dev/null");
+  for (const std::string& a : sweep::ChildArgs(item, {}, "/dev/null", "/dev/null", calibration)) {
     args.push_back(a);
   }
   std::vector<const char*> argv;
@@ -82,7 +86,9 @@ Status CheckItemFlags(const sweep::SweepItem& item) {
     }
     return Status::InvalidArgument(what);
   }
-  return Status::Ok();
+  // What the subcommand checks after parsing, before it starts anything (a collective's
+  // --min-bytes above --max-bytes, a model whose heads do not divide d_model).
+  return command.check ? command.check() : Status::Ok();
 }
 
 // The current UTC time in a strftime format.
@@ -439,7 +445,8 @@ BenchCommand AddSweepCommand(CLI::App& root) {
   app->add_option("--out-dir", f->out_dir, "Results go to a new <UTC timestamp> directory here");
   app->add_option("--timeout", f->timeout_s,
                   "Seconds one item may run, unless the config's timeout_s says otherwise")
-      ->check(CLI::Range(1.0, 1e6));
+      ->check(CLI::Range(1.0, 1e6))
+      ->check(FiniteNumber());
   app->add_option("--emulate-hosts", f->emulate_hosts,
                   "Passed on to every train and ps item (emulated cluster of H hosts)")
       ->check(CLI::Range(1, 1024));
