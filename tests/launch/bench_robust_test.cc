@@ -95,6 +95,10 @@ TEST(BenchRobustTest, FlagErrorsNameTheFlag) {
                   "pszero-bench: error: --array-mb: not a finite number: nan\n");
   ExpectUsageLine({"kernels", "--array-mb", "nan"},
                   "pszero-bench: error: --array-mb: not a finite number: nan\n");
+  ExpectUsageLine({"stream", "--threads", "1,,2"},
+                  "pszero-bench: error: --threads: empty item in '1,,2'\n");
+  ExpectUsageLine({"stream", "--threads", "1,2,"},
+                  "pszero-bench: error: --threads: empty item in '1,2,'\n");
 }
 
 TEST(BenchRobustTest, NcclWithoutAGpuIsOneLineUpFront) {
