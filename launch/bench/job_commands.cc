@@ -96,10 +96,10 @@ int Fail(const char* what, const Status& s) {
   return 1;
 }
 
-// The binaries a job needs, before the first one starts.
+// The launcher a job runs (it finds its own workers), before the first job starts.
 Status CheckJobBinaries(const JobFlags& f) {
   return CheckBinDir(f.bin_dir.empty() ? ExecutableDir() : f.bin_dir, !f.bin_dir.empty(),
-                     {"pszero-launch", "pszero-worker"});
+                     {"pszero-launch"});
 }
 
 int RunCheckpointBench(const JobFlags& f) {
