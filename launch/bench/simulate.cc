@@ -128,17 +128,17 @@ Result<Workload> WorkloadForModel(const model::ModelConfig& c, int tp) {
   const int64_t mlp_block_full = 2 * d + (d * h + h) + (h * d + d);
   // Recompute (weights like the units' flops, scaled below): --recompute full re-runs a
   // block's forward (2 flops per weight and token, attention 4·B·S²·d) without the MLP's
-  // output projection (h·d + d weights: a third of the block's weight GEMMs), never for
-  // the last block; the GPT's re-run repeats the attention's row-parallel all-reduce, the
-  // MLP model's none (its only forward all-reduce is the skipped projection's).
+  // output projection (h·d + d weights: a third of the block's weight GEMMs), for the
+  // blocks ReRunsBlock picks; the GPT's re-run repeats the attention's row-parallel
+  // all-reduce, the MLP model's none (its only forward all-reduce is the skipped
+  // projection's).
   // --recompute selective re-runs the scores GEMM q·kᵀ, 2·B·S²·d, in every block.
   const double mlp_out_proj = 2.0 * (h * d + d) * tok;
   if (c.kind == model::ModelKind::kMlp) {
     for (int64_t l = 0; l < c.layers; ++l) {
-      const bool rerun = l + 1 < c.layers;
       w.units.push_back({"h." + std::to_string(l), mlp_block, 6.0 * mlp_block_full * tok,
-                         tp > 1 ? 2 : 0, rerun ? 2.0 * mlp_block_full * tok - mlp_out_proj : 0.0, 0,
-                         0.0});
+                         tp > 1 ? 2 : 0, 2.0 * mlp_block_full * tok - mlp_out_proj, 0, 0.0,
+                         static_cast<int>(l)});
     }
   } else {
     const int64_t attn_block = 2 * d + (d * 3 * d + 3 * d) / tp + (d * d) / tp + d;
@@ -147,12 +147,11 @@ Result<Workload> WorkloadForModel(const model::ModelConfig& c, int tp) {
     w.units.push_back(
         {"embed", c.vocab * d / tp + c.seq * d, 6.0 * c.vocab * d * tok, 0, 0.0, 0, 0.0});
     for (int64_t l = 0; l < c.layers; ++l) {
-      const bool rerun = l + 1 < c.layers;
       const double block_fwd = 2.0 * (attn_block_full + mlp_block_full) * tok + attention / 3.0;
       w.units.push_back({"h." + std::to_string(l), attn_block + mlp_block,
                          6.0 * (attn_block_full + mlp_block_full) * tok + attention, tp > 1 ? 4 : 0,
-                         rerun ? block_fwd - mlp_out_proj : 0.0, rerun && tp > 1 ? 1 : 0,
-                         attention / 6.0});
+                         block_fwd - mlp_out_proj, tp > 1 ? 1 : 0, attention / 6.0,
+                         static_cast<int>(l)});
     }
     w.units.push_back({"ln_f", 2 * d, 6.0 * 2 * d * tok, 0, 0.0, 0, 0.0});
   }
@@ -167,6 +166,7 @@ Result<Workload> WorkloadForModel(const model::ModelConfig& c, int tp) {
     w.psi += u.params;
   }
   w.tp_activation_elements = tok * d;
+  w.layers = c.layers;
   return w;
 }
 
@@ -180,21 +180,26 @@ Workload WorkloadForParams(int64_t params, int layers, int64_t tokens_per_replic
   w.flops_per_rank = 6.0 * static_cast<double>(params) * tokens_per_replica / tp;
   const double hidden = std::sqrt(static_cast<double>(params) / (12.0 * layers));
   w.tp_activation_elements = hidden * tokens_per_replica;
+  w.layers = layers;
   for (int l = 0; l < layers; ++l) {
     const int64_t p = w.psi / layers + (l < w.psi % layers ? 1 : 0);
     const double flops = w.flops_per_rank / layers;
-    const bool rerun = l + 1 < layers;
     // Full recompute: the forward (a third of the flops) less a third of it.
-    w.units.push_back({"h." + std::to_string(l), p, flops, tp > 1 ? 4 : 0,
-                       rerun ? flops / 3.0 * 2.0 / 3.0 : 0.0, rerun && tp > 1 ? 1 : 0, 0.0});
+    w.units.push_back({"h." + std::to_string(l), p, flops, tp > 1 ? 4 : 0, flops / 3.0 * 2.0 / 3.0,
+                       tp > 1 ? 1 : 0, 0.0, l});
   }
   return w;
+}
+
+bool ReRunsBlock(const Workload& w, const Unit& u, const SimOptions& opt) {
+  return u.block >= 0 &&
+         u.block + 1 < model::RecomputedBlocks(opt.recompute, opt.recompute_layers, w.layers);
 }
 
 double StepFlops(const Workload& w, const SimOptions& opt) {
   double per_micro_batch = w.flops_per_rank;
   for (const Unit& u : w.units) {
-    if (opt.recompute == model::Recompute::kFull) per_micro_batch += u.recompute_full_flops;
+    if (ReRunsBlock(w, u, opt)) per_micro_batch += u.recompute_full_flops;
     if (opt.recompute == model::Recompute::kSelective) {
       per_micro_batch += u.attention_probs_flops;
     }
@@ -238,7 +243,7 @@ Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const 
     const double t = u.flops / opt.FlopsFor(mode) * stretch;
     fwd[i] = t / 3.0 + tp_ar * u.tp_allreduces / 2.0;
     bwd[i] = 2.0 * t / 3.0 + tp_ar * u.tp_allreduces / 2.0;
-    if (opt.recompute == model::Recompute::kFull) {
+    if (ReRunsBlock(w, u, opt)) {
       bwd[i] +=
           u.recompute_full_flops / opt.FlopsFor(mode) * stretch + tp_ar * u.recompute_tp_allreduces;
     } else if (opt.recompute == model::Recompute::kSelective) {
@@ -253,10 +258,14 @@ Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const 
   std::vector<CommOp> ops;
   if (mode == "zero3") {
     // Tasks, per micro-batch: forward of units 0..n-1, then backward of n-1..0. Each
-    // task's unit is gathered before it runs; the gather for task k+1 is issued when task
-    // k starts (the prefetch; at most two units gathered, across micro-batches too), a
-    // unit's reduce-scatter when its backward ends. The first gather is exposed (in
-    // steady state it follows the last optimizer).
+    // task's unit is gathered before it runs; within a micro-batch the gather for task k+1
+    // is issued when task k starts (the prefetch along the recorded order; at most two
+    // units gathered), a unit's reduce-scatter when its backward ends. The recorded order
+    // is one micro-batch's and ends with it (Zero3Sync::NextUse): the first gather of a
+    // micro-batch is issued when the one before has ended, after its last reduce-scatter
+    // (Zero3Sync::BeginMicroBatch), and the step's first after the last optimizer step
+    // (Zero3Sync::Step): both exposed. A steady-state step: in the run's first step the
+    // order is being recorded and its first micro-batch does not prefetch at all.
     const int per_micro = 2 * n;
     const int total = per_micro * micro_batches;
     auto is_fwd = [&](int k) { return k % per_micro < n; };
@@ -277,12 +286,14 @@ Result<ModePrediction> Simulate(const Workload& w, std::string_view mode, const 
     };
     gather(0, -1);
     for (int k = 0; k < total; ++k) {
-      if (k + 1 < total) gather(k + 1, k - 1);  // issued as task k starts
+      const bool next_begins_micro = k + 1 < total && (k + 1) % per_micro == 0;
+      if (k + 1 < total && !next_begins_micro) gather(k + 1, k - 1);  // as task k starts
       if (!is_fwd(k)) {
         const double bytes = w.units[unit_of[k]].params * elem;
         ops.push_back({coll(CollOp::kReduceScatter, bytes), k});
         p.bytes_sent_per_rank += sent(CollOp::kReduceScatter, bytes);
       }
+      if (next_begins_micro) gather(k + 1, k);  // BeginMicroBatch, once task k has ended
     }
     for (int k = 0; k < total; ++k) tasks[k].waits.push_back(gather_of[k]);
   } else {
@@ -380,6 +391,10 @@ Status AddCalibrationJson(const nlohmann::json& doc, const std::string& name,
       if (!recompute.ok())
         return Status::Corruption(name + ": flags." + recompute.status().message().substr(2));
       r.recompute = *recompute;
+      r.recompute_layers = f.value("recompute_layers", int64_t{-1});
+      if (r.recompute_layers < -1) {
+        return Status::Corruption(name + ": flags.recompute_layers below -1");
+      }
       std::vector<double> times;
       for (const auto& s : doc.at("steps")) {
         if (s.at("step").get<int64_t>() > 1 || doc.at("steps").size() < 3) {
@@ -396,7 +411,8 @@ Status AddCalibrationJson(const nlohmann::json& doc, const std::string& name,
       for (RunSample& o : data->runs) {
         if (o.sync == r.sync && o.model == r.model && o.workers == r.workers && o.tp == r.tp &&
             o.servers == r.servers && o.precision == r.precision && o.bucket_mb == r.bucket_mb &&
-            o.grad_accum == r.grad_accum && o.recompute == r.recompute) {
+            o.grad_accum == r.grad_accum && o.recompute == r.recompute &&
+            o.recompute_layers == r.recompute_layers) {
           same = &o;
         }
       }
@@ -498,6 +514,7 @@ SimOptions OptionsForRun(const RunSample& r, SimOptions o) {
   o.bucket_mb = r.bucket_mb;
   o.grad_accum = r.grad_accum;
   o.recompute = r.recompute;
+  o.recompute_layers = r.recompute_layers;
   // pszero's bf16 still reduces fp32 gradients (docs/sync.md): 4-byte wire elements.
   o.bf16 = false;
   return o;

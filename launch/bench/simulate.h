@@ -53,15 +53,17 @@ struct Unit {
   double flops = 0;       // share of the step's compute (forward + backward), per TP rank
   int tp_allreduces = 0;  // Megatron all-reduces of the activations per step (fwd + bwd)
   // Flops one micro-batch re-runs in this unit's backward, per TP rank (docs/benchmarks.md,
-  // "Gradient accumulation and activation recompute"). recompute_full_flops: --recompute
-  // full re-runs the block's forward less its MLP output projection (not at all for the
-  // last block, for embed and ln_f); it repeats recompute_tp_allreduces of the block's TP
-  // all-reduces (the attention's). attention_probs_flops: --recompute selective re-runs
-  // the attention scores GEMM (the softmax's elementwise work is not counted, as in the
-  // model FLOP count); 0 where the workload does not know the attention's shape.
+  // "Gradient accumulation and activation recompute"). recompute_full_flops: what --recompute
+  // full re-runs when it re-runs this block: its forward less its MLP output projection (0
+  // for embed and ln_f); it repeats recompute_tp_allreduces of the block's TP all-reduces
+  // (the attention's). Which blocks it re-runs: ReRunsBlock. attention_probs_flops:
+  // --recompute selective re-runs the attention scores GEMM (the softmax's elementwise work
+  // is not counted, as in the model FLOP count); 0 where the workload does not know the
+  // attention's shape.
   double recompute_full_flops = 0;
   int recompute_tp_allreduces = 0;
   double attention_probs_flops = 0;
+  int block = -1;  // the transformer block (h.block) this unit is; -1: embed, ln_f
 };
 
 // What one rank computes and holds: the model's units in forward order.
@@ -73,6 +75,7 @@ struct Workload {
   int64_t tokens_per_replica = 0;
   double flops_per_rank = 0;          // one step, per TP rank
   double tp_activation_elements = 0;  // elements of one TP all-reduce (tokens x d)
+  int64_t layers = 0;                 // transformer blocks (units with block >= 0)
   std::vector<Unit> units;
 };
 // A preset or custom model: units embed (token + position), h.0 … h.L-1, ln_f for GPT,
@@ -110,6 +113,8 @@ struct SimOptions {
   // gathers and reduce-scatters every micro-batch.
   int grad_accum = 1;
   model::Recompute recompute = model::Recompute::kNone;  // --recompute
+  // --recompute-layers N with full: the first N blocks share the saved set; -1: all.
+  int64_t recompute_layers = -1;
 
   const Link& LinkFor(int ranks) const;
   double FlopsFor(std::string_view mode) const;
@@ -124,6 +129,11 @@ struct ModePrediction {
   double bytes_sent_per_rank = 0;  // the sync mode's traffic per step
   train::ModelStateBytes memory;
 };
+
+// Whether --recompute full re-runs unit u's forward in its backward, as the model does
+// (model.h, Model::RecomputeBlock): a block among the first opt.recompute_layers (all by
+// default) but the last of them, whose saved set nothing overwrites before its backward.
+bool ReRunsBlock(const Workload& w, const Unit& u, const SimOptions& opt);
 
 // Flops one rank computes per step: K micro-batches of w.flops_per_rank plus what
 // opt.recompute re-runs in their backward.
@@ -158,8 +168,9 @@ struct RunSample {
   double bucket_mb = 25.0;
   int grad_accum = 1;                                    // flags.grad_accum (absent: 1)
   model::Recompute recompute = model::Recompute::kNone;  // flags.recompute (absent: none)
-  std::vector<double> round_s;  // per file with these flags: median of steps 2..
-  double step_s = 0;            // the least disturbed round: the lowest of round_s
+  int64_t recompute_layers = -1;  // flags.recompute_layers (absent or -1: all blocks)
+  std::vector<double> round_s;    // per file with these flags: median of steps 2..
+  double step_s = 0;              // the least disturbed round: the lowest of round_s
   double bytes_sent_per_rank = 0;
 };
 struct CalibrationData {
@@ -168,7 +179,8 @@ struct CalibrationData {
 };
 // A `pszero-launch --report` file (schema pszero.run/1) or a `pszero-bench collective
 // --json` document; Corruption naming the file otherwise. Reports of the same flags (sync,
-// model, workers, tp, servers, precision, bucket, grad_accum, recompute) are rounds of one run; its
+// model, workers, tp, servers, precision, bucket, grad_accum, recompute, recompute_layers)
+// are rounds of one run; its
 // step time is the lowest round median (step 1 warms up and is left out): on a shared host
 // interference only ever adds time, so the best of several rounds is the least disturbed
 // estimate (timeit's and the benchmark tools' best-of practice).

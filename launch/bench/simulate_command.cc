@@ -49,6 +49,7 @@ struct SimulateFlags {
   double bucket_mb = 25.0;
   int grad_accum = 1;
   std::string recompute = "none";
+  int64_t recompute_layers = -1;  // -1: all blocks (full)
   int small_kb = 32;
   int project_to = 0;
   bool json = false;
@@ -258,6 +259,9 @@ Result<Prepared> Prepare(const SimulateFlags& f) {
   Result<model::Recompute> recompute = model::ParseRecompute(f.recompute);
   if (!recompute.ok()) return usage(recompute.status().message());
   p.opt.recompute = *recompute;
+  Status layers_ok = model::CheckRecomputeLayers(f.recompute, f.recompute_layers, p.work.layers);
+  if (!layers_ok.ok()) return usage(layers_ok.message());
+  p.opt.recompute_layers = f.recompute_layers;
 
   if (f.fit_host_cores && f.calibrate.empty() && !f.calibrate_live) {
     return usage("--fit-host-cores: needs --calibrate with multi-worker run reports");
@@ -344,6 +348,7 @@ int RunSimulate(const SimulateFlags& f) {
                     {"tp", r.run.tp},
                     {"grad_accum", r.run.grad_accum},
                     {"recompute", model::RecomputeName(r.run.recompute)},
+                    {"recompute_layers", r.run.recompute_layers},
                     {"measured_s", r.run.step_s},
                     {"rounds_s", r.run.round_s},
                     {"predicted_s", r.predicted_s},
@@ -413,6 +418,7 @@ int RunSimulate(const SimulateFlags& f) {
                           {"bucket_mb", f.bucket_mb},
                           {"grad_accum", f.grad_accum},
                           {"recompute", f.recompute},
+                          {"recompute_layers", f.recompute_layers},
                           {"small_kb", f.small_kb},
                           {"alpha_us", opt.link.alpha_s * 1e6},
                           {"bandwidth_gbs", opt.link.bytes_per_s / 1e9},
@@ -447,10 +453,13 @@ int RunSimulate(const SimulateFlags& f) {
 
   std::printf(
       "# pszero-bench simulate: %s, %lld params (Ψ = %lld per TP rank, %zu units), "
-      "%d workers (T = %d, D = %d), %s, grad-accum K = %d, recompute %s\n",
+      "%d workers (T = %d, D = %d), %s, grad-accum K = %d, recompute %s%s\n",
       work.name.c_str(), static_cast<long long>(work.params), static_cast<long long>(work.psi),
       work.units.size(), workers, f.tp, workers / f.tp, f.precision.c_str(), f.grad_accum,
-      f.recompute.c_str());
+      f.recompute.c_str(),
+      f.recompute_layers >= 0
+          ? (" (--recompute-layers " + std::to_string(f.recompute_layers) + ")").c_str()
+          : "");
   std::printf(
       "# link: alpha %.2f us, B %.4g GB/s%s; compute %.4g TFLOP/s per worker, "
       "%.4g GFLOP per step per rank%s\n",
@@ -575,6 +584,10 @@ BenchCommand AddSimulateCommand(CLI::App& root) {
   app->add_option("--recompute", f->recompute,
                   "Activation recompute, as pszero-launch --recompute: none, selective, full")
       ->check(CLI::IsMember({"none", "selective", "full"}));
+  app->add_option("--recompute-layers", f->recompute_layers,
+                  "With --recompute full: only the first N blocks, as pszero-launch "
+                  "--recompute-layers (default: all)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   app->add_option("--small-kb", f->small_kb, "Direct algorithm at or below this many KiB")
       ->check(CLI::Range(0, 1 << 20));
   app->add_option("--project-to", f->project_to, "Also predict for 1, 2, 4 ... N workers")

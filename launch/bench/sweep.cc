@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <optional>
+#include <set>
 
 #include "launch/progress.h"
 
@@ -164,6 +165,37 @@ void SetHeader(CsvTable* table, std::vector<std::string> lead,
   table->header = std::move(lead);
 }
 
+// The training flags a simulate item calibrated on the sweep's runs takes from them.
+const std::vector<std::string>& InheritedTrainFlags() {
+  static const std::vector<std::string> flags = {"--grad-accum", "--recompute",
+                                                 "--recompute-layers"};
+  return flags;
+}
+
+// A calibrate-from-sweep simulate item predicts the configuration the sweep's train items
+// ran: each of InheritedTrainFlags it does not give itself, set to the same value on
+// every train item before it, is passed on (a flag the train items leave at its default
+// stays off; values that differ are left to the item to choose).
+void InheritTrainFlags(const std::vector<SweepItem>& before, SweepItem* item) {
+  auto value_of = [](const SweepItem& s, const std::string& flag) -> std::optional<std::string> {
+    for (const auto& [f, v] : s.flags) {
+      if (f == flag) return v;
+    }
+    return std::nullopt;
+  };
+  for (const std::string& flag : InheritedTrainFlags()) {
+    if (value_of(*item, flag)) continue;
+    std::set<std::optional<std::string>> values;
+    for (const SweepItem& s : before) {
+      if (s.kind == "train") values.insert(value_of(s, flag));
+    }
+    if (values.size() != 1 || !*values.begin()) continue;
+    const std::string& v = **values.begin();
+    item->flags.emplace_back(flag, v);
+    item->name.append(" ").append(flag, 2, std::string::npos).append("=").append(v);
+  }
+}
+
 }  // namespace
 
 const std::vector<std::string>& ItemKinds() {
@@ -238,6 +270,7 @@ Result<std::vector<SweepItem>> ParseConfig(const ordered_json& config, double de
         s.flags.emplace_back("--" + FlagName(key), *v);
         s.name += " " + FlagName(key) + (v->empty() ? "" : "=" + NameValue(value));
       }
+      if (s.calibrate_from_sweep) InheritTrainFlags(items, &s);
       items.push_back(std::move(s));
     }
   }

@@ -29,7 +29,9 @@ struct SweepItem {
   nlohmann::ordered_json params;  // the item after list expansion, as the config gave it
   double timeout_s = 0;           // the whole child, deadline of RunChild
   // simulate with "calibrate": "sweep": calibrated on the run reports and collective JSON
-  // this sweep wrote before it (no --calibrate of its own).
+  // this sweep wrote before it (no --calibrate of its own). Such an item also takes
+  // --grad-accum, --recompute and --recompute-layers from the train items before it when
+  // it does not give them and they all ran the same value (ParseConfig).
   bool calibrate_from_sweep = false;
 };
 

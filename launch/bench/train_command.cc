@@ -46,6 +46,12 @@ namespace pszero::bench {
 
 namespace {
 
+// ", --recompute-layers N" for the header when the flag is given, else "".
+std::string RecomputeLayersNote(const train::TrainFlags& flags) {
+  if (flags.recompute_layers < 0) return "";
+  return ", --recompute-layers " + std::to_string(flags.recompute_layers);
+}
+
 struct TrainBenchFlags {
   train::TrainFlags train;
   bool json = false;
@@ -199,6 +205,7 @@ int RunTrainBench(const TrainBenchFlags& f) {
       {"precision", flags.precision},
       {"device", flags.device},
       {"recompute", flags.recompute},
+      {"recompute_layers", flags.recompute_layers},
       {"threads_per_rank", flags.threads},
       {"grad_accum", flags.grad_accum},
       {"tokens_per_step", config->tokens_per_step() * flags.grad_accum},
@@ -218,10 +225,10 @@ int RunTrainBench(const TrainBenchFlags& f) {
   }
   std::printf(
       "# pszero-bench train: %s (%lld params), --tp %d, %lld timed steps after 1 warm-up, "
-      "%s, --recompute %s, %d thread(s) per rank\n",
+      "%s, --recompute %s%s, %d thread(s) per rank\n",
       config->name.c_str(), static_cast<long long>(model::ParamCount(*config)), t,
       static_cast<long long>(flags.steps), flags.precision.c_str(), flags.recompute.c_str(),
-      flags.threads);
+      RecomputeLayersNote(flags).c_str(), flags.threads);
   std::printf("# %10s %10s %10s %12s %14s %12s %8s %10s\n", "step ms", "min ms", "max ms",
               "tokens/s", "achieved GF/s", "gemm GF/s", "ratio", "loss");
   std::printf("  %10.2f %10.2f %10.2f %12.1f %14.2f %12.2f %8.3f %10.4f\n", median * 1e3,
@@ -419,11 +426,11 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
   if (!f.json) {
     std::printf(
         "# pszero-bench train: %s (%lld params), %d workers (--tp %d), %lld steps, %s, "
-        "--recompute %s, --grad-accum %d, %d thread(s) per worker; one pszero-launch job per "
+        "--recompute %s%s, --grad-accum %d, %d thread(s) per worker; one pszero-launch job per "
         "mode\n",
         config->name.c_str(), static_cast<long long>(model::ParamCount(*config)), workers, flags.tp,
         static_cast<long long>(flags.steps), flags.precision.c_str(), flags.recompute.c_str(),
-        flags.grad_accum, flags.threads);
+        RecomputeLayersNote(flags).c_str(), flags.grad_accum, flags.threads);
     if (cluster && cluster->link_gbit() > 0) {
       std::printf(
           "# emulated cluster: %d hosts (network namespaces, one node launcher each), links %g "
@@ -570,6 +577,7 @@ int RunLaunchedBench(const TrainBenchFlags& f) {
                           {"precision", flags.precision},
                           {"threads_per_worker", flags.threads},
                           {"recompute", flags.recompute},
+                          {"recompute_layers", flags.recompute_layers},
                           {"grad_accum", flags.grad_accum},
                           {"emulate_hosts", f.emulate_hosts},
                           {"link_gbit", f.link_gbit},

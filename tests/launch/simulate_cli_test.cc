@@ -80,6 +80,26 @@ TEST(SimulateCliTest, GradAccumAndRecomputeAreRecorded) {
   ASSERT_EQ(table.exit_code, 0) << table.err;
   EXPECT_NE(table.out.find("grad-accum K = 4, recompute selective"), std::string::npos)
       << table.out;
+  // --recompute-layers: recorded (-1 when not given); 6 of gpt-small's 12 blocks re-run 5,
+  // less than the default's 11.
+  ProcessResult half = Simulate({"--model", "gpt-small", "--workers", "8", "--recompute", "full",
+                                 "--recompute-layers", "6", "--json"});
+  ProcessResult full = Simulate(
+      {"--model", "gpt-small", "--workers", "8", "--recompute", "full", "--json"});
+  ASSERT_EQ(half.exit_code, 0) << half.err;
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  nlohmann::json h = nlohmann::json::parse(half.out), f = nlohmann::json::parse(full.out);
+  EXPECT_EQ(a["options"]["recompute_layers"], -1);
+  EXPECT_EQ(h["options"]["recompute_layers"], 6);
+  const double none_flops = a["workload"]["flops_per_step_per_rank"].get<double>();
+  const double half_flops = h["workload"]["flops_per_step_per_rank"].get<double>();
+  const double full_flops = f["workload"]["flops_per_step_per_rank"].get<double>();
+  EXPECT_NEAR(half_flops - none_flops, (full_flops - none_flops) * 5 / 11, 1e-9 * full_flops);
+  ProcessResult header = Simulate(
+      {"--model", "gpt-small", "--workers", "8", "--recompute", "full", "--recompute-layers", "3"});
+  ASSERT_EQ(header.exit_code, 0) << header.err;
+  EXPECT_NE(header.out.find("recompute full (--recompute-layers 3)"), std::string::npos)
+      << header.out;
 }
 
 TEST(SimulateCliTest, ProjectionSeriesDoublesUpToN) {
@@ -152,6 +172,11 @@ TEST(SimulateCliTest, BadInputNamesTheFlag) {
   ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--grad-accum", "two"},
                    "--grad-accum");
   ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--recompute", "some"}, "--recompute");
+  ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--recompute", "full",
+                    "--recompute-layers", "5"},
+                   "--recompute-layers");
+  ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--recompute-layers", "2"},
+                   "--recompute-layers");
 }
 
 }  // namespace

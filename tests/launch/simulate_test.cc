@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -195,6 +196,54 @@ TEST(SimulateTest, RecomputeRaisesComputeByTheDocumentedFactor) {
               1e-9 * bare.flops_per_rank);
 }
 
+// --recompute full --recompute-layers N re-runs the first N blocks but the last of them
+// (the model's Model::RecomputeBlock): N - 1 block forwards (less the MLP output
+// projection), none for N = 0 and 1, the default full's for N = L.
+TEST(SimulateTest, RecomputeLayersScaleTheRecomputeFlops) {
+  Result<model::ModelConfig> c = model::PresetConfig("gpt-small");
+  ASSERT_TRUE(c.ok());
+  Result<Workload> w = WorkloadForModel(*c, 1);
+  ASSERT_TRUE(w.ok());
+  SimOptions opt;
+  opt.workers = 1;
+  opt.recompute = model::Recompute::kFull;
+  const double all = StepFlops(*w, opt);
+  const double none = w->flops_per_rank;
+  const double per_block = (all - none) / (c->layers - 1);
+  EXPECT_GT(per_block, 0);
+  Result<ModePrediction> full = Simulate(*w, "allreduce", opt);
+  ASSERT_TRUE(full.ok());
+  for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{3}, int64_t{6}, int64_t{11}, c->layers}) {
+    SCOPED_TRACE("--recompute-layers " + std::to_string(n));
+    opt.recompute_layers = n;
+    const double flops = StepFlops(*w, opt);
+    EXPECT_NEAR(flops, none + std::max<int64_t>(n - 1, 0) * per_block, 1e-12 * all);
+    Result<ModePrediction> p = Simulate(*w, "allreduce", opt);
+    ASSERT_TRUE(p.ok());
+    EXPECT_NEAR(p->compute_s / full->compute_s, flops / all, 1e-12);
+  }
+  // Without full it changes nothing.
+  opt.recompute = model::Recompute::kNone;
+  opt.recompute_layers = 6;
+  EXPECT_DOUBLE_EQ(StepFlops(*w, opt), none);
+  // The TP re-run all-reduce follows the same blocks: at T = 2 on a slow link the step
+  // grows with N.
+  Result<Workload> w2 = WorkloadForModel(*c, 2);
+  ASSERT_TRUE(w2.ok());
+  SimOptions tp;
+  tp.workers = 2;
+  tp.recompute = model::Recompute::kFull;
+  tp.link = {5e-6, 1e9};
+  double previous = 0;
+  for (int64_t n : {int64_t{1}, int64_t{2}, int64_t{7}, c->layers}) {
+    tp.recompute_layers = n;
+    Result<ModePrediction> p = Simulate(*w2, "allreduce", tp);
+    ASSERT_TRUE(p.ok());
+    EXPECT_GT(p->compute_s, previous) << n;
+    previous = p->compute_s;
+  }
+}
+
 // A run report's own --grad-accum and --recompute: its flops are what it ran, and runs
 // that differ only in them are different runs.
 TEST(SimulateTest, CalibrationReadsTheRunsGradAccumAndRecompute) {
@@ -232,6 +281,44 @@ TEST(SimulateTest, CalibrationReadsTheRunsGradAccumAndRecompute) {
   EXPECT_NEAR((*rows)[0].error, 0.0, 1e-9);
   EXPECT_FALSE(AddCalibrationJson(report(1, "bogus", 0.1), "c.json", &data).ok());
   EXPECT_FALSE(AddCalibrationJson(report(-1, "none", 0.1), "d.json", &data).ok());
+}
+
+// flags.recompute_layers (absent or -1: all blocks): the run's flops re-run N - 1 blocks,
+// and runs differing only in it are different runs.
+TEST(SimulateTest, CalibrationReadsTheRunsRecomputeLayers) {
+  auto report = [](int64_t layers, double step_s) {
+    nlohmann::json flags = {
+        {"sync", "allreduce"}, {"model", "gpt-tiny"}, {"workers", 1}, {"recompute", "full"}};
+    if (layers != -2) flags["recompute_layers"] = layers;  // -2: absent
+    return nlohmann::json{{"schema", "pszero.run/1"},
+                          {"flags", flags},
+                          {"steps", {{{"step", 1}, {"time_s", step_s}}}},
+                          {"ranks", nlohmann::json::array()}};
+  };
+  CalibrationData data;
+  ASSERT_TRUE(AddCalibrationJson(report(2, 0.4), "a.json", &data).ok());
+  ASSERT_TRUE(AddCalibrationJson(report(-2, 0.5), "b.json", &data).ok());
+  ASSERT_TRUE(AddCalibrationJson(report(-1, 0.6), "c.json", &data).ok());
+  ASSERT_EQ(data.runs.size(), 2u);  // absent and -1 are the same run
+  EXPECT_EQ(data.runs[0].recompute_layers, 2);
+  EXPECT_EQ(data.runs[1].recompute_layers, -1);
+  EXPECT_EQ(data.runs[1].round_s.size(), 2u);
+  CalibrationData only;
+  only.runs = {data.runs[0]};
+  Result<Calibration> c = Calibrate(only, SimOptions{});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  Result<model::ModelConfig> tiny = model::PresetConfig("gpt-tiny");
+  ASSERT_TRUE(tiny.ok());
+  Result<Workload> w = WorkloadForModel(*tiny, 1);
+  ASSERT_TRUE(w.ok());
+  SimOptions ran;
+  ran.recompute = model::Recompute::kFull;
+  ran.recompute_layers = 2;
+  EXPECT_NEAR(c->flops_per_s, StepFlops(*w, ran) / 0.4, 1e-9 * c->flops_per_s);
+  SimOptions all = ran;
+  all.recompute_layers = -1;
+  EXPECT_LT(StepFlops(*w, ran), StepFlops(*w, all));
+  EXPECT_FALSE(AddCalibrationJson(report(-3, 0.1), "d.json", &data).ok());
 }
 
 // Ψ per TP rank as the model itself lays it out: params_per_tp_rank of real run reports
@@ -309,6 +396,30 @@ TEST(SimulateTest, Zero3PrefetchHidesGathersBehindCompute) {
       CollectiveCost(CollOp::kReduceScatter, 8, w.units[0].params * 4.0, opt.small_bytes)
           .Seconds(opt.link);
   EXPECT_NEAR(p->exposed_comm_s, first_gather + last_scatter, 1e-9);
+}
+
+// With K micro-batches the recorded order ends with each micro-batch (Zero3Sync::NextUse):
+// the next micro-batch's first gather is issued by BeginMicroBatch once the last backward
+// has ended, behind its reduce-scatter, so on a fast link every micro-batch exposes one
+// gather and one reduce-scatter (not only the step's first and last).
+TEST(SimulateTest, Zero3PrefetchRestartsEveryMicroBatch) {
+  Workload w = WorkloadForParams(1'000'000'000, 20, 4096, 1);
+  SimOptions opt;
+  opt.workers = 8;
+  opt.link = {5e-6, 100e9};
+  opt.flops_per_s = 100e12;
+  const double first_gather =
+      CollectiveCost(CollOp::kAllGather, 8, w.units[0].params * 4.0, opt.small_bytes)
+          .Seconds(opt.link);
+  const double last_scatter =
+      CollectiveCost(CollOp::kReduceScatter, 8, w.units[0].params * 4.0, opt.small_bytes)
+          .Seconds(opt.link);
+  for (int k : {1, 2, 3}) {
+    opt.grad_accum = k;
+    Result<ModePrediction> p = Simulate(w, "zero3", opt);
+    ASSERT_TRUE(p.ok());
+    EXPECT_NEAR(p->exposed_comm_s, k * (first_gather + last_scatter), 1e-9) << "K = " << k;
+  }
 }
 
 TEST(SimulateTest, FitRecoversAlphaAndBandwidth) {

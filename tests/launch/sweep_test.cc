@@ -92,6 +92,43 @@ TEST(SweepTest, ChildArgsForwardToTrainAndPsOnly) {
                                       "b.json", "--json", "--output", "o.json"}));
 }
 
+// A simulate item calibrated on the sweep's runs predicts what they ran: --grad-accum,
+// --recompute and --recompute-layers that every train item before it shares are passed on
+// (the item's own win; differing values, defaults and other items are left alone).
+TEST(SweepTest, SimulateFromSweepTakesTheTrainItemsGradAccumAndRecompute) {
+  const ordered_json config = ordered_json::parse(R"({"items": [
+    {"kind": "train", "model": "gpt-tiny", "sync": ["allreduce", "zero3"], "grad_accum": 4,
+     "recompute": "full", "recompute_layers": [2, 3]},
+    {"kind": "simulate", "model": "gpt-tiny", "workers": 8, "calibrate": "sweep"},
+    {"kind": "simulate", "model": "gpt-tiny", "calibrate": "sweep", "grad_accum": 2},
+    {"kind": "simulate", "model": "gpt-tiny", "calibrate": "x.json"},
+    {"kind": "train", "model": "gpt-tiny", "grad_accum": 4, "recompute": "selective"},
+    {"kind": "simulate", "model": "gpt-tiny", "calibrate": "sweep"}]})");
+  Result<std::vector<SweepItem>> items = ParseConfig(config, 900);
+  ASSERT_TRUE(items.ok()) << items.status().ToString();
+  ASSERT_EQ(items->size(), 9u);
+  EXPECT_EQ(FlagsOf((*items)[4]),
+            "--model=gpt-tiny --workers=8 --grad-accum=4 --recompute=full ");
+  EXPECT_EQ((*items)[4].name,
+            "simulate model=gpt-tiny workers=8 calibrate=sweep grad-accum=4 recompute=full");
+  EXPECT_EQ(ChildArgs((*items)[4], {}, "o.json", "rep", {"r1.json"}),
+            (std::vector<std::string>{"simulate", "--model", "gpt-tiny", "--workers", "8",
+                                      "--grad-accum", "4", "--recompute", "full", "--calibrate",
+                                      "r1.json", "--json", "--output", "o.json"}));
+  EXPECT_EQ(FlagsOf((*items)[5]), "--model=gpt-tiny --grad-accum=2 --recompute=full ");
+  EXPECT_EQ(FlagsOf((*items)[6]), "--model=gpt-tiny --calibrate=x.json ");
+  // After a train item with another --recompute and no --recompute-layers: only K agrees.
+  EXPECT_EQ(FlagsOf((*items)[8]), "--model=gpt-tiny --grad-accum=4 ");
+  // Train items at the defaults pass nothing on (the presets' command lines are unchanged).
+  Result<ordered_json> quick = PresetConfig("quick");
+  ASSERT_TRUE(quick.ok());
+  Result<std::vector<SweepItem>> preset = ParseConfig(*quick, 900);
+  ASSERT_TRUE(preset.ok());
+  EXPECT_EQ(FlagsOf(preset->back()),
+            "--model=gpt-tiny --sync=all --servers=1 --workers=8 --project-to=1024 "
+            "--fit-host-cores ");
+}
+
 TEST(SweepTest, PresetsParseAndCoverEveryKind) {
   for (const char* name : {"quick", "full"}) {
     Result<ordered_json> config = PresetConfig(name);

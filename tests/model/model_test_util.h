@@ -87,13 +87,15 @@ inline std::vector<int64_t> FullOffsets(const model::ParamBuffer& shard, int64_t
 // Trains `steps` steps on one rank; `full` results are this rank's part (others zero).
 inline Status TrainSteps(const model::ModelConfig& config, model::TensorParallel* tp, bool bf16,
                          int steps, uint64_t seed, const std::string& data_path, RunResult* out,
-                         model::Recompute recompute = model::Recompute::kNone) {
+                         model::Recompute recompute = model::Recompute::kNone,
+                         int64_t recompute_layers = -1) {
   MemoryTracker tracker;
   model::ModelContext ctx;
   ctx.tp = tp;
   ctx.tracker = &tracker;
   ctx.bf16 = bf16;
   ctx.recompute = recompute;
+  ctx.recompute_layers = recompute_layers;
   PSZERO_ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m, model::Model::Create(config, ctx, seed));
   model::DataOptions dopt;
   dopt.seed = seed;

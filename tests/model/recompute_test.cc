@@ -3,9 +3,11 @@
 // threads); the activation peak falls none > selective > full, by exactly the bytes each
 // option stops keeping; full re-runs a block only between the hooks' BeforeBackward and
 // GradientsReady (parameters detached outside the hook windows, as ZeRO-3 does), with the
-// hook sequence of none.
+// hook sequence of none. --recompute-layers N (full for the first N blocks, none for the
+// rest): the same bits for N = 0, 1, L - 1, L, and a peak N - 1 saved sets below none's.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -35,21 +37,49 @@ bool SameBytes(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 // Each TP rank's result of `steps` steps on T ranks (T = 1: in this thread).
-std::vector<RunResult> Train(const ModelConfig& c, int t, bool bf16, Recompute recompute,
-                             int steps) {
+// recompute_layers: --recompute-layers (-1: unset).
+std::vector<RunResult> Train(const ModelConfig& c, int t, bool bf16, Recompute recompute, int steps,
+                             int64_t recompute_layers = -1) {
   std::vector<RunResult> results(t);
   if (t == 1) {
     TensorParallel tp;
-    const Status s = testing::TrainSteps(c, &tp, bf16, steps, 7, "", &results[0], recompute);
+    const Status s =
+        testing::TrainSteps(c, &tp, bf16, steps, 7, "", &results[0], recompute, recompute_layers);
     EXPECT_TRUE(s.ok()) << s.ToString();
     return results;
   }
   testing::CommRanks ranks(t, collectives::CommunicatorOptions{});
   testing::CommRanks::ExpectAllOk(ranks.Run([&](int r) {
     TensorParallel tp(&ranks.comm(r));
-    return testing::TrainSteps(c, &tp, bf16, steps, 7, "", &results[r], recompute);
+    return testing::TrainSteps(c, &tp, bf16, steps, 7, "", &results[r], recompute,
+                               recompute_layers);
   }));
   return results;
+}
+
+// Losses, step-1 gradients and final gathered parameters byte for byte those of `want`.
+void ExpectSameRun(const std::vector<RunResult>& got, const std::vector<RunResult>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t r = 0; r < got.size(); ++r) {
+    ASSERT_EQ(got[r].losses.size(), want[r].losses.size());
+    EXPECT_TRUE(SameBytes(got[r].losses, want[r].losses)) << "rank " << r;
+    EXPECT_TRUE(SameBytes(got[r].first_grads, want[r].first_grads)) << "rank " << r;
+    EXPECT_TRUE(SameBytes(got[r].gathered_params, want[r].gathered_params)) << "rank " << r;
+    EXPECT_EQ(Sha256Hex(got[r].gathered_params), Sha256Hex(want[r].gathered_params));
+  }
+}
+
+// Per TP rank (n tokens, d wide, h = heads/T, hidden 4d/T, e = 4 or 2 bytes of a kept
+// GEMM input): the probabilities, e*b*h*s^2, and everything a block keeps but its input,
+// 4*(n*d + 4*n) (the attention's output, the residual between the attention and the MLP;
+// the two LayerNorms' statistics) + e*(2*n*d + 3*n*d/T + n*d/T + 2*n*hidden/T).
+int64_t ProbsBytes(const ModelConfig& c, int t, bool bf16) {
+  return (bf16 ? 2 : 4) * c.batch * (c.heads / t) * c.seq * c.seq;
+}
+int64_t BlockSavedBytes(const ModelConfig& c, int t, bool bf16) {
+  const int64_t n = c.batch * c.seq, d = c.d_model, hl = c.ffn_mult * d / t, dl = d / t;
+  const int64_t e = bf16 ? 2 : 4;
+  return 4 * (n * d + 4 * n) + e * (2 * n * d + 4 * n * dl + 2 * n * hl) + ProbsBytes(c, t, bf16);
 }
 
 class RecomputeTest : public ::testing::TestWithParam<std::tuple<int, bool>> {};
@@ -73,14 +103,8 @@ TEST_P(RecomputeTest, BitIdenticalToNoneAndPeakFalls) {
   // The run is not trivial: the first update changed the second step's loss.
   EXPECT_NE(runs[0][0].losses[0], runs[0][0].losses[1]);
 
-  // Per TP rank (n tokens, d wide, h = heads/T, hidden 4d/T, e = 4 or 2 bytes of a kept
-  // GEMM input): the probabilities, e*b*h*s^2, and everything a block keeps but its input,
-  // 4*(n*d + 4*n) (the attention's output, the residual between the attention and the MLP;
-  // the two LayerNorms' statistics) + e*(2*n*d + 3*n*d/T + n*d/T + 2*n*hidden/T).
-  const int64_t n = c.batch * c.seq, d = c.d_model, hl = c.ffn_mult * d / t, dl = d / t;
-  const int64_t e = bf16 ? 2 : 4;
-  const int64_t probs = e * c.batch * (c.heads / t) * c.seq * c.seq;
-  const int64_t block = 4 * (n * d + 4 * n) + e * (2 * n * d + 4 * n * dl + 2 * n * hl) + probs;
+  const int64_t probs = ProbsBytes(c, t, bf16);
+  const int64_t block = BlockSavedBytes(c, t, bf16);
   for (int r = 0; r < t; ++r) {
     const int64_t none = runs[0][r].activations_peak;
     const int64_t selective = runs[1][r].activations_peak;
@@ -91,6 +115,31 @@ TEST_P(RecomputeTest, BitIdenticalToNoneAndPeakFalls) {
     // one block's saved set instead of L.
     EXPECT_EQ(none - selective, (c.layers - 1) * probs) << "rank " << r;
     EXPECT_EQ(none - full, (c.layers - 1) * block) << "rank " << r;
+  }
+}
+
+// --recompute full --recompute-layers N: the first N blocks share one saved set (all but
+// the last of them re-run in backward), the others keep their own. The same bits as none
+// for every N; the peak is none's less N - 1 saved sets (N = 0 and 1: none's; N = L: the
+// default full's).
+TEST_P(RecomputeTest, RecomputeLayersBitIdenticalWithThePerLayerPeak) {
+  const auto [t, bf16] = GetParam();
+  const ModelConfig c = TinyGpt();
+  const std::vector<RunResult> none = Train(c, t, bf16, Recompute::kNone, 2);
+  const std::vector<RunResult> full = Train(c, t, bf16, Recompute::kFull, 2);
+  const int64_t block = BlockSavedBytes(c, t, bf16);
+  for (int64_t layers : {int64_t{0}, int64_t{1}, c.layers - 1, c.layers}) {
+    SCOPED_TRACE("--recompute-layers " + std::to_string(layers));
+    const std::vector<RunResult> run = Train(c, t, bf16, Recompute::kFull, 2, layers);
+    ExpectSameRun(run, none);
+    for (int r = 0; r < t; ++r) {
+      EXPECT_EQ(none[r].activations_peak - run[r].activations_peak,
+                std::max<int64_t>(layers - 1, 0) * block)
+          << "rank " << r;
+    }
+    if (layers == c.layers) {
+      for (int r = 0; r < t; ++r) EXPECT_EQ(run[r].activations_peak, full[r].activations_peak);
+    }
   }
 }
 
@@ -129,16 +178,23 @@ TEST(RecomputeShapeTest, OddShapeAtThreeRanksIsBitIdentical) {
   }
 }
 
-// The MLP model under full recompute: the same bits, less memory.
+// The MLP model under full recompute: the same bits, less memory; with
+// --recompute-layers 2 of its 4 blocks, the same bits, between the two.
 TEST(RecomputeMlpTest, FullIsBitIdenticalAndSmaller) {
-  const ModelConfig c = testing::SmallMlp();
+  ModelConfig c = testing::SmallMlp();
+  c.layers = 4;
   for (bool bf16 : {false, true}) {
     SCOPED_TRACE(bf16 ? "bf16" : "fp32");
     const RunResult none = Train(c, 1, bf16, Recompute::kNone, 3)[0];
     const RunResult full = Train(c, 1, bf16, Recompute::kFull, 3)[0];
+    const RunResult partial = Train(c, 1, bf16, Recompute::kFull, 3, 2)[0];
     EXPECT_TRUE(SameBytes(full.losses, none.losses));
     EXPECT_TRUE(SameBytes(full.gathered_params, none.gathered_params));
     EXPECT_LT(full.activations_peak, none.activations_peak);
+    EXPECT_TRUE(SameBytes(partial.losses, none.losses));
+    EXPECT_TRUE(SameBytes(partial.gathered_params, none.gathered_params));
+    EXPECT_LT(partial.activations_peak, none.activations_peak);
+    EXPECT_GT(partial.activations_peak, full.activations_peak);
   }
 }
 
@@ -178,20 +234,28 @@ class DetachingHooks : public LayerHooks {
   std::vector<std::pair<float*, bf16_t*>> storage_;
 };
 
+// Every option, then full with --recompute-layers 2 (block 0 re-run, block 1 the shared
+// set's last, block 2 keeping its own) and 1 (nothing re-run).
 TEST(RecomputeHooksTest, RecomputesInsideTheBackwardWindowWithTheSameHookSequence) {
   ModelConfig c = testing::SmallGpt();
   c.layers = 3;
+  const std::vector<std::pair<Recompute, int64_t>> runs = {{Recompute::kNone, -1},
+                                                           {Recompute::kSelective, -1},
+                                                           {Recompute::kFull, -1},
+                                                           {Recompute::kFull, 2},
+                                                           {Recompute::kFull, 1}};
   for (bool bf16 : {false, true}) {
     SCOPED_TRACE(bf16 ? "bf16" : "fp32");
     std::vector<std::vector<std::pair<char, int>>> sequences;
     std::vector<std::vector<float>> grads;
-    float loss[3] = {0, 0, 0};
-    for (Recompute r : kOptions) {
+    std::vector<float> loss(runs.size(), 0.0f);
+    for (const auto& [r, layers] : runs) {
       TensorParallel tp;
       ModelContext ctx;
       ctx.tp = &tp;
       ctx.bf16 = bf16;
       ctx.recompute = r;
+      ctx.recompute_layers = layers;
       auto m = Model::Create(c, ctx, 3);
       ASSERT_TRUE(m.ok()) << m.status().ToString();
       DataOptions dopt;
@@ -213,12 +277,41 @@ TEST(RecomputeHooksTest, RecomputesInsideTheBackwardWindowWithTheSameHookSequenc
       const float* g = params.grads().data<float>();
       grads.emplace_back(g, g + params.numel());
     }
+    ASSERT_EQ(sequences.size(), runs.size());
     for (size_t o = 1; o < sequences.size(); ++o) {
-      SCOPED_TRACE(RecomputeName(kOptions[o]));
+      SCOPED_TRACE(std::string(RecomputeName(runs[o].first)) + " --recompute-layers " +
+                   std::to_string(runs[o].second));
       EXPECT_EQ(sequences[o], sequences[0]);
       EXPECT_EQ(std::memcmp(&loss[0], &loss[o], sizeof(float)), 0);
       EXPECT_TRUE(SameBytes(grads[o], grads[0]));
     }
+  }
+}
+
+// Model::Create refuses --recompute-layers above the layers or without full, naming it.
+TEST(RecomputeFlagTest, RecomputeLayersOutOfRangeOrWithoutFullIsRefused) {
+  const ModelConfig c = testing::SmallGpt();
+  for (const auto& [r, layers] :
+       std::vector<std::pair<Recompute, int64_t>>{{Recompute::kFull, c.layers + 1},
+                                                  {Recompute::kFull, -2},
+                                                  {Recompute::kNone, 1},
+                                                  {Recompute::kSelective, 0}}) {
+    TensorParallel tp;
+    ModelContext ctx;
+    ctx.tp = &tp;
+    ctx.recompute = r;
+    ctx.recompute_layers = layers;
+    const auto m = Model::Create(c, ctx, 3);
+    ASSERT_FALSE(m.ok()) << RecomputeName(r) << " " << layers;
+    EXPECT_EQ(m.status().message().rfind("--recompute-layers", 0), 0u) << m.status().ToString();
+  }
+  for (int64_t layers : {int64_t{0}, c.layers}) {
+    TensorParallel tp;
+    ModelContext ctx;
+    ctx.tp = &tp;
+    ctx.recompute = Recompute::kFull;
+    ctx.recompute_layers = layers;
+    EXPECT_TRUE(Model::Create(c, ctx, 3).ok()) << layers;
   }
 }
 

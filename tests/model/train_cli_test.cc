@@ -1,7 +1,7 @@
 // pszero-launch and pszero-worker with training flags, as real processes on 127.0.0.1:
 // an end-to-end TP = 2 job whose printed losses equal an in-process T = 1 run (and whose
-// final_params_sha256 equals the in-process T = 2 run's), and flag
-// errors (bad --data, shapes that do not split, a bad --recompute, --grad-accum 0) that
+// final_params_sha256 equals the in-process T = 2 run's), and flag errors (bad --data,
+// shapes that do not split, a bad --recompute or --recompute-layers, --grad-accum 0) that
 // exit 2 with one line naming the flag.
 #include <gtest/gtest.h>
 
@@ -143,6 +143,27 @@ TEST(TrainCliTest, BadRecomputeExitsTwoWithOneLine) {
     EXPECT_EQ(r.exit_code, 2) << argv[0] << ": " << r.out << r.err;
     EXPECT_EQ(CountLines(r.err), 1) << r.err;
     EXPECT_NE(r.err.find("--recompute"), std::string::npos) << r.err;
+  }
+}
+
+// --recompute-layers above the model's layers (kCustom has 1), or without --recompute full
+// (Megatron refuses --recompute-num-layers without a method, too).
+TEST(TrainCliTest, BadRecomputeLayersExitsTwoWithOneLine) {
+  for (const std::vector<std::string>& extra : std::vector<std::vector<std::string>>{
+           {"--recompute", "full", "--recompute-layers", "2"},
+           {"--recompute-layers", "1"},
+           {"--recompute", "selective", "--recompute-layers", "0"}}) {
+    std::vector<std::string> w = {BinaryPath("pszero-worker"), "--master-port", "1"};
+    w.insert(w.end(), kCustom.begin(), kCustom.end());
+    w.insert(w.end(), extra.begin(), extra.end());
+    std::vector<std::string> l = {"--workers", "1"};
+    l.insert(l.end(), extra.begin(), extra.end());
+    for (const std::vector<std::string>& argv : {Launch(l), w}) {
+      const auto r = RunProcess(argv);
+      EXPECT_EQ(r.exit_code, 2) << argv[0] << ": " << r.out << r.err;
+      EXPECT_EQ(CountLines(r.err), 1) << r.err;
+      EXPECT_NE(r.err.find("--recompute-layers"), std::string::npos) << r.err;
+    }
   }
 }
 

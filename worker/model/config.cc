@@ -77,4 +77,21 @@ double TrainFlopsPerStep(const ModelConfig& c) {
   return flops;
 }
 
+Status CheckRecomputeLayers(const std::string& recompute, int64_t recompute_layers,
+                            int64_t layers) {
+  if (recompute_layers == -1) return Status::Ok();
+  if (recompute != "full") {
+    return Status::InvalidArgument(
+        "--recompute-layers: only with --recompute full (it picks the blocks full "
+        "recomputes), not --recompute " +
+        recompute);
+  }
+  if (recompute_layers < 0 || recompute_layers > layers) {
+    return Status::InvalidArgument("--recompute-layers: " + std::to_string(recompute_layers) +
+                                   " is not within 0 .. " + std::to_string(layers) +
+                                   " (the model's layers)");
+  }
+  return Status::Ok();
+}
+
 }  // namespace pszero::model

@@ -30,6 +30,11 @@ Result<ModelConfig> PresetConfig(const std::string& name);
 // InvalidArgument naming the offending field, e.g. heads not dividing d_model, or a
 // dimension that does not split across `tp` ranks.
 Status ValidateConfig(const ModelConfig& config, int tp);
+// --recompute-layers N (-1: unset) against --recompute (its name) and the model's
+// `layers`: unset always passes; 0 <= N <= layers only with "full". InvalidArgument
+// naming the flag. Here rather than beside model::Recompute (layers.h) so that the
+// launcher checks it without linking the kernels.
+Status CheckRecomputeLayers(const std::string& recompute, int64_t recompute_layers, int64_t layers);
 // Parameters of the whole (T = 1) model.
 int64_t ParamCount(const ModelConfig& config);
 // FLOPs of one training step of one replica: 6 * params * tokens, plus attention's

@@ -45,17 +45,23 @@ Status GptModel::UploadIds() {
   return ids_.CopyFrom(Tensor::Wrap(ids_host_.data(), {2 * n}, DType::kInt32));
 }
 
+int64_t GptModel::FirstOwnMid() const {
+  // --recompute full: blocks 0 .. N-1 share slot 0, block l >= N has slot l - N + 1.
+  return recomputed_blocks_ > 0 ? recomputed_blocks_ - 1 : 0;
+}
+
 float* GptModel::Mid(int64_t l) {
   const int64_t nd = config_.batch * config_.seq * config_.d_model;
-  return mids_.data<float>() + (ctx_.recompute == Recompute::kFull ? 0 : l * nd);
+  return mids_.data<float>() + std::max<int64_t>(l - FirstOwnMid(), 0) * nd;
 }
 
 Status GptModel::BlockForward(int64_t l, bool recompute) {
   const ModelConfig& c = config_;
   const int64_t nd = c.batch * c.seq * c.d_model;
   float* x = xs_.data<float>() + l * nd;
-  PSZERO_RETURN_IF_ERROR(attn_[l].Forward(ctx_, params_, x, c.batch, c.seq, Mid(l)));
-  return mlp_[l].Forward(ctx_, params_, Mid(l), c.batch * c.seq, recompute ? nullptr : x + nd);
+  const ModelContext& ctx = BlockContext(l);
+  PSZERO_RETURN_IF_ERROR(attn_[l].Forward(ctx, params_, x, c.batch, c.seq, Mid(l)));
+  return mlp_[l].Forward(ctx, params_, Mid(l), c.batch * c.seq, recompute ? nullptr : x + nd);
 }
 
 Status GptModel::Declare() {
@@ -97,8 +103,7 @@ Result<float> GptModel::Forward(const Batch& batch, LayerHooks* hooks) {
   }
   batch_ = batch;
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(xs_, (c.layers + 1) * n * d, ctx_));
-  const bool full = ctx_.recompute == Recompute::kFull;
-  PSZERO_RETURN_IF_ERROR(EnsureBuffer(mids_, (full ? 1 : c.layers) * n * d, ctx_));
+  PSZERO_RETURN_IF_ERROR(EnsureBuffer(mids_, (c.layers - FirstOwnMid()) * n * d, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureGemmInput(hf_, n * d, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(logits_local_, n * vl, ctx_));
   PSZERO_RETURN_IF_ERROR(EnsureBuffer(logits_, n * c.vocab, ctx_));
@@ -191,8 +196,8 @@ Status GptModel::RunBackward(LayerHooks* hooks) {
     // --recompute full: the block's saved activations, again, from its kept input.
     if (RecomputeBlock(l)) PSZERO_RETURN_IF_ERROR(BlockForward(l, /*recompute=*/true));
     float* other = dx == grad_a_.data<float>() ? grad_b_.data<float>() : grad_a_.data<float>();
-    PSZERO_RETURN_IF_ERROR(mlp_[l].Backward(ctx_, params_, dx, other));
-    PSZERO_RETURN_IF_ERROR(attn_[l].Backward(ctx_, params_, other, dx));
+    PSZERO_RETURN_IF_ERROR(mlp_[l].Backward(BlockContext(l), params_, dx, other));
+    PSZERO_RETURN_IF_ERROR(attn_[l].Backward(BlockContext(l), params_, other, dx));
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::GradientsReady, unit));
   }
 
@@ -264,7 +269,7 @@ Result<float> MlpModel::Forward(const Batch& batch, LayerHooks* hooks) {
   for (int64_t l = 0; l < c.layers; ++l) {
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::BeforeForward, static_cast<int>(l)));
     float* x = xs_.data<float>() + l * n * d;
-    PSZERO_RETURN_IF_ERROR(blocks_[l].Forward(ctx_, params_, x, n, x + n * d));
+    PSZERO_RETURN_IF_ERROR(blocks_[l].Forward(BlockContext(l), params_, x, n, x + n * d));
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::ParamsDone, static_cast<int>(l)));
   }
   PSZERO_RETURN_IF_ERROR(kernels::MseLossForward(xs_.data<float>() + c.layers * n * d,
@@ -287,10 +292,10 @@ Status MlpModel::RunBackward(LayerHooks* hooks) {
     if (RecomputeBlock(l)) {
       // The block's saved activations, again, from its kept input (not its output).
       PSZERO_RETURN_IF_ERROR(
-          blocks_[l].Forward(ctx_, params_, xs_.data<float>() + l * n * d, n, nullptr));
+          blocks_[l].Forward(BlockContext(l), params_, xs_.data<float>() + l * n * d, n, nullptr));
     }
     float* other = dx == grad_a_.data<float>() ? grad_b_.data<float>() : grad_a_.data<float>();
-    PSZERO_RETURN_IF_ERROR(blocks_[l].Backward(ctx_, params_, dx, other));
+    PSZERO_RETURN_IF_ERROR(blocks_[l].Backward(BlockContext(l), params_, dx, other));
     dx = other;
     PSZERO_RETURN_IF_ERROR(Hook(hooks, &LayerHooks::GradientsReady, static_cast<int>(l)));
   }

@@ -21,7 +21,9 @@ class GptModel final : public Model {
   // (--recompute full, in backward) only the activations backward reads (the MLP's output
   // projection and xs_[l + 1] are skipped).
   Status BlockForward(int64_t l, bool recompute);
+  // Block l's slot in mids_, and the blocks before the first that has its own slot.
   float* Mid(int64_t l);
+  int64_t FirstOwnMid() const;
 
   int wte_ = -1;
   int wpe_ = -1;
@@ -32,8 +34,9 @@ class GptModel final : public Model {
   LayerNorm ln_f_;
   Batch batch_;
   Tensor xs_;  // [layers + 1][n, d]: input of every block, then the last output
-  // [layers][n, d]: between a block's attention and its MLP; --recompute full: [n, d], the
-  // block's being run (forward or recomputed).
+  // [layers][n, d]: between a block's attention and its MLP; --recompute full: one [n, d]
+  // for the blocks of the shared saved set (the one being run, forward or recomputed),
+  // then one per block after them (--recompute-layers below the layers).
   Tensor mids_;
   Tensor hf_;  // the final LayerNorm's output: bf16 in bf16 mode (EnsureGemmInput)
   Tensor logits_local_, logits_, lse_, loss_, dlogits_local_, grad_a_, grad_b_;

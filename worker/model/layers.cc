@@ -88,6 +88,11 @@ const char* RecomputeName(Recompute r) {
   return "none";
 }
 
+int64_t RecomputedBlocks(Recompute r, int64_t recompute_layers, int64_t layers) {
+  if (r != Recompute::kFull) return 0;
+  return recompute_layers < 0 ? layers : std::min(recompute_layers, layers);
+}
+
 Status EnsureBuffer(Tensor& t, int64_t n, const ModelContext& ctx) {
   return EnsureActivation(t, n, DType::kFloat32, ctx);
 }

@@ -63,11 +63,17 @@ struct BlockScratch {
 //    block saves for backward is in one set shared by all blocks (ModelContext::
 //    block_saved), and the model re-runs block l's forward right before block l's
 //    backward (after the hooks' BeforeBackward, so ZeRO-3 has gathered its parameters).
+//    With ModelContext::recompute_layers N, only the first N blocks do so; the others
+//    keep their activations as under kNone.
 enum class Recompute : uint8_t { kNone, kSelective, kFull };
 
 // "none", "selective", "full" (the --recompute values); InvalidArgument otherwise.
 Result<Recompute> ParseRecompute(const std::string& name);
 const char* RecomputeName(Recompute r);
+
+// The blocks --recompute full recomputes (the first ones): recompute_layers, or all when
+// -1; 0 without kFull.
+int64_t RecomputedBlocks(Recompute r, int64_t recompute_layers, int64_t layers);
 
 // A LayerNorm's per-row statistics, kept from its forward for its backward.
 struct LayerNormStats {
@@ -121,6 +127,10 @@ struct ModelContext {
   // --recompute full: the one set of saved activations every block writes (Model points
   // this at one it owns). Null: each block keeps its own.
   BlockSaved* block_saved = nullptr;
+  // --recompute full only (--recompute-layers; Megatron's --recompute-num-layers with
+  // --recompute-method block): how many blocks, the first ones, are recomputed and share
+  // block_saved; the others keep their own saved activations, as under kNone. -1: all.
+  int64_t recompute_layers = -1;
 };
 
 // A fp32 activation buffer of n elements on the context's device; reallocated only when n

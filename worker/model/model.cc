@@ -83,6 +83,11 @@ Model::Model(const ModelConfig& config, const ModelContext& ctx)
   ctx_.grad_bf16_scratch = &grad_bf16_scratch_;
   ctx_.block_scratch = &block_scratch_;
   ctx_.block_saved = ctx.recompute == Recompute::kFull ? &block_saved_ : nullptr;
+  // A kept block runs as without recompute (selective stays selective).
+  kept_ctx_ = ctx_;
+  if (ctx.recompute == Recompute::kFull) kept_ctx_.recompute = Recompute::kNone;
+  kept_ctx_.block_saved = nullptr;
+  recomputed_blocks_ = RecomputedBlocks(ctx.recompute, ctx.recompute_layers, config.layers);
 }
 
 Model::~Model() = default;
@@ -98,6 +103,8 @@ Result<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, const Mo
                                              uint64_t seed) {
   if (ctx.tp == nullptr) return Status::InvalidArgument("ModelContext without TensorParallel");
   PSZERO_RETURN_IF_ERROR(ValidateConfig(config, ctx.tp->size()));
+  PSZERO_RETURN_IF_ERROR(
+      CheckRecomputeLayers(RecomputeName(ctx.recompute), ctx.recompute_layers, config.layers));
   PSZERO_RETURN_IF_ERROR(kernels::CheckContext(ctx.kernels));
   std::unique_ptr<Model> m;
   if (config.kind == ModelKind::kGpt) {
@@ -110,12 +117,6 @@ Result<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, const Mo
   PSZERO_RETURN_IF_ERROR(m->params_.Initialize(seed));
   PSZERO_RETURN_IF_ERROR(m->AfterInitialize(seed));
   return m;
-}
-
-bool Model::RecomputeBlock(int64_t l) const {
-  // The last block's saved activations are still those of this forward: nothing between
-  // its forward and its backward (final LayerNorm, head, loss) writes the shared set.
-  return ctx_.recompute == Recompute::kFull && l != config_.layers - 1;
 }
 
 }  // namespace pszero::model

@@ -23,7 +23,9 @@
 // blocks also share one set of saved activations (ModelContext::block_saved): forward
 // keeps every block's input, and backward re-runs block l's forward from it (no hooks
 // called; after BeforeBackward(l)'s, so the parameters are there) before block l's
-// backward. Not thread-safe.
+// backward. With ModelContext::recompute_layers N only the first N blocks share that set
+// (and are re-run, but the last of them); the others keep their own, as without
+// recompute. Not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -70,12 +72,21 @@ class Model {
   virtual Status Declare() = 0;
   virtual Status RunBackward(LayerHooks* hooks) = 0;
   virtual Status AfterInitialize(uint64_t /*seed*/) { return Status::Ok(); }
+  // --recompute full: whether block l writes the shared saved set (one of the first
+  // --recompute-layers blocks, all by default).
+  bool SharesSavedSet(int64_t l) const { return l < recomputed_blocks_; }
   // --recompute full: whether block l's forward runs again before its backward (every
-  // block but the last, whose saved activations are still the forward's).
-  bool RecomputeBlock(int64_t l) const;
+  // block of the shared set but the last, whose saved activations are still the
+  // forward's: the blocks after it keep their own).
+  bool RecomputeBlock(int64_t l) const { return l + 1 < recomputed_blocks_; }
+  // The context block l's layers run with: ctx_, or for a block that keeps its own saved
+  // activations (--recompute-layers below the layers), ctx_ without the shared set.
+  const ModelContext& BlockContext(int64_t l) const { return SharesSavedSet(l) ? ctx_ : kept_ctx_; }
 
   ModelConfig config_;
-  ModelContext ctx_;  // its grad_bf16_scratch, block_scratch and block_saved are below
+  ModelContext ctx_;               // its grad_bf16_scratch, block_scratch and block_saved are below
+  ModelContext kept_ctx_;          // ctx_ without block_saved (BlockContext)
+  int64_t recomputed_blocks_ = 0;  // --recompute full: the first blocks sharing block_saved_
   ParamBuffer params_;
   Tensor grad_bf16_scratch_;    // bf16 mode: every layer's dy cast, one at a time
   BlockScratch block_scratch_;  // every block's fp32 scratch, one block at a time

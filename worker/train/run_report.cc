@@ -97,6 +97,7 @@ nlohmann::json RunReport(const TrainFlags& flags, const model::ModelConfig& conf
                           {"precision", flags.precision},
                           {"device", flags.device},
                           {"recompute", flags.recompute},
+                          {"recompute_layers", flags.recompute_layers},
                           {"deterministic", flags.deterministic},
                           {"bucket_mb", flags.bucket_mb},
                           {"grad_accum", flags.grad_accum},

@@ -58,6 +58,10 @@ void AddTrainFlags(CLI::App& app, TrainFlags& f) {
                  "Activation recompute: none, selective (attention probabilities) or full "
                  "(every block from its input); bit-identical results, less activation memory")
       ->check(CLI::IsMember({"none", "selective", "full"}));
+  app.add_option("--recompute-layers", f.recompute_layers,
+                 "With --recompute full: recompute only the first N blocks, the others keep "
+                 "their activations (default: all blocks)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   app.add_option("--threads", f.threads, "Kernel threads per worker")->check(CLI::Range(1, 1024));
   app.add_option("--sync", f.sync, "Data-parallel sync mode: allreduce, zero1, zero2, zero3 or ps")
       ->check(CLI::IsMember({"allreduce", "zero1", "zero2", "zero3", "ps"}));
@@ -108,6 +112,7 @@ Status CheckTrainFlags(const TrainFlags& f, int workers) {
   }
   PSZERO_ASSIGN_OR_RETURN(model::ModelConfig c, ResolveModel(f));
   PSZERO_RETURN_IF_ERROR(model::ValidateConfig(c, f.tp));
+  PSZERO_RETURN_IF_ERROR(model::CheckRecomputeLayers(f.recompute, f.recompute_layers, c.layers));
   if (workers % f.tp != 0) {
     return Status::InvalidArgument("--workers: " + std::to_string(workers) +
                                    " workers do not split into replicas of --tp " +
@@ -148,6 +153,7 @@ std::vector<std::string> TrainArgs(const TrainFlags& f) {
   add("--precision", f.precision);
   add("--device", f.device);
   add("--recompute", f.recompute);
+  if (f.recompute_layers >= 0) add("--recompute-layers", std::to_string(f.recompute_layers));
   add("--threads", std::to_string(f.threads));
   add("--sync", f.sync);
   char mb[32];

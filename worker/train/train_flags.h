@@ -34,6 +34,9 @@ struct TrainFlags {
   // Activation recompute (model::Recompute): none, selective (the attention probabilities)
   // or full (every block from its input); the same results, less activation memory.
   std::string recompute = "none";
+  // --recompute full only: recompute the first N blocks, keep the others' activations
+  // (Megatron's --recompute-num-layers, --recompute-method block). -1: unset, all blocks.
+  int64_t recompute_layers = -1;
   int threads = 1;  // kernel threads per worker
   // How the D replicas stay in step (sync_strategy.h): allreduce, zero1, zero2, zero3, ps.
   std::string sync = "allreduce";

@@ -257,6 +257,9 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
             << run->sync->name() << " over " << dp_size << " replicas for " << flags.steps
             << " steps, " << flags.precision
             << (flags.recompute != "none" ? ", --recompute " + flags.recompute : "")
+            << (flags.recompute_layers >= 0
+                    ? ", --recompute-layers " + std::to_string(flags.recompute_layers)
+                    : "")
             << (flags.deterministic ? ", deterministic" : "");
 
   CheckpointContext ckpt;

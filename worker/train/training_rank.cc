@@ -29,6 +29,7 @@ Result<std::unique_ptr<TrainingRank>> BuildTrainingRank(const model::ModelConfig
   ctx.tracker = tracker;
   ctx.bf16 = flags.precision == "bf16";
   PSZERO_ASSIGN_OR_RETURN(ctx.recompute, model::ParseRecompute(flags.recompute));
+  ctx.recompute_layers = flags.recompute_layers;
   if (dp_comm != nullptr) {
     PSZERO_ASSIGN_OR_RETURN(SyncPlan plan, SyncPlanFor(flags.sync, dp_size));
     ctx.unit_align = plan.unit_align;
