@@ -3,8 +3,10 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "common/atomic_file.h"
@@ -50,29 +52,29 @@ Status WriteSafetensors(const std::filesystem::path& path, const SafetensorsFile
   return WriteFileAtomic(path, EncodeSafetensors(file));
 }
 
-Result<SafetensorsFile> DecodeSafetensors(std::string_view bytes, const std::string& what) {
+namespace {
+
+// The header of a safetensors file whose data section holds `data_size` bytes: every
+// check that does not need the tensors' bytes. `ranges` gets each tensor's [b, e).
+struct DecodedHeader {
+  SafetensorsHeader header;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // per tensor, in header order
+};
+
+Result<DecodedHeader> DecodeHeader(std::string_view json, uint64_t data_size,
+                                   const std::string& what) {
   auto bad = [&](const std::string& why) {
     return Status::Corruption(what + ": not a valid safetensors file: " + why);
   };
-  if (bytes.size() < 8) return bad("shorter than its 8-byte header length");
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i)
-    n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
-  if (n > bytes.size() - 8) {
-    return bad("header of " + std::to_string(n) + " bytes but the file holds " +
-               std::to_string(bytes.size()) + " (truncated?)");
-  }
-  nlohmann::json header = nlohmann::json::parse(bytes.substr(8, n), nullptr, false);
+  const nlohmann::json header = nlohmann::json::parse(json, nullptr, false);
   if (header.is_discarded() || !header.is_object()) return bad("header is not a JSON object");
-  const std::string_view data = bytes.substr(8 + n);
-  SafetensorsFile out;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  DecodedHeader out;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       if (!entry.is_object()) return bad("__metadata__ is not an object");
       for (const auto& [k, v] : entry.items()) {
         if (!v.is_string()) return bad("metadata '" + k + "' is not a string");
-        out.metadata[k] = v.get<std::string>();
+        out.header.metadata[k] = v.get<std::string>();
       }
       continue;
     }
@@ -80,45 +82,133 @@ Result<SafetensorsFile> DecodeSafetensors(std::string_view bytes, const std::str
         !entry.contains("data_offsets")) {
       return bad("tensor '" + name + "' lacks dtype, shape or data_offsets");
     }
-    if (entry["dtype"] != "F32") return bad("tensor '" + name + "' is not F32");
-    SafeTensor t;
+    if (entry.at("dtype") != "F32") return bad("tensor '" + name + "' is not F32");
+    const nlohmann::json& shape = entry.at("shape");
+    if (!shape.is_array()) return bad("tensor '" + name + "': bad shape " + shape.dump());
+    SafeTensorInfo t;
     t.name = name;
     uint64_t numel = 1;
-    for (const auto& d : entry["shape"]) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0)
-        return bad("tensor '" + name + "': bad shape");
+    for (const auto& d : shape) {
+      // A dimension past 2^63 or a product past 2^64 cannot describe bytes in a file.
+      if (!d.is_number_integer() ||
+          (d.is_number_unsigned() ? d.get<uint64_t>() > uint64_t{INT64_MAX}
+                                  : d.get<int64_t>() < 0) ||
+          __builtin_mul_overflow(numel, d.get<uint64_t>(), &numel)) {
+        return bad("tensor '" + name + "': bad shape " + shape.dump());
+      }
       t.shape.push_back(d.get<int64_t>());
-      numel *= d.get<uint64_t>();
     }
-    const auto& off = entry["data_offsets"];
+    const auto& off = entry.at("data_offsets");
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
         !off[1].is_number_unsigned()) {
       return bad("tensor '" + name + "': bad data_offsets");
     }
     const uint64_t b = off[0].get<uint64_t>();
     const uint64_t e = off[1].get<uint64_t>();
-    if (b > e || e > data.size()) {
+    if (b > e || e > data_size) {
       return bad("tensor '" + name + "' lies past the end of the data (truncated?)");
     }
-    if (e - b != numel * sizeof(float)) {
+    uint64_t bytes = 0;
+    if (__builtin_mul_overflow(numel, uint64_t{sizeof(float)}, &bytes) || e - b != bytes) {
       return bad("tensor '" + name + "': " + std::to_string(e - b) + " bytes for " +
                  std::to_string(numel) + " F32 values");
     }
-    t.data.resize(numel);
-    if (numel > 0) std::memcpy(t.data.data(), data.data() + b, e - b);
-    ranges.emplace_back(b, e);
-    out.tensors.push_back(std::move(t));
+    t.numel = static_cast<int64_t>(numel);
+    out.ranges.emplace_back(b, e);
+    out.header.tensors.push_back(std::move(t));
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i) {
-    if (ranges[i].first < ranges[i - 1].second) return bad("tensors overlap");
+  std::vector<size_t> order(out.ranges.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return out.ranges[a] < out.ranges[b]; });
+  for (size_t i = 1; i < order.size(); ++i) {
+    if (out.ranges[order[i]].first < out.ranges[order[i - 1]].second) {
+      return bad("tensors overlap");
+    }
   }
   // Tensors in file order.
-  std::sort(out.tensors.begin(), out.tensors.end(), [&](const SafeTensor& a, const SafeTensor& b) {
-    return header[a.name]["data_offsets"][0].get<uint64_t>() <
-           header[b.name]["data_offsets"][0].get<uint64_t>();
-  });
+  DecodedHeader sorted;
+  sorted.header.metadata = std::move(out.header.metadata);
+  for (size_t i : order) {
+    sorted.header.tensors.push_back(std::move(out.header.tensors[i]));
+    sorted.ranges.push_back(out.ranges[i]);
+  }
+  return sorted;
+}
+
+uint64_t HeaderLength(std::string_view first8) {
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i)
+    n |= static_cast<uint64_t>(static_cast<unsigned char>(first8[i])) << (8 * i);
+  return n;
+}
+
+}  // namespace
+
+const SafeTensorInfo* SafetensorsHeader::Find(const std::string& name) const {
+  for (const SafeTensorInfo& t : tensors) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+Result<SafetensorsFile> DecodeSafetensors(std::string_view bytes, const std::string& what) {
+  if (bytes.size() < 8) {
+    return Status::Corruption(what +
+                              ": not a valid safetensors file: shorter than its 8-byte header "
+                              "length");
+  }
+  const uint64_t n = HeaderLength(bytes);
+  if (n > bytes.size() - 8) {
+    return Status::Corruption(what + ": not a valid safetensors file: header of " +
+                              std::to_string(n) + " bytes but the file holds " +
+                              std::to_string(bytes.size()) + " (truncated?)");
+  }
+  const std::string_view data = bytes.substr(8 + n);
+  PSZERO_ASSIGN_OR_RETURN(DecodedHeader h, DecodeHeader(bytes.substr(8, n), data.size(), what));
+  SafetensorsFile out;
+  out.metadata = std::move(h.header.metadata);
+  for (size_t i = 0; i < h.header.tensors.size(); ++i) {
+    SafeTensorInfo& info = h.header.tensors[i];
+    SafeTensor t;
+    t.name = std::move(info.name);
+    t.shape = std::move(info.shape);
+    t.data.resize(static_cast<size_t>(info.numel));
+    const auto [b, e] = h.ranges[i];
+    if (e > b) std::memcpy(t.data.data(), data.data() + b, e - b);
+    out.tensors.push_back(std::move(t));
+  }
   return out;
+}
+
+Result<SafetensorsHeader> ReadSafetensorsHeader(const std::filesystem::path& path) {
+  const std::string what = path.string();
+  auto bad = [&](const std::string& why) {
+    return Status::Corruption(what + ": not a valid safetensors file: " + why);
+  };
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec) return Status::IoError(what + ": " + ec.message());
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::IoError(what + ": cannot open");
+  if (size < 8) return bad("shorter than its 8-byte header length");
+  char first8[8];
+  if (!in.read(first8, 8)) return Status::IoError(what + ": cannot read");
+  const uint64_t n = HeaderLength(std::string_view(first8, 8));
+  if (n > size - 8) {
+    return bad("header of " + std::to_string(n) + " bytes but the file holds " +
+               std::to_string(size) + " (truncated?)");
+  }
+  if (n > kMaxSafetensorsHeaderBytes) {
+    return bad("header of " + std::to_string(n) + " bytes (at most " +
+               std::to_string(kMaxSafetensorsHeaderBytes) + ")");
+  }
+  std::string json(n, '\0');
+  if (n > 0 && !in.read(json.data(), static_cast<std::streamsize>(n))) {
+    return Status::IoError(what + ": cannot read");
+  }
+  PSZERO_ASSIGN_OR_RETURN(DecodedHeader h, DecodeHeader(json, size - 8 - n, what));
+  return std::move(h.header);
 }
 
 Result<SafetensorsFile> ReadSafetensors(const std::filesystem::path& path) {

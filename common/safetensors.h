@@ -31,6 +31,23 @@ struct SafetensorsFile {
   const SafeTensor* Find(const std::string& name) const;
 };
 
+// What a file's header says about one tensor, without its bytes.
+struct SafeTensorInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t numel = 0;
+};
+
+struct SafetensorsHeader {
+  std::vector<SafeTensorInfo> tensors;  // in file order
+  std::map<std::string, std::string> metadata;
+  const SafeTensorInfo* Find(const std::string& name) const;
+};
+
+// Headers longer than this are refused when reading a header alone (safetensors itself
+// caps them at 100 MB).
+inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100u << 20;
+
 // Serializes (tensors in the given order, 8-byte aligned data as the format recommends).
 std::string EncodeSafetensors(const SafetensorsFile& file);
 // Atomically (common/atomic_file.h).
@@ -39,6 +56,9 @@ Status WriteSafetensors(const std::filesystem::path& path, const SafetensorsFile
 // Corruption naming `what` when the bytes are not a valid F32 safetensors file.
 Result<SafetensorsFile> DecodeSafetensors(std::string_view bytes, const std::string& what);
 Result<SafetensorsFile> ReadSafetensors(const std::filesystem::path& path);
+// Reads and checks the header only (everything DecodeSafetensors checks except the bytes
+// themselves, against the file's size): what a launcher verifies before starting a job.
+Result<SafetensorsHeader> ReadSafetensorsHeader(const std::filesystem::path& path);
 
 // Lower-case hex SHA-256 of a file's bytes, and of a buffer.
 Result<std::string> FileSha256(const std::filesystem::path& path);

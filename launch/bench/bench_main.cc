@@ -1,5 +1,7 @@
 // pszero-bench: measures what pszero is made of. Subcommands: stream, kernels, rendezvous,
 // p2p, collective, ps, train, report-table, simulate, checkpoint, soak, sweep.
+#include <iostream>
+#include <string>
 #include <vector>
 
 #include "common/flags.h"
@@ -20,6 +22,16 @@ int Main(int argc, char** argv) {
       pszero::bench::AddSimulateCommand(*app), pszero::bench::AddCheckpointCommand(*app),
       pszero::bench::AddSoakCommand(*app),     pszero::bench::AddSweepCommand(*app),
   };
+  // A flag before the subcommand is not one of the root's (--help, --version): name it,
+  // rather than CLI11's "A subcommand is required".
+  if (argc > 1 && argv[1][0] == '-') {
+    const std::string first = argv[1];
+    if (first != "-h" && first != "--help" && first != "--version") {
+      std::cerr << "pszero-bench: error: " << first
+                << ": not a flag of pszero-bench itself (flags go after the subcommand)\n";
+      return pszero::kExitUsage;
+    }
+  }
   if (auto code = pszero::ParseFlags(*app, argc, argv)) return *code;
   for (const auto& command : commands) {
     if (command.app->parsed()) return command.run();

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <string_view>
 #include <vector>
 
@@ -62,6 +63,19 @@ std::string ChildRun::Describe() const {
   if (timed_out) return "timed out";
   if (signaled) return "signal " + std::to_string(term_signal);
   return "exit code " + std::to_string(exit_code);
+}
+
+Status CheckBinDir(const std::string& dir, bool flag_given, const std::vector<std::string>& names) {
+  for (const std::string& name : names) {
+    const std::string path = (std::filesystem::path(dir) / name).string();
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(path, ec) && ::access(path.c_str(), X_OK) == 0) continue;
+    return Status::InvalidArgument(flag_given
+                                       ? "--bin-dir " + dir + ": no executable " + name + " there"
+                                       : "no executable " + name + " beside pszero-bench (in " +
+                                             dir + "): pass --bin-dir");
+  }
+  return Status::Ok();
 }
 
 std::string LastLines(const std::string& text, int lines) {

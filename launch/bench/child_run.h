@@ -56,6 +56,11 @@ class InterruptLatch {
   struct sigaction old_term_ = {};
 };
 
+// InvalidArgument naming --bin-dir (or, when `flag_given` is false, the directory beside
+// pszero-bench) unless every program of `names` is an executable file in `dir`: checked
+// before a job starts, so that a wrong --bin-dir is a usage error, not a failed job.
+Status CheckBinDir(const std::string& dir, bool flag_given, const std::vector<std::string>& names);
+
 // The last `lines` lines of `text`, for error messages.
 std::string LastLines(const std::string& text, int lines);
 

@@ -341,6 +341,27 @@ std::string HumanSize(int64_t bytes) {
   return buf;
 }
 
+// The checks of the driver's flags, before anything starts: InvalidArgument naming the flag.
+Status CheckCollectiveFlags(const CollectiveFlags& f) {
+  if (f.link_gbit > 0 && f.emulate_hosts == 0) {
+    return Status::InvalidArgument("--link-gbit: only with --emulate-hosts");
+  }
+  if (f.emulate_hosts > f.ranks) {
+    return Status::InvalidArgument("--emulate-hosts: more hosts than --ranks");
+  }
+#ifndef PSZERO_HAVE_CUDA
+  if (f.backend == "nccl") return Status::InvalidArgument("--backend nccl needs a CUDA build");
+#endif
+  PSZERO_ASSIGN_OR_RETURN(CollectiveSweep sweep, MakeSweep(f));
+  // Every rank holds a send and a receive array of the largest size.
+  PSZERO_RETURN_IF_ERROR(CheckFitsMemory("--max-bytes", 2 * uint64_t{sweep.sizes.back()}, f.ranks));
+  // Checked here, once, rather than by every rank after its start.
+  if (f.backend == "nccl" && kernels::CudaDeviceCount() == 0) {
+    return Status::InvalidArgument("--backend nccl: no CUDA device");
+  }
+  return Status::Ok();
+}
+
 int RunCollectiveCommand(const CollectiveFlags& f) {
   if (!f.rank_dir.empty()) {
     // A host or rank process dies with the process that started it (a killed or timed-out
@@ -349,26 +370,13 @@ int RunCollectiveCommand(const CollectiveFlags& f) {
     if (!f.host_ranks.empty()) return RunHost(f);
     return RunRank(f);
   }
-  if (f.link_gbit > 0 && f.emulate_hosts == 0) {
-    std::cerr << "pszero-bench collective: error: --link-gbit: only with --emulate-hosts\n";
-    return 2;
-  }
-  if (f.emulate_hosts > f.ranks) {
-    std::cerr << "pszero-bench collective: error: --emulate-hosts: more hosts than --ranks\n";
+  if (Status s = CheckCollectiveFlags(f); !s.ok()) {
+    std::cerr << "pszero-bench collective: error: " << s.message() << "\n";
     return 2;
   }
   if (f.emulate_hosts > 0 && f.host_netns.empty()) return RunEmulated(f);
-#ifndef PSZERO_HAVE_CUDA
-  if (f.backend == "nccl") {
-    std::cerr << "pszero-bench collective: error: --backend nccl needs a CUDA build\n";
-    return 2;
-  }
-#endif
   Result<CollectiveSweep> sweep = MakeSweep(f);
-  if (!sweep.ok()) {
-    std::cerr << "pszero-bench collective: error: " << sweep.status().message() << "\n";
-    return 2;
-  }
+  if (!sweep.ok()) return Fail(sweep.status());
   Result<TempDir> temp = TempDir::Create("pszero-coll");
   if (!temp.ok()) return Fail(temp.status());
   const TempDir& dir = *temp;
@@ -514,8 +522,8 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
   auto size_check = CLI::Validator(
       [](std::string& s) {
         Result<std::vector<size_t>> v = ParseSizeList(s);
-        return v.ok() && v->size() == 1 && v->front() > 0 ? std::string()
-                                                          : "not a size like 8, 4K or 64M";
+        if (!v.ok()) return v.status().message();
+        return v->size() == 1 ? std::string() : "not a size like 8, 4K or 64M";
       },
       "SIZE");
   app->add_option("--min-bytes", f->min_bytes, "Smallest array (K/M/G are 2^10)")
@@ -579,7 +587,7 @@ BenchCommand AddCollectiveCommand(CLI::App& root) {
   app->add_option("--rank", f->rank)->group("");
   app->add_option("--host-netns", f->host_netns)->group("");
   app->add_option("--host-ranks", f->host_ranks)->group("");
-  return {app, [f] { return RunCollectiveCommand(*f); }};
+  return {app, [f] { return RunCollectiveCommand(*f); }, [f] { return CheckCollectiveFlags(*f); }};
 }
 
 }  // namespace pszero::bench

@@ -4,14 +4,22 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <functional>
 #include <memory>
+#include <string>
+
+#include "common/status.h"
 
 namespace pszero::bench {
 
 struct BenchCommand {
   CLI::App* app = nullptr;
   std::function<int()> run;  // returns the process exit code
+  // The checks `run` makes of its parsed flags before it starts anything (null: none
+  // beyond the parser's): what `sweep --dry-run` runs for each item. InvalidArgument with
+  // the one line `run` would print after "error: ".
+  std::function<Status()> check = nullptr;
 };
 
 BenchCommand AddStreamCommand(CLI::App& root);

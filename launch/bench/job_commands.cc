@@ -69,8 +69,12 @@ Result<nlohmann::json> RunJob(const JobFlags& f, std::vector<std::string> extra,
   PSZERO_ASSIGN_OR_RETURN(
       ChildRun run,
       RunChild(argv, std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1e3))));
+  if (!run.ok() && !run.signaled && !run.timed_out && run.exit_code == 2) {
+    // The launcher refused a flag (exit 2, one line): that line is the user's answer.
+    return Status::InvalidArgument(LastLines(run.err, 1));
+  }
   if (!run.ok()) {
-    return Status::Internal("pszero-launch " + run.Describe() + ":\n" + LastLines(run.err, 8));
+    return Status::Internal("pszero-launch " + run.Describe() + ": " + LastLines(run.err, 1));
   }
   std::ifstream in(report);
   nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
@@ -78,12 +82,29 @@ Result<nlohmann::json> RunJob(const JobFlags& f, std::vector<std::string> extra,
   return doc;
 }
 
+// A usage error (exit 2, one line): pszero-launch's own line passed through as it is, or
+// ours; anything else exits 1.
 int Fail(const char* what, const Status& s) {
+  if (s.code() == StatusCode::kInvalidArgument) {
+    if (s.message().rfind("pszero-launch", 0) == 0) {
+      std::cerr << s.message() << "\n";
+    } else {
+      std::cerr << "pszero-bench " << what << ": error: " << s.message() << "\n";
+    }
+    return 2;
+  }
   std::cerr << "pszero-bench " << what << ": " << s.ToString() << "\n";
   return 1;
 }
 
+// The launcher a job runs (it finds its own workers), before the first job starts.
+Status CheckJobBinaries(const JobFlags& f) {
+  return CheckBinDir(f.bin_dir.empty() ? ExecutableDir() : f.bin_dir, !f.bin_dir.empty(),
+                     {"pszero-launch"});
+}
+
 int RunCheckpointBench(const JobFlags& f) {
+  if (Status s = CheckJobBinaries(f); !s.ok()) return Fail("checkpoint", s);
   std::vector<double> write_gbs, load_gbs, bytes;
   for (int rep = 0; rep < f.repeats; ++rep) {
     Result<TempDir> dir = TempDir::Create("pszero-bench-ckpt");
@@ -134,6 +155,7 @@ int RunCheckpointBench(const JobFlags& f) {
 }
 
 int RunSoak(const JobFlags& f) {
+  if (Status s = CheckJobBinaries(f); !s.ok()) return Fail("soak", s);
   Result<TempDir> dir = TempDir::Create("pszero-bench-soak");
   if (!dir.ok()) return Fail("soak", dir.status());
   Result<nlohmann::json> doc =

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <sstream>
 #include <thread>
 
@@ -30,25 +32,38 @@ constexpr uint32_t kBenchComm = 1;
 
 Result<size_t> ParseSize(const std::string& text) {
   if (text.empty()) return Status::InvalidArgument("empty size");
+  // Digits then an optional K/M/G: no sign (stoull takes "-8" as 2^64 - 8), no overflow.
   size_t pos = 0;
-  unsigned long long value = 0;
-  try {
-    value = std::stoull(text, &pos);
-  } catch (...) {
-    return Status::InvalidArgument("bad size '" + text + "'");
+  uint64_t value = 0;
+  while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
+    if (__builtin_mul_overflow(value, uint64_t{10}, &value) ||
+        __builtin_add_overflow(value, static_cast<uint64_t>(text[pos] - '0'), &value)) {
+      return Status::InvalidArgument("size '" + text + "' is too large");
+    }
+    ++pos;
   }
-  std::string suffix = text.substr(pos);
-  size_t multiplier = 1;
+  if (pos == 0) return Status::InvalidArgument("bad size '" + text + "'");
+  const std::string suffix = text.substr(pos);
+  uint64_t multiplier = 1;
   if (suffix == "K" || suffix == "k")
-    multiplier = size_t{1} << 10;
+    multiplier = uint64_t{1} << 10;
   else if (suffix == "M" || suffix == "m")
-    multiplier = size_t{1} << 20;
+    multiplier = uint64_t{1} << 20;
   else if (suffix == "G" || suffix == "g")
-    multiplier = size_t{1} << 30;
+    multiplier = uint64_t{1} << 30;
   else if (!suffix.empty())
     return Status::InvalidArgument("bad size suffix in '" + text + "'");
   if (value == 0) return Status::InvalidArgument("size must be at least 1 byte");
-  return static_cast<size_t>(value) * multiplier;
+  uint64_t bytes = 0;
+  if (__builtin_mul_overflow(value, multiplier, &bytes)) {
+    return Status::InvalidArgument("size '" + text + "' is too large");
+  }
+  const uint64_t memory = PhysicalMemoryBytes();
+  if (bytes > memory) {
+    return Status::InvalidArgument("size '" + text + "' is more than this machine's memory (" +
+                                   std::to_string(memory) + " bytes)");
+  }
+  return static_cast<size_t>(bytes);
 }
 
 Result<int> FreeLoopbackPort() {
@@ -186,20 +201,52 @@ Status RunSchedule(Transport& t, const std::vector<size_t>& sizes, double scale,
 }  // namespace
 
 Result<BenchChild> BenchChild::Spawn(const std::vector<std::string>& argv, bool quiet) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  if (quiet) {
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-  }
+  if (argv.empty()) return Status::InvalidArgument("BenchChild::Spawn: empty argv");
+  // Everything the child needs is built before fork: after it, only async-signal-safe calls.
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return Status::IoError("cannot start " + argv[0] + ": " + std::strerror(rc));
-  return BenchChild(pid);
+  int report[2];  // the child's exec errno, if exec fails (closed on exec)
+  if (::pipe2(report, O_CLOEXEC) != 0) {
+    return Status::IoError(std::string("pipe: ") + std::strerror(errno));
+  }
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int saved = errno;
+    ::close(report[0]);
+    ::close(report[1]);
+    return Status::IoError("cannot start " + argv[0] + ": " + std::strerror(saved));
+  }
+  if (pid == 0) {
+    // A bench child never outlives the bench process (an aborted parent left its peers
+    // running under init). The parent may have died before prctl: then exit at once.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
+    if (quiet) {
+      const int null = ::open("/dev/null", O_WRONLY);
+      if (null >= 0) {
+        ::dup2(null, 1);
+        ::dup2(null, 2);
+      }
+    }
+    ::execv(args[0], args.data());
+    const int e = errno;
+    (void)!::write(report[1], &e, sizeof(e));
+    ::_exit(127);
+  }
+  ::close(report[1]);
+  int exec_errno = 0;
+  ssize_t got = 0;
+  do {
+    got = ::read(report[0], &exec_errno, sizeof(exec_errno));
+  } while (got < 0 && errno == EINTR);
+  ::close(report[0]);
+  BenchChild child(pid);
+  if (got == static_cast<ssize_t>(sizeof(exec_errno))) {
+    (void)child.Reap();
+    return Status::IoError("cannot start " + argv[0] + ": " + std::strerror(exec_errno));
+  }
+  return child;
 }
 
 BenchChild::~BenchChild() {
@@ -236,6 +283,66 @@ int BenchChild::Reap() {
   }
   pid_ = -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+ChildWatch::ChildWatch(std::string what, std::filesystem::path cleanup)
+    : what_(std::move(what)), cleanup_(std::move(cleanup)), thread_([this] { Loop(); }) {}
+
+ChildWatch::~ChildWatch() { Stop(); }
+
+void ChildWatch::Add(const BenchChild& child, std::string name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  children_.emplace_back(child.pid(), std::move(name));
+}
+
+void ChildWatch::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ChildWatch::Loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return stop_; })) {
+    for (const auto& [pid, name] : children_) {
+      siginfo_t info = {};
+      if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+          info.si_pid != pid) {
+        continue;  // running (or already reaped by Wait)
+      }
+      if (info.si_code == CLD_EXITED && info.si_status == 0) continue;
+      const std::string how = info.si_code == CLD_EXITED
+                                  ? "exited with code " + std::to_string(info.si_status)
+                                  : "was killed by signal " + std::to_string(info.si_status);
+      std::cerr << what_ << ": error: " << name << " " << how << " before the run ended\n";
+      std::cerr.flush();
+      std::error_code ec;
+      if (!cleanup_.empty()) std::filesystem::remove_all(cleanup_, ec);
+      ::_exit(1);
+    }
+  }
+}
+
+uint64_t PhysicalMemoryBytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return UINT64_MAX;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+}
+
+Status CheckFitsMemory(const std::string& flag, uint64_t bytes_per_rank, int ranks) {
+  const uint64_t memory = PhysicalMemoryBytes();
+  uint64_t total = 0;
+  if (!__builtin_mul_overflow(bytes_per_rank, static_cast<uint64_t>(std::max(ranks, 1)), &total) &&
+      total <= memory) {
+    return Status::Ok();
+  }
+  return Status::InvalidArgument(flag + ": needs " + std::to_string(bytes_per_rank) +
+                                 " bytes per rank on " + std::to_string(ranks) +
+                                 " ranks, this machine has " + std::to_string(memory));
 }
 
 Result<std::vector<size_t>> ParseSizeList(const std::string& text) {

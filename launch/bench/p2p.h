@@ -9,9 +9,14 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
@@ -32,12 +37,45 @@ class BenchChild {
   ~BenchChild();
   // Waits for the exit (past `timeout`: SIGKILL); the exit code, or -1.
   int Wait(std::chrono::milliseconds timeout);
+  int pid() const { return pid_; }
 
  private:
   explicit BenchChild(int pid) : pid_(pid) {}
   int Reap();
   int pid_;
 };
+
+// Watches children while the parent waits in calls it cannot interrupt (a store's Get, a
+// transport's wire-up): when one of them ends unsuccessfully before Stop(), prints one line
+// ("<what>: error: <name> exited with code C before the run ended"), removes `cleanup`
+// (the run's temp dir) and ends this process with exit code 1 (the other children get
+// SIGKILL from their parent-death signal). Polls without reaping (waitid WNOWAIT), so that
+// BenchChild::Wait still reaps. Thread-safe; Stop() is idempotent and runs on destruction.
+class ChildWatch {
+ public:
+  ChildWatch(std::string what, std::filesystem::path cleanup);
+  ~ChildWatch();
+  ChildWatch(const ChildWatch&) = delete;
+  ChildWatch& operator=(const ChildWatch&) = delete;
+  void Add(const BenchChild& child, std::string name);
+  void Stop();
+
+ private:
+  void Loop();
+  std::string what_;
+  std::filesystem::path cleanup_;
+  std::mutex mu_;
+  std::vector<std::pair<int, std::string>> children_;  // pid, name
+  bool stop_ = false;
+  std::condition_variable cv_;
+  std::thread thread_;
+};
+
+// This machine's physical memory (sysconf), the cap on any one size a flag names.
+uint64_t PhysicalMemoryBytes();
+// InvalidArgument naming `flag` when `ranks` local processes of `bytes_per_rank` each do not
+// fit in this machine's memory (before any process starts, rather than a bad_alloc).
+Status CheckFitsMemory(const std::string& flag, uint64_t bytes_per_rank, int ranks);
 
 // "8:256M" (every power of two from 8 B to 256 MiB), "4K" or "8,1M,64M"; K/M/G are 2^10.
 Result<std::vector<size_t>> ParseSizeList(const std::string& text);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -99,17 +100,26 @@ int RunEmulated(const P2pFlags& f) {
   });
 }
 
+// The checks of the driver's flags, before anything starts: InvalidArgument naming the flag.
+Status CheckP2pFlags(const P2pFlags& f) {
+  PSZERO_ASSIGN_OR_RETURN(std::vector<size_t> sizes, ParseSizeList(f.sizes));
+  if (f.link_gbit > 0 && f.emulate_hosts == 0) {
+    return Status::InvalidArgument("--link-gbit: only with --emulate-hosts");
+  }
+  if (f.emulate_hosts != 0 && f.emulate_hosts != 2) {
+    return Status::InvalidArgument("--emulate-hosts: p2p runs on 2 hosts, not " +
+                                   std::to_string(f.emulate_hosts));
+  }
+  // Each process holds a send and a receive buffer of the largest size.
+  return CheckFitsMemory("--sizes", 2 * uint64_t{*std::max_element(sizes.begin(), sizes.end())}, 2);
+}
+
 int RunP2pCommand(const P2pFlags& f) {
   Result<std::vector<size_t>> sizes = ParseSizeList(f.sizes);  // validated by the flag
   if (!sizes.ok()) return Fail(sizes.status());
   if (!f.peer_dir.empty()) return RunPeer(f, *sizes);
-  if (f.link_gbit > 0 && f.emulate_hosts == 0) {
-    std::cerr << "pszero-bench p2p: error: --link-gbit: only with --emulate-hosts\n";
-    return 2;
-  }
-  if (f.emulate_hosts != 0 && f.emulate_hosts != 2) {
-    std::cerr << "pszero-bench p2p: error: --emulate-hosts: p2p runs on 2 hosts, not "
-              << f.emulate_hosts << "\n";
+  if (Status s = CheckP2pFlags(f); !s.ok()) {
+    std::cerr << "pszero-bench p2p: error: " << s.message() << "\n";
     return 2;
   }
   if (f.emulate_hosts > 0 && f.peer_netns.empty()) return RunEmulated(f);
@@ -268,7 +278,8 @@ BenchCommand AddP2pCommand(CLI::App& root) {
   app->add_option("--peer-dir", flags->peer_dir, "Internal: run as the peer process")->group("");
   app->add_option("--peer-netns", flags->peer_netns, "Internal: start the peer in this namespace")
       ->group("");
-  return {app, [flags] { return RunP2pCommand(*flags); }};
+  return {app, [flags] { return RunP2pCommand(*flags); },
+          [flags] { return CheckP2pFlags(*flags); }};
 }
 
 }  // namespace pszero::bench

@@ -23,6 +23,7 @@
 #include <memory>
 #include <sstream>
 
+#include "common/control_plane_main.h"
 #include "common/file_kv_store.h"
 #include "common/flags.h"
 #include "common/report.h"
@@ -134,6 +135,9 @@ Result<double> RunWorker(const PsFlags& f, int worker, FileKeyValueStore& store,
 }
 
 int RunPeer(const PsFlags& f) {
+  // Tests end a peer here (PSZERO_FAULT_INJECT=sigkill:ps<rank>:start) to check that the
+  // parent notices at once.
+  MaybeInjectFault("ps" + std::to_string(f.peer_rank), "start");
   FileKeyValueStore store(f.peer_dir);
   const int world = f.servers + f.workers;
   auto t = ucx::UcxTransport::Create(Options(f.peer_rank, world, "ps"), &store);
@@ -238,10 +242,20 @@ int RunEmulated(const PsFlags& f) {
   });
 }
 
+// The checks of the driver's flags, before anything starts: InvalidArgument naming the flag.
+Status CheckPsFlags(const PsFlags& f) {
+  if (f.link_gbit > 0 && f.emulate_hosts == 0) {
+    return Status::InvalidArgument("--link-gbit: only with --emulate-hosts");
+  }
+  // Every worker holds parameters and gradients of --bytes; the servers, parameters and
+  // the optimizer's state over all of them.
+  return CheckFitsMemory("--bytes", 2 * uint64_t{Bytes(f)}, f.workers + f.servers);
+}
+
 int RunPsCommand(const PsFlags& f) {
   if (!f.peer_dir.empty()) return RunPeer(f);
-  if (f.link_gbit > 0 && f.emulate_hosts == 0) {
-    std::cerr << "pszero-bench ps: error: --link-gbit: only with --emulate-hosts\n";
+  if (Status s = CheckPsFlags(f); !s.ok()) {
+    std::cerr << "pszero-bench ps: error: " << s.message() << "\n";
     return 2;
   }
   if (f.emulate_hosts > 0 && f.rank_netns.empty()) return RunEmulated(f);
@@ -275,6 +289,9 @@ int RunPsCommand(const PsFlags& f) {
   FileKeyValueStore store(dir->path());
   const int world = f.servers + f.workers;
   std::vector<BenchChild> children;
+  // A child that fails while this process waits for it (in the store, in the wire-up) ends
+  // the run at once rather than after the 120 s timeout.
+  ChildWatch watch("pszero-bench ps", dir->path());
   for (int rank = 0; rank < world; ++rank) {
     if (rank == f.servers) continue;  // worker 0 is this process
     std::vector<std::string> argv = on(rank);
@@ -289,6 +306,9 @@ int RunPsCommand(const PsFlags& f) {
     }
     Result<BenchChild> child = BenchChild::Spawn(argv);
     if (!child.ok()) return Fail(child.status());
+    watch.Add(*child, (rank < f.servers ? "server " + std::to_string(rank)
+                                        : "worker " + std::to_string(rank - f.servers)) +
+                          " (rank " + std::to_string(rank) + ")");
     children.push_back(std::move(child).value());
   }
   std::vector<double> medians;
@@ -305,6 +325,7 @@ int RunPsCommand(const PsFlags& f) {
     }
     Status done = store.Set("ps/done", "1");
     if (!done.ok()) return Fail(done);
+    watch.Stop();
     for (auto& c : children) {
       const int code = c.Wait(kTimeout);
       if (code != 0)
@@ -400,7 +421,7 @@ BenchCommand AddPsCommand(CLI::App& root) {
   app->add_option("--rank-netns", flags->rank_netns, "Internal: every rank's namespace")->group("");
   app->add_option("--peer-dir", flags->peer_dir, "Internal: run as a peer process")->group("");
   app->add_option("--peer-rank", flags->peer_rank, "Internal: the peer's rank")->group("");
-  return {app, [flags] { return RunPsCommand(*flags); }};
+  return {app, [flags] { return RunPsCommand(*flags); }, [flags] { return CheckPsFlags(*flags); }};
 }
 
 }  // namespace pszero::bench

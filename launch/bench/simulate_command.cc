@@ -62,7 +62,7 @@ int Fail(const Status& s) {
 }
 
 int Usage(const std::string& line) {
-  std::cerr << "pszero-bench simulate: " << line << "\n";
+  std::cerr << "pszero-bench simulate: error: " << line << "\n";
   return kExitUsage;
 }
 
@@ -214,49 +214,67 @@ Result<std::vector<std::string>> RecordLive(int max_workers, int rounds,
   return files;
 }
 
-int RunSimulate(const SimulateFlags& f) {
+// What RunSimulate computes from its flags before it starts anything: InvalidArgument
+// with the usage line when a flag is wrong.
+struct Prepared {
+  sim::Workload work;
+  int max_workers = 0;
+  int workers = 0;
+  sim::SimOptions opt;
+};
+
+Result<Prepared> Prepare(const SimulateFlags& f) {
+  auto usage = [](const std::string& line) { return Status::InvalidArgument(line); };
+  Prepared p;
   // ---- the workload ----
   if (f.model.empty() == f.params.empty()) {
-    return Usage("--model: give exactly one of --model NAME and --params P");
+    return usage("--model: give exactly one of --model NAME and --params P");
   }
-  sim::Workload work;
   if (!f.model.empty()) {
-    if (f.layers || f.tokens) return Usage("--layers: only with --params (a preset has its own)");
+    if (f.layers || f.tokens) return usage("--layers: only with --params (a preset has its own)");
     Result<model::ModelConfig> c = model::PresetConfig(f.model);
-    if (!c.ok()) return Usage("--model: " + c.status().message());
+    if (!c.ok()) return usage("--model: " + c.status().message());
     Result<sim::Workload> w = sim::WorkloadForModel(*c, f.tp);
-    if (!w.ok()) return Usage(w.status().message());
-    work = *w;
+    if (!w.ok()) return usage(w.status().message());
+    p.work = *w;
   } else {
-    int64_t p = 0;
-    if (!ParseCount(f.params, &p)) return Usage("--params: not a count like 7.5e9, 7.5B or 85M");
-    work = sim::WorkloadForParams(p, f.layers > 0 ? f.layers : 32, f.tokens > 0 ? f.tokens : 2048,
-                                  f.tp);
+    int64_t n = 0;
+    if (!ParseCount(f.params, &n)) return usage("--params: not a count like 7.5e9, 7.5B or 85M");
+    p.work = sim::WorkloadForParams(n, f.layers > 0 ? f.layers : 32, f.tokens > 0 ? f.tokens : 2048,
+                                    f.tp);
   }
-  const int max_workers = f.project_to > 0 ? f.project_to : f.workers;
-  if (f.workers == 0 && f.project_to == 0) return Usage("--workers: required (or --project-to)");
-  const int workers = f.workers > 0 ? f.workers : max_workers;
-  if (workers % f.tp != 0) return Usage("--workers: must be a multiple of --tp");
-  if (f.project_to > 0 && f.project_to < f.tp) return Usage("--project-to: must be >= --tp");
+  p.max_workers = f.project_to > 0 ? f.project_to : f.workers;
+  if (f.workers == 0 && f.project_to == 0) return usage("--workers: required (or --project-to)");
+  p.workers = f.workers > 0 ? f.workers : p.max_workers;
+  if (p.workers % f.tp != 0) return usage("--workers: must be a multiple of --tp");
+  if (f.project_to > 0 && f.project_to < f.tp) return usage("--project-to: must be >= --tp");
 
-  sim::SimOptions opt;
-  opt.workers = workers;
-  opt.servers = f.servers;
-  opt.bf16 = f.precision == "bf16";
-  opt.bucket_mb = f.bucket_mb;
-  opt.small_bytes = f.small_kb * 1024.0;
-  opt.host_cores = f.host_cores;
-  opt.grad_accum = f.grad_accum;
+  p.opt.workers = p.workers;
+  p.opt.servers = f.servers;
+  p.opt.bf16 = f.precision == "bf16";
+  p.opt.bucket_mb = f.bucket_mb;
+  p.opt.small_bytes = f.small_kb * 1024.0;
+  p.opt.host_cores = f.host_cores;
+  p.opt.grad_accum = f.grad_accum;
   Result<model::Recompute> recompute = model::ParseRecompute(f.recompute);
-  if (!recompute.ok()) return Usage(recompute.status().message());
-  opt.recompute = *recompute;
-  Status layers_ok = model::CheckRecomputeLayers(f.recompute, f.recompute_layers, work.layers);
-  if (!layers_ok.ok()) return Usage(layers_ok.message());
-  opt.recompute_layers = f.recompute_layers;
+  if (!recompute.ok()) return usage(recompute.status().message());
+  p.opt.recompute = *recompute;
+  Status layers_ok = model::CheckRecomputeLayers(f.recompute, f.recompute_layers, p.work.layers);
+  if (!layers_ok.ok()) return usage(layers_ok.message());
+  p.opt.recompute_layers = f.recompute_layers;
 
   if (f.fit_host_cores && f.calibrate.empty() && !f.calibrate_live) {
-    return Usage("--fit-host-cores: needs --calibrate with multi-worker run reports");
+    return usage("--fit-host-cores: needs --calibrate with multi-worker run reports");
   }
+  return p;
+}
+
+int RunSimulate(const SimulateFlags& f) {
+  Result<Prepared> prepared = Prepare(f);
+  if (!prepared.ok()) return Usage(prepared.status().message());
+  sim::Workload work = prepared->work;
+  const int workers = prepared->workers;
+  sim::SimOptions opt = prepared->opt;
   std::vector<std::string> calibrate = f.calibrate;
   std::optional<TempDir> live_temp;
   if (f.calibrate_live) {
@@ -576,7 +594,7 @@ BenchCommand AddSimulateCommand(CLI::App& root) {
       ->check(CLI::Range(1, 1 << 20));
   app->add_flag("--json", f->json, "Print JSON instead of the table");
   app->add_option("--output", f->output, "Also write the JSON to this file (atomically)");
-  return {app, [f] { return RunSimulate(*f); }};
+  return {app, [f] { return RunSimulate(*f); }, [f] { return Prepare(*f).status(); }};
 }
 
 }  // namespace pszero::bench

@@ -1,8 +1,11 @@
 // `pszero-bench stream`: prints the STREAM table, or JSON with --json.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "common/flags.h"
 #include "common/report.h"
@@ -76,16 +79,51 @@ int RunStreamCommand(const StreamFlags& flags) {
 
 }  // namespace
 
+namespace {
+
+// "1,2,8": thread counts in [1, 4096]; an empty item or anything else is refused.
+Result<std::vector<int>> ParseThreadCounts(const std::string& text) {
+  std::vector<int> counts;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, comma - start);
+    if (item.empty()) return Status::InvalidArgument("empty item in '" + text + "'");
+    int n = 0;
+    for (const char c : item) {
+      if (c < '0' || c > '9' || n > 4096) {
+        return Status::InvalidArgument("'" + item + "' is not a thread count in [1, 4096]");
+      }
+      n = n * 10 + (c - '0');
+    }
+    if (n < 1 || n > 4096) {
+      return Status::InvalidArgument("'" + item + "' is not a thread count in [1, 4096]");
+    }
+    counts.push_back(n);
+    if (comma == text.size()) return counts;
+    start = comma + 1;
+  }
+}
+
+}  // namespace
+
 BenchCommand AddStreamCommand(CLI::App& root) {
   auto flags = std::make_shared<StreamFlags>();
   flags->threads = {static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
   CLI::App* app =
       root.add_subcommand("stream", "STREAM copy/scale/add/triad host memory bandwidth");
-  app->add_option("--threads", flags->threads,
-                  "Thread counts to measure, comma-separated (default: all cores)")
-      ->default_str("")  // --help must not depend on the machine (docs/flags.md)
-      ->delimiter(',')
-      ->check(CLI::Range(1, 4096));
+  // A string parsed here rather than CLI11's delimiter, which drops empty items ("1,,2").
+  app->add_option_function<std::string>(
+         "--threads",
+         [flags](const std::string& text) { flags->threads = *ParseThreadCounts(text); },
+         "Thread counts to measure, comma-separated (default: all cores)")
+      ->type_name("INT:INT in [1 - 4096] ...")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            Result<std::vector<int>> counts = ParseThreadCounts(text);
+            return counts.ok() ? std::string() : counts.status().message();
+          },
+          ""));
   app->add_option("--iters", flags->iters, "Timed iterations per kernel")
       ->check(CLI::Range(1, 100000));
   app->add_option("--array-mb", flags->array_mb, "MiB per array (0: 4x the last-level cache)")

@@ -112,9 +112,12 @@ std::vector<ordered_json> Expand(const ordered_json& item) {
   return out;
 }
 
+// As --timeout: at most 1e6 s (a deadline in milliseconds must fit an int64).
+constexpr double kMaxTimeoutS = 1e6;
+
 Result<double> Timeout(const ordered_json& v, const std::string& where) {
-  if (!v.is_number() || v.get<double>() <= 0) {
-    return Status::InvalidArgument(where + ": must be a positive number of seconds");
+  if (!v.is_number() || !(v.get<double>() > 0) || v.get<double>() > kMaxTimeoutS) {
+    return Status::InvalidArgument(where + ": must be a number of seconds in (0, 1e6]");
   }
   return v.get<double>();
 }

@@ -69,7 +69,11 @@ Status CheckItemFlags(const sweep::SweepItem& item) {
   // The command owns the flags its options write into: it must outlive the parse.
   const BenchCommand command = add(*root);
   std::vector<std::string> args = {"pszero-bench"};
-  for (const std::string& a : sweep::ChildArgs(item, {}, "/dev/null", "/dev/null", {})) {
+  // A simulate item calibrated on this sweep's results gets them as --calibrate files,
+  // which do not exist yet: a stand-in (the checks do not read them).
+  std::vector<std::string> calibration;
+  if (item.calibrate_from_sweep) calibration.push_back("/dev/null");
+  for (const std::string& a : sweep::ChildArgs(item, {}, "/dev/null", "/dev/null", calibration)) {
     args.push_back(a);
   }
   std::vector<const char*> argv;
@@ -83,7 +87,9 @@ Status CheckItemFlags(const sweep::SweepItem& item) {
     }
     return Status::InvalidArgument(what);
   }
-  return Status::Ok();
+  // What the subcommand checks after parsing, before it starts anything (a collective's
+  // --min-bytes above --max-bytes, a model whose heads do not divide d_model).
+  return command.check ? command.check() : Status::Ok();
 }
 
 // The current UTC time in a strftime format.

@@ -124,18 +124,27 @@ Status RunRank(const model::ModelConfig& config, const train::TrainFlags& flags,
   return Status::Ok();
 }
 
+// The in-process run's checks of its flags, before anything starts.
+Status CheckInProcessFlags(const TrainBenchFlags& f) {
+  // As in every other subcommand: links are limited only between emulated hosts.
+  if (f.link_gbit > 0 && f.emulate_hosts == 0) {
+    return Status::InvalidArgument("--link-gbit: only with --emulate-hosts");
+  }
+  PSZERO_RETURN_IF_ERROR(train::ResolveModel(f.train).status());
+  return train::CheckTrainFlags(f.train, f.train.tp);
+}
+
 int RunTrainBench(const TrainBenchFlags& f) {
   const train::TrainFlags& flags = f.train;
   auto fail = [](const Status& s) {
     std::cerr << "pszero-bench train: " << s.ToString() << "\n";
     return 1;
   };
-  Result<model::ModelConfig> config = train::ResolveModel(flags);
-  Status valid = config.ok() ? train::CheckTrainFlags(flags, flags.tp) : config.status();
-  if (!valid.ok()) {
+  if (Status valid = CheckInProcessFlags(f); !valid.ok()) {
     std::cerr << "pszero-bench train: error: " << valid.message() << "\n";
     return 2;
   }
+  Result<model::ModelConfig> config = train::ResolveModel(flags);
   const int t = flags.tp;
   InMemoryKeyValueStore store;
   std::vector<std::unique_ptr<ucx::UcxTransport>> transports;
@@ -293,39 +302,60 @@ struct ModeOutcome {
   int exit_code = 0;  // of pszero-launch
 };
 
-int RunLaunchedBench(const TrainBenchFlags& f) {
-  train::TrainFlags flags = f.train;
+// The launched runs' checks of their flags, before the first job starts.
+Status CheckLaunchedFlags(const TrainBenchFlags& f) {
+  const train::TrainFlags& flags = f.train;
   const int workers = f.workers > 0 ? f.workers : flags.tp;
   Result<std::vector<std::string>> modes =
       ParseModes(f.sync_given ? f.sync_list : flags.sync, f.servers);
-  if (!modes.ok()) return UsageError(modes.status().message());
+  if (!modes.ok()) return modes.status();
   const bool has_ps = std::find(modes->begin(), modes->end(), "ps") != modes->end();
-  if (has_ps && f.servers < 1) return UsageError("--servers: --sync ps needs at least one server");
-  if (!has_ps && f.servers > 0) return UsageError("--servers: only with --sync ps");
+  if (has_ps && f.servers < 1)
+    return Status::InvalidArgument("--servers: --sync ps needs at least one server");
+  if (!has_ps && f.servers > 0) return Status::InvalidArgument("--servers: only with --sync ps");
   Result<model::ModelConfig> config = train::ResolveModel(flags);
-  if (!config.ok()) return UsageError(config.status().message());
+  if (!config.ok()) return config.status();
   for (const std::string& mode : *modes) {
     train::TrainFlags m = flags;
     m.sync = mode;
-    if (Status s = train::CheckTrainFlags(m, workers); !s.ok()) return UsageError(s.message());
+    PSZERO_RETURN_IF_ERROR(train::CheckTrainFlags(m, workers));
   }
   if (f.link_gbit > 0 && f.emulate_hosts == 0) {
-    return UsageError("--link-gbit: only with --emulate-hosts");
+    return Status::InvalidArgument("--link-gbit: only with --emulate-hosts");
   }
   if (f.emulate_hosts > 0 && f.peer == "torch") {
-    return UsageError("--peer: not with --emulate-hosts (the PyTorch peer runs on one host)");
+    return Status::InvalidArgument(
+        "--peer: not with --emulate-hosts (the PyTorch peer runs on one host)");
   }
   if (f.peer == "torch") {
     if (flags.model != "mlp" && flags.model != "gpt-tiny" && flags.model != "gpt-small") {
-      return UsageError("--peer: torch has the presets mlp, gpt-tiny and gpt-small only");
+      return Status::InvalidArgument(
+          "--peer: torch has the presets mlp, gpt-tiny and gpt-small only");
     }
-    if (flags.tp != 1) return UsageError("--peer: the PyTorch peer has no tensor parallelism");
+    if (flags.tp != 1)
+      return Status::InvalidArgument("--peer: the PyTorch peer has no tensor parallelism");
     if (flags.grad_accum != 1) {
-      return UsageError(
+      return Status::InvalidArgument(
           "--peer: the PyTorch peer runs without gradient accumulation (--grad-accum 1)");
     }
-    if (flags.precision != "fp32") return UsageError("--peer: the PyTorch peer runs fp32 only");
+    if (flags.precision != "fp32")
+      return Status::InvalidArgument("--peer: the PyTorch peer runs fp32 only");
   }
+  const std::string bin_dir = f.bin_dir.empty() ? ExecutableDir() : f.bin_dir;
+  // The launcher it runs (which finds its own workers and servers).
+  PSZERO_RETURN_IF_ERROR(CheckBinDir(bin_dir, !f.bin_dir.empty(), {"pszero-launch"}));
+  return Status::Ok();
+}
+
+int RunLaunchedBench(const TrainBenchFlags& f) {
+  train::TrainFlags flags = f.train;
+  const int workers = f.workers > 0 ? f.workers : flags.tp;
+  if (Status s = CheckLaunchedFlags(f); !s.ok()) return UsageError(s.message());
+  Result<std::vector<std::string>> modes =
+      ParseModes(f.sync_given ? f.sync_list : flags.sync, f.servers);
+  if (!modes.ok()) return UsageError(modes.status().message());
+  Result<model::ModelConfig> config = train::ResolveModel(flags);
+  if (!config.ok()) return UsageError(config.status().message());
   const std::string bin_dir = f.bin_dir.empty() ? ExecutableDir() : f.bin_dir;
   const std::string launcher = (std::filesystem::path(bin_dir) / "pszero-launch").string();
   std::optional<TempDir> temp;
@@ -631,13 +661,19 @@ BenchCommand AddTrainCommand(CLI::App& root) {
   AddEmulationFlags(app, &flags->emulate_hosts, &flags->link_gbit,
                     "Run each job across this many emulated hosts, one node launcher each");
   app->add_flag("--json", flags->json, "Print JSON instead of the table");
-  return {app, [flags, app] {
-            flags->sync_given = app->count("--sync") > 0;
-            const bool launched = flags->sync_given || !flags->peer.empty() ||
-                                  (flags->workers > 0 && flags->workers != flags->train.tp) ||
-                                  flags->servers > 0 || flags->emulate_hosts > 0;
-            return launched ? RunLaunchedBench(*flags) : RunTrainBench(*flags);
-          }};
+  // Launched (one pszero-launch job per mode) or in this process.
+  auto launched = [flags, app] {
+    flags->sync_given = app->count("--sync") > 0;
+    return flags->sync_given || !flags->peer.empty() ||
+           (flags->workers > 0 && flags->workers != flags->train.tp) || flags->servers > 0 ||
+           flags->emulate_hosts > 0;
+  };
+  return {
+      app,
+      [flags, launched] { return launched() ? RunLaunchedBench(*flags) : RunTrainBench(*flags); },
+      [flags, launched] {
+        return launched() ? CheckLaunchedFlags(*flags) : CheckInProcessFlags(*flags);
+      }};
 }
 
 }  // namespace pszero::bench

@@ -172,6 +172,25 @@ TEST(SweepCliTest, BadConfigExitsTwoNamingItBeforeRunningAnything) {
       {R"({"items": [{"kind": "train", "no_such_flag": 1}]})", "--no-such-flag"},
       {R"({"items": [{"kind": "ps", "json": true}]})", "items[0].json"},
       {R"({"items": )", "not JSON"},
+      // Items the flag parser accepts but the subcommand refuses before it starts anything:
+      // refused by the sweep up front (and by --dry-run), not by a crashing child.
+      {R"({"items": [{"kind": "collective", "min_bytes": "64K", "max_bytes": "4K"}]})",
+       "item 1 (collective min-bytes=64K max-bytes=4K): --min-bytes must be > 0 and <= "
+       "--max-bytes"},
+      {R"({"items": [{"kind": "p2p", "sizes": "-8"}]})",
+       "item 1 (p2p sizes=-8): --sizes: bad size '-8'"},
+      {R"({"items": [{"kind": "train", "model": "custom", "heads": 3, "d_model": 64}]})",
+       "item 1 (train model=custom heads=3 d-model=64): --heads: 3 heads do not divide d-model "
+       "64"},
+      {R"({"items": [{"kind": "train", "sync": "frob"}]})",
+       "item 1 (train sync=frob): --sync: unknown mode 'frob'"},
+      {R"({"items": [{"kind": "train", "model": "gpt-tiny", "sync": "ps", "workers": 2}]})",
+       "item 1 (train model=gpt-tiny sync=ps workers=2): --servers: --sync ps needs at least one "
+       "server"},
+      {R"({"items": [{"kind": "simulate", "params": "abc"}]})",
+       "item 1 (simulate params=abc): --params: not a count like 7.5e9, 7.5B or 85M"},
+      {R"({"timeout_s": 1e308, "items": [{"kind": "p2p"}]})",
+       "timeout_s: must be a number of seconds in (0, 1e6]"},
   };
   for (const Case& c : cases) {
     const std::string config = WriteConfig(tmp->path(), c.config);
@@ -184,9 +203,21 @@ TEST(SweepCliTest, BadConfigExitsTwoNamingItBeforeRunningAnything) {
     EXPECT_EQ(r.out, "");
   }
   EXPECT_FALSE(fs::exists(out)) << "a sweep with a bad config made its results directory";
+  // --dry-run checks the items the same way.
+  {
+    const std::string config = WriteConfig(
+        tmp->path(), R"({"items": [{"kind": "p2p"}, {"kind": "simulate", "params": "abc"}]})");
+    const ProcessResult r = Sweep({"--config", config, "--dry-run"});
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, "pszero-bench sweep: error: --config: " + config +
+                         ": item 2 (simulate params=abc): --params: not a count like 7.5e9, "
+                         "7.5B or 85M\n");
+    EXPECT_EQ(r.out, "");
+  }
   const std::vector<std::pair<std::vector<std::string>, std::string>> flag_cases = {
       {{"--preset", "slow"}, "--preset"},
       {{"--preset", "quick", "--timeout", "0"}, "--timeout"},
+      {{"--preset", "quick", "--timeout", "nan"}, "--timeout: not a finite number: nan"},
       {{"--preset", "quick", "--emulate-hosts", "0"}, "--emulate-hosts"},
       {{"--out-dir", out.string()}, "--preset, --config"},
   };
@@ -201,25 +232,27 @@ TEST(SweepCliTest, BadConfigExitsTwoNamingItBeforeRunningAnything) {
 TEST(SweepCliTest, FailingItemIsRecordedAndTheSweepGoesOn) {
   Result<TempDir> tmp = TempDir::Create("sweep-cli");
   ASSERT_TRUE(tmp.ok());
-  // train --sync ps without servers passes the flag parser but is refused when it runs.
+  // A train job past its --timeout passes every check and fails only when it runs.
   const std::string config = WriteConfig(tmp->path(), R"({"items": [
-    {"kind": "train", "model": "gpt-tiny", "sync": "ps", "workers": 2},
+    {"kind": "train", "model": "gpt-tiny", "sync": "allreduce", "workers": 2, "steps": 100000,
+     "timeout": 1},
     {"kind": "simulate", "model": "gpt-tiny", "workers": 4}]})");
   const fs::path out = tmp->path() / "results";
   const ProcessResult r = Sweep({"--config", config, "--out-dir", out.string()});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_EQ(r.err.rfind("sweep: 1 of 2 items ok, 1 failed (item 1 train", 0), 0u) << r.err;
-  EXPECT_NE(r.err.find("--servers"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("ran past --timeout of 1 s"), std::string::npos) << r.err;
   EXPECT_NE(r.out.find("[1/2] failed"), std::string::npos) << r.out;
 
   const json doc = json::parse(Slurp(OnlyResultsDir(out) / "results.json"));
   EXPECT_EQ(doc["summary"]["failed"], 1);
   const json& failed = doc["items"][0];
   EXPECT_EQ(failed["status"], "failed");
-  EXPECT_NE(failed["error"].get<std::string>().find("exit code 2"), std::string::npos)
+  EXPECT_NE(failed["error"].get<std::string>().find("pszero-bench train exit code 1"),
+            std::string::npos)
       << failed["error"];
-  EXPECT_NE(failed["error"].get<std::string>().find("--servers"), std::string::npos);
+  EXPECT_NE(failed["error"].get<std::string>().find("ran past --timeout"), std::string::npos);
   EXPECT_EQ(doc["items"][1]["status"], "ok");
   EXPECT_GT(doc["items"][1]["result"]["modes"][0]["step_s"].get<double>(), 0.0);
   const auto index = Csv(OnlyResultsDir(out) / "items.csv");

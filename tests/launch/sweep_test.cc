@@ -60,7 +60,9 @@ TEST(SweepTest, ConfigErrorsNameTheItemAndKey) {
   EXPECT_EQ(error(R"({"items": [{"kind": "ps", "workers": {"a": 1}}]})"),
             "items[0].workers: must be a string, number, boolean or a list of them");
   EXPECT_EQ(error(R"({"items": [{"kind": "ps", "timeout_s": 0}]})"),
-            "items[0].timeout_s: must be a positive number of seconds");
+            "items[0].timeout_s: must be a number of seconds in (0, 1e6]");
+  EXPECT_EQ(error(R"({"items": [{"kind": "ps", "timeout_s": 1e308}]})"),
+            "items[0].timeout_s: must be a number of seconds in (0, 1e6]");
   EXPECT_EQ(error(R"({"items": [{"kind": "train", "calibrate": "sweep"}]})"),
             "items[0].calibrate: a file or \"sweep\", simulate items only");
 }

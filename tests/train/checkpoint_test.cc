@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/atomic_file.h"
 #include "common/safetensors.h"
 #include "common/temp_dir.h"
 #include "tests/support/job_output.h"
@@ -155,6 +156,165 @@ TEST_F(CheckpointTest, CorruptOrTruncatedFilesAreRefusedNamingThem) {
   EXPECT_NE(r.err.find("no checkpoint here"), std::string::npos) << r.err;
 }
 
+// A copy of `from` (a step directory) at `to`, for a test to break.
+void CopyStep(const fs::path& from, const fs::path& to) {
+  fs::create_directories(to.parent_path());
+  fs::copy(from, to, fs::copy_options::recursive);
+}
+
+nlohmann::json ReadJson(const fs::path& file) {
+  std::ifstream in(file);
+  return nlohmann::json::parse(in);
+}
+
+void WriteText(const fs::path& file, const std::string& text) {
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+// Replaces `file` in step directory `dir` by `bytes` and records its sha256 in the
+// manifest, as a checkpoint whose hashes match but whose structure is wrong.
+void ReplaceHashed(const fs::path& dir, const std::string& file, const std::string& bytes) {
+  WriteText(dir / file, bytes);
+  nlohmann::json m = ReadJson(dir / "manifest.json");
+  m["files"][file] = BytesSha256(bytes);
+  WriteText(dir / "manifest.json", m.dump());
+}
+
+// The launcher refuses it before starting any process: exit 2, one line, naming `want`.
+void ExpectRefused(const std::vector<std::string>& args, const std::string& want,
+                   const std::string& what) {
+  const ProcessResult r = Launch(args);
+  EXPECT_FALSE(r.signaled) << what << ": " << r.err;
+  EXPECT_EQ(r.exit_code, 2) << what << ": " << r.err;
+  EXPECT_EQ(CountLines(r.err), 1) << what << ": " << r.err;
+  EXPECT_NE(r.err.find(want), std::string::npos) << what << ": " << r.err;
+}
+
+// Every manifest field is checked for its type and range: a wrong one names the file and
+// the key, before any process starts (it used to abort the launcher on a JSON type error,
+// or to resume with nonsense).
+TEST_F(CheckpointTest, ManifestFieldsOfTheWrongTypeOrRangeAreRefusedNamingTheKey) {
+  const fs::path step2 = ck_ / "step-00000002";
+  const nlohmann::json good = ReadJson(step2 / "manifest.json");
+  struct Case {
+    const char* key;
+    nlohmann::json value;
+  };
+  const std::vector<Case> cases = {
+      {"format", 5},
+      {"grad_accum", "1"},
+      {"grad_accum", 1e30},
+      {"workers", 0},
+      {"dp", 0},
+      {"tp", 0},
+      {"params", "x"},
+      {"precision", 7},
+      {"step", uint64_t{1} << 62},
+      {"step", -5},
+      {"step", ~uint64_t{0}},
+      {"step", 0},
+      {"files", nlohmann::json::object()},
+      {"model", "gpt"},
+  };
+  int i = 0;
+  for (const Case& c : cases) {
+    const fs::path dir = dir_->path() / ("bad-" + std::to_string(i++)) / "step-00000002";
+    CopyStep(step2, dir);
+    nlohmann::json m = good;
+    m[c.key] = c.value;
+    WriteText(dir / "manifest.json", m.dump());
+    ExpectRefused({"--workers", "2", "--steps", "4", "--resume", dir.string()},
+                  (dir / "manifest.json").string() + ": \"" + c.key + "\"",
+                  std::string(c.key) + " = " + c.value.dump());
+  }
+  // A manifest's file names stay inside the checkpoint directory.
+  for (const char* name : {"/etc/hostname", "../step-00000004/model.safetensors", ".."}) {
+    const fs::path dir = dir_->path() / ("bad-" + std::to_string(i++)) / "step-00000002";
+    CopyStep(step2, dir);
+    nlohmann::json m = good;
+    m["files"][name] = good["files"]["model.safetensors"];
+    WriteText(dir / "manifest.json", m.dump());
+    ExpectRefused({"--workers", "2", "--steps", "4", "--resume", dir.string()},
+                  "\"files\" lists \"" + std::string(name) +
+                      "\": not a file name inside the checkpoint directory",
+                  name);
+  }
+}
+
+// `latest` and --resume paths that are no checkpoint names: one line, no abort.
+TEST_F(CheckpointTest, BadLatestAndOverlongPathsAreRefusedOnOneLine) {
+  const fs::path ck = dir_->path() / "latest-long";
+  CopyStep(ck_ / "step-00000002", ck / "step-00000002");
+  WriteText(ck / "latest", std::string(300, 'a') + "\n");
+  ExpectRefused({"--workers", "2", "--steps", "4", "--resume", ck.string()},
+                (ck / "latest").string() + ": not a checkpoint name: \"aaaa", "300-char latest");
+  WriteText(ck / "latest", std::string("step\xff\x01\nstep-2\n", 14));
+  ExpectRefused({"--workers", "2", "--steps", "4", "--resume", ck.string()},
+                "not a checkpoint name: \"step\\xff\\x01\\x0astep-2\"", "binary latest");
+  const fs::path overlong = dir_->path() / std::string(300, 'b');
+  ExpectRefused({"--workers", "2", "--steps", "4", "--resume", overlong.string()},
+                "File name too long", "300-char --resume component");
+}
+
+// Files whose sha256 matches the manifest but whose structure is wrong, optimizer shards
+// that do not tile the parameters, and another model than the checkpoint's: all refused
+// by the launcher (exit 2, one line) rather than by the workers once started.
+TEST_F(CheckpointTest, StructurallyBadFilesAndAnotherModelAreRefusedBeforeStarting) {
+  const fs::path step2 = ck_ / "step-00000002";
+  std::string huge_header(8, '\0');
+  huge_header[7] = '\x7f';
+  std::string bad_shape =
+      R"({"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})";
+  bad_shape =
+      std::string(1, static_cast<char>(bad_shape.size())) + std::string(7, '\0') + bad_shape;
+  std::string bad_dtype = R"({"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})";
+  bad_dtype = std::string(1, static_cast<char>(bad_dtype.size())) + std::string(7, '\0') +
+              bad_dtype + std::string(8, '\0');
+  const std::vector<std::pair<std::string, std::string>> files = {
+      {"", "shorter than its 8-byte header length"},
+      {std::string(8, '\x10') + "garbage", "header of"},
+      {huge_header + "{}", "header of"},
+      {std::string("\x08\0\0\0\0\0\0\0garbage!", 16), "header is not a JSON object"},
+      {bad_shape, "tensor 'w': 0 bytes for 4611686018427387904 F32 values"},
+      {bad_dtype, "tensor 'w' is not F32"},
+  };
+  int i = 0;
+  for (const auto& [bytes, want] : files) {
+    for (const char* file : {"model.safetensors", "optimizer-00001-of-00002.safetensors"}) {
+      const fs::path dir = dir_->path() / ("st-" + std::to_string(i++)) / "step-00000002";
+      CopyStep(step2, dir);
+      ReplaceHashed(dir, file, bytes);
+      ExpectRefused({"--workers", "2", "--steps", "4", "--resume", dir.string()},
+                    (dir / file).string() + ": not a valid safetensors file: " + want,
+                    std::string(file) + ": " + want);
+    }
+  }
+  {  // Two shards over the same range: they cover as many values as the model has.
+    const fs::path dir = dir_->path() / "dup" / "step-00000002";
+    CopyStep(step2, dir);
+    Result<std::string> shard0 = ReadFile(dir / "optimizer-00000-of-00002.safetensors");
+    ASSERT_TRUE(shard0.ok());
+    Result<SafetensorsFile> s0 = DecodeSafetensors(*shard0, "shard 0");
+    ASSERT_TRUE(s0.ok());
+    const int64_t total = std::stoll(s0->metadata.at("total"));
+    // Shard 0 widened to the half it does not hold: [0, total/2) twice is not [0, total).
+    ReplaceHashed(dir, "optimizer-00001-of-00002.safetensors", *shard0);
+    ExpectRefused({"--workers", "2", "--steps", "4", "--resume", dir.string()},
+                  "overlaps another shard's",
+                  "duplicate shard range, total " + std::to_string(total));
+  }
+  // Another model than the checkpoint's.
+  const ProcessResult r =
+      RunProcess({BinaryPath("pszero-launch"), "--timeout", "60", "--model", "gpt-tiny",
+                  "--workers", "2", "--steps", "4", "--resume", step2.string()},
+                 std::chrono::seconds(60));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(CountLines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("--resume " + step2.string() + ": checkpoint of model"), std::string::npos)
+      << r.err;
+}
+
 TEST_F(CheckpointTest, KillDuringWriteLeavesThePreviousCheckpoint) {
   const fs::path ck = dir_->path() / "killed";
   const ProcessResult r = Launch({"--workers", "2", "--sync", "zero2", "--steps", "3",
@@ -197,6 +357,19 @@ TEST(SafetensorsTest, RoundTripAndTheSpecAsAnIndependentReaderSeesIt) {
   float x;
   std::memcpy(&x, bytes.data() + 8 + n + 24, 4);
   EXPECT_EQ(x, -0.5f);
+  // Element counts whose bytes (or whose count) overflow 64 bits, with 0 bytes of data.
+  for (const auto& [shape, want] : std::vector<std::pair<std::string, std::string>>{
+           {"[4611686018427387904]", "tensor 'w': 0 bytes for 4611686018427387904 F32 values"},
+           {"[4611686018427387904,8]", "tensor 'w': bad shape [4611686018427387904,8]"},
+           {"[9223372036854775808]", "tensor 'w': bad shape [9223372036854775808]"},
+           {"4", "tensor 'w': bad shape 4"}}) {
+    const std::string header =
+        R"({"w":{"dtype":"F32","shape":)" + shape + R"(,"data_offsets":[0,0]}})";
+    Result<SafetensorsFile> overflow = DecodeSafetensors(
+        std::string(1, static_cast<char>(header.size())) + std::string(7, '\0') + header, "o.st");
+    ASSERT_FALSE(overflow.ok()) << shape;
+    EXPECT_EQ(overflow.status().message(), "o.st: not a valid safetensors file: " + want);
+  }
   // Truncation and lies are refused, naming the file.
   for (const std::string& broken :
        {bytes.substr(0, 5), bytes.substr(0, bytes.size() - 1), std::string(8, '\xff') + "{}"}) {

@@ -64,11 +64,15 @@ Result<int64_t> LoadCheckpoint(const CheckpointContext& c, const std::filesystem
 // The step directory `path` designates (following `latest`); NotFound naming it.
 Result<std::filesystem::path> ResolveCheckpoint(const std::filesystem::path& path);
 
-// Resolves `path` and checks the manifest and every file's sha256 (what pszero-launch does
-// before starting anything): Corruption / NotFound naming the file that is wrong.
+// Resolves `path` and checks the manifest (every field's type and range, file names inside
+// the directory), every file's sha256, every safetensors header (not the data) and that
+// the optimizer shards tile the parameters (what pszero-launch does before starting
+// anything): Corruption / NotFound naming the file that is wrong.
 Result<std::filesystem::path> VerifyCheckpoint(const std::filesystem::path& path);
 // InvalidArgument naming --grad-accum when the checkpoint in `dir` (a resolved step
-// directory) was trained with another number of micro-batches per step.
-Status CheckResumeFlags(const std::filesystem::path& dir, int grad_accum);
+// directory) was trained with another number of micro-batches per step, and naming
+// --resume when it holds another model than `config` (when given).
+Status CheckResumeFlags(const std::filesystem::path& dir, int grad_accum,
+                        const model::ModelConfig* config = nullptr);
 
 }  // namespace pszero::train

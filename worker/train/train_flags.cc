@@ -239,7 +239,7 @@ Status CheckTrainFlags(const TrainFlags& f, int workers) {
   if (!f.resume.empty()) {
     Result<std::filesystem::path> at = VerifyCheckpoint(f.resume);
     if (!at.ok()) return Status::InvalidArgument("--resume: " + at.status().message());
-    PSZERO_RETURN_IF_ERROR(CheckResumeFlags(*at, f.grad_accum));
+    PSZERO_RETURN_IF_ERROR(CheckResumeFlags(*at, f.grad_accum, &c));
   }
   if (!f.data.empty()) {
     if (c.kind != model::ModelKind::kGpt) {
