@@ -53,7 +53,7 @@ TEST(BenchCliTest, FifoInputsAndNanAreRefusedAtOnce) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"report-table", fifo}, "pszero-bench report-table: error: " + why},
       {{"simulate", "--model", "gpt-tiny", "--workers", "2", "--calibrate", fifo},
-       "pszero-bench simulate: --calibrate: " + why},
+       "pszero-bench simulate: error: --calibrate: " + why},
       {{"sweep", "--config", fifo}, "pszero-bench sweep: error: --config: " + why},
       {{"stream", "--array-mb", "nan"},
        "pszero-bench: error: --array-mb: Value nan is not a finite number in [0 - 65536]"},

@@ -91,10 +91,7 @@ TEST(BenchRobustTest, FlagErrorsNameTheFlag) {
                   "pszero-bench simulate: error: --params: not a count like 7.5e9, 7.5B or 85M\n");
   ExpectUsageLine({"train", "--link-gbit", "1"},
                   "pszero-bench train: error: --link-gbit: only with --emulate-hosts\n");
-  ExpectUsageLine({"stream", "--array-mb", "nan"},
-                  "pszero-bench: error: --array-mb: not a finite number: nan\n");
-  ExpectUsageLine({"kernels", "--array-mb", "nan"},
-                  "pszero-bench: error: --array-mb: not a finite number: nan\n");
+  // (NaN and inf for --array-mb: BenchCliTest.FifoInputsAndNanAreRefusedAtOnce.)
   ExpectUsageLine({"stream", "--threads", "1,,2"},
                   "pszero-bench: error: --threads: empty item in '1,,2'\n");
   ExpectUsageLine({"stream", "--threads", "1,2,"},
