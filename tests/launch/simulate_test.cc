@@ -244,17 +244,42 @@ TEST(SimulateTest, RecomputeLayersScaleTheRecomputeFlops) {
   }
 }
 
+// A one-step gpt-tiny run report on one worker with these extra flags.
+nlohmann::json OneStepReport(nlohmann::json flags, double step_s) {
+  flags["sync"] = "allreduce";
+  flags["model"] = "gpt-tiny";
+  flags["workers"] = 1;
+  return nlohmann::json{{"schema", "pszero.run/1"},
+                        {"flags", flags},
+                        {"steps", {{{"step", 1}, {"time_s", step_s}}}},
+                        {"ranks", nlohmann::json::array()}};
+}
+
+// Calibrated on `run` alone, the compute rate is the flops of what it ran (`ran`) over its
+// step time, so the model reproduces that step exactly.
+void ExpectCalibratedOn(const RunSample& run, const SimOptions& ran, double step_s) {
+  CalibrationData only;
+  only.runs = {run};
+  Result<Calibration> c = Calibrate(only, SimOptions{});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  Result<model::ModelConfig> tiny = model::PresetConfig("gpt-tiny");
+  ASSERT_TRUE(tiny.ok());
+  Result<Workload> w = WorkloadForModel(*tiny, 1);
+  ASSERT_TRUE(w.ok());
+  EXPECT_NEAR(c->flops_per_s, StepFlops(*w, ran) / step_s, 1e-9 * c->flops_per_s);
+  Result<std::vector<CheckRow>> rows = CheckRuns(only, Apply(*c, SimOptions{}));
+  ASSERT_TRUE(rows.ok());
+  EXPECT_NEAR((*rows)[0].error, 0.0, 1e-9);
+}
+
 // A run report's own --grad-accum and --recompute: its flops are what it ran, and runs
 // that differ only in them are different runs.
 TEST(SimulateTest, CalibrationReadsTheRunsGradAccumAndRecompute) {
   auto report = [](int k, const char* recompute, double step_s) {
-    nlohmann::json flags = {{"sync", "allreduce"}, {"model", "gpt-tiny"}, {"workers", 1}};
+    nlohmann::json flags = nlohmann::json::object();
     if (k != 0) flags["grad_accum"] = k;  // 0: absent
     if (recompute != nullptr) flags["recompute"] = recompute;
-    return nlohmann::json{{"schema", "pszero.run/1"},
-                          {"flags", flags},
-                          {"steps", {{{"step", 1}, {"time_s", step_s}}}},
-                          {"ranks", nlohmann::json::array()}};
+    return OneStepReport(flags, step_s);
   };
   CalibrationData data;
   ASSERT_TRUE(AddCalibrationJson(report(2, "full", 0.5), "a.json", &data).ok());
@@ -264,21 +289,10 @@ TEST(SimulateTest, CalibrationReadsTheRunsGradAccumAndRecompute) {
   EXPECT_EQ(data.runs[0].recompute, model::Recompute::kFull);
   EXPECT_EQ(data.runs[1].grad_accum, 1);
   EXPECT_EQ(data.runs[1].recompute, model::Recompute::kNone);
-  CalibrationData only_k2;
-  only_k2.runs = {data.runs[0]};
-  Result<Calibration> c = Calibrate(only_k2, SimOptions{});
-  ASSERT_TRUE(c.ok()) << c.status().ToString();
-  Result<model::ModelConfig> tiny = model::PresetConfig("gpt-tiny");
-  ASSERT_TRUE(tiny.ok());
-  Result<Workload> w = WorkloadForModel(*tiny, 1);
-  ASSERT_TRUE(w.ok());
   SimOptions ran;
   ran.grad_accum = 2;
   ran.recompute = model::Recompute::kFull;
-  EXPECT_NEAR(c->flops_per_s, StepFlops(*w, ran) / 0.5, 1e-9 * c->flops_per_s);
-  Result<std::vector<CheckRow>> rows = CheckRuns(only_k2, Apply(*c, SimOptions{}));
-  ASSERT_TRUE(rows.ok());
-  EXPECT_NEAR((*rows)[0].error, 0.0, 1e-9);
+  ExpectCalibratedOn(data.runs[0], ran, 0.5);
   EXPECT_FALSE(AddCalibrationJson(report(1, "bogus", 0.1), "c.json", &data).ok());
   EXPECT_FALSE(AddCalibrationJson(report(-1, "none", 0.1), "d.json", &data).ok());
 }
@@ -287,13 +301,9 @@ TEST(SimulateTest, CalibrationReadsTheRunsGradAccumAndRecompute) {
 // and runs differing only in it are different runs.
 TEST(SimulateTest, CalibrationReadsTheRunsRecomputeLayers) {
   auto report = [](int64_t layers, double step_s) {
-    nlohmann::json flags = {
-        {"sync", "allreduce"}, {"model", "gpt-tiny"}, {"workers", 1}, {"recompute", "full"}};
+    nlohmann::json flags = {{"recompute", "full"}};
     if (layers != -2) flags["recompute_layers"] = layers;  // -2: absent
-    return nlohmann::json{{"schema", "pszero.run/1"},
-                          {"flags", flags},
-                          {"steps", {{{"step", 1}, {"time_s", step_s}}}},
-                          {"ranks", nlohmann::json::array()}};
+    return OneStepReport(flags, step_s);
   };
   CalibrationData data;
   ASSERT_TRUE(AddCalibrationJson(report(2, 0.4), "a.json", &data).ok());
@@ -303,18 +313,14 @@ TEST(SimulateTest, CalibrationReadsTheRunsRecomputeLayers) {
   EXPECT_EQ(data.runs[0].recompute_layers, 2);
   EXPECT_EQ(data.runs[1].recompute_layers, -1);
   EXPECT_EQ(data.runs[1].round_s.size(), 2u);
-  CalibrationData only;
-  only.runs = {data.runs[0]};
-  Result<Calibration> c = Calibrate(only, SimOptions{});
-  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  SimOptions ran;
+  ran.recompute = model::Recompute::kFull;
+  ran.recompute_layers = 2;
+  ExpectCalibratedOn(data.runs[0], ran, 0.4);
   Result<model::ModelConfig> tiny = model::PresetConfig("gpt-tiny");
   ASSERT_TRUE(tiny.ok());
   Result<Workload> w = WorkloadForModel(*tiny, 1);
   ASSERT_TRUE(w.ok());
-  SimOptions ran;
-  ran.recompute = model::Recompute::kFull;
-  ran.recompute_layers = 2;
-  EXPECT_NEAR(c->flops_per_s, StepFlops(*w, ran) / 0.4, 1e-9 * c->flops_per_s);
   SimOptions all = ran;
   all.recompute_layers = -1;
   EXPECT_LT(StepFlops(*w, ran), StepFlops(*w, all));
