@@ -40,7 +40,7 @@ Result<std::string> GenerateClusterToken() {
 Result<std::string> LoadClusterToken(const std::string& token_file) {
   std::string token;
   if (!token_file.empty()) {
-    Result<std::string> text = ReadRegularFile(token_file, kMaxTokenFileBytes);
+    Result<std::string> text = ReadInputFile(token_file, kMaxTokenFileBytes);
     if (!text.ok()) return Status::InvalidArgument("token file " + text.status().message());
     token = std::move(*text);
     if (token.find('\0') != std::string::npos) {

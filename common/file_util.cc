@@ -1,6 +1,7 @@
 #include "common/file_util.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,9 +33,44 @@ class FdCloser {
   int fd_;
 };
 
+// A FIFO or pipe (`--token-file <(pass show x)`), opened O_NONBLOCK: read to the writer's
+// end, each wait for data bounded. No writer at all (a named FIFO nobody opened) reads as
+// nothing at once, which is refused rather than taken for an empty file.
+Result<std::string> ReadFifo(int fd, const std::string& name, size_t max_bytes) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n > 0) {
+      if (out.size() + static_cast<size_t>(n) > max_bytes) {
+        return Status::InvalidArgument(name + ": more than the limit of " +
+                                       std::to_string(max_bytes) + " bytes");
+      }
+      out.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n == 0) {
+      if (out.empty()) return Status::InvalidArgument(name + ": is a FIFO with no writer");
+      return out;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      return Status::IoError(name + ": cannot read: " + std::strerror(errno));
+    }
+    pollfd p{fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, kFifoWaitSeconds * 1000);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return Status::IoError(name + ": poll: " + std::strerror(errno));
+    if (ready == 0) {
+      return Status::InvalidArgument(name + ": a FIFO whose writer sent nothing for " +
+                                     std::to_string(kFifoWaitSeconds) + " s");
+    }
+  }
+}
+
 }  // namespace
 
-Result<std::string> ReadRegularFile(const std::filesystem::path& path, size_t max_bytes) {
+Result<std::string> ReadInputFile(const std::filesystem::path& path, size_t max_bytes) {
   const std::string name = path.string();
   if (name.empty()) return Status::InvalidArgument("empty file path");
   // O_NONBLOCK: opening a FIFO without a writer would otherwise wait for one.
@@ -47,6 +83,7 @@ Result<std::string> ReadRegularFile(const std::filesystem::path& path, size_t ma
   FdCloser closer(fd);
   struct stat st {};
   if (::fstat(fd, &st) != 0) return Status::IoError(name + ": " + std::strerror(errno));
+  if (S_ISFIFO(st.st_mode)) return ReadFifo(fd, name, max_bytes);
   if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(name + ": " + KindOf(st.st_mode));
   const auto size = static_cast<uint64_t>(st.st_size);
   if (size > max_bytes) {
@@ -122,6 +159,13 @@ Status CheckOutputFilePath(const std::filesystem::path& path) {
                                    " is not writable: " + std::strerror(errno));
   }
   return CheckReplaceableFile(path);
+}
+
+uint64_t PhysicalMemoryBytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return UINT64_MAX;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
 }
 
 }  // namespace pszero

@@ -35,7 +35,7 @@ Registry& registry() {
 
 // ResourceExhausted ("out of memory: ...") when `err` says the memory ran out.
 Status OutOfMemory(int err, std::string message) {
-  if (err == ENOMEM || err == ENOSPC || err == EFBIG || err == EINVAL) {
+  if (err == ENOMEM || err == ENOSPC || err == EFBIG) {
     return Status::ResourceExhausted(std::move(message));
   }
   return Status::Internal(std::move(message));

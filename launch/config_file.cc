@@ -43,7 +43,7 @@ Result<std::vector<std::string>> ExpandConfigFlags(const std::vector<std::string
   if (!given_path) return rest;
   const std::string& path = *given_path;
   const std::string where = "--config " + path + ": ";
-  Result<std::string> text = ReadRegularFile(path);
+  Result<std::string> text = ReadInputFile(path);
   if (!text.ok()) return Status::InvalidArgument("--config " + text.status().message());
   nlohmann::json doc;
   try {

@@ -56,7 +56,7 @@ Result<std::vector<HostSlots>> ParseHostfile(const std::string& text, const std:
 }
 
 Result<std::vector<HostSlots>> ReadHostfile(const std::string& path) {
-  PSZERO_ASSIGN_OR_RETURN(std::string text, ReadRegularFile(path));
+  PSZERO_ASSIGN_OR_RETURN(std::string text, ReadInputFile(path));
   return ParseHostfile(text, path);
 }
 

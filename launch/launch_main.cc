@@ -336,6 +336,13 @@ int Main(int argc, char** argv) {
   if (f.node_rank == 0 && f.hostfile.empty() && !f.rendezvous_only) {
     if (pszero::Status s = pszero::train::CheckReportFlag(train); !s.ok()) return Usage(s);
   }
+  // Memory and --trace where this launcher starts workers (not a --hostfile or
+  // --rendezvous-only launcher, which may run on a login node).
+  if (f.hostfile.empty() && !f.rendezvous_only) {
+    if (pszero::Status s = pszero::train::CheckLocalTrainFlags(train, f.workers); !s.ok()) {
+      return Usage(s);
+    }
+  }
   if (f.heartbeat_timeout_ms <= f.heartbeat_ms) {
     std::cerr << "pszero-launch: error: --heartbeat-timeout-ms (" << f.heartbeat_timeout_ms
               << ") must be longer than --heartbeat-ms (" << f.heartbeat_ms << ")\n";

@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
     work.add_flags = [&](CLI::App& app) { pszero::train::AddTrainFlags(app, flags); };
     work.check_flags = [&]() -> pszero::Status {
       // The world size is known only after the join (0: unknown); check the rest now.
-      return pszero::train::CheckTrainFlags(flags, 0);
+      PSZERO_RETURN_IF_ERROR(pszero::train::CheckTrainFlags(flags, 0));
+      return pszero::train::CheckLocalTrainFlags(flags, 0);
     };
     work.enabled = [&] { return !flags.model.empty(); };
     work.run = [&](pszero::RendezvousClient& client) {

@@ -227,6 +227,7 @@ Result<BenchChild> BenchChild::Spawn(const std::vector<std::string>& argv, bool 
       if (null >= 0) {
         ::dup2(null, 1);
         ::dup2(null, 2);
+        if (null > 2) ::close(null);
       }
     }
     ::execv(args[0], args.data());
@@ -324,13 +325,6 @@ void ChildWatch::Loop() {
       ::_exit(1);
     }
   }
-}
-
-uint64_t PhysicalMemoryBytes() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES);
-  const long page = ::sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page <= 0) return UINT64_MAX;
-  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
 }
 
 Status CheckFitsMemory(const std::string& flag, uint64_t bytes_per_rank, int ranks) {

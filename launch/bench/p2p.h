@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/file_util.h"  // PhysicalMemoryBytes, the cap on any one size a flag names
 #include "common/status.h"
 #include "common/transport.h"
 
@@ -71,8 +72,6 @@ class ChildWatch {
   std::thread thread_;
 };
 
-// This machine's physical memory (sysconf), the cap on any one size a flag names.
-uint64_t PhysicalMemoryBytes();
 // InvalidArgument naming `flag` when `ranks` local processes of `bytes_per_rank` each do not
 // fit in this machine's memory (before any process starts, rather than a bad_alloc).
 Status CheckFitsMemory(const std::string& flag, uint64_t bytes_per_rank, int ranks);

@@ -292,6 +292,12 @@ int RunPsCommand(const PsFlags& f) {
   // A child that fails while this process waits for it (in the store, in the wire-up) ends
   // the run at once rather than after the 120 s timeout.
   ChildWatch watch("pszero-bench ps", dir->path());
+  // This process's own failure is the one line: the watch must not report the children
+  // that then die for want of it.
+  auto fail = [&](const Status& s) {
+    watch.Stop();
+    return Fail(s);
+  };
   for (int rank = 0; rank < world; ++rank) {
     if (rank == f.servers) continue;  // worker 0 is this process
     std::vector<std::string> argv = on(rank);
@@ -305,7 +311,7 @@ int RunPsCommand(const PsFlags& f) {
       argv.push_back(a);
     }
     Result<BenchChild> child = BenchChild::Spawn(argv);
-    if (!child.ok()) return Fail(child.status());
+    if (!child.ok()) return fail(child.status());
     watch.Add(*child, (rank < f.servers ? "server " + std::to_string(rank)
                                         : "worker " + std::to_string(rank - f.servers)) +
                           " (rank " + std::to_string(rank) + ")");
@@ -314,17 +320,17 @@ int RunPsCommand(const PsFlags& f) {
   std::vector<double> medians;
   {
     auto t = ucx::UcxTransport::Create(Options(f.servers, world, "ps"), &store);
-    if (!t.ok()) return Fail(t.status());
+    if (!t.ok()) return fail(t.status());
     Result<double> mine = RunWorker(f, 0, store, **t);
-    if (!mine.ok()) return Fail(mine.status());
+    if (!mine.ok()) return fail(mine.status());
     medians.push_back(*mine);
     for (int w = 1; w < f.workers; ++w) {
       Result<std::string> r = store.Get("ps/result/" + std::to_string(w), kTimeout);
-      if (!r.ok()) return Fail(r.status());
+      if (!r.ok()) return fail(r.status());
       medians.push_back(std::stod(*r));
     }
     Status done = store.Set("ps/done", "1");
-    if (!done.ok()) return Fail(done);
+    if (!done.ok()) return fail(done);
     watch.Stop();
     for (auto& c : children) {
       const int code = c.Wait(kTimeout);

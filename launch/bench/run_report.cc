@@ -135,7 +135,7 @@ Result<RunSummary> SummarizeRunReport(const json& report) {
 
 Result<RunSummary> ReadRunReport(const std::filesystem::path& path) {
   // A regular file only: a FIFO would block the table forever, a device never end.
-  PSZERO_ASSIGN_OR_RETURN(std::string text, ReadRegularFile(path));
+  PSZERO_ASSIGN_OR_RETURN(std::string text, ReadInputFile(path));
   json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Status::InvalidArgument(path.string() + ": not JSON");
   Result<RunSummary> run = SummarizeRunReport(doc);

@@ -393,6 +393,9 @@ Status AddCalibrationJson(const nlohmann::json& doc, const std::string& name,
       if (!recompute.ok())
         return Status::Corruption(name + ": flags." + recompute.status().message().substr(2));
       r.recompute = *recompute;
+      if (f.contains("recompute_layers") && !f.at("recompute_layers").is_number_integer()) {
+        return Status::Corruption(name + ": flags.recompute_layers is not an integer");
+      }
       r.recompute_layers = f.value("recompute_layers", int64_t{-1});
       if (r.recompute_layers < -1) {
         return Status::Corruption(name + ": flags.recompute_layers below -1");
@@ -451,7 +454,7 @@ Status AddCalibrationJson(const nlohmann::json& doc, const std::string& name,
 
 Status LoadCalibrationFile(const std::string& path, CalibrationData* data) {
   // A regular file only: a FIFO would block, a device never end.
-  PSZERO_ASSIGN_OR_RETURN(std::string text, ReadRegularFile(path));
+  PSZERO_ASSIGN_OR_RETURN(std::string text, ReadInputFile(path));
   nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
   if (doc.is_discarded()) return Status::Corruption(path + ": not JSON");
   return AddCalibrationJson(doc, path, data);

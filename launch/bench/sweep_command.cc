@@ -290,7 +290,7 @@ int RunSweep(const SweepFlags& f) {
     if (!c.ok()) return Usage("--preset: " + c.status().message());
     config = *c;
   } else {
-    Result<std::string> text = ReadRegularFile(f.config);
+    Result<std::string> text = ReadInputFile(f.config);
     if (!text.ok()) return Usage("--config: " + text.status().message());
     config = ordered_json::parse(*text, nullptr, false);
     if (config.is_discarded()) return Usage(source + ": not JSON");

@@ -131,7 +131,8 @@ Status CheckInProcessFlags(const TrainBenchFlags& f) {
     return Status::InvalidArgument("--link-gbit: only with --emulate-hosts");
   }
   PSZERO_RETURN_IF_ERROR(train::ResolveModel(f.train).status());
-  return train::CheckTrainFlags(f.train, f.train.tp);
+  PSZERO_RETURN_IF_ERROR(train::CheckTrainFlags(f.train, f.train.tp));
+  return train::CheckLocalTrainFlags(f.train, f.train.tp);
 }
 
 int RunTrainBench(const TrainBenchFlags& f) {
@@ -319,6 +320,7 @@ Status CheckLaunchedFlags(const TrainBenchFlags& f) {
     train::TrainFlags m = flags;
     m.sync = mode;
     PSZERO_RETURN_IF_ERROR(train::CheckTrainFlags(m, workers));
+    PSZERO_RETURN_IF_ERROR(train::CheckLocalTrainFlags(m, workers));
   }
   if (f.link_gbit > 0 && f.emulate_hosts == 0) {
     return Status::InvalidArgument("--link-gbit: only with --emulate-hosts");

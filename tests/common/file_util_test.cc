@@ -1,4 +1,4 @@
-// ReadRegularFile, CheckOutputFilePath and CheckReplaceableFile against what a path may
+// ReadInputFile, CheckOutputFilePath and CheckReplaceableFile against what a path may
 // name besides a regular file: a FIFO without a writer (never waited on), a device made
 // with mknod in a temporary directory (never the real /dev nodes), a directory, a file
 // over the size limit; and the flag helpers FiniteRange, NonEmpty and GuardedMain.
@@ -30,27 +30,49 @@ class FileUtilTest : public ::testing::Test {
 TEST_F(FileUtilTest, ReadsRegularFilesAndRefusesTheRest) {
   const std::string file = Path("f");
   std::ofstream(file) << "hello";
-  EXPECT_EQ(*ReadRegularFile(file), "hello");
+  EXPECT_EQ(*ReadInputFile(file), "hello");
   const std::string fifo = Path("fifo");
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  Result<std::string> r = ReadRegularFile(fifo);  // returns at once: no writer awaited
+  Result<std::string> r = ReadInputFile(fifo);  // returns at once: no writer awaited
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().message(), fifo + ": is not a regular file (a FIFO)");
-  r = ReadRegularFile(dir_.path());
+  EXPECT_EQ(r.status().message(), fifo + ": is a FIFO with no writer");
+  r = ReadInputFile(dir_.path());
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().message(), dir_.path().string() + ": is a directory");
-  r = ReadRegularFile(file, 4);
+  r = ReadInputFile(file, 4);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().message(), file + ": 5 bytes, more than the limit of 4");
-  r = ReadRegularFile(Path("missing"));
+  r = ReadInputFile(Path("missing"));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
   const std::string zero = Path("zero");  // like /dev/zero: reading it would never end
   if (::mknod(zero.c_str(), S_IFCHR | 0666, makedev(1, 5)) == 0) {
-    r = ReadRegularFile(zero);
+    r = ReadInputFile(zero);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().message(), zero + ": is not a regular file (a device)");
   }
+}
+
+// A pipe with a writer (process substitution: `--token-file <(pass show x)`) is read to
+// the writer's end, under the cap.
+TEST_F(FileUtilTest, ReadsAPipeToItsWritersEnd) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const std::string path = "/proc/self/fd/" + std::to_string(fds[0]);
+  ASSERT_EQ(::write(fds[1], "token\n", 6), 6);
+  ::close(fds[1]);
+  Result<std::string> r = ReadInputFile(path);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, "token\n");
+  ::close(fds[0]);
+  ASSERT_EQ(::pipe(fds), 0);
+  ASSERT_EQ(::write(fds[1], "0123456789", 10), 10);
+  ::close(fds[1]);
+  r = ReadInputFile("/proc/self/fd/" + std::to_string(fds[0]), 4);
+  ::close(fds[0]);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            "/proc/self/fd/" + std::to_string(fds[0]) + ": more than the limit of 4 bytes");
 }
 
 // An atomic write renames over its target: never over a device, a FIFO or a directory.

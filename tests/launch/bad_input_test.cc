@@ -164,18 +164,17 @@ TEST_F(BadInputTest, InputFilesMustBeRegularFiles) {
   const std::string fifo = Fifo("input.fifo");
   const std::string token = Write("token", "0123456789abcdef\n");
   ExpectLaunchUsage({"--model", "gpt-tiny", "--data", fifo},
-                    "--data " + fifo + ": is not a regular file (a FIFO)");
+                    "--data " + fifo + ": is a FIFO with no writer");
   ExpectWorkerUsage({"--model", "gpt-tiny", "--data", fifo},
-                    "--data " + fifo + ": is not a regular file (a FIFO)");
-  ExpectLaunchUsage({"--config", fifo}, "--config " + fifo + ": is not a regular file (a FIFO)");
+                    "--data " + fifo + ": is a FIFO with no writer");
+  ExpectLaunchUsage({"--config", fifo}, "--config " + fifo + ": is a FIFO with no writer");
   ExpectLaunchUsage({"--config", dir_.path().string()},
                     "--config " + dir_.path().string() + ": is a directory");
-  ExpectLaunchUsage({"--hostfile", fifo},
-                    "--hostfile: " + fifo + ": is not a regular file (a FIFO)");
+  ExpectLaunchUsage({"--hostfile", fifo}, "--hostfile: " + fifo + ": is a FIFO with no writer");
   ExpectLaunchUsage({"--token-file", fifo},
-                    "--token-file: token file " + fifo + ": is not a regular file (a FIFO)");
+                    "--token-file: token file " + fifo + ": is a FIFO with no writer");
   ExpectWorkerUsage({"--token-file", fifo},
-                    "--token-file: token file " + fifo + ": is not a regular file (a FIFO)");
+                    "--token-file: token file " + fifo + ": is a FIFO with no writer");
   // A device that never ends: refused before a byte is read.
   if (const std::string zero = Device("myzero", 5); !zero.empty()) {
     ExpectLaunchUsage({"--model", "gpt-tiny", "--data", zero},

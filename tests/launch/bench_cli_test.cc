@@ -49,7 +49,7 @@ TEST(BenchCliTest, MissingSubcommand) { ExpectUsageError({}, "subcommand"); }
 TEST(BenchCliTest, FifoInputsAndNanAreRefusedAtOnce) {
   const std::string fifo = ::testing::TempDir() + "/pszero-bench-" + std::to_string(::getpid());
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  const std::string why = fifo + ": is not a regular file (a FIFO)";
+  const std::string why = fifo + ": is a FIFO with no writer";
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"report-table", fifo}, "pszero-bench report-table: error: " + why},
       {{"simulate", "--model", "gpt-tiny", "--workers", "2", "--calibrate", fifo},

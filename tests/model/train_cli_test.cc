@@ -188,20 +188,21 @@ TEST(TrainCliTest, MemoryFloorFollowsTheSyncMode) {
   if (4 * psi <= physical) GTEST_SKIP() << "a machine with more than 51 GB of memory";
   for (const std::string sync : {"allreduce", "zero1", "zero2", "ps"}) {
     f.sync = sync;
-    const Status s = train::CheckTrainFlags(f, 4096);
+    const Status s = train::CheckLocalTrainFlags(f, 4096);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << sync;
     EXPECT_EQ(s.message().rfind("--d-model/--layers/--ffn-mult: parameters and optimizer state", 0),
               0u)
         << s.message();
   }
   f.sync = "zero3";
-  EXPECT_TRUE(train::CheckTrainFlags(f, 4096).ok());
-  EXPECT_TRUE(train::CheckTrainFlags(f, 0).ok()) << "world not known yet: not checked";
-  EXPECT_EQ(train::CheckTrainFlags(f, 1).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(train::CheckLocalTrainFlags(f, 4096).ok());
+  EXPECT_TRUE(train::CheckLocalTrainFlags(f, 0).ok()) << "world not known yet: not checked";
+  EXPECT_EQ(train::CheckLocalTrainFlags(f, 1).code(), StatusCode::kInvalidArgument);
   if (kernels::CudaBuilt()) {
     f.sync = "allreduce";
     f.device = "cuda";
-    EXPECT_TRUE(train::CheckTrainFlags(f, 1).ok()) << "device memory is not checked on the host";
+    EXPECT_TRUE(train::CheckLocalTrainFlags(f, 1).ok())
+        << "device memory is not checked on the host";
   }
 }
 

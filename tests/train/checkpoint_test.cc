@@ -114,6 +114,33 @@ TEST(CheckpointBf16Test, ResumedInAnotherModeContinuesBitForBit) {
   }
 }
 
+// The mlp preset has no vocabulary (vocab 0 in the manifest): its checkpoints resume too,
+// bit for bit.
+TEST(CheckpointMlpTest, MlpResumesBitForBit) {
+  auto d = TempDir::Create("pszero-ckpt-mlp");
+  ASSERT_TRUE(d.ok());
+  const fs::path ck = d->path() / "ck";
+  auto run = [](std::vector<std::string> extra) {
+    std::vector<std::string> argv = {BinaryPath("pszero-launch"),
+                                     "--timeout",
+                                     "120",
+                                     "--model",
+                                     "mlp",
+                                     "--workers",
+                                     "1",
+                                     "--deterministic"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return RunProcess(argv, std::chrono::seconds(150));
+  };
+  const ProcessResult full =
+      run({"--steps", "2", "--checkpoint-dir", ck.string(), "--checkpoint-every", "1"});
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  const ProcessResult r = run({"--steps", "2", "--resume", (ck / "step-00000001").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(PrintedSha(r.out), PrintedSha(full.out));
+  EXPECT_EQ(PrintedSha(r.out).size(), 64u) << r.out;
+}
+
 TEST_F(CheckpointTest, ResumeReshardsToAnyTpAndDp) {
   const fs::path step2 = ck_ / "step-00000002";
   const std::string want = ManifestSha(step2);

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "common/file_util.h"
 #include "worker/model/param_buffer.h"
 
@@ -24,13 +26,8 @@ Result<std::vector<uint8_t>> ReadDataFile(const std::string& path) {
   if (path.empty()) return Status::InvalidArgument("--data: empty path");
   // A corpus is held in memory whole: more than half the machine's memory is refused
   // before reading (a FIFO or a device such as /dev/zero is refused outright).
-  const long pages = ::sysconf(_SC_PHYS_PAGES);
-  const long page_bytes = ::sysconf(_SC_PAGESIZE);
-  size_t limit = size_t{1} << 40;
-  if (pages > 0 && page_bytes > 0) {
-    limit = static_cast<size_t>(pages) * static_cast<size_t>(page_bytes) / 2;
-  }
-  Result<std::string> text = ReadRegularFile(path, limit);
+  const size_t limit = static_cast<size_t>(std::min(PhysicalMemoryBytes() / 2, uint64_t{1} << 40));
+  Result<std::string> text = ReadInputFile(path, limit);
   if (!text.ok()) return Status::InvalidArgument("--data " + text.status().message());
   if (text->empty()) return Status::InvalidArgument("--data " + path + ": file is empty");
   return std::vector<uint8_t>(text->begin(), text->end());

@@ -202,9 +202,12 @@ Status CheckManifest(const fs::path& file, const nlohmann::json& m) {
   const nlohmann::json& model = m.at("model");
   PSZERO_RETURN_IF_ERROR(string_in(model, "name", {}, "model."));
   PSZERO_RETURN_IF_ERROR(string_in(model, "kind", {"gpt", "mlp"}, "model."));
-  for (const char* key : {"layers", "d_model", "heads", "seq", "batch", "ffn_mult", "vocab"}) {
+  for (const char* key : {"layers", "d_model", "heads", "seq", "batch", "ffn_mult"}) {
     PSZERO_RETURN_IF_ERROR(integer(model, key, 1, kMaxManifestInt, false, "model."));
   }
+  // The mlp has no vocabulary (0).
+  PSZERO_RETURN_IF_ERROR(
+      integer(model, "vocab", model.at("kind") == "mlp" ? 0 : 1, kMaxManifestInt, false, "model."));
   PSZERO_RETURN_IF_ERROR(integer(m, "params", 1, kMaxManifestInt, false));
   if (!m.contains("params_sha256") || !IsSha256Hex(m.at("params_sha256"))) {
     return bad("params_sha256", "is not a sha256 (64 lower-case hex digits)");

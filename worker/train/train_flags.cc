@@ -92,10 +92,7 @@ std::string GiB(double bytes) {
 // gradients (4 bytes). On a GPU the model lives in device memory: not checked here.
 Status CheckFitsInMemory(const model::ModelConfig& c, const TrainFlags& f, int workers) {
   if (f.device == "cuda") return Status::Ok();
-  const long pages = ::sysconf(_SC_PHYS_PAGES);
-  const long page_bytes = ::sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page_bytes <= 0) return Status::Ok();
-  const double physical = static_cast<double>(pages) * static_cast<double>(page_bytes);
+  const double physical = static_cast<double>(PhysicalMemoryBytes());
   MemoryFloor m = WorkerMemoryFloor(c, f.tp);
   if (f.sync == "zero3") {
     m.params = workers > 0 ? m.params / (workers / f.tp) : 0;
@@ -213,14 +210,6 @@ Status CheckTrainFlags(const TrainFlags& f, int workers) {
                                    " workers do not split into replicas of --tp " +
                                    std::to_string(f.tp) + " (world = T x D)");
   }
-  PSZERO_RETURN_IF_ERROR(CheckFitsInMemory(c, f, workers));
-  // Output paths are checked now, not found bad after the training ran. Every worker
-  // writes its trace part beside --trace, so the directory must exist wherever one runs.
-  if (!f.trace.empty()) {
-    if (Status s = CheckOutputFilePath(f.trace); !s.ok()) {
-      return Status::InvalidArgument("--trace: " + s.message());
-    }
-  }
   if (!f.checkpoint_dir.empty()) {
     // The directory, or the nearest ancestor that exists (it is created), must be one.
     std::filesystem::path at = f.checkpoint_dir;
@@ -246,6 +235,20 @@ Status CheckTrainFlags(const TrainFlags& f, int workers) {
       return Status::InvalidArgument("--data: the mlp model trains on synthetic data only");
     }
     PSZERO_RETURN_IF_ERROR(model::ReadDataFile(f.data).status());
+  }
+  return Status::Ok();
+}
+
+Status CheckLocalTrainFlags(const TrainFlags& f, int workers) {
+  if (f.model.empty()) return Status::Ok();
+  PSZERO_ASSIGN_OR_RETURN(model::ModelConfig c, ResolveModel(f));
+  PSZERO_RETURN_IF_ERROR(CheckFitsInMemory(c, f, workers));
+  // Output paths are checked now, not found bad after the training ran. Every worker
+  // writes its trace part beside --trace, so the directory must exist wherever one runs.
+  if (!f.trace.empty()) {
+    if (Status s = CheckOutputFilePath(f.trace); !s.ok()) {
+      return Status::InvalidArgument("--trace: " + s.message());
+    }
   }
   return Status::Ok();
 }

@@ -60,10 +60,13 @@ Result<model::ModelConfig> ResolveModel(const TrainFlags& flags);
 // known yet):
 // --device cuda only in a CUDA build (whether this machine has a GPU is the worker's to find
 // out), the model shape against --tp, --workers a multiple of --tp, a readable non-empty
-// --data file, the checkpoint flags, a --trace path that can be written (its directory
-// exists; not a device, FIFO or directory), a model that fits this machine's memory.
-// InvalidArgument naming the flag.
+// --data file, the checkpoint flags. InvalidArgument naming the flag.
 Status CheckTrainFlags(const TrainFlags& flags, int workers);
+// What depends on the machine the workers run on, checked where they run (the launcher
+// only when it starts workers itself, and every worker): a model that fits this machine's
+// memory (the floor per mode, CheckTrainFlags's `workers`), a --trace path that can be
+// written here. InvalidArgument naming the flag.
+Status CheckLocalTrainFlags(const TrainFlags& flags, int workers);
 
 // Whether --report can be written (common/file_util.h CheckOutputFilePath), checked only
 // where worker 0 runs (node 0's launcher; worker 0 after the join): other machines need

@@ -178,6 +178,7 @@ Status RunTrainingWorker(const TrainFlags& flags, RendezvousClient& client) {
   const int rank = client.rank();
   const int world = client.num_workers();
   PSZERO_RETURN_IF_ERROR(CheckTrainFlags(flags, world));
+  PSZERO_RETURN_IF_ERROR(CheckLocalTrainFlags(flags, world));
   if (rank == 0) PSZERO_RETURN_IF_ERROR(CheckReportFlag(flags));
   PSZERO_ASSIGN_OR_RETURN(model::ModelConfig config, ResolveModel(flags));
   const int tp_rank = rank % flags.tp;
