@@ -346,7 +346,7 @@ TEST_F(ConfigFileTest, RepeatedEmptyAndNonRegularConfigsAreRefused) {
   r = Expand({"--config", fifo});
   ::unlink(fifo.c_str());
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().message(), "--config " + fifo + ": is not a regular file (a FIFO)");
+  EXPECT_EQ(r.status().message(), "--config " + fifo + ": is a FIFO with no writer");
 }
 
 }  // namespace
