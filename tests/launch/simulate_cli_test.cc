@@ -84,8 +84,8 @@ TEST(SimulateCliTest, GradAccumAndRecomputeAreRecorded) {
   // less than the default's 11.
   ProcessResult half = Simulate({"--model", "gpt-small", "--workers", "8", "--recompute", "full",
                                  "--recompute-layers", "6", "--json"});
-  ProcessResult full = Simulate(
-      {"--model", "gpt-small", "--workers", "8", "--recompute", "full", "--json"});
+  ProcessResult full =
+      Simulate({"--model", "gpt-small", "--workers", "8", "--recompute", "full", "--json"});
   ASSERT_EQ(half.exit_code, 0) << half.err;
   ASSERT_EQ(full.exit_code, 0) << full.err;
   nlohmann::json h = nlohmann::json::parse(half.out), f = nlohmann::json::parse(full.out);
@@ -172,9 +172,9 @@ TEST(SimulateCliTest, BadInputNamesTheFlag) {
   ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--grad-accum", "two"},
                    "--grad-accum");
   ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--recompute", "some"}, "--recompute");
-  ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--recompute", "full",
-                    "--recompute-layers", "5"},
-                   "--recompute-layers");
+  ExpectUsageError(
+      {"--model", "gpt-tiny", "--workers", "2", "--recompute", "full", "--recompute-layers", "5"},
+      "--recompute-layers");
   ExpectUsageError({"--model", "gpt-tiny", "--workers", "2", "--recompute-layers", "2"},
                    "--recompute-layers");
 }

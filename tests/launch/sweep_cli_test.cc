@@ -217,7 +217,8 @@ TEST(SweepCliTest, BadConfigExitsTwoNamingItBeforeRunningAnything) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> flag_cases = {
       {{"--preset", "slow"}, "--preset"},
       {{"--preset", "quick", "--timeout", "0"}, "--timeout"},
-      {{"--preset", "quick", "--timeout", "nan"}, "--timeout: Value nan is not a finite number in [1 - 1e+06]"},
+      {{"--preset", "quick", "--timeout", "nan"},
+       "--timeout: Value nan is not a finite number in [1 - 1e+06]"},
       {{"--preset", "quick", "--emulate-hosts", "0"}, "--emulate-hosts"},
       {{"--out-dir", out.string()}, "--preset, --config"},
   };

@@ -107,8 +107,7 @@ TEST(SweepTest, SimulateFromSweepTakesTheTrainItemsGradAccumAndRecompute) {
   Result<std::vector<SweepItem>> items = ParseConfig(config, 900);
   ASSERT_TRUE(items.ok()) << items.status().ToString();
   ASSERT_EQ(items->size(), 9u);
-  EXPECT_EQ(FlagsOf((*items)[4]),
-            "--model=gpt-tiny --workers=8 --grad-accum=4 --recompute=full ");
+  EXPECT_EQ(FlagsOf((*items)[4]), "--model=gpt-tiny --workers=8 --grad-accum=4 --recompute=full ");
   EXPECT_EQ((*items)[4].name,
             "simulate model=gpt-tiny workers=8 calibrate=sweep grad-accum=4 recompute=full");
   EXPECT_EQ(ChildArgs((*items)[4], {}, "o.json", "rep", {"r1.json"}),
