@@ -61,11 +61,23 @@ struct DecodedHeader {
   std::vector<std::pair<uint64_t, uint64_t>> ranges;  // per tensor, in header order
 };
 
+Status NotSafetensors(const std::string& what, const std::string& why) {
+  return Status::Corruption(what + ": not a valid safetensors file: " + why);
+}
+
+// The 8-byte header length `n` against a file of `file_size` bytes (0 when too short).
+Status CheckHeaderLength(uint64_t n, uint64_t file_size, const std::string& what) {
+  if (file_size < 8) return NotSafetensors(what, "shorter than its 8-byte header length");
+  if (n > file_size - 8) {
+    return NotSafetensors(what, "header of " + std::to_string(n) + " bytes but the file holds " +
+                                    std::to_string(file_size) + " (truncated?)");
+  }
+  return Status::Ok();
+}
+
 Result<DecodedHeader> DecodeHeader(std::string_view json, uint64_t data_size,
                                    const std::string& what) {
-  auto bad = [&](const std::string& why) {
-    return Status::Corruption(what + ": not a valid safetensors file: " + why);
-  };
+  auto bad = [&](const std::string& why) { return NotSafetensors(what, why); };
   const nlohmann::json header = nlohmann::json::parse(json, nullptr, false);
   if (header.is_discarded() || !header.is_object()) return bad("header is not a JSON object");
   DecodedHeader out;
@@ -153,17 +165,8 @@ const SafeTensorInfo* SafetensorsHeader::Find(const std::string& name) const {
 }
 
 Result<SafetensorsFile> DecodeSafetensors(std::string_view bytes, const std::string& what) {
-  if (bytes.size() < 8) {
-    return Status::Corruption(what +
-                              ": not a valid safetensors file: shorter than its 8-byte header "
-                              "length");
-  }
-  const uint64_t n = HeaderLength(bytes);
-  if (n > bytes.size() - 8) {
-    return Status::Corruption(what + ": not a valid safetensors file: header of " +
-                              std::to_string(n) + " bytes but the file holds " +
-                              std::to_string(bytes.size()) + " (truncated?)");
-  }
+  const uint64_t n = bytes.size() < 8 ? 0 : HeaderLength(bytes);
+  PSZERO_RETURN_IF_ERROR(CheckHeaderLength(n, bytes.size(), what));
   const std::string_view data = bytes.substr(8 + n);
   PSZERO_ASSIGN_OR_RETURN(DecodedHeader h, DecodeHeader(bytes.substr(8, n), data.size(), what));
   SafetensorsFile out;
@@ -183,25 +186,18 @@ Result<SafetensorsFile> DecodeSafetensors(std::string_view bytes, const std::str
 
 Result<SafetensorsHeader> ReadSafetensorsHeader(const std::filesystem::path& path) {
   const std::string what = path.string();
-  auto bad = [&](const std::string& why) {
-    return Status::Corruption(what + ": not a valid safetensors file: " + why);
-  };
   std::error_code ec;
   const uint64_t size = std::filesystem::file_size(path, ec);
   if (ec) return Status::IoError(what + ": " + ec.message());
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::IoError(what + ": cannot open");
-  if (size < 8) return bad("shorter than its 8-byte header length");
   char first8[8];
-  if (!in.read(first8, 8)) return Status::IoError(what + ": cannot read");
-  const uint64_t n = HeaderLength(std::string_view(first8, 8));
-  if (n > size - 8) {
-    return bad("header of " + std::to_string(n) + " bytes but the file holds " +
-               std::to_string(size) + " (truncated?)");
-  }
+  if (size >= 8 && !in.read(first8, 8)) return Status::IoError(what + ": cannot read");
+  const uint64_t n = size < 8 ? 0 : HeaderLength(std::string_view(first8, 8));
+  PSZERO_RETURN_IF_ERROR(CheckHeaderLength(n, size, what));
   if (n > kMaxSafetensorsHeaderBytes) {
-    return bad("header of " + std::to_string(n) + " bytes (at most " +
-               std::to_string(kMaxSafetensorsHeaderBytes) + ")");
+    return NotSafetensors(what, "header of " + std::to_string(n) + " bytes (at most " +
+                                    std::to_string(kMaxSafetensorsHeaderBytes) + ")");
   }
   std::string json(n, '\0');
   if (n > 0 && !in.read(json.data(), static_cast<std::streamsize>(n))) {
