@@ -161,6 +161,11 @@ Status CheckOutputFilePath(const std::filesystem::path& path) {
   return CheckReplaceableFile(path);
 }
 
+bool IsExecutableFile(const std::filesystem::path& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
 uint64_t PhysicalMemoryBytes() {
   const long pages = ::sysconf(_SC_PHYS_PAGES);
   const long page = ::sysconf(_SC_PAGESIZE);

@@ -41,6 +41,9 @@ Status CheckOutputFilePath(const std::filesystem::path& path);
 // directory, so that a report never replaces /dev/null.
 Status CheckReplaceableFile(const std::filesystem::path& path);
 
+// Whether `path` is a regular file (or a symlink to one) this process may execute.
+bool IsExecutableFile(const std::filesystem::path& path);
+
 // This machine's physical memory in bytes (sysconf); UINT64_MAX when it cannot be told.
 uint64_t PhysicalMemoryBytes();
 

@@ -4,8 +4,6 @@
 // flags, environment variables and exit codes.
 #include <glog/logging.h>
 
-#include <unistd.h>
-
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +16,7 @@
 #include "common/auth.h"
 #include "common/cluster_env.h"
 #include "common/exit_codes.h"
+#include "common/file_util.h"
 #include "common/flags.h"
 #include "common/logging.h"
 #include "launch/config_file.h"
@@ -365,8 +364,7 @@ int Main(int argc, char** argv) {
   if (!f.bin_dir.empty() && !f.rendezvous_only && f.hostfile.empty()) {
     for (const char* binary : {"pszero-worker", "pszero-server"}) {
       if (std::string(binary) == "pszero-server" && f.servers == 0) continue;
-      const std::string path = (std::filesystem::path(f.bin_dir) / binary).string();
-      if (::access(path.c_str(), X_OK) != 0) {
+      if (!pszero::IsExecutableFile(std::filesystem::path(f.bin_dir) / binary)) {
         return Usage("--bin-dir: " + f.bin_dir + " has no executable " + binary);
       }
     }

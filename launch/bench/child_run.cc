@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/file_util.h"
+
 extern char** environ;
 
 namespace pszero::bench {
@@ -67,9 +69,7 @@ std::string ChildRun::Describe() const {
 
 Status CheckBinDir(const std::string& dir, bool flag_given, const std::vector<std::string>& names) {
   for (const std::string& name : names) {
-    const std::string path = (std::filesystem::path(dir) / name).string();
-    std::error_code ec;
-    if (std::filesystem::is_regular_file(path, ec) && ::access(path.c_str(), X_OK) == 0) continue;
+    if (IsExecutableFile(std::filesystem::path(dir) / name)) continue;
     return Status::InvalidArgument(flag_given
                                        ? "--bin-dir " + dir + ": no executable " + name + " there"
                                        : "no executable " + name + " beside pszero-bench (in " +
