@@ -61,6 +61,18 @@ CLI::Validator FiniteRange(double lo, double hi) {
   return v;
 }
 
+std::optional<uint64_t> ParseDecimal(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  uint64_t value = 0;
+  for (const char c : text) {
+    if (c < '0' || c > '9' || __builtin_mul_overflow(value, uint64_t{10}, &value) ||
+        __builtin_add_overflow(value, static_cast<uint64_t>(c - '0'), &value)) {
+      return std::nullopt;
+    }
+  }
+  return value;
+}
+
 CLI::Validator NonEmpty() {
   return CLI::Validator(
       [](std::string& input) -> std::string {

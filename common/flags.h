@@ -7,10 +7,12 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace pszero {
 
@@ -27,6 +29,10 @@ std::optional<int> ParseFlags(CLI::App& app, int argc, const char* const* argv);
 // and it also refuses NaN, which CLI::Range lets through (every comparison with NaN is
 // false), and infinities. Use it for every double/float flag.
 CLI::Validator FiniteRange(double lo, double hi);
+
+// `text` as a non-negative decimal integer: digits only (no sign, no spaces, not empty),
+// no overflow past 2^64 - 1; nullopt otherwise. (std::stoull takes "-8" as 2^64 - 8.)
+std::optional<uint64_t> ParseDecimal(std::string_view text);
 
 // Refuses an empty value ("--report ''"), which would otherwise read as "not given".
 CLI::Validator NonEmpty();

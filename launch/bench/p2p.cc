@@ -20,6 +20,8 @@
 #include <sstream>
 #include <thread>
 
+#include "common/flags.h"
+
 extern char** environ;
 
 namespace pszero::bench {
@@ -32,17 +34,12 @@ constexpr uint32_t kBenchComm = 1;
 
 Result<size_t> ParseSize(const std::string& text) {
   if (text.empty()) return Status::InvalidArgument("empty size");
-  // Digits then an optional K/M/G: no sign (stoull takes "-8" as 2^64 - 8), no overflow.
-  size_t pos = 0;
-  uint64_t value = 0;
-  while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
-    if (__builtin_mul_overflow(value, uint64_t{10}, &value) ||
-        __builtin_add_overflow(value, static_cast<uint64_t>(text[pos] - '0'), &value)) {
-      return Status::InvalidArgument("size '" + text + "' is too large");
-    }
-    ++pos;
-  }
+  // Digits then an optional K/M/G: no sign, no overflow.
+  const size_t pos = std::min(text.find_first_not_of("0123456789"), text.size());
   if (pos == 0) return Status::InvalidArgument("bad size '" + text + "'");
+  const std::optional<uint64_t> digits = ParseDecimal(std::string_view(text).substr(0, pos));
+  if (!digits) return Status::InvalidArgument("size '" + text + "' is too large");
+  const uint64_t value = *digits;
   const std::string suffix = text.substr(pos);
   uint64_t multiplier = 1;
   if (suffix == "K" || suffix == "k")

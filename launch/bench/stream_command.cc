@@ -77,10 +77,6 @@ int RunStreamCommand(const StreamFlags& flags) {
   return all_valid ? 0 : 1;
 }
 
-}  // namespace
-
-namespace {
-
 // "1,2,8": thread counts in [1, 4096]; an empty item or anything else is refused.
 Result<std::vector<int>> ParseThreadCounts(const std::string& text) {
   std::vector<int> counts;
@@ -89,17 +85,11 @@ Result<std::vector<int>> ParseThreadCounts(const std::string& text) {
     const size_t comma = std::min(text.find(',', start), text.size());
     const std::string item = text.substr(start, comma - start);
     if (item.empty()) return Status::InvalidArgument("empty item in '" + text + "'");
-    int n = 0;
-    for (const char c : item) {
-      if (c < '0' || c > '9' || n > 4096) {
-        return Status::InvalidArgument("'" + item + "' is not a thread count in [1, 4096]");
-      }
-      n = n * 10 + (c - '0');
-    }
-    if (n < 1 || n > 4096) {
+    const std::optional<uint64_t> n = ParseDecimal(item);
+    if (!n || *n < 1 || *n > 4096) {
       return Status::InvalidArgument("'" + item + "' is not a thread count in [1, 4096]");
     }
-    counts.push_back(n);
+    counts.push_back(static_cast<int>(*n));
     if (comma == text.size()) return counts;
     start = comma + 1;
   }

@@ -1,7 +1,5 @@
 #include "worker/model/data.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 
 #include "common/file_util.h"

@@ -10,6 +10,7 @@
 
 #include "common/atomic_file.h"
 #include "common/control_plane_main.h"
+#include "common/flags.h"
 #include "common/report.h"
 #include "common/safetensors.h"
 #include "common/stats.h"
@@ -254,13 +255,9 @@ Status CheckFile(const fs::path& dir, const nlohmann::json& manifest, const std:
 // A strictly decimal, non-negative metadata value of an optimizer shard; -1 otherwise.
 int64_t MetadataInt(const std::map<std::string, std::string>& meta, const std::string& key) {
   const auto it = meta.find(key);
-  if (it == meta.end() || it->second.empty() || it->second.size() > 16) return -1;
-  int64_t v = 0;
-  for (const char ch : it->second) {
-    if (ch < '0' || ch > '9') return -1;
-    v = v * 10 + (ch - '0');
-  }
-  return v;
+  if (it == meta.end() || it->second.size() > 16) return -1;
+  const std::optional<uint64_t> v = ParseDecimal(it->second);
+  return v ? static_cast<int64_t>(*v) : -1;
 }
 
 struct ShardRange {
@@ -357,7 +354,7 @@ Result<fs::path> VerifyCheckpoint(const fs::path& path) {
   std::vector<ShardRange> ranges;
   for (const auto& [f, sha] : manifest.at("files").items()) {
     PSZERO_RETURN_IF_ERROR(CheckFile(dir, manifest, f));
-    if (f.size() < 12 || f.compare(f.size() - 12, 12, ".safetensors") != 0) continue;
+    if (!f.ends_with(".safetensors")) continue;
     // Every header decoded (not the data): a file whose hash matches but whose structure
     // does not is refused here, before any process starts.
     PSZERO_ASSIGN_OR_RETURN(SafetensorsHeader h, ReadSafetensorsHeader(dir / f));

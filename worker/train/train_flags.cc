@@ -1,8 +1,5 @@
 #include "worker/train/train_flags.h"
 
-#include <unistd.h>
-#include <charconv>
-
 #include <cstdio>
 #include <filesystem>
 #include <utility>
@@ -39,13 +36,9 @@ constexpr ShapeFlag kShapeFlags[] = {
 CLI::Validator Uint64Decimal() {
   return CLI::Validator(
       [](std::string& input) -> std::string {
-        uint64_t value = 0;
-        const char* end = input.data() + input.size();
-        const auto [ptr, ec] = std::from_chars(input.data(), end, value);
-        if (input.empty() || input[0] < '0' || input[0] > '9' || ec != std::errc() || ptr != end) {
-          return "Value " + input + " is not an integer in [0 - 18446744073709551615]";
-        }
-        return std::string();
+        return ParseDecimal(input)
+                   ? std::string()
+                   : "Value " + input + " is not an integer in [0 - 18446744073709551615]";
       },
       "UINT in [0 - 18446744073709551615]");
 }
